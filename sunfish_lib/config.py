@@ -1,0 +1,616 @@
+"""Configuration: frozen dataclasses, presets, overrides, validation, JSON round-trip.
+
+One dataclass per concern (model, objective, data, training, sampling), gathered in
+`Config`. Configs are data: `Config.from_dict(json.load(...))` rebuilds a run exactly.
+
+Overrides arrive as dicts (papermill parameters) or as `key=value` strings (CLI
+`--set`). Keys are dotted (`model.n_layers`) or, when unambiguous, bare (`max_steps`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from sunfish_lib.errors import ConfigError
+
+OBJECTIVES = ("continuous", "masked", "ar")
+NOISE_SCHEDULES = ("linear", "cosine", "sqrt")
+MASK_SCHEDULES = ("linear", "loglinear")
+PREDICTIONS = ("eps", "v", "x0")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
+STRATEGIES = ("auto", "single", "ddp", "fsdp")
+LR_DECAYS = ("cosine", "linear", "constant")
+ROUNDINGS = ("cosine", "euclidean")
+SAMPLERS = {
+    "continuous": ("ddpm", "ddim"),
+    "masked": ("ancestral", "low_confidence", "random", "threshold"),
+    "ar": ("ar",),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The backbone: a bidirectional pre-LN transformer with timestep conditioning."""
+
+    vocab_size: int = 50304
+    """Rows of the token embedding; at least the tokenizer's length (incl. [MASK]); padded to a multiple of 64 is faster."""
+    n_layers: int = 12
+    """Transformer blocks."""
+    n_heads: int = 12
+    """Attention heads; must divide d_model."""
+    d_model: int = 768
+    """Width of the residual stream."""
+    d_ff: int | None = None
+    """Hidden width of the MLP; None means 4 * d_model."""
+    max_seq_len: int = 1024
+    """Position limit (rows of the learned position embedding)."""
+    embed_dim: int | None = None
+    """Width of the token-embedding space; None means d_model. Continuous diffusion runs in this space (Diffusion-LM uses 16-128)."""
+    time_conditioning: bool | None = None
+    """Build the timestep pathway (sinusoid -> MLP -> adaLN). None: as the objective wants (continuous on, masked/ar off)."""
+    causal: bool | None = None
+    """Causal attention mask. None: as the objective wants (ar on, diffusion off)."""
+    time_freq_dim: int = 256
+    """Width of the sinusoidal timestep embedding fed to the time MLP."""
+    bias: bool = False
+    """Biases in Linear and LayerNorm layers (GPT-2 has them; without is a little faster)."""
+    tie_embeddings: bool = True
+    """Output projection shares the token embedding matrix."""
+    dropout: float = 0.0
+    """Dropout on attention weights and residual branches."""
+    norm_eps: float = 1e-5
+    """LayerNorm epsilon."""
+    init_std: float = 0.02
+    """Std of the normal init; residual output projections use init_std / sqrt(2 * n_layers)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward instead of storing them."""
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.d_model
+
+    @property
+    def emb_dim(self) -> int:
+        return self.embed_dim if self.embed_dim is not None else self.d_model
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def resolve(self, objective: str) -> "ModelConfig":
+        """Fill the objective-dependent `None` fields (time_conditioning, causal)."""
+        tc = self.time_conditioning
+        if tc is None:
+            tc = objective == "continuous"
+        causal = self.causal if self.causal is not None else objective == "ar"
+        return replace(self, time_conditioning=tc, causal=causal)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The objective: what the forward process is and what the model predicts."""
+
+    objective: str = "continuous"
+    """One of continuous (Gaussian diffusion on embeddings), masked (absorbing state), ar (next token)."""
+    schedule: str = "sqrt"
+    """Continuous noise schedule: linear, cosine, or sqrt (Diffusion-LM)."""
+    num_timesteps: int = 1000
+    """T, steps of the discrete forward chain used in training (continuous)."""
+    prediction: str = "x0"
+    """What the continuous model outputs: eps, v or x0."""
+    embed_norm: bool = False
+    """L2-normalise token embeddings and scale them by sqrt(embed_dim) (Plaid/CDCD style)."""
+    self_conditioning: bool = False
+    """Feed the previous x0 estimate back as input (continuous, Chen et al. 2022)."""
+    rounding_weight: float = 1.0
+    """Weight of the rounding cross-entropy in the continuous loss."""
+    mask_schedule: str = "linear"
+    """Masked diffusion: linear (alpha_t = 1 - t) or loglinear."""
+    t_min: float = 1e-3
+    """Smallest t sampled in training (avoids the 1/t singularity)."""
+    low_discrepancy: bool = True
+    """Stratified (low-discrepancy) timestep sampling across the batch."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where text comes from and how it becomes fixed-length sequences."""
+
+    source: str = "shakespeare"
+    """shakespeare (embedded, offline), fineweb[:CONFIG], fineweb-edu[:CONFIG], or a local path/glob."""
+    tokenizer: str = "bpe"
+    """bpe (byte-level BPE trained offline on the embedded corpus), or an HF tokenizer name or folder."""
+    bpe_vocab_size: int = 4096
+    """Vocabulary of the offline BPE, special tokens included."""
+    seq_len: int = 256
+    """Tokens per packed training sequence."""
+    micro_batch_size: int = 8
+    """Sequences per device per forward pass."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    shuffle_buffer: int = 1000
+    """Documents in the streaming shuffle buffer (0 disables shuffling)."""
+    cross_document_attention: bool = True
+    """Let attention cross the EOS between packed documents; False masks it block-diagonally."""
+    random_length_fraction: float = 0.0
+    """Fraction of sequences cut to a random shorter length (LLaDA uses 0.01)."""
+    curriculum_steps: int = 0
+    """Grow sequence length from curriculum_start_len to seq_len over this many steps (0: off)."""
+    curriculum_start_len: int = 64
+    """Sequence length at step 0 of the curriculum."""
+    val_fraction: float = 0.05
+    """Fraction of documents held out for validation (deterministic by document)."""
+    text_field: str = "text"
+    """Field holding the text in JSON/JSONL/parquet sources."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, precision and distribution."""
+
+    max_steps: int = 1000
+    """Optimizer steps."""
+    lr: float = 3e-4
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Final LR as a fraction of the peak."""
+    warmup_steps: int = 100
+    """Linear warmup steps."""
+    decay: str = "cosine"
+    """LR decay after warmup: cosine, linear or constant."""
+    weight_decay: float = 0.1
+    """AdamW weight decay (not applied to norms, biases, embeddings)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: off)."""
+    accumulate_grad_batches: int = 1
+    """Micro-batches per optimizer step."""
+    precision: str = "auto"
+    """auto (bf16-mixed on GPUs that support it, fp32 on CPU), 32-true, bf16-mixed, bf16-true, 16-mixed."""
+    strategy: str = "auto"
+    """auto, single, ddp, or fsdp (FSDP2 fully_shard per block)."""
+    devices: int = 1
+    """Devices (GPUs, or CPU processes) per node."""
+    num_nodes: int = 1
+    """Nodes."""
+    cpu_offload: bool = False
+    """FSDP: keep parameters and optimizer state on CPU."""
+    ema_decay: float = 0.0
+    """EMA of weights for evaluation and sampling (0: off)."""
+    lr_mult_attn: float = 1.0
+    """Layer-wise LR multiplier for attention weights (RND1)."""
+    lr_mult_mlp: float = 1.0
+    """Layer-wise LR multiplier for MLP weights (RND1)."""
+    lr_mult_embed: float = 1.0
+    """Layer-wise LR multiplier for embeddings."""
+    lr_mult_norm: float = 1.0
+    """Layer-wise LR multiplier for norms."""
+    lr_mult_time: float = 1.0
+    """Layer-wise LR multiplier for the time MLP and adaLN."""
+    lr_depth_decay: float = 1.0
+    """Multiply block i's LR by decay ** (n_layers - 1 - i) (1.0: off)."""
+    log_every: int = 10
+    """Log metrics every N steps."""
+    val_every: int = 200
+    """Validate every N steps."""
+    val_batches: int = 20
+    """Batches per validation."""
+    ckpt_every: int = 200
+    """Save `last` every N steps."""
+
+    @property
+    def global_batch_size_factor(self) -> int:
+        """Sequences per optimizer step divided by micro_batch_size."""
+        return self.accumulate_grad_batches * self.devices * self.num_nodes
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Generation settings (the sampler names depend on the objective)."""
+
+    sampler: str = "ddim"
+    """continuous: ddpm, ddim; masked: ancestral, low_confidence, random, threshold; ar: ar."""
+    steps: int = 50
+    """Reverse steps (continuous: <= num_timesteps)."""
+    eta: float = 0.0
+    """DDIM stochasticity (0: deterministic, 1: DDPM marginals)."""
+    temperature: float = 1.0
+    """Softmax temperature for discrete sampling."""
+    top_k: int = 0
+    """Keep the k most likely tokens (0: off)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1.0: off)."""
+    length: int = 64
+    """Tokens per unconditional sample."""
+    num_samples: int = 4
+    """Samples per call."""
+    mask_length: int = 8
+    """Tokens per [MASK] span in infilling."""
+    clamp: bool = False
+    """Continuous: snap predicted x0 to the nearest embedding each step (Diffusion-LM clamping trick)."""
+    rounding: str = "cosine"
+    """Continuous: final rounding by cosine similarity or euclidean distance."""
+    block_length: int = 0
+    """Masked: semi-autoregressive block size (0: one block)."""
+    threshold: float = 0.9
+    """Masked threshold sampler: commit positions whose confidence exceeds this."""
+    cfg_scale: float = 0.0
+    """Classifier-free guidance scale (0: off)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: everything needed to rebuild it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    seed: int = 0
+    """One seed for torch, data order and sampling."""
+    preset: str = "custom"
+    """Name of the preset this config started from (informational)."""
+
+    # -- derived ---------------------------------------------------------------
+    @property
+    def resolved_model(self) -> ModelConfig:
+        """ModelConfig with objective-dependent fields filled in (what gets built)."""
+        return self.model.resolve(self.diffusion.objective)
+
+    # -- serialisation ---------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, **kw: Any) -> str:
+        return json.dumps(self.to_dict(), indent=kw.pop("indent", 2), sort_keys=True, **kw)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """Rebuild a Config from `to_dict()` output; unknown keys are errors."""
+        return _from_dict(cls, d, prefix="")
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config JSON is not valid JSON ({e.msg} at line {e.lineno}); fix or regenerate it") from None
+
+    def save(self, path) -> None:
+        from pathlib import Path
+
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path) -> "Config":
+        from pathlib import Path
+
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; pass a run folder's config.json")
+        return cls.from_json(p.read_text())
+
+    # -- overrides ---------------------------------------------------------------
+    def override(self, overrides: Mapping[str, Any] | None = None, **kw: Any) -> "Config":
+        """Return a copy with dotted or bare keys replaced; string values are parsed by field type."""
+        items = dict(overrides or {})
+        items.update(kw)
+        cfg = self
+        for key, value in items.items():
+            cfg = _set(cfg, key, value)
+        return cfg
+
+    def validate(self) -> "Config":
+        """Raise ConfigError naming the first impossible field or combination; return self."""
+        validate(self)
+        return self
+
+
+# ----------------------------------------------------------------------------
+# Presets
+# ----------------------------------------------------------------------------
+
+def _preset(model: dict, data: dict, train: dict, name: str) -> Config:
+    return Config(
+        model=ModelConfig(**model),
+        data=DataConfig(**data),
+        train=TrainConfig(**train),
+        preset=name,
+    )
+
+
+PRESETS: dict[str, Config] = {
+    # Trains on a laptop CPU in minutes on the embedded corpus with the offline BPE.
+    "tiny": _preset(
+        dict(vocab_size=4096, n_layers=4, n_heads=4, d_model=128, max_seq_len=256),
+        dict(source="shakespeare", tokenizer="bpe", bpe_vocab_size=4096, seq_len=128, micro_batch_size=16),
+        dict(max_steps=1000, lr=1e-3, warmup_steps=50, weight_decay=0.0, log_every=10, val_every=100, ckpt_every=100),
+        "tiny",
+    ),
+    # GPT-2 small shape, GPT-2 tokenizer (50257 + [MASK], padded to 50304), FineWeb.
+    "125M": _preset(
+        dict(vocab_size=50304, n_layers=12, n_heads=12, d_model=768, max_seq_len=1024),
+        dict(source="fineweb:sample-10BT", tokenizer="gpt2", seq_len=1024, micro_batch_size=16),
+        dict(max_steps=100_000, lr=6e-4, warmup_steps=2000, accumulate_grad_batches=8),
+        "125M",
+    ),
+    "350M": _preset(
+        dict(vocab_size=50304, n_layers=24, n_heads=16, d_model=1024, max_seq_len=1024),
+        dict(source="fineweb:sample-10BT", tokenizer="gpt2", seq_len=1024, micro_batch_size=8),
+        dict(max_steps=100_000, lr=3e-4, warmup_steps=5000, accumulate_grad_batches=16),
+        "350M",
+    ),
+    # The seed's production model: global batch 256 x 2048 tokens (micro 4 x accumulate 64 on one GPU).
+    "1.4B": _preset(
+        dict(vocab_size=50304, n_layers=24, n_heads=16, d_model=2048, max_seq_len=2048),
+        dict(source="fineweb:sample-10BT", tokenizer="gpt2", seq_len=2048, micro_batch_size=4),
+        dict(max_steps=200_000, lr=2e-4, warmup_steps=10_000, accumulate_grad_batches=64),
+        "1.4B",
+    ),
+}
+
+
+def get_config(preset: str = "tiny", overrides: Mapping[str, Any] | None = None, **kw: Any) -> Config:
+    """The named preset with overrides applied, validated."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[preset].override(overrides, **kw).validate()
+
+
+def parse_set_args(pairs: list[str] | None) -> dict[str, str]:
+    """CLI `--set key=value` strings -> dict (values stay strings; typed on apply)."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r} is not key=value; e.g. --set model.n_layers=6")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _one_of(name: str, value: Any, allowed) -> None:
+    _check(value in allowed, f"{name}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+
+
+def _positive(name: str, value: Any) -> None:
+    _check(value > 0, f"{name}={value!r} must be > 0")
+
+
+def _fraction(name: str, value: float, hi_open: bool = False) -> None:
+    ok = 0.0 <= value < 1.0 if hi_open else 0.0 <= value <= 1.0
+    _check(ok, f"{name}={value!r} must be in [0, 1{')' if hi_open else ']'}")
+
+
+def validate(cfg: Config) -> None:
+    m, d, da, t, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
+    for name in ("vocab_size", "n_layers", "n_heads", "d_model", "max_seq_len", "time_freq_dim"):
+        _positive(f"model.{name}", getattr(m, name))
+    _check(m.d_model % m.n_heads == 0,
+           f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; pick heads that divide it")
+    _check(m.time_freq_dim % 2 == 0, f"model.time_freq_dim={m.time_freq_dim} must be even")
+    if m.d_ff is not None:
+        _positive("model.d_ff", m.d_ff)
+    if m.embed_dim is not None:
+        _positive("model.embed_dim", m.embed_dim)
+    _fraction("model.dropout", m.dropout, hi_open=True)
+    _positive("model.norm_eps", m.norm_eps)
+    _positive("model.init_std", m.init_std)
+
+    _one_of("diffusion.objective", d.objective, OBJECTIVES)
+    _one_of("diffusion.schedule", d.schedule, NOISE_SCHEDULES)
+    _one_of("diffusion.mask_schedule", d.mask_schedule, MASK_SCHEDULES)
+    _one_of("diffusion.prediction", d.prediction, PREDICTIONS)
+    _positive("diffusion.num_timesteps", d.num_timesteps)
+    _check(0.0 < d.t_min < 1.0, f"diffusion.t_min={d.t_min!r} must be in (0, 1)")
+    _check(d.rounding_weight >= 0, f"diffusion.rounding_weight={d.rounding_weight!r} must be >= 0")
+    if d.objective == "continuous":
+        _check(m.time_conditioning is not False,
+               "model.time_conditioning=False but objective 'continuous' needs the timestep; set it to true or null")
+    if d.objective == "ar":
+        _check(m.causal is not False, "model.causal=False but objective 'ar' needs causal attention; set it to true or null")
+    elif m.causal:
+        _check(False, f"model.causal=True but objective {d.objective!r} is bidirectional; set it to false or null")
+
+    _positive("data.seq_len", da.seq_len)
+    _check(da.seq_len <= m.max_seq_len,
+           f"data.seq_len={da.seq_len} exceeds model.max_seq_len={m.max_seq_len}; lower seq_len or raise max_seq_len")
+    _positive("data.micro_batch_size", da.micro_batch_size)
+    _positive("data.bpe_vocab_size", da.bpe_vocab_size)
+    _check(da.bpe_vocab_size >= 260, f"data.bpe_vocab_size={da.bpe_vocab_size} must be >= 260 (256 bytes + specials)")
+    _check(da.num_workers >= 0, f"data.num_workers={da.num_workers} must be >= 0")
+    _check(da.shuffle_buffer >= 0, f"data.shuffle_buffer={da.shuffle_buffer} must be >= 0")
+    _check(bool(da.source.strip()), "data.source is empty; use shakespeare, fineweb[:CONFIG] or a path")
+    _fraction("data.random_length_fraction", da.random_length_fraction)
+    _fraction("data.val_fraction", da.val_fraction, hi_open=True)
+    _check(da.curriculum_steps >= 0, f"data.curriculum_steps={da.curriculum_steps} must be >= 0")
+    if da.curriculum_steps:
+        _check(0 < da.curriculum_start_len <= da.seq_len,
+               f"data.curriculum_start_len={da.curriculum_start_len} must be in [1, data.seq_len={da.seq_len}]")
+    if da.tokenizer == "bpe":
+        _check(da.bpe_vocab_size <= m.vocab_size,
+               f"data.bpe_vocab_size={da.bpe_vocab_size} exceeds model.vocab_size={m.vocab_size}; raise vocab_size")
+
+    _positive("train.max_steps", t.max_steps)
+    _positive("train.lr", t.lr)
+    _check(t.warmup_steps >= 0, f"train.warmup_steps={t.warmup_steps} must be >= 0")
+    _check(t.warmup_steps <= t.max_steps,
+           f"train.warmup_steps={t.warmup_steps} is longer than train.max_steps={t.max_steps}; shorten warmup")
+    _fraction("train.min_lr_ratio", t.min_lr_ratio)
+    _one_of("train.decay", t.decay, LR_DECAYS)
+    _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
+    _fraction("train.beta1", t.beta1, hi_open=True)
+    _fraction("train.beta2", t.beta2, hi_open=True)
+    _check(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0 disables clipping)")
+    _positive("train.accumulate_grad_batches", t.accumulate_grad_batches)
+    _one_of("train.precision", t.precision, PRECISIONS)
+    _one_of("train.strategy", t.strategy, STRATEGIES)
+    _positive("train.devices", t.devices)
+    _positive("train.num_nodes", t.num_nodes)
+    _fraction("train.ema_decay", t.ema_decay, hi_open=True)
+    for name in ("lr_mult_attn", "lr_mult_mlp", "lr_mult_embed", "lr_mult_norm", "lr_mult_time", "lr_depth_decay"):
+        _check(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0")
+    for name in ("log_every", "val_every", "val_batches", "ckpt_every"):
+        _positive(f"train.{name}", getattr(t, name))
+    _check(not t.cpu_offload or t.strategy == "fsdp",
+           f"train.cpu_offload=True needs train.strategy='fsdp' (got {t.strategy!r})")
+
+    allowed = SAMPLERS[d.objective]
+    _check(s.sampler in allowed,
+           f"sample.sampler={s.sampler!r} does not fit objective {d.objective!r}; choose one of {', '.join(allowed)}")
+    _positive("sample.steps", s.steps)
+    if d.objective == "continuous":
+        _check(s.steps <= d.num_timesteps,
+               f"sample.steps={s.steps} exceeds diffusion.num_timesteps={d.num_timesteps}; use at most that many")
+    _check(s.eta >= 0, f"sample.eta={s.eta} must be >= 0")
+    _positive("sample.temperature", s.temperature)
+    _check(s.top_k >= 0, f"sample.top_k={s.top_k} must be >= 0 (0 disables)")
+    _check(0.0 < s.top_p <= 1.0, f"sample.top_p={s.top_p} must be in (0, 1]")
+    _positive("sample.length", s.length)
+    _check(s.length <= m.max_seq_len, f"sample.length={s.length} exceeds model.max_seq_len={m.max_seq_len}")
+    _positive("sample.num_samples", s.num_samples)
+    _positive("sample.mask_length", s.mask_length)
+    _one_of("sample.rounding", s.rounding, ROUNDINGS)
+    _check(s.block_length >= 0, f"sample.block_length={s.block_length} must be >= 0 (0: one block)")
+    _check(0.0 < s.threshold <= 1.0, f"sample.threshold={s.threshold} must be in (0, 1]")
+    _check(s.cfg_scale >= 0, f"sample.cfg_scale={s.cfg_scale} must be >= 0")
+
+
+# ----------------------------------------------------------------------------
+# Overrides and dict conversion
+# ----------------------------------------------------------------------------
+
+_SECTIONS = ("model", "diffusion", "data", "train", "sample")
+
+
+def _field_index() -> dict[str, list[str]]:
+    """bare field name -> dotted keys that have it (for unambiguous bare keys)."""
+    index: dict[str, list[str]] = {}
+    for sec in _SECTIONS:
+        sec_cls = typing.get_type_hints(Config)[sec]
+        for f in fields(sec_cls):
+            index.setdefault(f.name, []).append(f"{sec}.{f.name}")
+    for top in ("seed", "preset"):
+        index.setdefault(top, []).append(top)
+    return index
+
+
+def _all_keys() -> list[str]:
+    return sorted({k for ks in _field_index().values() for k in ks} | set(_field_index()))
+
+
+def _resolve_key(key: str) -> str:
+    index = _field_index()
+    if key in ("seed", "preset"):
+        return key
+    if "." in key:
+        sec, _, name = key.partition(".")
+        if sec in _SECTIONS and f"{sec}.{name}" in index.get(name, []):
+            return key
+    elif key in index:
+        matches = index[key]
+        if len(matches) == 1:
+            return matches[0]
+        raise ConfigError(f"config key {key!r} is ambiguous; use one of {', '.join(matches)}")
+    close = difflib.get_close_matches(key, _all_keys(), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `sunfish estimate --help` or sunfish_lib/config.py"
+    raise ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _set(cfg: Config, key: str, value: Any) -> Config:
+    dotted = _resolve_key(key)
+    if "." not in dotted:
+        hint = typing.get_type_hints(Config)[dotted]
+        return replace(cfg, **{dotted: _coerce(dotted, value, hint)})
+    sec, name = dotted.split(".", 1)
+    section = getattr(cfg, sec)
+    hint = typing.get_type_hints(type(section))[name]
+    return replace(cfg, **{sec: replace(section, **{name: _coerce(dotted, value, hint)})})
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert `value` (maybe a CLI string) to the field's type, or raise ConfigError."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if isinstance(value, str) and optional and value.strip().lower() in ("none", "null"):
+        return None
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}=None is not allowed; give a {base.__name__}")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
+                return False
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            if isinstance(value, str):
+                try:
+                    return int(value)
+                except ValueError:  # allow "1e5"-style integers
+                    f = float(value)
+                    if not f.is_integer():
+                        raise
+                    return int(f)
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (ValueError, TypeError):
+        pass
+    else:
+        return value
+    raise ConfigError(f"{key}={value!r} is not a valid {base.__name__}{' or null' if optional else ''}")
+
+
+def _from_dict(cls, d: Mapping[str, Any], prefix: str):
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'} must be an object, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in d.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, hint)
+    return cls(**kwargs)
