@@ -605,7 +605,7 @@ def _from_dict(cls, d: Mapping[str, Any], prefix: str):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; known keys: {', '.join(sorted(known))}")
     kwargs = {}
     for name, value in d.items():
         hint = hints[name]

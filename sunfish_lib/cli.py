@@ -1,0 +1,136 @@
+"""The `sunfish` command. Every subcommand calls the same library functions the notebooks do.
+
+User mistakes (unknown preset, bad value, missing file) print one line on stderr and
+exit with code 2; a failing notebook exits 1 and leaves its executed copy behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sunfish_lib.errors import SunfishError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises SunfishError (one line, exit 2) instead of printing usage."""
+
+    def error(self, message: str):  # noqa: D401
+        raise SunfishError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+
+# -- sunfish check ---------------------------------------------------------------------
+
+def _add_check(sub) -> None:
+    p = sub.add_parser("check", help="installation check: imports, torch, devices, a tiny forward/backward")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args) -> int:
+    from sunfish_lib.check import all_ok, run_checks
+
+    results = run_checks()
+    ok = all_ok(results)
+    if args.json:
+        print(json.dumps({"ok": ok, "checks": [r.to_dict() for r in results]}))
+        return 0 if ok else 1
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="sunfish check")
+    for col in ("check", "status", "detail", "fix"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.name, "[green]ok[/]" if r.ok else "[red]FAIL[/]", r.detail, "" if r.ok else r.fix)
+    Console(width=160).print(table)
+    print("all checks passed" if ok else "some checks failed: see the fix column")
+    return 0 if ok else 1
+
+
+# -- sunfish run / workbook ------------------------------------------------------------
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="execute a notebook headlessly (papermill) into a fresh run folder")
+    p.add_argument("notebook", help="path to an .ipynb")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                   help="notebook parameter (Python literal or plain string); repeatable")
+    p.add_argument("--runs-dir", type=Path, default=None, help="parent of run folders (default: runs/)")
+    p.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    p.set_defaults(func=_cmd_run)
+
+    w = sub.add_parser("workbook", help="execute every numbered notebook in order into one run folder")
+    w.add_argument("--smoke", action="store_true", help="run each notebook with smoke=True (seconds, for tests)")
+    w.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")
+    w.add_argument("--runs-dir", type=Path, default=None, help="parent of run folders (default: runs/)")
+    w.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    w.set_defaults(func=_cmd_workbook)
+
+
+def _cmd_run(args) -> int:
+    from sunfish_lib.runs import NotebookFailed, parse_param_value, run_notebooks
+
+    nb = Path(args.notebook)
+    if nb.suffix != ".ipynb":
+        raise SunfishError(f"{nb} is not a notebook (.ipynb); e.g. sunfish run notebooks/01_config_and_memory.ipynb")
+    params = {name: parse_param_value(value) for name, value in args.parameter}
+    try:
+        run_dir = run_notebooks([nb], {nb.name: params}, runs_parent=args.runs_dir, log_output=args.log_output)
+    except NotebookFailed as e:
+        print(f"sunfish run: {e}", file=sys.stderr)
+        return 1
+    print(f"executed {nb.name} -> {run_dir / nb.name}")
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _cmd_workbook(args) -> int:
+    from sunfish_lib.runs import NotebookFailed, run_notebooks, workbook_notebooks
+
+    notebooks = workbook_notebooks()
+    if args.only:
+        notebooks = [n for n in notebooks if any(n.name.startswith(o) for o in args.only)]
+        if not notebooks:
+            raise SunfishError(f"--only {' '.join(args.only)} matches no notebook in notebooks/")
+    params = {n.name: {"smoke": True} for n in notebooks} if args.smoke else {}
+    try:
+        run_dir = run_notebooks(notebooks, params, name="workbook", runs_parent=args.runs_dir,
+                                log_output=args.log_output)
+    except NotebookFailed as e:
+        print(f"sunfish workbook: {e}", file=sys.stderr)
+        return 1
+    for n in notebooks:
+        print(f"executed {n.name}")
+    print(f"results: {run_dir}")
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------
+
+COMMANDS = [_add_check, _add_run]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sunfish", description="Sunfish: a research workbook for diffusion language models")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except SunfishError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

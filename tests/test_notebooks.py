@@ -1,0 +1,53 @@
+"""Every notebook: one literal-only `parameters` cell with `smoke`, committed clean, runs headlessly."""
+
+import ast
+import json
+
+import nbformat
+import pytest
+
+from sunfish_lib.runs import run_notebooks, workbook_notebooks
+from tests.helpers import NOTEBOOKS
+
+ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    names = [p.name for p in ALL]
+    assert "00_setup_check.ipynb" in names
+    assert [p.name for p in workbook_notebooks()] == sorted(n for n in names if n[:2].isdigit())
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.name for p in ALL])
+def test_structure(path):
+    nb = nbformat.read(str(path), as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one parameters cell"
+    tree = ast.parse(params[0].source)
+    names = set()
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), "parameters cell holds assignments only"
+        ast.literal_eval(node.value)  # literals only
+        names.add(node.targets[0].id)
+    assert "smoke" in names
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "opens with a title"
+    raw = json.loads(path.read_text())
+    for c in raw["cells"]:
+        if c["cell_type"] == "code":
+            assert c["outputs"] == [] and c["execution_count"] is None, "committed without outputs"
+
+
+def _text_outputs(nb) -> str:
+    out = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            out.append(o.get("text", "") or json.dumps(o.get("data", {}).get("text/plain", "")))
+    return "\n".join(out)
+
+
+def test_setup_check_notebook_smoke(tmp_path):
+    nb_path = NOTEBOOKS / "00_setup_check.ipynb"
+    run_dir = run_notebooks([nb_path], {nb_path.name: {"smoke": True}}, runs_parent=tmp_path)
+    text = _text_outputs(nbformat.read(str(run_dir / nb_path.name), as_version=4))
+    assert "all checks passed" in text and "ready" in text
+    assert "1,461,376 params" in text
