@@ -1,0 +1,28 @@
+"""Objectives on the one backbone: masked diffusion, the AR baseline (continuous: issue #4).
+
+An objective owns the forward process (noising or masking), its loss, and what the
+model's output means. `loss(model, batch, generator)` returns a dict with a scalar
+`loss` plus metrics.
+"""
+
+from __future__ import annotations
+
+from sunfish_lib.config import Config
+from sunfish_lib.diffusion.autoregressive import Autoregressive
+from sunfish_lib.diffusion.masked import MaskedDiffusion, MaskSchedule, subs_logits
+from sunfish_lib.errors import ConfigError
+
+
+def build_objective(cfg: Config, mask_token_id: int | None = None):
+    """The objective named by `cfg.diffusion.objective`."""
+    kind = cfg.diffusion.objective
+    if kind == "masked":
+        if mask_token_id is None:
+            raise ConfigError("objective 'masked' needs the tokenizer's [MASK] id; the tokenizer has no [MASK] token")
+        return MaskedDiffusion(cfg.diffusion, mask_token_id)
+    if kind == "ar":
+        return Autoregressive(cfg.diffusion)
+    raise ConfigError(f"diffusion.objective={kind!r} is not built yet in this version; choose masked or ar")
+
+
+__all__ = ["Autoregressive", "MaskedDiffusion", "MaskSchedule", "build_objective", "subs_logits"]

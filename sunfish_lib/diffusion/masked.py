@@ -1,0 +1,135 @@
+"""Masked (absorbing-state) diffusion: MDLM / LLaDA / RND1 style.
+
+Forward process: each token of x0 independently becomes [MASK] with probability
+1 - alpha_t, t in [0, 1]. Reverse model: p_theta(x0 | z_t) with the SUBS
+parameterisation (MDLM, Sahoo et al. 2024, Sec. 3.2.3): the [MASK] logit is never
+predicted ("zero masking probabilities") and unmasked tokens are copied through
+("carry-over unmasking"), so only masked positions carry loss.
+
+The loss is the continuous-time ELBO (MDLM Eq. 10; LLaDA, Nie et al. 2025, Eq. 3):
+
+    -log p(x0) <= E_{t ~ U[0,1]} E_{z_t} [ alpha'_t / (1 - alpha_t) * sum_{i masked} log p_theta(x0_i | z_t) ]
+
+with weight w(t) = -alpha'_t / (1 - alpha_t) = 1/t for the linear schedule
+alpha_t = 1 - t (LLaDA). We report it per token: divided by the number of real tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sunfish_lib.config import DiffusionConfig
+from sunfish_lib.diffusion.timesteps import sample_t
+
+
+class MaskSchedule:
+    """alpha_t (probability a token is still clean at time t) and the ELBO weight.
+
+    linear:    alpha_t = 1 - t                       (LLaDA; MDLM's "linear")
+    loglinear: alpha_t = 1 - (1 - eps) t, i.e. sigma(t) = -log(1 - (1 - eps) t)
+               (MDLM's LogLinearNoise, Sahoo et al. 2024, App. C): never fully masked.
+    Both give w(t) = 1/t; loglinear keeps a 1e-3 chance that a token survives at t = 1.
+    """
+
+    def __init__(self, kind: str = "linear", eps: float = 1e-3):
+        if kind not in ("linear", "loglinear"):
+            raise ValueError(f"mask schedule {kind!r}: choose linear or loglinear")
+        self.kind, self.eps = kind, eps
+        self.rate = 1.0 if kind == "linear" else 1.0 - eps  # alpha_t = 1 - rate * t
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return 1.0 - self.rate * t
+
+    def p_mask(self, t: torch.Tensor) -> torch.Tensor:
+        """1 - alpha_t: probability that a token is [MASK] at time t."""
+        return self.rate * t
+
+    def weight(self, t: torch.Tensor) -> torch.Tensor:
+        """w(t) = -alpha'_t / (1 - alpha_t) = rate / (rate * t) = 1/t."""
+        return -(-self.rate) / (self.rate * t)
+
+
+def subs_logits(logits: torch.Tensor, z: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """SUBS parameterisation (MDLM Sec. 3.2.3) on full logits (B, T, V) -> (B, T, V).
+
+    [MASK] gets -inf everywhere; unmasked positions become a point mass on their token.
+    """
+    out = logits.clone()
+    out[..., mask_id] = float("-inf")
+    unmasked = z != mask_id  # (B, T)
+    if unmasked.any():
+        point = torch.full_like(out[unmasked], float("-inf"))  # (N, V)
+        point.scatter_(-1, z[unmasked][:, None], 0.0)
+        out[unmasked] = point
+    return out
+
+
+class MaskedDiffusion:
+    """The masked-diffusion objective: forward masking, SUBS, continuous-time ELBO."""
+
+    name = "masked"
+
+    def __init__(self, cfg: DiffusionConfig, mask_token_id: int):
+        self.cfg = cfg
+        self.mask_id = int(mask_token_id)
+        self.schedule = MaskSchedule(cfg.mask_schedule)
+
+    def mask(self, x0: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, generator=None):
+        """Forward process q(z_t | x0): (B, T) ids, (B,) times -> (z_t, masked bool (B, T))."""
+        u = torch.rand(x0.shape, device=x0.device, generator=generator)
+        masked = (u < self.schedule.p_mask(t)[:, None]) & valid
+        return torch.where(masked, torch.full_like(x0, self.mask_id), x0), masked
+
+    def masked_nll(self, model, z, t, batch, masked) -> torch.Tensor:
+        """-log p_theta(x0_i | z_t) at the masked positions only: (N,) for N = masked.sum().
+
+        Logits are computed only where the loss needs them (the unmasked ones are copied
+        through by SUBS), which saves the vocabulary projection on ~half the tokens.
+        """
+        h = model.encode(z, t=t, segment_ids=batch.get("segment_ids"), attention_mask=batch.get("attention_mask"))
+        logits = model.logits(h[masked]).float()  # (N, V)
+        logits[:, self.mask_id] = float("-inf")  # SUBS: never predict [MASK]
+        target = batch["input_ids"][masked]  # (N,)
+        return torch.logsumexp(logits, -1) - logits.gather(-1, target[:, None]).squeeze(-1)
+
+    def loss(self, model, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """ELBO per real token (a training loss and, averaged over t, an NLL upper bound)."""
+        x0 = batch["input_ids"]  # (B, T)
+        valid = _valid(batch, x0)
+        t = sample_t(x0.shape[0], t_min=self.cfg.t_min, low_discrepancy=self.cfg.low_discrepancy,
+                     device=x0.device, generator=generator)
+        return self.loss_at(model, batch, t, valid, generator)
+
+    def loss_at(self, model, batch, t, valid=None, generator=None) -> dict[str, torch.Tensor]:
+        """The ELBO estimate at given times t (B,): also used by evaluation (antithetic t)."""
+        x0 = batch["input_ids"]
+        valid = _valid(batch, x0) if valid is None else valid
+        z, masked = self.mask(x0, t, valid, generator)
+        nll = self.masked_nll(model, z, t, batch, masked)  # (N,)
+        w = self.schedule.weight(t)[:, None].expand_as(x0)[masked]  # (N,)
+        per_seq = torch.zeros(x0.shape[0], device=x0.device).index_add_(
+            0, masked.nonzero()[:, 0], (w * nll).to(torch.float32))  # (B,) sum over masked tokens
+        n_tok = valid.sum(1).clamp(min=1).float()  # (B,)
+        loss = per_seq.sum() / n_tok.sum()
+        return {
+            "loss": loss,
+            "elbo_per_seq": per_seq / n_tok,  # (B,) nats/token, for Monte-Carlo evaluation
+            "masked_ce": nll.mean() if nll.numel() else loss.new_zeros(()),
+            "mask_fraction": masked.sum() / valid.sum().clamp(min=1),
+        }
+
+
+def _valid(batch: dict, x0: torch.Tensor) -> torch.Tensor:
+    am = batch.get("attention_mask")
+    return torch.ones_like(x0, dtype=torch.bool) if am is None else am.bool()
+
+
+def elbo_closed_form_weight(k: int, L: int) -> float:
+    """Integral over t of w(t) * P(a given set of k of L tokens is exactly the masked set), linear schedule.
+
+    int_0^1 (1/t) t^k (1 - t)^(L - k) dt = B(k, L - k + 1) = (k - 1)! (L - k)! / L!
+    (used by tests to compute the ELBO of a toy model exactly).
+    """
+    return math.factorial(k - 1) * math.factorial(L - k) / math.factorial(L)
