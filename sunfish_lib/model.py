@@ -57,6 +57,29 @@ class TimeEmbedding(nn.Module):
         return self.fc2(F.silu(self.fc1(h)))
 
 
+class KVCache:
+    """Keys and values of past positions, one (k, v) pair per block: for AR sampling.
+
+    Fill it with one prefill call (the prompt), then feed one token per call.
+    """
+
+    def __init__(self, n_layers: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0]
+        return 0 if first is None else first[0].shape[2]
+
+    def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append (B, nh, T_new, hs) keys/values for block i; return all of them."""
+        past = self.layers[i]
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        self.layers[i] = (k, v)
+        return k, v
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -65,12 +88,21 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, causal: bool, kv: tuple[KVCache, int] | None = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        if kv is not None:
+            cache, layer = kv
+            has_past = cache.layers[layer] is not None
+            if has_past and T > 1:
+                raise ValueError("KVCache: after the prefill, feed one token per call")
+            causal = causal and not has_past  # one new query may see every cached key
+            k, v = cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
         y = F.scaled_dot_product_attention(
             q, k, v,
             attn_mask=attn_mask,
@@ -105,14 +137,15 @@ class Block(nn.Module):
         self.mod_table = nn.Parameter(torch.zeros(4, cfg.d_model)) if cfg.time_conditioning else None
 
     def forward(
-        self, x: torch.Tensor, mod: torch.Tensor | None, attn_mask: torch.Tensor | None, causal: bool
+        self, x: torch.Tensor, mod: torch.Tensor | None, attn_mask: torch.Tensor | None, causal: bool,
+        kv: tuple[KVCache, int] | None = None,
     ) -> torch.Tensor:
         h1, h2 = self.ln1(x), None
         if mod is not None:
             m = mod + self.mod_table.to(mod.dtype)  # (B, 4, d)
             shift_a, scale_a, shift_m, scale_m = (m[:, i, None, :] for i in range(4))  # each (B, 1, d)
             h1 = h1 * (1 + scale_a) + shift_a
-        x = x + self.drop(self.attn(h1, attn_mask, causal))
+        x = x + self.drop(self.attn(h1, attn_mask, causal, kv))
         h2 = self.ln2(x)
         if mod is not None:
             h2 = h2 * (1 + scale_m) + shift_m
@@ -177,31 +210,36 @@ class Backbone(nn.Module):
         t: torch.Tensor | float | None = None,
         segment_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Final hidden states (B, T, d_model) after the last LayerNorm.
 
         tokens: (B, T) ids, or vectors: (B, T, emb_dim); t: (B,) or scalar in [0, 1]
         (ignored when time conditioning is off); segment_ids: (B, T) document ids,
         attention stays within a document; attention_mask: (B, T) 1 for real tokens,
-        0 for padding (padding is never attended to).
+        0 for padding (padding is never attended to); kv_cache: causal models only, for
+        incremental decoding (positions continue after the cached ones).
         """
         if (tokens is None) == (vectors is None):
             raise ValueError("pass exactly one of tokens or vectors")
         x = self.embed(tokens) if tokens is not None else vectors  # (B, T, e)
         B, T = x.shape[:2]
-        if T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {T} exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        start = kv_cache.length if kv_cache is not None else 0
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {start + T} exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        if kv_cache is not None and (not self.cfg.causal or segment_ids is not None or attention_mask is not None):
+            raise ValueError("kv_cache needs a causal model and no segment_ids/attention_mask")
         if self.in_proj is not None:
             x = self.in_proj(x)  # (B, T, d)
-        x = self.drop(x + self.pos_emb(torch.arange(T, device=x.device)))
+        x = self.drop(x + self.pos_emb(torch.arange(start, start + T, device=x.device)))
         mod = self._time_modulation(t, B, x)
         mask = self._attn_mask(segment_ids, attention_mask, T, x.device)
         causal = bool(self.cfg.causal)
-        for blk in self.blocks:
-            if self.cfg.activation_checkpointing and self.training:
+        for i, blk in enumerate(self.blocks):
+            if self.cfg.activation_checkpointing and self.training and kv_cache is None:
                 x = checkpoint(blk, x, mod, mask, causal, use_reentrant=False)
             else:
-                x = blk(x, mod, mask, causal)
+                x = blk(x, mod, mask, causal, None if kv_cache is None else (kv_cache, i))
         return self.ln_f(x)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

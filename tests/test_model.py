@@ -156,3 +156,22 @@ def test_untied_and_bias_variants_run():
     m = Backbone(small(tie_embeddings=False, bias=True, embed_dim=8))
     assert m.lm_head is not None and m.blocks[0].attn.qkv.bias is not None
     assert m(torch.randint(0, 64, (1, 4)), t=0.2).shape == (1, 4, 64)
+
+
+def test_kv_cache_matches_full_forward():
+    torch.manual_seed(0)
+    from sunfish_lib.model import KVCache
+
+    m = Backbone(small(causal=True, time_conditioning=False)).eval()
+    tok = torch.randint(0, 64, (2, 12))
+    full = m(tok)
+    cache = KVCache(m.cfg.n_layers)
+    outs = [m(tok[:, :5], kv_cache=cache)]
+    for i in range(5, 12):
+        outs.append(m(tok[:, i:i + 1], kv_cache=cache))
+    assert cache.length == 12
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
+    with pytest.raises(ValueError, match="one token per call"):
+        m(tok[:, :2], kv_cache=cache)
+    with pytest.raises(ValueError, match="needs a causal model"):
+        Backbone(small(time_conditioning=False))(tok, kv_cache=KVCache(2))
