@@ -223,7 +223,7 @@ class SampleConfig:
     eta: float = 0.0
     """DDIM stochasticity (0: deterministic, 1: DDPM marginals)."""
     temperature: float = 1.0
-    """Softmax temperature for discrete sampling."""
+    """Softmax temperature for discrete sampling (0: greedy argmax)."""
     top_k: int = 0
     """Keep the k most likely tokens (0: off)."""
     top_p: float = 1.0
@@ -480,7 +480,7 @@ def validate(cfg: Config) -> None:
         _check(s.steps <= d.num_timesteps,
                f"sample.steps={s.steps} exceeds diffusion.num_timesteps={d.num_timesteps}; use at most that many")
     _check(s.eta >= 0, f"sample.eta={s.eta} must be >= 0")
-    _positive("sample.temperature", s.temperature)
+    _check(s.temperature >= 0, f"sample.temperature={s.temperature} must be >= 0 (0: greedy)")
     _check(s.top_k >= 0, f"sample.top_k={s.top_k} must be >= 0 (0 disables)")
     _check(0.0 < s.top_p <= 1.0, f"sample.top_p={s.top_p} must be in (0, 1]")
     _positive("sample.length", s.length)
