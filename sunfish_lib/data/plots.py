@@ -1,0 +1,64 @@
+"""Figures for the data notebook: data in, `matplotlib.figure.Figure` out (never shown here)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.2):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def document_length_figure(doc_chars, doc_tokens, bins: int = 30):
+    """Histograms of characters and tokens per document (log-spaced bins)."""
+    fig, (ax_c, ax_t) = _figure(2)
+    for ax, values, label in ((ax_c, np.asarray(doc_chars), "characters"), (ax_t, np.asarray(doc_tokens), "tokens")):
+        values = values[values > 0]
+        if len(values):
+            edges = np.geomspace(values.min(), values.max() + 1, bins + 1) if values.max() > values.min() else bins
+            ax.hist(values, bins=edges, color="tab:blue" if label == "characters" else "tab:orange")
+            ax.set_xscale("log")
+            ax.axvline(np.median(values), color="k", ls="--", lw=1, label=f"median {np.median(values):,.0f}")
+            ax.legend(loc="upper right", fontsize=8)
+        ax.set_xlabel(f"{label} per document")
+        ax.set_ylabel("documents")
+    fig.suptitle(f"{len(doc_chars)} documents")
+    return fig
+
+
+def packed_batch_figure(batch: dict, eos_id: int, pad_id: int | None = None):
+    """A packed batch as an image: rows x positions, colored by document, EOS marked, padding white."""
+    from matplotlib.colors import ListedColormap
+
+    ids = np.asarray(batch["input_ids"])
+    real = np.asarray(batch["attention_mask"]).astype(bool) if "attention_mask" in batch else np.ones_like(ids, bool)
+    is_eos = (ids == eos_id) & real
+    seg = np.cumsum(is_eos, axis=1) - is_eos
+    image = np.where(real, seg % 2 + 1, 0).astype(float)  # alternate shades per document
+    fig, (ax,) = _figure(1, width=9.0, height=max(2.0, 0.25 * len(ids) + 1))
+    ax.imshow(image, aspect="auto", interpolation="nearest", vmin=0, vmax=2,
+              cmap=ListedColormap(["white", "#9ecae1", "#3182bd"]))
+    rows, cols = np.nonzero(is_eos)
+    ax.scatter(cols, rows, marker="|", color="red", s=60, label="EOS")
+    ax.set_xlabel("position")
+    ax.set_ylabel("sequence")
+    n_pad = int((~real).sum())
+    ax.set_title(f"packed batch {ids.shape[0]}x{ids.shape[1]}: {real.mean():.1%} real tokens, "
+                 f"{int(is_eos.sum())} EOS, {n_pad} padding")
+    if len(rows):
+        ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+
+def throughput_figure(labels: list[str], tokens_per_s: list[float]):
+    """Horizontal bars of tokens/s (e.g. pipeline vs training step)."""
+    fig, (ax,) = _figure(1, width=7.0, height=0.6 * len(labels) + 1.2)
+    ax.barh(labels, tokens_per_s, color="tab:green")
+    for y, v in enumerate(tokens_per_s):
+        ax.text(v, y, f" {v:,.0f}", va="center", fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens / s")
+    return fig
