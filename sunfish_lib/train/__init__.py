@@ -1,0 +1,1 @@
+"""Training: optimizer and schedules, the Lightning module, trainer factory, callbacks."""
