@@ -43,7 +43,7 @@ class PackedDataset(IterableDataset):
         logical = (worker + (self.resume or {}).get("rotation", 0)) % num_workers
         global_id, total = self.rank * num_workers + logical, self.world_size * num_workers
         ds = self.hf_ds
-        if ds is not None and total > 1:
+        if ds is not None:  # always a fresh object: its state_dict() must start at the beginning
             from datasets.distributed import split_dataset_by_node
 
             ds = split_dataset_by_node(ds, rank=global_id, world_size=total)

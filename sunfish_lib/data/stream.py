@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class BlockReader:
-    """Documents of one stream, block-shuffled, pass after pass (or one pass when `loop` is False)."""
+    """Documents of one stream, block-shuffled, pass after pass (or one pass when `loop` is False).
+
+    `ds` must be a fresh `datasets.IterableDataset` (not iterated yet) owned by this reader.
+    """
 
     def __init__(self, ds, rows: RowFilter, spec: SourceSpec, *, stream: int, seed: int = 0, loop: bool = True,
                  block_rows: int = 1000, pull: int = 64, shuffle: bool = True):
@@ -40,7 +43,7 @@ class BlockReader:
     def seek(self, pos: dict | None) -> None:
         """Continue at `pos` (a `position()` or a document tag); None: the very start."""
         pos = pos or {"epoch": 0, "block": 0, "hf": None, "index": 0}
-        self.epoch, self.block_no, self.index = pos["epoch"], pos["block"], pos["index"]
+        self.epoch, self.block_no = pos["epoch"], pos["block"]
         self._hf_state = pos["hf"]
         self._from_start = pos["hf"] is None and pos["block"] == 0
         self._pass_docs = 0
@@ -49,7 +52,7 @@ class BlockReader:
             self._it = self.ds.iter(batch_size=self.pull)
         self._exhausted = self.ds is None
         self._load_block()
-        self.index = min(self.index, len(self.block))
+        self.index = min(pos["index"], len(self.block))
 
     def position(self) -> dict:
         """Where the next document comes from."""
@@ -88,7 +91,7 @@ class BlockReader:
         if self.shuffle and len(docs) > 1:
             rng = np.random.default_rng([self.seed, self.stream, self.epoch, self.block_no])
             docs = [docs[i] for i in rng.permutation(len(docs))]
-        self.block = docs
+        self.block, self.index = docs, 0
 
     def _pull(self) -> dict | None:
         try:

@@ -85,8 +85,15 @@ class SunfishTokenizer:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     def tokens(self, text: str) -> list[str]:
-        """The pieces `text` is cut into, each decoded to readable text (for showing boundaries)."""
-        return [self.decode([i]) for i in self.encode(text)]
+        """The pieces `text` is cut into (for showing boundaries); byte tokens that split one
+        character are merged into that character, so the pieces always join back to `text`."""
+        spans = []
+        for start, end in self.backend.encode(text, add_special_tokens=False).offsets:
+            if spans and start < spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+            else:
+                spans.append((start, end))
+        return [text[a:b] for a, b in spans]
 
     def show(self, text: str, sep: str = "|") -> str:
         """`text` with token boundaries marked by `sep`; newlines and tabs shown as \\n and \\t."""
