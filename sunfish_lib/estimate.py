@@ -1,0 +1,281 @@
+"""Estimator: exact parameter count, training FLOPs per token, memory per GPU, verdicts.
+
+Everything is arithmetic on the config (torch is not imported), so a 1.4B model can be
+sized on a laptop. `report(cfg, ...)` gathers it all into one JSON-able dict; the memory
+model itself lives in `sunfish_lib.memory`; `advise(cfg, [48, 20])` says which
+strategies fit a set of GPUs and what to change when none does.
+
+Units: bytes everywhere; GPU sizes are given in GB as cards are sold, read as GiB
+(a "48 GB" RTX A6000 reports 49140 MiB, a "20 GB" A4500 20470 MiB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
+
+from sunfish_lib.config import PRESETS, SAMPLERS, Config, ModelConfig
+from sunfish_lib.errors import ConfigError
+from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, memory_per_gpu
+
+CUDA_CONTEXT_BYTES = GiB // 2
+"""Assumed: CUDA context + cuBLAS/cuDNN workspaces outside torch's allocator (not measured here)."""
+ALLOCATOR_SLACK = 0.05
+"""Assumed: the caching allocator reserves ~5% beyond what tensors use (fragmentation)."""
+
+
+def _model(cfg: Config | ModelConfig) -> ModelConfig:
+    """The ModelConfig that gets built; None switches count as off, as `Backbone` reads them."""
+    m = cfg.resolved_model if isinstance(cfg, Config) else cfg
+    return replace(m, time_conditioning=bool(m.time_conditioning), causal=bool(m.causal))
+
+
+# ----------------------------------------------------------------------------
+# Parameters
+# ----------------------------------------------------------------------------
+
+def _linear(i: int, o: int, bias: bool) -> int:
+    return i * o + (o if bias else 0)
+
+
+def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
+    """Parameters by component, exactly as `Backbone(cfg.resolved_model)` creates them."""
+    m = _model(cfg)
+    d, e, f, V, L, b = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size, m.n_layers, m.bias
+    tc = bool(m.time_conditioning)
+    norm = d * (2 if b else 1)  # LayerNorm weight (+ bias)
+    return {
+        "token_embedding": V * e,
+        "in_proj": _linear(e, d, b) if e != d else 0,
+        "position_embedding": m.max_seq_len * d,
+        "attention": L * (_linear(d, 3 * d, b) + _linear(d, d, b)),  # qkv + output projection
+        "mlp": L * (_linear(d, f, b) + _linear(f, d, b)),
+        "block_norms": L * 2 * norm,
+        "adaln_tables": L * 4 * d if tc else 0,  # per-block (4, d) modulation table
+        "final_norm": norm,
+        "out_proj": _linear(d, e, b) if e != d else 0,
+        "lm_head": 0 if m.tie_embeddings else V * d,
+        "time_mlp": _linear(m.time_freq_dim, d, b) + _linear(d, d, b) if tc else 0,
+        "adaln_shared": _linear(d, 4 * d, b) if tc else 0,  # adaLN-single projection c -> 4d
+    }
+
+
+def num_params(cfg: Config | ModelConfig) -> int:
+    """Total parameters; equals `sum(p.numel() for p in Backbone(m).parameters())`."""
+    return sum(param_counts(cfg).values())
+
+
+def matmul_params(cfg: Config | ModelConfig) -> int:
+    """N in 6N: weights of the per-token matmuls.
+
+    Counted: in_proj, every block's qkv / proj / fc1 / fc2, out_proj, and the output
+    projection to the vocabulary (lm_head, or the tied token embedding used as a matmul).
+    Not counted: the token and position embedding lookups (gathers, no FLOPs), norms,
+    biases and adaLN tables (elementwise), and the time MLP (once per sequence, see
+    `flops_breakdown`).
+    """
+    m = _model(cfg)
+    d, e, f, V = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size
+    proj = 2 * d * e if e != d else 0
+    head = V * e if m.tie_embeddings else V * d
+    return m.n_layers * (4 * d * d + 2 * d * f) + proj + head
+
+
+# ----------------------------------------------------------------------------
+# FLOPs
+# ----------------------------------------------------------------------------
+
+def flops_breakdown(cfg: Config | ModelConfig, seq_len: int) -> dict[str, float]:
+    """Training FLOPs per token (forward + backward), by term.
+
+    PaLM (Chowdhery et al. 2022, appendix B): 6N + 12 L H Q T, with H*Q = d_model; the
+    same as Kaplan et al. 2020 (Sec. 2.1, C_forward = 2N + 2 n_layer n_ctx d_attn, and
+    backward = 2x forward). N here is `matmul_params`. The attention term counts QK^T and
+    AV, 2 matmuls x 2 FLOPs x T x d per layer forward, x3 with backward; no causal
+    discount: attention is bidirectional. The time MLP runs once per sequence: its
+    forward is 2 FLOPs per weight, its backward 4 except fc1, whose input (the sinusoid)
+    needs no gradient (2).
+    """
+    m = _model(cfg)
+    d = m.d_model
+    dense = 6 * matmul_params(m)
+    attention = 6 * 2 * m.n_layers * seq_len * d
+    time = 0.0
+    if m.time_conditioning:
+        per_seq = 4 * m.time_freq_dim * d + 6 * (d * d + 4 * d * d)
+        time = per_seq / seq_len
+    return {"dense": float(dense), "attention": float(attention), "time": time,
+            "total": dense + attention + time}
+
+
+def flops_per_token(cfg: Config | ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6N + 12 L T d (+ the per-sequence time MLP / T)."""
+    return flops_breakdown(cfg, seq_len)["total"]
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------
+
+def checkpoint_bytes(cfg: Config | ModelConfig, precision: str = "bf16-mixed", *, ema: bool = False) -> dict[str, int]:
+    """Size on disk: weights alone (tied weights stored once), and with the AdamW state.
+
+    Weights are saved in their master dtype (fp32, or bf16 under bf16-true); the optimizer
+    adds two moments per parameter plus a step counter per tensor (a few KB, ignored).
+    An EMA copy, when kept, is saved in fp32 beside the weights.
+    """
+    p = PRECISIONS[_choice("precision", precision, tuple(PRECISIONS))]
+    n = num_params(cfg)
+    weights = n * p.weight + (n * 4 if ema else 0)
+    return {"weights": weights, "with_optimizer": weights + 2 * n * p.state}
+
+
+# ----------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+    return value
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive integer")
+    return value
+
+
+def parse_gpus(value: str | float | Sequence[float] | None) -> list[float]:
+    """GPU memory sizes in GB: "48,20", 48, or [48, 20] -> [48.0, 20.0]."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    try:
+        gpus = [float(x) for x in items]
+    except (TypeError, ValueError):
+        gpus = []
+    if not gpus or any(g <= 0 for g in gpus):
+        raise ConfigError(f"gpus={value!r} must be GPU memory sizes in GB, comma-separated, e.g. 48,20")
+    return gpus
+
+
+def config_for(preset: str, objective: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """A preset with an objective and overrides applied, validated.
+
+    Changing the objective also switches the sampler to the objective's first one when
+    the preset's sampler does not fit it (masked has no 'ddim').
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"preset={preset!r} is not allowed; choose one of {', '.join(PRESETS)}")
+    cfg = PRESETS[preset]
+    if objective is not None:
+        _choice("objective", objective, tuple(SAMPLERS))
+        cfg = cfg.override({"diffusion.objective": objective})
+        if cfg.sample.sampler not in SAMPLERS[objective]:
+            cfg = cfg.override({"sample.sampler": SAMPLERS[objective][0]})
+    return cfg.override(overrides or {}).validate()
+
+
+def make_setup(cfg: Config, *, strategy=None, n_gpus=None, precision=None, activation_checkpointing=None,
+               cpu_offload=None, micro_batch=None, seq_len=None, device: str = "cuda") -> Setup:
+    """A `memory.Setup` from explicit arguments, falling back to the config's train/data fields."""
+    t, m = cfg.train, cfg.model
+    strategy = _choice("strategy", strategy or t.strategy, ("auto",) + STRATEGIES)
+    n = _positive_int("n_gpus", n_gpus if n_gpus is not None else t.devices * t.num_nodes)
+    if strategy == "auto":
+        strategy = "ddp" if n > 1 else "single"
+    if strategy == "single" and n != 1:
+        raise ConfigError(f"n_gpus={n} needs strategy ddp or fsdp; single uses one GPU")
+    precision = _choice("precision", precision or t.precision, ("auto",) + tuple(PRECISIONS))
+    if precision == "auto":
+        precision = "32-true" if device == "cpu" else "bf16-mixed"
+    offload = bool(t.cpu_offload if cpu_offload is None else cpu_offload)
+    if offload and strategy != "fsdp":
+        raise ConfigError(f"cpu_offload=True needs strategy='fsdp' (got {strategy!r})")
+    T = _positive_int("seq_len", seq_len if seq_len is not None else cfg.data.seq_len)
+    if T > m.max_seq_len:
+        raise ConfigError(f"seq_len={T} exceeds model.max_seq_len={m.max_seq_len}; lower it or raise max_seq_len")
+    ckpt = m.activation_checkpointing if activation_checkpointing is None else activation_checkpointing
+    return Setup(
+        micro_batch=_positive_int("micro_batch", micro_batch if micro_batch is not None else cfg.data.micro_batch_size),
+        seq_len=T, strategy=strategy, n_gpus=n, precision=precision, activation_checkpointing=bool(ckpt),
+        cpu_offload=offload, accumulate=t.accumulate_grad_batches, device=_choice("device", device, ("cuda", "cpu")),
+        segment_mask=not cfg.data.cross_document_attention, ema=t.ema_decay > 0,
+    )
+
+
+def estimate_memory(cfg: Config, setup: Setup) -> MemoryEstimate:
+    """Peak bytes per GPU of one training step of `cfg` under `setup`."""
+    m = _model(cfg)
+    return memory_per_gpu(m, setup, num_params(m), matmul_params(m))
+
+
+# ----------------------------------------------------------------------------
+# Verdicts and the report
+# ----------------------------------------------------------------------------
+
+def needed_bytes(total: int) -> int:
+    """GPU memory a step needs: tensors + allocator slack + CUDA context (both assumed)."""
+    return int(total * (1 + ALLOCATOR_SLACK)) + CUDA_CONTEXT_BYTES
+
+
+def verdicts(total: int, strategy: str, gpu_mem_gb: Sequence[float]) -> list[dict]:
+    """Fits / does not fit, per GPU, for a per-GPU peak of `total` bytes.
+
+    `single` runs on one card, so each card is judged alone. DDP replicates and FSDP
+    shards evenly, so every rank holds the same bytes and the smallest card bounds the run.
+    """
+    need = needed_bytes(total)
+    bound = min(gpu_mem_gb) if gpu_mem_gb else 0
+    out = []
+    for gb in gpu_mem_gb:
+        ok = need <= gb * GiB if strategy == "single" else need <= bound * GiB
+        out.append({"gpu_gb": gb, "fits": ok, "needed_gb": round(need / GiB, 2),
+                    "headroom_gb": round((gb if strategy == "single" else bound) - need / GiB, 2)})
+    return out
+
+
+def report(cfg: Config | str, *, strategy=None, n_gpus=None, precision=None, activation_checkpointing=None,
+           cpu_offload=None, micro_batch=None, seq_len=None, gpu_mem_gb=None, device: str = "cuda") -> dict:
+    """Everything the estimator knows about one training setup, as a JSON-able dict.
+
+    Arguments left as None come from the config (train.strategy, train.precision, ...);
+    `gpu_mem_gb` (a list, e.g. [48, 20], or "48,20") sets the GPU count for DDP/FSDP
+    when `n_gpus` is not given. Keys: params, params_by_component, matmul_params,
+    flops_per_token, flops, flops_per_step, settings, memory (per-GPU bytes by component
+    and total), memory_detail, phases, host_bytes_per_process, checkpoint, verdicts, fits.
+    """
+    cfg = config_for(cfg) if isinstance(cfg, str) else cfg
+    gpus = parse_gpus(gpu_mem_gb)
+    if n_gpus is None and gpus and (strategy or cfg.train.strategy) != "single":
+        n_gpus = len(gpus)
+    s = make_setup(cfg, strategy=strategy, n_gpus=n_gpus, precision=precision, cpu_offload=cpu_offload,
+                   activation_checkpointing=activation_checkpointing, micro_batch=micro_batch, seq_len=seq_len,
+                   device=device)
+    if s.strategy != "single" and len(gpus) > 1 and len(gpus) != s.n_gpus:
+        raise ConfigError(f"gpus={','.join(f'{g:g}' for g in gpus)} lists {len(gpus)} GPUs but n_gpus={s.n_gpus}")
+    mem = estimate_memory(cfg, s)
+    flops = flops_breakdown(cfg, s.seq_len)
+    tokens_per_step = s.micro_batch * s.seq_len * s.accumulate * s.n_gpus
+    v = verdicts(mem.total, s.strategy, gpus)
+    return {
+        "preset": cfg.preset, "objective": cfg.diffusion.objective,
+        "params": num_params(cfg), "params_by_component": param_counts(cfg), "matmul_params": matmul_params(cfg),
+        "flops_per_token": flops["total"], "flops": flops,
+        "tokens_per_step": tokens_per_step, "flops_per_step": flops["total"] * tokens_per_step,
+        "settings": {k: getattr(s, k) for k in ("strategy", "n_gpus", "precision", "activation_checkpointing",
+                                                "cpu_offload", "micro_batch", "seq_len", "accumulate", "device")},
+        "memory": {**mem.breakdown(), "total": mem.total},
+        "memory_detail": mem.detail, "phases": mem.phases, "peak_phase": mem.peak_phase,
+        "host_bytes_per_process": mem.host,
+        "checkpoint": checkpoint_bytes(cfg, s.precision, ema=s.ema),
+        "assumptions": {"cuda_context_bytes": CUDA_CONTEXT_BYTES, "allocator_slack": ALLOCATOR_SLACK},
+        "verdicts": v, "fits": _fits(v, s.strategy),
+    }
+
+
+def _fits(v: list[dict], strategy: str) -> bool | None:
+    if not v:
+        return None
+    return any(x["fits"] for x in v) if strategy == "single" else all(x["fits"] for x in v)

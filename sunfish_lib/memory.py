@@ -1,0 +1,338 @@
+"""Memory per GPU for one training step of the backbone: the model behind `estimate.report`.
+
+Pure arithmetic on a `ModelConfig` (no torch import). What is counted, per GPU:
+
+- weights, gradients, AdamW state (two moments): the bytes each precision keeps
+  (`PRECISIONS`), divided by the GPU count under FSDP, moved to host RAM by CPU offload;
+- activations: the tensors autograd saves in `model.py`'s forward, op by op
+  (`block_activations`), or only each block's input under activation checkpointing;
+- temporaries: the fp32 loss path over (B, T, V), one block's backward working set
+  (and its recomputation under checkpointing), autocast weight copies, FSDP all-gather
+  and reduce-scatter buffers, DDP gradient buckets, the AdamW step's scratch.
+
+The peak is taken over three moments of a step, in Lightning's order (training_step,
+then `zero_grad(set_to_none=True)`, backward, optimizer step): `forward` (at the loss:
+every activation saved, the previous step's grads still alive), `backward` (at its
+start: the loss gradient forming, grads freed unless accumulating) and
+`optimizer_step` (every gradient present, activations freed). The components of a
+`MemoryEstimate` are what is resident at the peak moment, so they add up to `total`;
+`phases` gives each moment's total.
+
+Checked against CPU measurements by `bench/memory_estimate.py`; GPU-only pieces (CUDA
+kernels' output layouts, autocast, FSDP/DDP buffers) follow the torch 2.13 and
+Lightning 2.6 sources and are not measured here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from sunfish_lib.config import ModelConfig
+
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes per element that a Lightning `precision=` setting keeps."""
+
+    weight: int
+    """Master weights (what AdamW updates)."""
+    grad: int
+    """Gradients as accumulated in `.grad`."""
+    state: int
+    """Each AdamW moment (`torch.zeros_like(param)`: the weights' dtype)."""
+    compute: int
+    """Matmul inputs/outputs: c."""
+    residual: int
+    """Residual stream and LayerNorm inputs/outputs as saved: a (LayerNorm runs in fp32 under autocast)."""
+    autocast: bool
+    """torch.autocast casts the fp32 weights to bf16 for each matmul (copies kept for backward)."""
+
+
+PRECISIONS: dict[str, Precision] = {
+    "32-true": Precision(4, 4, 4, compute=4, residual=4, autocast=False),
+    # Lightning's MixedPrecision plugin: fp32 weights, grads and AdamW state; torch.autocast.
+    "bf16-mixed": Precision(4, 4, 4, compute=2, residual=4, autocast=True),
+    "16-mixed": Precision(4, 4, 4, compute=2, residual=4, autocast=True),  # + a GradScaler (a few scalars)
+    # Lightning's HalfPrecision plugin: the module is cast to bf16; AdamW state follows the weights.
+    "bf16-true": Precision(2, 2, 2, compute=2, residual=2, autocast=False),
+}
+STRATEGIES = ("single", "ddp", "fsdp")
+DEVICES = ("cuda", "cpu")
+ATTENTION_KERNELS = ("auto", "flash", "math")
+
+LOSS_FP32_COPIES = 3
+"""(B, T, V) fp32 tensors alive at once in cross-entropy's backward: the log-softmax output
+(saved), its gradient (from nll_loss) and the logits' gradient. The forward holds at most
+logits + fp32 copy + log-softmax (<= 10 bytes per element), fewer than backward's 12."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How one step runs: what the memory depends on beyond the model's shape."""
+
+    micro_batch: int = 1
+    seq_len: int = 1024
+    strategy: str = "single"
+    n_gpus: int = 1
+    precision: str = "bf16-mixed"
+    activation_checkpointing: bool = False
+    cpu_offload: bool = False
+    accumulate: int = 1
+    """Gradient accumulation steps; > 1 keeps gradients resident through forward/backward."""
+    device: str = "cuda"
+    """cuda, or cpu (what `bench/memory_estimate.py` measures)."""
+    attention: str = "auto"
+    """auto: flash on CUDA (or memory-efficient: neither keeps T x T scores); on CPU flash, math when dropout > 0."""
+    segment_mask: bool = False
+    """Attention restricted to documents (data.cross_document_attention=False): a (B, 1, T, T) mask."""
+    ema: bool = False
+    """An fp32 EMA copy of the weights lives beside them (train.ema_decay > 0)."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes per GPU at the step's peak, by component; the components add up to `total`."""
+
+    weights: int
+    grads: int
+    optimizer: int
+    activations: int
+    temporaries: int
+    peak_phase: str
+    """forward, backward or optimizer_step."""
+    phases: dict[str, int] = field(default_factory=dict)
+    """Total bytes at each modelled moment of the step."""
+    detail: dict[str, int] = field(default_factory=dict)
+    """Named sub-items (full sizes, whichever phase they belong to)."""
+    host: int = 0
+    """Bytes per process in host RAM (CPU offload: sharded weights, grads, AdamW state)."""
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.optimizer + self.activations + self.temporaries
+
+    def breakdown(self) -> dict[str, int]:
+        """The five components resident at the peak (what the stacked bars show)."""
+        return {k: getattr(self, k) for k in ("weights", "grads", "optimizer", "activations", "temporaries")}
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+# ----------------------------------------------------------------------------
+# Parameter groups the memory model needs (the full count lives in estimate.py)
+# ----------------------------------------------------------------------------
+
+def _linear(i: int, o: int, bias: bool) -> int:
+    return i * o + (o if bias else 0)
+
+
+def block_params(m: ModelConfig) -> int:
+    """Parameters of one transformer block (an FSDP unit)."""
+    d, f, b = m.d_model, m.ff_dim, m.bias
+    norms = 2 * d * (2 if b else 1)
+    table = 4 * d if m.time_conditioning else 0
+    return _linear(d, 3 * d, b) + _linear(d, d, b) + _linear(d, f, b) + _linear(f, d, b) + norms + table
+
+
+def largest_param(m: ModelConfig) -> int:
+    """Elements of the biggest single parameter tensor (CPU AdamW's scratch is sized by it)."""
+    return max(m.vocab_size * m.emb_dim, m.max_seq_len * m.d_model, m.d_model * m.ff_dim, 3 * m.d_model**2,
+               0 if m.tie_embeddings else m.vocab_size * m.d_model)
+
+
+# ----------------------------------------------------------------------------
+# Activations: tensors saved for backward, derived op by op from model.py
+# ----------------------------------------------------------------------------
+
+def attention_kernel(s: Setup, dropout: float) -> str:
+    """The SDPA kernel torch picks: 'flash' (no T x T scores kept) or 'math' (scores kept)."""
+    if s.attention != "auto":
+        return s.attention
+    # CPU flash needs dropout_p == 0; CUDA flash/memory-efficient handle dropout (Philox, no mask).
+    return "math" if s.device == "cpu" and dropout > 0 else "flash"
+
+
+def block_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
+    """Bytes one block saves for backward over the micro-batch, by tensor.
+
+    Per token, with a = residual bytes, c = compute bytes: LayerNorm inputs 2da (+ fp32
+    mean/rstd), qkv and fc1 inputs 2dc, q/k/v 3dc, attention output dc, GELU input and
+    output 2fc. For 16-bit a = c = 2 and f = 4d that is 32d bytes: Korthikanti et al. 2022
+    ("Reducing Activation Recomputation", Sec. 4.1, eq. 1) count 34d + 5 a T (heads a)
+    per token; the differences are no dropout masks (p=0: -2d) and flash/memory-efficient
+    attention, which keeps the output and a log-sum-exp instead of the T x T scores.
+    The output of a flash kernel is laid out (B, T, h, hs), so `.contiguous()` before the
+    projection copies nothing (checked on CPU with saved-tensor hooks).
+    """
+    p = PRECISIONS[s.precision]
+    a, c = p.residual, p.compute
+    B, T, d, f, h = s.micro_batch, s.seq_len, m.d_model, m.ff_dim, m.n_heads
+    n = B * T
+    kernel = attention_kernel(s, m.dropout)
+    mask_b = 1 if s.device == "cuda" else c  # dropout masks: bool on CUDA, input dtype on CPU
+    items = {
+        "layernorm_inputs": n * 2 * (d * a + 8),  # block input x, x + attn; fp32 mean and rstd
+        "adaln_normed": n * 2 * d * a if m.time_conditioning else 0,  # LN(x) kept by the adaLN multiply
+        "linear_inputs": n * 2 * d * c,  # qkv and fc1 inputs (bf16 casts under autocast)
+        "qkv": n * 3 * d * c,  # q, k, v views of one (B, T, 3d) tensor (math: scaled copies, same size)
+        "attention_out": n * d * c,
+        "mlp_hidden": n * 2 * f * c,  # fc1 output (GELU input) and GELU output (fc2 input)
+    }
+    if kernel == "math":
+        items["attention_scores"] = B * h * T * T * c  # softmax output, kept for attn @ v
+    else:
+        items["softmax_stats"] = n * h * 4  # fp32 log-sum-exp per query and head
+    if s.segment_mask and kernel != "math":
+        items["attention_mask"] = B * T * T * c  # bool mask converted to an additive one per call
+    if m.dropout > 0:
+        items["dropout_masks"] = n * 2 * d * mask_b + (B * h * T * T * (mask_b + c) if kernel == "math" else 0)
+    return items
+
+
+def head_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
+    """Bytes saved outside the blocks: input projection, final norm, output projection input."""
+    p = PRECISIONS[s.precision]
+    a, c, n = p.residual, p.compute, s.micro_batch * s.seq_len
+    d, e = m.d_model, m.emb_dim
+    items = {"final_norm": n * (d * a + 8) + n * d * c}  # ln_f input (+stats) and output kept by the logits matmul
+    if e != d:
+        items["in_proj_input"] = n * e * c
+        if m.tie_embeddings:
+            items["out_proj_output"] = n * e * c  # kept by the tied logits matmul
+    if m.dropout > 0:
+        items["embedding_dropout"] = n * d * (1 if s.device == "cuda" else c)
+    return items
+
+
+def activations(m: ModelConfig, s: Setup) -> dict[str, int]:
+    """Saved activations for the whole micro-batch: every block, or only block inputs when checkpointing.
+
+    With (non-reentrant) activation checkpointing each block keeps only its input
+    (Korthikanti et al. 2022, Sec. 5: full recomputation, 2sbhL bytes in 16-bit); one
+    block's activations are rebuilt during backward, counted under temporaries.
+    """
+    p = PRECISIONS[s.precision]
+    out = {f"head_{k}": v for k, v in head_activations(m, s).items()}
+    if s.activation_checkpointing:
+        out["block_inputs"] = m.n_layers * s.micro_batch * s.seq_len * m.d_model * p.residual
+    else:
+        for k, v in block_activations(m, s).items():
+            out[f"blocks_{k}"] = m.n_layers * v
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Temporaries and the two phases
+# ----------------------------------------------------------------------------
+
+def _backward_working_set(m: ModelConfig, s: Setup) -> int:
+    """Gradient tensors alive inside one block's backward (MLP: d GELU-out and d fc1-out; attention: dq, dk, dv)."""
+    p = PRECISIONS[s.precision]
+    n, d, f, c, a = s.micro_batch * s.seq_len, m.d_model, m.ff_dim, p.compute, p.residual
+    mlp = n * (2 * f * c + 2 * d * a)
+    attn = n * (3 * d * c + 4 * d + 2 * d * a)  # + the flash backward's fp32 dq accumulator
+    ws = max(mlp, attn)
+    if s.activation_checkpointing:  # the block being recomputed
+        ws += sum(block_activations(m, s).values())
+    return ws
+
+
+def _fsdp_units(m: ModelConfig, total_params: int) -> tuple[int, int]:
+    """(root params, one block's params): FSDP wraps each Block; the rest is the root unit."""
+    blk = block_params(m)
+    return total_params - m.n_layers * blk, blk
+
+
+def loss_temporaries(m: ModelConfig, s: Setup) -> dict[str, int]:
+    """The (B, T, V) tensors of the cross-entropy, in its forward and at the start of backward.
+
+    Forward: logits (compute dtype), their fp32 copy (none when already fp32) and the
+    fp32 log-softmax output. Backward: `LOSS_FP32_COPIES` fp32 tensors; once they are
+    freed, blocks run backward one at a time (`_backward_working_set`).
+    """
+    c = PRECISIONS[s.precision].compute
+    nv = s.micro_batch * s.seq_len * m.vocab_size
+    return {"forward": nv * (c + (4 if c != 4 else 0) + 4),
+            "backward": max(LOSS_FP32_COPIES * nv * 4, _backward_working_set(m, s))}
+
+
+def buffers(m: ModelConfig, s: Setup, total_params: int, matmul_params: int) -> dict[str, int]:
+    """Bytes held through forward and backward besides activations: batch, casts, communication buffers."""
+    p = PRECISIONS[s.precision]
+    n = s.micro_batch * s.seq_len
+    items = {"batch": n * 8 * 2}  # int64 inputs and targets
+    if s.segment_mask:
+        items["segment_mask"] = s.micro_batch * s.seq_len**2  # the bool (B, 1, T, T) mask, shared by blocks
+    if p.autocast and s.strategy != "fsdp":
+        # autocast's cache keeps a bf16 copy of each matmul weight until forward ends; each
+        # copy is also saved by its matmul for backward (FSDP gathers bf16 params directly).
+        items["autocast_weight_copies"] = matmul_params * p.compute
+    items.update(_comm_buffers(m, s, total_params))
+    return items
+
+
+def _comm_buffers(m: ModelConfig, s: Setup, total_params: int) -> dict[str, int]:
+    """DDP gradient buckets; FSDP unsharded parameters and gradients of the units in flight."""
+    p = PRECISIONS[s.precision]
+    if s.strategy == "ddp":
+        # DDP(gradient_as_bucket_view=False), Lightning's default: buckets as large as the grads.
+        return {"ddp_grad_buckets": total_params * p.grad}
+    if s.strategy == "fsdp":
+        root, blk = _fsdp_units(m, total_params)
+        # param_dtype = reduce_dtype = compute dtype (Lightning FSDPPrecision). The root unit
+        # (embeddings, final norm, time path) stays unsharded through forward and backward;
+        # two blocks are unsharded at once (current + prefetched), with their unsharded grads.
+        return {"fsdp_unsharded_params": (root + 2 * blk) * p.compute,
+                "fsdp_unsharded_grads": (root + 2 * blk) * p.compute}
+    return {}
+
+
+def step_temporaries(m: ModelConfig, s: Setup, local_params: int, total_params: int) -> dict[str, int]:
+    """Scratch of `AdamW.step` plus buffers that outlive backward."""
+    p = PRECISIONS[s.precision]
+    items: dict[str, int] = {}
+    if s.cpu_offload:
+        pass  # the step runs on the host
+    elif s.device == "cuda":
+        items["adamw_foreach_sqrt"] = local_params * p.state  # _foreach_sqrt(exp_avg_sq): one state-sized list
+    else:
+        items["adamw_denominator"] = 2 * largest_param(m) * p.state  # for-loop: sqrt() then / for one tensor
+    if s.strategy == "ddp":
+        items["ddp_grad_buckets"] = total_params * p.grad
+    return items
+
+
+def memory_per_gpu(m: ModelConfig, s: Setup, total_params: int, matmul_params: int) -> MemoryEstimate:
+    """Peak bytes per GPU for one training step of `m` under `s` (see the module docstring).
+
+    Three moments (Lightning's order: training_step, zero_grad(set_to_none=True),
+    backward, optimizer step): `forward` at the loss, with the previous step's grads
+    still alive; `backward` at its start, grads freed unless accumulating; and
+    `optimizer_step`, activations freed.
+    """
+    p = PRECISIONS[s.precision]
+    shard = s.n_gpus if s.strategy == "fsdp" else 1
+    local = -(-total_params // shard)  # FSDP pads the flat parameter to a multiple of the world size
+    w = local * p.weight + (local * 4 if s.ema else 0)
+    g, o = local * p.grad, local * 2 * p.state
+    host = 0
+    if s.cpu_offload:
+        host, w, g, o = w + g + o, 0, 0, 0
+    acts, a = activations(m, s), sum(activations(m, s).values())
+    loss, buf = loss_temporaries(m, s), buffers(m, s, total_params, matmul_params)
+    st = step_temporaries(m, s, local, total_params)
+    g_bwd = g if s.accumulate > 1 else 0
+    comp = {
+        "forward": dict(grads=g, activations=a, temporaries=loss["forward"] + sum(buf.values())),
+        "backward": dict(grads=g_bwd, activations=a, temporaries=loss["backward"] + sum(buf.values())),
+        "optimizer_step": dict(grads=g, activations=0, temporaries=sum(st.values())),
+    }
+    phases = {k: w + o + sum(v.values()) for k, v in comp.items()}
+    peak = max(phases, key=phases.get)
+    detail = {"weights": w, "grads": g, "optimizer": o, **acts,
+              "loss_forward": loss["forward"], "loss_or_block_backward": loss["backward"], **buf, **st}
+    return MemoryEstimate(weights=w, optimizer=o, peak_phase=peak, phases=phases, detail=detail, host=host,
+                          **comp[peak])
