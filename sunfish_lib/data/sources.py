@@ -196,6 +196,8 @@ def _open_local(spec: SourceSpec, files: list[str]):
         ds = datasets.load_dataset(spec.builder, data_files=files, split="train", streaming=True, **kwargs)
     except FileNotFoundError as e:
         raise SunfishError(f"data.source={spec.source!r}: {e}; check the path") from None
+    except Exception as e:
+        raise (input_error(spec, e) or e) from None
     if spec.builder == "json" and ds.features is not None and spec.text_field not in ds.features:
         raise SunfishError(f"data.text_field={spec.text_field!r} is in no record of {spec.source!r} "
                            f"(fields: {', '.join(ds.features)}); set data.text_field")
@@ -275,19 +277,34 @@ def explain_decode_error(spec: SourceSpec, err: UnicodeDecodeError) -> SunfishEr
                         "convert it, e.g. iconv -f latin1 -t utf-8, or remove it from data.source")
 
 
+def input_error(spec: SourceSpec, err: BaseException) -> SunfishError | None:
+    """A one-line SunfishError for a bad-input exception raised while reading `spec`; None for bugs."""
+    if isinstance(err, SunfishError):
+        return err
+    if isinstance(err, UnicodeDecodeError):
+        return explain_decode_error(spec, err)
+    if type(err).__module__.split(".")[0] not in ("pyarrow", "datasets", "json"):
+        return None
+    msg = " ".join(str(err).split())[:200] or type(err).__name__
+    return SunfishError(f"data.source={spec.source!r} has an unreadable record ({msg}); fix or remove the file")
+
+
 def iter_documents(spec: SourceSpec, split: str = "train", val_fraction: float = 0.0,
                    limit: int | None = None) -> Iterator[str]:
     """Documents of one split in source order (no shuffling, no sharding); for inspection and summaries."""
     ds, rows = open_source(spec, split, val_fraction)
     if ds is None:
         return
-    n = 0
-    try:
-        for batch in ds.iter(batch_size=16):
-            for doc in rows(batch):
-                yield doc
-                n += 1
-                if limit is not None and n >= limit:
-                    return
-    except UnicodeDecodeError as e:
-        raise explain_decode_error(spec, e) from None
+    n, it = 0, ds.iter(batch_size=16)
+    while True:
+        try:
+            batch = next(it, None)
+        except Exception as e:
+            raise (input_error(spec, e) or e) from None
+        if batch is None:
+            return
+        for doc in rows(batch):
+            yield doc
+            n += 1
+            if limit is not None and n >= limit:
+                return

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from sunfish_lib.data.packing import PackSpec, TokenBuffer, make_batch
-from sunfish_lib.data.sources import RowFilter, SourceSpec, explain_decode_error
+from sunfish_lib.data.sources import RowFilter, SourceSpec, input_error
 from sunfish_lib.errors import SunfishError
 
 log = logging.getLogger(__name__)
@@ -96,16 +96,8 @@ class BlockReader:
     def _pull(self) -> dict | None:
         try:
             return next(self._it, None)
-        except UnicodeDecodeError as e:
-            raise explain_decode_error(self.spec, e) from None
-        except SunfishError:
-            raise
-        except Exception as e:  # pyarrow / datasets parse errors are bad input, not bugs
-            if type(e).__module__.split(".")[0] not in ("pyarrow", "datasets", "json"):
-                raise
-            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise SunfishError(f"data.source={self.spec.source!r} has an unreadable record ({msg}); "
-                               "fix or remove the file") from None
+        except Exception as e:
+            raise (input_error(self.spec, e) or e) from None
 
 
 class PackedStream:

@@ -16,6 +16,7 @@ from sunfish_lib.data.packing import packing_stats
 from sunfish_lib.data.pipeline import check_fits_model, make_dataset
 from sunfish_lib.data.sources import iter_documents, parse_source
 from sunfish_lib.data.tokenizer import SunfishTokenizer, get_tokenizer
+from sunfish_lib.errors import SunfishError
 
 
 @dataclass
@@ -63,6 +64,9 @@ def collect_stats(data: DataConfig, tokenizer: SunfishTokenizer | None = None, *
     tok = tokenizer or get_tokenizer(data.tokenizer, data.bpe_vocab_size)
     spec = parse_source(data.source, data.text_field)
     docs = list(iter_documents(spec, split, data.val_fraction, limit=max_docs))
+    if not docs:
+        raise SunfishError(f"data.source={data.source!r} yields no documents for split {split!r} "
+                           "(empty files, no text, or all held out); check the files or data.val_fraction")
     chars = np.array([len(d) for d in docs], dtype=np.int64)
     tokens = np.array([len(ids) for ids in tok.encode_batch(docs)], dtype=np.int64) if docs else np.zeros(0, np.int64)
     budget = int(tokens.sum() + len(docs))
