@@ -104,10 +104,12 @@ class PackedStream:
     """Batches of one stream: documents -> tokens + EOS -> rows of the curriculum's length -> dicts."""
 
     def __init__(self, reader: BlockReader, encode_batch: Callable[[list[str]], list[list[int]]], pack: PackSpec,
-                 *, stream: int = 0, num_streams: int = 1, tokenize_docs: int = 16):
+                 *, stream: int = 0, num_streams: int = 1, tokenize_docs: int = 64, tokenize_chars: int = 1 << 16):
         self.reader, self.encode_batch, self.pack = reader, encode_batch, pack
         self.stream, self.num_streams = stream, num_streams
-        self.tokenize_docs = tokenize_docs
+        # Tokenize in batches of up to `tokenize_docs` documents or `tokenize_chars` characters:
+        # batched calls are fast, and the buffer stays small (one long document at a time).
+        self.tokenize_docs, self.tokenize_chars = tokenize_docs, tokenize_chars
         self.buffer = TokenBuffer()
         self.batches = 0  # batches produced by this stream
         self._done = False
@@ -147,14 +149,15 @@ class PackedStream:
         return make_batch(rows, T, self.pack)
 
     def _tokenize(self, k: int) -> None:
-        tags, texts = [], []
-        while len(texts) < k:
+        tags, texts, chars = [], [], 0
+        while len(texts) < k and chars < self.tokenize_chars:
             item = self.reader.next_doc()
             if item is None:
                 self._done = True
                 break
             tags.append(item[0])
             texts.append(item[1])
+            chars += len(item[1])
         if not texts:
             return
         eos = self.pack.eos_id
