@@ -60,5 +60,6 @@ def throughput_figure(labels: list[str], tokens_per_s: list[float]):
     for y, v in enumerate(tokens_per_s):
         ax.text(v, y, f" {v:,.0f}", va="center", fontsize=9)
     ax.set_xscale("log")
+    ax.set_xlim(min(tokens_per_s) / 10, max(tokens_per_s) * 5)
     ax.set_xlabel("tokens / s")
     return fig

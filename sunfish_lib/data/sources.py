@@ -191,7 +191,7 @@ def _open_local(spec: SourceSpec, files: list[str]):
         kwargs["columns"] = _parquet_columns(spec, files)
     if not files:
         return None
-    datasets.logging.set_verbosity_error()
+    _quiet(datasets)
     try:
         ds = datasets.load_dataset(spec.builder, data_files=files, split="train", streaming=True, **kwargs)
     except FileNotFoundError as e:
@@ -215,6 +215,12 @@ def _parquet_columns(spec: SourceSpec, files: list[str]) -> list[str]:
         raise SunfishError(f"data.text_field={spec.text_field!r} is not a column of {files[0]} "
                            f"(columns: {', '.join(names)}); set data.text_field")
     return [spec.text_field] + (["id"] if "id" in names and spec.text_field != "id" else [])
+
+
+def _quiet(datasets) -> None:
+    """No per-call progress bars or info logs from `datasets` (sources are opened often)."""
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
 
 
 def hub_offline() -> bool:
@@ -245,7 +251,7 @@ def _open_hub(spec: SourceSpec):
                            f"{REMEDY}")
     import datasets
 
-    datasets.logging.set_verbosity_error()
+    _quiet(datasets)
     try:
         ds = datasets.load_dataset(spec.repo, name=spec.config, split="train", streaming=True)
     except (ConnectionError, OSError, ValueError) as e:
