@@ -202,6 +202,7 @@ def make_setup(cfg: Config, *, strategy=None, n_gpus=None, precision=None, activ
         seq_len=T, strategy=strategy, n_gpus=n, precision=precision, activation_checkpointing=bool(ckpt),
         cpu_offload=offload, accumulate=t.accumulate_grad_batches, device=_choice("device", device, ("cuda", "cpu")),
         segment_mask=not cfg.data.cross_document_attention, ema=t.ema_decay > 0,
+        objective=cfg.diffusion.objective, low_discrepancy=cfg.diffusion.low_discrepancy,
     )
 
 

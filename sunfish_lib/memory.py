@@ -62,10 +62,16 @@ STRATEGIES = ("single", "ddp", "fsdp")
 DEVICES = ("cuda", "cpu")
 ATTENTION_KERNELS = ("auto", "flash", "math")
 
-LOSS_FP32_COPIES = 3
-"""(B, T, V) fp32 tensors alive at once in cross-entropy's backward: the log-softmax output
-(saved), its gradient (from nll_loss) and the logits' gradient. The forward holds at most
-logits + fp32 copy + log-softmax (<= 10 bytes per element), fewer than backward's 12."""
+LOSS_BACKWARD_COPIES = {"continuous": 3, "ar": 3, "masked": 5}
+"""fp32 (rows, V) tensors alive at the start of backward. Cross-entropy (continuous
+rounding, AR): the log-softmax output (saved), its gradient, the logits' gradient.
+Masked (`MaskedDiffusion.masked_nll`, logsumexp - gather): the saved logits,
+logsumexp's (x - lse) and exp(), gather's scattered gradient and the clone made by
+the in-place -inf on [MASK]. Counted op by op, then checked by bench/memory_estimate.py."""
+CONTINUOUS_TENSORS = {"forward": 9, "backward": 3}
+"""fp32 (B, T, e) tensors of the continuous objective alive at the loss / at the start of
+backward (x0, noise, x_t, the scaled input, output, x0_hat, target, its error, the prior's
+KL terms): measured on CPU by bench/memory_estimate.py, stable across e and B*T."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,12 @@ class Setup:
     """Attention restricted to documents (data.cross_document_attention=False): a (B, 1, T, T) mask."""
     ema: bool = False
     """An fp32 EMA copy of the weights lives beside them (train.ema_decay > 0)."""
+    objective: str = "continuous"
+    """continuous, masked or ar: decides how many positions reach the vocabulary and the loss's tensors."""
+    low_discrepancy: bool = True
+    """Stratified timesteps across the batch (diffusion.low_discrepancy): bounds the masked fraction."""
+    mask_fraction: float | None = None
+    """Masked objective: the fraction of tokens masked; None takes the worst step's (`loss_rows`)."""
 
 
 @dataclass(frozen=True)
@@ -137,10 +149,18 @@ def block_params(m: ModelConfig) -> int:
     return _linear(d, 3 * d, b) + _linear(d, d, b) + _linear(d, f, b) + _linear(f, d, b) + norms + table
 
 
-def largest_param(m: ModelConfig) -> int:
-    """Elements of the biggest single parameter tensor (CPU AdamW's scratch is sized by it)."""
-    return max(m.vocab_size * m.emb_dim, m.max_seq_len * m.d_model, m.d_model * m.ff_dim, 3 * m.d_model**2,
-               0 if m.tie_embeddings else m.vocab_size * m.d_model)
+def largest_optimizer_group(m: ModelConfig) -> int:
+    """Elements in the largest AdamW parameter group of `sunfish_lib.train.optim.param_groups`.
+
+    Groups are (category, block, weight decay): the embedding group (token and position
+    embeddings, in/out projections, an untied lm_head), a block's MLP or attention
+    matrices, or the time path's matrices.
+    """
+    d, e, f, b = m.d_model, m.emb_dim, m.ff_dim, m.bias
+    proj = _linear(e, d, b) + _linear(d, e, b) if e != d else 0
+    embed = m.vocab_size * e + m.max_seq_len * d + proj + (0 if m.tie_embeddings else m.vocab_size * d)
+    time = m.time_freq_dim * d + 5 * d * d if m.time_conditioning else 0
+    return max(embed, 2 * d * f, 4 * d * d, time)
 
 
 # ----------------------------------------------------------------------------
@@ -246,17 +266,37 @@ def _fsdp_units(m: ModelConfig, total_params: int) -> tuple[int, int]:
     return total_params - m.n_layers * blk, blk
 
 
-def loss_temporaries(m: ModelConfig, s: Setup) -> dict[str, int]:
-    """The (B, T, V) tensors of the cross-entropy, in its forward and at the start of backward.
+def loss_rows(s: Setup) -> int:
+    """Positions whose logits are formed: all of them, or only the masked ones for masked diffusion.
 
-    Forward: logits (compute dtype), their fp32 copy (none when already fp32) and the
-    fp32 log-softmax output. Backward: `LOSS_FP32_COPIES` fp32 tensors; once they are
-    freed, blocks run backward one at a time (`_backward_working_set`).
+    The masked fraction is p_mask(t) = t (linear and log-linear schedules) averaged over
+    the batch; stratified t (MDLM Sec. 3.5.1) keeps that mean within 1/(2B) of 1/2, so
+    the worst step masks at most (1/2 + 1/(2B)) of the tokens; with i.i.d. t, all of them.
+    """
+    n = s.micro_batch * s.seq_len
+    if s.objective == "masked" and s.mask_fraction is not None:
+        return int(round(n * s.mask_fraction))
+    if s.objective == "masked" and s.low_discrepancy:
+        return min(n, int(n * (0.5 + 0.5 / s.micro_batch)) + 1)
+    return n
+
+
+def loss_temporaries(m: ModelConfig, s: Setup) -> dict[str, int]:
+    """The objective's tensors in its forward (at the loss) and at the start of backward.
+
+    Forward: the logits in compute dtype (when not fp32), their fp32 copy and one more
+    fp32 (rows, V) tensor (log-softmax output, or logsumexp's exp). Backward:
+    `LOSS_BACKWARD_COPIES` fp32 tensors; once they are freed, blocks run backward one at
+    a time (`_backward_working_set`). The continuous objective adds (B, T, e) tensors.
     """
     c = PRECISIONS[s.precision].compute
-    nv = s.micro_batch * s.seq_len * m.vocab_size
-    return {"forward": nv * (c + (4 if c != 4 else 0) + 4),
-            "backward": max(LOSS_FP32_COPIES * nv * 4, _backward_working_set(m, s))}
+    rv = loss_rows(s) * m.vocab_size
+    fwd = rv * ((c if c != 4 else 0) + 8)
+    bwd = LOSS_BACKWARD_COPIES[s.objective] * rv * 4
+    if s.objective == "continuous":
+        ne4 = s.micro_batch * s.seq_len * m.emb_dim * 4
+        fwd, bwd = fwd + CONTINUOUS_TENSORS["forward"] * ne4, bwd + CONTINUOUS_TENSORS["backward"] * ne4
+    return {"forward": fwd, "backward": max(bwd, _backward_working_set(m, s))}
 
 
 def buffers(m: ModelConfig, s: Setup, total_params: int, matmul_params: int) -> dict[str, int]:
@@ -290,16 +330,14 @@ def _comm_buffers(m: ModelConfig, s: Setup, total_params: int) -> dict[str, int]
     return {}
 
 
-def step_temporaries(m: ModelConfig, s: Setup, local_params: int, total_params: int) -> dict[str, int]:
-    """Scratch of `AdamW.step` plus buffers that outlive backward."""
+def step_temporaries(m: ModelConfig, s: Setup, total_params: int) -> dict[str, int]:
+    """Scratch of `AdamW.step` plus buffers that outlive backward (the host runs the step under offload)."""
     p = PRECISIONS[s.precision]
     items: dict[str, int] = {}
-    if s.cpu_offload:
-        pass  # the step runs on the host
-    elif s.device == "cuda":
-        items["adamw_foreach_sqrt"] = local_params * p.state  # _foreach_sqrt(exp_avg_sq): one state-sized list
-    else:
-        items["adamw_denominator"] = 2 * largest_param(m) * p.state  # for-loop: sqrt() then / for one tensor
+    # sunfish_lib.train.optim: fused AdamW on CUDA (no scratch); foreach elsewhere, whose
+    # _foreach_sqrt(exp_avg_sq) makes one state-sized list per parameter group.
+    if s.device == "cpu" and not s.cpu_offload:
+        items["adamw_foreach_sqrt"] = largest_optimizer_group(m) * p.state
     if s.strategy == "ddp":
         items["ddp_grad_buckets"] = total_params * p.grad
     return items
@@ -323,7 +361,7 @@ def memory_per_gpu(m: ModelConfig, s: Setup, total_params: int, matmul_params: i
         host, w, g, o = w + g + o, 0, 0, 0
     acts, a = activations(m, s), sum(activations(m, s).values())
     loss, buf = loss_temporaries(m, s), buffers(m, s, total_params, matmul_params)
-    st = step_temporaries(m, s, local, total_params)
+    st = step_temporaries(m, s, total_params)
     g_bwd = g if s.accumulate > 1 else 0
     comp = {
         "forward": dict(grads=g, activations=a, temporaries=loss["forward"] + sum(buf.values())),
