@@ -27,7 +27,10 @@ ALLOCATOR_SLACK = 0.05
 def _model(cfg: Config | ModelConfig) -> ModelConfig:
     """The ModelConfig that gets built; None switches count as off, as `Backbone` reads them."""
     m = cfg.resolved_model if isinstance(cfg, Config) else cfg
-    return replace(m, time_conditioning=bool(m.time_conditioning), causal=bool(m.causal))
+    m = replace(m, time_conditioning=bool(m.time_conditioning), causal=bool(m.causal))
+    if hasattr(m, "self_cond_input"):
+        m = replace(m, self_cond_input=bool(m.self_cond_input))
+    return m
 
 
 # ----------------------------------------------------------------------------
@@ -47,6 +50,7 @@ def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
     return {
         "token_embedding": V * e,
         "in_proj": _linear(e, d, b) if e != d else 0,
+        "self_cond_proj": _linear(e, d, b) if getattr(m, "self_cond_input", False) else 0,
         "position_embedding": m.max_seq_len * d,
         "attention": L * (_linear(d, 3 * d, b) + _linear(d, d, b)),  # qkv + output projection
         "mlp": L * (_linear(d, f, b) + _linear(f, d, b)),
@@ -65,10 +69,21 @@ def num_params(cfg: Config | ModelConfig) -> int:
     return sum(param_counts(cfg).values())
 
 
+def built_params(cfg: Config | ModelConfig) -> int:
+    """sum(p.numel()) of the `Backbone` actually built, on the meta device (no memory at any size)."""
+    import torch
+
+    from sunfish_lib.model import Backbone
+
+    with torch.device("meta"):
+        model = Backbone(cfg.resolved_model if isinstance(cfg, Config) else cfg)
+    return sum(p.numel() for p in model.parameters())
+
+
 def matmul_params(cfg: Config | ModelConfig) -> int:
     """N in 6N: weights of the per-token matmuls.
 
-    Counted: in_proj, every block's qkv / proj / fc1 / fc2, out_proj, and the output
+    Counted: in_proj, self_cond_proj, every block's qkv / proj / fc1 / fc2, out_proj, and the output
     projection to the vocabulary (lm_head, or the tied token embedding used as a matmul).
     Not counted: the token and position embedding lookups (gathers, no FLOPs), norms,
     biases and adaLN tables (elementwise), and the time MLP (once per sequence, see
@@ -76,7 +91,7 @@ def matmul_params(cfg: Config | ModelConfig) -> int:
     """
     m = _model(cfg)
     d, e, f, V = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size
-    proj = 2 * d * e if e != d else 0
+    proj = (2 * d * e if e != d else 0) + (e * d if getattr(m, "self_cond_input", False) else 0)
     head = V * e if m.tie_embeddings else V * d
     return m.n_layers * (4 * d * d + 2 * d * f) + proj + head
 
@@ -280,3 +295,118 @@ def _fits(v: list[dict], strategy: str) -> bool | None:
     if not v:
         return None
     return any(x["fits"] for x in v) if strategy == "single" else all(x["fits"] for x in v)
+
+
+# ----------------------------------------------------------------------------
+# Advice: which strategies fit a set of GPUs, and the least change when none does
+# ----------------------------------------------------------------------------
+
+def _ladder(strategy: str, precision: str, mb: int) -> list[tuple[str, dict]]:
+    """Changes to try, cheapest first (each a set of `report` arguments)."""
+    smaller = [mb // 2**i for i in range(1, 12) if mb // 2**i >= 1]
+    mbs = [(f" + micro-batch {k} (accumulate x{mb // k} more to keep the global batch)", {"micro_batch": k})
+           for k in smaller]
+    rungs = [("as configured", {})] + [(label[3:], kw) for label, kw in mbs]
+    ckpt = {"activation_checkpointing": True}
+    rungs += [("activation checkpointing" + lab, {**ckpt, **kw}) for lab, kw in [("", {})] + mbs]
+    if precision != "bf16-true":
+        bf16 = {**ckpt, "precision": "bf16-true"}
+        rungs += [("bf16-true + activation checkpointing" + lab, {**bf16, **kw}) for lab, kw in [("", {})] + mbs]
+    if strategy == "fsdp":
+        off = {**ckpt, "cpu_offload": True}
+        rungs += [("CPU offload + activation checkpointing" + lab, {**off, **kw}) for lab, kw in [("", {})] + mbs]
+    return rungs
+
+
+COSTS = {
+    "micro-batch": "fewer tokens per matmul and more accumulation steps (cheap while micro-batch x seq_len >= ~2k)",
+    "activation checkpointing": "one extra forward per step: ~8N instead of 6N FLOPs per token (~+33%)",
+    "bf16-true": "bf16 weights and AdamW moments: updates below bf16 resolution are lost (quality risk)",
+    "CPU offload": "weights, grads and AdamW state in host RAM, the step on the CPU: PCIe traffic every step",
+}
+
+
+def advise(cfg: Config | str, gpu_mem_gb=(48, 20), *, precision=None, micro_batch=None, seq_len=None) -> dict:
+    """For each strategy over these GPUs: does the configured run fit, and if not, the first change that does.
+
+    Changes are tried cheapest first: a smaller micro-batch, activation checkpointing,
+    both, then bf16-true, then (FSDP) CPU offload. `single` uses the largest card;
+    DDP and FSDP use every card, and the smallest one bounds them (FSDP shards evenly).
+    """
+    cfg = config_for(cfg) if isinstance(cfg, str) else cfg
+    gpus = parse_gpus(gpu_mem_gb)
+    base = report(cfg, strategy="single", gpu_mem_gb=gpus[:1], precision=precision, micro_batch=micro_batch,
+                  seq_len=seq_len)["settings"]
+    rows = []
+    for strategy in STRATEGIES:
+        n = 1 if strategy == "single" else len(gpus)
+        if strategy != "single" and n < 2:
+            continue
+        first = None
+        for label, kw in _ladder(strategy, base["precision"], base["micro_batch"]):
+            args = {"precision": base["precision"], "micro_batch": base["micro_batch"], "seq_len": base["seq_len"],
+                    "activation_checkpointing": False, "cpu_offload": False, **kw}
+            r = report(cfg, strategy=strategy, n_gpus=n, gpu_mem_gb=gpus if n > 1 else [max(gpus)], **args)
+            first = first or r
+            if r["fits"]:
+                break
+        rows.append(_advice_row(strategy, n, gpus, first, r, label if r["fits"] else None))
+    return {"gpus": gpus, "params": num_params(cfg), "baseline": base, "strategies": rows,
+            "summary": [row["line"] for row in rows]}
+
+
+def _advice_row(strategy: str, n: int, gpus: list[float], first: dict, fit: dict, change: str | None) -> dict:
+    bound = max(gpus) if strategy == "single" else min(gpus)
+    used = f"the {bound:g} GB card" if strategy == "single" else f"{n} GPUs, bounded by the {bound:g} GB card"
+    need0 = first["verdicts"][0]["needed_gb"]
+    if change == "as configured":
+        line = f"{strategy}: fits as configured on {used} ({need0} of {bound:g} GiB needed)"
+    elif change:
+        costs = "; ".join(v for k, v in COSTS.items() if k in change)
+        line = (f"{strategy}: needs {need0} GiB as configured on {used}; fits with {change} "
+                f"({fit['verdicts'][0]['needed_gb']} GiB). Cost: {costs}")
+    else:
+        line = f"{strategy}: does not fit on {used} ({need0} GiB as configured), not even with every change tried"
+    return {"strategy": strategy, "n_gpus": n, "bound_gb": bound, "needed_gb_as_configured": need0,
+            "fits_as_configured": change == "as configured", "change": change,
+            "needed_gb": fit["verdicts"][0]["needed_gb"] if change else None,
+            "settings": fit["settings"] if change else None,
+            "memory": fit["memory"] if change else first["memory"], "line": line}
+
+
+# ----------------------------------------------------------------------------
+# Tables for notebooks and the CLI
+# ----------------------------------------------------------------------------
+
+def param_table(cfg: Config | ModelConfig) -> list[dict]:
+    """Rows (component, params, share) for the components that exist, plus a total row."""
+    counts = {k: v for k, v in param_counts(cfg).items() if v}
+    total = sum(counts.values())
+    rows = [{"component": k, "params": v, "share": f"{100 * v / total:.1f}%"} for k, v in counts.items()]
+    return rows + [{"component": "total", "params": total, "share": "100.0%"}]
+
+
+def memory_sweep(cfg: Config, strategies: Sequence[str] = STRATEGIES, seq_lens: Sequence[int] | None = None,
+                 gpu_mem_gb=None, **kw) -> list[dict]:
+    """One row per (strategy, seq_len): the per-GPU breakdown at the peak, total, and fits."""
+    gpus = parse_gpus(gpu_mem_gb)
+    rows = []
+    for strategy in strategies:
+        n = 1 if strategy == "single" else max(2, len(gpus))
+        for T in seq_lens or [cfg.data.seq_len]:
+            r = report(cfg, strategy=strategy, n_gpus=n, seq_len=T,
+                       gpu_mem_gb=(gpus if n > 1 else [max(gpus)]) if gpus else None, **kw)
+            rows.append({"strategy": strategy, "n_gpus": n, "seq_len": T, **r["memory"], "fits": r["fits"]})
+    return rows
+
+
+def markdown_table(rows: list[dict], columns: Sequence[str] | None = None) -> str:
+    """A GitHub-markdown table; ints get thousands separators, byte columns are left as given."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+
+    def cell(v):
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

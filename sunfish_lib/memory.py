@@ -157,7 +157,8 @@ def largest_optimizer_group(m: ModelConfig) -> int:
     matrices, or the time path's matrices.
     """
     d, e, f, b = m.d_model, m.emb_dim, m.ff_dim, m.bias
-    proj = _linear(e, d, b) + _linear(d, e, b) if e != d else 0
+    proj = (_linear(e, d, b) + _linear(d, e, b) if e != d else 0)
+    proj += _linear(e, d, b) if getattr(m, "self_cond_input", False) else 0
     embed = m.vocab_size * e + m.max_seq_len * d + proj + (0 if m.tie_embeddings else m.vocab_size * d)
     time = m.time_freq_dim * d + 5 * d * d if m.time_conditioning else 0
     return max(embed, 2 * d * f, 4 * d * d, time)
@@ -218,6 +219,8 @@ def head_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
     a, c, n = p.residual, p.compute, s.micro_batch * s.seq_len
     d, e = m.d_model, m.emb_dim
     items = {"final_norm": n * (d * a + 8) + n * d * c}  # ln_f input (+stats) and output kept by the logits matmul
+    if getattr(m, "self_cond_input", False):
+        items["self_cond_input"] = n * e * c  # the previous x0 estimate, kept by self_cond_proj
     if e != d:
         items["in_proj_input"] = n * e * c
         if m.tie_embeddings:
