@@ -94,7 +94,7 @@ class _StreamDocs(IterableDataset):
             yield info.id, item[1]
 
 
-@pytest.mark.parametrize("n_files", [3, 4])  # 3: example-level split (3 % 4 != 0); 4: shard-level
+@pytest.mark.parametrize("n_files", [3, 4, 6])  # 3 < 4 streams: example-level split; 4, 6: by file
 def test_two_ranks_two_workers_read_disjoint_documents_covering_the_set(tmp_path, bpe, n_files):
     docs = make_docs(45, seed=n_files)
     write_fineweb_parquet(tmp_path, docs, n_files=n_files, row_group_size=5)

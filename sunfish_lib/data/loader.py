@@ -46,7 +46,10 @@ class PackedDataset(IterableDataset):
         if ds is not None:  # always a fresh object: its state_dict() must start at the beginning
             from datasets.distributed import split_dataset_by_node
 
-            ds = split_dataset_by_node(ds, rank=global_id, world_size=total)
+            # Whole files (shards) per stream whenever there are enough, even if unevenly: with
+            # "examples" every stream would read (download, decode) all the data to keep 1/total.
+            strategy = "shards" if ds.num_shards >= total else "examples"
+            ds = split_dataset_by_node(ds, rank=global_id, world_size=total, strategy=strategy)
         reader = BlockReader(ds, self.rows, self.spec, stream=global_id, seed=self.seed, loop=self.loop,
                              block_rows=self.shuffle_buffer or 64, shuffle=self.shuffle_buffer > 0)
         stream = PackedStream(reader, self.tokenizer.encode_batch, self.pack, stream=logical, num_streams=num_workers)
