@@ -214,7 +214,7 @@ def block_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
 
 
 def head_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
-    """Bytes saved outside the blocks: input projection, final norm, output projection input."""
+    """Bytes saved outside the blocks: input projections, final norm, output projection input, time path."""
     p = PRECISIONS[s.precision]
     a, c, n = p.residual, p.compute, s.micro_batch * s.seq_len
     d, e = m.d_model, m.emb_dim
@@ -225,6 +225,9 @@ def head_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
         items["in_proj_input"] = n * e * c
         if m.tie_embeddings:
             items["out_proj_output"] = n * e * c  # kept by the tied logits matmul
+    if m.time_conditioning:
+        # per sequence: sinusoid, the MLP's hidden values, SiLU(c), and each block's (1 + scale) pair
+        items["time_path"] = s.micro_batch * (m.time_freq_dim + 4 * d + 2 * m.n_layers * d) * 4
     if m.dropout > 0:
         items["embedding_dropout"] = n * d * (1 if s.device == "cuda" else c)
     return items
