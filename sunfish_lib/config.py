@@ -55,6 +55,8 @@ class ModelConfig:
     """Build the timestep pathway (sinusoid -> MLP -> adaLN). None: as the objective wants (continuous on, masked/ar off)."""
     causal: bool | None = None
     """Causal attention mask. None: as the objective wants (ar on, diffusion off)."""
+    self_cond_input: bool | None = None
+    """Build the self-conditioning input (a zero-init Linear emb_dim -> d_model for the previous x0 estimate). None: as diffusion.self_conditioning says."""
     time_freq_dim: int = 256
     """Width of the sinusoidal timestep embedding fed to the time MLP."""
     bias: bool = False
@@ -82,13 +84,16 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
-    def resolve(self, objective: str) -> "ModelConfig":
-        """Fill the objective-dependent `None` fields (time_conditioning, causal)."""
+    def resolve(self, objective: str, self_conditioning: bool = False) -> "ModelConfig":
+        """Fill the objective-dependent `None` fields (time_conditioning, causal, self_cond_input)."""
         tc = self.time_conditioning
         if tc is None:
             tc = objective == "continuous"
         causal = self.causal if self.causal is not None else objective == "ar"
-        return replace(self, time_conditioning=tc, causal=causal)
+        sc = self.self_cond_input
+        if sc is None:
+            sc = objective == "continuous" and self_conditioning
+        return replace(self, time_conditioning=tc, causal=causal, self_cond_input=sc)
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,14 @@ class TrainConfig:
     """Batches per validation."""
     ckpt_every: int = 200
     """Save `last` every N steps."""
+    keep_best: int = 3
+    """Keep the k checkpoints with the best validation loss (0: only `last`)."""
+    sample_every: int = 0
+    """Write a few samples to the run folder every N steps (0: off)."""
+    tensorboard: bool = True
+    """Log to TensorBoard (CSV metrics and the text log are always written)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (WANDB_MODE=offline works without an account)."""
 
     @property
     def global_batch_size_factor(self) -> int:
@@ -264,7 +277,7 @@ class Config:
     @property
     def resolved_model(self) -> ModelConfig:
         """ModelConfig with objective-dependent fields filled in (what gets built)."""
-        return self.model.resolve(self.diffusion.objective)
+        return self.model.resolve(self.diffusion.objective, self.diffusion.self_conditioning)
 
     # -- serialisation ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -424,6 +437,8 @@ def validate(cfg: Config) -> None:
     if d.objective == "continuous":
         _check(m.time_conditioning is not False,
                "model.time_conditioning=False but objective 'continuous' needs the timestep; set it to true or null")
+        _check(not d.self_conditioning or m.self_cond_input is not False,
+               "model.self_cond_input=False but diffusion.self_conditioning=True needs it; set it to true or null")
     if d.objective == "ar":
         _check(m.causal is not False, "model.causal=False but objective 'ar' needs causal attention; set it to true or null")
     elif m.causal:
@@ -469,6 +484,8 @@ def validate(cfg: Config) -> None:
         _check(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0")
     for name in ("log_every", "val_every", "val_batches", "ckpt_every"):
         _positive(f"train.{name}", getattr(t, name))
+    for name in ("keep_best", "sample_every"):
+        _check(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0")
     _check(not t.cpu_offload or t.strategy == "fsdp",
            f"train.cpu_offload=True needs train.strategy='fsdp' (got {t.strategy!r})")
 

@@ -158,11 +158,15 @@ class Backbone(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         # Pass `Config.resolved_model`; objective-dependent fields left as None count as off.
-        cfg = replace(cfg, time_conditioning=bool(cfg.time_conditioning), causal=bool(cfg.causal))
+        cfg = replace(cfg, time_conditioning=bool(cfg.time_conditioning), causal=bool(cfg.causal),
+                      self_cond_input=bool(cfg.self_cond_input))
         self.cfg = cfg
         d, e = cfg.d_model, cfg.emb_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, e)
         self.in_proj = nn.Linear(e, d, bias=cfg.bias) if e != d else None
+        # Self-conditioning (Chen et al. 2022, Sec. 3.3): the previous x0 estimate enters through its own
+        # Linear, which equals a Linear on concat(x_t, x0_prev) and is zero-init, so it starts as a no-op.
+        self.self_cond_proj = nn.Linear(e, d, bias=cfg.bias) if cfg.self_cond_input else None
         self.pos_emb = nn.Embedding(cfg.max_seq_len, d)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
@@ -192,6 +196,10 @@ class Backbone(nn.Module):
         for blk in self.blocks:
             if blk.mod_table is not None:
                 nn.init.zeros_(blk.mod_table)
+        if self.self_cond_proj is not None:
+            nn.init.zeros_(self.self_cond_proj.weight)
+            if self.self_cond_proj.bias is not None:
+                nn.init.zeros_(self.self_cond_proj.bias)
         if self.time_mod is not None:  # zero-init: adaLN starts as the identity
             nn.init.zeros_(self.time_mod.weight)
             if self.time_mod.bias is not None:
@@ -211,6 +219,7 @@ class Backbone(nn.Module):
         segment_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        self_cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states (B, T, d_model) after the last LayerNorm.
 
@@ -218,7 +227,8 @@ class Backbone(nn.Module):
         (ignored when time conditioning is off); segment_ids: (B, T) document ids,
         attention stays within a document; attention_mask: (B, T) 1 for real tokens,
         0 for padding (padding is never attended to); kv_cache: causal models only, for
-        incremental decoding (positions continue after the cached ones).
+        incremental decoding (positions continue after the cached ones); self_cond:
+        (B, T, emb_dim) previous x0 estimate, only with `self_cond_input` (None feeds zeros).
         """
         if (tokens is None) == (vectors is None):
             raise ValueError("pass exactly one of tokens or vectors")
@@ -231,6 +241,11 @@ class Backbone(nn.Module):
             raise ValueError("kv_cache needs a causal model and no segment_ids/attention_mask")
         if self.in_proj is not None:
             x = self.in_proj(x)  # (B, T, d)
+        if self.self_cond_proj is not None:
+            sc = self_cond if self_cond is not None else x.new_zeros(B, T, self.cfg.emb_dim)
+            x = x + self.self_cond_proj(sc.to(x.dtype))  # (B, T, d)
+        elif self_cond is not None:
+            raise ValueError("self_cond needs a backbone built with model.self_cond_input=True")
         x = self.drop(x + self.pos_emb(torch.arange(start, start + T, device=x.device)))
         mod = self._time_modulation(t, B, x)
         mask = self._attn_mask(segment_ids, attention_mask, T, x.device)

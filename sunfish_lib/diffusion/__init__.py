@@ -1,4 +1,4 @@
-"""Objectives on the one backbone: masked diffusion, the AR baseline (continuous: issue #4).
+"""Objectives on the one backbone: continuous (embedding) diffusion, masked diffusion, the AR baseline.
 
 An objective owns the forward process (noising or masking), its loss, and what the
 model's output means. `loss(model, batch, generator)` returns a dict with a scalar
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from sunfish_lib.config import Config
 from sunfish_lib.diffusion.autoregressive import Autoregressive
+from sunfish_lib.diffusion.continuous import ContinuousDiffusion
 from sunfish_lib.diffusion.masked import MaskedDiffusion, MaskSchedule, subs_logits
+from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import ConfigError
 
 
@@ -22,7 +24,10 @@ def build_objective(cfg: Config, mask_token_id: int | None = None):
         return MaskedDiffusion(cfg.diffusion, mask_token_id)
     if kind == "ar":
         return Autoregressive(cfg.diffusion)
-    raise ConfigError(f"diffusion.objective={kind!r} is not built yet in this version; choose masked or ar")
+    if kind == "continuous":
+        return ContinuousDiffusion(cfg.diffusion)
+    raise ConfigError(f"diffusion.objective={kind!r} is not allowed; choose one of continuous, masked, ar")
 
 
-__all__ = ["Autoregressive", "MaskedDiffusion", "MaskSchedule", "build_objective", "subs_logits"]
+__all__ = ["Autoregressive", "ContinuousDiffusion", "MaskedDiffusion", "MaskSchedule", "NoiseSchedule",
+           "build_objective", "subs_logits"]

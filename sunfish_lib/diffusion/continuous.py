@@ -1,0 +1,234 @@
+"""Continuous (embedding-space) diffusion: Diffusion-LM (Li et al. 2022) on the shared backbone.
+
+Forward process (Ho et al. 2020, Eq. 4) on the backbone's own token embeddings, learned
+jointly with the denoiser (Diffusion-LM's end-to-end objective, Sec. 4.1):
+
+    x_0 = EMB(w) / init_std    (or, with embed_norm, EMB(w) L2-normalised to norm sqrt(emb_dim): Plaid / CDCD)
+    x_k = sqrt(alpha_bar_k) x_0 + sqrt(1 - alpha_bar_k) eps,    eps ~ N(0, I)
+
+Dividing by `model.init_std` turns the backbone's N(0, 0.02^2) init into Diffusion-LM's
+N(0, 1) one: at 0.02 the first step's noise (std 0.15 under sqrt) swamps every
+embedding and training stalls; the embeddings remain free to grow or shrink.
+
+The model sees x_k / sqrt(alpha_bar_k sigma^2 + 1 - alpha_bar_k), sigma^2 being the mean
+squared coordinate of the embedding table, i.e. an input of unit variance at every t
+(CDCD, Dieleman et al. 2022, Sec. 3), and t = (k + 1) / T (see `schedules.py`).
+Its output, in the embedding space, is one of (`DiffusionConfig.prediction`):
+
+    eps,   x0,   or v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0   (Salimans & Ho 2022, Sec. 4)
+
+Loss per token (Diffusion-LM Sec. 4.1, "L_e2e_simple"), averaged over real tokens:
+
+    || out - target ||^2 / emb_dim                 simplified DDPM MSE in the chosen parameterisation
+    + rounding_weight * CE(logits(x0_hat), w)      rounding: logits_v = -||x0_hat - e_v||^2
+    + KL(q(x_T | x_0) || N(0, I)) / emb_dim        prior term at T
+
+The rounding CE is what stops the embeddings collapsing (all embeddings equal make the
+MSE zero but the CE log V); the prior term stops them growing without bound, which
+would let x_T keep signal. Distance logits make the CE train the very decision rule the
+sampler's euclidean rounding uses. Self-conditioning (Chen et al. 2022, Sec. 3.3): half
+of the training rows (all rows in eval) first predict x0 without gradient and feed that
+estimate back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from sunfish_lib.config import DiffusionConfig
+from sunfish_lib.diffusion.schedules import NoiseSchedule
+from sunfish_lib.diffusion.timesteps import sample_t
+from sunfish_lib.errors import ConfigError
+
+N_BUCKETS = 4
+"""Loss metrics are also reported per t bucket [i/4, (i+1)/4)."""
+EVAL_T_MAX = 0.1
+"""`rounding_ce_small_t` draws t uniformly in (0, EVAL_T_MAX]."""
+
+
+# ----------------------------------------------------------------------------
+# Parameterisations (Salimans & Ho 2022, Sec. 4 and App. D)
+# ----------------------------------------------------------------------------
+
+def to_x0_eps(out: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction: str):
+    """Model output in `prediction` -> (x0_hat, eps_hat); alpha_bar broadcasts against x_t."""
+    a, s = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
+    if prediction == "x0":
+        return out, (x_t - a * out) / s
+    if prediction == "eps":
+        return (x_t - s * out) / a, out  # inverts Ho et al. 2020, Eq. 4
+    if prediction == "v":
+        return a * x_t - s * out, s * x_t + a * out  # x0 = a z - s v, eps = s z + a v
+    raise ValueError(f"prediction {prediction!r}: choose eps, v or x0")
+
+
+def target_of(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor, prediction: str) -> torch.Tensor:
+    """What the model should output: eps, x0, or v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0."""
+    if prediction == "x0":
+        return x0
+    if prediction == "eps":
+        return eps
+    if prediction == "v":
+        return alpha_bar.sqrt() * eps - (1.0 - alpha_bar).sqrt() * x0
+    raise ValueError(f"prediction {prediction!r}: choose eps, v or x0")
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """eps implied by x_t and an x0 estimate (Ho et al. 2020, Eq. 4 solved for eps)."""
+    return (x_t - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
+
+
+def gaussian_kl_to_standard(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, var I) || N(0, I)) per coordinate: 0.5 (var + mean^2 - 1 - log var)."""
+    return 0.5 * (var + mean.pow(2) - 1.0 - var.log())
+
+
+# ----------------------------------------------------------------------------
+# The objective
+# ----------------------------------------------------------------------------
+
+class ContinuousDiffusion:
+    """Gaussian diffusion on the backbone's token embeddings (see module docstring)."""
+
+    name = "continuous"
+
+    def __init__(self, cfg: DiffusionConfig | None = None):
+        self.cfg = cfg = cfg or DiffusionConfig()
+        if cfg.prediction not in ("eps", "v", "x0"):
+            raise ConfigError(f"diffusion.prediction={cfg.prediction!r} is not allowed; choose one of eps, v, x0")
+        self.schedule = NoiseSchedule(cfg.schedule, cfg.num_timesteps)
+        self.num_timesteps = cfg.num_timesteps
+        self.prediction = cfg.prediction
+
+    # -- the embedding space ---------------------------------------------------------
+    def embedding_table(self, model) -> torch.Tensor:
+        """x_0 of every token (V, e), float32: EMB / init_std, or rows of norm sqrt(e) if embed_norm."""
+        w = model.tok_emb.weight.float()
+        if self.cfg.embed_norm:
+            return F.normalize(w, dim=-1) * math.sqrt(w.shape[1])
+        return w / model.cfg.init_std
+
+    def x0_of(self, model, ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Clean embeddings x_0 (B, T, e) of token ids (B, T)."""
+        return F.embedding(ids, self.embedding_table(model) if table is None else table).float()
+
+    def input_scale(self, k: torch.Tensor, table: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """1 / sqrt(alpha_bar sigma^2 + 1 - alpha_bar): makes the model input unit-variance (B, 1, 1)."""
+        sigma2 = table.detach().float().pow(2).mean()
+        ab = self.schedule.coef("alpha_bar", k, like)
+        return (ab * sigma2 + 1.0 - ab).rsqrt()
+
+    def model_output(self, model, x_t, k, table, *, self_cond=None, segment_ids=None, attention_mask=None):
+        """The backbone's raw output (B, T, e) for noisy x_t at step indices k (B,)."""
+        x_in = (x_t * self.input_scale(k, table, x_t)).to(model.tok_emb.weight.dtype)
+        h = model.encode(vectors=x_in, t=self.schedule.model_time(k), self_cond=self_cond,
+                         segment_ids=segment_ids, attention_mask=attention_mask)
+        return model.to_embedding_space(h).float()
+
+    def predict(self, model, x_t, k, table, *, self_cond=None, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw model output, x0_hat), both (B, T, e)."""
+        out = self.model_output(model, x_t, k, table, self_cond=self_cond, **kw)
+        x0_hat, _ = to_x0_eps(out, x_t, self.schedule.coef("alpha_bar", k, x_t), self.prediction)
+        return out, x0_hat
+
+    @staticmethod
+    def rounding_logits(x0_hat: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """logits_v = -||x0_hat - e_v||^2 up to a per-position constant: 2 x.e_v - |e_v|^2, (..., V)."""
+        table = table.float()
+        return 2.0 * x0_hat @ table.t() - table.pow(2).sum(-1)
+
+    # -- loss ------------------------------------------------------------------------
+    def sample_steps(self, batch_size: int, device, generator=None) -> torch.Tensor:
+        """Step indices k (B,), uniform over {0..T-1}, stratified across the batch (MDLM Sec. 3.5.1)."""
+        u = sample_t(batch_size, t_min=0.0, low_discrepancy=self.cfg.low_discrepancy, device=device, generator=generator)
+        return (u * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1)
+
+    def loss(self, model, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Training loss at random steps; see `loss_at` for the returned metrics."""
+        ids = batch["input_ids"]
+        k = self.sample_steps(ids.shape[0], ids.device, generator)
+        return self.loss_at(model, batch, k, generator)
+
+    def loss_at(self, model, batch: dict, k: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
+        """Loss at given step indices k (B,).
+
+        Returns `loss`; `mse`, `rounding_ce`, `prior`, `rounding_acc` (token-weighted
+        scalars); `mse_per_seq`, `ce_per_seq` (B,) and `t` (B,); and per-bucket
+        `mse/t0.00-0.25`-style scalars for the buckets present in this batch.
+        """
+        ids = batch["input_ids"]  # (B, T)
+        valid = _valid(batch, ids)
+        table = self.embedding_table(model)  # (V, e)
+        x0 = self.x0_of(model, ids, table)  # (B, T, e)
+        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        ab = self.schedule.coef("alpha_bar", k, x0)  # (B, 1, 1)
+        x_t = self.schedule.q_sample(x0, k, noise)
+        kw = dict(segment_ids=batch.get("segment_ids"), attention_mask=batch.get("attention_mask"))
+        self_cond = self._self_cond(model, x_t, k, table, generator, **kw)
+        out, x0_hat = self.predict(model, x_t, k, table, self_cond=self_cond, **kw)
+        mse = (out - target_of(x0, noise, ab, self.prediction)).pow(2).mean(-1)  # (B, T)
+        # eps-prediction's x0_hat = (x_t - s eps)/sqrt(alpha_bar) explodes at large t; bound it for the CE only
+        bound = 2.0 * table.detach().abs().max().float()
+        logits = self.rounding_logits(x0_hat.clamp(-bound, bound), table)  # (B, T, V)
+        ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none").view_as(ids)
+        ab_T = self.schedule.alpha_bar[-1].to(x0)
+        prior = gaussian_kl_to_standard(ab_T.sqrt() * x0, (1.0 - ab_T).expand_as(x0)).mean(-1)  # (B, T)
+        total = mse + self.cfg.rounding_weight * ce + prior
+        n_seq = valid.sum(1).clamp(min=1).float()  # (B,)
+        n_all = n_seq.sum()
+
+        def tok_mean(v):
+            return (v * valid).sum() / n_all
+
+        out_d = {
+            "loss": tok_mean(total), "mse": tok_mean(mse), "rounding_ce": tok_mean(ce), "prior": tok_mean(prior),
+            "rounding_acc": tok_mean((logits.argmax(-1) == ids).float()),
+            "mse_per_seq": (mse * valid).sum(1) / n_seq, "ce_per_seq": (ce * valid).sum(1) / n_seq,
+            "t": self.schedule.model_time(k),
+        }
+        out_d.update(_bucketed(out_d["t"], out_d["mse_per_seq"], out_d["ce_per_seq"]))
+        return out_d
+
+    def _self_cond(self, model, x_t, k, table, generator, **kw) -> torch.Tensor | None:
+        """Self-conditioning input: a gradient-free x0 estimate for a random half of the rows (all in eval)."""
+        if not self.cfg.self_conditioning:
+            return None
+        with torch.no_grad():
+            _, x0_hat = self.predict(model, x_t, k, table, **kw)
+        if not model.training:
+            return x0_hat
+        use = torch.rand(x_t.shape[0], device=x_t.device, generator=generator) < 0.5  # (B,)
+        return x0_hat * use[:, None, None]
+
+    # -- evaluation ------------------------------------------------------------------
+    @torch.no_grad()
+    def rounding_ce_small_t(self, model, batch: dict, t_samples: int = 8, generator=None) -> torch.Tensor:
+        """Rounding CE (nats/token) per sequence (B,), averaged over t ~ U(0, EVAL_T_MAX]: NOT a likelihood."""
+        ids = batch["input_ids"]
+        k_max = max(1, int(round(EVAL_T_MAX * self.num_timesteps)))
+        draws = []
+        for _ in range(max(1, t_samples)):
+            k = torch.randint(0, k_max, (ids.shape[0],), device=ids.device, generator=generator)
+            draws.append(self.loss_at(model, batch, k, generator)["ce_per_seq"].double())
+        return torch.stack(draws).mean(0)
+
+
+def _valid(batch: dict, ids: torch.Tensor) -> torch.Tensor:
+    am = batch.get("attention_mask")
+    return torch.ones_like(ids, dtype=torch.float32) if am is None else am.float()
+
+
+def _bucketed(t: torch.Tensor, mse: torch.Tensor, ce: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sequence metrics averaged within t buckets [i/N, (i+1)/N); empty buckets are left out."""
+    out = {}
+    idx = (t * N_BUCKETS).long().clamp(0, N_BUCKETS - 1)  # (B,)
+    for i in range(N_BUCKETS):
+        sel = idx == i
+        if sel.any():
+            name = f"t{i / N_BUCKETS:.2f}-{(i + 1) / N_BUCKETS:.2f}"
+            out[f"mse/{name}"] = mse[sel].mean()
+            out[f"ce/{name}"] = ce[sel].mean()
+    return out
