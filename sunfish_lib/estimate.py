@@ -410,3 +410,18 @@ def markdown_table(rows: list[dict], columns: Sequence[str] | None = None) -> st
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def save_estimate(run_dir, rep: dict, advice: dict | None = None, fig=None) -> dict:
+    """Write estimate.json (the report, and the advice if given) and memory.png (if a figure) into run_dir."""
+    import json
+    from pathlib import Path
+
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "estimate.json"}
+    paths["json"].write_text(json.dumps({**rep, **({"advice": advice} if advice else {})}, indent=2) + "\n")
+    if fig is not None:
+        paths["figure"] = out / "memory.png"
+        fig.savefig(paths["figure"], dpi=120)
+    return paths

@@ -1,0 +1,54 @@
+"""Notebook 01 (config and memory) through papermill, and the memory figure's content."""
+
+import json
+
+import nbformat
+import papermill as pm
+
+from sunfish_lib import plots
+from sunfish_lib.estimate import config_for, memory_sweep, num_params, report
+from sunfish_lib.memory import GiB
+from tests.helpers import NOTEBOOKS
+
+NB = NOTEBOOKS / "01_config_and_memory.ipynb"
+
+
+def _text(nb) -> str:
+    out = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            out.append(o.get("text", "") or o.get("data", {}).get("text/markdown", "") or "")
+    return "\n".join(out)
+
+
+def test_config_and_memory_notebook_smoke(tmp_path):
+    out = tmp_path / NB.name
+    pm.execute_notebook(str(NB), str(out), parameters={"smoke": True, "run_dir": str(tmp_path)},
+                        kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+    cfg = config_for("1.4B", "continuous")
+    text = _text(nbformat.read(str(out), as_version=4))
+    assert f"{num_params(cfg):,} params in the built model; the count matches" in text
+    assert "| single | 1 | 48.0 |" in text and "fsdp:" in text
+    saved = json.loads((tmp_path / "estimate.json").read_text())
+    expected = report(cfg, strategy="fsdp", gpu_mem_gb=[48, 20], precision="bf16-mixed")
+    assert saved["params"] == 1_336_969_216 == expected["params"]
+    assert saved["memory"] == expected["memory"] and saved["verdicts"] == expected["verdicts"]
+    assert [r["strategy"] for r in saved["advice"]["strategies"]] == ["single", "ddp", "fsdp"]
+    assert (tmp_path / "memory.png").stat().st_size > 10_000
+
+
+def test_memory_bars_heights_are_the_estimates():
+    cfg = config_for("350M", "masked")
+    rows = memory_sweep(cfg, seq_lens=[256, 1024], gpu_mem_gb=[48, 20], precision="bf16-mixed")
+    fig = plots.memory_bars(rows, [48, 20])
+    ax = fig.axes[0]
+    assert len(ax.containers) == len(plots.MEMORY_COMPONENTS) and len(rows) == 6
+    for comp, bars in zip(plots.MEMORY_COMPONENTS, ax.containers):
+        assert bars.get_label() == comp
+        for row, bar in zip(rows, bars):
+            assert abs(bar.get_height() - row[comp] / GiB) < 1e-9
+    tops = [bar.get_y() + bar.get_height() for bar in ax.containers[-1]]
+    assert all(abs(t - r["total"] / GiB) < 1e-9 for t, r in zip(tops, rows))
+    assert sorted(line.get_ydata()[0] for line in ax.get_lines()) == [20, 48]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "single\nT=256" and labels[-1] == "fsdp x2\nT=1024"
