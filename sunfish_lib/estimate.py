@@ -137,11 +137,11 @@ def checkpoint_bytes(cfg: Config | ModelConfig, precision: str = "bf16-mixed", *
 
     Weights are saved in their master dtype (fp32, or bf16 under bf16-true); the optimizer
     adds two moments per parameter plus a step counter per tensor (a few KB, ignored).
-    An EMA copy, when kept, is saved in fp32 beside the weights.
+    An EMA copy, when kept, is saved beside the weights in the same dtype.
     """
     p = PRECISIONS[_choice("precision", precision, tuple(PRECISIONS))]
     n = num_params(cfg)
-    weights = n * p.weight + (n * 4 if ema else 0)
+    weights = n * p.weight * (2 if ema else 1)
     return {"weights": weights, "with_optimizer": weights + 2 * n * p.state}
 
 

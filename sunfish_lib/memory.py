@@ -94,7 +94,7 @@ class Setup:
     segment_mask: bool = False
     """Attention restricted to documents (data.cross_document_attention=False): a (B, 1, T, T) mask."""
     ema: bool = False
-    """An fp32 EMA copy of the weights lives beside them (train.ema_decay > 0)."""
+    """An EMA copy of the weights (same dtype and sharding) lives beside them (train.ema_decay > 0)."""
     objective: str = "continuous"
     """continuous, masked or ar: decides how many positions reach the vocabulary and the loss's tensors."""
     low_discrepancy: bool = True
@@ -306,18 +306,32 @@ def loss_temporaries(m: ModelConfig, s: Setup) -> dict[str, int]:
 
 
 def buffers(m: ModelConfig, s: Setup, total_params: int, matmul_params: int) -> dict[str, int]:
-    """Bytes held through forward and backward besides activations: batch, casts, communication buffers."""
+    """Bytes held through forward and backward besides activations: batch, masks, communication buffers."""
     p = PRECISIONS[s.precision]
     n = s.micro_batch * s.seq_len
     items = {"batch": n * 8 * 2}  # int64 inputs and targets
     if s.segment_mask:
         items["segment_mask"] = s.micro_batch * s.seq_len**2  # the bool (B, 1, T, T) mask, shared by blocks
-    if p.autocast and s.strategy != "fsdp":
-        # autocast's cache keeps a bf16 copy of each matmul weight until forward ends; each
-        # copy is also saved by its matmul for backward (FSDP gathers bf16 params directly).
-        items["autocast_weight_copies"] = matmul_params * p.compute
     items.update(_comm_buffers(m, s, total_params))
     return items
+
+
+def autocast_copies(m: ModelConfig, s: Setup, matmul_params: int) -> dict[str, int]:
+    """bf16 casts of the matmul weights under autocast, at the loss and at the start of backward.
+
+    autocast caches the cast of each leaf weight until forward ends, and each matmul saves
+    its cast for backward. Under Sunfish's FSDP2 too (Lightning's ModelParallelStrategy:
+    autocast, no MixedPrecisionPolicy): FSDP frees the gathered fp32 weights after each
+    block, not the casts autograd holds. With checkpointing the blocks save nothing, so
+    once forward ends only the output projection's cast (a view, never cached) remains;
+    the recomputation re-casts one block at a time.
+    """
+    p = PRECISIONS[s.precision]
+    if not p.autocast:
+        return {"forward": 0, "backward": 0}
+    head = m.vocab_size * (m.emb_dim if m.tie_embeddings else m.d_model)
+    full = matmul_params * p.compute
+    return {"forward": full, "backward": head * p.compute if s.activation_checkpointing else full}
 
 
 def _comm_buffers(m: ModelConfig, s: Setup, total_params: int) -> dict[str, int]:
@@ -328,11 +342,12 @@ def _comm_buffers(m: ModelConfig, s: Setup, total_params: int) -> dict[str, int]
         return {"ddp_grad_buckets": total_params * p.grad}
     if s.strategy == "fsdp":
         root, blk = _fsdp_units(m, total_params)
-        # param_dtype = reduce_dtype = compute dtype (Lightning FSDPPrecision). The root unit
-        # (embeddings, final norm, time path) stays unsharded through forward and backward;
-        # two blocks are unsharded at once (current + prefetched), with their unsharded grads.
-        return {"fsdp_unsharded_params": (root + 2 * blk) * p.compute,
-                "fsdp_unsharded_grads": (root + 2 * blk) * p.compute}
+        # FSDP2 `fully_shard` per block, then the root (sunfish_lib.train.module), no mixed-precision
+        # policy: parameters are gathered and gradients reduce-scattered in their stored dtype. The
+        # root unit (embeddings, final norm, time path) stays unsharded through forward and backward
+        # (FSDP2's root heuristic); two blocks are unsharded at once (current + prefetched).
+        return {"fsdp_unsharded_params": (root + 2 * blk) * p.weight,
+                "fsdp_unsharded_grads": (root + 2 * blk) * p.grad}
     return {}
 
 
@@ -360,23 +375,26 @@ def memory_per_gpu(m: ModelConfig, s: Setup, total_params: int, matmul_params: i
     p = PRECISIONS[s.precision]
     shard = s.n_gpus if s.strategy == "fsdp" else 1
     local = -(-total_params // shard)  # FSDP pads the flat parameter to a multiple of the world size
-    w = local * p.weight + (local * 4 if s.ema else 0)
+    w = local * p.weight * (2 if s.ema else 1)  # SunfishModule's EMA: a clone of each (sharded) parameter
     g, o = local * p.grad, local * 2 * p.state
     host = 0
     if s.cpu_offload:
         host, w, g, o = w + g + o, 0, 0, 0
     acts, a = activations(m, s), sum(activations(m, s).values())
     loss, buf = loss_temporaries(m, s), buffers(m, s, total_params, matmul_params)
+    cast = autocast_copies(m, s, matmul_params)
     st = step_temporaries(m, s, total_params)
     g_bwd = g if s.accumulate > 1 else 0
     comp = {
-        "forward": dict(grads=g, activations=a, temporaries=loss["forward"] + sum(buf.values())),
-        "backward": dict(grads=g_bwd, activations=a, temporaries=loss["backward"] + sum(buf.values())),
+        "forward": dict(grads=g, activations=a, temporaries=loss["forward"] + cast["forward"] + sum(buf.values())),
+        "backward": dict(grads=g_bwd, activations=a,
+                         temporaries=loss["backward"] + cast["backward"] + sum(buf.values())),
         "optimizer_step": dict(grads=g, activations=0, temporaries=sum(st.values())),
     }
     phases = {k: w + o + sum(v.values()) for k, v in comp.items()}
     peak = max(phases, key=phases.get)
     detail = {"weights": w, "grads": g, "optimizer": o, **acts,
-              "loss_forward": loss["forward"], "loss_or_block_backward": loss["backward"], **buf, **st}
+              "loss_forward": loss["forward"], "loss_or_block_backward": loss["backward"],
+              "autocast_weight_copies": cast["forward"], **buf, **st}
     return MemoryEstimate(weights=w, optimizer=o, peak_phase=peak, phases=phases, detail=detail, host=host,
                           **comp[peak])

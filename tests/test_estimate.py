@@ -15,7 +15,7 @@ from sunfish_lib.estimate import (
     advise, built_params, checkpoint_bytes, config_for, estimate_memory, flops_breakdown, flops_per_token,
     make_setup, matmul_params, needed_bytes, num_params, param_counts, param_table, report, verdicts,
 )
-from sunfish_lib.memory import GiB, activations, block_activations
+from sunfish_lib.memory import GiB, activations, autocast_copies, block_activations
 from sunfish_lib.model import Backbone
 from tests.helpers import run_cli
 
@@ -182,6 +182,16 @@ def test_checkpointing_keeps_only_block_inputs(cfg350):
     assert ckpt.activations == m.n_layers * n * m.d_model * 4 + head < full.activations / 5
 
 
+def test_autocast_copies_leave_with_checkpointing(cfg350):
+    """Checkpointed blocks save no casts: after forward only the tied output projection's bf16 cast remains."""
+    m = cfg350.resolved_model
+    s = make_setup(cfg350, precision="bf16-mixed", micro_batch=2, seq_len=1024)
+    full, ckpt = autocast_copies(m, s, matmul_params(m)), autocast_copies(m, replace(s, activation_checkpointing=True),
+                                                                        matmul_params(m))
+    assert full == {"forward": 2 * matmul_params(m), "backward": 2 * matmul_params(m)}
+    assert ckpt == {"forward": 2 * matmul_params(m), "backward": 2 * m.vocab_size * m.d_model}
+
+
 def test_cpu_offload_moves_states_to_host(cfg350):
     P = num_params(cfg350)
     on, off = _mem(cfg350, strategy="fsdp", n_gpus=2, cpu_offload=True), _mem(cfg350, strategy="fsdp", n_gpus=2)
@@ -195,8 +205,7 @@ def test_precisions_bytes_per_param(cfg350):
     fp32, mixed, true = (_mem(cfg350, precision=p) for p in ("32-true", "bf16-mixed", "bf16-true"))
     assert fp32.weights == mixed.weights == 2 * true.weights == 4 * P
     assert fp32.optimizer == mixed.optimizer == 2 * true.optimizer == 8 * P
-    assert "autocast_weight_copies" in mixed.detail and "autocast_weight_copies" not in fp32.detail
-    assert mixed.detail["autocast_weight_copies"] == 2 * matmul_params(cfg350)
+    assert mixed.detail["autocast_weight_copies"] == 2 * matmul_params(cfg350) and fp32.detail["autocast_weight_copies"] == 0
     # bf16-true halves every saved tensor of a block; bf16-mixed keeps LayerNorm inputs in fp32
     s32, s16 = (make_setup(cfg350, precision=p, micro_batch=2, seq_len=1024) for p in ("32-true", "bf16-true"))
     b32, b16 = block_activations(cfg350.resolved_model, s32), block_activations(cfg350.resolved_model, s16)
