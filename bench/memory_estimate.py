@@ -163,6 +163,7 @@ def _print_case(name: str, r: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run each case in a subprocess, print its table, then one JSON line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--child", help=argparse.SUPPRESS)

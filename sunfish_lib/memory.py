@@ -123,6 +123,7 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
+        """Peak bytes per GPU: the sum of the five components."""
         return self.weights + self.grads + self.optimizer + self.activations + self.temporaries
 
     def breakdown(self) -> dict[str, int]:
@@ -130,6 +131,7 @@ class MemoryEstimate:
         return {k: getattr(self, k) for k in ("weights", "grads", "optimizer", "activations", "temporaries")}
 
     def to_dict(self) -> dict:
+        """JSON-able fields plus `total`."""
         return {**asdict(self), "total": self.total}
 
 
