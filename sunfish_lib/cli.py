@@ -175,7 +175,8 @@ def _cmd_estimate(args) -> int:
     st = rep["settings"]
     t = Table(title=f"sunfish estimate: {rep['preset']} ({rep['objective']}), {rep['params']:,} parameters, "
                     f"{rep['flops_per_token'] / 1e9:.2f} GFLOPs/token at T={st['seq_len']}")
-    t.add_column(f"per GPU: {st['strategy']} x{st['n_gpus']}, {st['precision']}, micro-batch {st['micro_batch']}"
+    t.add_column(f"per GPU at the {rep['peak_phase']} peak: {st['strategy']} x{st['n_gpus']}, {st['precision']}, "
+                 f"micro-batch {st['micro_batch']}"
                  f"{', ckpt' if st['activation_checkpointing'] else ''}{', offload' if st['cpu_offload'] else ''}")
     t.add_column("GiB", justify="right")
     for k, v in rep["memory"].items():
