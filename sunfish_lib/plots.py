@@ -50,3 +50,61 @@ def _bar_label(row: dict) -> str:
     n = row.get("n_gpus", 1)
     who = row.get("strategy", "") + (f" x{n}" if n and n > 1 else "")
     return f"{who}\nT={row['seq_len']}" if "seq_len" in row else who
+
+
+# ----------------------------------------------------------------------------
+# 05 · noise schedules (data from sunfish_lib.diffusion.analysis)
+# ----------------------------------------------------------------------------
+
+SCHEDULE_COLORS = {"linear": "#4C72B0", "cosine": "#55A868", "sqrt": "#C44E52"}
+
+
+def schedule_curves_figure(curves: dict) -> Figure:
+    """alpha_bar, log10 SNR and beta against t, one line per schedule (`analysis.schedule_curves`)."""
+    import math
+
+    fig = Figure(figsize=(13.0, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for kind, c in curves.items():
+        color = SCHEDULE_COLORS.get(kind)
+        axes[0].plot(c["t"], c["alpha_bar"], label=kind, color=color)
+        axes[1].plot(c["t"], [math.log10(max(v, 1e-30)) for v in c["snr"]], label=kind, color=color)
+        axes[2].plot(c["t"], c["beta"], label=kind, color=color)
+    for ax, name in zip(axes, ("alpha_bar(t)", "log10 SNR(t)", "beta(t)")):
+        ax.set_xlabel("t = step / T")
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+    axes[2].set_yscale("log")
+    return fig
+
+
+def recovery_figure(recovery: dict, *, title: str | None = None) -> Figure:
+    """Fraction of tokens recovered by rounding noisy embeddings against t (`analysis.recovery_accuracy`)."""
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    for kind, r in recovery.items():
+        ax.plot(r["t"], r["accuracy"], marker="o", ms=3, label=kind, color=SCHEDULE_COLORS.get(kind))
+    ax.set_xlabel("t = step / T")
+    ax.set_ylabel("tokens recovered by rounding")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or "Token recovery from x_t / sqrt(alpha_bar)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def loss_by_t_figure(losses: dict, *, title: str | None = None) -> Figure:
+    """A trained model's MSE and rounding CE (and accuracy) against t (`analysis.loss_by_t`)."""
+    fig = Figure(figsize=(11.0, 3.6), layout="constrained")
+    ax_mse, ax_ce = fig.subplots(1, 2)
+    ax_mse.plot(losses["t"], losses["mse"], marker="o", ms=3)
+    ax_mse.set_ylabel("MSE (prediction target)")
+    ax_ce.plot(losses["t"], losses["rounding_ce"], marker="o", ms=3, color="#C44E52", label="rounding CE (nats)")
+    ax_acc = ax_ce.twinx()
+    ax_acc.plot(losses["t"], losses["rounding_acc"], ls="--", color="#55A868", label="rounding accuracy")
+    ax_acc.set_ylim(0, 1)
+    ax_acc.set_ylabel("accuracy")
+    for ax in (ax_mse, ax_ce):
+        ax.set_xlabel("t = step / T")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    fig.suptitle(title or "Loss against t")
+    return fig

@@ -1,0 +1,90 @@
+"""DDPM-1000 vs DDIM-50 on the same batch: wall time and forward passes of the continuous sampler.
+
+    .venv/bin/python bench/sampling_continuous.py                  # tiny preset, 4 x 128 tokens, ~1 min on 2 cores
+    .venv/bin/python bench/sampling_continuous.py --batch 16 --length 256 --device cuda
+
+The model is the `tiny` preset's backbone at its (random) init: sampling cost does not
+depend on the weights. Both samplers start from the same x_T (same seed) and end with
+the same final rounding; the only difference is the number of reverse steps, so the
+speedup should approach 1000 / 50 = 20 minus the fixed costs (rounding, setup). A
+warm-up call runs first so allocator and thread-pool start-up is not billed to DDPM.
+Target: DDIM-50 at least 15x faster. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _time(sampler, args, device) -> tuple[float, int]:
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    sampler.sample(args.batch, args.length, generator=g)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, sampler.forward_passes
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--length", type=int, default=128)
+    p.add_argument("--ddpm-steps", type=int, default=1000)
+    p.add_argument("--ddim-steps", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from sunfish_lib.config import get_config
+    from sunfish_lib.diffusion import build_objective
+    from sunfish_lib.model import Backbone
+    from sunfish_lib.sampling import ContinuousSampler
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg = get_config(args.preset, objective="continuous", sampler="ddim")
+    torch.manual_seed(args.seed)
+    model = Backbone(cfg.resolved_model).to(device).eval()
+    objective = build_objective(cfg)
+    ddpm = ContinuousSampler(model, objective, kind="ddpm", steps=args.ddpm_steps)
+    ddim = ContinuousSampler(model, objective, kind="ddim", steps=args.ddim_steps, eta=0.0)
+    ContinuousSampler(model, objective, kind="ddim", steps=3).sample(args.batch, args.length)  # warm-up
+
+    ddpm_s, ddpm_fp = _time(ddpm, args, device)
+    ddim_s, ddim_fp = _time(ddim, args, device)
+    res = {
+        "preset": args.preset, "device": str(device), "threads": torch.get_num_threads(),
+        "batch": args.batch, "length": args.length, "params": model.num_params(),
+        "ddpm_steps": args.ddpm_steps, "ddim_steps": args.ddim_steps,
+        "ddpm_forward_passes": ddpm_fp, "ddim_forward_passes": ddim_fp,
+        "ddpm_s": round(ddpm_s, 3), "ddim_s": round(ddim_s, 3), "speedup": round(ddpm_s / ddim_s, 2),
+        "ddpm_ms_per_pass": round(1000 * ddpm_s / ddpm_fp, 2), "ddim_ms_per_pass": round(1000 * ddim_s / ddim_fp, 2),
+    }
+    print(f"{args.preset} backbone ({res['params']:,} params) on {device}, {res['threads']} threads, "
+          f"batch {args.batch} x {args.length} tokens")
+    print(f"DDPM-{args.ddpm_steps}: {ddpm_s:8.2f} s  {ddpm_fp:5d} forward passes  {res['ddpm_ms_per_pass']:.1f} ms/pass")
+    print(f"DDIM-{args.ddim_steps}:  {ddim_s:8.2f} s  {ddim_fp:5d} forward passes  {res['ddim_ms_per_pass']:.1f} ms/pass")
+    verdict = "meets" if res["speedup"] >= 15 else "MISSES"
+    print(f"speedup {res['speedup']:.1f}x ({verdict} the 15x target; the pass-count ratio is {ddpm_fp / ddim_fp:.0f}x)")
+    print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()

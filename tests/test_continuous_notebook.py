@@ -1,0 +1,61 @@
+"""Notebook 05 (noise schedules) runs headlessly with smoke parameters and shows what it promises."""
+
+import json
+import re
+
+import nbformat
+import pytest
+
+from tests.helpers import NOTEBOOKS
+
+NB = NOTEBOOKS / "05_noise_schedules.ipynb"
+
+
+def _run(tmp_path, **params):
+    import papermill
+
+    out = tmp_path / NB.name
+    papermill.execute_notebook(str(NB), str(out), parameters={"smoke": True, **params},
+                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    nb = nbformat.read(str(out), as_version=4)
+    text = "\n".join(o.get("text", "") or json.dumps(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells for o in c.get("outputs", []))
+    pngs = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    return text, pngs
+
+
+def test_noise_schedule_notebook_smoke(tmp_path):
+    text, pngs = _run(tmp_path)
+    assert "toy table: 4,096 tokens x 16 dims, T = 200" in text
+    # alpha_bar at t=0.5: sqrt is far noisier than cosine (closed forms: 0.293/0.99 vs cos^2 ~ 0.5)
+    ab = {k: [float(v) for v in re.search(rf"{k}\s+alpha_bar at t=0.1 / 0.5 / 0.9: (\S+) / (\S+) / (\S+)",
+                                          text).groups()] for k in ("linear", "cosine", "sqrt")}
+    assert ab["sqrt"][1] == pytest.approx((1 - 0.5001 ** 0.5) / 0.99, abs=2e-3)
+    assert ab["sqrt"][0] < ab["cosine"][0] and ab["sqrt"][0] < ab["linear"][0]
+    # the sentence at t=0.05 under cosine is recovered exactly; under sqrt at t=0.8 it is mostly gone
+    rec = {(m[0], float(m[1])): int(m[2]) for m in re.findall(r"(\w+)\s+t=(\S+)\s+recovered\s+(\d+)%", text)}
+    assert len(rec) == 12 and rec[("cosine", 0.05)] == 100 and rec[("sqrt", 0.8)] < 50
+    assert rec[("sqrt", 0.2)] < rec[("cosine", 0.2)]
+    falls = dict(re.findall(r"(\w+)\s+recovery falls below 50% at t = (\S+);", text))
+    assert set(falls) == {"linear", "cosine", "sqrt"}
+    assert float(falls["sqrt"]) < float(falls["cosine"])  # sqrt destroys tokens earlier in the chain
+    assert "no checkpoint given" in text
+    assert pngs == 2  # schedule curves, recovery curves
+
+
+def test_noise_schedule_notebook_with_checkpoint(tmp_path):
+    checkpoint = pytest.importorskip("sunfish_lib.train.checkpoint")
+    import torch
+
+    from sunfish_lib.config import get_config
+    from sunfish_lib.model import Backbone
+
+    cfg = get_config("tiny", {"n_layers": 1, "num_timesteps": 100})
+    torch.manual_seed(0)
+    checkpoint.export_model(Backbone(cfg.resolved_model), cfg, tmp_path / "export")
+    text, pngs = _run(tmp_path, checkpoint=str(tmp_path / "export"), loss_t=[0.05, 0.5, 1.0])
+    rows = re.findall(r"t=(\S+)\s+mse (\S+)\s+rounding CE (\S+)\s+accuracy (\S+)%", text)
+    assert [float(r[0]) for r in rows] == [0.05, 0.5, 1.0]
+    acc = [float(r[3]) for r in rows]
+    assert acc[0] > acc[2]  # even an untrained model's x0 (about x_t itself) rounds right at small t
+    assert pngs == 3
