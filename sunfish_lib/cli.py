@@ -194,7 +194,13 @@ def _cmd_estimate(args) -> int:
 
 # -- entry point -----------------------------------------------------------------------
 
-COMMANDS = [_add_check, _add_run, _add_data, _add_estimate]
+def _add_train(sub) -> None:
+    from sunfish_lib.train.command import add_parser
+
+    add_parser(sub)
+
+
+COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

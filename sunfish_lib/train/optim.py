@@ -77,7 +77,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig, n_layers: int) -> tuple[lis
     for (cat, block, decay), g in sorted(groups.items(), key=lambda kv: (kv[0][1] is not None, kv[0][1] or 0, kv[0][0], kv[0][2])):
         label = f"{cat}" + (f"[{block}]" if block is not None else "") + (" +wd" if decay else "")
         g["lr"] = cfg.lr * g["lr_mult"]
-        g["group_name"] = label
+        g["group_name"] = g["name"] = label  # "name": what LearningRateMonitor logs it as
         out.append(g)
         info.append(GroupInfo(label, g["lr_mult"], decay, sum(p.numel() for p in g["params"]), len(g["params"])))
     return out, info

@@ -1,0 +1,205 @@
+"""Training monitors as Lightning callbacks: throughput/MFU, grad and update norms, memory,
+a `tail -f`-able text log, and periodic samples written to the run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from sunfish_lib.config import Config
+
+# Dense bf16 tensor-core peaks (FLOP/s) from vendor datasheets, without sparsity.
+GPU_PEAK_BF16 = {
+    "H200": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12,
+    "L40S": 362e12, "A6000": 155e12, "A5000": 111e12, "A4500": 94.6e12, "4090": 165e12, "3090": 71e12,
+}
+
+
+def measure_cpu_matmul_peak(n: int = 1024, repeats: int = 5) -> float:
+    """fp32 GEMM FLOP/s on this CPU (best of `repeats`): the MFU denominator without a GPU."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def device_peak_flops(device: torch.device, precision: str) -> tuple[float, str]:
+    """(peak FLOP/s, where it came from) for the training device."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in GPU_PEAK_BF16.items():
+            if key in name:
+                scale = 1.0 if "bf16" in precision or "16" in precision else 0.5  # TF32 ~ half of bf16 on these parts
+                return peak * scale, f"datasheet {key}"
+        return float("nan"), f"unknown GPU {name!r}"
+    return measure_cpu_matmul_peak(), "measured fp32 matmul"
+
+
+class ThroughputMonitor(pl.Callback):
+    """Tokens/s and MFU = achieved FLOP/s / peak, per optimizer step (FLOPs/token from the estimator)."""
+
+    def __init__(self, cfg: Config):
+        from sunfish_lib.estimate import flops_per_token
+
+        self.cfg = cfg
+        self.flops_per_token = flops_per_token(cfg, cfg.data.seq_len)
+        self.peak = None
+        self._t0 = None
+        self.tokens_per_s = float("nan")
+        self.mfu = float("nan")
+
+    def on_train_start(self, trainer, pl_module):
+        self.peak, self.peak_source = device_peak_flops(pl_module.device, str(trainer.precision))
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module._micro % self.cfg.train.accumulate_grad_batches:
+            return
+        now = time.perf_counter()
+        seqs = batch["input_ids"].numel() * self.cfg.train.accumulate_grad_batches * trainer.world_size
+        dt, self._t0 = now - self._t0, now
+        self.tokens_per_s = seqs / dt
+        self.mfu = self.tokens_per_s * self.flops_per_token / trainer.world_size / self.peak
+        pl_module.log("perf/tokens_per_s", self.tokens_per_s, batch_size=1)
+        pl_module.log("perf/mfu", self.mfu, batch_size=1)
+
+    def _restart_clock(self, *args, **kw):
+        """Validation and checkpoint writes are not training time."""
+        self._t0 = time.perf_counter()
+
+    on_validation_end = _restart_clock
+    on_save_checkpoint = _restart_clock
+
+
+class NormMonitor(pl.Callback):
+    """Every `every` steps: gradient norm and update/weight ratio ||dW|| / ||W|| per parameter group."""
+
+    def __init__(self, every: int):
+        self.every = every
+        self._before: list[tuple[str, list[torch.Tensor], list[torch.Tensor]]] | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step % self.every:
+            return
+        self._before = []
+        for g in optimizer.param_groups:
+            params = [p for p in g["params"] if p.grad is not None]
+            self._before.append((g["group_name"], params, [p.detach().clone() for p in params]))
+            gn = _norm([p.grad for p in params])
+            pl_module.log(f"grad_norm/{g['group_name']}", gn, batch_size=1)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._before is None or pl_module._micro % pl_module.cfg.train.accumulate_grad_batches:
+            return
+        for name, params, before in self._before:
+            delta = _norm([p.detach() - b for p, b in zip(params, before)])
+            pl_module.log(f"update_ratio/{name}", delta / max(_norm(before), 1e-12), batch_size=1)
+        self._before = None
+
+
+def _norm(tensors: list[torch.Tensor]) -> float:
+    if not tensors:
+        return 0.0
+    sq = sum((t.float() ** 2).sum() for t in tensors)
+    sq = sq.full_tensor() if hasattr(sq, "full_tensor") else sq
+    return float(sq.sqrt())
+
+
+class MemoryMonitor(pl.Callback):
+    """GPU allocated/reserved (GiB) and process RSS (GiB) every `every` steps."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every:
+            return
+        import psutil
+
+        pl_module.log("mem/rss_gib", psutil.Process().memory_info().rss / 2**30, batch_size=1)
+        if pl_module.device.type == "cuda":
+            pl_module.log("mem/gpu_allocated_gib", torch.cuda.memory_allocated() / 2**30, batch_size=1)
+            pl_module.log("mem/gpu_reserved_gib", torch.cuda.memory_reserved() / 2**30, batch_size=1)
+            pl_module.log("mem/gpu_peak_gib", torch.cuda.max_memory_allocated() / 2**30, batch_size=1)
+
+
+class TextLog(pl.Callback):
+    """A plain-text log in the run folder, one line per logged step, flushed (follow with `tail -f`)."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = Path(path), every
+        self._f = None
+
+    def write(self, line: str) -> None:
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a", buffering=1)
+        self._f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            self.write(f"start: step {trainer.global_step}, {pl_module.model.num_params():,} params, "
+                       f"objective {pl_module.cfg.diffusion.objective}, world size {trainer.world_size}")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if not trainer.is_global_zero or step % self.every or pl_module._micro % pl_module.cfg.train.accumulate_grad_batches:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "perf/"))}
+        opt = trainer.optimizers[0] if trainer.optimizers else None
+        if opt is not None:
+            m["lr"] = max(g["lr"] for g in opt.param_groups)
+        parts = [f"step {step}"] + [f"{k}={v:.4g}" for k, v in sorted(m.items())]
+        self.write(" ".join(parts))
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.is_global_zero and "val/loss" in trainer.callback_metrics and not trainer.sanity_checking:
+            self.write(f"step {trainer.global_step} val/loss={float(trainer.callback_metrics['val/loss']):.4g}")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        trainer._sunfish_last_good = f"step {trainer.global_step} in {self.path.parent / 'checkpoints'}"
+
+    def teardown(self, trainer, pl_module, stage):
+        if self._f is not None:
+            self.write(f"end: step {trainer.global_step}")
+            self._f.close()
+            self._f = None
+
+
+class StopAtStep(pl.Callback):
+    """Ends training after optimizer step `step` without changing the LR schedule (resume later)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+class FinalCheckpoint(pl.Callback):
+    """Writes `last.ckpt` at the step where training ends (max_steps or a requested stop).
+
+    Saved from on_train_batch_end, like ModelCheckpoint's periodic saves, so Lightning's
+    loop counters resume consistently (a save after `fit` returns is off by one step).
+    Keep it last in the callback list so stops requested by earlier callbacks are seen.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._saved_at = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module._micro % pl_module.cfg.train.accumulate_grad_batches:
+            return
+        done = trainer.global_step >= (trainer.max_steps or float("inf")) or trainer.should_stop
+        if done and trainer.global_step != self._saved_at:
+            trainer.save_checkpoint(str(self.path), weights_only=False)
+            self._saved_at = trainer.global_step

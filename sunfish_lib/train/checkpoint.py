@@ -1,0 +1,170 @@
+"""Checkpoints that survive kills and never execute code when loaded.
+
+- `AtomicCheckpointIO`: Lightning checkpoints written to `<name>.tmp`, fsynced, then
+  renamed over `<name>` (POSIX rename is atomic), so a kill mid-write leaves the
+  previous `last.ckpt` intact. Loading uses `torch.load(weights_only=True)`.
+- `export_model` / `load_exported`: the final model as `model.safetensors` +
+  `config.json` + `tokenizer/`: what sampling loads, without Lightning or pickle.
+- `load_for_inference`: a run folder, an exported folder or a `.ckpt` file -> (Backbone,
+  Config), with one-line errors for missing, truncated or foreign files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sunfish_lib.config import Config
+from sunfish_lib.errors import SunfishError
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to path.tmp, fsync, rename over path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def safe_torch_load(path: Path, map_location: Any = "cpu") -> dict:
+    """torch.load with weights_only=True; truncated or foreign files become one-line SunfishErrors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SunfishError(f"checkpoint {path} does not exist; pass a run folder, an exported folder or a .ckpt")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        kind = "refused: it contains objects other than tensors and plain data (possibly code)" \
+            if "weights_only" in str(e) or "Unsupported global" in str(e) else f"unreadable ({type(e).__name__})"
+        raise SunfishError(f"checkpoint {path} is {kind}; it is corrupt, truncated or not a Sunfish checkpoint") from None
+    if not isinstance(obj, dict):
+        raise SunfishError(f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def _checkpoint_io_class():
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Atomic writes, weights_only reads (see module docstring)."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            atomic_torch_save(checkpoint, Path(path))
+
+        def load_checkpoint(self, path, map_location=None, weights_only=None):
+            return safe_torch_load(Path(path), map_location or "cpu")
+
+    return AtomicCheckpointIO
+
+
+def AtomicCheckpointIO():  # noqa: N802 (factory: keeps Lightning out of import time)
+    return _checkpoint_io_class()()
+
+
+def export_model(model: torch.nn.Module, cfg: Config, out_dir: Path, tokenizer=None,
+                 state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write model.safetensors + config.json (+ tokenizer/) into out_dir; returns out_dir."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sd = state_dict if state_dict is not None else model.state_dict()
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+    if cfg.model.tie_embeddings:  # safetensors refuses shared storage; lm weights are the embedding
+        sd = {k: v.clone() for k, v in sd.items()}
+    tmp = out_dir / (MODEL_FILE + ".tmp")
+    save_file(sd, str(tmp), metadata={"format": "pt", "sunfish": "1"})
+    os.replace(tmp, out_dir / MODEL_FILE)
+    cfg.save(out_dir / CONFIG_FILE)
+    if tokenizer is not None:
+        tokenizer.save(out_dir / "tokenizer")
+    return out_dir
+
+
+def load_exported(folder: Path, device: str | torch.device = "cpu"):
+    """(Backbone, Config, tokenizer or None) from an exported folder."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from sunfish_lib.model import Backbone
+
+    folder = Path(folder)
+    cfg = Config.load(folder / CONFIG_FILE)
+    try:
+        sd = load_file(str(folder / MODEL_FILE), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SunfishError(f"{folder / MODEL_FILE} is unreadable ({e}); re-export the model") from None
+    model = Backbone(cfg.resolved_model).to(device)
+    _load_state(model, sd, folder / MODEL_FILE)
+    return model.eval(), cfg, _maybe_tokenizer(folder / "tokenizer")
+
+
+def _load_state(model: torch.nn.Module, sd: dict, source: Path) -> None:
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise SunfishError(f"{source} does not match its config.json ({first}); it is from another model") from None
+
+
+def _maybe_tokenizer(folder: Path):
+    if not folder.is_dir():
+        return None
+    from sunfish_lib.data.tokenizer import load_tokenizer
+
+    return load_tokenizer(folder)
+
+
+def load_lightning_checkpoint(path: Path, device: str | torch.device = "cpu", use_ema: bool = True):
+    """(Backbone, Config) from a Lightning .ckpt written by Sunfish (full state dict)."""
+    from sunfish_lib.model import Backbone
+
+    ckpt = safe_torch_load(Path(path))
+    meta = ckpt.get("sunfish")
+    if not isinstance(meta, dict) or "config" not in meta:
+        raise SunfishError(f"{path} is not a Sunfish checkpoint (no 'sunfish' section); train with `sunfish train`")
+    cfg = Config.from_dict(meta["config"])
+    sd = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    model = Backbone(cfg.resolved_model)
+    _load_state(model, sd, Path(path))
+    if use_ema and ckpt.get("ema"):
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), ckpt["ema"]):
+                p.copy_(s)
+    return model.to(device).eval(), cfg
+
+
+def load_for_inference(path: str | Path, device: str | torch.device = "cpu"):
+    """(Backbone, Config, tokenizer or None) from a run folder, an exported folder or a .ckpt."""
+    p = Path(path)
+    if not p.exists():
+        raise SunfishError(f"{p} does not exist; pass a run folder, an exported model folder or a .ckpt file")
+    if p.is_dir() and (p / MODEL_FILE).is_file():
+        return load_exported(p, device)
+    if p.is_dir() and (p / "export" / MODEL_FILE).is_file():
+        return load_exported(p / "export", device)
+    if p.is_dir() and (p / "checkpoints" / "last.ckpt").is_file():
+        model, cfg = load_lightning_checkpoint(p / "checkpoints" / "last.ckpt", device)
+        return model, cfg, _maybe_tokenizer(p / "tokenizer")
+    if p.is_file():
+        model, cfg = load_lightning_checkpoint(p, device)
+        return model, cfg, _maybe_tokenizer(p.parent.parent / "tokenizer")
+    raise SunfishError(f"{p} is not a Sunfish run or model folder (no {MODEL_FILE}, export/ or checkpoints/last.ckpt)")
+
+

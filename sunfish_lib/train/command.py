@@ -1,0 +1,77 @@
+"""`sunfish train`: the training entry point on the command line (also under torchrun/SLURM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sunfish_lib.errors import SunfishError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model (any objective) into a run folder; resumable")
+    p.add_argument("--preset", default="tiny", help="tiny, 125M, 350M or 1.4B")
+    p.add_argument("--objective", help="continuous, masked or ar (default: the preset's)")
+    p.add_argument("--data", help="shakespeare, fineweb[:CONFIG], fineweb-edu[:CONFIG] or a path/glob")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override; repeatable")
+    p.add_argument("--config", type=Path, help="start from this config.json instead of a preset")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: a fresh runs/<timestamp>-train-...)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.ckpt")
+    p.add_argument("--devices", type=int, help="devices (GPUs or CPU processes) per node")
+    p.add_argument("--num-nodes", type=int, help="nodes")
+    p.add_argument("--strategy", help="auto, single, ddp or fsdp")
+    p.add_argument("--max-steps", type=int, help="optimizer steps")
+    p.add_argument("--stop-at-step", type=int, help="stop after this step, keeping max_steps' LR schedule (resume later)")
+    p.add_argument("--overfit-batches", type=int, default=0, help="train on the first N batches only (overfit check)")
+    p.add_argument("--fast-dev-run", action="store_true", help="one training and one validation batch, nothing written")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the text log still follows)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args):
+    """The Config that `sunfish train ARGS` trains (preset or --config, then flags, then --set)."""
+    from sunfish_lib.config import Config, get_config, parse_set_args
+
+    cfg = Config.load(args.config) if args.config else get_config(args.preset)
+    overrides: dict = {}
+    if args.objective:
+        overrides["diffusion.objective"] = args.objective
+        overrides["sample.sampler"] = {"continuous": "ddim", "masked": "low_confidence", "ar": "ar"}.get(args.objective, "ddim")
+    for flag, key in (("data", "data.source"), ("devices", "train.devices"), ("num_nodes", "train.num_nodes"),
+                      ("strategy", "train.strategy"), ("max_steps", "train.max_steps")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    overrides.update(parse_set_args(args.set))
+    cfg = cfg.override(overrides)
+    if cfg.train.warmup_steps > cfg.train.max_steps and "train.warmup_steps" not in overrides \
+            and "warmup_steps" not in overrides:
+        cfg = cfg.override({"train.warmup_steps": cfg.train.max_steps // 10})  # short runs: scale warmup down
+    return cfg.validate()
+
+
+def run(args) -> int:
+    from sunfish_lib.runs import new_run_dir
+    from sunfish_lib.train.callbacks import StopAtStep
+    from sunfish_lib.train.trainer import train
+
+    if args.overfit_batches < 0:
+        raise SunfishError(f"--overfit-batches={args.overfit_batches} must be >= 0")
+    if args.resume and args.run_dir is None:
+        raise SunfishError("--resume needs --run-dir (the run folder to continue)")
+    if args.stop_at_step is not None and args.stop_at_step < 1:
+        raise SunfishError(f"--stop-at-step={args.stop_at_step} must be >= 1")
+    cfg = config_from_args(args)
+    run_dir = args.run_dir or new_run_dir(f"train-{cfg.preset}-{cfg.diffusion.objective}")
+    extra = (StopAtStep(args.stop_at_step),) if args.stop_at_step else ()
+    summary = train(cfg, run_dir, resume=args.resume, fast_dev_run=args.fast_dev_run, callbacks=extra,
+                    overfit_batches=args.overfit_batches, progress=False if args.no_progress else None)
+    if not summary.pop("is_global_zero", True):
+        return 0  # other ranks stay quiet
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        loss = summary["metrics"].get("train/loss")
+        print(f"trained to step {summary['global_step']}" + (f", train/loss {loss:.4f}" if loss is not None else ""))
+        print(f"run folder: {summary['run_dir']}")
+    return 0

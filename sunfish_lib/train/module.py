@@ -1,0 +1,193 @@
+"""The LightningModule: backbone + objective, optimizer, EMA, FSDP2 sharding.
+
+Randomness of the objective (timesteps, masks, noise) comes from a generator reseeded
+at every micro-batch from (seed, rank, micro-batch index), so a resumed run draws
+exactly what the uninterrupted run drew, with no RNG state in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from sunfish_lib.config import Config
+from sunfish_lib.diffusion import build_objective
+from sunfish_lib.errors import SunfishError
+from sunfish_lib.model import Backbone
+from sunfish_lib.train.optim import build_optimizer, build_scheduler
+
+
+FORWARD_METHODS = ("encode", "logits", "embed", "to_embedding_space")
+
+
+class EMA:
+    """Exponential moving average of parameters (Polyak averaging), swapped in for eval and sampling."""
+
+    def __init__(self, params: list[torch.Tensor], decay: float):
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self, params: list[torch.Tensor]) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in params], 1.0 - self.decay)
+
+    @torch.no_grad()
+    def swap(self, params: list[torch.Tensor]) -> None:
+        """Exchange live weights and EMA weights (call twice to undo)."""
+        for s, p in zip(self.shadow, params):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor shard gathered to the full tensor (collective); plain tensors as they are."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """`full` laid out like `ref` (re-sharded when ref is a DTensor)."""
+    if hasattr(ref, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
+    return full.to(ref.device, ref.dtype)
+
+
+class SunfishModule(pl.LightningModule):
+    """Trains `Backbone` with the objective named by `cfg.diffusion.objective`."""
+
+    def __init__(self, config: dict[str, Any], mask_token_id: int | None = None):
+        super().__init__()
+        self.save_hyperparameters()  # plain dicts and ints: loadable with weights_only=True
+        self.cfg = Config.from_dict(config).validate()
+        self.model = Backbone(self.cfg.resolved_model)
+        self.objective = build_objective(self.cfg, mask_token_id)
+        self.ema: EMA | None = None
+        self._micro = 0  # micro-batches seen (restored from global_step on resume)
+        self._gen: torch.Generator | None = None
+        self._pending_ema: list[torch.Tensor] | None = None
+        self.last_grad_norm: float | None = None
+
+    # -- parallelism -------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """FSDP2: `fully_shard` each block, then the root (ModelParallelStrategy provides the mesh)."""
+        mesh = getattr(self, "_device_mesh", None)
+        if mesh is None or getattr(self, "_sharded", False):
+            return
+        from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard, register_fsdp_forward_method
+
+        dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        kw = {"mesh": dp_mesh}
+        if self.cfg.train.cpu_offload:
+            kw["offload_policy"] = CPUOffloadPolicy()
+        for block in self.model.blocks:
+            fully_shard(block, **kw)
+        fully_shard(self.model, **kw)
+        # Objectives call these root methods directly (not only forward): each must gather
+        # the root's parameters (embeddings, final norm, time MLP) like forward does.
+        for method in FORWARD_METHODS:
+            register_fsdp_forward_method(self.model, method)
+        self._sharded = True
+
+    # -- randomness --------------------------------------------------------------------
+    def _generator(self, micro: int, stream: int = 0) -> torch.Generator:
+        if self._gen is None or self._gen.device != self.device:
+            self._gen = torch.Generator(device=self.device)
+        rank = self.global_rank if self._trainer is not None else 0
+        # distinct, reproducible streams per (seed, rank, micro-batch, train/val)
+        self._gen.manual_seed((self.cfg.seed * 1_000_003 + rank * 7_919 + micro * 2 + stream) % (2**63 - 1))
+        return self._gen
+
+    # -- steps -------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.objective.loss(self.model, batch, generator=self._generator(self._micro))
+        self._micro += 1
+        loss = out["loss"]
+        self._nan_guard(loss)
+        bs = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k in ("masked_ce", "mask_fraction", "mse", "rounding_ce"):
+            if k in out:
+                self.log(f"train/{k}", out[k], batch_size=bs)
+        for k, v in out.items():
+            if k.startswith("bucket/"):
+                self.log(f"train/{k}", v, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.objective.loss(self.model, batch, generator=self._generator(batch_idx, stream=1))
+        self.log("val/loss", out["loss"], prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+
+    def _nan_guard(self, loss: torch.Tensor) -> None:
+        if torch.isfinite(loss.detach()).all():
+            return
+        step = self.global_step
+        ckpt = getattr(self.trainer, "_sunfish_last_good", None) if self._trainer is not None else None
+        where = f"; last good checkpoint: {ckpt}" if ckpt else "; no checkpoint was written yet"
+        raise SunfishError(f"loss became {loss.item()} at step {step}: training stopped{where}. "
+                           "Lower train.lr, check the data, or resume from that checkpoint")
+
+    # -- optimizer ---------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = build_optimizer(self.model, self.cfg.train, self.cfg.model.n_layers,
+                              fused=None if not getattr(self, "_sharded", False) else False)
+        sched = build_scheduler(opt, self.cfg.train)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the global norm (works for DTensor shards too) and keep it for the monitors."""
+        max_norm = self.cfg.train.grad_clip or math.inf
+        norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], max_norm)
+        norm = _full(norm) if hasattr(norm, "full_tensor") else norm
+        self.last_grad_norm = float(norm)
+        self.log("train/grad_norm", self.last_grad_norm, batch_size=1)
+
+    def _ensure_ema(self) -> None:
+        """Create the EMA (after sharding) and apply EMA weights restored from a checkpoint.
+
+        Called lazily because strategies differ in whether the checkpoint is restored
+        before or after `on_fit_start` (FSDP restores after setup).
+        """
+        if self.cfg.train.ema_decay <= 0:
+            return
+        if self.ema is None:
+            self.ema = EMA(list(self.model.parameters()), self.cfg.train.ema_decay)
+        if self._pending_ema is not None:
+            with torch.no_grad():
+                for s, full in zip(self.ema.shadow, self._pending_ema):
+                    s.copy_(_like(full, s))
+            self._pending_ema = None
+
+    def on_fit_start(self) -> None:
+        self._ensure_ema()
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer step, then the EMA update (before any callback can checkpoint)."""
+        super().optimizer_step(*args, **kwargs)
+        self._ensure_ema()
+        if self.ema is not None:
+            self.ema.update(list(self.model.parameters()))
+
+    def on_validation_start(self) -> None:
+        self._ensure_ema()
+        if self.ema is not None:
+            self.ema.swap(list(self.model.parameters()))
+
+    def on_validation_end(self) -> None:
+        if self.ema is not None:
+            self.ema.swap(list(self.model.parameters()))
+
+    # -- checkpoint --------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sunfish"] = {"config": self.cfg.to_dict(), "format": 1}
+        self._ensure_ema()
+        if self.ema is not None:
+            checkpoint["ema"] = [_full(s).cpu() for s in self.ema.shadow]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._micro = int(checkpoint.get("global_step", 0)) * self.cfg.train.accumulate_grad_batches
+        self._pending_ema = checkpoint.get("ema")

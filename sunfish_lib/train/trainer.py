@@ -1,0 +1,219 @@
+"""Trainer factory and the training entry point (`sunfish train`, `python -m sunfish_lib.train`).
+
+Strategies: `auto`/`single` (one device), `ddp`, and `fsdp` = FSDP2 (`fully_shard` per
+block, in `SunfishModule.configure_model`) through Lightning's ModelParallelStrategy,
+which, unlike Lightning's older `"fsdp"` strategy, also runs on CPUs over gloo.
+Checkpoints are full (gathered) state dicts written atomically, so `last.ckpt` is one
+file that any single process can load for sampling.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sunfish_lib.config import Config
+from sunfish_lib.errors import SunfishError
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto`: bf16-mixed on GPUs that support bf16, fp32 elsewhere (bf16 is ~2x slower on CPUs)."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def build_strategy(cfg: Config):
+    from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy
+
+    from sunfish_lib.train.checkpoint import AtomicCheckpointIO
+
+    t = cfg.train
+    world = t.devices * t.num_nodes
+    kind = t.strategy
+    if kind in ("auto", "single"):
+        if world > 1 and kind == "auto":
+            kind = "ddp"
+        elif world > 1:
+            raise SunfishError(f"train.strategy='single' runs on one device, but devices x nodes = {world}; use ddp or fsdp")
+        else:
+            return "auto"
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if kind == "ddp":
+        return DDPStrategy(process_group_backend=backend, checkpoint_io=AtomicCheckpointIO())
+    strategy = ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
+                                     save_distributed_checkpoint=False, process_group_backend=backend)
+    strategy.checkpoint_io = AtomicCheckpointIO()
+    return strategy
+
+
+def _progress_bar(enable: bool | None, every: int):
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+
+    if enable is False:
+        return None
+    if "ipykernel" in sys.modules:
+        return TQDMProgressBar(refresh_rate=1)
+    if enable or sys.stdout.isatty():
+        return RichProgressBar()
+    return None
+
+
+def _loggers(cfg: Config, run_dir: Path) -> list:
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    # One CSV per attempt (logs/00, logs/01 after a resume, ...): Lightning's CSV logger
+    # truncates an existing metrics.csv; `read_metrics` stitches the attempts together.
+    attempt = len(list((run_dir / "logs").glob("[0-9][0-9]"))) if (run_dir / "logs").is_dir() else 0
+    loggers = [CSVLogger(save_dir=str(run_dir), name="logs", version=f"{attempt:02d}")]
+    if cfg.train.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False))
+    if cfg.train.wandb:
+        try:
+            from pytorch_lightning.loggers import WandbLogger
+            import wandb  # noqa: F401
+        except ImportError:
+            raise SunfishError("train.wandb=True but wandb is not installed; `pip install wandb` "
+                               "(set WANDB_MODE=offline to log without an account)") from None
+        loggers.append(WandbLogger(project="sunfish", save_dir=str(run_dir), name=run_dir.name))
+    return loggers
+
+
+def _callbacks(cfg: Config, run_dir: Path, progress: bool | None) -> list:
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from sunfish_lib.train.callbacks import MemoryMonitor, NormMonitor, TextLog, ThroughputMonitor
+
+    t = cfg.train
+    ckpt_dir = run_dir / "checkpoints"
+    cbs = [
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.ckpt_every),
+        LearningRateMonitor(logging_interval="step"),
+        ThroughputMonitor(cfg), NormMonitor(t.log_every), MemoryMonitor(t.log_every),
+        TextLog(run_dir / "train.log", t.log_every),
+    ]
+    if t.keep_best:
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:06d}", monitor="val/loss", mode="min",
+                                   save_top_k=t.keep_best, auto_insert_metric_name=False))
+    if t.sample_every:
+        from sunfish_lib.train.samples import PeriodicSamples
+
+        cbs.append(PeriodicSamples(run_dir / "samples", t.sample_every))
+    bar = _progress_bar(progress, t.log_every)
+    return cbs + ([bar] if bar is not None else [])
+
+
+def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, progress: bool | None = None,
+                  extra_callbacks: tuple = (), max_steps: int | None = None):
+    """A configured `pl.Trainer` writing into run_dir."""
+    import pytorch_lightning as pl
+
+    from sunfish_lib.train.callbacks import FinalCheckpoint
+
+    t = cfg.train
+    return pl.Trainer(
+        accelerator="gpu" if torch.cuda.is_available() else "cpu",
+        devices=t.devices, num_nodes=t.num_nodes,
+        strategy=build_strategy(cfg),
+        precision=resolve_precision(t.precision),
+        max_steps=max_steps or t.max_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        val_check_interval=t.val_every * t.accumulate_grad_batches,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.val_batches,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every,
+        logger=False if fast_dev_run else _loggers(cfg, run_dir),
+        callbacks=_callbacks(cfg, run_dir, progress) + list(extra_callbacks)
+        + ([] if fast_dev_run else [FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt")]),
+        enable_progress_bar=progress is not False,
+        enable_checkpointing=not fast_dev_run,
+        fast_dev_run=fast_dev_run,
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,  # the data pipeline shards by rank itself
+        enable_model_summary=False,
+    )
+
+
+def check_run_dir_writable(run_dir: Path) -> None:
+    """Fail before training, not after the first hour: the run folder must take a write."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-probe"
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise SunfishError(f"run folder {run_dir} is not writable ({e.strerror}); pick another --run-dir or free space") from None
+
+
+def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Config:
+    """Write (or, when resuming, read back) the run's config.json; returns the config to train with."""
+    path = run_dir / "config.json"
+    if resume and path.is_file():
+        saved = Config.load(path)
+        diff = _differs(saved, cfg)
+        if diff:
+            raise SunfishError(f"{path} differs from the requested config ({diff}); resume with the saved "
+                               "config (only train.max_steps may change) or start a new --run-dir")
+        cfg = saved.override({"max_steps": cfg.train.max_steps}).validate()
+    elif not resume and (run_dir / "checkpoints" / "last.ckpt").exists():
+        raise SunfishError(f"{run_dir} already holds a run; pass --resume to continue it or pick a new --run-dir")
+    cfg.save(path)
+    return cfg
+
+
+def _differs(a: Config, b: Config) -> str:
+    da, db = a.to_dict(), b.to_dict()
+    for sec in da:
+        if isinstance(da[sec], dict):
+            for k in da[sec]:
+                if k != "max_steps" and da[sec][k] != db[sec][k]:
+                    return f"{sec}.{k}: saved {da[sec][k]!r}, requested {db[sec][k]!r}"
+        elif sec != "preset" and da[sec] != db[sec]:
+            return f"{sec}: saved {da[sec]!r}, requested {db[sec]!r}"
+    return ""
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_run: bool = False,
+          overfit_batches: int = 0, progress: bool | None = None, tokenizer=None,
+          callbacks: tuple = ()) -> dict[str, Any]:
+    """Train `cfg` into run_dir (resuming from checkpoints/last.ckpt when asked); returns a summary."""
+    import pytorch_lightning as pl
+
+    from sunfish_lib.data import SunfishDataModule, get_tokenizer, save_tokenizer
+    from sunfish_lib.train.module import SunfishModule
+    from sunfish_lib.train.export import export_final
+
+    run_dir = Path(run_dir)
+    check_run_dir_writable(run_dir)
+    cfg = prepare_run(cfg.validate(), run_dir, resume)
+    tok = tokenizer or get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
+    if not (run_dir / "tokenizer").is_dir():
+        save_tokenizer(tok, run_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id)
+    dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
+    trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress, extra_callbacks=callbacks)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
+    if overfit_batches:
+        from sunfish_lib.train.overfit import fixed_batches
+
+        loader = fixed_batches(dm, overfit_batches)
+        trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
+    else:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    if not fast_dev_run:
+        export_final(module, cfg, run_dir / "export", tok, trainer)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return {"run_dir": str(run_dir), "global_step": trainer.global_step, "metrics": metrics,
+            "is_global_zero": trainer.is_global_zero}

@@ -1,0 +1,30 @@
+"""Small, fast training configs and subprocess runners for the training tests."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+from sunfish_lib.config import get_config
+
+SMALL = {"n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 4, "max_steps": 6,
+         "warmup_steps": 2, "val_every": 3, "ckpt_every": 3, "log_every": 1, "val_batches": 2,
+         "tensorboard": False, "keep_best": 1}
+
+SMALL_ARGS = [a for k, v in SMALL.items() if k != "max_steps" for a in ("--set", f"{k}={v}")]
+
+
+def small_config(objective: str = "masked", **extra):
+    sampler = {"masked": "low_confidence", "ar": "ar", "continuous": "ddim"}[objective]
+    return get_config("tiny", {**SMALL, "objective": objective, "sampler": sampler, **extra})
+
+
+class BreakWeights(pl.Callback):
+    """Sets one weight to NaN before optimizer step `step` (NaN-loss injection)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with __import__("torch").no_grad():
+                pl_module.model.ln_f.weight.fill_(float("nan"))
