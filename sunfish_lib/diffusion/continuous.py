@@ -142,7 +142,11 @@ class ContinuousDiffusion:
 
     # -- loss ------------------------------------------------------------------------
     def sample_steps(self, batch_size: int, device, generator=None) -> torch.Tensor:
-        """Step indices k (B,), uniform over {0..T-1}, stratified across the batch (MDLM Sec. 3.5.1)."""
+        """Step indices k (B,), uniform over {0..T-1}, stratified across the batch (MDLM Sec. 3.5.1).
+
+        `DiffusionConfig.t_min` is not used: it guards masked diffusion's 1/t weight, and the
+        discrete chain has no singularity (its first step, t = 1/T, is a valid training point).
+        """
         u = sample_t(batch_size, t_min=0.0, low_discrepancy=self.cfg.low_discrepancy, device=device, generator=generator)
         return (u * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1)
 
