@@ -1,6 +1,6 @@
 """DDPM-1000 vs DDIM-50 on the same batch: wall time and forward passes of the continuous sampler.
 
-    .venv/bin/python bench/sampling_continuous.py                  # tiny preset, 4 x 128 tokens, ~1 min on 2 cores
+    .venv/bin/python bench/sampling_continuous.py                  # tiny preset, 4 x 128 tokens, ~15 s on one core
     .venv/bin/python bench/sampling_continuous.py --batch 16 --length 256 --device cuda
 
 The model is the `tiny` preset's backbone at its (random) init: sampling cost does not
@@ -8,6 +8,8 @@ depend on the weights. Both samplers start from the same x_T (same seed) and end
 the same final rounding; the only difference is the number of reverse steps, so the
 speedup should approach 1000 / 50 = 20 minus the fixed costs (rounding, setup). A
 warm-up call runs first so allocator and thread-pool start-up is not billed to DDPM.
+One CPU thread by default: with two threads on a busy 2-core machine, OpenMP's
+spin-waiting made single forward passes swing between 7 and 750 ms.
 DDIM runs `--repeats` times around the DDPM run (before and after) and its median is
 reported; on a shared machine, if the DDIM timings before and after DDPM differ by
 more than 30%, the machine's load changed during the run and the speedup is noise (the
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ddpm-steps", type=int, default=1000)
     p.add_argument("--ddim-steps", type=int, default=50)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (0: torch's default); 1 keeps timings stable on a shared machine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="DDIM timings (median reported), split around DDPM")
     args = p.parse_args(argv)
