@@ -108,3 +108,41 @@ def loss_by_t_figure(losses: dict, *, title: str | None = None) -> Figure:
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)
     fig.suptitle(title or "Loss against t")
     return fig
+
+
+# ----------------------------------------------------------------------------
+# 03/04 · training curves (data from sunfish_lib.train.metrics.read_metrics)
+# ----------------------------------------------------------------------------
+
+TRAINING_PANELS = (
+    ("loss", ("train/loss", "val/loss")),
+    ("learning rate", ("lr",)),
+    ("tokens / s", ("perf/tokens_per_s",)),
+    ("gradient norm", ("train/grad_norm",)),
+)
+
+
+def _lr_key(rows: Sequence[dict]) -> str | None:
+    keys = sorted({k for r in rows for k in r if k.startswith("lr-")})
+    return keys[0] if keys else None
+
+
+def training_curves(rows: Sequence[dict], *, title: str | None = None,
+                    panels: Sequence[tuple[str, Sequence[str]]] = TRAINING_PANELS) -> Figure:
+    """One panel per quantity against optimizer step; lines only for metrics present in `rows`."""
+    fig = Figure(figsize=(4 * len(panels), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    lr_key = _lr_key(rows)
+    for ax, (name, keys) in zip(axes, panels):
+        for key in keys:
+            key = lr_key if key == "lr" else key
+            pts = [(r["step"], r[key]) for r in rows if key and key in r and "step" in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=key)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig

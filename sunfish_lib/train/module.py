@@ -8,6 +8,7 @@ exactly what the uninterrupted run drew, with no RNG state in the checkpoint.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import pytorch_lightning as pl
@@ -164,6 +165,10 @@ class SunfishModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._ensure_ema()
+        if self.device.type == "cpu" and self.trainer.world_size > 1:
+            # several CPU processes on one node: split the cores instead of oversubscribing them
+            local = max(1, self.trainer.world_size // max(1, self.trainer.num_nodes))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The optimizer step, then the EMA update (before any callback can checkpoint)."""

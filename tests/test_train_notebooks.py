@@ -1,0 +1,41 @@
+"""Notebooks 03 (overfit) and 04 (train) run headlessly with smoke parameters."""
+
+import nbformat
+
+from sunfish_lib.runs import run_notebooks
+from sunfish_lib.train.metrics import read_metrics
+from tests.helpers import NOTEBOOKS
+
+
+def _text(nb_path) -> str:
+    nb = nbformat.read(str(nb_path), as_version=4)
+    return "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if "text" in o)
+
+
+def test_overfit_notebook_reaches_threshold(tmp_path):
+    nb = NOTEBOOKS / "03_overfit.ipynb"
+    run_dir = run_notebooks([nb], {nb.name: {"smoke": True}}, runs_parent=tmp_path)
+    text = _text(run_dir / nb.name)
+    assert "PASS final loss" in text
+    rows = read_metrics(run_dir / "03_overfit")
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert losses[0] > 5 and sum(losses[-5:]) / 5 < 0.5
+
+
+def test_train_notebook_runs_and_resumes(tmp_path):
+    nb = NOTEBOOKS / "04_train.ipynb"
+    run_dir = run_notebooks([nb], {nb.name: {"smoke": True, "max_steps": 4, "poll_seconds": 0.5}},
+                            runs_parent=tmp_path)
+    assert "new run" in _text(run_dir / nb.name)
+    folder = run_dir / "04_train"
+    assert (folder / "export" / "model.safetensors").is_file()
+    # run it again on the same folder with more steps: it resumes
+    from sunfish_lib.runs import execute_notebook
+
+    execute_notebook(nb, run_dir, {"smoke": True, "max_steps": 8, "poll_seconds": 0.5, "run_dir": str(run_dir)})
+    text = _text(run_dir / nb.name)
+    assert "resuming" in text and "finished" in text
+    log = (folder / "train.log").read_text()
+    assert "start: step 4," in log and "end: step 8" in log
+    steps = [r["step"] for r in read_metrics(folder) if "train/loss" in r]
+    assert max(steps) == 7 and len(steps) == len(set(steps))
