@@ -53,8 +53,17 @@ def _word_frac(tok, ids, corpus_words) -> float:
     return sum(w in corpus_words for w in words) / max(1, len(words))
 
 
+@pytest.fixture
+def one_thread():
+    """One CPU thread: on a shared 2-core machine, two spin-waiting threads made steps 10-100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_tiny_preset_learns_on_the_corpus():
+def test_tiny_preset_learns_on_the_corpus(one_thread):
     cfg = get_config("tiny")
     tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
     torch.manual_seed(cfg.seed)
