@@ -1,0 +1,146 @@
+"""Training-step throughput and MFU: Sunfish vs a transformers reference encoder of identical shape.
+
+    .venv/bin/python bench/train_throughput.py [--steps 8] [--configs tiny,mid] [--device cpu]
+
+For each config, one training step (forward, backward, AdamW step) of
+- Sunfish: `Backbone` + the masked-diffusion objective (logits only at masked positions), and
+- reference: `transformers.BertForMaskedLM` with the same layers, width, heads, sequence,
+  batch, vocabulary, SDPA attention, no dropout, and the same AdamW (foreach),
+timed alternately (A, B, A, B, ...) after warm-up so machine noise hits both alike; the
+median step time gives tokens/s. MFU = tokens/s x FLOPs/token (the estimator's 6N +
+attention) / peak, with the peak = fp32 GEMM FLOP/s measured in this run on CPU (or the
+datasheet bf16 peak on a GPU). Targets: Sunfish >= 1.1x the reference; MFU >= 0.8.
+Prints the table, then one JSON line. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from sunfish_lib.config import get_config
+from sunfish_lib.diffusion import build_objective
+from sunfish_lib.estimate import flops_per_token
+from sunfish_lib.model import Backbone
+from sunfish_lib.train.callbacks import device_peak_flops, measure_cpu_matmul_peak
+
+CONFIGS = {
+    "tiny": {},  # the preset: 4 layers, d 128, 4 heads, seq 128, batch 16, vocab 4096
+    "mid": {"n_layers": 6, "d_model": 512, "n_heads": 8, "seq_len": 256, "max_seq_len": 256,
+            "micro_batch_size": 8, "vocab_size": 8192, "bpe_vocab_size": 4096},
+}
+
+
+def sunfish_step(cfg, device):
+    torch.manual_seed(0)
+    model = Backbone(cfg.resolved_model).to(device)
+    obj = build_objective(cfg, mask_token_id=cfg.model.vocab_size - 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    B, T = cfg.data.micro_batch_size, cfg.data.seq_len
+    batch = {"input_ids": torch.randint(0, cfg.model.vocab_size - 1, (B, T), device=device)}
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def step():
+        loss = obj.loss(model, batch, generator=gen)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def reference_step(cfg, device):
+    from transformers import BertConfig, BertForMaskedLM
+
+    m = cfg.model
+    bert_cfg = BertConfig(vocab_size=m.vocab_size, hidden_size=m.d_model, num_hidden_layers=m.n_layers,
+                          num_attention_heads=m.n_heads, intermediate_size=m.ff_dim, max_position_embeddings=m.max_seq_len,
+                          type_vocab_size=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                          hidden_act="gelu_pytorch_tanh", attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = BertForMaskedLM(bert_cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    B, T = cfg.data.micro_batch_size, cfg.data.seq_len
+    ids = torch.randint(0, m.vocab_size - 1, (B, T), device=device)
+    masked = torch.rand(B, T, device=device) < 0.5
+    inputs = ids.masked_fill(masked, m.vocab_size - 1)
+    labels = ids.masked_fill(~masked, -100)  # MLM loss on masked positions, as the masked objective
+
+    def step():
+        loss = model(input_ids=inputs, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_alternating(steps: dict, n: int, device, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each step function, calls interleaved."""
+    for f in steps.values():
+        for _ in range(warmup):
+            f()
+    times = {k: [] for k in steps}
+    for _ in range(n):
+        for k, f in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            f()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_config(name: str, overrides: dict, n: int, device, peak: float) -> dict:
+    cfg = get_config("tiny", {"objective": "masked", "sampler": "low_confidence", **overrides})
+    tokens = cfg.data.micro_batch_size * cfg.data.seq_len
+    ours, n_ours = sunfish_step(cfg, device)
+    ref, n_ref = reference_step(cfg, device)
+    sec = time_alternating({"sunfish": ours, "reference": ref}, n, device)
+    fpt = flops_per_token(cfg, cfg.data.seq_len)
+    out = {
+        "params_sunfish": n_ours, "params_reference": n_ref, "tokens_per_step": tokens,
+        "sunfish_tokens_per_s": tokens / sec["sunfish"], "reference_tokens_per_s": tokens / sec["reference"],
+        "flops_per_token": fpt,
+    }
+    out["ratio"] = out["sunfish_tokens_per_s"] / out["reference_tokens_per_s"]
+    out["mfu"] = out["sunfish_tokens_per_s"] * fpt / peak
+    out["reference_mfu"] = out["reference_tokens_per_s"] * fpt / peak
+    m = cfg.model
+    print(f"{name:>5}: L={m.n_layers} d={m.d_model} h={m.n_heads} T={cfg.data.seq_len} B={cfg.data.micro_batch_size} "
+          f"V={m.vocab_size} | sunfish {out['sunfish_tokens_per_s']:>9,.0f} tok/s (MFU {out['mfu']:.2f}) | "
+          f"reference {out['reference_tokens_per_s']:>9,.0f} tok/s (MFU {out['reference_mfu']:.2f}) | "
+          f"ratio {out['ratio']:.2f} | params {n_ours:,} vs {n_ref:,}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per model per config")
+    ap.add_argument("--configs", default="tiny,mid")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        peak, source = measure_cpu_matmul_peak(n=2048, repeats=5), "measured fp32 GEMM 2048^3"
+    else:
+        peak, source = device_peak_flops(device, "32-true")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
+          f"peak {peak / 1e9:,.1f} GFLOP/s ({source})")
+    results = {name: bench_config(name, CONFIGS[name], args.steps, device, peak) for name in args.configs.split(",")}
+    headline = results.get("mid") or next(iter(results.values()))
+    print(json.dumps({"peak_flops": peak, "peak_source": source, "configs": results,
+                      "sunfish_tokens_per_s": headline["sunfish_tokens_per_s"],
+                      "reference_tokens_per_s": headline["reference_tokens_per_s"],
+                      "ratio": headline["ratio"], "mfu": headline["mfu"]}))
+
+
+if __name__ == "__main__":
+    main()
