@@ -8,6 +8,7 @@ import torch
 
 from sunfish_lib.diffusion.continuous import eps_from_x0, target_of, to_x0_eps
 from sunfish_lib.diffusion.schedules import NoiseSchedule, make_betas
+from sunfish_lib.sampling import rounding
 from sunfish_lib.sampling.continuous import GaussianScheduler
 from sunfish_lib.sampling.rounding import nearest_tokens, snap_to_embeddings
 
@@ -231,7 +232,7 @@ def test_optimal_denoiser_reaches_data_marginals(kind, eta):
 # -- rounding --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_rounding_recovers_clean_embeddings_exactly(metric):
+def test_rounding_recovers_clean_embeddings_exactly(metric, monkeypatch):
     g = torch.Generator().manual_seed(5)
     table = torch.randn(1000, 16, generator=g)
     ids = torch.randint(0, 1000, (3, 50), generator=g)
@@ -241,7 +242,8 @@ def test_rounding_recovers_clean_embeddings_exactly(metric):
     # chunked over rows and vocabulary (tiny memory budget) gives the same answer on noisy inputs
     noisy = table[ids] + 0.5 * torch.randn(3, 50, 16, generator=g)
     full, d_full = nearest_tokens(noisy, table, metric)
-    chunked, d_chunked = nearest_tokens(noisy, table, metric, max_elements=97)
+    monkeypatch.setattr(rounding, "ROW_BLOCK", 64)
+    chunked, d_chunked = nearest_tokens(noisy, table, metric, max_elements=64 * 150)  # 3 row blocks x 7 vocab chunks
     assert torch.equal(full, chunked) and torch.allclose(d_full, d_chunked)
     # brute force
     if metric == "euclidean":
