@@ -206,6 +206,13 @@ class Backbone(nn.Module):
                 nn.init.zeros_(self.time_mod.bias)
 
     # -- forward -------------------------------------------------------------------
+    def embedding_weight(self) -> torch.Tensor:
+        """The token-embedding matrix (V, emb_dim): continuous diffusion's x_0 table.
+
+        A method (not attribute access) so FSDP2 can gather it like a forward pass.
+        """
+        return self.tok_emb.weight
+
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> vectors in the embedding space (B, T, emb_dim)."""
         return self.tok_emb(tokens)

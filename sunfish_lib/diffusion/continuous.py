@@ -106,7 +106,7 @@ class ContinuousDiffusion:
     # -- the embedding space ---------------------------------------------------------
     def embedding_table(self, model) -> torch.Tensor:
         """x_0 of every token (V, e), float32: EMB / init_std, or rows of norm sqrt(e) if embed_norm."""
-        w = model.tok_emb.weight.float()
+        w = model.embedding_weight().float()
         if self.cfg.embed_norm:
             return F.normalize(w, dim=-1) * math.sqrt(w.shape[1])
         return w / model.cfg.init_std
@@ -123,7 +123,7 @@ class ContinuousDiffusion:
 
     def model_output(self, model, x_t, k, table, *, self_cond=None, segment_ids=None, attention_mask=None):
         """The backbone's raw output (B, T, e) for noisy x_t at step indices k (B,)."""
-        x_in = (x_t * self.input_scale(k, table, x_t)).to(model.tok_emb.weight.dtype)
+        x_in = (x_t * self.input_scale(k, table, x_t)).to(next(model.parameters()).dtype)
         h = model.encode(vectors=x_in, t=self.schedule.model_time(k), self_cond=self_cond,
                          segment_ids=segment_ids, attention_mask=attention_mask)
         return model.to_embedding_space(h).float()

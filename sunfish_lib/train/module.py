@@ -21,7 +21,7 @@ from sunfish_lib.model import Backbone
 from sunfish_lib.train.optim import build_optimizer, build_scheduler
 
 
-FORWARD_METHODS = ("encode", "logits", "embed", "to_embedding_space")
+FORWARD_METHODS = ("encode", "logits", "embed", "to_embedding_space", "embedding_weight")
 
 
 class EMA:
@@ -111,11 +111,8 @@ class SunfishModule(pl.LightningModule):
         self._nan_guard(loss)
         bs = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        for k in ("masked_ce", "mask_fraction", "mse", "rounding_ce"):
-            if k in out:
-                self.log(f"train/{k}", out[k], batch_size=bs)
-        for k, v in out.items():
-            if k.startswith("bucket/"):
+        for k, v in out.items():  # scalar metrics, incl. per-timestep-bucket losses (mse/t0.00-0.25, ...)
+            if k != "loss" and torch.is_tensor(v) and v.dim() == 0:
                 self.log(f"train/{k}", v, batch_size=bs)
         return loss
 

@@ -1,0 +1,37 @@
+"""Periodic samples during training, written to the run folder (samples/step_NNNNNN.txt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class PeriodicSamples(pl.Callback):
+    """Every `every` steps, a few unconditional samples with the config's sampler (rank 0 only).
+
+    Sampling needs the full weights in one process, so under FSDP it is skipped (the
+    exported model samples after training).
+    """
+
+    def __init__(self, folder: Path, every: int, num_samples: int = 2, length: int = 48, tokenizer=None):
+        self.folder, self.every = Path(folder), every
+        self.num_samples, self.length, self.tokenizer = num_samples, length, tokenizer
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step == 0 or step % self.every or pl_module._micro % pl_module.cfg.train.accumulate_grad_batches:
+            return
+        if getattr(pl_module, "_sharded", False) or not trainer.is_global_zero:
+            return
+        from sunfish_lib.sampling.generate import generate
+
+        tok = self.tokenizer or trainer.datamodule.tokenizer
+        cfg = pl_module.cfg
+        length = min(self.length, cfg.model.max_seq_len)
+        steps = min(cfg.sample.steps, length) if cfg.diffusion.objective == "masked" else cfg.sample.steps
+        gen = generate(pl_module.model, cfg, tok, mode="uncond", seed=step, num_samples=self.num_samples,
+                       length=length, steps=steps)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        body = "\n\n".join(f"--- sample {i} ---\n{t}" for i, t in enumerate(gen.texts))
+        (self.folder / f"step_{step:06d}.txt").write_text(f"step {step}, sampler {cfg.sample.sampler}\n\n{body}\n")
