@@ -121,3 +121,13 @@ def test_sigkill_resumes_from_last_checkpoint(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"start: step {saved_step}," in log.read_text()
     assert f"trained to step {saved_step + 2}" in r.stdout
+
+
+@pytest.mark.slow
+def test_continuous_objective_fsdp2_matches_ddp(tmp_path):
+    """Continuous diffusion reads the embedding table outside `forward`: FSDP2 must still gather it."""
+    for strategy in ("ddp", "fsdp"):
+        r = run_cli("train", "--preset", "tiny", "--objective", "continuous", "--devices", "2", "--strategy", strategy,
+                    *SMALL_ARGS, "--max-steps", "4", "--run-dir", str(tmp_path / strategy), "--no-progress", timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert _max_diff(tmp_path / "ddp", tmp_path / "fsdp") < 1e-4

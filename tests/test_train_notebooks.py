@@ -29,6 +29,8 @@ def test_train_notebook_runs_and_resumes(tmp_path):
     assert "new run" in _text(run_dir / nb.name)
     folder = run_dir / "04_train"
     assert (folder / "export" / "model.safetensors").is_file()
+    samples = (folder / "samples.txt").read_text()
+    assert "--- unconditional 1 ---" in samples and "--- infill ---" in samples and "ROMEO:" in samples
     # run it again on the same folder with more steps: it resumes
     from sunfish_lib.runs import execute_notebook
 
