@@ -145,8 +145,15 @@ class TextLog(pl.Callback):
 
     def on_train_start(self, trainer, pl_module):
         if trainer.is_global_zero:
+            from sunfish_lib.train.optim import format_groups, param_groups
+
+            cfg = pl_module.cfg
             self.write(f"start: step {trainer.global_step}, {pl_module.model.num_params():,} params, "
-                       f"objective {pl_module.cfg.diffusion.objective}, world size {trainer.world_size}")
+                       f"objective {cfg.diffusion.objective}, world size {trainer.world_size}, "
+                       f"precision {trainer.precision}")
+            if trainer.global_step == 0:
+                _, info = param_groups(pl_module.model, cfg.train, cfg.model.n_layers)
+                self.write("parameter groups (layer-wise learning rates):\n" + format_groups(info, cfg.train.lr))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
