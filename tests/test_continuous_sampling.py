@@ -168,7 +168,7 @@ def test_unconditional_deterministic_and_trajectory(monkeypatch):
     assert a.shape == (2, 9) and torch.equal(a, b)
     traj = Trajectory(sampler="ddim")
     c = sampler.sample(2, 9, generator=torch.Generator().manual_seed(6), trajectory=traj)
-    assert torch.equal(a, c) and len(traj) == 6 and traj.fields() == ["distance", "tokens"]
+    assert torch.equal(a, c) and len(traj) == 6 and traj.fields() == ["distance", "entropy", "tokens"]
     assert traj.stack("tokens").shape == (6, 2, 9) and traj.stack("distance").shape == (6, 2, 9)
     assert traj.times == sorted(traj.times, reverse=True) and traj.times[0] == 1.0
     # at the last step pred_x0 is the final sample: its rounding is the output

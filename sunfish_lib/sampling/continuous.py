@@ -36,7 +36,7 @@ from sunfish_lib.diffusion.continuous import ContinuousDiffusion, eps_from_x0, t
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.rounding import METRICS, nearest_tokens, snap_to_embeddings
-from sunfish_lib.sampling.trajectory import Trajectory
+from sunfish_lib.sampling.trajectory import Trajectory, entropy
 
 CONTINUOUS_SAMPLERS = ("ddpm", "ddim")
 
@@ -158,7 +158,7 @@ class ContinuousSampler:
         """Infill: x (B, T) ids with [MASK] where to generate; every other token is returned exactly.
 
         Keywords: generator, trajectory (a `Trajectory` to fill; None records nothing),
-        callback(step, steps, pred_x0).
+        callback(step, steps, ids): ids (B, T) the rounded predicted x0, known positions held.
         """
         if self.mask_id is None:
             raise SunfishError("infilling needs the tokenizer's [MASK] id: pass mask_id to ContinuousSampler")
@@ -190,12 +190,16 @@ class ContinuousSampler:
             x = self._hold(x, x0_known, known, sched.prev_timestep(t), generator)
             if obj.cfg.self_conditioning:
                 self_cond = pred_x0
-            if trajectory is not None:
+            if trajectory is not None or callback is not None:
                 ids, dist = nearest_tokens(pred_x0, table, self.rounding, exclude_ids=exclude)
-                trajectory.record((t + 1) / sched.num_train_timesteps, tokens=torch.where(known, x_ids, ids),
-                                  distance=dist)
+                ids = torch.where(known, x_ids, ids)  # (B, T) the rounded prediction, context held
+            if trajectory is not None:
+                logits = obj.rounding_logits(pred_x0, table)  # (B, T, V) p(w | x0_hat), Diffusion-LM's rounding
+                logits[..., exclude] = float("-inf")
+                trajectory.record((t + 1) / sched.num_train_timesteps, tokens=ids, distance=dist,
+                                  entropy=entropy(logits))
             if callback is not None:
-                callback(i + 1, len(sched.timesteps), pred_x0)
+                callback(i + 1, len(sched.timesteps), ids)
         model.train(was_training)
         ids, _ = nearest_tokens(x, table, self.rounding, exclude_ids=exclude)
         return torch.where(known, x_ids, ids)

@@ -116,7 +116,9 @@ def generate(model, cfg: Config, tokenizer, *, mode: str = "uncond", prompt: str
     x = initial_ids(tokenizer, mode=mode, prompt=prompt, length=s.length, mask_length=s.mask_length,
                     num_samples=s.num_samples, max_len=cfg.model.max_seq_len).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    trajectory = Trajectory(sampler=s.sampler, meta={"mode": mode, "prompt": prompt, "seed": seed}) if record else None
+    meta = {"mode": mode, "prompt": prompt, "seed": seed, "objective": cfg.diffusion.objective,
+            "mask_id": tokenizer.mask_token_id}
+    trajectory = Trajectory(sampler=s.sampler, meta=meta, start=x.cpu()) if record else None
     was_training = model.training
     model.eval()
     try:

@@ -29,7 +29,7 @@ import torch
 from sunfish_lib.diffusion.masked import MaskSchedule
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.filters import filter_logits, gumbel_noise, sample_categorical
-from sunfish_lib.sampling.trajectory import Trajectory
+from sunfish_lib.sampling.trajectory import Trajectory, entropy
 
 MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold")
 
@@ -117,7 +117,8 @@ class MaskedSampler:
         i = 0
         while ((x == self.mask_id) & in_block).any():
             masked = (x == self.mask_id) & in_block
-            x0, conf = self._draw(self.predict(x, prompt), generator)
+            logits = self.predict(x, prompt)
+            x0, conf = self._draw(logits, generator)
             if self.kind == "random":
                 conf = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
             score = conf.masked_fill(~masked, float("-inf"))
@@ -132,7 +133,7 @@ class MaskedSampler:
             done += 1
             if trajectory is not None:
                 trajectory.record(1 - done / max(self.steps, done), tokens=x, confidence=conf.float(),
-                                  masked=x == self.mask_id, committed=commit)
+                                  masked=x == self.mask_id, committed=commit, entropy=entropy(logits))
             if callback is not None:
                 callback(done, self.steps, x)
         return done
@@ -156,11 +157,11 @@ class MaskedSampler:
             draw = (logp + gumbel_noise(logp.shape, x.device, generator)).argmax(-1)
             commit = masked & (draw != self.mask_id)
             x[commit] = draw[commit]
+            if trajectory is not None:  # confidence: p_theta of the most likely token at this step
+                trajectory.record(float(s), tokens=x, confidence=cached.exp().max(-1).values.float(),
+                                  masked=x == self.mask_id, committed=commit, entropy=entropy(cached))
             if commit.any():
                 cached = None  # the input changed: the next step needs a fresh forward pass
-            if trajectory is not None:
-                conf = cached.exp().max(-1).values.float() if cached is not None else torch.zeros(x.shape)
-                trajectory.record(float(s), tokens=x, confidence=conf, masked=x == self.mask_id, committed=commit)
             if callback is not None:
                 callback(k + 1, self.steps, x)
         return x

@@ -4,11 +4,13 @@ A `Trajectory` holds one record per reverse step, each a dict of tensors for the
 whole batch: `tokens` (B, T) the current sequence (masked samplers: with [MASK];
 continuous samplers: the rounded predicted x0), and optional per-position fields such
 as `confidence` (B, T), `masked` (B, T) bool, `committed` (B, T) bool (newly fixed
-this step) or `distance` (B, T) to the nearest embedding. Recording is opt-in: the
+this step) or `distance` (B, T) to the nearest embedding, and `entropy` (B, T) of the token
+distribution the sampler drew from. `start` (B, T) is what the sampler was given
+([MASK] where it generated). Recording is opt-in: the
 samplers take `trajectory=None` and then record nothing, so it costs nothing.
 
 Files are safetensors (no pickle: safe to load from anywhere) with the step metadata
-(t, step index, sampler name) in the header.
+(t, step index, sampler name) in the header; `start` is stored under the key `start`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Trajectory:
     meta: dict = field(default_factory=dict)
     steps: list[dict[str, torch.Tensor]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    start: torch.Tensor | None = None
 
     def record(self, t: float, **fields: torch.Tensor) -> None:
         """Append one step; tensors are detached and moved to CPU."""
@@ -54,6 +57,8 @@ class Trajectory:
 
         path = Path(path)
         tensors = {f"{i:05d}.{k}": v.contiguous() for i, s in enumerate(self.steps) for k, v in s.items()}
+        if self.start is not None:
+            tensors["start"] = self.start.detach().to("cpu").contiguous()
         header = {"sampler": self.sampler, "times": json.dumps(self.times), "meta": json.dumps(self.meta),
                   "format": "sunfish-trajectory-1"}
         tmp = path.with_name(path.name + ".tmp")
@@ -75,11 +80,22 @@ class Trajectory:
                     raise SunfishError(f"{path} is not a Sunfish trajectory file (no sunfish-trajectory-1 header)")
                 times = json.loads(header["times"])
                 steps: list[dict[str, torch.Tensor]] = [{} for _ in times]
+                start = f.get_tensor("start") if "start" in f.keys() else None
                 for key in f.keys():
+                    if key == "start":
+                        continue
                     i, name = key.split(".", 1)
                     steps[int(i)][name] = f.get_tensor(key)
         except SunfishError:
             raise
         except Exception as e:  # truncated or foreign file
             raise SunfishError(f"cannot read trajectory {path} ({type(e).__name__}); it is corrupt or not a trajectory") from None
-        return cls(sampler=header.get("sampler", ""), meta=json.loads(header.get("meta", "{}")), steps=steps, times=times)
+        return cls(sampler=header.get("sampler", ""), meta=json.loads(header.get("meta", "{}")), steps=steps, times=times,
+                   start=start)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of softmax(logits) over the last axis, (...); -inf logits (excluded tokens) add 0."""
+    logp = logits.double().log_softmax(-1)
+    p = logp.exp()
+    return -(p * logp.masked_fill(p == 0, 0.0)).sum(-1).float()
