@@ -26,6 +26,9 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 LR_DECAYS = ("cosine", "linear", "constant")
 ROUNDINGS = ("cosine", "euclidean")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+POS_ENCODINGS = ("learned", "rope")
 SAMPLERS = {
     "continuous": ("ddpm", "ddim"),
     "masked": ("ancestral", "low_confidence", "random", "threshold"),
@@ -46,9 +49,9 @@ class ModelConfig:
     d_model: int = 768
     """Width of the residual stream."""
     d_ff: int | None = None
-    """Hidden width of the MLP; None means 4 * d_model."""
+    """Hidden width of the MLP; None means 4 * d_model (SwiGLU: the width of each of its gate and up halves)."""
     max_seq_len: int = 1024
-    """Position limit (rows of the learned position embedding)."""
+    """Position limit (rows of the learned position embedding; with RoPE only a length check)."""
     embed_dim: int | None = None
     """Width of the token-embedding space; None means d_model. Continuous diffusion runs in this space (Diffusion-LM uses 16-128)."""
     time_conditioning: bool | None = None
@@ -61,12 +64,24 @@ class ModelConfig:
     """Width of the sinusoidal timestep embedding fed to the time MLP."""
     bias: bool = False
     """Biases in Linear and LayerNorm layers (GPT-2 has them; without is a little faster)."""
+    qkv_bias: bool | None = None
+    """Bias on the q/k/v projection alone; None follows `bias` (Qwen2: true with bias false)."""
+    norm: str = "layernorm"
+    """layernorm (GPT-2) or rmsnorm (Llama/Qwen/Mistral: x / rms(x) * g, no bias, no mean)."""
+    mlp: str = "gelu"
+    """gelu (tanh-approximate GELU, GPT-2's gelu_new) or swiglu (silu(x W_gate) * x W_up, Llama)."""
+    pos_encoding: str = "learned"
+    """learned (absolute position embedding, GPT-2) or rope (rotary on q and k, Su et al. 2021; Llama)."""
+    rope_theta: float = 10_000.0
+    """RoPE base: frequencies theta^(-2i/head_dim)."""
+    n_kv_heads: int | None = None
+    """Key/value heads (grouped-query attention, Ainslie et al. 2023); None means n_heads; must divide n_heads."""
     tie_embeddings: bool = True
     """Output projection shares the token embedding matrix."""
     dropout: float = 0.0
     """Dropout on attention weights and residual branches."""
     norm_eps: float = 1e-5
-    """LayerNorm epsilon."""
+    """LayerNorm / RMSNorm epsilon."""
     init_std: float = 0.02
     """Std of the normal init; residual output projections use init_std / sqrt(2 * n_layers)."""
     activation_checkpointing: bool = False
@@ -83,6 +98,14 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def has_qkv_bias(self) -> bool:
+        return self.qkv_bias if self.qkv_bias is not None else self.bias
 
     def resolve(self, objective: str, self_conditioning: bool = False) -> "ModelConfig":
         """Fill the objective-dependent `None` fields (time_conditioning, causal, self_cond_input)."""
@@ -120,6 +143,9 @@ class DiffusionConfig:
     """Smallest t sampled in training (avoids the 1/t singularity)."""
     low_discrepancy: bool = True
     """Stratified (low-discrepancy) timestep sampling across the batch."""
+    shift_logits: bool = False
+    """Masked: keep the AR parent's shift (RND1; dllm's right_shift_logits): the token at position i is scored
+    by the logits at position i - 1 (position 0, having no left neighbour, by its own); training and sampling alike."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +244,8 @@ class TrainConfig:
     """Log to TensorBoard (CSV metrics and the text log are always written)."""
     wandb: bool = False
     """Also log to Weights & Biases (WANDB_MODE=offline works without an account)."""
+    init_from: str | None = None
+    """Exported model folder (`sunfish convert` output or a run's export/) whose weights start training; None: random init."""
 
     @property
     def global_batch_size_factor(self) -> int:
@@ -412,6 +440,20 @@ def _fraction(name: str, value: float, hi_open: bool = False) -> None:
     _check(ok, f"{name}={value!r} must be in [0, 1{')' if hi_open else ']'}")
 
 
+def _validate_architecture(m: ModelConfig) -> None:
+    """The options that make GPT-2 and Llama-family models representable (sunfish_lib/convert.py)."""
+    _one_of("model.norm", m.norm, NORMS)
+    _one_of("model.mlp", m.mlp, MLPS)
+    _one_of("model.pos_encoding", m.pos_encoding, POS_ENCODINGS)
+    _positive("model.rope_theta", m.rope_theta)
+    if m.pos_encoding == "rope":
+        _check(m.head_dim % 2 == 0, f"model.pos_encoding='rope' needs an even head dim; d_model/n_heads = {m.head_dim}")
+    if m.n_kv_heads is not None:
+        _positive("model.n_kv_heads", m.n_kv_heads)
+        _check(m.n_heads % m.n_kv_heads == 0,
+               f"model.n_kv_heads={m.n_kv_heads} must divide model.n_heads={m.n_heads} (grouped-query attention)")
+
+
 def validate(cfg: Config) -> None:
     m, d, da, t, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
     for name in ("vocab_size", "n_layers", "n_heads", "d_model", "max_seq_len", "time_freq_dim"):
@@ -423,6 +465,7 @@ def validate(cfg: Config) -> None:
         _positive("model.d_ff", m.d_ff)
     if m.embed_dim is not None:
         _positive("model.embed_dim", m.embed_dim)
+    _validate_architecture(m)
     _fraction("model.dropout", m.dropout, hi_open=True)
     _positive("model.norm_eps", m.norm_eps)
     _positive("model.init_std", m.init_std)
@@ -439,6 +482,8 @@ def validate(cfg: Config) -> None:
                "model.time_conditioning=False but objective 'continuous' needs the timestep; set it to true or null")
         _check(not d.self_conditioning or m.self_cond_input is not False,
                "model.self_cond_input=False but diffusion.self_conditioning=True needs it; set it to true or null")
+    _check(not d.shift_logits or d.objective == "masked",
+           f"diffusion.shift_logits=True applies to the masked objective, not {d.objective!r}; set it to false")
     if d.objective == "ar":
         _check(m.causal is not False, "model.causal=False but objective 'ar' needs causal attention; set it to true or null")
     elif m.causal:
@@ -473,6 +518,8 @@ def validate(cfg: Config) -> None:
     _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
     _fraction("train.beta1", t.beta1, hi_open=True)
     _fraction("train.beta2", t.beta2, hi_open=True)
+    _check(t.init_from is None or bool(t.init_from.strip()),
+           "train.init_from is empty; give an exported model folder or null")
     _check(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0 disables clipping)")
     _positive("train.accumulate_grad_batches", t.accumulate_grad_batches)
     _one_of("train.precision", t.precision, PRECISIONS)

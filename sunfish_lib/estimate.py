@@ -46,14 +46,16 @@ def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
     m = _model(cfg)
     d, e, f, V, L, b = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size, m.n_layers, m.bias
     tc = bool(m.time_conditioning)
-    norm = d * (2 if b else 1)  # LayerNorm weight (+ bias)
+    kv = m.kv_heads * m.head_dim  # width of k (and of v): < d under grouped-query attention
+    norm = d * (2 if b and m.norm == "layernorm" else 1)  # LayerNorm weight (+ bias); RMSNorm weight only
+    up = 2 * f if m.mlp == "swiglu" else f  # SwiGLU's fc1 holds the gate and up halves
     return {
         "token_embedding": V * e,
         "in_proj": _linear(e, d, b) if e != d else 0,
         "self_cond_proj": _linear(e, d, b) if getattr(m, "self_cond_input", False) else 0,
-        "position_embedding": m.max_seq_len * d,
-        "attention": L * (_linear(d, 3 * d, b) + _linear(d, d, b)),  # qkv + output projection
-        "mlp": L * (_linear(d, f, b) + _linear(f, d, b)),
+        "position_embedding": m.max_seq_len * d if m.pos_encoding == "learned" else 0,  # RoPE has no parameters
+        "attention": L * (_linear(d, d + 2 * kv, m.has_qkv_bias) + _linear(d, d, b)),  # qkv + output projection
+        "mlp": L * (_linear(d, up, b) + _linear(f, d, b)),
         "block_norms": L * 2 * norm,
         "adaln_tables": L * 4 * d if tc else 0,  # per-block (4, d) modulation table
         "final_norm": norm,
@@ -91,9 +93,11 @@ def matmul_params(cfg: Config | ModelConfig) -> int:
     """
     m = _model(cfg)
     d, e, f, V = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size
+    kv = m.kv_heads * m.head_dim
     proj = (2 * d * e if e != d else 0) + (e * d if getattr(m, "self_cond_input", False) else 0)
     head = V * e if m.tie_embeddings else V * d
-    return m.n_layers * (4 * d * d + 2 * d * f) + proj + head
+    mlp = (3 if m.mlp == "swiglu" else 2) * d * f
+    return m.n_layers * (d * (d + 2 * kv) + d * d + mlp) + proj + head
 
 
 # ----------------------------------------------------------------------------
@@ -107,7 +111,9 @@ def flops_breakdown(cfg: Config | ModelConfig, seq_len: int) -> dict[str, float]
     same as Kaplan et al. 2020 (Sec. 2.1, C_forward = 2N + 2 n_layer n_ctx d_attn, and
     backward = 2x forward). N here is `matmul_params`. The attention term counts QK^T and
     AV, 2 matmuls x 2 FLOPs x T x d per layer forward, x3 with backward; no causal
-    discount: attention is bidirectional. The time MLP runs once per sequence: its
+    discount: attention is bidirectional. Grouped-query attention shrinks only the k/v
+    projections (in N): every query head still scores T keys. RoPE and SwiGLU's product
+    are elementwise (not counted). The time MLP runs once per sequence: its
     forward is 2 FLOPs per weight, its backward 4 except fc1, whose input (the sinusoid)
     needs no gradient (2).
     """

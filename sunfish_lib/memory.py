@@ -146,9 +146,12 @@ def _linear(i: int, o: int, bias: bool) -> int:
 def block_params(m: ModelConfig) -> int:
     """Parameters of one transformer block (an FSDP unit)."""
     d, f, b = m.d_model, m.ff_dim, m.bias
-    norms = 2 * d * (2 if b else 1)
+    norms = 2 * d * (2 if b and m.norm == "layernorm" else 1)
     table = 4 * d if m.time_conditioning else 0
-    return _linear(d, 3 * d, b) + _linear(d, d, b) + _linear(d, f, b) + _linear(f, d, b) + norms + table
+    kv = m.kv_heads * m.head_dim
+    up = 2 * f if m.mlp == "swiglu" else f
+    return _linear(d, d + 2 * kv, m.has_qkv_bias) + _linear(d, d, b) + _linear(d, up, b) + _linear(f, d, b) \
+        + norms + table
 
 
 def largest_optimizer_group(m: ModelConfig) -> int:
@@ -161,9 +164,12 @@ def largest_optimizer_group(m: ModelConfig) -> int:
     d, e, f, b = m.d_model, m.emb_dim, m.ff_dim, m.bias
     proj = (_linear(e, d, b) + _linear(d, e, b) if e != d else 0)
     proj += _linear(e, d, b) if getattr(m, "self_cond_input", False) else 0
-    embed = m.vocab_size * e + m.max_seq_len * d + proj + (0 if m.tie_embeddings else m.vocab_size * d)
+    pos = m.max_seq_len * d if m.pos_encoding == "learned" else 0
+    embed = m.vocab_size * e + pos + proj + (0 if m.tie_embeddings else m.vocab_size * d)
     time = m.time_freq_dim * d + 5 * d * d if m.time_conditioning else 0
-    return max(embed, 2 * d * f, 4 * d * d, time)
+    attn = d * (d + 2 * m.kv_heads * m.head_dim) + d * d
+    mlp = (3 if m.mlp == "swiglu" else 2) * d * f
+    return max(embed, mlp, attn, time)
 
 
 # ----------------------------------------------------------------------------
@@ -183,7 +189,7 @@ def block_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
 
     Per token, with a = residual bytes, c = compute bytes: LayerNorm inputs 2da (+ fp32
     mean/rstd), qkv and fc1 inputs 2dc, q/k/v 3dc, attention output dc, GELU input and
-    output 2fc. For 16-bit a = c = 2 and f = 4d that is 32d bytes: Korthikanti et al. 2022
+    output 2fc (SwiGLU 4fc). For 16-bit a = c = 2 and f = 4d that is 32d bytes: Korthikanti et al. 2022
     ("Reducing Activation Recomputation", Sec. 4.1, eq. 1) count 34d + 5 a T (heads a)
     per token; the differences are no dropout masks (p=0: -2d) and flash/memory-efficient
     attention, which keeps the output and a log-sum-exp instead of the T x T scores.
@@ -193,17 +199,20 @@ def block_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
     p = PRECISIONS[s.precision]
     a, c = p.residual, p.compute
     B, T, d, f, h = s.micro_batch, s.seq_len, m.d_model, m.ff_dim, m.n_heads
-    n = B * T
+    n, kv = B * T, m.kv_heads * m.head_dim
     kernel = attention_kernel(s, m.dropout)
     mask_b = 1 if s.device == "cuda" else c  # dropout masks: bool on CUDA, input dtype on CPU
     items = {
-        "layernorm_inputs": n * 2 * (d * a + 8),  # block input x, x + attn; fp32 mean and rstd
+        "layernorm_inputs": n * 2 * _norm_saved(m, a),  # block input x, x + attn, and the norm's statistics
         "adaln_normed": n * 2 * d * a if m.time_conditioning else 0,  # LN(x) kept by the adaLN multiply
         "linear_inputs": n * 2 * d * c,  # qkv and fc1 inputs (bf16 casts under autocast)
-        "qkv": n * 3 * d * c,  # q, k, v views of one (B, T, 3d) tensor (math: scaled copies, same size)
+        "qkv": n * (d + 2 * kv) * c,  # q, k, v views of one (B, T, d + 2 kv) tensor (math: scaled copies)
         "attention_out": n * d * c,
-        "mlp_hidden": n * 2 * f * c,  # fc1 output (GELU input) and GELU output (fc2 input)
+        # GELU: fc1 output and GELU output; SwiGLU: fc1 output (gate | up, 2f), silu(gate), the product
+        "mlp_hidden": n * (4 if m.mlp == "swiglu" else 2) * f * c,
     }
+    if m.pos_encoding == "rope":
+        items["rope_qk"] = n * (d + kv) * c  # rotated q and k (SDPA's inputs); the rotations save only cos/sin
     if kernel == "math":
         items["attention_scores"] = B * h * T * T * c  # softmax output, kept for attn @ v
     else:
@@ -215,12 +224,22 @@ def block_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
     return items
 
 
+def _norm_saved(m: ModelConfig, a: int) -> int:
+    """Bytes per token a norm saves: LayerNorm its input and fp32 mean/rstd; RMSNorm (composite on CPU, assumed
+    on CUDA too) its input, the normalised x * rstd before the gain, and the fp32 rstd."""
+    d = m.d_model
+    return d * a + 8 if m.norm == "layernorm" else 2 * d * a + 4
+
+
 def head_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
     """Bytes saved outside the blocks: input projections, final norm, output projection input, time path."""
     p = PRECISIONS[s.precision]
     a, c, n = p.residual, p.compute, s.micro_batch * s.seq_len
     d, e = m.d_model, m.emb_dim
-    items = {"final_norm": n * (d * a + 8) + n * d * c}  # ln_f input (+stats) and output kept by the logits matmul
+    items = {"final_norm": n * _norm_saved(m, a) + n * d * c}  # ln_f input (+stats), output kept by the logits
+    if m.pos_encoding == "rope":  # fp32 cos and sin (T, hs), shared by blocks; 16-bit casts per rotation
+        items["rope_tables"] = 2 * s.seq_len * m.head_dim * 4 + (
+            m.n_layers * 4 * s.seq_len * m.head_dim * c if c != 4 else 0)
     if getattr(m, "self_cond_input", False):
         items["self_cond_input"] = n * e * c  # the previous x0 estimate, kept by self_cond_proj
     if e != d:
@@ -260,7 +279,7 @@ def _backward_working_set(m: ModelConfig, s: Setup) -> int:
     """Gradient tensors alive inside one block's backward (MLP: d GELU-out and d fc1-out; attention: dq, dk, dv)."""
     p = PRECISIONS[s.precision]
     n, d, f, c, a = s.micro_batch * s.seq_len, m.d_model, m.ff_dim, p.compute, p.residual
-    mlp = n * (2 * f * c + 2 * d * a)
+    mlp = n * ((4 if m.mlp == "swiglu" else 2) * f * c + 2 * d * a)
     attn = n * (3 * d * c + 4 * d + 2 * d * a)  # + the flash backward's fp32 dq accumulator
     ws = max(mlp, attn)
     if s.activation_checkpointing:  # the block being recomputed

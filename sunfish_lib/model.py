@@ -17,6 +17,10 @@ DiT's per-block MLP: per-block adaLN costs 4*d^2 parameters a block (+31% at 1.4
 the shared one 4*d^2 in total plus 4*d a block. The shared Linear and the tables are
 zero-initialised, so at init the modulation is exactly the identity; with
 `time_conditioning=False` the pieces are not built at all (an exact no-op).
+
+Architecture options (`ModelConfig.norm`, `mlp`, `pos_encoding`, `n_kv_heads`,
+`qkv_bias`) make GPT-2 and Llama/Qwen/Mistral-family models representable; the
+sublayers live in `sunfish_lib.layers`, the weight mapping in `sunfish_lib.convert`.
 """
 
 from __future__ import annotations
@@ -30,107 +34,19 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sunfish_lib.config import ModelConfig
-
-TIME_SCALE = 1000.0
-"""t in [0, 1] is scaled by this before the sinusoid, so frequencies match integer-step DDPM codebases."""
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding of t in [0, 1] (Vaswani et al. 2017, Sec. 3.5): (B,) -> (B, dim)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = (t.float() * TIME_SCALE)[:, None] * freqs[None, :]  # (B, half)
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-
-
-class TimeEmbedding(nn.Module):
-    """t -> sinusoid -> Linear -> SiLU -> Linear -> c (B, d_model)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.freq_dim = cfg.time_freq_dim
-        self.fc1 = nn.Linear(cfg.time_freq_dim, cfg.d_model, bias=cfg.bias)
-        self.fc2 = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        h = timestep_embedding(t, self.freq_dim).to(self.fc1.weight.dtype)
-        return self.fc2(F.silu(self.fc1(h)))
-
-
-class KVCache:
-    """Keys and values of past positions, one (k, v) pair per block: for AR sampling.
-
-    Fill it with one prefill call (the prompt), then feed one token per call.
-    """
-
-    def __init__(self, n_layers: int):
-        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
-
-    @property
-    def length(self) -> int:
-        first = self.layers[0]
-        return 0 if first is None else first[0].shape[2]
-
-    def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append (B, nh, T_new, hs) keys/values for block i; return all of them."""
-        past = self.layers[i]
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        self.layers[i] = (k, v)
-        return k, v
-
-
-class SelfAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.n_heads = cfg.n_heads
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        self.dropout = cfg.dropout
-
-    def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None, causal: bool, kv: tuple[KVCache, int] | None = None
-    ) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
-        if kv is not None:
-            cache, layer = kv
-            has_past = cache.layers[layer] is not None
-            if has_past and T > 1:
-                raise ValueError("KVCache: after the prefill, feed one token per call")
-            causal = causal and not has_past  # one new query may see every cached key
-            k, v = cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=causal and attn_mask is None,
-        )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.proj(y)
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.bias)
-        self.fc2 = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+from sunfish_lib.layers import (  # noqa: F401 (re-exported: callers import them from here)
+    MLP, TIME_SCALE, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, timestep_embedding,
+)
 
 
 class Block(nn.Module):
-    """Pre-LN block: x + Attn(mod(LN(x))), then x + MLP(mod(LN(x)))."""
+    """Pre-norm block: x + Attn(mod(norm(x))), then x + MLP(mod(norm(x))) (norm: LayerNorm or RMSNorm)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
+        self.ln1 = make_norm(cfg, cfg.d_model)
         self.attn = SelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
+        self.ln2 = make_norm(cfg, cfg.d_model)
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
         # Per-block adaLN-single table: rows = shift_attn, scale_attn, shift_mlp, scale_mlp.
@@ -138,14 +54,14 @@ class Block(nn.Module):
 
     def forward(
         self, x: torch.Tensor, mod: torch.Tensor | None, attn_mask: torch.Tensor | None, causal: bool,
-        kv: tuple[KVCache, int] | None = None,
+        kv: tuple[KVCache, int] | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         h1, h2 = self.ln1(x), None
         if mod is not None:
             m = mod + self.mod_table.to(mod.dtype)  # (B, 4, d)
             shift_a, scale_a, shift_m, scale_m = (m[:, i, None, :] for i in range(4))  # each (B, 1, d)
             h1 = h1 * (1 + scale_a) + shift_a
-        x = x + self.drop(self.attn(h1, attn_mask, causal, kv))
+        x = x + self.drop(self.attn(h1, attn_mask, causal, kv, rope))
         h2 = self.ln2(x)
         if mod is not None:
             h2 = h2 * (1 + scale_m) + shift_m
@@ -167,10 +83,11 @@ class Backbone(nn.Module):
         # Self-conditioning (Chen et al. 2022, Sec. 3.3): the previous x0 estimate enters through its own
         # Linear, which equals a Linear on concat(x_t, x0_prev) and is zero-init, so it starts as a no-op.
         self.self_cond_proj = nn.Linear(e, d, bias=cfg.bias) if cfg.self_cond_input else None
-        self.pos_emb = nn.Embedding(cfg.max_seq_len, d)
+        # Absolute learned positions (GPT-2), or none here and RoPE inside attention (Llama).
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, d) if cfg.pos_encoding == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
-        self.ln_f = nn.LayerNorm(d, eps=cfg.norm_eps, bias=cfg.bias)
+        self.ln_f = make_norm(cfg, d)
         self.out_proj = nn.Linear(d, e, bias=cfg.bias) if e != d else None
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(d, cfg.vocab_size, bias=False)
         if cfg.time_conditioning:
@@ -228,7 +145,7 @@ class Backbone(nn.Module):
         kv_cache: KVCache | None = None,
         self_cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final hidden states (B, T, d_model) after the last LayerNorm.
+        """Final hidden states (B, T, d_model) after the final norm.
 
         tokens: (B, T) ids, or vectors: (B, T, emb_dim); t: (B,) or scalar in [0, 1]
         (ignored when time conditioning is off); segment_ids: (B, T) document ids,
@@ -253,15 +170,21 @@ class Backbone(nn.Module):
             x = x + self.self_cond_proj(sc.to(x.dtype))  # (B, T, d)
         elif self_cond is not None:
             raise ValueError("self_cond needs a backbone built with model.self_cond_input=True")
-        x = self.drop(x + self.pos_emb(torch.arange(start, start + T, device=x.device)))
+        positions = torch.arange(start, start + T, device=x.device)  # (T,) continue after cached ones
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        else:
+            rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)  # (T, hs) each
+        x = self.drop(x)
         mod = self._time_modulation(t, B, x)
         mask = self._attn_mask(segment_ids, attention_mask, T, x.device)
         causal = bool(self.cfg.causal)
         for i, blk in enumerate(self.blocks):
             if self.cfg.activation_checkpointing and self.training and kv_cache is None:
-                x = checkpoint(blk, x, mod, mask, causal, use_reentrant=False)
+                x = checkpoint(blk, x, mod, mask, causal, None, rope, use_reentrant=False)
             else:
-                x = blk(x, mod, mask, causal, None if kv_cache is None else (kv_cache, i))
+                x = blk(x, mod, mask, causal, None if kv_cache is None else (kv_cache, i), rope)
         return self.ln_f(x)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

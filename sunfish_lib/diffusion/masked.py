@@ -12,6 +12,13 @@ The loss is the continuous-time ELBO (MDLM Eq. 10; LLaDA, Nie et al. 2025, Eq. 3
 
 with weight w(t) = -alpha'_t / (1 - alpha_t) = 1/t for the linear schedule
 alpha_t = 1 - t (LLaDA). We report it per token: divided by the number of real tokens.
+
+Keep-the-shift (`diffusion.shift_logits`, for models converted from an AR parent: RND1,
+Radical Numerics 2025; dllm's `right_shift_logits`): the AR parent's position i-1
+predicts token i, so p_theta(x0_i | z_t) is read from the output at position i-1; position
+0 has no left neighbour and is read from its own output (dllm's
+`cat([logits[:, :1], logits[:, :-1]])`). Any function of z_t is a valid reverse model, so
+the ELBO stays a bound; the samplers apply the same shift (`sampling.masked`).
 """
 
 from __future__ import annotations
@@ -49,6 +56,15 @@ class MaskSchedule:
     def weight(self, t: torch.Tensor) -> torch.Tensor:
         """w(t) = -alpha'_t / (1 - alpha_t) = rate / (rate * t) = 1/t."""
         return -(-self.rate) / (self.rate * t)
+
+
+def shift_right(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) -> (B, T, ...) with out[:, i] = x[:, i - 1] for i >= 1 and out[:, 0] = x[:, 0].
+
+    Applied to hidden states or logits: afterwards row i scores the token at position i
+    (see `DiffusionConfig.shift_logits`).
+    """
+    return torch.cat([x[:, :1], x[:, :-1]], dim=1)
 
 
 def subs_logits(logits: torch.Tensor, z: torch.Tensor, mask_id: int) -> torch.Tensor:
@@ -89,6 +105,8 @@ class MaskedDiffusion:
         through by SUBS), which saves the vocabulary projection on ~half the tokens.
         """
         h = model.encode(z, t=t, segment_ids=batch.get("segment_ids"), attention_mask=batch.get("attention_mask"))
+        if self.cfg.shift_logits:
+            h = shift_right(h)  # (B, T, d): row i now holds position i-1's output, which scores token i
         logits = model.logits(h[masked]).float()  # (N, V)
         logits[:, self.mask_id] = float("-inf")  # SUBS: never predict [MASK]
         target = batch["input_ids"][masked]  # (N,)

@@ -56,7 +56,8 @@ def build_sampler(model, cfg: Config, tokenizer, sample: SampleConfig | None = N
 
         return MaskedSampler(model, mask_id, kind=s.sampler, steps=s.steps, temperature=s.temperature, top_k=s.top_k,
                              top_p=s.top_p, block_length=s.block_length, threshold=s.threshold,
-                             cfg_scale=s.cfg_scale, schedule=MaskSchedule(cfg.diffusion.mask_schedule))
+                             cfg_scale=s.cfg_scale, schedule=MaskSchedule(cfg.diffusion.mask_schedule),
+                             shift_logits=cfg.diffusion.shift_logits)
     if objective == "continuous":
         from sunfish_lib.diffusion.continuous import ContinuousDiffusion
         from sunfish_lib.sampling.continuous import ContinuousSampler

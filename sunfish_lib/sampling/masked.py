@@ -17,6 +17,8 @@ Semi-autoregressive blocks (`block_length`, LLaDA App. B.3): positions are split
 blocks left to right and a block is finished before the next starts. Classifier-free
 guidance (LLaDA App. B.5): the unconditional pass masks the prompt;
 logits = un + (w + 1) (cond - un). All random draws use float64 Gumbel noise.
+With `shift_logits` (a model trained with `diffusion.shift_logits`), the token at
+position i is read from the logits at position i - 1, exactly as in training.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from sunfish_lib.diffusion.masked import MaskSchedule
+from sunfish_lib.diffusion.masked import MaskSchedule, shift_right
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.filters import filter_logits, gumbel_noise, sample_categorical
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
@@ -50,6 +52,7 @@ class MaskedSampler:
     cfg_scale: float = 0.0
     schedule: MaskSchedule | None = None
     use_cache: bool = True
+    shift_logits: bool = False
 
     def __post_init__(self):
         if self.kind not in MASKED_SAMPLERS:
@@ -66,17 +69,22 @@ class MaskedSampler:
     def predict(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """Filtered float64 logits (B, T, V) with [MASK] excluded (SUBS), CFG applied."""
         t = (x == self.mask_id).float().mean(1)  # (B,) for time-conditioned models
-        logits = self.model(x, t=t).double()
+        logits = self._logits(x, t)
         self.forward_passes += 1
         if self.cfg_scale > 0:
             un_x = x.masked_fill(prompt, self.mask_id)
-            un = self.model(un_x, t=(un_x == self.mask_id).float().mean(1)).double()
+            un = self._logits(un_x, (un_x == self.mask_id).float().mean(1))
             self.forward_passes += 1
             logits = un + (self.cfg_scale + 1) * (logits - un)
         logits[..., self.mask_id] = float("-inf")
         if self.temperature > 0:
             logits = filter_logits(logits, self.temperature, self.top_k, self.top_p)
         return logits
+
+    def _logits(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """float64 logits (B, T, V), row i scoring the token at position i (shifted when trained so)."""
+        logits = self.model(x, t=t).double()
+        return shift_right(logits) if self.shift_logits else logits
 
     def _draw(self, logits: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Proposed tokens x0 (B, T) and their probability under the filtered distribution."""

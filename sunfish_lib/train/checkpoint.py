@@ -5,6 +5,8 @@
   previous `last.ckpt` intact. Loading uses `torch.load(weights_only=True)`.
 - `export_model` / `load_exported`: the final model as `model.safetensors` +
   `config.json` + `tokenizer/`: what sampling loads, without Lightning or pickle.
+- `load_weights`: an exported folder's weights into a freshly built model (`train.init_from`:
+  continue pretraining from `sunfish convert` output or another run's export).
 - `load_for_inference`: a run folder, an exported folder or a `.ckpt` file -> (Backbone,
   Config), with one-line errors for missing, truncated or foreign files.
 """
@@ -113,6 +115,33 @@ def load_exported(folder: Path, device: str | torch.device = "cpu"):
     model = Backbone(cfg.resolved_model).to(device)
     _load_state(model, sd, folder / MODEL_FILE)
     return model.eval(), cfg, _maybe_tokenizer(folder / "tokenizer")
+
+
+def load_weights(model: torch.nn.Module, folder: str | Path) -> Path:
+    """Copy the weights of an exported folder (or a run folder's export/) into `model`; returns the file read.
+
+    The model must have the same architecture (the run's config.json model section as the folder's).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder).expanduser()
+    path = next((p for p in (folder / MODEL_FILE, folder / "export" / MODEL_FILE, folder) if p.is_file()), None)
+    if path is None:
+        raise SunfishError(f"train.init_from={str(folder)!r} holds no {MODEL_FILE}; "
+                           "pass a `sunfish convert --out` folder or a run folder with export/")
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SunfishError(f"train.init_from: {path} is unreadable ({e}); re-export or re-convert it") from None
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if "size mismatch" not in str(e) else \
+            next(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
+        raise SunfishError(f"train.init_from: {path} does not fit this run's model ({first}); "
+                           f"start from the config.json next to it") from None
+    return path
 
 
 def _load_state(model: torch.nn.Module, sd: dict, source: Path) -> None:

@@ -41,7 +41,7 @@ def categorize(name: str) -> tuple[str, int | None]:
         return "norm", block
     if rest.startswith(("time_emb.", "time_mod.", "mod_table")):
         return "time", block
-    if rest.startswith(("tok_emb.", "pos_emb.", "in_proj.", "out_proj.", "lm_head.")):
+    if rest.startswith(("tok_emb.", "pos_emb.", "in_proj.", "self_cond_proj.", "out_proj.", "lm_head.")):
         return "embed", block
     raise ValueError(f"parameter {name!r} has no learning-rate category; add it to sunfish_lib/train/optim.py")
 

@@ -201,8 +201,6 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
         save_tokenizer(tok, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id)
-    dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
-    trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress, extra_callbacks=callbacks)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if overfit_batches:
@@ -217,3 +215,9 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return {"run_dir": str(run_dir), "global_step": trainer.global_step, "metrics": metrics,
             "is_global_zero": trainer.is_global_zero}
+    if cfg.train.init_from and ckpt_path is None:  # a resumed run's checkpoint already holds the weights
+        from sunfish_lib.train.checkpoint import load_weights
+
+        load_weights(module.model, cfg.train.init_from)
+    dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
+    trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress, extra_callbacks=callbacks)

@@ -1,0 +1,177 @@
+"""The backbone's sublayers: timestep embedding, norms, attention (GQA, RoPE, KV cache), MLPs.
+
+`sunfish_lib.model` assembles them into blocks and the `Backbone`. The options exist so
+that one backbone can hold GPT-2 (learned positions, LayerNorm with biases, GELU MLP)
+and the Llama/Qwen/Mistral family (RoPE, RMSNorm, SwiGLU, grouped-query attention)
+exactly; `sunfish_lib.convert` maps their weights in. Where a layer mirrors a Hugging
+Face implementation the comment names the module, so the equivalence can be read off.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sunfish_lib.config import ModelConfig
+
+TIME_SCALE = 1000.0
+"""t in [0, 1] is scaled by this before the sinusoid, so frequencies match integer-step DDPM codebases."""
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of t in [0, 1] (Vaswani et al. 2017, Sec. 3.5): (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = (t.float() * TIME_SCALE)[:, None] * freqs[None, :]  # (B, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimeEmbedding(nn.Module):
+    """t -> sinusoid -> Linear -> SiLU -> Linear -> c (B, d_model)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.freq_dim = cfg.time_freq_dim
+        self.fc1 = nn.Linear(cfg.time_freq_dim, cfg.d_model, bias=cfg.bias)
+        self.fc2 = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        h = timestep_embedding(t, self.freq_dim).to(self.fc1.weight.dtype)
+        return self.fc2(F.silu(self.fc1(h)))
+
+
+def make_norm(cfg: ModelConfig, dim: int) -> nn.Module:
+    """LayerNorm (GPT-2; bias only with `cfg.bias`) or RMSNorm (Zhang & Sennrich 2019; Llama's LlamaRMSNorm).
+
+    RMSNorm: x / sqrt(mean(x^2) + eps) * g, no mean subtraction and no bias.
+    """
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(dim, eps=cfg.norm_eps)
+    return nn.LayerNorm(dim, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+# ----------------------------------------------------------------------------
+# Rotary position embedding (RoFormer, Su et al. 2021)
+# ----------------------------------------------------------------------------
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 cos and sin tables (T, head_dim) for integer positions (T,).
+
+    Frequencies theta^(-2i/head_dim), i < head_dim/2 (RoFormer Eq. 15), laid out as two
+    halves [f, f]: the "rotate half" convention of HF's LlamaRotaryEmbedding, not the
+    interleaved pairs of the paper; the two differ by a fixed permutation of q/k features.
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    freqs = positions.float()[:, None] * inv_freq[None, :]  # (T, head_dim/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (T, head_dim)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, h, T, hs) queries or keys by position: x cos + rotate_half(x) sin (HF apply_rotary_pos_emb)."""
+    x1, x2 = x.chunk(2, dim=-1)  # (B, h, T, hs/2) each
+    rotated = torch.cat([-x2, x1], dim=-1)  # (B, h, T, hs)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+# ----------------------------------------------------------------------------
+# Attention
+# ----------------------------------------------------------------------------
+
+class KVCache:
+    """Keys and values of past positions, one (k, v) pair per block: for AR sampling.
+
+    Fill it with one prefill call (the prompt), then feed one token per call. Keys are
+    stored after RoPE and with the model's key/value heads (fewer than the query heads
+    under grouped-query attention).
+    """
+
+    def __init__(self, n_layers: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0]
+        return 0 if first is None else first[0].shape[2]
+
+    def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append (B, n_kv, T_new, hs) keys/values for block i; return all of them."""
+        past = self.layers[i]
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        self.layers[i] = (k, v)
+        return k, v
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over SDPA; one fused q/k/v projection.
+
+    Grouped-query attention (Ainslie et al. 2023) when n_kv_heads < n_heads: query head j
+    reads key/value head j // (n_heads / n_kv_heads), as HF's `repeat_kv` does. The fused
+    projection's rows are [W_q; W_k; W_v] (GPT-2's c_attn layout; Llama's q/k/v_proj stacked).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.kv_dim = self.n_kv * self.head_dim
+        self.qkv = nn.Linear(cfg.d_model, cfg.d_model + 2 * self.kv_dim, bias=cfg.has_qkv_bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.dropout = cfg.dropout
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, causal: bool, kv: tuple[KVCache, int] | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        hs = self.head_dim
+        q, k, v = self.qkv(x).split([C, self.kv_dim, self.kv_dim], dim=2)
+        q = q.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_kv, hs).transpose(1, 2)  # (B, n_kv, T, hs)
+        v = v.view(B, T, self.n_kv, hs).transpose(1, 2)  # (B, n_kv, T, hs)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if kv is not None:
+            cache, layer = kv
+            has_past = cache.layers[layer] is not None
+            if has_past and T > 1:
+                raise ValueError("KVCache: after the prefill, feed one token per call")
+            causal = causal and not has_past  # one new query may see every cached key
+            k, v = cache.update(layer, k, v)  # (B, n_kv, T_past + T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=causal and attn_mask is None,
+            enable_gqa=self.n_kv != self.n_heads,
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.proj(y)
+
+
+# ----------------------------------------------------------------------------
+# MLP
+# ----------------------------------------------------------------------------
+
+class MLP(nn.Module):
+    """GELU MLP (GPT-2: fc2(gelu_tanh(fc1 x))) or SwiGLU (Shazeer 2020, Eq. 6; Llama's LlamaMLP).
+
+    SwiGLU fuses the gate and up projections into one `fc1` with rows [W_gate; W_up]:
+    fc2(silu(x W_gate) * x W_up), each half `ff_dim` wide.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.swiglu = cfg.mlp == "swiglu"
+        self.fc1 = nn.Linear(cfg.d_model, (2 if self.swiglu else 1) * cfg.ff_dim, bias=cfg.bias)
+        self.fc2 = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)  # (B, T, f) or (B, T, 2f)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)  # (B, T, f) each
+            return self.fc2(F.silu(gate) * up)
+        return self.fc2(F.gelu(h, approximate="tanh"))
