@@ -200,7 +200,13 @@ def _add_train(sub) -> None:
     add_parser(sub)
 
 
-COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train]
+def _add_sample(sub) -> None:
+    from sunfish_lib.sampling.command import add_parser
+
+    add_parser(sub)
+
+
+COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_sample]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -102,6 +102,7 @@ class Generation:
     texts: list[str]
     trajectory: Trajectory | None
     forward_passes: int
+    sample: SampleConfig | None = None  # the settings it was drawn with
 
 
 @torch.no_grad()
@@ -127,4 +128,4 @@ def generate(model, cfg: Config, tokenizer, *, mode: str = "uncond", prompt: str
     finally:
         model.train(was_training)
     texts = [tokenizer.decode(row.tolist()) for row in out.cpu()]
-    return Generation(out.cpu(), x.cpu(), texts, trajectory, int(getattr(sampler, "forward_passes", 0)))
+    return Generation(out.cpu(), x.cpu(), texts, trajectory, int(getattr(sampler, "forward_passes", 0)), s)

@@ -1,0 +1,132 @@
+"""Reading a recorded `Trajectory`: what changed and what was committed at each step, entropy, heatmaps.
+
+All functions look at one batch row and return plain tensors/arrays/strings (no plotting):
+`plots_sampling` draws them, `widgets.TrajectoryViewer` and notebook 07 show them.
+
+- changed (S, T): the token at a position differs from the step before (step 0: from
+  `start`, the ids the sampler was given).
+- committed (S, T): newly fixed at this step. Masked samplers record it (a [MASK] became a
+  token); continuous samplers have no commit, so a position counts as committed at the
+  first step from which its rounded prediction stays at its final token.
+- entropy per step: mean entropy (nats) of the token distribution the sampler drew from,
+  over the positions still undecided before the step (masked) or every generated
+  position (continuous).
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import torch
+
+from sunfish_lib.errors import SunfishError
+
+STATES = ("context", "mask", "committed", "changed", "same")
+HEATMAP_FIELDS = {"confidence": "p(token) of the proposal", "distance": "distance to nearest embedding",
+                  "masked": "mask state (1 = [MASK])", "entropy": "entropy (nats)"}
+
+
+def _check_row(traj, row: int) -> None:
+    if not len(traj):
+        raise SunfishError("the trajectory has no steps; sample with record=True (or --trajectory FILE)")
+    B = traj.steps[0]["tokens"].shape[0]
+    if not 0 <= row < B:
+        raise SunfishError(f"row={row} is out of range; this trajectory holds {B} samples (0..{B - 1})")
+
+
+def tokens(traj, row: int = 0) -> torch.Tensor:
+    """Token ids at every step, (S, T)."""
+    _check_row(traj, row)
+    return traj.stack("tokens")[:, row]
+
+
+def start_ids(traj, row: int = 0) -> torch.Tensor | None:
+    """What the sampler was given, (T,), or None for trajectories recorded without it."""
+    return None if traj.start is None else traj.start[row]
+
+
+def generated(traj, row: int = 0) -> torch.Tensor:
+    """(T,) bool: positions the sampler generated (not prompt context)."""
+    start, mask_id = start_ids(traj, row), traj.meta.get("mask_id")
+    T = tokens(traj, row).shape[1]
+    if start is None or mask_id is None:
+        return torch.ones(T, dtype=torch.bool)
+    return start == mask_id
+
+
+def changed(traj, row: int = 0) -> torch.Tensor:
+    """(S, T) bool: the token differs from the previous step's (step 0: from `start`)."""
+    tok = tokens(traj, row)
+    start = start_ids(traj, row)
+    prev = torch.cat([(start if start is not None else tok[0])[None], tok[:-1]])
+    return tok != prev
+
+
+def committed(traj, row: int = 0) -> torch.Tensor:
+    """(S, T) bool: newly committed at each step (see module docstring)."""
+    if "committed" in traj.fields():
+        return traj.stack("committed")[:, row].bool()
+    tok = tokens(traj, row)
+    settled = (tok == tok[-1][None]).flip(0).long().cumprod(0).flip(0).bool()  # (S, T) equal to final from here on
+    first = settled & ~torch.cat([torch.zeros_like(settled[:1]), settled[:-1]])
+    return first & generated(traj, row)[None]
+
+
+def step_entropy(traj, row: int = 0) -> list[float]:
+    """Mean entropy (nats) per step over the positions being decided (see module docstring)."""
+    if "entropy" not in traj.fields():
+        raise SunfishError("this trajectory has no entropy field; record it again with the current samplers")
+    ent = traj.stack("entropy")[:, row].double()  # (S, T)
+    if "masked" in traj.fields():
+        masked = traj.stack("masked")[:, row].bool()
+        before = torch.cat([generated(traj, row)[None], masked[:-1]])  # undecided when the step began
+    else:
+        before = generated(traj, row)[None].expand_as(ent)
+    counts = before.sum(1).clamp(min=1)
+    return ((ent * before).sum(1) / counts).tolist()
+
+
+def heatmap(traj, field: str, row: int = 0) -> np.ndarray:
+    """One recorded field as a (positions, steps) float array (`masked`: 1 where [MASK])."""
+    have = [f for f in traj.fields() if f in HEATMAP_FIELDS]
+    if field not in have:
+        raise SunfishError(f"trajectory field {field!r} was not recorded; this one has {', '.join(have) or 'none'}")
+    _check_row(traj, row)
+    return traj.stack(field)[:, row].double().T.numpy()  # (T, S)
+
+
+def fields_for(traj) -> list[str]:
+    """The heatmap fields this trajectory has (masked: confidence, masked, entropy; continuous: distance, entropy)."""
+    return [f for f in HEATMAP_FIELDS if f in traj.fields()]
+
+
+def step_tokens(tokenizer, traj, step: int, row: int = 0) -> list[tuple[str, str]]:
+    """(text, state) per position at `step`; state is one of STATES (newly committed wins over changed)."""
+    tok = tokens(traj, row)
+    if not 0 <= step < tok.shape[0]:
+        raise SunfishError(f"step={step} is out of range; this trajectory has steps 0..{tok.shape[0] - 1}")
+    ch, cm, gen = changed(traj, row)[step], committed(traj, row)[step], generated(traj, row)
+    mask_id = tokenizer.mask_token_id
+    out = []
+    for t, i in enumerate(tok[step].tolist()):
+        state = ("context" if not gen[t] else "mask" if i == mask_id else "committed" if cm[t]
+                 else "changed" if ch[t] else "same")
+        out.append(("░" if i == mask_id else tokenizer.decode([i]), state))
+    return out
+
+
+STATE_STYLE = {"context": "color:#555", "mask": "color:#aaa", "committed": "background:#b7e4b0;font-weight:bold",
+               "changed": "background:#ffe08a", "same": ""}
+
+
+def step_html(tokenizer, traj, step: int, row: int = 0) -> str:
+    """The text at `step` as HTML: each token a span with class `sf-<state>` and data-pos; legend on top."""
+    spans = []
+    for pos, (text, state) in enumerate(step_tokens(tokenizer, traj, step, row)):
+        spans.append(f'<span class="sf-tok sf-{state}" data-pos="{pos}" style="{STATE_STYLE[state]}">'
+                     f"{html.escape(text)}</span>")
+    legend = " ".join(f'<span style="{STATE_STYLE[s]}">{s}</span>' for s in ("committed", "changed", "mask", "context"))
+    t = traj.times[step] if step < len(traj.times) else float("nan")
+    return (f'<div class="sf-step"><div style="font-size:85%">step {step + 1}/{len(traj)}, t = {t:.3f} · {legend}</div>'
+            f'<pre style="white-space:pre-wrap;margin:4px 0">{"".join(spans)}</pre></div>')

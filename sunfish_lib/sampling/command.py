@@ -1,0 +1,112 @@
+"""`sunfish sample RUN_DIR_OR_CHECKPOINT`: generate from a run folder, an exported model or a .ckpt.
+
+Unset options keep the checkpoint's own `sample` settings (its config.json), exactly as
+the notebook panel does, so `--seed S` here and seed S in the panel give the same samples.
+Given a run folder (or a checkpoint inside one), the samples are also saved there as
+`samples/sample-<timestamp>.json` and `.txt`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from sunfish_lib.errors import SunfishError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sample", help="generate text from a run folder, an exported model folder or a .ckpt")
+    p.add_argument("checkpoint", help="run folder, exported model folder (model.safetensors) or Lightning .ckpt")
+    p.add_argument("--mode", choices=("uncond", "infill"), default="uncond",
+                   help="uncond: `length` new tokens after the prompt; infill: fill the prompt's [MASK] spans")
+    p.add_argument("--prompt", default="", help='text; in infill mode with [MASK], e.g. "AI will [MASK] in the next decade."')
+    p.add_argument("--mask-length", type=int, help="tokens per [MASK] span in infill mode")
+    p.add_argument("--num-samples", type=int, help="samples to draw")
+    p.add_argument("--length", type=int, help="new tokens per sample in uncond mode")
+    p.add_argument("--sampler", help="any sampler the checkpoint's objective supports (continuous: ddpm, ddim; "
+                                     "masked: ancestral, low_confidence, random, threshold; ar: ar)")
+    p.add_argument("--steps", type=int, help="reverse (denoising) steps")
+    p.add_argument("--eta", type=float, help="DDIM stochasticity (continuous)")
+    p.add_argument("--temperature", type=float, help="softmax temperature (masked, ar; 0: greedy)")
+    p.add_argument("--top-k", type=int, help="keep the k most likely tokens (0: off)")
+    p.add_argument("--top-p", type=float, help="nucleus mass (1.0: off)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--trajectory", type=Path, help="record the denoising trajectory into this .safetensors file")
+    p.add_argument("--json", action="store_true", help="print one JSON object (texts, ids, settings, files)")
+    p.add_argument("--no-save", action="store_true", help="do not write samples/ into the run folder")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="progress bar on stderr (default: when stderr is a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args) -> dict:
+    """The sampling settings given on the command line (None: the checkpoint's own)."""
+    return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "temperature": args.temperature,
+            "top_k": args.top_k, "top_p": args.top_p, "length": args.length, "num_samples": args.num_samples,
+            "mask_length": args.mask_length}
+
+
+class ProgressBar:
+    """A rich progress bar driven by the samplers' `callback(step, total, x)`; starts on the first step."""
+
+    def __init__(self, description: str, enabled: bool):
+        self.description, self.enabled = description, enabled
+        self.progress = self.task = None
+        self.last = (0, 0)
+
+    def __call__(self, step: int, total: int, x) -> None:
+        self.last = (step, total)
+        if not self.enabled:
+            return
+        if self.progress is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=total)
+        self.progress.update(self.task, completed=step, total=total)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def run(args) -> int:
+    from sunfish_lib.sampling.session import format_samples, load_checkpoint, sample, sample_record, save_samples
+
+    if args.trajectory is not None and args.trajectory.suffix != ".safetensors":
+        raise SunfishError(f"--trajectory {args.trajectory} must end in .safetensors (e.g. trajectory.safetensors)")
+    loaded = load_checkpoint(args.checkpoint)
+    enabled = sys.stderr.isatty() if args.progress is None else args.progress
+    bar = ProgressBar(f"sampling ({loaded.objective})", enabled)
+    t0 = time.perf_counter()
+    try:
+        gen = sample(loaded, mode=args.mode, prompt=args.prompt, seed=args.seed, record=args.trajectory is not None,
+                     callback=bar, **settings_from_args(args))
+    finally:
+        bar.close()
+    record = sample_record(loaded, gen, mode=args.mode, prompt=args.prompt, seed=args.seed,
+                           seconds=time.perf_counter() - t0)
+    files = []
+    if args.trajectory is not None:
+        args.trajectory.parent.mkdir(parents=True, exist_ok=True)
+        files.append(gen.trajectory.save(args.trajectory))
+    run_dir = loaded.run_dir
+    if run_dir is not None and not args.no_save:
+        files += list(save_samples(run_dir / "samples", record))
+    if args.json:
+        print(json.dumps({**record, "files": [str(f) for f in files]}))
+        return 0
+    print(format_samples(gen.texts))
+    s = record["settings"]
+    print(f"\n{loaded.objective} / {s['sampler']}, {s['steps']} steps, seed {args.seed}: "
+          f"{gen.forward_passes} forward passes in {record['seconds']:.2f} s")
+    for f in files:
+        print(f"saved {f}")
+    return 0

@@ -1,0 +1,175 @@
+"""Sampling from a checkpoint: what `sunfish sample` and the notebook panel (`widgets.SamplingPanel`) share.
+
+Both go through the same three calls, so the same settings and seed give the same samples:
+
+    loaded = load_checkpoint("runs/<run>")                 # run folder, exported folder or .ckpt
+    gen = sample(loaded, mode="uncond", prompt="ROMEO:", seed=0, steps=32, callback=on_step)
+    save_samples(loaded.run_dir / "samples", sample_record(loaded, gen, ...))
+
+Settings are `SampleConfig` fields (sampler, steps, eta, temperature, top_k, top_p, length,
+num_samples, mask_length); they are checked with the config's own rules, so a bad value gets
+the same one-line error everywhere. `render_ids` shows an intermediate sequence as text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from sunfish_lib.config import SAMPLERS, Config
+from sunfish_lib.errors import SunfishError
+
+SETTINGS = ("sampler", "steps", "eta", "temperature", "top_k", "top_p", "length", "num_samples", "mask_length")
+MASK_GLYPH = "░"
+
+
+@dataclass
+class Loaded:
+    """A checkpoint ready to sample: model (eval mode), its config and tokenizer, and where it came from."""
+
+    model: torch.nn.Module
+    cfg: Config
+    tokenizer: Any
+    path: Path
+
+    @property
+    def objective(self) -> str:
+        return self.cfg.diffusion.objective
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """Sampler names this checkpoint's objective supports."""
+        return SAMPLERS[self.objective]
+
+    @property
+    def run_dir(self) -> Path | None:
+        return run_folder_of(self.path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
+    """A run folder, an exported model folder or a .ckpt -> `Loaded` (one-line SunfishError otherwise)."""
+    from sunfish_lib.train.checkpoint import load_for_inference
+
+    if not str(path).strip():
+        raise SunfishError("no checkpoint given; pick a run folder, an exported model folder or a .ckpt file")
+    p = Path(str(path).strip()).expanduser()
+    model, cfg, tok = load_for_inference(p, device)
+    if tok is None:  # a checkpoint copied without its run folder: rebuild the tokenizer its config names
+        from sunfish_lib.data import get_tokenizer
+
+        tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
+    return Loaded(model, cfg, tok, p)
+
+
+def run_folder_of(path: str | Path) -> Path | None:
+    """The run folder a checkpoint path belongs to (where samples are saved), or None."""
+    p = Path(path)
+    if p.is_file():
+        return p.parent.parent if p.parent.name == "checkpoints" else None
+    if p.name == "export" and ((p.parent / "checkpoints").is_dir() or (p.parent / "config.json").is_file()):
+        return p.parent
+    if (p / "export").is_dir() or (p / "checkpoints").is_dir():
+        return p
+    return None
+
+
+def sample_config(cfg: Config, settings: dict[str, Any]) -> Config:
+    """cfg with the given sample settings (None: keep the checkpoint's), checked by the config's rules."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise SunfishError(f"unknown sampling setting {unknown[0]!r}; allowed: {', '.join(SETTINGS)}")
+    given = {f"sample.{k}": v for k, v in settings.items() if v is not None}
+    return cfg.override(given).validate()
+
+
+def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", seed: int = 0, record: bool = False,
+           callback: Callable[[int, int, torch.Tensor], None] | None = None, **settings):
+    """Generate with the checkpoint's objective; returns `generate.Generation`. See module docstring."""
+    from sunfish_lib.sampling.generate import generate
+
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SunfishError(f"seed={seed!r} must be an integer")
+    cfg = sample_config(loaded.cfg, settings)
+    return generate(loaded.model, cfg, loaded.tokenizer, mode=mode, prompt=prompt or "", seed=seed, record=record,
+                    callback=callback)
+
+
+def render_ids(tokenizer, ids, mask_glyph: str = MASK_GLYPH) -> str:
+    """Text of one row of ids (T,), each [MASK] shown as `mask_glyph` (runs decoded whole, so bytes join)."""
+    mask_id = tokenizer.mask_token_id
+    out, run = [], []
+    for i in (int(v) for v in ids):
+        if i == mask_id:
+            if run:
+                out.append(tokenizer.decode(run))
+                run = []
+            out.append(mask_glyph)
+        else:
+            run.append(i)
+    if run:
+        out.append(tokenizer.decode(run))
+    return "".join(out)
+
+
+def sample_record(loaded: Loaded, gen, *, mode: str, prompt: str, seed: int, seconds: float | None = None) -> dict:
+    """What a samples file holds: checkpoint, settings, seed, texts and ids."""
+    settings = {k: getattr(gen.sample or loaded.cfg.sample, k) for k in SETTINGS}
+    return {
+        "checkpoint": str(loaded.path), "objective": loaded.objective, "mode": mode, "prompt": prompt,
+        "seed": seed, "settings": settings, "texts": gen.texts, "ids": gen.ids.tolist(),
+        "forward_passes": gen.forward_passes, "seconds": None if seconds is None else round(seconds, 3),
+    }
+
+
+def save_samples(folder: str | Path, record: dict) -> tuple[Path, Path]:
+    """Write `sample-<timestamp>.json` and `.txt` into folder; returns both paths."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SunfishError(f"cannot create {folder} ({e.strerror}); pass --no-save or a writable run folder") from None
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem = f"sample-{stamp}"
+    for i in range(1, 1000):
+        if not (folder / f"{stem}.json").exists():
+            break
+        stem = f"sample-{stamp}-{i}"
+    json_path, txt_path = folder / f"{stem}.json", folder / f"{stem}.txt"
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    txt_path.write_text(format_samples(record["texts"]) + "\n")
+    return json_path, txt_path
+
+
+def format_samples(texts: list[str]) -> str:
+    """Samples as plain text, one `--- sample i ---` header each."""
+    return "\n\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(texts))
+
+
+def find_checkpoints(root: str | Path, depth: int = 2) -> list[Path]:
+    """Run folders under root (and one level deeper, e.g. a workbook's 04_train/) with export/ or checkpoints/last.ckpt, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found, level = [], [root]
+    for _ in range(depth):
+        level = [c for d in level for c in _subdirs(d)]
+        found += [d for d in level if (d / "export" / "model.safetensors").is_file()
+                  or (d / "checkpoints" / "last.ckpt").is_file()]
+    return sorted(found, key=lambda d: d.stat().st_mtime, reverse=True)
+
+
+def _subdirs(d: Path) -> list[Path]:
+    try:
+        return [c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def settings_of(cfg: Config) -> dict[str, Any]:
+    """The sampling settings of a config (SETTINGS fields of cfg.sample)."""
+    return {k: v for k, v in asdict(cfg.sample).items() if k in SETTINGS}
