@@ -1,0 +1,45 @@
+"""Notebooks 06 (sampling panel) and 07 (denoising trajectories) run headlessly with smoke parameters."""
+
+import nbformat
+from PIL import Image
+
+from sunfish_lib.runs import run_notebooks
+from sunfish_lib.sampling.session import load_checkpoint, sample
+from sunfish_lib.sampling.trajectory import Trajectory
+from tests.helpers import NOTEBOOKS
+from tests.sampling_helpers import make_run
+
+
+def _outputs(path):
+    nb = nbformat.read(str(path), as_version=4)
+    outs = [o for c in nb.cells for o in c.get("outputs", [])]
+    return "\n".join(o.get("text", "") for o in outs), [k for o in outs for k in o.get("data", {})]
+
+
+def test_sampling_notebook_uses_the_workbook_model_and_matches_the_cli(tmp_path):
+    workbook = tmp_path / "workbook"
+    make_run(workbook / "04_train", "masked")  # what notebook 04 leaves in a workbook run folder
+    nb = NOTEBOOKS / "06_sampling.ipynb"
+    run_dir = run_notebooks([nb], {nb.name: {"smoke": True, "run_dir": str(workbook)}}, runs_parent=tmp_path)
+    text, kinds = _outputs(run_dir / nb.name)
+    assert f"checkpoint: {workbook / '04_train'}" in text
+    assert "application/vnd.jupyter.widget-view+json" in kinds  # the panel
+    expected = sample(load_checkpoint(workbook / "04_train"), prompt="ROMEO:", seed=0).texts
+    for i, t in enumerate(expected):
+        assert f"--- sample {i + 1} ---\n{t}\n" in text
+    assert f"sunfish sample {workbook / '04_train'} --mode uncond --prompt 'ROMEO:' --seed 0 --sampler low_confidence" in text
+
+
+def test_trajectories_notebook_records_plots_and_animates(tmp_path):
+    nb = NOTEBOOKS / "07_denoising_trajectories.ipynb"
+    run_dir = run_notebooks([nb], {nb.name: {"smoke": True}}, runs_parent=tmp_path)
+    text, kinds = _outputs(run_dir / nb.name)
+    out = run_dir / "07_denoising_trajectories"
+    for objective in ("masked", "continuous"):
+        traj = Trajectory.load(out / f"trajectory-{objective}.safetensors")
+        assert len(traj) == 8 and traj.meta["objective"] == objective and traj.meta["prompt"] == "ROMEO:\n[MASK]\nJULIET:"
+        with Image.open(out / f"denoising-{objective}.gif") as gif:
+            assert gif.n_frames == 8
+        assert f"{objective}: 8 frames" in text and f"--- {objective} (" in text
+    assert "masked     changed per step [1, 1, 1, 1, 1, 1, 1, 1]" in text  # 8 masks, one committed per step
+    assert kinds.count("image/png") == 3 and kinds.count("image/gif") == 2 and kinds.count("text/html") == 2
