@@ -206,7 +206,13 @@ def _add_sample(sub) -> None:
     add_parser(sub)
 
 
-COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_sample]
+def _add_convert(sub) -> None:
+    from sunfish_lib.convert_command import add_parser
+
+    add_parser(sub)
+
+
+COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_sample, _add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:
