@@ -23,6 +23,7 @@ parent's. Transformers is imported inside functions only: the core needs only to
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -116,6 +117,22 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return bool(ok)
 
 
+@contextmanager
+def quiet_transformers():
+    """No progress bars and only errors from transformers inside (they clutter notebooks and logs)."""
+    from transformers.utils import logging as hf_logging
+
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        hf_logging.set_verbosity(level)
+
+
 def load_hf_parent(source: str | Path):
     """(HF causal LM in fp32, eval mode; its family) from a folder or a cached hub name."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -129,7 +146,8 @@ def load_hf_parent(source: str | Path):
     why = _unsupported(hf_cfg, family)
     if why:  # before reading the weights
         raise SunfishError(f"this {hf_cfg.model_type} model cannot be converted exactly: {why}")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     return model.eval(), family
 
 
@@ -411,3 +429,19 @@ def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked
     conv = Conversion(out_dir, cfg, parent.kind, model.num_params(), parent.added or {}, parent.vocab, result)
     (out_dir / "conversion.json").write_text(json.dumps(conv.summary(), indent=2) + "\n")
     return conv
+
+
+def continuation_config(converted: Config, base: Config, *, attn_mlp_ratio: float = 1.0,
+                        overrides: Mapping[str, Any] | None = None) -> Config:
+    """Continued-pretraining config: the converted model with `base`'s training section and layer-wise LRs.
+
+    For a comparison at equal steps with a from-scratch run of `base`: same steps, batch,
+    schedule and optimizer settings. RND1's layer-wise rates are one ratio r = attention LR /
+    MLP LR, split symmetrically: lr_mult_attn = sqrt(r), lr_mult_mlp = 1/sqrt(r).
+    """
+    if attn_mlp_ratio <= 0:
+        raise SunfishError(f"attn_mlp_ratio={attn_mlp_ratio} must be > 0 (attention LR / MLP LR)")
+    train = {f"train.{k}": v for k, v in asdict(base.train).items() if k != "init_from"}
+    root = attn_mlp_ratio ** 0.5
+    train.update({"train.lr_mult_attn": root, "train.lr_mult_mlp": 1 / root})
+    return converted.override(train).override({"seed": base.seed, **dict(overrides or {})}).validate()

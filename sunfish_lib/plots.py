@@ -146,3 +146,45 @@ def training_curves(rows: Sequence[dict], *, title: str | None = None,
     if title:
         fig.suptitle(title)
     return fig
+
+
+# ----------------------------------------------------------------------------
+# 08 · AR -> diffusion (data from sunfish_lib.train.metrics.read_metrics and evaluate.evaluate_folder)
+# ----------------------------------------------------------------------------
+
+def conversion_curves(runs: dict[str, Sequence[dict]], elbo: dict[str, float] | None = None, *,
+                      title: str | None = None) -> Figure:
+    """Masked-diffusion loss against step, one line per run (converted ones and the from-scratch baseline).
+
+    runs: label -> metric rows (`step`, `train/loss`, `val/loss`); training loss as lines,
+    validation loss as markers of the same colour. elbo: label -> validation ELBO in
+    nats/token, drawn as a second panel of bars (lower is better).
+    """
+    fig = Figure(figsize=(11.0 if elbo else 6.5, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2 if elbo else 1, squeeze=False)[0]
+    ax = axes[0]
+    for i, (label, rows) in enumerate(runs.items()):
+        color = f"C{i}"
+        train = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r and "step" in r]
+        val = [(r["step"], r["val/loss"]) for r in rows if "val/loss" in r and "step" in r]
+        if train:
+            ax.plot(*zip(*train), color=color, label=label, alpha=0.85)
+        if val:
+            ax.plot(*zip(*val), color=color, ls="none", marker="o", ms=5, label=f"{label} (val)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("masked loss (ELBO estimate, nats/token)")
+    ax.set_title("Masked-diffusion loss at equal steps")
+    if ax.lines:
+        ax.legend(fontsize=8)
+    if elbo:
+        bx = axes[1]
+        labels = list(elbo)
+        bars = bx.barh(labels, [elbo[k] for k in labels], color=[f"C{list(runs).index(k)}" if k in runs else "grey"
+                                                                 for k in labels])
+        bx.bar_label(bars, fmt="%.3f", fontsize=8)
+        bx.invert_yaxis()
+        bx.set_xlabel("validation ELBO (nats/token, lower is better)")
+        bx.set_title("Masked ELBO on held-out text")
+    if title:
+        fig.suptitle(title)
+    return fig

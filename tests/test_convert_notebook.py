@@ -1,0 +1,41 @@
+"""Notebook 08 (AR -> diffusion) runs headlessly with smoke parameters; its figure reads back."""
+
+import json
+
+import nbformat
+
+from sunfish_lib.plots import conversion_curves
+from sunfish_lib.runs import run_notebooks
+from tests.helpers import NOTEBOOKS
+
+
+def test_ar_to_diffusion_notebook_smoke(tmp_path):
+    nb = NOTEBOOKS / "08_ar_to_diffusion.ipynb"
+    run_dir = run_notebooks([nb], {nb.name: {"smoke": True}}, runs_parent=tmp_path)
+    folder = run_dir / "08_ar_to_diffusion"
+    results = json.loads((folder / "results.json").read_text())
+    assert [c["family"] for c in results["hf_checks"]] == ["gpt2", "llama"]
+    assert all(c["max_abs_diff"] < 1e-5 and c["argmax_agreement"] == 1.0 for c in results["hf_checks"])
+    assert results["hf_checks"][1]["kv_heads"] == 2 and results["hf_checks"][1]["layout"] == "rmsnorm/swiglu/rope"
+    labels = ["converted, attn/mlp LR 1", "converted, attn/mlp LR 4", "from scratch"]
+    assert list(results["elbo"]) == labels
+    assert all(r["kind"] == "ELBO upper bound" and r["nats_per_token"] > 0 for r in results["elbo"].values())
+    assert (folder / "conversion.png").stat().st_size > 10_000
+    cfg = json.loads((folder / "converted-r4" / "config.json").read_text())
+    assert cfg["train"]["lr_mult_attn"] == 2.0 and cfg["train"]["lr_mult_mlp"] == 0.5
+    assert cfg["train"]["init_from"].endswith("08_ar_to_diffusion/converted")
+    outputs = [o for c in nbformat.read(str(run_dir / nb.name), as_version=4).cells for o in c.get("outputs", [])]
+    text = "\n".join(o.get("text", "") for o in outputs)
+    assert "max |logit diff|" in text and "--- from scratch ---" in text
+    kinds = [k for o in outputs for k in o.get("data", {})]
+    assert kinds.count("image/png") == 1 and not any("widget" in k for k in kinds)  # no progress-bar widgets
+
+
+def test_conversion_curves_reads_back():
+    rows = [{"step": s, "train/loss": 8.0 - s} for s in range(4)] + [{"step": 3, "val/loss": 5.5}]
+    fig = conversion_curves({"converted": rows, "from scratch": rows[:2]}, {"converted": 5.0, "from scratch": 7.0})
+    ax, bx = fig.axes
+    assert [line.get_label() for line in ax.lines] == ["converted", "converted (val)", "from scratch"]
+    assert list(ax.lines[0].get_ydata()) == [8.0, 7.0, 6.0, 5.0]
+    assert [round(p.get_width(), 3) for p in bx.patches] == [5.0, 7.0]
+    assert len(conversion_curves({"a": rows}).axes) == 1
