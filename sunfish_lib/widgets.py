@@ -99,8 +99,12 @@ class SamplingPanel:
         self.picker.observe(lambda ch: ch["new"] and setattr(self.path, "value", ch["new"]), "value")
         self.path.observe(lambda ch: self.load(), "value")
         self.generate_button.on_click(lambda _b: self.generate())
-        grid = W.GridBox([self.sampler, self.steps, self.eta, self.temperature, self.length, self.mask_length,
-                          self.num_samples, self.seed], layout=W.Layout(grid_template_columns="repeat(4, 25%)"))
+        settings = [self.sampler, self.steps, self.eta, self.temperature, self.length, self.mask_length,
+                    self.num_samples, self.seed]
+        for w in settings:
+            w.layout, w.style.description_width = W.Layout(width="auto"), "90px"
+        grid = W.GridBox(settings, layout=W.Layout(grid_template_columns="repeat(4, minmax(0, 1fr))",
+                                                   grid_gap="2px 8px", width="95%"))
         self.widget = W.VBox([self.picker, self.path, self.mode, self.prompt, grid,
                               W.HBox([self.generate_button, self.progress]), self.live, self.output])
 

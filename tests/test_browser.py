@@ -1,0 +1,186 @@
+"""Notebook 06 in a real browser: JupyterLab on loopback, headless Chromium (Debian) driven by Selenium.
+
+Runs all cells on a tiny checkpoint, types a prompt, clicks Generate and checks that the
+samples `sunfish sample` gives for that prompt appear in the panel. The screenshot stays in
+the test's temp folder. Chromium and ChromeDriver come from scripts/setup_browser.sh
+(called by scripts/test.sh); the test skips, saying why, only when they are not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import NOTEBOOKS
+from tests.sampling_helpers import make_run
+
+pytestmark = pytest.mark.slow
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+DEADLINE_S = 240  # the whole test; every wait below is bounded by what is left of it
+PROMPT = "JULIET:"
+
+
+def _missing_browser() -> str | None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (Path(p).exists() or shutil.which(Path(p).name))]
+    if not missing:
+        return None
+    log = Path("/tmp/sunfish-apt.log")
+    why = log.read_text().strip().splitlines()[-1] if log.is_file() and log.read_text().strip() else "not attempted"
+    return (f"{', '.join(missing)} not installed (scripts/setup_browser.sh installs Debian's chromium and "
+            f"chromium-driver; last apt output: {why})")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _notebook_with(tmp: Path, params: dict) -> Path:
+    """A copy of 06_sampling.ipynb with papermill's injected-parameters cell (not executed)."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOKS / "06_sampling.ipynb")), params)
+    out = tmp / "lab" / "06_sampling.ipynb"
+    out.parent.mkdir()
+    nbformat.write(nb, str(out))
+    return out
+
+
+def _start_lab(tmp: Path, port: int, token: str) -> subprocess.Popen:
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp / "jcfg"), "JUPYTER_RUNTIME_DIR": str(tmp / "jrt"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp / "jset"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "jws"),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp / 'lab'}",
+           "--expose-app-in-browser", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if os.geteuid() == 0:  # CI runs as root
+        cmd.append("--allow-root")
+    return subprocess.Popen(cmd, cwd=tmp / "lab", env=env, stdout=open(tmp / "lab.log", "wb"), stderr=subprocess.STDOUT)
+
+
+def _wait(what: str, until: float, check, every: float = 0.5):
+    """Poll check() until it returns something truthy; fail with `what` at the deadline."""
+    while time.monotonic() < until:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _exited(lab: subprocess.Popen, tmp: Path) -> bool:
+    """False while JupyterLab runs; fails the test with its log's tail once it has exited."""
+    if lab.poll() is None:
+        return False
+    tail = (tmp / "lab.log").read_text(errors="replace").strip().splitlines()[-3:]
+    pytest.fail(f"JupyterLab exited with code {lab.returncode}: {' | '.join(tail)}")
+
+
+def _lab_ready(port: int, token: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _stop_lab(proc: subprocess.Popen, port: int, token: str) -> None:
+    """Shut JupyterLab and its kernels down: the REST shutdown, then terminate/kill by pid."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    try:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/shutdown?token={token}", method="POST")
+        urllib.request.urlopen(req, timeout=5).close()
+    except OSError:
+        pass
+    for p in [proc, *children]:
+        try:
+            psutil.Process(p.pid).wait(timeout=10) if p is proc else p.wait(timeout=2)
+        except psutil.Error:
+            pass
+        try:
+            if (p.poll() is None) if p is proc else p.is_running():
+                p.terminate()
+                p.wait(timeout=5)
+        except (psutil.Error, subprocess.TimeoutExpired):
+            p.kill()
+
+
+def _browser(tmp: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps", "--disable-extensions", f"--user-data-dir={tmp / 'chrome'}",
+                 "--window-size=1400,1800"):
+        opts.add_argument(flag)
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never download a driver or browser
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(30)
+    return driver
+
+
+def _text_of(driver, css: str) -> str:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent).join('\\n');", css)
+
+
+def test_panel_in_jupyterlab_in_chromium(tmp_path):
+    reason = _missing_browser()
+    if reason:
+        pytest.skip(reason)
+    from sunfish_lib.sampling.session import load_checkpoint, sample
+
+    until = time.monotonic() + DEADLINE_S
+    ckpt = make_run(tmp_path / "runs" / "tiny", "masked", length=12, num_samples=2, steps=6)
+    expected = sample(load_checkpoint(ckpt), prompt=PROMPT, seed=0).texts  # what `sunfish sample` prints
+    _notebook_with(tmp_path, {"checkpoint": str(ckpt), "runs_root": str(tmp_path / "runs"), "smoke": True})
+    port, token = _free_port(), secrets.token_hex(16)
+    lab = _start_lab(tmp_path, port, token)
+    driver = None
+    try:
+        _wait("JupyterLab to answer on 127.0.0.1", until, lambda: _lab_ready(port, token) or _exited(lab, tmp_path))
+        driver = _browser(tmp_path)
+        driver.get(f"http://127.0.0.1:{port}/lab/tree/06_sampling.ipynb?token={token}")
+        _wait("the notebook's kernel", until, lambda: driver.execute_script(
+            "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
+            "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+            " && w.sessionContext.session.kernel.status === 'idle');"))
+        driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+        _wait("the panel and the notebook's own Generate",
+              until, lambda: "sample 2" in _text_of(driver, ".sunfish-output"), every=1.0)
+        box = driver.find_element("css selector", ".sunfish-prompt textarea")
+        box.clear()
+        box.send_keys(PROMPT)
+        driver.find_element("css selector", "button.sunfish-generate").click()
+        shown = _wait(f"the {PROMPT!r} samples in the output area", until,
+                      lambda: (t := _text_of(driver, ".sunfish-output")) and expected[-1] in t and t, every=1.0)
+        driver.save_screenshot(str(tmp_path / "06_sampling.png"))
+        assert all(text in shown for text in expected) and "error:" not in shown
+        assert PROMPT in _text_of(driver, ".sunfish-live")  # the streamed intermediate text, same prompt
+        assert (tmp_path / "06_sampling.png").stat().st_size > 10_000
+    finally:
+        if driver is not None:
+            driver.quit()
+        _stop_lab(lab, port, token)
