@@ -196,3 +196,27 @@ def test_masked_sampler_with_shift_reads_the_same_positions():
         x, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out_a, out_b) and not torch.equal(out_a, out_c)
     assert (out_a[:, 0] == 5).all() and not (out_a == 31).any()
+
+
+def test_activation_checkpointing_same_grads_with_rope_gqa_swiglu():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, n_layers=2, n_heads=4, d_model=32, max_seq_len=32, causal=False,
+                      time_conditioning=True, **LLAMA)
+    plain, ckpt = Backbone(cfg).train(), Backbone(replace(cfg, activation_checkpointing=True)).train()
+    ckpt.load_state_dict(plain.state_dict())
+    tok = torch.randint(0, 64, (2, 16))
+    for m in (plain, ckpt):
+        m(tok, t=torch.tensor([0.2, 0.7])).logsumexp(-1).mean().backward()
+    for (n, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), n
+
+
+def test_generate_builds_the_sampler_with_the_configs_shift():
+    from sunfish_lib.sampling.generate import build_sampler
+
+    class Tok:
+        mask_token_id, pad_token_id, eos_token_id = 31, 30, 29
+
+    cfg = get_config("tiny", {"objective": "masked", "sampler": "low_confidence", "shift_logits": True})
+    assert build_sampler(_masked_model(), cfg, Tok()).shift_logits is True
+    assert build_sampler(_masked_model(), cfg.override({"shift_logits": False}), Tok()).shift_logits is False
