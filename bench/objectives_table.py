@@ -80,7 +80,8 @@ def main() -> None:
     print(f"\n{'objective':<11}{'what':<40}{'nats/tok':>10}{'± SE':>8}{'ppl':>10}{'bits/byte':>11}{'tokens':>9}")
     for name, r in rows.items():
         bpb = f"{r['bits_per_byte']:.3f}" if r["bits_per_byte"] is not None else "-"
-        print(f"{name:<11}{r['kind']:<40}{r['nats_per_token']:>10.3f}{r['stderr']:>8.3f}{r['perplexity']:>10.1f}"
+        ppl = f"{r['perplexity']:.1f}" if r["perplexity"] is not None else "-"
+        print(f"{name:<11}{r['kind']:<40}{r['nats_per_token']:>10.3f}{r['stderr']:>8.3f}{ppl:>10}"
               f"{bpb:>11}{r['tokens']:>9}")
     ratio = rows["masked"]["perplexity"] / rows["ar"]["perplexity"]
     print(f"\nmasked/AR perplexity ratio: {ratio:.2f} (MDLM on OpenWebText: {MDLM_RATIO:.2f}); "

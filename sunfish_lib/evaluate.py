@@ -35,12 +35,17 @@ class LikelihoodResult:
     t_samples: int = 0
 
     @property
-    def perplexity(self) -> float:
-        return math.exp(self.nats_per_token)
+    def is_likelihood(self) -> bool:
+        """True for an NLL or a bound on it; perplexity and bits/byte mean nothing otherwise."""
+        return self.kind in ("exact NLL", "ELBO upper bound")
+
+    @property
+    def perplexity(self) -> float | None:
+        return math.exp(self.nats_per_token) if self.is_likelihood else None
 
     @property
     def bits_per_byte(self) -> float | None:
-        if not self.bytes:
+        if not self.bytes or not self.is_likelihood:
             return None
         return self.nats_per_token * self.tokens / math.log(2) / self.bytes
 

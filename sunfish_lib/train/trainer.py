@@ -109,10 +109,23 @@ def _callbacks(cfg: Config, run_dir: Path, progress: bool | None) -> list:
     return cbs + ([bar] if bar is not None else [])
 
 
+def _quiet_lightning() -> None:
+    """Keep Lightning's banners and tips out of logs and notebooks (train.log has what matters)."""
+    import logging
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+
+
 def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, progress: bool | None = None,
                   extra_callbacks: tuple = (), max_steps: int | None = None):
     """A configured `pl.Trainer` writing into run_dir."""
     import pytorch_lightning as pl
+
+    _quiet_lightning()
 
     from sunfish_lib.train.callbacks import FinalCheckpoint
 
@@ -203,6 +216,12 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
     module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
+    if cfg.train.init_from and ckpt_path is None:  # a resumed run's checkpoint already holds the weights
+        from sunfish_lib.train.checkpoint import load_weights
+
+        load_weights(module.model, cfg.train.init_from)
+    dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
+    trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress, extra_callbacks=callbacks)
     if overfit_batches:
         from sunfish_lib.train.overfit import fixed_batches
 
@@ -215,9 +234,3 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return {"run_dir": str(run_dir), "global_step": trainer.global_step, "metrics": metrics,
             "is_global_zero": trainer.is_global_zero}
-    if cfg.train.init_from and ckpt_path is None:  # a resumed run's checkpoint already holds the weights
-        from sunfish_lib.train.checkpoint import load_weights
-
-        load_weights(module.model, cfg.train.init_from)
-    dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
-    trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress, extra_callbacks=callbacks)
