@@ -73,7 +73,7 @@ def resolve_source(name: str) -> Path:
             raise SunfishError(f"--from {name}: the folder has no config.json; pass a `save_pretrained` folder "
                                "of a causal LM or a Sunfish ar run")
         return path
-    if name.startswith((".", "/", "~")) or path.suffix:
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # hub names are NAME or ORG/NAME (dots allowed)
         raise SunfishError(f"--from {name}: no such folder; pass a `save_pretrained` folder or a hub name")
     from transformers import AutoConfig
 
@@ -254,23 +254,46 @@ def _vocab_rows(parent: torch.Tensor, rows: int, n_keep: int) -> torch.Tensor:
     return out
 
 
-def assemble_state_dict(cfg: ModelConfig, mapped: Mapping[str, torch.Tensor], n_keep: int) -> dict[str, torch.Tensor]:
-    """A full Backbone state dict: mapped weights, vocabulary rows resized, missing biases zero, time pieces no-op."""
+def backbone_from(cfg: ModelConfig, state_dict: Mapping[str, torch.Tensor]):
+    """A Backbone that holds `state_dict`'s tensors (built on the meta device: no second copy of a large model)."""
     from sunfish_lib.model import Backbone
 
-    sd = {k: v.detach().clone() for k, v in Backbone(cfg).state_dict().items()}  # time pieces: zero-init adaLN
-    for key, value in mapped.items():
-        if key not in sd:
-            raise KeyError(f"mapped weight {key} has no place in the backbone (a mapping bug)")
-        if key in ("tok_emb.weight", "lm_head.weight"):
-            value = _vocab_rows(value, cfg.vocab_size, n_keep)
-        if value.shape != sd[key].shape:
-            raise ValueError(f"{key}: parent shape {tuple(value.shape)} != backbone {tuple(sd[key].shape)}")
-        sd[key] = value.to(sd[key].dtype).contiguous()
-    for key in set(sd) - set(mapped):
-        if key.endswith(".bias"):
-            sd[key].zero_()  # a bias the parent does not have: zero keeps the function unchanged
-        elif not key.startswith(TIME_KEYS) and ".mod_table" not in key:
+    with torch.device("meta"):
+        model = Backbone(cfg)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model
+
+
+def assemble_state_dict(cfg: ModelConfig, mapped: Mapping[str, torch.Tensor], n_keep: int,
+                        seed: int = 0) -> dict[str, torch.Tensor]:
+    """A full Backbone state dict: mapped weights, vocabulary rows resized, missing biases zero, time pieces no-op.
+
+    The time pathway (absent in any AR parent) is initialised as `Backbone.reset_parameters`
+    does: the time MLP at random (seeded), the adaLN projection and tables at zero, so the
+    modulation is exactly the identity whatever t is.
+    """
+    from sunfish_lib.model import Backbone
+
+    with torch.device("meta"):
+        shapes = {k: (v.shape, v.dtype) for k, v in Backbone(cfg).state_dict().items()}
+    unknown = sorted(set(mapped) - set(shapes))
+    if unknown:
+        raise KeyError(f"mapped weight {unknown[0]} has no place in the backbone (a mapping bug)")
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key, (shape, dtype) in shapes.items():
+        if key in mapped:
+            value = mapped[key].detach()
+            if key in ("tok_emb.weight", "lm_head.weight"):
+                value = _vocab_rows(value, cfg.vocab_size, n_keep)
+            if value.shape != shape:
+                raise ValueError(f"{key}: parent shape {tuple(value.shape)} != backbone {tuple(shape)}")
+            sd[key] = value.to(dtype).contiguous()
+        elif key.endswith(".bias") or key.startswith("time_mod.") or key.endswith("mod_table"):
+            sd[key] = torch.zeros(shape, dtype=dtype)  # a bias the parent lacks, or the zero-init adaLN: no-op
+        elif key.startswith("time_emb."):
+            sd[key] = (cfg.init_std * torch.randn(shape, generator=g)).to(dtype)
+        else:
             raise KeyError(f"backbone weight {key} has no source in the parent (a mapping bug)")
     return sd
 
@@ -288,10 +311,7 @@ def check_logits(parent_logits, state_dict: Mapping[str, torch.Tensor], cfg: Mod
     parent's own tokens) are compared, on random ids < vocab. Time-conditioned models get
     random t: their adaLN starts at zero, so t must not matter.
     """
-    from sunfish_lib.model import Backbone
-
-    causal = Backbone(replace(cfg, causal=True)).eval()
-    causal.load_state_dict(state_dict)
+    causal = backbone_from(replace(cfg, causal=True), state_dict).eval()
     g = torch.Generator().manual_seed(seed)
     T = min(seq_len, cfg.max_seq_len)
     tokens = torch.randint(0, vocab, (batch, T), generator=g)
@@ -408,7 +428,6 @@ def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked
     build the adaLN time pathway (a no-op at start); overrides: config keys for config.json
     (e.g. {"train.lr_mult_attn": 2.0}); check: compare logits with the parent (`check_logits`).
     """
-    from sunfish_lib.model import Backbone
     from sunfish_lib.train.checkpoint import export_model
 
     if objective not in OBJECTIVES:
@@ -418,13 +437,10 @@ def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked
     cfg = export_config(parent, out_dir, objective=objective, shift_logits=shift_logits,
                         time_conditioning=time_conditioning, overrides=overrides)
     m = cfg.resolved_model
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)  # the time MLP's (inert) random init is reproducible
-        sd = assemble_state_dict(m, parent.mapped, parent.n_keep)
+    sd = assemble_state_dict(m, parent.mapped, parent.n_keep, seed=cfg.seed)
     result = check_logits(parent.logits, sd, m, n_compare=parent.n_keep, vocab=parent.n_keep,
                           seq_len=check_seq_len) if check else None
-    model = Backbone(m)
-    model.load_state_dict(sd)
+    model = backbone_from(m, sd)
     export_model(model, cfg, out_dir, parent.tokenizer)
     conv = Conversion(out_dir, cfg, parent.kind, model.num_params(), parent.added or {}, parent.vocab, result)
     (out_dir / "conversion.json").write_text(json.dumps(conv.summary(), indent=2) + "\n")

@@ -225,6 +225,12 @@ def test_cli_hub_name_fails_fast_offline(tmp_path):
     assert len(err.splitlines()) == 1 and "offline" in err and "save_pretrained(DIR)" in err and "--from DIR" in err
 
 
+def test_dotted_hub_name_is_a_hub_name_not_a_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(SunfishError, match=r"'Qwen/Qwen2.5-0.5B' is not a local folder and the hub is offline"):
+        convert("Qwen/Qwen2.5-0.5B", tmp_path / "x")
+
+
 def test_cli_local_folder_with_check(parents, tmp_path):
     r = run_cli("convert", "--from", str(parents["llama_gqa_untied"][0]), "--out", str(tmp_path / "o"), "--check",
                 "--keep-shift", "--set", "train.lr_mult_attn=2", "--json")
