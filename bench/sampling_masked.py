@@ -1,6 +1,6 @@
 """Masked-diffusion sampling: fixed-step low-confidence remasking vs confidence-threshold parallel decoding.
 
-    .venv/bin/python bench/sampling_masked.py [--length 64] [--samples 8] [--threshold 0.9] [--runs runs/bench-objectives]
+    .venv/bin/python bench/sampling_masked.py [--length 64] [--samples 8] [--thresholds 0.9,0.7,0.5,0.3] [--runs runs/bench-objectives]
 
 Both samplers generate the same number of tokens from the same trained `tiny` masked model
 (trained by bench/objectives_table.py into --runs, or here if missing):
@@ -58,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--thresholds", default="0.9,0.7,0.5,0.3", help="threshold sweep (Fast-dLLM uses 0.9)")
     ap.add_argument("--steps", type=int, default=300, help="training steps if the runs must be trained here")
     ap.add_argument("--runs", type=Path, default=Path("runs/bench-objectives"))
     args = ap.parse_args()
@@ -68,20 +68,27 @@ def main() -> None:
     ar_model, _, _ = load_for_inference(ar_dir)
     common = {"num_samples": args.samples, "length": args.length, "temperature": 1.0}
     fixed = run_sampler(model, cfg, tok, "low_confidence", sampler="low_confidence", steps=args.length, **common)
-    par = run_sampler(model, cfg, tok, "threshold", sampler="threshold", steps=args.length,
-                      threshold=args.threshold, **common)
-    for r in (fixed, par):
+    sweep = []
+    for th in (float(x) for x in args.thresholds.split(",")):
+        sweep.append(run_sampler(model, cfg, tok, f"threshold {th}", sampler="threshold", steps=args.length,
+                                 threshold=th, **common))
+    for r in (fixed, *sweep):
         r["unigram_entropy_bits"] = unigram_entropy(r["ids"])
         r["ar_perplexity"] = ar_perplexity(ar_model, r.pop("ids"), tok.eos_token_id)
-        print(f"{r['sampler']:>15}: {r['forward_passes']:>4} passes ({r['passes_per_token']:.2f}/token), "
-              f"{r['ms_per_token']:.2f} ms/token, entropy {r['unigram_entropy_bits']:.2f} bits, "
-              f"AR perplexity {r['ar_perplexity']:.1f}\n{'':>17}{r.pop('text0')[:100]!r}")
-    ratio = fixed["forward_passes"] / max(1, par["forward_passes"])
-    print(f"threshold {args.threshold}: {ratio:.2f}x fewer forward passes; "
-          f"AR perplexity {fixed['ar_perplexity']:.1f} -> {par['ar_perplexity']:.1f}")
-    print(json.dumps({"length": args.length, "samples": args.samples, "threshold": args.threshold,
+        r["pass_ratio"] = fixed["forward_passes"] / max(1, r["forward_passes"])
+        print(f"{r['sampler']:>15}: {r['forward_passes']:>4} passes ({r['passes_per_token']:.2f}/token, "
+              f"{r['pass_ratio']:.2f}x fewer), {r['ms_per_token']:.2f} ms/token, "
+              f"entropy {r['unigram_entropy_bits']:.2f} bits, AR perplexity {r['ar_perplexity']:.1f}\n"
+              f"{'':>17}{r.pop('text0')[:100]!r}")
+    # headline: the highest threshold that reaches the 3x target, else the one with the most saving
+    hitting = [r for r in sweep if r["pass_ratio"] >= 3]
+    par = max(hitting, key=lambda r: float(r["sampler"].split()[1])) if hitting else max(sweep, key=lambda r: r["pass_ratio"])
+    print(f"{par['sampler']}: {par['pass_ratio']:.2f}x fewer forward passes than fixed-step; "
+          f"AR perplexity {fixed['ar_perplexity']:.1f} -> {par['ar_perplexity']:.1f}, "
+          f"entropy {fixed['unigram_entropy_bits']:.2f} -> {par['unigram_entropy_bits']:.2f} bits")
+    print(json.dumps({"length": args.length, "samples": args.samples, "threshold": float(par["sampler"].split()[1]),
                       "forward_passes_fixed": fixed["forward_passes"], "forward_passes_parallel": par["forward_passes"],
-                      "ratio": ratio, "fixed": fixed, "parallel": par}))
+                      "ratio": par["pass_ratio"], "fixed": fixed, "sweep": sweep}))
 
 
 if __name__ == "__main__":
