@@ -20,13 +20,9 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from sunfish_lib.config import get_config
-from sunfish_lib.data import get_tokenizer, make_loader
-from sunfish_lib.diffusion import build_objective
-from sunfish_lib.evaluate import evaluate_likelihood
-from sunfish_lib.train.checkpoint import load_for_inference
+from sunfish_lib.data import get_tokenizer
+from sunfish_lib.evaluate import evaluate_run
 from sunfish_lib.train.trainer import train
 
 SAMPLERS = {"ar": "ar", "masked": "low_confidence", "continuous": "ddim"}
@@ -47,23 +43,6 @@ def train_objective(objective: str, steps: int, out: Path, reuse: bool) -> Path:
     return run_dir
 
 
-def evaluate_run(run_dir: Path, val_batches: int, t_samples: int) -> dict:
-    model, cfg, tok = load_for_inference(run_dir)
-    batches = []
-    for b in make_loader(cfg.data, tok, "validation", seed=cfg.seed, num_workers=0):
-        batches.append({k: v for k, v in b.items() if not k.startswith("_")})
-        if len(batches) == val_batches:
-            break
-
-    def count_bytes(ids: torch.Tensor) -> int:
-        return sum(len(tok.decode(row.tolist()).encode("utf-8")) for row in ids)
-
-    objective = build_objective(cfg, tok.mask_token_id)
-    res = evaluate_likelihood(model, objective, batches, t_samples=t_samples, count_bytes=count_bytes,
-                              generator=torch.Generator().manual_seed(0))
-    return res.to_dict()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
@@ -76,7 +55,7 @@ def main() -> None:
     rows = {}
     for objective in ("ar", "masked", "continuous"):
         run_dir = train_objective(objective, args.steps, args.out, args.reuse)
-        rows[objective] = evaluate_run(run_dir, args.val_batches, args.t_samples)
+        rows[objective] = evaluate_run(run_dir, val_batches=args.val_batches, t_samples=args.t_samples).to_dict()
     print(f"\n{'objective':<11}{'what':<40}{'nats/tok':>10}{'± SE':>8}{'ppl':>10}{'bits/byte':>11}{'tokens':>9}")
     for name, r in rows.items():
         bpb = f"{r['bits_per_byte']:.3f}" if r["bits_per_byte"] is not None else "-"

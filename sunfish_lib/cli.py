@@ -212,7 +212,13 @@ def _add_convert(sub) -> None:
     add_parser(sub)
 
 
-COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_sample, _add_convert]
+def _add_evaluate(sub) -> None:
+    from sunfish_lib.eval_command import add_parser
+
+    add_parser(sub)
+
+
+COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_evaluate, _add_sample, _add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:

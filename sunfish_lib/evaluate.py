@@ -132,3 +132,33 @@ def evaluate_folder(path, *, val_batches: int = 20, t_samples: int = 8, seed: in
 
     return evaluate_likelihood(model, build_objective(cfg, tok.mask_token_id), batches, t_samples=t_samples,
                                count_bytes=count_bytes, generator=torch.Generator(device=device).manual_seed(seed))
+
+
+def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int = 0) -> LikelihoodResult:
+    """Validation likelihood of a run folder, exported folder or .ckpt on its own data config.
+
+    The held-out documents of `data.source` (the same split training never saw), the first
+    `val_batches` batches; bits per byte from the decoded text's UTF-8 length.
+    """
+    from sunfish_lib.data import make_loader
+    from sunfish_lib.diffusion import build_objective
+    from sunfish_lib.errors import SunfishError
+    from sunfish_lib.train.checkpoint import load_for_inference
+
+    if val_batches < 1 or t_samples < 1:
+        raise SunfishError(f"val_batches={val_batches} and t_samples={t_samples} must both be >= 1")
+    model, cfg, tok = load_for_inference(path)
+    if tok is None:
+        raise SunfishError(f"{path} has no tokenizer/ folder; evaluate a run folder or an exported model")
+    batches = []
+    for b in make_loader(cfg.data, tok, "validation", seed=cfg.seed, num_workers=0):
+        batches.append({k: v for k, v in b.items() if not k.startswith("_")})
+        if len(batches) == val_batches:
+            break
+
+    def count_bytes(ids: torch.Tensor) -> int:
+        return sum(len(tok.decode(row.tolist()).encode("utf-8")) for row in ids)
+
+    objective = build_objective(cfg, tok.mask_token_id)
+    return evaluate_likelihood(model, objective, batches, t_samples=t_samples, count_bytes=count_bytes,
+                               generator=torch.Generator().manual_seed(seed))

@@ -38,3 +38,21 @@ def test_masked_elbo_estimate_within_error_of_closed_form():
     # the MC error over t is tiny at 4000 draws; the reported SE also covers spread across sequences
     assert abs(res.nats_per_token - closed) < 0.02
     assert res.nats_per_token > nll
+
+
+def test_evaluate_run_cli_on_trained_runs(tmp_path, capsys):
+    import json
+
+    from sunfish_lib.cli import main
+    from sunfish_lib.train.trainer import train
+    from tests.train_helpers import small_config
+
+    for objective in ("ar", "masked"):
+        train(small_config(objective), tmp_path / objective, progress=False)
+        assert main(["evaluate", str(tmp_path / objective), "--batches", "2", "--t-samples", "2", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["kind"] == {"ar": "exact NLL", "masked": "ELBO upper bound"}[objective]
+        assert out["sequences"] == 8 and 3 < out["nats_per_token"] < 12
+        assert out["bits_per_byte"] > 0 and out["perplexity"] == pytest.approx(math.exp(out["nats_per_token"]))
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
