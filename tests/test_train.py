@@ -131,3 +131,22 @@ def test_continuous_objective_fsdp2_matches_ddp(tmp_path):
                     *SMALL_ARGS, "--max-steps", "4", "--run-dir", str(tmp_path / strategy), "--no-progress", timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
     assert _max_diff(tmp_path / "ddp", tmp_path / "fsdp") < 1e-4
+
+
+def test_fast_dev_run_and_overfit_flags(tmp_path, capsys):
+    from sunfish_lib.cli import main
+
+    code = main(["train", "--preset", "tiny", "--objective", "ar", *SMALL_ARGS, "--fast-dev-run",
+                 "--run-dir", str(tmp_path / "dev"), "--no-progress"])
+    assert code == 0 and "trained to step 1" in capsys.readouterr().out
+    assert not (tmp_path / "dev" / "checkpoints").exists()  # nothing written but config and tokenizer
+    code = main(["train", "--preset", "tiny", "--objective", "ar", *SMALL_ARGS, "--overfit-batches", "1",
+                 "--max-steps", "40", "--set", "lr=0.01", "--set", "decay=constant", "--run-dir",
+                 str(tmp_path / "of"), "--no-progress", "--json"])
+    assert code == 0
+    import json
+
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["global_step"] == 40 and summary["metrics"]["train/loss"] < 1.0
+    assert main(["train", "--resume"]) == 2
+    assert "--resume needs --run-dir" in capsys.readouterr().err

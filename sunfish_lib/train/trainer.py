@@ -53,7 +53,8 @@ def build_strategy(cfg: Config):
     return strategy
 
 
-def _progress_bar(enable: bool | None, every: int):
+def _progress_bar(enable: bool | None):
+    """Rich in terminals, tqdm in Jupyter, none when piped (train.log has the numbers)."""
     from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
     if enable is False:
@@ -85,27 +86,28 @@ def _loggers(cfg: Config, run_dir: Path) -> list:
     return loggers
 
 
-def _callbacks(cfg: Config, run_dir: Path, progress: bool | None) -> list:
+def _callbacks(cfg: Config, run_dir: Path, progress: bool | None, fast_dev_run: bool = False) -> list:
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from sunfish_lib.train.callbacks import MemoryMonitor, NormMonitor, TextLog, ThroughputMonitor
 
     t = cfg.train
     ckpt_dir = run_dir / "checkpoints"
-    cbs = [
+    cbs = [] if fast_dev_run else [  # fast_dev_run: no checkpoints, no loggers
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.ckpt_every),
-        LearningRateMonitor(logging_interval="step"),
+        LearningRateMonitor(logging_interval="step")]
+    cbs += [
         ThroughputMonitor(cfg), NormMonitor(t.log_every), MemoryMonitor(t.log_every),
         TextLog(run_dir / "train.log", t.log_every),
     ]
-    if t.keep_best:
+    if t.keep_best and not fast_dev_run:
         cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:06d}", monitor="val/loss", mode="min",
                                    save_top_k=t.keep_best, auto_insert_metric_name=False))
     if t.sample_every:
         from sunfish_lib.train.samples import PeriodicSamples
 
         cbs.append(PeriodicSamples(run_dir / "samples", t.sample_every))
-    bar = _progress_bar(progress, t.log_every)
+    bar = _progress_bar(progress)
     return cbs + ([bar] if bar is not None else [])
 
 
@@ -129,7 +131,11 @@ def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, pro
 
     from sunfish_lib.train.callbacks import FinalCheckpoint
 
+    from pytorch_lightning.callbacks.progress import ProgressBar
+
     t = cfg.train
+    callbacks = _callbacks(cfg, run_dir, progress, fast_dev_run) + list(extra_callbacks) \
+        + ([] if fast_dev_run else [FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt")])
     return pl.Trainer(
         accelerator="gpu" if torch.cuda.is_available() else "cpu",
         devices=t.devices, num_nodes=t.num_nodes,
@@ -143,9 +149,8 @@ def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, pro
         num_sanity_val_steps=0,
         log_every_n_steps=t.log_every,
         logger=False if fast_dev_run else _loggers(cfg, run_dir),
-        callbacks=_callbacks(cfg, run_dir, progress) + list(extra_callbacks)
-        + ([] if fast_dev_run else [FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt")]),
-        enable_progress_bar=progress is not False,
+        callbacks=callbacks,
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         enable_checkpointing=not fast_dev_run,
         fast_dev_run=fast_dev_run,
         default_root_dir=str(run_dir),
