@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.plots_sampling import entropy_curves, layout_tokens, save_denoising_gif, trajectory_heatmap, \
+from sunfish_lib.plots import entropy_curves, layout_tokens, save_denoising_gif, trajectory_heatmap, \
     trajectory_heatmaps
 from sunfish_lib.sampling import analysis as A
 from sunfish_lib.sampling.session import load_checkpoint, sample

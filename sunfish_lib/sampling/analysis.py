@@ -1,7 +1,7 @@
 """Reading a recorded `Trajectory`: what changed and what was committed at each step, entropy, heatmaps.
 
 All functions look at one batch row and return plain tensors/arrays/strings (no plotting):
-`plots_sampling` draws them, `widgets.TrajectoryViewer` and notebook 07 show them.
+`plots` (06/07 group) draws them, `widgets.TrajectoryViewer` and notebook 07 show them.
 
 - changed (S, T): the token at a position differs from the step before (step 0: from
   `start`, the ids the sampler was given).
