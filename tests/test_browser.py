@@ -29,14 +29,19 @@ DEADLINE_S = 240  # the whole test; every wait below is bounded by what is left 
 PROMPT = "JULIET:"
 
 
+def _find(path: str) -> str | None:
+    """The Debian path, else the same program on PATH."""
+    return path if Path(path).is_file() else shutil.which(Path(path).name)
+
+
 def _missing_browser() -> str | None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (Path(p).exists() or shutil.which(Path(p).name))]
+    """Why the browser test cannot run here (None: chromium and chromedriver are installed)."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if _find(p) is None]
     if not missing:
         return None
-    log = Path("/tmp/sunfish-apt.log")
-    why = log.read_text().strip().splitlines()[-1] if log.is_file() and log.read_text().strip() else "not attempted"
-    return (f"{', '.join(missing)} not installed (scripts/setup_browser.sh installs Debian's chromium and "
-            f"chromium-driver; last apt output: {why})")
+    record = Path("/tmp/sunfish-browser-setup.txt")  # written by scripts/setup_browser.sh when it fails
+    why = record.read_text().strip() if record.is_file() else "run scripts/setup_browser.sh (scripts/test.sh does)"
+    return f"{', '.join(missing)} not installed: {why}"
 
 
 def _free_port() -> int:
@@ -128,14 +133,15 @@ def _browser(tmp: Path):
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
+    opts.binary_location = _find(CHROMIUM)
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-default-apps", "--disable-extensions", f"--user-data-dir={tmp / 'chrome'}",
                  "--window-size=1400,1800"):
         opts.add_argument(flag)
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never download a driver or browser
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
+    service = Service(_find(CHROMEDRIVER), log_output=str(tmp / "chromedriver.log"))
+    driver = webdriver.Chrome(options=opts, service=service)
     driver.set_page_load_timeout(60)
     driver.set_script_timeout(30)
     return driver
