@@ -170,12 +170,7 @@ class Backbone(nn.Module):
             x = x + self.self_cond_proj(sc.to(x.dtype))  # (B, T, d)
         elif self_cond is not None:
             raise ValueError("self_cond needs a backbone built with model.self_cond_input=True")
-        positions = torch.arange(start, start + T, device=x.device)  # (T,) continue after cached ones
-        rope = None
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
-        else:
-            rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)  # (T, hs) each
+        x, rope = self._positions(x, start)
         x = self.drop(x)
         mod = self._time_modulation(t, B, x)
         mask = self._attn_mask(segment_ids, attention_mask, T, x.device)
@@ -202,6 +197,13 @@ class Backbone(nn.Module):
         return self.logits(self.encode(tokens, **kw))
 
     # -- helpers -------------------------------------------------------------------
+    def _positions(self, x: torch.Tensor, start: int):
+        """Positions start.. (after any cached ones): added as learned embeddings, or RoPE tables (T, hs) for attention."""
+        positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
+        if self.pos_emb is not None:
+            return x + self.pos_emb(positions), None
+        return x, rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
+
     def _time_modulation(self, t, B: int, x: torch.Tensor) -> torch.Tensor | None:
         if self.time_emb is None:
             return None
