@@ -11,7 +11,7 @@
 3. The converted model continues with the masked objective for --steps, once per attention/MLP
    LR ratio (lr_mult_attn = sqrt(r), lr_mult_mlp = 1/sqrt(r)); a from-scratch masked model trains
    the same --steps with the same data, batch, optimizer and schedule.
-4. Every model is evaluated on the same held-out batches (`evaluate.evaluate_folder`): the masked
+4. Every model is evaluated on the same held-out batches (`evaluate.evaluate_run`): the masked
    ELBO (an upper bound on the NLL) by antithetic Monte Carlo over t, with its standard error;
    the parent's exact AR NLL and the converted model's ELBO before any masked training are the
    reference points.
@@ -35,7 +35,7 @@ from pathlib import Path
 from sunfish_lib.config import get_config
 from sunfish_lib.convert import continuation_config, convert
 from sunfish_lib.data import get_tokenizer
-from sunfish_lib.evaluate import evaluate_folder
+from sunfish_lib.evaluate import evaluate_run
 from sunfish_lib.train.trainer import train
 
 
@@ -83,9 +83,9 @@ def main() -> None:
                                           args.out / f"{tag}-r{r:g}", args.reuse) for r in ratios}
     runs["scratch"] = trained(scratch_cfg, args.out / "scratch", args.reuse)
     kw = {"val_batches": args.val_batches, "t_samples": args.t_samples}
-    rows = {"ar parent (exact NLL)": evaluate_folder(ar_dir, **kw).to_dict(),
-            "converted, 0 masked steps": evaluate_folder(args.out / tag, **kw).to_dict()}
-    rows.update({name: evaluate_folder(path, **kw).to_dict() for name, path in runs.items()})
+    rows = {"ar parent (exact NLL)": evaluate_run(ar_dir, **kw).to_dict(),
+            "converted, 0 masked steps": evaluate_run(args.out / tag, **kw).to_dict()}
+    rows.update({name: evaluate_run(path, **kw).to_dict() for name, path in runs.items()})
     print(f"\n{'model':<28}{'what':<20}{'nats/tok':>10}{'± SE':>8}{'ppl':>10}{'bits/byte':>11}")
     for name, r in rows.items():
         print(f"{name:<28}{r['kind']:<20}{r['nats_per_token']:>10.3f}{r['stderr']:>8.3f}{r['perplexity']:>10.1f}"

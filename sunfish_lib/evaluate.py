@@ -108,32 +108,6 @@ def evaluate_likelihood(
                             n_bytes or None, 0 if objective.name == "ar" else max(2, t_samples // 2 * 2))
 
 
-def evaluate_folder(path, *, val_batches: int = 20, t_samples: int = 8, seed: int = 0,
-                    device: str = "cpu") -> LikelihoodResult:
-    """`evaluate_likelihood` of a run folder, exported folder or .ckpt on its own validation split.
-
-    The first `val_batches` validation batches of the checkpoint's data config (the same for
-    every run that shares data settings and seed), bits per byte from the decoded text.
-    """
-    from sunfish_lib.data import get_tokenizer, make_loader
-    from sunfish_lib.diffusion import build_objective
-    from sunfish_lib.train.checkpoint import load_for_inference
-
-    model, cfg, tok = load_for_inference(path, device)
-    tok = tok or get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
-    batches = []
-    for b in make_loader(cfg.data, tok, "validation", seed=cfg.seed, num_workers=0):
-        batches.append({k: v.to(device) for k, v in b.items() if not k.startswith("_")})
-        if len(batches) == val_batches:
-            break
-
-    def count_bytes(ids: torch.Tensor) -> int:
-        return sum(len(tok.decode(row.tolist()).encode("utf-8")) for row in ids.cpu())
-
-    return evaluate_likelihood(model, build_objective(cfg, tok.mask_token_id), batches, t_samples=t_samples,
-                               count_bytes=count_bytes, generator=torch.Generator(device=device).manual_seed(seed))
-
-
 def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int = 0) -> LikelihoodResult:
     """Validation likelihood of a run folder, exported folder or .ckpt on its own data config.
 

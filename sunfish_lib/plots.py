@@ -151,7 +151,7 @@ def training_curves(rows: Sequence[dict], *, title: str | None = None,
 
 
 # ----------------------------------------------------------------------------
-# 08 · AR -> diffusion (data from sunfish_lib.train.metrics.read_metrics and evaluate.evaluate_folder)
+# 08 · AR -> diffusion (data from sunfish_lib.train.metrics.read_metrics and evaluate.evaluate_run)
 # ----------------------------------------------------------------------------
 
 def conversion_curves(runs: dict[str, Sequence[dict]], elbo: dict[str, float] | None = None, *,
