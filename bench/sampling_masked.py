@@ -58,15 +58,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy (LLaDA, Fast-dLLM)")
     ap.add_argument("--thresholds", default="0.9,0.7,0.5,0.3", help="threshold sweep (Fast-dLLM uses 0.9)")
     ap.add_argument("--steps", type=int, default=300, help="training steps if the runs must be trained here")
     ap.add_argument("--runs", type=Path, default=Path("runs/bench-objectives"))
+    ap.add_argument("--masked-run", type=Path, help="sample this masked run instead (e.g. a converted AR parent, "
+                    "runs/bench-convert/converted-shift-r1 from bench/convert_vs_scratch.py)")
     args = ap.parse_args()
-    masked_dir = train_objective("masked", args.steps, args.runs, reuse=True)
+    masked_dir = args.masked_run or train_objective("masked", args.steps, args.runs, reuse=True)
     ar_dir = train_objective("ar", args.steps, args.runs, reuse=True)
     model, cfg, tok = load_for_inference(masked_dir)
     ar_model, _, _ = load_for_inference(ar_dir)
-    common = {"num_samples": args.samples, "length": args.length, "temperature": 1.0}
+    # greedy, as LLaDA and Fast-dLLM decode: confidence = the top probability
+    common = {"num_samples": args.samples, "length": args.length, "temperature": args.temperature}
     fixed = run_sampler(model, cfg, tok, "low_confidence", sampler="low_confidence", steps=args.length, **common)
     sweep = []
     for th in (float(x) for x in args.thresholds.split(",")):
