@@ -352,6 +352,8 @@ class Config:
 
     def validate(self) -> "Config":
         """Raise ConfigError naming the first impossible field or combination; return self."""
+        from sunfish_lib.validation import validate
+
         validate(self)
         return self
 
@@ -416,145 +418,6 @@ def parse_set_args(pairs: list[str] | None) -> dict[str, str]:
         k, v = pair.split("=", 1)
         out[k.strip()] = v.strip()
     return out
-
-
-# ----------------------------------------------------------------------------
-# Validation
-# ----------------------------------------------------------------------------
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
-
-
-def _one_of(name: str, value: Any, allowed) -> None:
-    _check(value in allowed, f"{name}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
-
-
-def _positive(name: str, value: Any) -> None:
-    _check(value > 0, f"{name}={value!r} must be > 0")
-
-
-def _fraction(name: str, value: float, hi_open: bool = False) -> None:
-    ok = 0.0 <= value < 1.0 if hi_open else 0.0 <= value <= 1.0
-    _check(ok, f"{name}={value!r} must be in [0, 1{')' if hi_open else ']'}")
-
-
-def _validate_architecture(m: ModelConfig) -> None:
-    """The options that make GPT-2 and Llama-family models representable (sunfish_lib/convert.py)."""
-    _one_of("model.norm", m.norm, NORMS)
-    _one_of("model.mlp", m.mlp, MLPS)
-    _one_of("model.pos_encoding", m.pos_encoding, POS_ENCODINGS)
-    _positive("model.rope_theta", m.rope_theta)
-    if m.pos_encoding == "rope":
-        _check(m.head_dim % 2 == 0, f"model.pos_encoding='rope' needs an even head dim; d_model/n_heads = {m.head_dim}")
-    if m.n_kv_heads is not None:
-        _positive("model.n_kv_heads", m.n_kv_heads)
-        _check(m.n_heads % m.n_kv_heads == 0,
-               f"model.n_kv_heads={m.n_kv_heads} must divide model.n_heads={m.n_heads} (grouped-query attention)")
-
-
-def validate(cfg: Config) -> None:
-    m, d, da, t, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
-    for name in ("vocab_size", "n_layers", "n_heads", "d_model", "max_seq_len", "time_freq_dim"):
-        _positive(f"model.{name}", getattr(m, name))
-    _check(m.d_model % m.n_heads == 0,
-           f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; pick heads that divide it")
-    _check(m.time_freq_dim % 2 == 0, f"model.time_freq_dim={m.time_freq_dim} must be even")
-    if m.d_ff is not None:
-        _positive("model.d_ff", m.d_ff)
-    if m.embed_dim is not None:
-        _positive("model.embed_dim", m.embed_dim)
-    _validate_architecture(m)
-    _fraction("model.dropout", m.dropout, hi_open=True)
-    _positive("model.norm_eps", m.norm_eps)
-    _positive("model.init_std", m.init_std)
-
-    _one_of("diffusion.objective", d.objective, OBJECTIVES)
-    _one_of("diffusion.schedule", d.schedule, NOISE_SCHEDULES)
-    _one_of("diffusion.mask_schedule", d.mask_schedule, MASK_SCHEDULES)
-    _one_of("diffusion.prediction", d.prediction, PREDICTIONS)
-    _positive("diffusion.num_timesteps", d.num_timesteps)
-    _check(0.0 < d.t_min < 1.0, f"diffusion.t_min={d.t_min!r} must be in (0, 1)")
-    _check(d.rounding_weight >= 0, f"diffusion.rounding_weight={d.rounding_weight!r} must be >= 0")
-    if d.objective == "continuous":
-        _check(m.time_conditioning is not False,
-               "model.time_conditioning=False but objective 'continuous' needs the timestep; set it to true or null")
-        _check(not d.self_conditioning or m.self_cond_input is not False,
-               "model.self_cond_input=False but diffusion.self_conditioning=True needs it; set it to true or null")
-    _check(not d.shift_logits or d.objective == "masked",
-           f"diffusion.shift_logits=True applies to the masked objective, not {d.objective!r}; set it to false")
-    if d.objective == "ar":
-        _check(m.causal is not False, "model.causal=False but objective 'ar' needs causal attention; set it to true or null")
-    elif m.causal:
-        _check(False, f"model.causal=True but objective {d.objective!r} is bidirectional; set it to false or null")
-
-    _positive("data.seq_len", da.seq_len)
-    _check(da.seq_len <= m.max_seq_len,
-           f"data.seq_len={da.seq_len} exceeds model.max_seq_len={m.max_seq_len}; lower seq_len or raise max_seq_len")
-    _positive("data.micro_batch_size", da.micro_batch_size)
-    _positive("data.bpe_vocab_size", da.bpe_vocab_size)
-    _check(da.bpe_vocab_size >= 260, f"data.bpe_vocab_size={da.bpe_vocab_size} must be >= 260 (256 bytes + specials)")
-    _check(da.num_workers >= 0, f"data.num_workers={da.num_workers} must be >= 0")
-    _check(da.shuffle_buffer >= 0, f"data.shuffle_buffer={da.shuffle_buffer} must be >= 0")
-    _check(bool(da.source.strip()), "data.source is empty; use shakespeare, fineweb[:CONFIG] or a path")
-    _fraction("data.random_length_fraction", da.random_length_fraction)
-    _fraction("data.val_fraction", da.val_fraction, hi_open=True)
-    _check(da.curriculum_steps >= 0, f"data.curriculum_steps={da.curriculum_steps} must be >= 0")
-    if da.curriculum_steps:
-        _check(0 < da.curriculum_start_len <= da.seq_len,
-               f"data.curriculum_start_len={da.curriculum_start_len} must be in [1, data.seq_len={da.seq_len}]")
-    if da.tokenizer == "bpe":
-        _check(da.bpe_vocab_size <= m.vocab_size,
-               f"data.bpe_vocab_size={da.bpe_vocab_size} exceeds model.vocab_size={m.vocab_size}; raise vocab_size")
-
-    _positive("train.max_steps", t.max_steps)
-    _positive("train.lr", t.lr)
-    _check(t.warmup_steps >= 0, f"train.warmup_steps={t.warmup_steps} must be >= 0")
-    _check(t.warmup_steps <= t.max_steps,
-           f"train.warmup_steps={t.warmup_steps} is longer than train.max_steps={t.max_steps}; shorten warmup")
-    _fraction("train.min_lr_ratio", t.min_lr_ratio)
-    _one_of("train.decay", t.decay, LR_DECAYS)
-    _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
-    _fraction("train.beta1", t.beta1, hi_open=True)
-    _fraction("train.beta2", t.beta2, hi_open=True)
-    _check(t.init_from is None or bool(t.init_from.strip()),
-           "train.init_from is empty; give an exported model folder or null")
-    _check(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0 disables clipping)")
-    _positive("train.accumulate_grad_batches", t.accumulate_grad_batches)
-    _one_of("train.precision", t.precision, PRECISIONS)
-    _one_of("train.strategy", t.strategy, STRATEGIES)
-    _positive("train.devices", t.devices)
-    _positive("train.num_nodes", t.num_nodes)
-    _fraction("train.ema_decay", t.ema_decay, hi_open=True)
-    for name in ("lr_mult_attn", "lr_mult_mlp", "lr_mult_embed", "lr_mult_norm", "lr_mult_time", "lr_depth_decay"):
-        _check(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0")
-    for name in ("log_every", "val_every", "val_batches", "ckpt_every"):
-        _positive(f"train.{name}", getattr(t, name))
-    for name in ("keep_best", "sample_every"):
-        _check(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0")
-    _check(not t.cpu_offload or t.strategy == "fsdp",
-           f"train.cpu_offload=True needs train.strategy='fsdp' (got {t.strategy!r})")
-
-    allowed = SAMPLERS[d.objective]
-    _check(s.sampler in allowed,
-           f"sample.sampler={s.sampler!r} does not fit objective {d.objective!r}; choose one of {', '.join(allowed)}")
-    _positive("sample.steps", s.steps)
-    if d.objective == "continuous":
-        _check(s.steps <= d.num_timesteps,
-               f"sample.steps={s.steps} exceeds diffusion.num_timesteps={d.num_timesteps}; use at most that many")
-    _check(s.eta >= 0, f"sample.eta={s.eta} must be >= 0")
-    _check(s.temperature >= 0, f"sample.temperature={s.temperature} must be >= 0 (0: greedy)")
-    _check(s.top_k >= 0, f"sample.top_k={s.top_k} must be >= 0 (0 disables)")
-    _check(0.0 < s.top_p <= 1.0, f"sample.top_p={s.top_p} must be in (0, 1]")
-    _positive("sample.length", s.length)
-    _check(s.length <= m.max_seq_len, f"sample.length={s.length} exceeds model.max_seq_len={m.max_seq_len}")
-    _positive("sample.num_samples", s.num_samples)
-    _positive("sample.mask_length", s.mask_length)
-    _one_of("sample.rounding", s.rounding, ROUNDINGS)
-    _check(s.block_length >= 0, f"sample.block_length={s.block_length} must be >= 0 (0: one block)")
-    _check(0.0 < s.threshold <= 1.0, f"sample.threshold={s.threshold} must be in (0, 1]")
-    _check(s.cfg_scale >= 0, f"sample.cfg_scale={s.cfg_scale} must be >= 0")
 
 
 # ----------------------------------------------------------------------------
