@@ -328,7 +328,6 @@ def loss_temporaries(m: ModelConfig, s: Setup) -> dict[str, int]:
 
 def buffers(m: ModelConfig, s: Setup, total_params: int, matmul_params: int) -> dict[str, int]:
     """Bytes held through forward and backward besides activations: batch, masks, communication buffers."""
-    p = PRECISIONS[s.precision]
     n = s.micro_batch * s.seq_len
     items = {"batch": n * 8 * 2}  # int64 inputs and targets
     if s.segment_mask:

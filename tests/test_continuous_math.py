@@ -52,7 +52,7 @@ def test_posterior_matches_closed_form():
     g = torch.Generator().manual_seed(0)
     x0, xk = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)
     for k in (1, 10, 49):
-        ab, ab_prev, beta = s.alpha_bar[k].item(), s.alpha_bar[k - 1].item(), s.betas[k].item()
+        ab_prev, beta = s.alpha_bar[k - 1].item(), s.betas[k].item()
         # prior q(x_{k-1}|x0) = N(sqrt(ab_prev) x0, 1-ab_prev); likelihood q(x_k|x_{k-1}) = N(sqrt(1-beta) x_{k-1}, beta)
         prec = 1 / (1 - ab_prev) + (1 - beta) / beta
         mean = (math.sqrt(ab_prev) * x0.double() / (1 - ab_prev) + math.sqrt(1 - beta) * xk.double() / beta) / prec

@@ -6,7 +6,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from sunfish_lib.config import DiffusionConfig
 from sunfish_lib.convert import Conversion, convert
 from sunfish_lib.diffusion.masked import MaskedDiffusion
 from sunfish_lib.errors import SunfishError

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from sunfish_lib.config import ModelConfig, get_config
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling.generate import generate, initial_ids

@@ -1,7 +1,6 @@
 import math
 
 import pytest
-import torch
 
 from sunfish_lib.config import get_config
 from sunfish_lib.model import Backbone
