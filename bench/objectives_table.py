@@ -20,12 +20,11 @@ import json
 import time
 from pathlib import Path
 
-from sunfish_lib.config import get_config
+from sunfish_lib.config import DEFAULT_SAMPLERS, get_config
 from sunfish_lib.data import get_tokenizer
 from sunfish_lib.evaluate import evaluate_run
 from sunfish_lib.train.trainer import train
 
-SAMPLERS = {"ar": "ar", "masked": "low_confidence", "continuous": "ddim"}
 MDLM_RATIO = 23.21 / 17.54
 
 
@@ -34,7 +33,7 @@ def train_objective(objective: str, steps: int, out: Path, reuse: bool) -> Path:
     if reuse and (run_dir / "export" / "model.safetensors").is_file():
         print(f"{objective}: reusing {run_dir}")
         return run_dir
-    cfg = get_config("tiny", {"objective": objective, "sampler": SAMPLERS[objective], "max_steps": steps,
+    cfg = get_config("tiny", {"objective": objective, "sampler": DEFAULT_SAMPLERS[objective], "max_steps": steps,
                               "warmup_steps": max(1, steps // 10), "val_every": steps, "ckpt_every": steps,
                               "log_every": max(1, steps // 20), "tensorboard": False, "keep_best": 0})
     t0 = time.perf_counter()

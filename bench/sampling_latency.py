@@ -27,7 +27,7 @@ def tiny_export(folder: Path, objective: str) -> Path:
     from sunfish_lib.config import get_config
     from sunfish_lib.data import get_tokenizer
     from sunfish_lib.model import Backbone
-    from sunfish_lib.sampling.checkpoints import DEFAULT_SAMPLERS
+    from sunfish_lib.config import DEFAULT_SAMPLERS
     from sunfish_lib.train.checkpoint import export_model
 
     cfg = get_config("tiny", {"objective": objective, "sampler": DEFAULT_SAMPLERS[objective]})

@@ -34,6 +34,8 @@ SAMPLERS = {
     "masked": ("ancestral", "low_confidence", "random", "threshold"),
     "ar": ("ar",),
 }
+DEFAULT_SAMPLERS = {"continuous": "ddim", "masked": "low_confidence", "ar": "ar"}
+"""The sampler a run gets when only its objective is chosen."""
 
 
 @dataclass(frozen=True)

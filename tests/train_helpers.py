@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from sunfish_lib.config import get_config
+from sunfish_lib.config import DEFAULT_SAMPLERS, get_config
 
 SMALL = {"n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 4, "max_steps": 6,
          "warmup_steps": 2, "val_every": 3, "ckpt_every": 3, "log_every": 1, "val_batches": 2,
@@ -14,7 +14,7 @@ SMALL_ARGS = [a for k, v in SMALL.items() if k != "max_steps" for a in ("--set",
 
 
 def small_config(objective: str = "masked", **extra):
-    sampler = {"masked": "low_confidence", "ar": "ar", "continuous": "ddim"}[objective]
+    sampler = DEFAULT_SAMPLERS[objective]
     return get_config("tiny", {**SMALL, "objective": objective, "sampler": sampler, **extra})
 
 

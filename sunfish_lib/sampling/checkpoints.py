@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_SAMPLERS = {"continuous": "ddim", "masked": "low_confidence", "ar": "ar"}
+from sunfish_lib.config import DEFAULT_SAMPLERS
+
 SMOKE_SHAPE = {"n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 4}
 
 

@@ -31,13 +31,13 @@ def add_parser(sub) -> None:
 
 def config_from_args(args):
     """The Config that `sunfish train ARGS` trains (preset or --config, then flags, then --set)."""
-    from sunfish_lib.config import Config, get_config, parse_set_args
+    from sunfish_lib.config import DEFAULT_SAMPLERS, Config, get_config, parse_set_args
 
     cfg = Config.load(args.config) if args.config else get_config(args.preset)
     overrides: dict = {}
     if args.objective:
         overrides["diffusion.objective"] = args.objective
-        overrides["sample.sampler"] = {"continuous": "ddim", "masked": "low_confidence", "ar": "ar"}.get(args.objective, "ddim")
+        overrides["sample.sampler"] = DEFAULT_SAMPLERS.get(args.objective, "ddim")
     for flag, key in (("data", "data.source"), ("devices", "train.devices"), ("num_nodes", "train.num_nodes"),
                       ("strategy", "train.strategy"), ("max_steps", "train.max_steps")):
         if getattr(args, flag) is not None:
