@@ -350,6 +350,11 @@ class Config:
         cfg = self
         for key, value in items.items():
             cfg = _set(cfg, key, value)
+        # choosing only an objective brings its default sampler (ddim cannot sample a masked model)
+        objective = cfg.diffusion.objective
+        if objective != self.diffusion.objective and objective in DEFAULT_SAMPLERS \
+                and not any(k.split(".")[-1] == "sampler" for k in items):
+            cfg = _set(cfg, "sample.sampler", DEFAULT_SAMPLERS[objective])
         return cfg
 
     def validate(self) -> "Config":

@@ -100,3 +100,14 @@ def test_from_dict_rejects_unknown_and_bad_types():
         Config.from_dict(d)
     with pytest.raises(ConfigError, match="not valid JSON"):
         Config.from_json("{oops")
+
+
+def test_choosing_only_an_objective_brings_its_default_sampler():
+    from sunfish_lib.config import DEFAULT_SAMPLERS, get_config
+
+    for objective, sampler in DEFAULT_SAMPLERS.items():
+        assert get_config("tiny", {"objective": objective}).sample.sampler == sampler
+    # an explicit sampler wins, and is still validated against the objective
+    assert get_config("tiny", {"objective": "masked", "sampler": "threshold"}).sample.sampler == "threshold"
+    with pytest.raises(ConfigError, match="does not fit objective 'masked'"):
+        get_config("tiny", {"objective": "masked", "sampler": "ddim"})
