@@ -204,7 +204,21 @@ def _differs(a: Config, b: Config) -> str:
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_run: bool = False,
           overfit_batches: int = 0, progress: bool | None = None, tokenizer=None,
           callbacks: tuple = ()) -> dict[str, Any]:
-    """Train `cfg` into run_dir (resuming from checkpoints/last.ckpt when asked); returns a summary."""
+    """Train `cfg` into run_dir (resuming from checkpoints/last.ckpt when asked); returns a summary.
+
+    run_dir/status.json records the run for `sunfish runs`: running, then finished, or failed
+    with the one-line reason (sunfish_lib/train/status.py).
+    """
+    from sunfish_lib.train.status import RunStatus
+
+    status = RunStatus(run_dir, enabled=not fast_dev_run)
+    with status.tracking():
+        return _train(cfg, run_dir, resume=resume, fast_dev_run=fast_dev_run, overfit_batches=overfit_batches,
+                      progress=progress, tokenizer=tokenizer, callbacks=callbacks, status=status)
+
+
+def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool, overfit_batches: int,
+           progress: bool | None, tokenizer, callbacks: tuple, status) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from sunfish_lib.data import SunfishDataModule, get_tokenizer, save_tokenizer
@@ -214,6 +228,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
     run_dir = Path(run_dir)
     check_run_dir_writable(run_dir)
     cfg = prepare_run(cfg.validate(), run_dir, resume)
+    status.begin(cfg, resume)
     tok = tokenizer or get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
     if not (run_dir / "tokenizer").is_dir():
         save_tokenizer(tok, run_dir)
@@ -226,7 +241,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
 
         load_weights(module.model, cfg.train.init_from)
     dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
-    trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress, extra_callbacks=callbacks)
+    trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress,
+                            extra_callbacks=(*callbacks, status))
     if overfit_batches:
         from sunfish_lib.train.overfit import fixed_batches
 
