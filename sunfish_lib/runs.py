@@ -5,7 +5,7 @@ ran and rebuild it:
 
     <notebook>.ipynb     executed copy (with the traceback if a cell failed)
     params.json          the parameters injected, per notebook
-    run.json             git commit (and whether the tree was dirty), command, start/end, status
+    run.json             git commit (and whether the tree was dirty), command, start/end, status, pid/host
     pip-freeze.txt       installed packages, `name==version` per line
 """
 
@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.paths import repo_root, runs_dir
+from sunfish_lib.registry import process_identity, write_json as _write_json
 
 
 class NotebookFailed(Exception):
@@ -108,6 +109,7 @@ def pip_freeze() -> str:
 def record_environment(run_dir: Path, command: list[str] | None = None) -> dict[str, Any]:
     """Write run.json (git, command, python) and pip-freeze.txt into the run folder."""
     info = {
+        **process_identity(),  # pid, pid_created, hostname: `sunfish runs` tells a killed run from a live one
         "git": git_info(),
         "command": command if command is not None else sys.argv,
         "python": sys.version.split()[0],
@@ -118,12 +120,6 @@ def record_environment(run_dir: Path, command: list[str] | None = None) -> dict[
     (run_dir / "pip-freeze.txt").write_text(pip_freeze())
     _write_json(run_dir / "run.json", info)
     return info
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
 
 
 def _check_params(notebook: Path, params: Mapping[str, Any]) -> dict[str, Any]:
