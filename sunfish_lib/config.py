@@ -180,6 +180,10 @@ class DataConfig:
     """Fraction of documents held out for validation (deterministic by document)."""
     text_field: str = "text"
     """Field holding the text in JSON/JSONL/parquet sources."""
+    read_retries: int = 5
+    """Retries of a read that fails mid-stream (file gone, connection dropped) before training stops."""
+    retry_backoff_s: float = 1.0
+    """Sleep before the first retry; doubles for each further one (capped at 60 s)."""
 
 
 @dataclass(frozen=True)

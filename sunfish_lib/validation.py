@@ -106,6 +106,9 @@ def _validate_data(da: DataConfig, m: ModelConfig) -> None:
     _check(da.bpe_vocab_size >= 260, f"data.bpe_vocab_size={da.bpe_vocab_size} must be >= 260 (256 bytes + specials)")
     _check(da.num_workers >= 0, f"data.num_workers={da.num_workers} must be >= 0")
     _check(da.shuffle_buffer >= 0, f"data.shuffle_buffer={da.shuffle_buffer} must be >= 0")
+    _check(da.read_retries >= 0, f"data.read_retries={da.read_retries} must be >= 0 (0: fail at the first error)")
+    _check(0 <= da.retry_backoff_s <= 3600,
+           f"data.retry_backoff_s={da.retry_backoff_s!r} must be in [0, 3600] seconds")
     _check(bool(da.source.strip()), "data.source is empty; use shakespeare, fineweb[:CONFIG] or a path")
     _fraction("data.random_length_fraction", da.random_length_fraction)
     _fraction("data.val_fraction", da.val_fraction, hi_open=True)

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sunfish_lib.data.packing import PackSpec
+from sunfish_lib.data.retry import DataStreamError, RetryPolicy
 from sunfish_lib.data.sources import RowFilter, SourceSpec
 from sunfish_lib.data.stream import BlockReader, PackedStream
 from sunfish_lib.errors import SunfishError
@@ -31,9 +32,11 @@ class PackedDataset(IterableDataset):
     """Packed batches (dicts of (B, T) tensors) of one split; each DataLoader worker reads its own stream."""
 
     def __init__(self, spec: SourceSpec, hf_ds, rows: RowFilter, tokenizer, pack: PackSpec, *, rank: int = 0,
-                 world_size: int = 1, loop: bool = True, shuffle_buffer: int = 1000, seed: int = 0):
+                 world_size: int = 1, loop: bool = True, shuffle_buffer: int = 1000, seed: int = 0,
+                 retry: RetryPolicy = RetryPolicy()):
         super().__init__()
         self.spec, self.hf_ds, self.rows, self.tokenizer, self.pack = spec, hf_ds, rows, tokenizer, pack
+        self.retry = retry
         self.rank, self.world_size, self.loop = rank, world_size, loop
         self.shuffle_buffer, self.seed = shuffle_buffer, seed
         self.resume: dict | None = None  # {"rotation": int, "streams": [state | None] * W}, set by the loader
@@ -51,7 +54,7 @@ class PackedDataset(IterableDataset):
             strategy = "shards" if ds.num_shards >= total else "examples"
             ds = split_dataset_by_node(ds, rank=global_id, world_size=total, strategy=strategy)
         reader = BlockReader(ds, self.rows, self.spec, stream=global_id, seed=self.seed, loop=self.loop,
-                             block_rows=self.shuffle_buffer or 64, shuffle=self.shuffle_buffer > 0)
+                             block_rows=self.shuffle_buffer or 64, shuffle=self.shuffle_buffer > 0, retry=self.retry)
         stream = PackedStream(reader, self.tokenizer.encode_batch, self.pack, stream=logical, num_streams=num_workers)
         stream.logical = logical
         if self.resume is not None:
@@ -152,7 +155,7 @@ class ResumableLoader:
     def __iter__(self) -> Iterator[dict]:
         for batch in self.dataloader():
             if "_error" in batch:
-                raise SunfishError(batch["_error"])
+                raise DataStreamError(batch["_error"])
             meta = batch.pop("_resume") if not self.defer_tracking else None
             if meta is not None and self.tracker is not None:
                 self.tracker.record(meta)

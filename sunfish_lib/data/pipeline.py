@@ -11,6 +11,7 @@ from dataclasses import replace
 from sunfish_lib.config import DataConfig
 from sunfish_lib.data.loader import PackedDataset, ResumableLoader, ResumeTracker
 from sunfish_lib.data.packing import PackSpec
+from sunfish_lib.data.retry import RetryPolicy
 from sunfish_lib.data.sources import SourceSpec, open_source, parse_source
 from sunfish_lib.data.tokenizer import SunfishTokenizer, get_tokenizer
 from sunfish_lib.errors import SunfishError
@@ -55,7 +56,8 @@ def make_dataset(data: DataConfig, tokenizer: SunfishTokenizer, split: str = "tr
     train = split == "train"
     return PackedDataset(source, hf_ds, rows, tokenizer, pack, rank=rank, world_size=world_size,
                          loop=train if loop is None else loop,
-                         shuffle_buffer=data.shuffle_buffer if train else 0, seed=seed)
+                         shuffle_buffer=data.shuffle_buffer if train else 0, seed=seed,
+                         retry=RetryPolicy(data.read_retries, data.retry_backoff_s))
 
 
 def make_loader(data: DataConfig, tokenizer: SunfishTokenizer | None = None, split: str = "train", *,

@@ -18,7 +18,9 @@ from typing import Callable
 
 import numpy as np
 
+from sunfish_lib.data import retry
 from sunfish_lib.data.packing import PackSpec, TokenBuffer, make_batch
+from sunfish_lib.data.retry import RetryPolicy
 from sunfish_lib.data.sources import RowFilter, SourceSpec, input_error
 from sunfish_lib.errors import SunfishError
 
@@ -29,11 +31,13 @@ class BlockReader:
     """Documents of one stream, block-shuffled, pass after pass (or one pass when `loop` is False).
 
     `ds` must be a fresh `datasets.IterableDataset` (not iterated yet) owned by this reader.
+    A read that fails transiently is retried per `retry` from the state after the last rows received.
     """
 
     def __init__(self, ds, rows: RowFilter, spec: SourceSpec, *, stream: int, seed: int = 0, loop: bool = True,
-                 block_rows: int = 1000, pull: int = 64, shuffle: bool = True):
-        self.ds, self.rows, self.spec = ds, rows, spec
+                 block_rows: int = 1000, pull: int = 64, shuffle: bool = True, retry: RetryPolicy = RetryPolicy()):
+        self.ds, self.rows, self.spec, self.retry = ds, rows, spec, retry
+        self.retries_used = 0  # retries that succeeded or are in progress, over this reader's life
         self.stream, self.seed, self.loop, self.shuffle = stream, seed, loop, shuffle
         self.pull = max(1, min(pull, block_rows))
         self.block_rows = max(block_rows, 1)
@@ -94,10 +98,25 @@ class BlockReader:
         self.block, self.index = docs, 0
 
     def _pull(self) -> dict | None:
-        try:
-            return next(self._it, None)
-        except Exception as e:
-            raise (input_error(self.spec, e) or e) from None
+        """The next batch of rows; transient failures are retried from the state after the last batch."""
+        attempt, waited = 0, 0.0
+        while True:
+            try:
+                return next(self._it, None)
+            except Exception as e:
+                if not retry.is_transient(e):
+                    raise (input_error(self.spec, e) or e) from None
+                attempt += 1
+                if attempt > self.retry.retries:
+                    raise retry.exhausted_error(self.spec.source, self.spec.kind == "hub", e, attempt, waited) from None
+                delay = self.retry.delay(attempt)
+                retry.log_retry(self.spec.source, e, attempt, self.retry.retries, delay)
+                retry.sleep(delay)
+                waited += delay
+                self.retries_used += 1
+                # A generator that raised is finished: reopen the stream where the last batch ended.
+                self.ds.load_state_dict(self._hf_state if self._hf_state is not None else self._init_state)
+                self._it = self.ds.iter(batch_size=self.pull)
 
 
 class PackedStream:
