@@ -25,6 +25,7 @@ PREDICTIONS = ("eps", "v", "x0")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 LR_DECAYS = ("cosine", "linear", "constant")
+NAN_POLICIES = ("stop", "skip")
 ROUNDINGS = ("cosine", "euclidean")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
@@ -210,6 +211,10 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: off)."""
     accumulate_grad_batches: int = 1
     """Micro-batches per optimizer step."""
+    nan_policy: str = "stop"
+    """Non-finite loss: stop (naming the step and the last good checkpoint) or skip that optimizer step (weights unchanged)."""
+    max_nan_skips: int = 10
+    """nan_policy='skip': stop once more than this many optimizer steps in a row were skipped."""
     precision: str = "auto"
     """auto (bf16-mixed on GPUs that support it, fp32 on CPU), 32-true, bf16-mixed, bf16-true, 16-mixed."""
     strategy: str = "auto"

@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from sunfish_lib.config import (
-    LR_DECAYS, MASK_SCHEDULES, MLPS, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS, PREDICTIONS,
-    ROUNDINGS, SAMPLERS, STRATEGIES, Config, DataConfig, DiffusionConfig, ModelConfig, SampleConfig, TrainConfig,
+    LR_DECAYS, MASK_SCHEDULES, MLPS, NAN_POLICIES, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS,
+    PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES, Config, DataConfig, DiffusionConfig, ModelConfig, SampleConfig,
+    TrainConfig,
 )
 from sunfish_lib.errors import ConfigError
 
@@ -137,6 +138,11 @@ def _validate_train(t: TrainConfig) -> None:
            "train.init_from is empty; give an exported model folder or null")
     _check(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0 disables clipping)")
     _positive("train.accumulate_grad_batches", t.accumulate_grad_batches)
+    _one_of("train.nan_policy", t.nan_policy, NAN_POLICIES)
+    _check(t.max_nan_skips >= 0, f"train.max_nan_skips={t.max_nan_skips} must be >= 0 (0: stop at the first)")
+    _check(t.nan_policy != "skip" or t.precision != "16-mixed",
+           "train.nan_policy='skip' does not combine with precision '16-mixed' (its loss scaler skips "
+           "non-finite steps itself); use nan_policy='stop' or precision 'bf16-mixed'")
     _one_of("train.precision", t.precision, PRECISIONS)
     _one_of("train.strategy", t.strategy, STRATEGIES)
     _positive("train.devices", t.devices)

@@ -72,6 +72,9 @@ class SunfishModule(pl.LightningModule):
         self._gen: torch.Generator | None = None
         self._pending_ema: list[torch.Tensor] | None = None
         self.last_grad_norm: float | None = None
+        self._bad_loss: float | None = None  # non-finite loss seen in this optimizer step's micro-batches
+        self.nan_skips = 0  # optimizer steps skipped for a non-finite loss (train.nan_policy='skip')
+        self._skips_in_a_row = 0
 
     # -- parallelism -------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -108,7 +111,8 @@ class SunfishModule(pl.LightningModule):
         out = self.objective.loss(self.model, batch, generator=self._generator(self._micro))
         self._micro += 1
         loss = out["loss"]
-        self._nan_guard(loss)
+        if not torch.isfinite(loss.detach()).all():
+            return self._nan_guard(loss)
         bs = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in out.items():  # scalar metrics, incl. per-timestep-bucket losses (mse/t0.00-0.25, ...)
@@ -120,14 +124,22 @@ class SunfishModule(pl.LightningModule):
         out = self.objective.loss(self.model, batch, generator=self._generator(batch_idx, stream=1))
         self.log("val/loss", out["loss"], prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
 
-    def _nan_guard(self, loss: torch.Tensor) -> None:
-        if torch.isfinite(loss.detach()).all():
-            return
-        step = self.global_step
+    def _nan_guard(self, loss: torch.Tensor) -> torch.Tensor:
+        """A non-finite loss: stop (train.nan_policy='stop'), or mark this optimizer step to be skipped.
+
+        'skip' returns a zero loss that still backpropagates through every parameter (so DDP/FSDP
+        ranks stay in step); `optimizer_step` then drops the gradients of the whole step.
+        """
+        if self.cfg.train.nan_policy == "stop":
+            raise self._nan_error(loss.item(), self.global_step, "training stopped")
+        self._bad_loss = loss.item()
+        return torch.nan_to_num(loss, 0.0, 0.0, 0.0) * 0.0
+
+    def _nan_error(self, value: float, step: int, what: str) -> SunfishError:
         ckpt = getattr(self.trainer, "_sunfish_last_good", None) if self._trainer is not None else None
         where = f"; last good checkpoint: {ckpt}" if ckpt else "; no checkpoint was written yet"
-        raise SunfishError(f"loss became {loss.item()} at step {step}: training stopped{where}. "
-                           "Lower train.lr, check the data, or resume from that checkpoint")
+        return SunfishError(f"loss became {value} at step {step}: {what}{where}. "
+                            "Lower train.lr, check the data, or resume from that checkpoint")
 
     # -- optimizer ---------------------------------------------------------------------
     def configure_optimizers(self):
@@ -167,12 +179,51 @@ class SunfishModule(pl.LightningModule):
             local = max(1, self.trainer.world_size // max(1, self.trainer.num_nodes))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        """The optimizer step, then the EMA update (before any callback can checkpoint)."""
-        super().optimizer_step(*args, **kwargs)
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The optimizer step, then the EMA update (before any callback can checkpoint).
+
+        train.nan_policy='skip': when any micro-batch of this step (on any rank) had a non-finite
+        loss, the gradients are dropped after the closure ran, so AdamW leaves every weight and
+        moment as it was (like AMP's GradScaler, the step still counts, and the LR schedule moves on).
+        """
+        step, skipped = self.global_step, False
+
+        def closure():
+            nonlocal skipped
+            result = optimizer_closure()
+            bad = torch.tensor(float(self._bad_loss is not None), device=self.device)
+            skipped = bool(self.trainer.strategy.reduce(bad, reduce_op="sum") > 0)
+            if skipped:
+                optimizer.zero_grad(set_to_none=True)  # AdamW skips parameters without a gradient
+            return result
+
+        skip_policy = self.cfg.train.nan_policy == "skip"
+        super().optimizer_step(epoch, batch_idx, optimizer, closure if skip_policy else optimizer_closure)
+        if skipped:
+            self._record_skip(step)
+            return
+        self._skips_in_a_row = 0
         self._ensure_ema()
         if self.ema is not None:
             self.ema.update(list(self.model.parameters()))
+
+    def _record_skip(self, step: int) -> None:
+        """Count a skipped step, note it in train.log; stop after more than train.max_nan_skips in a row."""
+        value = self._bad_loss if self._bad_loss is not None else float("nan")  # nan: another rank's
+        self._bad_loss = None
+        self.nan_skips += 1
+        self._skips_in_a_row += 1
+        self.log("train/nan_skips", float(self.nan_skips), batch_size=1)
+        limit = self.cfg.train.max_nan_skips
+        if self._skips_in_a_row > limit:
+            raise self._nan_error(value, step, f"training stopped after {self._skips_in_a_row} skipped steps "
+                                               f"in a row (train.max_nan_skips={limit})")
+        from sunfish_lib.train.callbacks import TextLog
+
+        for cb in self.trainer.callbacks if self.trainer.is_global_zero else ():
+            if isinstance(cb, TextLog):
+                cb.write(f"step {step}: loss was {value}; optimizer step skipped (train.nan_policy=skip; "
+                         f"{self._skips_in_a_row} in a row, {self.nan_skips} in all)")
 
     def on_validation_start(self) -> None:
         self._ensure_ema()
