@@ -79,21 +79,27 @@ class ThroughputMonitor(pl.Callback):
 
 
 class NormMonitor(pl.Callback):
-    """Every `every` steps: gradient norm and update/weight ratio ||dW|| / ||W|| per parameter group."""
+    """Per parameter group: gradient norm every `every` steps; update/weight ratio ||dW|| / ||W||
+    every `every * ratio_every` steps.
 
-    def __init__(self, every: int):
-        self.every = every
+    The ratio needs a copy of the weights from before the optimizer step (one extra model's
+    worth of memory for that step, the local shard under FSDP), so it is taken 10x more rarely.
+    """
+
+    def __init__(self, every: int, ratio_every: int = 10):
+        self.every, self.ratio_every = every, ratio_every
         self._before: list[tuple[str, list[torch.Tensor], list[torch.Tensor]]] | None = None
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if trainer.global_step % self.every:
             return
-        self._before = []
+        copy = trainer.global_step % (self.every * self.ratio_every) == 0
+        self._before = [] if copy else None
         for g in optimizer.param_groups:
             params = [p for p in g["params"] if p.grad is not None]
-            self._before.append((g["group_name"], params, [p.detach().clone() for p in params]))
-            gn = _norm([p.grad for p in params])
-            pl_module.log(f"grad_norm/{g['group_name']}", gn, batch_size=1)
+            if copy:
+                self._before.append((g["group_name"], params, [p.detach().clone() for p in params]))
+            pl_module.log(f"grad_norm/{g['group_name']}", _norm([p.grad for p in params]), batch_size=1)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self._before is None or pl_module._micro % pl_module.cfg.train.accumulate_grad_batches:
