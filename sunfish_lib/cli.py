@@ -218,7 +218,14 @@ def _add_evaluate(sub) -> None:
     add_parser(sub)
 
 
-COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_evaluate, _add_sample, _add_convert]
+def _add_runs(sub) -> None:
+    from sunfish_lib.runs_command import add_parser
+
+    add_parser(sub)
+
+
+COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_evaluate, _add_sample, _add_convert,
+            _add_runs]
 
 
 def build_parser() -> argparse.ArgumentParser:

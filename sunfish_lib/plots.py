@@ -299,3 +299,35 @@ def save_denoising_gif(frames: Sequence[Sequence[tuple[str, str]]], path: str | 
     fig, anim = denoising_animation(frames, width=width, title=title)
     anim.save(str(path), writer=PillowWriter(fps=fps))
     return path
+
+
+# ----------------------------------------------------------------------------
+# 09 · comparing runs (data from sunfish_lib.compare.curves: metric rows with `tokens`, `wall_s`)
+# ----------------------------------------------------------------------------
+
+COMPARE_X = (("step", "step"), ("tokens", "tokens"), ("wall_s", "wall time (s)"))
+
+
+def compare_curves(runs: Mapping[str, Sequence[dict]], *, keys: Sequence[str] = ("train/loss", "val/loss"),
+                   title: str | None = None) -> Figure:
+    """One row per metric, one column per x axis (step, tokens, wall time); one colour per run.
+
+    Validation points get markers (they are few). A run without `wall_s` (trained before the
+    time was logged) is left out of that column only.
+    """
+    fig = Figure(figsize=(13.0, 3.2 * len(keys)), layout="constrained")
+    axes = fig.subplots(len(keys), len(COMPARE_X), squeeze=False)
+    for row, key in zip(axes, keys):
+        for ax, (x, xlabel) in zip(row, COMPARE_X):
+            for i, (label, rows) in enumerate(runs.items()):
+                pts = [(r[x], r[key]) for r in rows if x in r and key in r]
+                if pts:
+                    ax.plot(*zip(*pts), color=f"C{i}", label=label,
+                            marker="o" if key.startswith("val/") or len(pts) < 30 else None, ms=4)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(key)
+            if ax.lines and x == "step":
+                ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig

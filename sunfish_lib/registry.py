@@ -128,7 +128,7 @@ class RunRecord:
 
 def is_training_run(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(
-        (folder / name).exists() for name in (STATUS_FILE, "checkpoints", "logs", "train.log"))
+        (folder / name).exists() for name in (STATUS_FILE, "checkpoints", "logs", "train.log", "export"))
 
 
 def is_notebook_run(folder: Path) -> bool:
@@ -205,7 +205,7 @@ def list_runs(roots: Iterable[str | Path] | None = None, *, status: Iterable[str
     """Records of every run folder under `roots` (default: the runs folder), optionally only some states."""
     from sunfish_lib.paths import runs_dir
 
-    roots = [Path(r) for r in (roots or [runs_dir()])]
+    roots = [Path(r).resolve() for r in (roots or [runs_dir()])]
     for r in roots:
         if not r.is_dir():
             raise SunfishError(f"runs root {r} is not a folder; pass a folder that holds run folders (default: runs/)")
@@ -258,8 +258,12 @@ def table_rows(records: Iterable[RunRecord], relative_to: Path | None = None) ->
     return rows
 
 
+def aligned(rows: list[list[str]]) -> str:
+    """Rows of cells as plain text: left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def format_table(records: Iterable[RunRecord], relative_to: Path | None = None) -> str:
-    """A plain-text table (left-aligned columns, two spaces apart); a failed run's reason follows its path."""
-    rows = [list(TABLE_COLUMNS)] + table_rows(records, relative_to)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS) - 1)]
-    return "\n".join("  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]).rstrip() for row in rows)
+    """The `sunfish runs` table; a failed run's reason follows its path."""
+    return aligned([list(TABLE_COLUMNS)] + table_rows(records, relative_to))

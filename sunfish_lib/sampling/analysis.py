@@ -130,3 +130,21 @@ def step_html(tokenizer, traj, step: int, row: int = 0) -> str:
     t = traj.times[step] if step < len(traj.times) else float("nan")
     return (f'<div class="sf-step"><div style="font-size:85%">step {step + 1}/{len(traj)}, t = {t:.3f} · {legend}</div>'
             f'<pre style="white-space:pre-wrap;margin:4px 0">{"".join(spans)}</pre></div>')
+
+
+def token_entropy(ids: torch.Tensor, keep: torch.Tensor | None = None) -> list[float]:
+    """Entropy (nats) of each sample's own token histogram, (B, T) ids -> B floats.
+
+    The sample-entropy statistic of MDLM / ReMDM evaluations: degenerate, repetitive text has
+    low entropy (one token repeated: 0). keep (B, T) bool selects the positions counted
+    (e.g. the generated ones, not the prompt).
+    """
+    out = []
+    for b in range(ids.shape[0]):
+        row = ids[b] if keep is None else ids[b][keep[b]]
+        if row.numel() == 0:
+            out.append(float("nan"))
+            continue
+        p = torch.unique(row, return_counts=True)[1].double() / row.numel()
+        out.append(float(-(p * p.log()).sum()))
+    return out

@@ -1,0 +1,202 @@
+"""Comparing training runs (notebook 09): curves on common axes, final metrics, config differences.
+
+- curves: each run's logged rows (`read_metrics`) with two more x axes: `tokens` (step x
+  tokens per optimizer step from its config) and `wall_s` (`time/elapsed_s`, the training
+  wall time status.py logs, interpolated onto validation rows, which Lightning logs apart).
+- final metrics: the held-out likelihood from `evaluate.evaluate_run` (exact NLL for ar, ELBO
+  bound for masked, rounding CE for continuous; bits per byte where it is a likelihood) and
+  sample statistics of unconditional samples: `sample_entropy`, the mean entropy of each
+  sample's token histogram (`sampling.analysis.token_entropy`; repetitive text scores low),
+  and `denoise_entropy`, the mean entropy of the distributions the sampler drew from
+  (`sampling.analysis.step_entropy`; diffusion samplers only).
+- config diff: the dotted config fields whose values differ between runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from sunfish_lib.errors import SunfishError
+from sunfish_lib.registry import aligned, is_training_run, list_runs, read_json
+from sunfish_lib.train.metrics import read_metrics
+
+X_AXES = {"step": "step", "tokens": "tokens", "wall": "wall_s"}
+METRIC_COLUMNS = ("run", "objective", "steps", "tokens", "wall_s", "train_loss", "val_loss", "eval_kind",
+                  "nats_per_token", "stderr", "perplexity", "bits_per_byte", "sample_entropy", "denoise_entropy")
+
+
+def pick_runs(runs: Iterable[str | Path] = (), run_dir: str | Path | None = None, newest: int = 4) -> list[Path]:
+    """The training runs to compare.
+
+    Given paths: those (each must be a training run folder). Otherwise every finished training
+    run under `run_dir` (in a workbook: what 04 and 08 trained there); when it holds none, the
+    `newest` finished ones under its parent (the runs folder), or under runs/ without a run_dir.
+    """
+    from sunfish_lib.paths import runs_dir
+
+    paths = [Path(p) for p in runs]
+    for p in paths:
+        if not is_training_run(p):
+            raise SunfishError(f"runs: {p} is not a training run folder (no config.json with checkpoints/, "
+                               "logs/ or export/); pass folders that `sunfish runs` lists")
+    if paths:
+        return paths
+    here = Path(run_dir) if run_dir else None
+    found = _finished(here) if here is not None and here.is_dir() else []
+    if not found:
+        parent = here.parent if here is not None else runs_dir()
+        found = sorted(_finished(parent), key=_started)[-newest:] if parent.is_dir() else []
+    if not found:
+        raise SunfishError(f"no finished training runs under {here or runs_dir()} or its parent; "
+                           "train one (notebook 04) or pass runs=[...]")
+    return found
+
+
+def _finished(root: Path) -> list[Path]:
+    return [Path(r.path) for r in list_runs([root], status=["finished"]) if r.kind == "train"]
+
+
+def _started(path: Path) -> str:
+    return read_json(path / "status.json").get("started") or f"{os.path.getmtime(path / 'config.json'):020.3f}"
+
+
+def run_labels(paths: Iterable[str | Path]) -> dict[str, Path]:
+    """label -> path, labels being the paths relative to their common parent (the name for one run)."""
+    paths = [Path(p).resolve() for p in paths]
+    if len(paths) == 1:
+        return {paths[0].name: paths[0]}
+    base = Path(os.path.commonpath(paths))
+    return {str(p.relative_to(base)) or p.name: p for p in paths}
+
+
+def tokens_per_step(config: Mapping[str, Any]) -> int:
+    """Tokens per optimizer step: micro-batch x sequence length x accumulation x devices x nodes."""
+    d, t = config["data"], config["train"]
+    return d["micro_batch_size"] * d["seq_len"] * t["accumulate_grad_batches"] * t["devices"] * t["num_nodes"]
+
+
+def curves(path: str | Path) -> list[dict[str, float]]:
+    """The run's metric rows with `tokens` and `wall_s` added (wall_s only when the run logged its time)."""
+    path = Path(path)
+    rows = read_metrics(path)
+    per_step = tokens_per_step(read_json(path / "config.json"))
+    timed = sorted((r["step"], r["time/elapsed_s"]) for r in rows if "time/elapsed_s" in r and "step" in r)
+    out = []
+    for r in rows:
+        if "step" not in r:
+            continue
+        extra = {"tokens": r["step"] * per_step}
+        if timed:
+            extra["wall_s"] = float(np.interp(r["step"], [s for s, _ in timed], [w for _, w in timed]))
+        out.append({**r, **extra})
+    return out
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys: {"model": {"n_layers": 2}} -> {"model.n_layers": 2}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, key + ".") if isinstance(v, Mapping) else {key: v})
+    return out
+
+
+def config_diff(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """field -> {label: value} for the dotted config fields that differ between runs (None where absent)."""
+    flat = {label: flatten(c) for label, c in configs.items()}
+    keys = sorted({k for f in flat.values() for k in f})
+    diff = {}
+    for k in keys:
+        values = {label: f.get(k) for label, f in flat.items()}
+        if len({repr(v) for v in values.values()}) > 1:
+            diff[k] = values
+    return diff
+
+
+def sample_statistics(path: str | Path, *, num_samples: int = 4, length: int = 64, steps: int | None = None,
+                      seed: int = 0) -> dict[str, float | None]:
+    """sample_entropy and denoise_entropy (see the module docstring) of unconditional samples."""
+    from sunfish_lib.sampling.analysis import step_entropy, token_entropy
+    from sunfish_lib.sampling.generate import generate
+    from sunfish_lib.train.checkpoint import load_for_inference
+
+    model, cfg, tok = load_for_inference(path)
+    diffusion = cfg.diffusion.objective != "ar"
+    extra = {"steps": min(steps, cfg.sample.steps)} if steps and diffusion else {}
+    gen = generate(model, cfg, tok, mode="uncond", num_samples=num_samples, length=length, seed=seed,
+                   record=diffusion, **extra)
+    ent = token_entropy(gen.ids, gen.start == tok.mask_token_id)
+    denoise = None
+    if gen.trajectory is not None and "entropy" in gen.trajectory.fields():
+        denoise = float(np.mean([np.mean(step_entropy(gen.trajectory, b)) for b in range(num_samples)]))
+    return {"sample_entropy": float(np.mean(ent)), "denoise_entropy": denoise}
+
+
+def final_metrics(path: str | Path, *, val_batches: int = 10, t_samples: int = 8, num_samples: int = 4,
+                  length: int = 64, steps: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """One row of the comparison table (METRIC_COLUMNS, `run` left empty for the caller)."""
+    from sunfish_lib.evaluate import evaluate_run
+
+    path = Path(path)
+    last = {k: v for r in curves(path) for k, v in r.items()}  # last logged value of each key
+    status = read_json(path / "status.json")  # steps and wall time at the end, not at the last log
+    steps = int(status.get("step", last.get("step", 0)))
+    res = evaluate_run(path, val_batches=val_batches, t_samples=t_samples, seed=seed)
+    return {"run": "", "objective": res.objective, "steps": steps,
+            "tokens": steps * tokens_per_step(read_json(path / "config.json")),
+            "wall_s": status.get("elapsed_s", last.get("wall_s")),
+            "train_loss": last.get("train/loss"), "val_loss": last.get("val/loss"),
+            "eval_kind": res.kind, "nats_per_token": res.nats_per_token, "stderr": res.stderr,
+            "perplexity": res.perplexity, "bits_per_byte": res.bits_per_byte,
+            **sample_statistics(path, num_samples=num_samples, length=length, steps=steps, seed=seed)}
+
+
+def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None, **metric_kw) -> dict[str, Any]:
+    """Final metrics and config diff of the runs; with out_dir, also compare.json and compare.csv there.
+
+    metric_kw: val_batches, t_samples, num_samples, length, steps, seed (see final_metrics).
+    """
+    labels = run_labels(paths)
+    table = [{**final_metrics(p, **metric_kw), "run": label} for label, p in labels.items()]
+    diff = config_diff({label: read_json(p / "config.json") for label, p in labels.items()})
+    result = {"runs": {label: str(p) for label, p in labels.items()}, "metrics": table, "config_diff": diff}
+    if out_dir is not None:
+        write_comparison(result, Path(out_dir))
+    return result
+
+
+def write_comparison(result: Mapping[str, Any], out_dir: Path) -> None:
+    """compare.json (everything) and compare.csv (the metrics table, one row per run)."""
+    from sunfish_lib.registry import write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "compare.json", result)
+    with open(out_dir / "compare.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        w.writeheader()
+        w.writerows({k: _cell(v) for k, v in row.items()} for row in result["metrics"])
+
+
+def _cell(v: Any) -> Any:
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+
+def format_metrics(table: Iterable[Mapping[str, Any]]) -> str:
+    """The metrics table as aligned text (numbers to 4 significant digits)."""
+    def fmt(v):
+        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return aligned([list(METRIC_COLUMNS)] + [[fmt(r.get(c)) for c in METRIC_COLUMNS] for r in table])
+
+
+def format_diff(diff: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line per differing field: `field: label=value, label=value`."""
+    if not diff:
+        return "the configs are identical"
+    return "\n".join(f"{k}: " + ", ".join(f"{label}={v!r}" for label, v in vals.items()) for k, vals in diff.items())
