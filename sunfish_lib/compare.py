@@ -146,7 +146,7 @@ def final_metrics(path: str | Path, *, val_batches: int = 10, t_samples: int = 8
     path = Path(path)
     last = {k: v for r in curves(path) for k, v in r.items()}  # last logged value of each key
     status = read_json(path / "status.json")  # steps and wall time at the end, not at the last log
-    steps = int(status.get("step", last.get("step", 0)))
+    steps = int(status.get("step", last.get("step", -1) + 1))  # logged steps are 0-based
     res = evaluate_run(path, val_batches=val_batches, t_samples=t_samples, seed=seed)
     return {"run": "", "objective": res.objective, "steps": steps,
             "tokens": steps * tokens_per_step(read_json(path / "config.json")),

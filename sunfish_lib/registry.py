@@ -19,7 +19,7 @@ Status (`STATES`):
 - unknown: a training folder without status.json (written before the registry existed):
   `finished` when it has `export/`, else unknown.
 
-Nothing here imports torch or Lightning: `sunfish runs` answers in well under a second.
+Nothing here imports torch or Lightning.
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ def _last_metrics(folder: Path, status: dict) -> tuple[dict[str, float], int | N
     last: dict[str, float] = {}
     for r in rows:
         last.update({k: v for k, v in r.items() if k.startswith(("train/", "val/", "time/"))})
-    logged = int(max(r["step"] for r in rows if "step" in r)) if any("step" in r for r in rows) else None
+    # Lightning logs each row with the 0-based index of the step just taken: + 1 = steps done
+    logged = int(max(r["step"] for r in rows if "step" in r)) + 1 if any("step" in r for r in rows) else None
     if status.get("metrics") and (logged is None or (status.get("step") or 0) >= logged):
         last.update(status["metrics"])  # fresher than metrics.csv, which Lightning flushes every 100 steps
     return last, logged

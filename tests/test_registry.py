@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +31,8 @@ from sunfish_lib.cli import main
 from sunfish_lib.compare import config_diff, pick_runs
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.evaluate import evaluate_run
-from sunfish_lib.registry import format_table, infer_state, list_runs, process_identity, read_json, write_json
+from sunfish_lib.registry import (format_table, infer_state, list_runs, process_identity, read_json,
+                                  read_training_run, write_json)
 from sunfish_lib.runs import record_environment, run_notebooks
 from sunfish_lib.sampling.analysis import token_entropy
 from sunfish_lib.train.launch import launch
@@ -137,6 +139,17 @@ def test_resume_keeps_start_counts_attempts_and_continues_wall_time(root):
     assert status["attempt_started"] >= status["started"] and status["step"] == 6
     first = [r["time/elapsed_s"] for r in read_metrics(run) if "time/elapsed_s" in r]
     assert len(first) >= 6 and first == sorted(first), "wall time keeps growing across the resume"
+
+
+def test_run_without_status_file(root, tmp_path):
+    """Folders trained before status.json existed: finished when exported, steps from metrics.csv."""
+    legacy = tmp_path / "legacy"
+    shutil.copytree(root["root"] / WORKBOOK / "04_train", legacy, ignore=shutil.ignore_patterns("status.json"))
+    rec = read_training_run(legacy)
+    assert (rec.status, rec.step, rec.max_steps, rec.checkpoint_step, rec.pid) == ("finished", 6, 6, None, None)
+    assert rec.wall_s == rec.metrics["time/elapsed_s"] > 0
+    shutil.rmtree(legacy / "export")
+    assert read_training_run(legacy).status == "unknown"
 
 
 def test_table_rows(root):
