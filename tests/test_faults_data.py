@@ -17,14 +17,17 @@ BATCHES = 24  # ~2.5 passes over the training files: retries near the start, in 
 VANISH_BATCHES = 80  # the stream reads up to 64 documents (~4.5 passes) ahead; a deleted file is missed after that
 
 
-@pytest.fixture
-def txt_folder(tmp_path):
-    """16 one-document .txt files (the text builder reads one file per document, lazily)."""
-    folder = tmp_path / "docs"
+def _txt_docs(folder, n: int, seed: int):
+    """n one-document .txt files (the text builder reads one file per document, lazily)."""
     folder.mkdir()
-    for i, d in enumerate(make_docs(16, seed=3, min_words=5, max_words=15)):
+    for i, d in enumerate(make_docs(n, seed=seed, min_words=5, max_words=15)):
         (folder / f"doc{i:02d}.txt").write_text(d["text"], encoding="utf-8")
     return folder
+
+
+@pytest.fixture
+def txt_folder(tmp_path):
+    return _txt_docs(tmp_path / "docs", 16, seed=3)
 
 
 @pytest.fixture
@@ -166,3 +169,54 @@ def test_transient_classification_and_hub_message():
 def test_retry_fields_are_validated(field, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         get_config("tiny", {field: value}).validate()
+
+
+# -- training through a failing source ------------------------------------------------------
+
+def _train_cfg(folder):
+    from tests.train_helpers import small_config
+
+    # no periodic checkpoints: the only checkpoint of the failing run is the one written on the way out
+    return small_config("masked", source=str(folder), shuffle_buffer=4, micro_batch_size=16, accumulate_grad_batches=3,
+                        ema_decay=0.9, max_steps=4, ckpt_every=100, val_every=100, keep_best=0, read_retries=2,
+                        retry_backoff_s=0.01)
+
+
+@pytest.fixture
+def many_docs(tmp_path):
+    return _txt_docs(tmp_path / "many", 60, seed=6)
+
+
+@pytest.mark.slow
+def test_source_failing_for_good_checkpoints_the_last_step_and_resume_matches(many_docs, tmp_path, monkeypatch,
+                                                                              capsys):
+    """Reads fail for good in the 2nd step's 2nd micro-batch: last.ckpt holds step 1 with the data position of
+    step 1 (3 micro-batches, not the 4 taken), the CLI exits 2 with one line, and the command it names resumes
+    to the uninterrupted run's weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    from sunfish_lib.cli import main
+    from sunfish_lib.train.trainer import train
+
+    cfg = _train_cfg(many_docs)
+    train(cfg, tmp_path / "straight", progress=False)
+    cfg.save(tmp_path / "cfg.json")
+    run = tmp_path / "run"
+    flaky = Flaky(monkeypatch, pulls_before=17, failures=10**9, exc=ConnectionError("Connection reset by peer"))
+    with deadline(60):
+        code = main(["train", "--config", str(tmp_path / "cfg.json"), "--run-dir", str(run), "--no-progress"])
+    monkeypatch.undo()
+    out, err = capsys.readouterr()
+    last = run / "checkpoints" / "last.ckpt"
+    assert code == 2 and len(err.strip().splitlines()) == 1 and flaky.sleeps == [0.01, 0.02]
+    assert err.startswith(f"error: data.source={str(many_docs)!r}: reading it failed 3 times over 0.0 s "
+                          "(ConnectionError: Connection reset by peer)")
+    resume = ["train", "--config", str(run / "config.json"), "--run-dir", str(run), "--resume"]
+    assert err.strip().endswith(f"training state saved at step 1 in {last}; once the source reads again, continue "
+                                f"with `sunfish {' '.join(resume)}`")
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == 1 and ckpt["SunfishDataModule"]["ranks"][0]["consumed"] == 3
+    assert main([*resume, "--no-progress"]) == 0 and "trained to step 4" in capsys.readouterr().out
+    a = load_file(str(tmp_path / "straight" / "export" / "model.safetensors"))
+    b = load_file(str(run / "export" / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0

@@ -90,12 +90,13 @@ def _callbacks(cfg: Config, run_dir: Path, progress: bool | None, fast_dev_run: 
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from sunfish_lib.train.callbacks import MemoryMonitor, NormMonitor, TextLog, ThroughputMonitor
+    from sunfish_lib.train.faults import DataFaultCheckpoint
 
     t = cfg.train
     ckpt_dir = run_dir / "checkpoints"
     cbs = [] if fast_dev_run else [  # fast_dev_run: no checkpoints, no loggers
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.ckpt_every),
-        LearningRateMonitor(logging_interval="step")]
+        LearningRateMonitor(logging_interval="step"), DataFaultCheckpoint(ckpt_dir / "last.ckpt")]
     cbs += [
         ThroughputMonitor(cfg), NormMonitor(t.log_every), MemoryMonitor(t.log_every),
         TextLog(run_dir / "train.log", t.log_every),
