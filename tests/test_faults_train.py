@@ -7,13 +7,22 @@ step. Every resumed run must end with the weights of an uninterrupted run, bitwi
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import shutil
+
 import pytest
 import pytorch_lightning as pl
 import torch
+from safetensors.torch import load_file
 
+from sunfish_lib.cli import main
 from sunfish_lib.errors import ConfigError, SunfishError
-from sunfish_lib.train.trainer import train
-from tests.train_helpers import small_config
+from sunfish_lib.train import diskspace
+from sunfish_lib.train.diskspace import SLACK
+from sunfish_lib.train.trainer import resolve_precision, train
+from tests.train_helpers import SMALL_ARGS, small_config
 
 
 # -- NaN loss ------------------------------------------------------------------------------
@@ -93,3 +102,104 @@ def test_nan_skip_stops_after_max_skips_in_a_row(tmp_path):
 def test_nan_policy_fields_are_validated(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         small_config("masked", **override)
+
+
+# -- a full or failing disk ----------------------------------------------------------------
+
+def _disk_with_free(free: int):
+    return lambda path: shutil._ntuple_diskusage(10**12, 10**12 - free, free)
+
+
+def test_free_space_preflight_refuses_before_training(tmp_path, monkeypatch, capsys):
+    cfg = small_config("masked", ema_decay=0.9, keep_best=2)
+    parts = diskspace.run_bytes(cfg, "32-true")
+    need = parts["total"]
+    assert parts["2 best checkpoints"] == parts["last.ckpt and its .tmp"]  # each is two whole checkpoints
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need))
+    diskspace.check_free_space(cfg, tmp_path, "32-true")  # exactly enough: no error
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need - 1))
+    code = main(["train", "--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ema_decay=0.9",
+                 "--set", "keep_best=2", "--max-steps", "2", "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "Traceback" not in err
+    assert err.endswith(f"run folder {tmp_path / 'run'} has {diskspace.fmt_bytes(need - 1)} free, but this run needs "
+                        f"about {diskspace.fmt_bytes(need)} (last.ckpt and its .tmp 12.1 MB, 2 best checkpoints 12.1 MB, "
+                        f"export 1.5 MB); free space, lower train.keep_best, or pick another --run-dir")
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "train.log").exists()
+
+
+class FailingFile:
+    """A file whose writes fail with ENOSPC after `room` bytes, like a disk filling up."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, b) -> int:
+        if self.room < len(b):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(b)
+        return self.f.write(b)
+
+
+def test_disk_full_mid_training_keeps_last_checkpoint_and_exits_2(tmp_path, monkeypatch, capsys):
+    """The second checkpoint write (step 4) hits a full disk after 100 kB: one line, exit 2, resumable."""
+    real_save, saves = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        saves.append(getattr(f, "name", f))
+        return real_save(obj, FailingFile(f, 100_000) if len(saves) == 2 else f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    run = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2",
+            "--set", "keep_best=0", "--set", "val_every=100", "--max-steps", "6", "--run-dir", str(run), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert saves == [str(run / "checkpoints" / "last.ckpt.tmp")] * 2
+    assert re.fullmatch(rf"error: could not write {run}/checkpoints/last.ckpt: No space left on device \([\d,]+ bytes "
+                        rf"\(.*\) free in {run}/checkpoints\); the previous last.ckpt is intact; free space, then "
+                        r"resume with --resume", err), err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # the .tmp is gone
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the run resumes from step 2
+    assert main(args + ["--resume"]) == 0
+    assert "start: step 2," in (run / "train.log").read_text()
+
+
+def test_disk_full_during_export_keeps_previous_export(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from sunfish_lib.model import Backbone
+    from sunfish_lib.train.checkpoint import MODEL_FILE, export_model
+
+    cfg = small_config("masked")
+    model = Backbone(cfg.resolved_model)
+    export_model(model, cfg, tmp_path)
+    before = load_file(str(tmp_path / MODEL_FILE))
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 1000)
+        raise safetensors.SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                                          'message: "No space left on device" })')
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with torch.no_grad():
+        model.ln_f.weight.add_(1.0)
+    with pytest.raises(SunfishError, match=rf"could not write {tmp_path}/{MODEL_FILE}: No space left on device "
+                                           rf"\(.* free in {tmp_path}\); the previous {MODEL_FILE} is intact"):
+        export_model(model, cfg, tmp_path)
+    assert not (tmp_path / (MODEL_FILE + ".tmp")).exists()
+    after = load_file(str(tmp_path / MODEL_FILE))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_checkpoint_size_estimate_covers_real_files(tmp_path):
+    """run_bytes' per-checkpoint and export sizes against the files a run writes (EMA on)."""
+    cfg = small_config("masked", ema_decay=0.9, max_steps=2, keep_best=0, val_every=100)
+    train(cfg, tmp_path, progress=False)
+    parts = diskspace.run_bytes(cfg, resolve_precision(cfg.train.precision))
+    ckpt = (tmp_path / "checkpoints" / "last.ckpt").stat().st_size
+    export = (tmp_path / "export" / "model.safetensors").stat().st_size
+    assert 0.97 * ckpt < parts["last.ckpt and its .tmp"] / 2 <= ckpt < parts["last.ckpt and its .tmp"] / 2 * SLACK
+    assert 0.97 * export < parts["export"] <= export < parts["export"] * SLACK

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,25 @@ CONFIG_FILE = "config.json"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to path.tmp, fsync, rename over path."""
+    """torch.save to path.tmp, fsync, rename over path.
+
+    A failed write (disk full) removes path.tmp and raises a one-line SunfishError; path is untouched.
+    """
+    from sunfish_lib.train.diskspace import os_error_of, write_failed
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:  # torch.save turns a failed file write into a RuntimeError
+        err = os_error_of(e)
+        if err is None:
+            raise
+        raise write_failed(path, tmp, err) from None
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -90,7 +102,15 @@ def export_model(model: torch.nn.Module, cfg: Config, out_dir: Path, tokenizer=N
     if cfg.model.tie_embeddings:  # safetensors refuses shared storage; lm weights are the embedding
         sd = {k: v.clone() for k, v in sd.items()}
     tmp = out_dir / (MODEL_FILE + ".tmp")
-    save_file(sd, str(tmp), metadata={"format": "pt", "sunfish": "1"})
+    try:
+        save_file(sd, str(tmp), metadata={"format": "pt", "sunfish": "1"})
+    except Exception as e:  # safetensors reports I/O errors as SafetensorError (from Rust) or OSError
+        from sunfish_lib.train.diskspace import os_error_of, write_failed
+
+        err = os_error_of(e) or (OSError(errno.ENOSPC, str(e)) if "No space left" in str(e) else None)
+        if err is None:
+            raise
+        raise write_failed(out_dir / MODEL_FILE, tmp, err) from None
     os.replace(tmp, out_dir / MODEL_FILE)
     cfg.save(out_dir / CONFIG_FILE)
     if tokenizer is not None:

@@ -134,13 +134,17 @@ def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, pro
 
     from pytorch_lightning.callbacks.progress import ProgressBar
 
+    from sunfish_lib.train.checkpoint import AtomicCheckpointIO
+
     t = cfg.train
     callbacks = _callbacks(cfg, run_dir, progress, fast_dev_run) + list(extra_callbacks) \
         + ([] if fast_dev_run else [FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt")])
+    strategy = build_strategy(cfg)
     return pl.Trainer(
+        plugins=[AtomicCheckpointIO()] if isinstance(strategy, str) else None,  # ddp/fsdp strategies carry it
         accelerator="gpu" if torch.cuda.is_available() else "cpu",
         devices=t.devices, num_nodes=t.num_nodes,
-        strategy=build_strategy(cfg),
+        strategy=strategy,
         precision=resolve_precision(t.precision),
         max_steps=max_steps or t.max_steps,
         accumulate_grad_batches=t.accumulate_grad_batches,
@@ -230,6 +234,11 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     check_run_dir_writable(run_dir)
     cfg = prepare_run(cfg.validate(), run_dir, resume)
     status.begin(cfg, resume)
+    if not fast_dev_run:
+        from sunfish_lib.train.diskspace import check_free_space, remove_partial_writes
+
+        remove_partial_writes(run_dir)  # *.tmp left by a write that was killed: never read, only in the way
+        check_free_space(cfg, run_dir, resolve_precision(cfg.train.precision))
     tok = tokenizer or get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
     if not (run_dir / "tokenizer").is_dir():
         save_tokenizer(tok, run_dir)
