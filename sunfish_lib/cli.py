@@ -1,7 +1,8 @@
 """The `sunfish` command. Every subcommand calls the same library functions the notebooks do.
 
 User mistakes (unknown preset, bad value, missing file) print one line on stderr and
-exit with code 2; a failing notebook exits 1 and leaves its executed copy behind.
+exit with code 2. A failing notebook leaves its executed copy behind and exits 2 when a cell
+raised a SunfishError (one line: what was wrong), 1 otherwise; `--resume RUN_DIR` continues it.
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ def _cmd_check(args) -> int:
 
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="execute a notebook headlessly (papermill) into a fresh run folder")
-    p.add_argument("notebook", help="path to an .ipynb")
+    p.add_argument("notebook", nargs="?", help="path to an .ipynb")
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                    help="notebook parameter (Python literal or plain string); repeatable")
     p.add_argument("--runs-dir", type=Path, default=None, help="parent of run folders (default: runs/)")
     p.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="re-run a failed run folder in place (see workbook)")
     p.set_defaults(func=_cmd_run)
 
     w = sub.add_parser("workbook", help="execute every numbered notebook in order into one run folder")
@@ -66,44 +68,77 @@ def _add_run(sub) -> None:
     w.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")
     w.add_argument("--runs-dir", type=Path, default=None, help="parent of run folders (default: runs/)")
     w.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    w.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="re-run a failed run folder in place: skip the notebooks that finished ok, "
+                        "re-run the failed one and those after it with the same parameters")
     w.set_defaults(func=_cmd_workbook)
 
 
 def _cmd_run(args) -> int:
-    from sunfish_lib.runs import NotebookFailed, parse_param_value, run_notebooks
+    from sunfish_lib.notebook_params import parse_cli_params
+    from sunfish_lib.runs import run_notebooks
 
+    if args.resume is not None:
+        return _resume("run", args, notebook=args.notebook, **{"-p": args.parameter, "--runs-dir": args.runs_dir})
+    if args.notebook is None:
+        raise SunfishError("sunfish run needs a notebook (e.g. notebooks/01_config_and_memory.ipynb) "
+                           "or --resume RUN_DIR")
     nb = Path(args.notebook)
     if nb.suffix != ".ipynb":
         raise SunfishError(f"{nb} is not a notebook (.ipynb); e.g. sunfish run notebooks/01_config_and_memory.ipynb")
-    params = {name: parse_param_value(value) for name, value in args.parameter}
-    try:
-        run_dir = run_notebooks([nb], {nb.name: params}, runs_parent=args.runs_dir, log_output=args.log_output)
-    except NotebookFailed as e:
-        print(f"sunfish run: {e}", file=sys.stderr)
-        return 1
-    print(f"executed {nb.name} -> {run_dir / nb.name}")
-    print(f"run folder: {run_dir}")
-    return 0
+    params = parse_cli_params(nb, args.parameter)
+    return _report("run", lambda: (run_notebooks([nb], {nb.name: params}, runs_parent=args.runs_dir,
+                                                 log_output=args.log_output), [nb.name]))
 
 
 def _cmd_workbook(args) -> int:
-    from sunfish_lib.runs import NotebookFailed, run_notebooks, workbook_notebooks
+    from sunfish_lib.runs import run_notebooks, workbook_notebooks
 
+    if args.resume is not None:
+        return _resume("workbook", args, **{"--smoke": args.smoke, "--only": args.only, "--runs-dir": args.runs_dir})
     notebooks = workbook_notebooks()
     if args.only:
         notebooks = [n for n in notebooks if any(n.name.startswith(o) for o in args.only)]
         if not notebooks:
             raise SunfishError(f"--only {' '.join(args.only)} matches no notebook in notebooks/")
     params = {n.name: {"smoke": True} for n in notebooks} if args.smoke else {}
+    return _report("workbook", lambda: (run_notebooks(notebooks, params, name="workbook", runs_parent=args.runs_dir,
+                                                      log_output=args.log_output), [n.name for n in notebooks]))
+
+
+def _resume(command: str, args, **conflicting) -> int:
+    """`sunfish run|workbook --resume RUN_DIR`; the folder's run.json and params.json say what runs."""
+    from sunfish_lib.runs import resume_run
+
+    given = [flag for flag, value in conflicting.items() if value]
+    if given:
+        raise SunfishError(f"--resume re-runs {args.resume} with its own notebooks and params.json; "
+                           f"drop {given[0] if given[0] != 'notebook' else 'the notebook'}")
+    return _report(command, lambda: resume_run(args.resume, log_output=args.log_output), resumed=True)
+
+
+def _report(command: str, execute, resumed: bool = False) -> int:
+    """Run `execute() -> (run folder, notebooks executed)` and say how it went.
+
+    A cell that raised a SunfishError is a user error: its one line, where the executed copy
+    is, exit 2. Any other failing cell exits 1. Either way `--resume RUN_DIR` continues.
+    """
+    from sunfish_lib.runs import NotebookFailed
+
     try:
-        run_dir = run_notebooks(notebooks, params, name="workbook", runs_parent=args.runs_dir,
-                                log_output=args.log_output)
+        run_dir, executed = execute()
     except NotebookFailed as e:
-        print(f"sunfish workbook: {e}", file=sys.stderr)
+        again = f"fix it, then: sunfish {command} --resume {e.output.parent}"
+        if e.user_error:
+            print(f"error: {e.evalue} (in {e.notebook.name}; executed copy: {e.output}; {again})", file=sys.stderr)
+            return 2
+        print(f"sunfish {command}: {e}; {again}", file=sys.stderr)
         return 1
-    for n in notebooks:
-        print(f"executed {n.name}")
-    print(f"results: {run_dir}")
+    if resumed and not executed:
+        print(f"nothing to resume: every notebook in {run_dir} finished ok")
+    for name in executed:
+        print(f"executed {name} -> {run_dir / name}")
+    print(f"run folder: {run_dir}")
     return 0
 
 

@@ -138,7 +138,12 @@ def load_hf_parent(source: str | Path):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve_source(str(source))
-    hf_cfg = AutoConfig.from_pretrained(str(path))
+    try:
+        hf_cfg = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as e:  # unreadable or foreign config.json
+        reason = str(e).strip().split("\n")[0][:160]
+        raise SunfishError(f"--from {source}: config.json is not a readable Hugging Face config ({reason}); "
+                           "pass a `save_pretrained` folder of a causal LM") from None
     family = HF_FAMILIES.get(hf_cfg.model_type)
     if family is None:
         raise SunfishError(f"--from {source}: model_type {hf_cfg.model_type!r} is not supported; "

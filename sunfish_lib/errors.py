@@ -20,3 +20,17 @@ class SunfishError(Exception):
 
 class ConfigError(SunfishError, ValueError):
     """An invalid configuration value or combination."""
+
+
+def is_user_error_name(name: str) -> bool:
+    """Is `name` the class name of SunfishError or one of its subclasses?
+
+    A notebook cell's exception reaches papermill only by name; this tells a user error
+    (exit 2, one line) from a bug or a failed check.
+    """
+    pending, seen = [SunfishError], set()
+    while pending:
+        cls = pending.pop()
+        seen.add(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return name in seen

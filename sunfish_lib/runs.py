@@ -11,7 +11,6 @@ ran and rebuild it:
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -21,47 +20,22 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-from sunfish_lib.errors import SunfishError
+from sunfish_lib.errors import SunfishError, is_user_error_name
+from sunfish_lib.notebook_params import check_params, notebook_parameters, parse_param_value  # noqa: F401 (re-exported)
 from sunfish_lib.paths import repo_root, runs_dir
 from sunfish_lib.registry import process_identity, write_json as _write_json
 
 
 class NotebookFailed(Exception):
-    """A notebook cell raised; the executed copy with the traceback is at `.output`."""
+    """A notebook cell raised; the executed copy with the traceback is at `.output`.
 
-    def __init__(self, notebook: Path, output: Path, reason: str):
-        self.notebook, self.output, self.reason = notebook, output, reason
+    `user_error` is True when the cell raised a SunfishError (a mistake in the input, told
+    in one line), False for anything else (a bug, or a failed check such as an assert).
+    """
+
+    def __init__(self, notebook: Path, output: Path, reason: str, *, user_error: bool = False, evalue: str = ""):
+        self.notebook, self.output, self.reason, self.user_error, self.evalue = notebook, output, reason, user_error, evalue
         super().__init__(f"{notebook.name} failed: {reason}; executed copy with the traceback: {output}")
-
-
-def parse_param_value(text: str) -> Any:
-    """`-p NAME VALUE` value: a Python literal (1, 0.5, True, None, [48, 20], 'x') or else a plain string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        low = text.strip().lower()
-        if low in ("true", "false"):
-            return low == "true"
-        if low in ("none", "null"):
-            return None
-        return text
-
-
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """Name -> default value of the notebook's `parameters` cell (literals only)."""
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise SunfishError(f"{path} has {len(cells)} cells tagged 'parameters'; it needs exactly one")
-    params: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            params[node.targets[0].id] = ast.literal_eval(node.value)
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            params[node.target.id] = ast.literal_eval(node.value)
-    return params
 
 
 def new_run_dir(name: str, parent: Path | None = None) -> Path:
@@ -122,16 +96,6 @@ def record_environment(run_dir: Path, command: list[str] | None = None) -> dict[
     return info
 
 
-def _check_params(notebook: Path, params: Mapping[str, Any]) -> dict[str, Any]:
-    declared = notebook_parameters(notebook)
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        raise SunfishError(
-            f"{notebook.name} has no parameter {unknown[0]!r}; its parameters are: {', '.join(declared) or '(none)'}"
-        )
-    return declared
-
-
 def execute_notebook(
     notebook: str | Path, run_dir: Path, params: Mapping[str, Any] | None = None, *, log_output: bool = False
 ) -> Path:
@@ -143,12 +107,7 @@ def execute_notebook(
     import papermill as pm
 
     nb_path = Path(notebook)
-    if not nb_path.is_file():
-        raise SunfishError(f"notebook {nb_path} does not exist; see notebooks/ for the workbook")
-    params = dict(params or {})
-    declared = _check_params(nb_path, params)
-    if "run_dir" in declared and "run_dir" not in params:
-        params["run_dir"] = str(run_dir)
+    params = _resolved_params(nb_path, run_dir, params)
     out = run_dir / nb_path.name
     all_params = _read_json(run_dir / "params.json")
     all_params[nb_path.name] = params
@@ -159,8 +118,35 @@ def execute_notebook(
             cwd=str(nb_path.resolve().parent), log_output=log_output, progress_bar=False,
         )
     except pm.PapermillExecutionError as e:
-        raise NotebookFailed(nb_path, out, f"cell {e.exec_count}: {e.ename}: {e.evalue}") from None
+        raise NotebookFailed(nb_path, out, f"cell {e.exec_count}: {e.ename}: {e.evalue}",
+                             user_error=_is_user_error(e), evalue=e.evalue) from None
     return out
+
+
+def _is_user_error(e) -> bool:
+    """Did the cell raise a SunfishError (subclass)? Only its class name reaches us, so the sunfish_lib
+    modules named in its traceback are imported first: a subclass defined there becomes known."""
+    import importlib
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e.traceback or []))
+    for rel in set(re.findall(r"sunfish_lib/([\w/]+)\.py", text)):
+        try:
+            importlib.import_module("sunfish_lib." + rel.replace("/", ".").removesuffix(".__init__"))
+        except Exception:  # noqa: BLE001 - a module that cannot be imported here defines no user error we can see
+            continue
+    return is_user_error_name(e.ename)
+
+
+def _resolved_params(nb_path: Path, run_dir: Path, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parameters checked against the notebook's `parameters` cell, with `run_dir` filled in."""
+    if not nb_path.is_file():
+        raise SunfishError(f"notebook {nb_path} does not exist; see notebooks/ for the workbook")
+    params = dict(params or {})
+    declared = check_params(nb_path, params)
+    if "run_dir" in declared and "run_dir" not in params:
+        params["run_dir"] = str(run_dir)
+    return params
 
 
 def _read_json(path: Path) -> dict:
@@ -177,32 +163,109 @@ def run_notebooks(
 ) -> Path:
     """Execute notebooks in order into one fresh run folder; return it.
 
-    `params` maps a notebook's file name to its parameters. On the first failing
-    notebook, run.json records status 'failed' and NotebookFailed propagates.
+    `params` maps a notebook's file name to its parameters; every notebook's parameters are
+    checked before the folder is made. On the first failing notebook, run.json records status
+    'failed' and NotebookFailed propagates; `resume_run` continues from there.
     """
     paths = [Path(n) for n in notebooks]
-    for p in paths:
-        if not p.is_file():
-            raise SunfishError(f"notebook {p} does not exist; see notebooks/ for the workbook")
+    params = params or {}
+    for p in paths:  # a typo in any notebook's parameters costs milliseconds, not a kernel start
+        _resolved_params(p, Path("."), params.get(p.name, {}))
     run_dir = new_run_dir(name or (paths[0].stem if len(paths) == 1 else "workbook"), runs_parent)
     info = record_environment(run_dir)
-    params = params or {}
-    t0 = time.perf_counter()
-    try:
-        for p in paths:
-            t1 = time.perf_counter()
+    info.update(attempt=1, plan=[{"notebook": p.name, "path": str(p.resolve())} for p in paths])
+    _write_json(run_dir / "params.json", {p.name: _resolved_params(p, run_dir, params.get(p.name, {})) for p in paths})
+    _execute_plan(run_dir, info, paths, log_output)
+    return run_dir
+
+
+def _execute_plan(run_dir: Path, info: dict, paths: list[Path], log_output: bool) -> list[str]:
+    """Execute `paths` in order with their params.json parameters, recording each attempt in run.json."""
+    params = _read_json(run_dir / "params.json")
+    entries = {e["notebook"]: e for e in info["notebooks"]}
+    t0, executed = time.perf_counter(), []
+    for p in paths:
+        entry = entries.get(p.name)
+        if entry is None:
+            entry = entries[p.name] = {"notebook": p.name, "attempts": []}
+            info["notebooks"].append(entry)
+        _keep_previous_attempt(run_dir, p.name, entry)
+        t1 = time.perf_counter()
+        try:
             execute_notebook(p, run_dir, params.get(p.name, {}), log_output=log_output)
-            info["notebooks"].append({"notebook": p.name, "seconds": round(time.perf_counter() - t1, 2), "status": "ok"})
+        except NotebookFailed as e:
+            entry.update(status="failed", reason=e.reason)
+            entry["attempts"].append({"attempt": info["attempt"], "status": "failed", "reason": e.reason})
+            info.update(status="failed", ended=datetime.now().isoformat(timespec="seconds"))
             _write_json(run_dir / "run.json", info)
-    except NotebookFailed as e:
-        info["notebooks"].append({"notebook": e.notebook.name, "status": "failed", "reason": e.reason})
-        info.update(status="failed", ended=datetime.now().isoformat(timespec="seconds"))
+            raise
+        seconds = round(time.perf_counter() - t1, 2)
+        entry.update(status="ok", seconds=seconds)
+        entry.pop("reason", None)
+        entry["attempts"].append({"attempt": info["attempt"], "status": "ok", "seconds": seconds})
+        executed.append(p.name)
         _write_json(run_dir / "run.json", info)
-        raise
     info.update(status="finished", ended=datetime.now().isoformat(timespec="seconds"),
                 seconds=round(time.perf_counter() - t0, 2))
     _write_json(run_dir / "run.json", info)
-    return run_dir
+    return executed
+
+
+def _keep_previous_attempt(run_dir: Path, name: str, entry: dict) -> None:
+    """Rename the executed copy an earlier attempt left (failed or interrupted) to `<stem>.attemptN.ipynb`."""
+    out = run_dir / name
+    if not out.is_file():
+        return
+    if not entry["attempts"] or entry["attempts"][-1].get("executed"):  # interrupted before it was recorded
+        entry["attempts"].append({"attempt": len(entry["attempts"]) + 1, "status": "interrupted"})
+    last = entry["attempts"][-1]
+    kept = out.with_name(f"{out.stem}.attempt{last['attempt']}{out.suffix}")
+    out.replace(kept)
+    last["executed"] = kept.name
+
+
+def resume_run(run_dir: str | Path, *, log_output: bool = False) -> tuple[Path, list[str]]:
+    """Re-run a failed or interrupted run folder in place: (run folder, notebooks executed now).
+
+    Notebooks that finished ok (per run.json) are skipped; the failed one and those after it
+    run again with their params.json parameters. The failed attempt's executed copy is kept
+    as `<notebook>.attemptN.ipynb`, and run.json records every attempt.
+    """
+    run_dir = Path(run_dir)
+    info = _resumable_info(run_dir)
+    done = {e["notebook"] for e in info["notebooks"] if e.get("status") == "ok"}
+    todo = [Path(e["path"]) for e in info["plan"] if e["notebook"] not in done]
+    params = _read_json(run_dir / "params.json")
+    for p in todo:
+        _resolved_params(p, run_dir, params.get(p.name, {}))  # the notebook may have changed since
+    if not todo:
+        return run_dir, []
+    info.update(process_identity(), status="running", attempt=info.get("attempt", 1) + 1)
+    info.pop("ended", None)
+    info.setdefault("resumed", []).append({"started": datetime.now().isoformat(timespec="seconds"),
+                                           "command": sys.argv, "git": git_info()})
+    _write_json(run_dir / "run.json", info)
+    return run_dir, _execute_plan(run_dir, info, todo, log_output)
+
+
+def _resumable_info(run_dir: Path) -> dict:
+    """run.json of a run folder that can be resumed, or a one-line SunfishError saying why not."""
+    from sunfish_lib.registry import infer_state
+
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise SunfishError(f"{run_dir} is not a notebook run folder (no run.json); give a folder made by "
+                           "`sunfish run` or `sunfish workbook`")
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as e:
+        raise SunfishError(f"{path} is not valid JSON ({e}); it cannot be resumed, start a new run") from None
+    if not isinstance(info, dict) or not isinstance(info.get("plan"), list) or "notebooks" not in info:
+        raise SunfishError(f"{path} records no notebook plan (made by an older sunfish or by hand); start a new run")
+    if info.get("status") == "running" and infer_state({**info, "state": "running"}) == "running":
+        raise SunfishError(f"{run_dir} is still running (pid {info.get('pid')} on {info.get('hostname')}); "
+                           "wait for it to end or stop it, then resume")
+    return info
 
 
 def workbook_notebooks(folder: Path | None = None) -> list[Path]:

@@ -1,7 +1,5 @@
 import json
 
-import pytest
-
 from sunfish_lib.cli import main
 from tests.helpers import run_cli
 
@@ -22,23 +20,4 @@ def test_check_table_subprocess():
     assert "all checks passed" in r.stdout and "tiny model fwd+bwd" in r.stdout
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["bogus"], "invalid choice: 'bogus'"),
-    (["run"], "the following arguments are required: notebook"),
-    (["run", "missing.ipynb"], "notebook missing.ipynb does not exist"),
-    (["run", "README.md"], "is not a notebook (.ipynb)"),
-    (["run", "notebooks/00_setup_check.ipynb", "-p", "nonsense", "1"], "has no parameter 'nonsense'"),
-    (["workbook", "--only", "99"], "--only 99 matches no notebook"),
-])
-def test_user_errors_one_line_exit_2(argv, needle, capsys, tmp_path):
-    code = main(argv + (["--runs-dir", str(tmp_path)] if argv[0] in ("run", "workbook") and len(argv) > 1 else []))
-    err = capsys.readouterr().err
-    assert code == 2
-    assert needle in err
-    assert err.count("\n") == 1 and "Traceback" not in err
-
-
-def test_user_error_subprocess_no_traceback():
-    r = run_cli("run", "nope.ipynb")
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["error: notebook nope.ipynb does not exist; see notebooks/ for the workbook"]
+# User errors of every command: tests/test_bad_inputs.py (the bad-input table).

@@ -4,6 +4,7 @@ import nbformat
 import pytest
 
 from sunfish_lib.cli import main
+from sunfish_lib.registry import read_notebook_run
 from sunfish_lib.runs import NotebookFailed, notebook_parameters, parse_param_value, run_notebooks
 from tests.helpers import NOTEBOOKS
 
@@ -61,3 +62,56 @@ def test_run_notebooks_raises_for_library_callers(tmp_path):
     nb = _notebook(tmp_path / "bad.ipynb", "1/0")
     with pytest.raises(NotebookFailed, match="ZeroDivisionError"):
         run_notebooks([nb], runs_parent=tmp_path)
+
+
+def test_cell_raising_a_user_error_exits_2_with_its_line(tmp_path, capsys):
+    nb = _notebook(tmp_path / "typo.ipynb", "from sunfish_lib.config import get_config\nget_config('7B')")
+    code = main(["run", str(nb), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: unknown preset '7B'; choose one of tiny")
+    assert f"executed copy: {run_dir / 'typo.ipynb'}" in err and f"--resume {run_dir}" in err
+
+
+COUNT = "import pathlib\nc = pathlib.Path('{name}.count')\nc.write_text(str(int(c.read_text() if c.exists() else 0) + 1))"
+
+
+def test_workbook_resume_skips_finished_notebooks_and_reruns_the_failed_one(tmp_path, capsys):
+    """a ok, b fails (its marker file is missing), c never ran; --resume runs b and c only."""
+    nbs = [_notebook(tmp_path / "a.ipynb", COUNT.format(name="a")),
+           _notebook(tmp_path / "b.ipynb", COUNT.format(name="b") + "\nassert pathlib.Path('marker').exists(), 'no marker'"),
+           _notebook(tmp_path / "c.ipynb", COUNT.format(name="c"), params="smoke = False\nx = 1\nrun_dir = None")]
+    with pytest.raises(NotebookFailed, match="AssertionError: no marker"):
+        run_notebooks(nbs, {"a.ipynb": {"x": 5}, "c.ipynb": {"x": 7}}, name="wb", runs_parent=tmp_path / "runs")
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and [e["status"] for e in info["notebooks"]] == ["ok", "failed"]
+    assert json.loads((run_dir / "params.json").read_text())["c.ipynb"] == {"x": 7, "run_dir": str(run_dir)}
+    assert read_notebook_run(run_dir).status == "failed" and "no marker" in read_notebook_run(run_dir).error
+
+    assert main(["workbook", "--resume", str(run_dir)]) == 1  # still failing: a skipped again, b attempt 2
+    (tmp_path / "marker").write_text("")
+    assert main(["workbook", "--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "executed b.ipynb" in out and "executed c.ipynb" in out and "a.ipynb" not in out
+    counts = {n: int((tmp_path / f"{n}.count").read_text()) for n in "abc"}
+    assert counts == {"a": 1, "b": 3, "c": 1}
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished" and info["attempt"] == 3 and len(info["resumed"]) == 2
+    by_name = {e["notebook"]: e for e in info["notebooks"]}
+    assert [(a["attempt"], a["status"]) for a in by_name["b.ipynb"]["attempts"]] == [(1, "failed"), (2, "failed"), (3, "ok")]
+    record = read_notebook_run(run_dir)  # what `sunfish runs` shows
+    assert (record.status, record.error, record.notebooks) == ("finished", None, ["a.ipynb", "b.ipynb", "c.ipynb"])
+    assert [a["attempt"] for a in by_name["a.ipynb"]["attempts"]] == [1]
+    assert [a["attempt"] for a in by_name["c.ipynb"]["attempts"]] == [3]
+    assert by_name["b.ipynb"]["attempts"][0]["executed"] == "b.attempt1.ipynb"
+    def outputs(name):
+        return json.dumps([o for c in nbformat.read(str(run_dir / name), as_version=4).cells for o in c.get("outputs", [])])
+    assert "AssertionError" in outputs("b.attempt2.ipynb") and "AssertionError" not in outputs("b.ipynb")
+    executed_c = nbformat.read(str(run_dir / "c.ipynb"), as_version=4)
+    assert "x = 7" in executed_c.cells[1].source  # the injected parameters came from params.json
+
+    assert main(["run", "--resume", str(run_dir)]) == 0  # nothing left: nothing runs
+    assert "nothing to resume" in capsys.readouterr().out
+    assert int((tmp_path / "b.count").read_text()) == 3

@@ -10,7 +10,7 @@ from sunfish_lib.errors import SunfishError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (any objective) into a run folder; resumable")
-    p.add_argument("--preset", default="tiny", help="tiny, 125M, 350M or 1.4B")
+    p.add_argument("--preset", help="tiny (default), 125M, 350M or 1.4B")
     p.add_argument("--objective", help="continuous, masked or ar (default: the preset's)")
     p.add_argument("--data", help="shakespeare, fineweb[:CONFIG], fineweb-edu[:CONFIG] or a path/glob")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override; repeatable")
@@ -33,7 +33,10 @@ def config_from_args(args):
     """The Config that `sunfish train ARGS` trains (preset or --config, then flags, then --set)."""
     from sunfish_lib.config import DEFAULT_SAMPLERS, Config, get_config, parse_set_args
 
-    cfg = Config.load(args.config) if args.config else get_config(args.preset)
+    if args.config and args.preset:
+        raise SunfishError(f"--preset {args.preset} and --config {args.config} both choose the starting config; "
+                           "give one (change a loaded config with --set)")
+    cfg = Config.load(args.config) if args.config else get_config(args.preset or "tiny")
     overrides: dict = {}
     if args.objective:
         overrides["diffusion.objective"] = args.objective
@@ -62,6 +65,9 @@ def run(args) -> int:
     if args.stop_at_step is not None and args.stop_at_step < 1:
         raise SunfishError(f"--stop-at-step={args.stop_at_step} must be >= 1")
     cfg = config_from_args(args)
+    if args.stop_at_step is not None and args.stop_at_step > cfg.train.max_steps:
+        raise SunfishError(f"--stop-at-step={args.stop_at_step} is beyond train.max_steps={cfg.train.max_steps}; "
+                           "it stops a run early, so give a step <= max_steps")
     run_dir = args.run_dir or new_run_dir(f"train-{cfg.preset}-{cfg.diffusion.objective}")
     extra = (StopAtStep(args.stop_at_step),) if args.stop_at_step else ()
     summary = train(cfg, run_dir, resume=args.resume, fast_dev_run=args.fast_dev_run, callbacks=extra,
