@@ -22,6 +22,7 @@ import torch
 
 from sunfish_lib.config import Config
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.train.ckpt_verify import load_error, safetensors_error, tensor_mismatch, verify_container
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -55,17 +56,17 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         os.close(dir_fd)
 
 
-def safe_torch_load(path: Path, map_location: Any = "cpu") -> dict:
-    """torch.load with weights_only=True; truncated or foreign files become one-line SunfishErrors."""
+def safe_torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
+    """torch.load with weights_only=True after the archive's CRCs are checked (ckpt_verify.py);
+    truncated, tampered, foreign or code-carrying files become one-line SunfishErrors."""
     path = Path(path)
     if not path.is_file():
         raise SunfishError(f"checkpoint {path} does not exist; pass a run folder, an exported folder or a .ckpt")
+    verify_container(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
-        kind = "refused: it contains objects other than tensors and plain data (possibly code)" \
-            if "weights_only" in str(e) or "Unsupported global" in str(e) else f"unreadable ({type(e).__name__})"
-        raise SunfishError(f"checkpoint {path} is {kind}; it is corrupt, truncated or not a Sunfish checkpoint") from None
+        raise load_error(path, e) from None
     if not isinstance(obj, dict):
         raise SunfishError(f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
@@ -130,7 +131,7 @@ def load_exported(folder: Path, device: str | torch.device = "cpu"):
     try:
         sd = load_file(str(folder / MODEL_FILE), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
-        raise SunfishError(f"{folder / MODEL_FILE} is unreadable ({e}); re-export the model") from None
+        raise safetensors_error(folder / MODEL_FILE, e, "re-export the model") from None
     model = Backbone(cfg.resolved_model).to(device)
     _load_state(model, sd, folder / MODEL_FILE)
     return model.eval(), cfg, _maybe_tokenizer(folder / "tokenizer")
@@ -152,23 +153,21 @@ def load_weights(model: torch.nn.Module, folder: str | Path) -> Path:
     try:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise SunfishError(f"train.init_from: {path} is unreadable ({e}); re-export or re-convert it") from None
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0] if "size mismatch" not in str(e) else \
-            next(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
-        raise SunfishError(f"train.init_from: {path} does not fit this run's model ({first}); "
-                           f"start from the config.json next to it") from None
+        raise safetensors_error(path, e, "re-export or re-convert it", prefix="train.init_from: ") from None
+    problem = tensor_mismatch(sd, model)
+    if problem:
+        raise SunfishError(f"train.init_from: {path} does not fit this run's model ({problem}); "
+                           f"start from the config.json next to it")
+    model.load_state_dict(sd, strict=True)
     return path
 
 
 def _load_state(model: torch.nn.Module, sd: dict, source: Path) -> None:
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise SunfishError(f"{source} does not match its config.json ({first}); it is from another model") from None
+    problem = tensor_mismatch(sd, model)
+    if problem:
+        raise SunfishError(f"{source} does not match its config.json ({problem}); "
+                           "it is from another model or was tampered with")
+    model.load_state_dict(sd, strict=True)
 
 
 def _maybe_tokenizer(folder: Path):
@@ -187,11 +186,22 @@ def load_lightning_checkpoint(path: Path, device: str | torch.device = "cpu", us
     meta = ckpt.get("sunfish")
     if not isinstance(meta, dict) or "config" not in meta:
         raise SunfishError(f"{path} is not a Sunfish checkpoint (no 'sunfish' section); train with `sunfish train`")
-    cfg = Config.from_dict(meta["config"])
-    sd = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    try:
+        cfg = Config.from_dict(meta["config"])
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # ConfigError (a SunfishError) passes as is
+        if isinstance(e, SunfishError):
+            raise
+        raise SunfishError(f"{path} has a malformed 'sunfish' config section ({type(e).__name__}); "
+                           "it was tampered with") from None
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise SunfishError(f"{path} has no state_dict of tensors; it is not a complete Sunfish checkpoint")
+    sd = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     model = Backbone(cfg.resolved_model)
     _load_state(model, sd, Path(path))
     if use_ema and ckpt.get("ema"):
+        if [tuple(getattr(t, "shape", ())) for t in ckpt["ema"]] != [tuple(p.shape) for p in model.parameters()]:
+            raise SunfishError(f"{path} has EMA weights that do not fit its model; it was tampered with")
         with torch.no_grad():
             for p, s in zip(model.parameters(), ckpt["ema"]):
                 p.copy_(s)

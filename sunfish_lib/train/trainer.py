@@ -246,6 +246,10 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
+    if ckpt_path is not None:  # a truncated, tampered or foreign last.ckpt: one line, before Lightning reads it
+        from sunfish_lib.train.ckpt_verify import check_resume_checkpoint
+
+        check_resume_checkpoint(last, module)
     if cfg.train.init_from and ckpt_path is None:  # a resumed run's checkpoint already holds the weights
         from sunfish_lib.train.checkpoint import load_weights
 

@@ -1,0 +1,170 @@
+"""Telling a bad checkpoint file apart from a good one before anything trusts it.
+
+`safe_torch_load` (checkpoint.py) runs `verify_container` first: a `.ckpt` must be a
+complete PyTorch zip archive whose every entry matches the CRC-32 that `torch.save`
+recorded (PyTorch's own reader skips that check, so flipped bytes would load as silently
+different weights). Files of another kind — empty, text, safetensors, a zip of something
+else — are named as such. Unpickling is `weights_only=True`: a pickle that asks for a
+callable (`os.system`, `exec`, any class) is refused before anything in it runs, and
+`load_error` says so. `check_training_checkpoint` then checks that a checkpoint to resume
+from has every part Lightning restores, with the shapes of this run's model, so a
+tampered file fails with one line instead of a traceback deep inside Lightning.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from sunfish_lib.errors import SunfishError
+
+TRAINING_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "loops", "global_step", "epoch",
+                 "pytorch-lightning_version", "sunfish")
+_verified: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) whose CRCs were checked in this process
+
+
+def verify_container(path: Path) -> None:
+    """Raise a one-line SunfishError unless `path` is an intact PyTorch checkpoint archive (reads the file once)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _verified:
+        return
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise SunfishError(f"checkpoint {path} is empty (0 bytes): its write never completed; "
+                           "use another checkpoint or retrain")
+    if _is_safetensors(head):
+        raise SunfishError(f"checkpoint {path} is a safetensors file, not a Sunfish .ckpt; "
+                           "pass the folder that holds it with its config.json (an exported model)")
+    if head[:2] != b"PK":
+        if head[:1] == b"\x80":
+            return  # torch's legacy (pre-zip) format: a bare pickle, loaded with weights_only
+        raise SunfishError(f"checkpoint {path} is not a Sunfish checkpoint (no PyTorch archive: it starts with "
+                           f"{head[:8]!r}); "
+                           "pass a .ckpt written by `sunfish train`")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+                raise SunfishError(f"checkpoint {path} is a zip archive but not a Sunfish checkpoint (no data.pkl); "
+                                   "pass a .ckpt written by `sunfish train`")
+            for info in z.infolist():
+                if info.CRC or not info.file_size:  # CRC 0 on data: torch.save ran with CRC-32 turned off
+                    _read_through(z, info)
+    except zipfile.BadZipFile as e:
+        what = "corrupt: a CRC-32 check failed" if "CRC" in str(e) else "truncated or corrupt"
+        why = "; its bytes changed after it was written" if "CRC" in str(e) else ""
+        raise SunfishError(f"checkpoint {path} is {what} ({e}){why}; use another checkpoint or retrain") from None
+    except (OSError, EOFError, ValueError) as e:  # zipfile reports some truncations this way
+        raise SunfishError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e}); "
+                           "use another checkpoint or retrain") from None
+    _verified.add(key)
+
+
+def _is_safetensors(head: bytes) -> bool:
+    """8-byte little-endian header length, then the JSON header."""
+    return len(head) > 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 32
+
+
+def _read_through(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Read an entry to its end: zipfile compares the CRC-32 there and raises BadZipFile on a mismatch."""
+    with z.open(info) as f:
+        while f.read(1 << 24):
+            pass
+
+
+def load_error(path: Path, err: Exception) -> SunfishError:
+    """The one-line error for a torch.load(weights_only=True) failure on `path`."""
+    text = str(err)
+    if "Weights only load failed" in text or "Unsupported global" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f"it asks for {found.group(1)}" if found else "it holds objects other than tensors and plain data"
+        return SunfishError(f"checkpoint {path} was refused: {what} when unpickled, which could run code; nothing "
+                            "in it was executed. Use a checkpoint you trust (sunfish writes only tensors and plain data)")
+    first = " ".join(text.split())[:160] or type(err).__name__
+    return SunfishError(f"checkpoint {path} is unreadable ({type(err).__name__}: {first}); "
+                        "it is corrupt, truncated or not a Sunfish checkpoint")
+
+
+def check_training_checkpoint(ckpt: dict, path: Path, module) -> None:
+    """Raise a one-line SunfishError unless `ckpt` holds what resuming `module` (a SunfishModule) restores."""
+    missing = [k for k in TRAINING_KEYS if k not in ckpt]
+    if missing:
+        raise SunfishError(f"checkpoint {path} lacks {', '.join(missing)}: it is not a complete Sunfish training "
+                           "checkpoint (tampered, or weights only); resume from another one or start a new run")
+    problem = tensor_mismatch(ckpt["state_dict"], module)
+    if problem:
+        raise SunfishError(f"checkpoint {path} does not fit this run's model (state_dict: {problem}); "
+                           "it was tampered with or comes from another run")
+    shapes = [tuple(p.shape) for p in module.model.parameters()]
+    if ckpt.get("ema") is not None:
+        ema = ckpt["ema"]
+        got = [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in ema] if isinstance(ema, list) else None
+        if got != shapes:
+            raise SunfishError(f"checkpoint {path} has EMA weights that do not fit this run's model; "
+                               "it was tampered with or comes from another run")
+    _check_optimizer(path, ckpt["optimizer_states"], shapes)
+    if not isinstance(ckpt["loops"], dict) or "fit_loop" not in ckpt["loops"]:
+        raise SunfishError(f"checkpoint {path} has no training-loop state (loops.fit_loop); it was tampered with")
+
+
+def tensor_mismatch(got, module: torch.nn.Module) -> str | None:
+    """How a state dict fails to fit `module` (the first missing, unexpected or misshapen key); None if it fits."""
+    if not isinstance(got, dict):
+        return f"a {type(got).__name__}, not a dict of tensors"
+    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    absent = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    bad = [k for k in want if k in got and (not isinstance(got[k], torch.Tensor) or tuple(got[k].shape) != want[k])]
+    if absent:
+        return f"missing {absent[0]}" + (f" and {len(absent) - 1} more" if len(absent) > 1 else "")
+    if extra:
+        return f"unexpected {extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else "")
+    if bad:
+        return f"{bad[0]} has shape {tuple(getattr(got[bad[0]], 'shape', ()))}, the model {want[bad[0]]}"
+    return None
+
+
+def _check_optimizer(path: Path, states, shapes: list[tuple]) -> None:
+    fail = f"checkpoint {path} has optimizer state that does not fit this run's model"
+    if not isinstance(states, list) or len(states) != 1 or not isinstance(states[0], dict):
+        raise SunfishError(f"{fail} (expected one optimizer); it was tampered with or comes from another run")
+    opt = states[0]
+    try:
+        ids = [i for g in opt["param_groups"] for i in g["params"]]
+        moments = {i: {k: tuple(v.shape) for k, v in s.items() if isinstance(v, torch.Tensor) and v.dim() > 0}
+                   for i, s in opt["state"].items()}
+    except (KeyError, TypeError, AttributeError):
+        raise SunfishError(f"{fail} (no param_groups/state); it was tampered with") from None
+    allowed = set(shapes)
+    odd = next((i for i, m in moments.items() if any(s not in allowed for s in m.values())), None)
+    if len(ids) != len(shapes) or set(moments) - set(ids) or odd is not None:
+        detail = f"{len(ids)} parameters, the model {len(shapes)}" if len(ids) != len(shapes) else \
+            f"state of parameter {odd} has shapes {sorted(moments[odd].values())}" if odd is not None else \
+            "state for parameters it does not list"
+        raise SunfishError(f"{fail} ({detail}); it was tampered with or comes from another run")
+
+
+def check_resume_checkpoint(path: Path, module) -> None:
+    """Check `path` (memory-mapped, tensors not read twice) before Lightning restores `module` from it."""
+    from sunfish_lib.train.checkpoint import safe_torch_load
+
+    check_training_checkpoint(safe_torch_load(path, mmap=True), Path(path), module)
+
+
+def safetensors_error(path: Path, err: Exception, fix: str, prefix: str = "") -> SunfishError:
+    """The one-line error for a model.safetensors that safetensors could not read (never unpickled)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        head = b"?"
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return SunfishError(f"{prefix}{path} was refused: it is a pickle (a PyTorch .pt/.ckpt), not safetensors, and "
+                            f"exported weights are read only as safetensors, so nothing in it was executed; {fix}")
+    what = "is empty (0 bytes)" if not head else f"is unreadable ({' '.join(str(err).split())[:160]})"
+    return SunfishError(f"{prefix}{path} {what}; {fix}")
