@@ -153,6 +153,7 @@ EXPORTS = {
     "key_removed": (lambda r, p, m: _edit_st(r, p, lambda sd: sd.pop("ln_f.weight")), "(missing ln_f.weight)"),
     "shape_changed": (lambda r, p, m: _edit_st(r, p, lambda sd: sd.update({"ln_f.weight": torch.ones(3)})),
                       "ln_f.weight has shape (3,), the model (64,)"),
+    "flipped_bytes": (lambda r, p, m: p.write_bytes(_flip(p.read_bytes(), 0.6)), "fail the CRC-32 written at export"),
     "zip": (lambda r, p, m: _zip(p), "was refused: it is a pickle"),
     "pickle": (lambda r, p, m: torch.save({"w": payloads(m)["os.system"]}, p), "was refused: it is a pickle"),
 }

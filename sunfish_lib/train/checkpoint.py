@@ -22,7 +22,9 @@ import torch
 
 from sunfish_lib.config import Config
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.train.ckpt_verify import load_error, safetensors_error, tensor_mismatch, verify_container
+from sunfish_lib.train.ckpt_verify import (
+    check_crc32, load_error, safetensors_error, tensor_mismatch, tensors_crc32, verify_container,
+)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -104,7 +106,7 @@ def export_model(model: torch.nn.Module, cfg: Config, out_dir: Path, tokenizer=N
         sd = {k: v.clone() for k, v in sd.items()}
     tmp = out_dir / (MODEL_FILE + ".tmp")
     try:
-        save_file(sd, str(tmp), metadata={"format": "pt", "sunfish": "1"})
+        save_file(sd, str(tmp), metadata={"format": "pt", "sunfish": "1", "crc32": tensors_crc32(sd)})
     except Exception as e:  # safetensors reports I/O errors as SafetensorError (from Rust) or OSError
         from sunfish_lib.train.diskspace import os_error_of, write_failed
 
@@ -132,6 +134,7 @@ def load_exported(folder: Path, device: str | torch.device = "cpu"):
         sd = load_file(str(folder / MODEL_FILE), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise safetensors_error(folder / MODEL_FILE, e, "re-export the model") from None
+    check_crc32(folder / MODEL_FILE, sd, "re-export the model")
     model = Backbone(cfg.resolved_model).to(device)
     _load_state(model, sd, folder / MODEL_FILE)
     return model.eval(), cfg, _maybe_tokenizer(folder / "tokenizer")
@@ -154,6 +157,7 @@ def load_weights(model: torch.nn.Module, folder: str | Path) -> Path:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise safetensors_error(path, e, "re-export or re-convert it", prefix="train.init_from: ") from None
+    check_crc32(path, sd, "re-export or re-convert it", prefix="train.init_from: ")
     problem = tensor_mismatch(sd, model)
     if problem:
         raise SunfishError(f"train.init_from: {path} does not fit this run's model ({problem}); "

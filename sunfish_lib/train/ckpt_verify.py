@@ -168,3 +168,26 @@ def safetensors_error(path: Path, err: Exception, fix: str, prefix: str = "") ->
                             f"exported weights are read only as safetensors, so nothing in it was executed; {fix}")
     what = "is empty (0 bytes)" if not head else f"is unreadable ({' '.join(str(err).split())[:160]})"
     return SunfishError(f"{prefix}{path} {what}; {fix}")
+
+
+def tensors_crc32(sd: dict[str, torch.Tensor]) -> str:
+    """CRC-32 over names and raw bytes of a state dict (key order), stored in an export's metadata."""
+    import zlib
+
+    crc = 0
+    for k in sorted(sd):
+        crc = zlib.crc32(k.encode(), crc)
+        t = sd[k].detach().to("cpu").contiguous().reshape(-1)
+        crc = zlib.crc32(t.view(torch.uint8).numpy() if t.numel() else b"", crc)
+    return f"{crc:08x}"
+
+
+def check_crc32(path: Path, sd: dict[str, torch.Tensor], fix: str, prefix: str = "") -> None:
+    """Raise a one-line SunfishError when a safetensors file's weights differ from the CRC-32 written at export."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        want = (f.metadata() or {}).get("crc32")
+    if want is not None and tensors_crc32(sd) != want:
+        raise SunfishError(f"{prefix}{path} is corrupt: its weights fail the CRC-32 written at export (its bytes "
+                           f"changed after it was written); {fix}")
