@@ -82,6 +82,25 @@ def test_read_failing_twice_then_succeeding_gives_the_same_tokens(txt_folder, js
     assert flaky.left == 0 and flaky.sleeps == pytest.approx([0.01, 0.02])  # exponential backoff
 
 
+def test_hub_stream_dropping_mid_iteration_is_retried_then_named(jsonl_folder, bpe, monkeypatch):
+    """A hub source (its streaming dataset stood in by local JSONL: no network in tests) whose connection drops."""
+    from sunfish_lib.data import sources
+
+    local = sources.parse_source(str(jsonl_folder))
+    monkeypatch.setattr(sources, "_open_hub", lambda spec: sources._open_local(local, list(local.files)))
+    data = _data("hf:HuggingFaceFW/fineweb-edu")
+    reference = _tokens(data, bpe)
+    drop = requests.exceptions.ConnectionError("('Connection aborted.', RemoteDisconnected())")
+    flaky = Flaky(monkeypatch, pulls_before=4, failures=2, exc=drop)
+    assert torch.equal(_tokens(data, bpe), reference) and flaky.sleeps == [0.01, 0.02]
+    flaky.pulls, flaky.left = 0, 10**9
+    with pytest.raises(DataStreamError) as err:
+        _tokens(data, bpe)
+    assert str(err.value).startswith("data.source='hf:HuggingFaceFW/fineweb-edu': streaming from the hub failed "
+                                     "4 times over 0.1 s (ConnectionError: ('Connection aborted.'")
+    assert "check the network connection" in str(err.value)
+
+
 def test_read_failing_forever_raises_one_line_error_in_bounded_time(txt_folder, bpe, monkeypatch):
     flaky = Flaky(monkeypatch, pulls_before=3, failures=10**9, exc=ConnectionError("Connection reset by peer"))
     t0 = time.perf_counter()
@@ -102,14 +121,11 @@ def test_zero_retries_fails_at_the_first_error(txt_folder, bpe, monkeypatch):
     assert flaky.sleeps == []
 
 
-def _vanish_after_start(folder, data, tok, restore_on_sleep: int | None, monkeypatch):
+def _vanish_after_start(folder, data, tok, restore_on_sleep: int | None, monkeypatch, workers: int = 0):
     """Start the stream, delete a training file (read again in the next pass), read on; optionally put it
-    back during a backoff."""
-    it = iter(make_loader(data, tok, num_workers=0, seed=2))
-    first = [next(it)["input_ids"].flatten() for _ in range(2)]
+    back during a backoff (in a DataLoader worker the backoff runs there: it is patched before the fork)."""
     victim = folder / "doc15.txt"
     content = victim.read_text(encoding="utf-8")
-    victim.unlink()
     sleeps = []
 
     def sleep(seconds):
@@ -118,22 +134,27 @@ def _vanish_after_start(folder, data, tok, restore_on_sleep: int | None, monkeyp
             victim.write_text(content, encoding="utf-8")
 
     monkeypatch.setattr(retry, "sleep", sleep)
+    it = iter(make_loader(data, tok, num_workers=workers, seed=2))
+    first = [next(it)["input_ids"].flatten() for _ in range(2)]
+    victim.unlink()
     rest = [next(it)["input_ids"].flatten() for _ in range(VANISH_BATCHES - 2)]
-    return torch.cat(first + rest), sleeps, victim
+    return torch.cat(first + rest), sleeps
 
 
-def test_file_vanishing_mid_stream_and_coming_back_loses_nothing(txt_folder, bpe, monkeypatch):
-    data = _data(txt_folder)
+@pytest.mark.parametrize("workers", [0, 1])
+def test_file_vanishing_mid_stream_and_coming_back_loses_nothing(txt_folder, bpe, monkeypatch, workers):
+    data = _data(txt_folder, num_workers=workers)
     reference = _tokens(data, bpe, VANISH_BATCHES)
-    tokens, sleeps, _ = _vanish_after_start(txt_folder, data, bpe, 2, monkeypatch)
-    assert sleeps == pytest.approx([0.01, 0.02])
+    tokens, sleeps = _vanish_after_start(txt_folder, data, bpe, 2, monkeypatch, workers)
+    assert sleeps == ([0.01, 0.02] if workers == 0 else [])  # a worker sleeps in its own process
     assert torch.equal(tokens, reference)
 
 
-def test_file_vanishing_for_good_names_the_file(txt_folder, bpe, monkeypatch):
-    data = _data(txt_folder, read_retries=2)
+@pytest.mark.parametrize("workers", [0, 1])
+def test_file_vanishing_for_good_names_the_file(txt_folder, bpe, monkeypatch, workers):
+    data = _data(txt_folder, read_retries=2, num_workers=workers)
     with pytest.raises(DataStreamError) as err:
-        _vanish_after_start(txt_folder, data, bpe, None, monkeypatch)
+        _vanish_after_start(txt_folder, data, bpe, None, monkeypatch, workers)
     assert f"reading {txt_folder / 'doc15.txt'} failed 3 times" in str(err.value)
     assert "FileNotFoundError" in str(err.value) and "check that the file exists" in str(err.value)
 
