@@ -65,7 +65,7 @@ def _add_run(sub) -> None:
 
     w = sub.add_parser("workbook", help="execute every numbered notebook in order into one run folder")
     w.add_argument("--smoke", action="store_true", help="run each notebook with smoke=True (seconds, for tests)")
-    w.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")
+    w.add_argument("--only", nargs="+", default=None, help="notebook name prefixes to run (e.g. 00 01)")
     w.add_argument("--runs-dir", type=Path, default=None, help="parent of run folders (default: runs/)")
     w.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
     w.add_argument("--resume", type=Path, metavar="RUN_DIR",

@@ -128,7 +128,7 @@ def _check_value(nb: Path, name: str, value: Any) -> None:
         raise SunfishError(f"{where} must be in [0, 1]")
     missing = [p for p in _items(value) if name in _PATHS and p is not None and not _exists(nb, p)]
     if missing:
-        item = f" {missing[0]!r}" if isinstance(value, (list, tuple)) else ""
+        item = f" {missing[0]!r}:" if isinstance(value, (list, tuple)) else ""
         raise SunfishError(f"{where}:{item} no such file or folder (relative paths start in "
                            f"{nb.resolve().parent}); give a run folder, an exported model folder or a .ckpt")
     if name == "overrides" and value:

@@ -51,6 +51,7 @@ def _validate_architecture(m: ModelConfig) -> None:
 def validate(cfg: Config) -> None:
     """Raise ConfigError for the first impossible field or combination."""
     m, d = cfg.model, cfg.diffusion
+    _check(0 <= cfg.seed < 2**32, f"seed={cfg.seed} must be in [0, 2**32 - 1] (the range numpy and torch seed from)")
     _validate_model(m)
     _validate_objective(d, m)
     _validate_data(cfg.data, m)

@@ -46,6 +46,8 @@ CASES = [
     (["run", "--resume", "{old_run}", "-p", "smoke", "True"], "drop -p"),
     (["workbook", "--resume", "{live_run}"], "is still running (pid"),
     (["workbook", "--only", "99"], "--only 99 matches no notebook"),
+    (["workbook", "--only"], "argument --only: expected at least one argument"),
+    (["run", NB["00"], "-p", "smoke"], "argument -p/--parameter: expected 2 arguments"),
     (["workbook", "--resume", "{old_run}", "--smoke"], "drop --smoke"),
     (["workbook", "--resume", "{old_run}", "--only", "00"], "drop --only"),
     # notebook parameters: names, types, values (all refused before a kernel starts)
@@ -79,6 +81,8 @@ CASES = [
     (["data", "--max-docs", "-1"], "--max-docs >= 0"),
     (["data", "--source", "/nonexistent/file.txt"], "is no file, folder or glob that exists"),
     (["data", "--source", "fineweb"], "offline mode is on"),
+    (["data", "--source", "{empty}"], "matches no .txt/.jsonl/.json/.parquet file"),
+    (["data", "--source", "{docs_jsonl}", "--text-field", "body"], "data.text_field='body' is in no record"),
     (["data", "--tokenizer", "/nonexistent-tokenizer"], "data.tokenizer='/nonexistent-tokenizer': no such folder"),
     # sunfish estimate
     (["estimate"], "the following arguments are required: --preset"),
@@ -88,6 +92,7 @@ CASES = [
     (["estimate", "--preset", "tiny", "--precision", "fp8"], "precision='fp8' is not allowed"),
     (["estimate", "--preset", "tiny", "--gpus", "48,abc"], "gpus='48,abc' must be GPU memory sizes in GB"),
     (["estimate", "--preset", "tiny", "--micro-batch", "0"], "micro_batch=0 must be a positive integer"),
+    (["estimate", "--preset", "tiny", "--seq-len", "0"], "seq_len=0 must be a positive integer"),
     (["estimate", "--preset", "tiny", "--seq-len", "100000"], "seq_len=100000 exceeds model.max_seq_len=256"),
     (["estimate", "--preset", "tiny", "--set", "nlayers=2"], "unknown config key 'nlayers'; did you mean n_layers"),
     (["estimate", "--preset", "tiny", "--set", "model.n_layers=two"], "model.n_layers='two' is not a valid int"),
@@ -100,6 +105,7 @@ CASES = [
     (["train", "--config", "{tmp}/missing.json"], "missing.json does not exist"),
     (["train", "--config", "{corrupt_json}"], "config JSON is not valid JSON"),
     (["train", "--config", "{unknown_key_json}"], "unknown config key 'model.bogus'"),
+    (["train", "--config", "{list_json}"], "config section <root> must be an object, got list"),
     (["train", "--config", "{run}/config.json", "--preset", "350M"], "both choose the starting config"),
     (["train", "--resume"], "--resume needs --run-dir"),
     (["train", "--max-steps", "-1"], "train.max_steps=-1 must be > 0"),
@@ -110,6 +116,7 @@ CASES = [
     (["train", "--set", "warmup_steps=500", "--max-steps", "100"], "is longer than train.max_steps=100"),
     (["train", "--strategy", "tpu"], "train.strategy='tpu' is not allowed"),
     (["train", "--devices", "0"], "train.devices=0 must be > 0"),
+    (["train", "--set", "seed=-1"], "seed=-1 must be in [0, 2**32 - 1]"),
     (["train", "--objective", "masked", "--set", "sample.sampler=ddpm"], "'ddpm' does not fit objective 'masked'"),
     (["train", "--data", "/nonexistent.txt", "--run-dir", "{tmp}/t"], "is no file, folder or glob that exists"),
     # sunfish sample
@@ -120,6 +127,8 @@ CASES = [
     (["sample", "{run}", "--trajectory", "out.txt"], "--trajectory out.txt must end in .safetensors"),
     (["sample", "{run}", "--mode", "sideways"], "argument --mode: invalid choice: 'sideways'"),
     (["sample", "{run}", "--steps", "0"], "sample.steps=0 must be > 0"),
+    (["sample", "{run}", "--seed", str(2**70)], f"seed={2**70} must be an integer in [0, 2**32 - 1]"),
+    (["sample", "{run}", "--trajectory", "/proc/sunfish/t.safetensors"], "--trajectory: cannot write into /proc"),
     (["sample", "{run}", "--top-p", "2"], "sample.top_p=2.0 must be in (0, 1]"),
     (["sample", "{run}", "--length", "100000"], "sample.length=100000 exceeds model.max_seq_len"),
     (["sample", "{run}", "--progress", "--no-progress"], "argument --no-progress: not allowed with argument --progress"),
@@ -128,6 +137,7 @@ CASES = [
     (["convert"], "the following arguments are required: --from, --out"),
     (["convert", "--from", "{tmp}/nowhere", "--out", "{tmp}/c"], "nowhere: no such folder"),
     (["convert", "--from", "{run}", "--out", "{tmp}/c", "--tol", "0"], "--tol=0.0 must be > 0"),
+    (["convert", "--from", "{run}", "--out", "{tmp}/c", "--set", "lr"], "--set 'lr' is not key=value"),
     (["convert", "--from", "{run}", "--out", "{tmp}/c", "--objective", "continuous"], "'continuous' is not allowed"),
     (["convert", "--from", "nobody/no-model", "--out", "{tmp}/c"], "the hub is offline"),
     (["convert", "--from", "{hf_bad_config}", "--out", "{tmp}/c"], "config.json is not a readable Hugging Face config"),
@@ -162,6 +172,8 @@ def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad_inputs")
     (tmp / "corrupt.json").write_text('{"model": {"n_layers": 2,}')
     (tmp / "unknown.json").write_text('{"model": {"bogus": 1}}')
+    (tmp / "list.json").write_text("[1, 2]")
+    (tmp / "docs.jsonl").write_text('{"text": "To be, or not to be"}\n')
     (tmp / "empty").mkdir()
     (tmp / "hf-bad").mkdir()
     (tmp / "hf-bad" / "config.json").write_text("{not json")
@@ -169,6 +181,7 @@ def files(tmp_path_factory):
     return {
         "tmp": str(tmp), "run": str(make_run(tmp / "run", "masked")), "empty": str(tmp / "empty"),
         "corrupt_json": str(tmp / "corrupt.json"), "unknown_key_json": str(tmp / "unknown.json"),
+        "list_json": str(tmp / "list.json"), "docs_jsonl": str(tmp / "docs.jsonl"),
         "hf_bad_config": str(tmp / "hf-bad"), "corrupt_nb": str(tmp / "corrupt.ipynb"),
         "two_params_nb": _notebook(tmp / "two.ipynb", "x = 1", "y = 2"),
         "bad_json_run": _run_folder(tmp / "bad-json-run", "{"),

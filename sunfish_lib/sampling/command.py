@@ -9,6 +9,7 @@ Given a run folder (or a checkpoint inside one), the samples are also saved ther
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -77,11 +78,26 @@ class ProgressBar:
             self.progress.stop()
 
 
+def _writable_folder(folder: Path, flag: str) -> None:
+    """Create `folder` and prove a file can be written there (one line naming `flag` otherwise)."""
+    probe = folder / f".sunfish-write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SunfishError(f"{flag}: cannot write into {folder} ({e.strerror}); pick a writable path") from None
+
+
 def run(args) -> int:
+    from safetensors import SafetensorError
+
     from sunfish_lib.sampling.session import format_samples, load_checkpoint, sample, sample_record, save_samples
 
     if args.trajectory is not None and args.trajectory.suffix != ".safetensors":
         raise SunfishError(f"--trajectory {args.trajectory} must end in .safetensors (e.g. trajectory.safetensors)")
+    if args.trajectory is not None:  # before sampling, not after it
+        _writable_folder(args.trajectory.parent, "--trajectory")
     loaded = load_checkpoint(args.checkpoint)
     enabled = sys.stderr.isatty() if args.progress is None else args.progress
     bar = ProgressBar(f"sampling ({loaded.objective})", enabled)
@@ -95,8 +111,10 @@ def run(args) -> int:
                            seconds=time.perf_counter() - t0)
     files = []
     if args.trajectory is not None:
-        args.trajectory.parent.mkdir(parents=True, exist_ok=True)
-        files.append(gen.trajectory.save(args.trajectory))
+        try:
+            files.append(gen.trajectory.save(args.trajectory))
+        except (OSError, SafetensorError) as e:
+            raise SunfishError(f"cannot write --trajectory {args.trajectory} ({e}); pick a writable path") from None
     run_dir = loaded.run_dir
     if run_dir is not None and not args.no_save:
         files += list(save_samples(run_dir / "samples", record))

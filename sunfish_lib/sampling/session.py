@@ -92,8 +92,8 @@ def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", seed: int 
     """Generate with the checkpoint's objective; returns `generate.Generation`. See module docstring."""
     from sunfish_lib.sampling.generate import generate
 
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SunfishError(f"seed={seed!r} must be an integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise SunfishError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")
     cfg = sample_config(loaded.cfg, settings)
     return generate(loaded.model, cfg, loaded.tokenizer, mode=mode, prompt=prompt or "", seed=seed, record=record,
                     callback=callback)
