@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -6,7 +8,7 @@ import pytest
 from sunfish_lib.cli import main
 from sunfish_lib.registry import read_notebook_run
 from sunfish_lib.runs import NotebookFailed, notebook_parameters, parse_param_value, run_notebooks
-from tests.helpers import NOTEBOOKS
+from tests.helpers import NOTEBOOKS, ROOT
 
 
 def _notebook(path, body: str, params: str = "smoke = False\nx = 1"):
@@ -115,3 +117,15 @@ def test_workbook_resume_skips_finished_notebooks_and_reruns_the_failed_one(tmp_
     assert main(["run", "--resume", str(run_dir)]) == 0  # nothing left: nothing runs
     assert "nothing to resume" in capsys.readouterr().out
     assert int((tmp_path / "b.count").read_text()) == 3
+
+
+def test_user_error_subclasses_are_known_from_the_traceback():
+    """Only the class name crosses the kernel boundary: a SunfishError subclass defined in a module the CLI has
+    not imported (sunfish_lib.data.retry's DataStreamError) is still told from a bug, via its traceback."""
+    code = ("import sys; from types import SimpleNamespace as E; from sunfish_lib.runs import _is_user_error\n"
+            "assert 'sunfish_lib.data.retry' not in sys.modules\n"
+            "tb = ['\\x1b[0;32mFile /x/sunfish_lib/data/retry.py:90\\x1b[0m, in exhausted_error']\n"
+            "print(_is_user_error(E(ename='DataStreamError', traceback=tb)), _is_user_error(E(ename='ConfigError', "
+            "traceback=[])), _is_user_error(E(ename='RuntimeError', traceback=tb)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.stdout.split() == ["True", "True", "False"], r.stderr
