@@ -23,6 +23,7 @@ parent's. Transformers is imported inside functions only: the core needs only to
 from __future__ import annotations
 
 import json
+import pickle
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -152,7 +153,13 @@ def load_hf_parent(source: str | Path):
     if why:  # before reading the weights
         raise SunfishError(f"this {hf_cfg.model_type} model cannot be converted exactly: {why}")
     with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, weights_only=True)
+        except (pickle.UnpicklingError, OSError, EOFError) as e:  # a .bin weights file is a pickle
+            from sunfish_lib.train.ckpt_verify import load_error
+
+            weights = next(iter(sorted(Path(path).glob("*.bin"))), Path(path))
+            raise load_error(weights, e) from None
     return model.eval(), family
 
 

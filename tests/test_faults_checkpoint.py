@@ -225,3 +225,25 @@ def test_resume_refuses_a_crafted_last_ckpt_before_anything_runs(run, tmp_path, 
         f"error: checkpoint {ckpt} was refused: it asks for posix.system when unpickled, which could run code; "
         "nothing in it was executed. Use a checkpoint you trust (sunfish writes only tensors and plain data)"]
     assert ckpt.read_bytes() == before and not (folder / "export").exists()
+
+
+@pytest.mark.parametrize("kind,message", [("pickle", "was refused: it asks for posix.system"),
+                                          ("truncated", "is unreadable")])
+def test_convert_refuses_a_crafted_or_broken_pytorch_model_bin(tmp_path, capsys, kind, message):
+    """`sunfish convert --from` an HF folder whose weights are a pickle (.bin), not safetensors."""
+    from tests.convert_helpers import save_hf_model, save_tokenizer_without_mask
+
+    save_tokenizer_without_mask(tmp_path / "tok")
+    parent = tmp_path / "gpt2"
+    save_hf_model(parent, "gpt2", tmp_path / "tok")
+    sd = load_file(str(parent / "model.safetensors"))
+    (parent / "model.safetensors").unlink()
+    marker, weights = tmp_path / "PWNED", parent / "pytorch_model.bin"
+    if kind == "pickle":
+        torch.save({**sd, "lm_head.weight": payloads(marker)["os.system"]}, weights)
+    else:
+        torch.save(sd, weights)
+        weights.write_bytes(weights.read_bytes()[:5000])
+    code = main(["convert", "--from", str(parent), "--out", str(tmp_path / "out")])
+    _expect_one_line(code, capsys.readouterr().err, weights, message)
+    assert not marker.exists() and not (tmp_path / "out" / "model.safetensors").exists()
