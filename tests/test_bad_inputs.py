@@ -8,6 +8,7 @@ in-process (milliseconds); a few run as subprocesses to prove no traceback reach
 import json
 import os
 import re
+import socket
 
 import nbformat
 import pytest
@@ -187,7 +188,7 @@ def files(tmp_path_factory):
         "bad_json_run": _run_folder(tmp / "bad-json-run", "{"),
         "old_run": _run_folder(tmp / "old-run", {"status": "failed", "notebooks": []}),
         "live_run": _run_folder(tmp / "live-run", {"status": "running", "notebooks": [], "plan": [],
-                                                   "pid": os.getpid(), "hostname": os.uname().nodename}),
+                                                   "pid": os.getpid(), "hostname": socket.gethostname()}),
     }
 
 
