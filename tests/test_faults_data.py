@@ -1,5 +1,6 @@
 """A data source failing mid-stream: retried with backoff from the same document, then a one-line error."""
 
+import pathlib
 import time
 
 import datasets
@@ -241,3 +242,26 @@ def test_source_failing_for_good_checkpoints_the_last_step_and_resume_matches(ma
     a = load_file(str(tmp_path / "straight" / "export" / "model.safetensors"))
     b = load_file(str(run / "export" / "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
+
+
+def test_fault_checkpoint_that_cannot_be_written_keeps_the_data_error():
+    """The disk is full as well: the error still names the data failure, then what else failed."""
+    from types import SimpleNamespace
+
+    from sunfish_lib.data.loader import ResumeTracker
+    from sunfish_lib.train.faults import DataFaultCheckpoint
+
+    def save_checkpoint(path, weights_only=False):
+        raise OSError(28, "No space left on device")
+
+    tracker = ResumeTracker(1)
+    trainer = SimpleNamespace(world_size=1, datamodule=SimpleNamespace(tracker=tracker), save_checkpoint=save_checkpoint)
+    cb = DataFaultCheckpoint(pathlib.Path("/runs/x/checkpoints/last.ckpt"))
+    cb._at_step = (3, {}, {**tracker.state_dict(), "consumed": 3})
+    err = DataStreamError("data.source='d': reading d/a.txt failed 6 times over 31.0 s (FileNotFoundError: d/a.txt)")
+    cb.on_exception(trainer, None, err)
+    assert str(err) == ("data.source='d': reading d/a.txt failed 6 times over 31.0 s (FileNotFoundError: d/a.txt); "
+                        "saving the training state failed as well ([Errno 28] No space left on device); the last "
+                        "periodic checkpoint is in /runs/x/checkpoints")
+    assert tracker.consumed == 0  # the live data position is put back
+    cb.on_exception(trainer, None, ValueError("a bug"))  # other errors pass untouched

@@ -74,7 +74,8 @@ class PackedDataset(IterableDataset):
                 out["_resume"] = {"stream": stream.logical, "state": stream.state()}
                 yield out
         except SunfishError as e:
-            yield {"_error": str(e)}  # re-raised as a clean one-line error in the main process
+            # re-raised as a clean one-line error in the main process; a failed read stays a DataStreamError
+            yield {"_error": str(e), "_stream": isinstance(e, DataStreamError)}
         finally:
             _log_skips(self.rows, worker)
 
@@ -155,7 +156,7 @@ class ResumableLoader:
     def __iter__(self) -> Iterator[dict]:
         for batch in self.dataloader():
             if "_error" in batch:
-                raise DataStreamError(batch["_error"])
+                raise (DataStreamError if batch["_stream"] else SunfishError)(batch["_error"])
             meta = batch.pop("_resume") if not self.defer_tracking else None
             if meta is not None and self.tracker is not None:
                 self.tracker.record(meta)

@@ -20,7 +20,7 @@ import numpy as np
 
 from sunfish_lib.data import retry
 from sunfish_lib.data.packing import PackSpec, TokenBuffer, make_batch
-from sunfish_lib.data.retry import RetryPolicy
+from sunfish_lib.data.retry import DataStreamError, RetryPolicy
 from sunfish_lib.data.sources import RowFilter, SourceSpec, input_error
 from sunfish_lib.errors import SunfishError
 
@@ -105,7 +105,8 @@ class BlockReader:
                 return next(self._it, None)
             except Exception as e:
                 if not retry.is_transient(e):
-                    raise (input_error(self.spec, e) or e) from None
+                    bad = input_error(self.spec, e)  # a malformed record or text: the same on every read
+                    raise (DataStreamError(str(bad)) if bad is not None else e) from None
                 attempt += 1
                 if attempt > self.retry.retries:
                     raise retry.exhausted_error(self.spec.source, self.spec.kind == "hub", e, attempt, waited) from None

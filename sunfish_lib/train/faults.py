@@ -50,7 +50,12 @@ class DataFaultCheckpoint(pl.Callback):
         elif self._at_step is None:
             exception.checkpointed(f"no optimizer step completed in this attempt, so nothing new to save; {resume}")
         else:
-            step = self._save(trainer)
+            try:
+                step = self._save(trainer)
+            except Exception as e:  # e.g. the disk is full too: keep the data error, say what else failed
+                exception.checkpointed(f"saving the training state failed as well ({' '.join(str(e).split())[:200]})"
+                                       f"; the last periodic checkpoint is in {self.path.parent}")
+                return
             exception.checkpointed(f"training state saved at step {step} in {self.path}; {resume}")
 
     def _save(self, trainer) -> int:
