@@ -180,7 +180,11 @@ def run_notebooks(
 
 
 def _execute_plan(run_dir: Path, info: dict, paths: list[Path], log_output: bool) -> list[str]:
-    """Execute `paths` in order with their params.json parameters, recording each attempt in run.json."""
+    """Execute `paths` in order with their params.json parameters, recording each attempt in run.json.
+
+    An attempt is written as 'running' before its kernel starts, so a killed run leaves a
+    record that `resume_run` reads as interrupted.
+    """
     params = _read_json(run_dir / "params.json")
     entries = {e["notebook"]: e for e in info["notebooks"]}
     t0, executed = time.perf_counter(), []
@@ -189,20 +193,23 @@ def _execute_plan(run_dir: Path, info: dict, paths: list[Path], log_output: bool
         if entry is None:
             entry = entries[p.name] = {"notebook": p.name, "attempts": []}
             info["notebooks"].append(entry)
-        _keep_previous_attempt(run_dir, p.name, entry)
+        _keep_previous_attempt(run_dir / p.name, entry)
+        attempt = {"attempt": info["attempt"], "status": "running"}
+        entry["attempts"].append(attempt)
+        entry["status"] = "running"
+        entry.pop("reason", None)
+        _write_json(run_dir / "run.json", info)
         t1 = time.perf_counter()
         try:
             execute_notebook(p, run_dir, params.get(p.name, {}), log_output=log_output)
         except NotebookFailed as e:
-            entry.update(status="failed", reason=e.reason)
-            entry["attempts"].append({"attempt": info["attempt"], "status": "failed", "reason": e.reason})
+            for record in (entry, attempt):
+                record.update(status="failed", reason=e.reason)
             info.update(status="failed", ended=datetime.now().isoformat(timespec="seconds"))
             _write_json(run_dir / "run.json", info)
             raise
-        seconds = round(time.perf_counter() - t1, 2)
-        entry.update(status="ok", seconds=seconds)
-        entry.pop("reason", None)
-        entry["attempts"].append({"attempt": info["attempt"], "status": "ok", "seconds": seconds})
+        for record in (entry, attempt):
+            record.update(status="ok", seconds=round(time.perf_counter() - t1, 2))
         executed.append(p.name)
         _write_json(run_dir / "run.json", info)
     info.update(status="finished", ended=datetime.now().isoformat(timespec="seconds"),
@@ -211,14 +218,14 @@ def _execute_plan(run_dir: Path, info: dict, paths: list[Path], log_output: bool
     return executed
 
 
-def _keep_previous_attempt(run_dir: Path, name: str, entry: dict) -> None:
-    """Rename the executed copy an earlier attempt left (failed or interrupted) to `<stem>.attemptN.ipynb`."""
-    out = run_dir / name
-    if not out.is_file():
+def _keep_previous_attempt(out: Path, entry: dict) -> None:
+    """Rename the executed copy the last attempt left (failed, or interrupted: still 'running') to
+    `<stem>.attemptN.ipynb`, so the next attempt does not overwrite it."""
+    last = entry["attempts"][-1] if entry["attempts"] else None
+    if last is None or last.get("executed") or not out.is_file():
         return
-    if not entry["attempts"] or entry["attempts"][-1].get("executed"):  # interrupted before it was recorded
-        entry["attempts"].append({"attempt": len(entry["attempts"]) + 1, "status": "interrupted"})
-    last = entry["attempts"][-1]
+    if last["status"] == "running":
+        last["status"] = "interrupted"
     kept = out.with_name(f"{out.stem}.attempt{last['attempt']}{out.suffix}")
     out.replace(kept)
     last["executed"] = kept.name

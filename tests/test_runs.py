@@ -129,3 +129,22 @@ def test_user_error_subclasses_are_known_from_the_traceback():
             "traceback=[])), _is_user_error(E(ename='RuntimeError', traceback=tb)))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.stdout.split() == ["True", "True", "False"], r.stderr
+
+
+def test_resume_after_a_kill_keeps_the_interrupted_copy(tmp_path):
+    nb = _notebook(tmp_path / "b.ipynb", "import pathlib\nassert pathlib.Path('marker').exists(), 'no marker'")
+    with pytest.raises(NotebookFailed):
+        run_notebooks([nb], runs_parent=tmp_path / "runs")
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    info = json.loads((run_dir / "run.json").read_text())  # as a SIGKILL mid-notebook leaves it
+    entry = info["notebooks"][0]
+    for record in (info, entry, entry["attempts"][0]):
+        record["status"] = "running"
+    info["pid"] = 2**22 + 12345  # above Linux's pid limit: no such process
+    (run_dir / "run.json").write_text(json.dumps(info))
+    (tmp_path / "marker").write_text("")
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    attempts = json.loads((run_dir / "run.json").read_text())["notebooks"][0]["attempts"]
+    assert [(a["attempt"], a["status"], a.get("executed")) for a in attempts] == [
+        (1, "interrupted", "b.attempt1.ipynb"), (2, "ok", None)]
+    assert (run_dir / "b.attempt1.ipynb").is_file() and (run_dir / "b.ipynb").is_file()
