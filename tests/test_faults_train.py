@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import pytorch_lightning as pl
@@ -18,10 +23,12 @@ import torch
 from safetensors.torch import load_file
 
 from sunfish_lib.cli import main
+from sunfish_lib.config import Config
 from sunfish_lib.errors import ConfigError, SunfishError
 from sunfish_lib.train import diskspace
 from sunfish_lib.train.diskspace import SLACK
 from sunfish_lib.train.trainer import resolve_precision, train
+from tests.helpers import ROOT
 from tests.train_helpers import SMALL_ARGS, small_config
 
 
@@ -203,3 +210,120 @@ def test_checkpoint_size_estimate_covers_real_files(tmp_path):
     export = (tmp_path / "export" / "model.safetensors").stat().st_size
     assert 0.97 * ckpt < parts["last.ckpt and its .tmp"] / 2 <= ckpt < parts["last.ckpt and its .tmp"] / 2 * SLACK
     assert 0.97 * export < parts["export"] <= export < parts["export"] * SLACK
+
+
+# -- SIGKILL at any point --------------------------------------------------------------------
+
+KILL_ARGS = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2", "--set", "keep_best=0",
+             "--set", "val_every=100", "--no-progress"]
+KILL_STEPS = 20  # long enough that a kill a few steps in lands before the end (a step takes ~50 ms)
+
+
+def _killed_run(run_dir, fault: str = "none", n: int = 0, max_steps: int = KILL_STEPS) -> subprocess.Popen:
+    """`sunfish train` under tests/kill_driver.py (which may SIGKILL itself mid-write), as a subprocess."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "tests.kill_driver", fault, str(n), "--", *KILL_ARGS, "--max-steps", str(max_steps),
+           "--run-dir", str(run_dir)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _saved_step(path) -> int:
+    return torch.load(path, weights_only=True)["global_step"]
+
+
+class PartialFilesAtStart(pl.Callback):
+    """Records the `*.tmp` files in the run folder when training starts (before any new write)."""
+
+    def __init__(self, run_dir):
+        self.run_dir, self.found = run_dir, None
+
+    def on_fit_start(self, trainer, pl_module):
+        self.found = sorted(p.name for p in self.run_dir.rglob("*.tmp"))
+
+
+def _resume_in_process(run_dir, max_steps: int = KILL_STEPS) -> dict:
+    """Resume with the run's own config.json, as `sunfish train --run-dir RUN --resume` does;
+    checks that the partial files a kill left were cleared before training started."""
+    cfg = Config.load(run_dir / "config.json").override({"max_steps": max_steps})
+    partial = PartialFilesAtStart(run_dir)
+    out = train(cfg, run_dir, resume=True, progress=False, callbacks=(partial,))
+    assert partial.found == []
+    return out
+
+
+def _export(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "export" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The export of the same run trained straight through (the config the CLI builds from KILL_ARGS)."""
+    from sunfish_lib.cli import build_parser
+    from sunfish_lib.train.command import config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["train", *KILL_ARGS, "--max-steps", str(KILL_STEPS)]))
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    assert train(cfg, run_dir, progress=False)["global_step"] == KILL_STEPS
+    return _export(run_dir)
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_checkpoint_write_keeps_last_and_resumes_exactly(tmp_path, uninterrupted):
+    """Killed halfway through writing the step-6 checkpoint (the 3rd save): last.ckpt still holds step 4."""
+    run = tmp_path / "run"
+    proc = _killed_run(run, "ckpt", 3)
+    assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    last, partial = run / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt.tmp"
+    assert _saved_step(last) == 4  # loads with weights_only: whole
+    assert partial.stat().st_size > 0
+    with pytest.raises(Exception):
+        torch.load(partial, weights_only=True)  # the kill really was mid-write
+    out = _resume_in_process(run)
+    assert out["global_step"] == KILL_STEPS
+    assert "start: step 4," in (run / "train.log").read_text()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # the partial .tmp removed
+    _assert_same_weights(_export(run), uninterrupted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", [0, 1])
+def test_sigkill_at_random_points_loses_only_steps_after_last_checkpoint(tmp_path, uninterrupted, point):
+    """Kill from outside at a seeded-random point (after a random step, a random delay), then resume.
+
+    The two cases kill at two different steps; SUNFISH_FAULT_SEED=N picks other points (default 0).
+    """
+    seed = int(os.environ.get("SUNFISH_FAULT_SEED", "0"))
+    rng = random.Random(seed)
+    step = sorted(rng.sample(range(3, KILL_STEPS - 6), 2))[point]
+    run, log = tmp_path / "run", tmp_path / "run" / "train.log"
+    proc, deadline = _killed_run(run), time.time() + 240
+    while time.time() < deadline and not (log.exists() and f" step {step} " in log.read_text()):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 0.1))  # anywhere in the next steps, checkpoint writes included
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, f"run ended before the kill (seed {seed})"
+    saved = _saved_step(run / "checkpoints" / "last.ckpt")
+    assert saved % 2 == 0 and step - 1 <= saved <= KILL_STEPS, (seed, step, saved)
+    assert _resume_in_process(run)["global_step"] == KILL_STEPS
+    assert saved == KILL_STEPS or f"start: step {saved}," in log.read_text()
+    _assert_same_weights(_export(run), uninterrupted)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_export_write_resumes_to_a_whole_export(tmp_path):
+    """Killed halfway through export/model.safetensors: the resumed run (already at max_steps) exports again."""
+    run = tmp_path / "run"
+    proc = _killed_run(run, "export", 1, max_steps=4)
+    assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    assert not (run / "export" / "model.safetensors").exists()
+    assert (run / "export" / "model.safetensors.tmp").stat().st_size > 0
+    assert _saved_step(run / "checkpoints" / "last.ckpt") == 4
+    assert _resume_in_process(run, max_steps=4)["global_step"] == 4
+    assert not (run / "export" / "model.safetensors.tmp").exists()
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    _assert_same_weights(_export(run), {k.removeprefix("model."): v for k, v in state.items()})

@@ -1,0 +1,70 @@
+"""Test-only: `sunfish train ARGS` that SIGKILLs itself halfway through a file write.
+
+    python -m tests.kill_driver ckpt N -- TRAIN_ARGS     # during the Nth checkpoint written to a file
+    python -m tests.kill_driver export 1 -- TRAIN_ARGS   # during export/model.safetensors
+    python -m tests.kill_driver none 0 -- TRAIN_ARGS     # no fault (killed from outside by the test)
+
+The first half of the file's bytes reach the disk (flushed, fsynced) before the kill, as when a
+machine dies mid-write. The library has no fault hooks: this wraps `torch.save` (which
+`atomic_torch_save` calls) and `safetensors.torch.save_file` (which `export_model` calls).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+
+
+def _write_half_and_die(data: bytes, f) -> None:
+    f.write(data[: len(data) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_in_torch_save(n: int) -> None:
+    """SIGKILL during the nth torch.save into a file (saves into memory buffers do not count)."""
+    import torch
+
+    real, seen = torch.save, 0
+
+    def save(obj, f, *args, **kwargs):
+        nonlocal seen
+        if not isinstance(f, io.BytesIO):
+            seen += 1
+        if isinstance(f, io.BytesIO) or seen < n:
+            return real(obj, f, *args, **kwargs)
+        buf = io.BytesIO()
+        real(obj, buf, *args, **kwargs)
+        _write_half_and_die(buf.getvalue(), open(f, "wb") if isinstance(f, (str, os.PathLike)) else f)
+
+    torch.save = save
+
+
+def kill_in_save_file() -> None:
+    """SIGKILL during the first safetensors save_file (the export)."""
+    import safetensors.torch
+
+    def save_file(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            _write_half_and_die(safetensors.torch.save(tensors, metadata=metadata), f)
+
+    safetensors.torch.save_file = save_file
+
+
+def main(argv: list[str]) -> int:
+    kind, n, sep, *train_args = argv
+    assert sep == "--" and kind in ("ckpt", "export", "none"), argv
+    if kind == "ckpt":
+        kill_in_torch_save(int(n))
+    elif kind == "export":
+        kill_in_save_file()
+    from sunfish_lib.cli import main as cli
+
+    return cli(["train", *train_args])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
