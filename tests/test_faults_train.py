@@ -121,7 +121,7 @@ def test_free_space_preflight_refuses_before_training(tmp_path, monkeypatch, cap
     cfg = small_config("masked", ema_decay=0.9, keep_best=2)
     parts = diskspace.run_bytes(cfg, "32-true")
     need = parts["total"]
-    assert parts["2 best checkpoints"] == parts["last.ckpt and its .tmp"]  # each is two whole checkpoints
+    assert parts["keep_best=2 checkpoints"] == parts["last.ckpt and its .tmp"]  # each is two whole checkpoints
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need))
     diskspace.check_free_space(cfg, tmp_path, "32-true")  # exactly enough: no error
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need - 1))
@@ -130,9 +130,21 @@ def test_free_space_preflight_refuses_before_training(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
     assert err.endswith(f"run folder {tmp_path / 'run'} has {diskspace.fmt_bytes(need - 1)} free, but this run needs "
-                        f"about {diskspace.fmt_bytes(need)} (last.ckpt and its .tmp 12.1 MB, 2 best checkpoints 12.1 MB, "
-                        f"export 1.5 MB); free space, lower train.keep_best, or pick another --run-dir")
+                        f"about {diskspace.fmt_bytes(need)} (last.ckpt and its .tmp 12.1 MB, keep_best=2 checkpoints "
+                        f"12.1 MB, export 1.5 MB); free space, lower train.keep_best, or pick another --run-dir")
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "train.log").exists()
+
+
+def test_free_space_preflight_counts_files_a_resumed_run_overwrites(tmp_path, monkeypatch):
+    cfg = small_config("masked")
+    need = diskspace.run_bytes(cfg, "32-true")["total"]
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"\0" * 300_000)
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need - 300_000))
+    diskspace.check_free_space(cfg, tmp_path, "32-true")
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need - 300_001))
+    with pytest.raises(SunfishError, match=re.escape(f"needs about {diskspace.fmt_bytes(need - 300_000)} (")):
+        diskspace.check_free_space(cfg, tmp_path, "32-true")
 
 
 class FailingFile:
@@ -159,7 +171,8 @@ def test_disk_full_mid_training_keeps_last_checkpoint_and_exits_2(tmp_path, monk
     monkeypatch.setattr(torch, "save", save)
     run = tmp_path / "run"
     args = ["train", "--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2",
-            "--set", "keep_best=0", "--set", "val_every=100", "--max-steps", "6", "--run-dir", str(run), "--no-progress"]
+            "--set", "keep_best=0", "--set", "val_every=100", "--max-steps", "6", "--run-dir", str(run),
+            "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert saves == [str(run / "checkpoints" / "last.ckpt.tmp")] * 2

@@ -46,7 +46,7 @@ def run_bytes(cfg: Config, precision: str) -> dict[str, int]:
     t, m = cfg.train, cfg.resolved_model
     ckpt = checkpoint_bytes(m, precision, ema=t.ema_decay > 0)["with_optimizer"]
     export = checkpoint_bytes(m, precision)["weights"]
-    parts = {"last.ckpt and its .tmp": 2 * ckpt, f"{t.keep_best} best checkpoints": t.keep_best * ckpt,
+    parts = {"last.ckpt and its .tmp": 2 * ckpt, f"keep_best={t.keep_best} checkpoints": t.keep_best * ckpt,
              "export": export}
     parts["total"] = int(sum(parts.values()) * SLACK) + MARGIN_BYTES
     return parts
