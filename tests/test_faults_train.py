@@ -1,6 +1,6 @@
 """Faults during training: NaN loss (stop or skip), a full or failing disk, SIGKILL at any point.
 
-The kill tests run `tests/kill_driver.py`: `sunfish train` in a subprocess that kills itself with
+The kill tests run `tests/fault_driver.py`: `sunfish train` in a subprocess that kills itself with
 SIGKILL halfway through its Nth checkpoint (or export) write, or is killed from outside after a
 step. Every resumed run must end with the weights of an uninterrupted run, bitwise.
 """
@@ -233,9 +233,9 @@ KILL_STEPS = 20  # long enough that a kill a few steps in lands before the end (
 
 
 def _killed_run(run_dir, fault: str = "none", n: int = 0, max_steps: int = KILL_STEPS) -> subprocess.Popen:
-    """`sunfish train` under tests/kill_driver.py (which may SIGKILL itself mid-write), as a subprocess."""
+    """`sunfish train` under tests/fault_driver.py (which may SIGKILL itself mid-write), as a subprocess."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "tests.kill_driver", fault, str(n), "--", *KILL_ARGS, "--max-steps", str(max_steps),
+    cmd = [sys.executable, "-m", "tests.fault_driver", fault, str(n), "--", *KILL_ARGS, "--max-steps", str(max_steps),
            "--run-dir", str(run_dir)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -340,3 +340,19 @@ def test_sigkill_mid_export_write_resumes_to_a_whole_export(tmp_path):
     assert not (run / "export" / "model.safetensors.tmp").exists()
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     _assert_same_weights(_export(run), {k.removeprefix("model."): v for k, v in state.items()})
+
+
+@pytest.mark.slow
+def test_nan_on_one_ddp_rank_skips_the_step_on_every_rank(tmp_path):
+    """DDP on 2 CPU processes, a NaN loss on rank 1 only in step 3 of 4: the run ends with the weights of
+    the same run stopped after step 2 (`--stop-at-step 3`), so both ranks dropped step 3 alike."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    common = [*KILL_ARGS, "--devices", "2", "--strategy", "ddp", "--set", "nan_policy=skip", "--max-steps", "4"]
+    for fault, name, extra in (("none", "stopped", ["--stop-at-step", "3"]), ("nan", "skipped", [])):
+        cmd = [sys.executable, "-m", "tests.fault_driver", fault, "3", "--", *common, *extra, "--run-dir",
+               str(tmp_path / name)]
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+    _assert_same_weights(_export(tmp_path / "skipped"), _export(tmp_path / "stopped"))
+    log = (tmp_path / "skipped" / "train.log").read_text()
+    assert "step 3: loss was nan; optimizer step skipped (train.nan_policy=skip; 1 in a row, 1 in all)" in log

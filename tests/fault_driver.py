@@ -1,8 +1,9 @@
-"""Test-only: `sunfish train ARGS` that SIGKILLs itself halfway through a file write.
+"""Test-only: `sunfish train ARGS` with a fault: SIGKILL halfway through a file write, or a NaN loss.
 
-    python -m tests.kill_driver ckpt N -- TRAIN_ARGS     # during the Nth checkpoint written to a file
-    python -m tests.kill_driver export 1 -- TRAIN_ARGS   # during export/model.safetensors
-    python -m tests.kill_driver none 0 -- TRAIN_ARGS     # no fault (killed from outside by the test)
+    python -m tests.fault_driver ckpt N -- TRAIN_ARGS     # during the Nth checkpoint written to a file
+    python -m tests.fault_driver export 1 -- TRAIN_ARGS   # during export/model.safetensors
+    python -m tests.fault_driver none 0 -- TRAIN_ARGS     # no fault (killed from outside by the test)
+    python -m tests.fault_driver nan N -- TRAIN_ARGS      # a NaN loss at micro-batch N on rank 1 only (DDP)
 
 The first half of the file's bytes reach the disk (flushed, fsynced) before the kill, as when a
 machine dies mid-write. The library has no fault hooks: this wraps `torch.save` (which
@@ -54,13 +55,39 @@ def kill_in_save_file() -> None:
     safetensors.torch.save_file = save_file
 
 
+def nan_loss_on_rank_1(micro: int) -> None:
+    """Rank 1's loss at micro-batch `micro` becomes NaN (Lightning's DDP workers rerun this driver)."""
+    from sunfish_lib.train.module import SunfishModule
+
+    real = SunfishModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        if self._micro != micro or self.global_rank != 1:
+            return real(self, batch, batch_idx)
+        loss_fn = self.objective.loss
+
+        def nan_loss(*args, **kwargs):
+            out = loss_fn(*args, **kwargs)
+            return {**out, "loss": out["loss"] * float("nan")}
+
+        self.objective.loss = nan_loss
+        try:
+            return real(self, batch, batch_idx)
+        finally:
+            self.objective.loss = loss_fn
+
+    SunfishModule.training_step = training_step
+
+
 def main(argv: list[str]) -> int:
     kind, n, sep, *train_args = argv
-    assert sep == "--" and kind in ("ckpt", "export", "none"), argv
+    assert sep == "--" and kind in ("ckpt", "export", "nan", "none"), argv
     if kind == "ckpt":
         kill_in_torch_save(int(n))
     elif kind == "export":
         kill_in_save_file()
+    elif kind == "nan":
+        nan_loss_on_rank_1(int(n))
     from sunfish_lib.cli import main as cli
 
     return cli(["train", *train_args])
