@@ -28,14 +28,16 @@ from sunfish_lib.train.trainer import train
 MDLM_RATIO = 23.21 / 17.54
 
 
-def train_objective(objective: str, steps: int, out: Path, reuse: bool) -> Path:
+def train_objective(objective: str, steps: int, out: Path, reuse: bool, **overrides) -> Path:
+    """Train (or, with reuse, find) `out/<objective>`; overrides go on top of the tiny preset."""
     run_dir = out / objective
     if reuse and (run_dir / "export" / "model.safetensors").is_file():
         print(f"{objective}: reusing {run_dir}")
         return run_dir
     cfg = get_config("tiny", {"objective": objective, "sampler": DEFAULT_SAMPLERS[objective], "max_steps": steps,
                               "warmup_steps": max(1, steps // 10), "val_every": steps, "ckpt_every": steps,
-                              "log_every": max(1, steps // 20), "tensorboard": False, "keep_best": 0})
+                              "log_every": max(1, steps // 20), "tensorboard": False, "keep_best": 0,
+                              **overrides})
     t0 = time.perf_counter()
     summary = train(cfg, run_dir, progress=False, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
     print(f"{objective}: trained {summary['global_step']} steps in {time.perf_counter() - t0:.0f} s")
