@@ -1,7 +1,7 @@
 import json
 
 from sunfish_lib.cli import main
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 
 
 def test_check_json_all_ok(capsys):
@@ -21,3 +21,16 @@ def test_check_table_subprocess():
 
 
 # User errors of every command: tests/test_bad_inputs.py (the bad-input table).
+
+
+def test_parser_and_runs_command_start_without_torch():
+    """Building every subcommand's parser and `sunfish runs` import neither torch nor Lightning."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sunfish_lib.cli import build_parser, main; build_parser(); "
+            "main(['runs', sys.argv[1], '--json']); "
+            "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "tests")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"

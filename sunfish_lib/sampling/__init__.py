@@ -1,13 +1,29 @@
-"""Reverse processes: continuous (DDPM/DDIM) and masked-diffusion samplers, AR sampling, rounding, trajectories."""
+"""Reverse processes: continuous (DDPM/DDIM) and masked-diffusion samplers, AR sampling, rounding, trajectories.
 
-from sunfish_lib.sampling.autoregressive import sample_ar
-from sunfish_lib.sampling.continuous import CONTINUOUS_SAMPLERS, ContinuousSampler, GaussianScheduler
-from sunfish_lib.sampling.filters import filter_logits, gumbel_noise, sample_categorical
-from sunfish_lib.sampling.infill import expand_masks, mask_spans, template_ids
-from sunfish_lib.sampling.masked import MASKED_SAMPLERS, MaskedSampler
-from sunfish_lib.sampling.rounding import nearest_tokens, snap_to_embeddings
-from sunfish_lib.sampling.trajectory import Trajectory
+Names are imported on first use (PEP 562), so `sunfish_lib.sampling.command` (the CLI's
+argument parser) loads without torch and every `sunfish` command starts fast.
+"""
 
-__all__ = ["CONTINUOUS_SAMPLERS", "ContinuousSampler", "GaussianScheduler", "MASKED_SAMPLERS", "MaskedSampler",
-           "Trajectory", "expand_masks", "filter_logits", "gumbel_noise", "mask_spans", "nearest_tokens",
-           "sample_ar", "sample_categorical", "snap_to_embeddings", "template_ids"]
+from importlib import import_module
+
+_WHERE = {
+    "sample_ar": "autoregressive",
+    "CONTINUOUS_SAMPLERS": "continuous", "ContinuousSampler": "continuous", "GaussianScheduler": "continuous",
+    "filter_logits": "filters", "gumbel_noise": "filters", "sample_categorical": "filters",
+    "expand_masks": "infill", "mask_spans": "infill", "template_ids": "infill",
+    "MASKED_SAMPLERS": "masked", "MaskedSampler": "masked",
+    "nearest_tokens": "rounding", "snap_to_embeddings": "rounding",
+    "Trajectory": "trajectory",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
