@@ -59,7 +59,8 @@ def pick_runs(runs: Iterable[str | Path] = (), run_dir: str | Path | None = None
 
 
 def _finished(root: Path) -> list[Path]:
-    return [Path(r.path) for r in list_runs([root], status=["finished"]) if r.kind == "train"]
+    """Finished training runs, without overfit checks (their held-out loss means nothing; pass them explicitly)."""
+    return [Path(r.path) for r in list_runs([root], status=["finished"]) if r.kind == "train" and not r.overfit_batches]
 
 
 def _started(path: Path) -> str:

@@ -121,6 +121,7 @@ class RunRecord:
     pid: int | None = None
     error: str | None = None
     notebooks: list[str] = field(default_factory=list)  # papermill: notebooks executed so far
+    overfit_batches: int = 0  # > 0: an overfit check on that many fixed batches (03_overfit), not a real run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,7 +184,8 @@ def read_training_run(folder: Path, *, now: datetime | None = None, stale_s: flo
         step=status.get("step", logged), checkpoint_step=status.get("checkpoint_step"),
         max_steps=cfg.get("train", {}).get("max_steps", status.get("max_steps")),
         metrics=metrics, wall_s=wall, started=status.get("started"), updated=status.get("updated"),
-        hostname=status.get("hostname"), pid=status.get("pid"), error=status.get("error"))
+        hostname=status.get("hostname"), pid=status.get("pid"), error=status.get("error"),
+        overfit_batches=int(status.get("overfit_batches") or 0))
 
 
 def read_notebook_run(folder: Path, *, now: datetime | None = None, stale_s: float = STALE_S) -> RunRecord:

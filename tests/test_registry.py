@@ -266,3 +266,27 @@ def test_compare_notebook_headless(root, tmp_path):
     # the papermill run folder itself is in the registry, finished
     (rec,) = [r for r in list_runs([tmp_path]) if r.kind == "notebooks"]
     assert (rec.status, rec.notebooks) == ("finished", ["09_compare_runs.ipynb"])
+
+
+def test_overfit_checks_are_not_compared_by_default(root, tmp_path):
+    """A run trained with overfit_batches (03_overfit) records it; pick_runs leaves it out unless named."""
+    from sunfish_lib.registry import write_json
+
+    wb = tmp_path / WORKBOOK
+    shutil.copytree(root["root"] / WORKBOOK / "04_train", wb / "04_train")
+    shutil.copytree(root["root"] / WORKBOOK / "04_train", wb / "03_overfit")
+    status = read_json(wb / "03_overfit" / "status.json")
+    assert status["overfit_batches"] == 0  # what train() recorded for the normal run
+    write_json(wb / "03_overfit" / "status.json", {**status, "overfit_batches": 3})
+    records = {Path(r.path).name: r for r in list_runs([wb])}
+    assert (records["03_overfit"].overfit_batches, records["04_train"].overfit_batches) == (3, 0)
+    assert pick_runs([], wb) == [wb / "04_train"]
+    assert pick_runs([wb / "03_overfit"]) == [wb / "03_overfit"]
+
+
+def test_train_records_overfit_batches(tmp_path):
+    from sunfish_lib.train.trainer import train
+    from tests.train_helpers import small_config
+
+    train(small_config("ar", max_steps=2), tmp_path, progress=False, overfit_batches=2)
+    assert read_json(tmp_path / "status.json")["overfit_batches"] == 2

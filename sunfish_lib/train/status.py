@@ -69,7 +69,7 @@ class RunStatus(pl.Callback):
         self._exception: BaseException | None = None
 
     # -- outside Lightning ----------------------------------------------------------------
-    def begin(self, cfg, resume: bool) -> None:
+    def begin(self, cfg, resume: bool, overfit_batches: int = 0) -> None:
         """Record the attempt as running (a resumed run keeps its first start and counts attempts)."""
         prev = read_json(self.path) if resume else {}
         now = utc_now()
@@ -80,7 +80,8 @@ class RunStatus(pl.Callback):
                      "attempt_started": now, "attempts": int(prev.get("attempts", 0)) + 1, "ended": None,
                      "step": int(prev.get("checkpoint_step") or 0), "max_steps": cfg.train.max_steps,
                      "checkpoint_step": prev.get("checkpoint_step"), "objective": cfg.diffusion.objective,
-                     "elapsed_s": 0.0, "metrics": prev.get("metrics", {}), "error": None}
+                     "elapsed_s": 0.0, "metrics": prev.get("metrics", {}), "error": None,
+                     "overfit_batches": overfit_batches}
         self.write()
 
     @contextmanager

@@ -233,7 +233,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     run_dir = Path(run_dir)
     check_run_dir_writable(run_dir)
     cfg = prepare_run(cfg.validate(), run_dir, resume)
-    status.begin(cfg, resume)
+    status.begin(cfg, resume, overfit_batches)
     if not fast_dev_run:
         from sunfish_lib.train.diskspace import check_free_space, remove_partial_writes
 
