@@ -92,7 +92,7 @@ def curves(path: str | Path) -> list[dict[str, float]]:
     for r in rows:
         if "step" not in r:
             continue
-        extra = {"tokens": r["step"] * per_step}
+        extra = {"tokens": (r["step"] + 1) * per_step}  # logged steps are 0-based: step s ends s + 1 steps
         if timed:
             extra["wall_s"] = float(np.interp(r["step"], [s for s, _ in timed], [w for _, w in timed]))
         out.append({**r, **extra})
@@ -147,10 +147,10 @@ def final_metrics(path: str | Path, *, val_batches: int = 10, t_samples: int = 8
     path = Path(path)
     last = {k: v for r in curves(path) for k, v in r.items()}  # last logged value of each key
     status = read_json(path / "status.json")  # steps and wall time at the end, not at the last log
-    steps = int(status.get("step", last.get("step", -1) + 1))  # logged steps are 0-based
+    trained = int(status.get("step", last.get("step", -1) + 1))  # logged steps are 0-based
     res = evaluate_run(path, val_batches=val_batches, t_samples=t_samples, seed=seed)
-    return {"run": "", "objective": res.objective, "steps": steps,
-            "tokens": steps * tokens_per_step(read_json(path / "config.json")),
+    return {"run": "", "objective": res.objective, "steps": trained,
+            "tokens": trained * tokens_per_step(read_json(path / "config.json")),
             "wall_s": status.get("elapsed_s", last.get("wall_s")),
             "train_loss": last.get("train/loss"), "val_loss": last.get("val/loss"),
             "eval_kind": res.kind, "nats_per_token": res.nats_per_token, "stderr": res.stderr,
