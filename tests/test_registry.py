@@ -309,3 +309,37 @@ def test_final_metrics_sample_with_the_requested_steps_and_curves_end_on_the_tab
     assert seen["steps"] == 3  # the reverse steps asked for, not the 6 training steps
     assert row["steps"] == 6 and row["tokens"] == 6 * 4 * 32
     assert max(r["tokens"] for r in curves(run)) == row["tokens"]
+
+
+def test_status_write_failures_never_stop_training(tmp_path, monkeypatch, caplog):
+    """A full disk or a flaky mount under status.json: training goes on, warned once, no .tmp left behind."""
+    import errno
+
+    import sunfish_lib.train.status as status_module
+    from sunfish_lib.train.trainer import train
+    from tests.train_helpers import small_config
+
+    calls = []
+
+    def failing(path, obj):
+        calls.append(obj["state"])
+        if len(calls) > 1:  # the first write (running) lands; every later one fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_json(path, obj)
+
+    monkeypatch.setattr(status_module, "write_json", failing)
+    with caplog.at_level("WARNING", logger="sunfish_lib.train.status"):
+        out = train(small_config("ar"), tmp_path / "run", progress=False)
+    assert out["global_step"] == 6 and len(calls) > 2 and calls[-1] == "finished"
+    assert [r.message for r in caplog.records].count(
+        f"could not write {tmp_path / 'run' / 'status.json'} (No space left on device); "
+        "sunfish runs will show a stale status") == 1
+    assert read_json(tmp_path / "run" / "status.json")["state"] == "running"  # stale, as warned
+
+
+def test_write_json_leaves_no_tmp_when_the_write_fails(tmp_path):
+    target = tmp_path / "status.json"
+    target.mkdir()  # replacing a folder by a file fails
+    with pytest.raises(OSError):
+        write_json(target, {"state": "running"})
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]

@@ -19,6 +19,7 @@ Times are UTC ISO 8601. A run recorded as running whose process is gone is *kill
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from typing import Any
 import pytorch_lightning as pl
 
 from sunfish_lib.registry import STATUS_FILE, process_identity, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 REFRESH_S = 30.0
 
@@ -67,6 +70,7 @@ class RunStatus(pl.Callback):
         self._t0 = time.monotonic()
         self._written = 0.0
         self._exception: BaseException | None = None
+        self._write_failed = False
 
     # -- outside Lightning ----------------------------------------------------------------
     def begin(self, cfg, resume: bool, overfit_batches: int = 0) -> None:
@@ -107,7 +111,14 @@ class RunStatus(pl.Callback):
         if not self.enabled or not self.info:
             return
         self.info.update(updated=utc_now(), elapsed_s=round(self.elapsed(), 3))
-        write_json(self.path, self.info)
+        try:
+            write_json(self.path, self.info)
+        except OSError as e:  # bookkeeping never stops a run, nor hides the error that is ending it
+            if not self._write_failed:
+                log.warning("could not write %s (%s); sunfish runs will show a stale status", self.path, e.strerror or e)
+            self._write_failed = True
+            return
+        self._write_failed = False
         self._written = time.monotonic()
 
     # -- Lightning hooks ------------------------------------------------------------------
