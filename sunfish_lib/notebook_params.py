@@ -126,6 +126,10 @@ def _check_value(nb: Path, name: str, value: Any) -> None:
         raise SunfishError(f"{where} must be >= 0")
     if name in _FRACTIONS and any(not 0 <= v <= 1 for v in numbers):
         raise SunfishError(f"{where} must be in [0, 1]")
+    not_paths = [p for p in _items(value) if name in _PATHS and p is not None and not isinstance(p, str)]
+    if not_paths:
+        raise SunfishError(f"{where}: {not_paths[0]!r} is not a path; give a run folder, an exported model "
+                           "folder or a .ckpt, as a string")
     missing = [p for p in _items(value) if name in _PATHS and p is not None and not _exists(nb, p)]
     if missing:
         item = f" {missing[0]!r}:" if isinstance(value, (list, tuple)) else ""

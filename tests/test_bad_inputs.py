@@ -73,6 +73,8 @@ CASES = [
     (_run("06", "mode", "sideways"), "'sideways' is not allowed; choose one of uncond, infill"),
     (_run("06", "seed", "-1"), "parameter seed=-1 must be >= 0"),
     (_run("07", "checkpoint", "/nonexistent/run"), "checkpoint='/nonexistent/run': no such file or folder"),
+    (_run("06", "checkpoint", "5"), "parameter checkpoint=5: 5 is not a path"),
+    (_run("09", "runs", "[1]"), "parameter runs=[1]: 1 is not a path"),
     (_run("08", "hf_families", "['gpt3']"), "'gpt3' is not allowed; choose one of gpt2, llama"),
     (_run("09", "runs", "['/nonexistent/run']"), "'/nonexistent/run': no such file or folder"),
     (_run("09", "sample_steps", "0"), "parameter sample_steps=0 must be > 0"),
