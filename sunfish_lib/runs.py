@@ -257,7 +257,7 @@ def resume_run(run_dir: str | Path, *, log_output: bool = False) -> tuple[Path, 
 
 def _resumable_info(run_dir: Path) -> dict:
     """run.json of a run folder that can be resumed, or a one-line SunfishError saying why not."""
-    from sunfish_lib.registry import infer_state
+    from sunfish_lib.registry import read_notebook_run
 
     path = run_dir / "run.json"
     if not path.is_file():
@@ -269,7 +269,7 @@ def _resumable_info(run_dir: Path) -> dict:
         raise SunfishError(f"{path} is not valid JSON ({e}); it cannot be resumed, start a new run") from None
     if not isinstance(info, dict) or not isinstance(info.get("plan"), list) or "notebooks" not in info:
         raise SunfishError(f"{path} records no notebook plan (made by an older sunfish or by hand); start a new run")
-    if info.get("status") == "running" and infer_state({**info, "state": "running"}) == "running":
+    if read_notebook_run(run_dir).status == "running":  # same rule as `sunfish runs`, files' age included
         raise SunfishError(f"{run_dir} is still running (pid {info.get('pid')} on {info.get('hostname')}); "
                            "wait for it to end or stop it, then resume")
     return info

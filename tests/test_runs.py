@@ -6,6 +6,7 @@ import nbformat
 import pytest
 
 from sunfish_lib.cli import main
+from sunfish_lib.errors import SunfishError
 from sunfish_lib.registry import read_notebook_run
 from sunfish_lib.runs import NotebookFailed, notebook_parameters, parse_param_value, run_notebooks
 from tests.helpers import NOTEBOOKS, ROOT
@@ -148,3 +149,21 @@ def test_resume_after_a_kill_keeps_the_interrupted_copy(tmp_path):
     assert [(a["attempt"], a["status"], a.get("executed")) for a in attempts] == [
         (1, "interrupted", "b.attempt1.ipynb"), (2, "ok", None)]
     assert (run_dir / "b.attempt1.ipynb").is_file() and (run_dir / "b.ipynb").is_file()
+
+
+def test_resume_refuses_a_run_alive_on_another_host_until_its_files_go_stale(tmp_path):
+    import json
+    import os
+    import time
+
+    from sunfish_lib.runs import _resumable_info
+
+    run = tmp_path / "run"
+    run.mkdir()
+    info = {"status": "running", "notebooks": [], "plan": ["a.ipynb"], "pid": 1, "hostname": "another-host"}
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(SunfishError, match="is still running"):  # just written: alive elsewhere
+        _resumable_info(run)
+    old = time.time() - 3600
+    os.utime(run / "run.json", (old, old))
+    assert _resumable_info(run)["hostname"] == "another-host"  # not updated for an hour: killed, resumable
