@@ -131,13 +131,13 @@ def load_exported(folder: Path, device: str | torch.device = "cpu"):
     folder = Path(folder)
     cfg = Config.load(folder / CONFIG_FILE)
     try:
-        sd = load_file(str(folder / MODEL_FILE), device=str(device))
+        sd = load_file(str(folder / MODEL_FILE))  # on the CPU: the CRC reads the bytes there
     except (SafetensorError, OSError, ValueError) as e:
         raise safetensors_error(folder / MODEL_FILE, e, "re-export the model") from None
     check_crc32(folder / MODEL_FILE, sd, "re-export the model")
-    model = Backbone(cfg.resolved_model).to(device)
+    model = Backbone(cfg.resolved_model)
     _load_state(model, sd, folder / MODEL_FILE)
-    return model.eval(), cfg, _maybe_tokenizer(folder / "tokenizer")
+    return model.to(device).eval(), cfg, _maybe_tokenizer(folder / "tokenizer")
 
 
 def load_weights(model: torch.nn.Module, folder: str | Path) -> Path:

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 
 def config_from_args(args):
     """The Config that `sunfish train ARGS` trains (preset or --config, then flags, then --set)."""
-    from sunfish_lib.config import DEFAULT_SAMPLERS, Config, get_config, parse_set_args
+    from sunfish_lib.config import Config, get_config, parse_set_args
 
     if args.config and args.preset:
         raise SunfishError(f"--preset {args.preset} and --config {args.config} both choose the starting config; "
@@ -39,8 +39,7 @@ def config_from_args(args):
     cfg = Config.load(args.config) if args.config else get_config(args.preset or "tiny")
     overrides: dict = {}
     if args.objective:
-        overrides["diffusion.objective"] = args.objective
-        overrides["sample.sampler"] = DEFAULT_SAMPLERS.get(args.objective, "ddim")
+        overrides["diffusion.objective"] = args.objective  # brings its default sampler (Config.override)
     for flag, key in (("data", "data.source"), ("devices", "train.devices"), ("num_nodes", "train.num_nodes"),
                       ("strategy", "train.strategy"), ("max_steps", "train.max_steps")):
         if getattr(args, flag) is not None:
