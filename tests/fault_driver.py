@@ -4,6 +4,7 @@
     python -m tests.fault_driver export 1 -- TRAIN_ARGS   # during export/model.safetensors
     python -m tests.fault_driver none 0 -- TRAIN_ARGS     # no fault (killed from outside by the test)
     python -m tests.fault_driver nan N -- TRAIN_ARGS      # a NaN loss at micro-batch N on rank 1 only (DDP)
+    python -m tests.fault_driver nan0 N -- TRAIN_ARGS     # the same on rank 0 only
 
 The first half of the file's bytes reach the disk (flushed, fsynced) before the kill, as when a
 machine dies mid-write. The library has no fault hooks: this wraps `torch.save` (which
@@ -55,14 +56,14 @@ def kill_in_save_file() -> None:
     safetensors.torch.save_file = save_file
 
 
-def nan_loss_on_rank_1(micro: int) -> None:
-    """Rank 1's loss at micro-batch `micro` becomes NaN (Lightning's DDP workers rerun this driver)."""
+def nan_loss_on_rank(micro: int, rank: int) -> None:
+    """`rank`'s loss at micro-batch `micro` becomes NaN (Lightning's DDP workers rerun this driver)."""
     from sunfish_lib.train.module import SunfishModule
 
     real = SunfishModule.training_step
 
     def training_step(self, batch, batch_idx):
-        if self._micro != micro or self.global_rank != 1:
+        if self._micro != micro or self.global_rank != rank:
             return real(self, batch, batch_idx)
         loss_fn = self.objective.loss
 
@@ -81,13 +82,13 @@ def nan_loss_on_rank_1(micro: int) -> None:
 
 def main(argv: list[str]) -> int:
     kind, n, sep, *train_args = argv
-    assert sep == "--" and kind in ("ckpt", "export", "nan", "none"), argv
+    assert sep == "--" and kind in ("ckpt", "export", "nan", "nan0", "none"), argv
     if kind == "ckpt":
         kill_in_torch_save(int(n))
     elif kind == "export":
         kill_in_save_file()
-    elif kind == "nan":
-        nan_loss_on_rank_1(int(n))
+    elif kind in ("nan", "nan0"):
+        nan_loss_on_rank(int(n), 1 if kind == "nan" else 0)
     from sunfish_lib.cli import main as cli
 
     return cli(["train", *train_args])

@@ -356,3 +356,19 @@ def test_nan_on_one_ddp_rank_skips_the_step_on_every_rank(tmp_path):
     _assert_same_weights(_export(tmp_path / "skipped"), _export(tmp_path / "stopped"))
     log = (tmp_path / "skipped" / "train.log").read_text()
     assert "step 3: loss was nan; optimizer step skipped (train.nan_policy=skip; 1 in a row, 1 in all)" in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["nan0", "nan"])
+def test_nan_stop_on_one_ddp_rank_stops_every_rank_with_one_line(tmp_path, fault):
+    """train.nan_policy=stop with a NaN on rank 0 (or rank 1) only: both ranks stop at that step with the
+    same one-line error (exit 2), not one rank raising while its peer dies in a collective with a traceback."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "tests.fault_driver", fault, "3", "--", *KILL_ARGS, "--devices", "2",
+           "--strategy", "ddp", "--max-steps", "6", "--run-dir", str(tmp_path / "run")]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "Connection closed by peer" not in r.stderr, r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and all(e.startswith("error: loss became nan at step 3: training stopped; last good checkpoint: "
+                                       "step 2 in ") for e in errors), r.stderr[-3000:]

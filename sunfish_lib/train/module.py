@@ -128,9 +128,11 @@ class SunfishModule(pl.LightningModule):
         """A non-finite loss: stop (train.nan_policy='stop'), or mark this optimizer step to be skipped.
 
         'skip' returns a zero loss that still backpropagates through every parameter (so DDP/FSDP
-        ranks stay in step); `optimizer_step` then drops the gradients of the whole step.
+        ranks stay in step); `optimizer_step` then drops the gradients of the whole step. With
+        several processes 'stop' goes the same way and every rank stops together in
+        `optimizer_step`: one rank raising alone would leave the others waiting in a collective.
         """
-        if self.cfg.train.nan_policy == "stop":
+        if self.cfg.train.nan_policy == "stop" and self.trainer.world_size == 1:
             raise self._nan_error(loss.item(), self.global_step, "training stopped")
         self._bad_loss = loss.item()
         return torch.nan_to_num(loss, 0.0, 0.0, 0.0) * 0.0
@@ -187,18 +189,22 @@ class SunfishModule(pl.LightningModule):
         moment as it was (like AMP's GradScaler, the step still counts, and the LR schedule moves on).
         """
         step, skipped = self.global_step, False
+        skip_policy = self.cfg.train.nan_policy == "skip"
 
         def closure():
             nonlocal skipped
             result = optimizer_closure()
             bad = torch.tensor(float(self._bad_loss is not None), device=self.device)
             skipped = bool(self.trainer.strategy.reduce(bad, reduce_op="sum") > 0)
+            if skipped and not skip_policy:  # 'stop' with several processes: all ranks stop here, together
+                value = self._bad_loss if self._bad_loss is not None else float("nan")  # nan: another rank's
+                raise self._nan_error(value, step, "training stopped")
             if skipped:
                 optimizer.zero_grad(set_to_none=True)  # AdamW skips parameters without a gradient
             return result
 
-        skip_policy = self.cfg.train.nan_policy == "skip"
-        super().optimizer_step(epoch, batch_idx, optimizer, closure if skip_policy else optimizer_closure)
+        collective = skip_policy or self.trainer.world_size > 1
+        super().optimizer_step(epoch, batch_idx, optimizer, closure if collective else optimizer_closure)
         if skipped:
             self._record_skip(step)
             return
