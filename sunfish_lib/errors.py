@@ -22,6 +22,19 @@ class ConfigError(SunfishError, ValueError):
     """An invalid configuration value or combination."""
 
 
+class DataStreamError(SunfishError):
+    """A data source that failed while streaming (retries spent, or an unreadable record).
+
+    Defined here, next to its base, so that every user error is known by name wherever
+    `is_user_error_name` is asked (a notebook's exception reaches the CLI only by name).
+    """
+
+    def checkpointed(self, where: str) -> "DataStreamError":
+        """Add where the training state was saved and how to continue; returns self."""
+        self.args = (f"{self.args[0]}; {where}",)
+        return self
+
+
 def is_user_error_name(name: str) -> bool:
     """Is `name` the class name of SunfishError or one of its subclasses?
 

@@ -119,23 +119,8 @@ def execute_notebook(
         )
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(nb_path, out, f"cell {e.exec_count}: {e.ename}: {e.evalue}",
-                             user_error=_is_user_error(e), evalue=e.evalue) from None
+                             user_error=is_user_error_name(e.ename), evalue=e.evalue) from None
     return out
-
-
-def _is_user_error(e) -> bool:
-    """Did the cell raise a SunfishError (subclass)? Only its class name reaches us, so the sunfish_lib
-    modules named in its traceback are imported first: a subclass defined there becomes known."""
-    import importlib
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e.traceback or []))
-    for rel in set(re.findall(r"sunfish_lib/([\w/]+)\.py", text)):
-        try:
-            importlib.import_module("sunfish_lib." + rel.replace("/", ".").removesuffix(".__init__"))
-        except Exception:  # noqa: BLE001 - a module that cannot be imported here defines no user error we can see
-            continue
-    return is_user_error_name(e.ename)
 
 
 def _resolved_params(nb_path: Path, run_dir: Path, params: Mapping[str, Any] | None) -> dict[str, Any]:

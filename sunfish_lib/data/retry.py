@@ -17,22 +17,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sunfish_lib.errors import SunfishError
+from sunfish_lib.errors import DataStreamError, SunfishError  # noqa: F401 (DataStreamError: re-exported)
 
 log = logging.getLogger(__name__)
 
 MAX_SLEEP_S = 60.0
 # Exceptions from these packages are network/transport failures (requests' are OSErrors already).
 TRANSIENT_PACKAGES = ("requests", "urllib3", "httpx", "httpcore", "aiohttp", "fsspec", "huggingface_hub")
-
-
-class DataStreamError(SunfishError):
-    """A source that failed while streaming (retries spent, or an unreadable record)."""
-
-    def checkpointed(self, where: str) -> "DataStreamError":
-        """Add where the training state was saved and how to continue; returns self."""
-        self.args = (f"{self.args[0]}; {where}",)
-        return self
 
 
 @dataclass(frozen=True)

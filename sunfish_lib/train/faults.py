@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from sunfish_lib.data.retry import DataStreamError
+from sunfish_lib.errors import DataStreamError
 
 
 class DataFaultCheckpoint(pl.Callback):
