@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sunfish_lib.errors import DataStreamError, SunfishError  # noqa: F401 (DataStreamError: re-exported)
+from sunfish_lib.errors import DataStreamError, SunfishError
 
 log = logging.getLogger(__name__)
 
