@@ -1,6 +1,7 @@
 """One likelihood table for AR, masked and continuous diffusion trained with an equal budget.
 
     .venv/bin/python bench/objectives_table.py [--steps 300] [--val-batches 20] [--out runs/bench-objectives]
+        [--set pos_encoding=rope ...]
 
 Each objective trains the `tiny` preset on the embedded corpus with the same steps, batch,
 sequence length, optimizer and schedule (through `sunfish_lib.train.train`, i.e. the real
@@ -51,11 +52,14 @@ def main() -> None:
     ap.add_argument("--t-samples", type=int, default=16, help="t draws per sequence for the masked ELBO")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-objectives"))
     ap.add_argument("--reuse", action="store_true", help="reuse trained runs in --out")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for all three runs, e.g. pos_encoding=rope")
     args = ap.parse_args()
+    overrides = dict(kv.split("=", 1) for kv in args.set)
     get_tokenizer("bpe", 4096)  # fetch corpus and train the BPE once, outside the timings
     rows = {}
     for objective in ("ar", "masked", "continuous"):
-        run_dir = train_objective(objective, args.steps, args.out, args.reuse)
+        run_dir = train_objective(objective, args.steps, args.out, args.reuse, **overrides)
         rows[objective] = evaluate_run(run_dir, val_batches=args.val_batches, t_samples=args.t_samples).to_dict()
     print(f"\n{'objective':<11}{'what':<40}{'nats/tok':>10}{'± SE':>8}{'ppl':>10}{'bits/byte':>11}{'tokens':>9}")
     for name, r in rows.items():
@@ -66,7 +70,7 @@ def main() -> None:
     ratio = rows["masked"]["perplexity"] / rows["ar"]["perplexity"]
     print(f"\nmasked/AR perplexity ratio: {ratio:.2f} (MDLM on OpenWebText: {MDLM_RATIO:.2f}); "
           f"equal budget: {args.steps} steps x 16 x 128 tokens each")
-    print(json.dumps({"steps": args.steps, "objectives": rows, "masked_ar_ppl_ratio": ratio,
+    print(json.dumps({"steps": args.steps, "overrides": overrides, "objectives": rows, "masked_ar_ppl_ratio": ratio,
                       "mdlm_reference_ratio": MDLM_RATIO}))
 
 
