@@ -12,7 +12,6 @@ uninterrupted run would have, and the error names the step, the file and the com
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -31,8 +30,10 @@ class DataFaultCheckpoint(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if pl_module._micro % pl_module.cfg.train.accumulate_grad_batches or not self._applies(trainer):
             return
-        self._at_step = (int(trainer.global_step), copy.deepcopy(trainer.fit_loop.state_dict()),
-                         copy.deepcopy(trainer.datamodule.tracker.state_dict()))
+        # both state_dicts are built fresh (Progress via asdict, the tracker's list copied, its stream
+        # states replaced per batch, never mutated), so no per-step deep copy is needed
+        self._at_step = (int(trainer.global_step), trainer.fit_loop.state_dict(),
+                         trainer.datamodule.tracker.state_dict())
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         if self._loop_state is not None:
