@@ -1,7 +1,8 @@
 """The `sunfish` command. Every subcommand calls the same library functions the notebooks do.
 
 User mistakes (unknown preset, bad value, missing file) print one line on stderr and
-exit with code 2. A failing notebook leaves its executed copy behind and exits 2 when a cell
+exit with code 2. A run stopped by a signal (SIGINT, SIGTERM, SIGUSR1) prints one line saying what
+it saved and how to resume, and exits 128 + the signal (130, 143, 138). A failing notebook leaves its executed copy behind and exits 2 when a cell
 raised a SunfishError (one line: what was wrong), 1 otherwise; `--resume RUN_DIR` continues it.
 """
 
@@ -12,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from sunfish_lib.errors import SunfishError
+from sunfish_lib.errors import Interrupted, SunfishError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -275,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
+    except Interrupted as e:  # not an error: the line says what was saved and how to resume
+        if e.show:
+            print(str(e), file=sys.stderr)
+        return e.exit_code
     except SunfishError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

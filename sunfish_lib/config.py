@@ -225,6 +225,8 @@ class TrainConfig:
     """Nodes."""
     cpu_offload: bool = False
     """FSDP: keep parameters and optimizer state on CPU."""
+    requeue: bool = False
+    """In a SLURM job: after SIGUSR1's checkpoint, `scontrol requeue` the job (sbatch --signal=USR1@90 --requeue)."""
     ema_decay: float = 0.0
     """EMA of weights for evaluation and sampling (0: off)."""
     lr_mult_attn: float = 1.0

@@ -35,6 +35,22 @@ class DataStreamError(SunfishError):
         return self
 
 
+class Interrupted(SunfishError):
+    """A run stopped by SIGINT, SIGTERM or SIGUSR1 after saving what it could (not a mistake).
+
+    The message is the one line to print (what happened, the step saved, the resume command);
+    the CLI prints it without the `error:` prefix and exits 128 + the signal's number
+    (130 for SIGINT, 143 for SIGTERM, 138 for SIGUSR1), as a shell does for a killed command.
+    `step` is the step last.ckpt holds; `show` is False on the processes that stay quiet (all but rank 0).
+    """
+
+    def __init__(self, message: str, signum: int, *, step: int | None = None, exit_code: int | None = None,
+                 show: bool = True):
+        super().__init__(message)
+        self.signum, self.step, self.show = signum, step, show  # step: what last.ckpt holds (None: nothing)
+        self.exit_code = 128 + signum if exit_code is None else exit_code
+
+
 def is_user_error_name(name: str) -> bool:
     """Is `name` the class name of SunfishError or one of its subclasses?
 

@@ -10,6 +10,8 @@ Two kinds of folder are listed:
 Status (`STATES`):
 
 - running / finished / failed: as recorded (`status.json` for training, `run.json` for notebooks);
+- interrupted: as recorded, a run stopped by SIGINT, SIGTERM or SIGUSR1 after saving
+  (`signal` names it; training's `checkpoint_step` is the step it saved, to resume from);
 - killed: recorded as running, but the process is gone. On this host: the recorded pid is
   not alive, is a zombie, or is a different process that reused the pid (its creation time
   differs). On another host the pid cannot be checked, so a run counts as killed when its
@@ -36,7 +38,7 @@ from typing import Any, Iterable
 from sunfish_lib.errors import SunfishError
 
 STATUS_FILE = "status.json"
-STATES = ("running", "finished", "failed", "killed", "unknown")
+STATES = ("running", "finished", "interrupted", "failed", "killed", "unknown")
 STALE_S = 600.0
 _NOT_RUNS = {"checkpoints", "logs", "export", "tokenizer", "samples", "tensorboard", "__pycache__"}
 
@@ -124,6 +126,7 @@ class RunRecord:
     hostname: str | None = None
     pid: int | None = None
     error: str | None = None
+    signal: str | None = None  # interrupted: SIGINT, SIGTERM or SIGUSR1
     notebooks: list[str] = field(default_factory=list)  # papermill: notebooks executed so far
     overfit_batches: int = 0  # > 0: an overfit check on that many fixed batches (03_overfit), not a real run
 
@@ -189,7 +192,7 @@ def read_training_run(folder: Path, *, now: datetime | None = None, stale_s: flo
         max_steps=cfg.get("train", {}).get("max_steps", status.get("max_steps")),
         metrics=metrics, wall_s=wall, started=status.get("started"), updated=status.get("updated"),
         hostname=status.get("hostname"), pid=status.get("pid"), error=status.get("error"),
-        overfit_batches=int(status.get("overfit_batches") or 0))
+        signal=status.get("signal"), overfit_batches=int(status.get("overfit_batches") or 0))
 
 
 def read_notebook_run(folder: Path, *, now: datetime | None = None, stale_s: float = STALE_S) -> RunRecord:
@@ -203,7 +206,7 @@ def read_notebook_run(folder: Path, *, now: datetime | None = None, stale_s: flo
     failed = [n.get("reason") for n in info.get("notebooks", []) if n.get("status") == "failed"]
     return RunRecord(path=str(folder), kind="notebooks", status=state, wall_s=wall, started=info.get("started"),
                      updated=updated, hostname=info.get("hostname"), pid=info.get("pid"),
-                     error=failed[0] if failed else None,
+                     error=failed[0] if failed else None, signal=info.get("signal"),
                      notebooks=[n.get("notebook", "?") for n in info.get("notebooks", [])])
 
 
@@ -260,8 +263,9 @@ def table_rows(records: Iterable[RunRecord], relative_to: Path | None = None) ->
         if relative_to is not None and path.is_relative_to(relative_to):
             path = path.relative_to(relative_to)
         objective = r.objective or ("notebooks" if r.kind == "notebooks" else "-")
+        note = r.error or (r.signal if r.status == "interrupted" else None)
         rows.append([r.status, objective, _fmt_steps(r), _fmt_metric(r, "train/loss"), _fmt_metric(r, "val/loss"),
-                     _fmt_duration(r.wall_s), str(path) + (f"  ({r.error})" if r.error else "")])
+                     _fmt_duration(r.wall_s), str(path) + (f"  ({note})" if note else "")])
     return rows
 
 

@@ -9,11 +9,11 @@ from sunfish_lib.errors import SunfishError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("runs", help="list run folders: status (running/finished/failed/killed), objective, steps, "
+    p = sub.add_parser("runs", help="list run folders: status (running/finished/interrupted/failed/killed), objective, steps, "
                                     "last metrics, wall time, path")
     p.add_argument("roots", nargs="*", type=Path, metavar="ROOT", help="folders to search (default: runs/)")
     p.add_argument("--status", action="append", default=[], metavar="S",
-                   help="only runs in this state (running, finished, failed, killed, unknown); repeatable or "
+                   help="only runs in this state (running, finished, interrupted, failed, killed, unknown); repeatable or "
                         "comma-separated")
     p.add_argument("--stale-minutes", type=float, default=10.0,
                    help="a run on another host counts as killed when not updated for this long (default 10)")

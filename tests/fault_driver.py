@@ -5,6 +5,9 @@
     python -m tests.fault_driver none 0 -- TRAIN_ARGS     # no fault (killed from outside by the test)
     python -m tests.fault_driver nan N -- TRAIN_ARGS      # a NaN loss at micro-batch N on rank 1 only (DDP)
     python -m tests.fault_driver nan0 N -- TRAIN_ARGS     # the same on rank 0 only
+    python -m tests.fault_driver SIGTERM N -- TRAIN_ARGS  # the process sends itself SIGTERM at micro-batch N
+    python -m tests.fault_driver SIGINT@1 N -- TRAIN_ARGS # ... SIGINT, on rank 1 only (DDP: rank 0 never sees it)
+    python -m tests.fault_driver SIGINTx3 N -- TRAIN_ARGS # SIGINT at micro-batch N, twice more inside the save
 
 The first half of the file's bytes reach the disk (flushed, fsynced) before the kill, as when a
 machine dies mid-write. The library has no fault hooks: this wraps `torch.save` (which
@@ -80,9 +83,40 @@ def nan_loss_on_rank(micro: int, rank: int) -> None:
     SunfishModule.training_step = training_step
 
 
+def signal_at_micro(micro: int, signum: int, rank: int, again_in_save: int = 0) -> None:
+    """`rank` sends itself `signum` when micro-batch `micro` starts (as a user or scheduler would, mid-step);
+    with `again_in_save`, that many more when the next checkpoint write begins."""
+    import torch
+
+    from sunfish_lib.train.module import SunfishModule
+
+    real, real_save = SunfishModule.training_step, torch.save
+    armed = {"save": False}
+
+    def training_step(self, batch, batch_idx):
+        if self._micro == micro and self.global_rank == rank:
+            os.kill(os.getpid(), signum)
+            armed["save"] = bool(again_in_save)
+        return real(self, batch, batch_idx)
+
+    def save(obj, f, *args, **kwargs):
+        if armed["save"] and not isinstance(f, io.BytesIO):
+            armed["save"] = False
+            for _ in range(again_in_save):
+                os.kill(os.getpid(), signum)
+        return real_save(obj, f, *args, **kwargs)
+
+    SunfishModule.training_step = training_step
+    torch.save = save
+
+
 def main(argv: list[str]) -> int:
     kind, n, sep, *train_args = argv
-    assert sep == "--" and kind in ("ckpt", "export", "nan", "nan0", "none"), argv
+    assert sep == "--" and (kind in ("ckpt", "export", "nan", "nan0", "none") or kind.startswith("SIG")), argv
+    if kind.startswith("SIG"):
+        name, _, rank = kind.partition("@")
+        name, _, times = name.partition("x")
+        signal_at_micro(int(n), signal.Signals[name], int(rank or 0), int(times or 1) - 1)
     if kind == "ckpt":
         kill_in_torch_save(int(n))
     elif kind == "export":

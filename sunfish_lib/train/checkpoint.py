@@ -48,8 +48,12 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     except (OSError, RuntimeError) as e:  # torch.save turns a failed file write into a RuntimeError
         err = os_error_of(e)
         if err is None:
+            tmp.unlink(missing_ok=True)
             raise
         raise write_failed(path, tmp, err) from None
+    except BaseException:  # an aborting signal (train/interrupt.py): path keeps the previous checkpoint
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from sunfish_lib.errors import DataStreamError
+from sunfish_lib.train.interrupt import resume_command
 
 
 class DataFaultCheckpoint(pl.Callback):
@@ -42,9 +43,7 @@ class DataFaultCheckpoint(pl.Callback):
     def on_exception(self, trainer, pl_module, exception):
         if not isinstance(exception, DataStreamError):
             return
-        run = self.path.parent.parent
-        resume = (f"once the source reads again, continue with "
-                  f"`sunfish train --config {run / 'config.json'} --run-dir {run} --resume`")
+        resume = f"once the source reads again, continue with `{resume_command(self.path.parent.parent)}`"
         if not self._applies(trainer):
             exception.checkpointed(f"no checkpoint written on the way out with {trainer.world_size} processes; "
                                    f"the last periodic one is in {self.path.parent}; {resume}")

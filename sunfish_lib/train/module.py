@@ -18,6 +18,7 @@ from sunfish_lib.config import Config
 from sunfish_lib.diffusion import build_objective
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
+from sunfish_lib.train.interrupt import agreed_signal
 from sunfish_lib.train.optim import build_optimizer, build_scheduler
 
 
@@ -75,6 +76,8 @@ class SunfishModule(pl.LightningModule):
         self._bad_loss: float | None = None  # non-finite loss seen in this optimizer step's micro-batches
         self.nan_skips = 0  # optimizer steps skipped for a non-finite loss (train.nan_policy='skip')
         self._skips_in_a_row = 0
+        self.interruption = None  # train/interrupt.py Interruption of this process (set by train())
+        self.stop_signal = 0  # the signal all ranks agreed to stop for (0: none)
 
     # -- parallelism -------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -187,6 +190,8 @@ class SunfishModule(pl.LightningModule):
         train.nan_policy='skip': when any micro-batch of this step (on any rank) had a non-finite
         loss, the gradients are dropped after the closure ran, so AdamW leaves every weight and
         moment as it was (like AMP's GradScaler, the step still counts, and the LR schedule moves on).
+        A signal (train/interrupt.py) rides on the same all-reduce: every rank finishes this step
+        and stops after it, so all of them checkpoint the same step.
         """
         step, skipped = self.global_step, False
         skip_policy = self.cfg.train.nan_policy == "skip"
@@ -194,8 +199,7 @@ class SunfishModule(pl.LightningModule):
         def closure():
             nonlocal skipped
             result = optimizer_closure()
-            bad = torch.tensor(float(self._bad_loss is not None), device=self.device)
-            skipped = bool(self.trainer.strategy.reduce(bad, reduce_op="sum") > 0)
+            skipped, self.stop_signal = self._agree(self._bad_loss is not None)
             if skipped and not skip_policy:  # 'stop' with several processes: all ranks stop here, together
                 value = self._bad_loss if self._bad_loss is not None else float("nan")  # nan: another rank's
                 raise self._nan_error(value, step, "training stopped")
@@ -203,8 +207,10 @@ class SunfishModule(pl.LightningModule):
                 optimizer.zero_grad(set_to_none=True)  # AdamW skips parameters without a gradient
             return result
 
-        collective = skip_policy or self.trainer.world_size > 1
-        super().optimizer_step(epoch, batch_idx, optimizer, closure if collective else optimizer_closure)
+        super().optimizer_step(epoch, batch_idx, optimizer, closure)
+        if self.stop_signal:  # FinalCheckpoint saves this step; train() reports the signal
+            self.trainer.should_stop = True
+            self.trainer.limit_val_batches = 0  # Lightning validates on a requested stop: not on the way out
         if skipped:
             self._record_skip(step)
             return
@@ -212,6 +218,16 @@ class SunfishModule(pl.LightningModule):
         self._ensure_ema()
         if self.ema is not None:
             self.ema.update(list(self.model.parameters()))
+
+    def _agree(self, bad: bool) -> tuple[bool, int]:
+        """(any rank had a non-finite loss, the signal all ranks stop for or 0): one all-reduce with
+        several processes; from this process's own values (no device sync) with one."""
+        votes = self.interruption.votes() if self.interruption is not None else [0.0, 0.0, 0.0]
+        if self.trainer.world_size > 1:
+            flags = torch.tensor([float(bad), *votes], device=self.device)
+            flags = self.trainer.strategy.reduce(flags, reduce_op="sum").tolist()
+            bad, votes = flags[0] > 0, flags[1:]
+        return bad, agreed_signal(votes)
 
     def _record_skip(self, step: int) -> None:
         """Count a skipped step, note it in train.log; stop after more than train.max_nan_skips in a row."""

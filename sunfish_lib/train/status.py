@@ -2,7 +2,7 @@
 
 train() keeps it in the run folder, written atomically (temp file + rename) by rank 0:
 
-    state            running | finished | failed
+    state            running | finished | interrupted | failed
     pid, pid_created, hostname   the rank-0 training process (pid_created tells a reused pid apart)
     started          first attempt's start; attempt_started, attempts (resumes add one)
     updated          last refresh: at start, every train.log_every steps (and at least every
@@ -12,6 +12,7 @@ train() keeps it in the run folder, written atomically (temp file + rename) by r
     elapsed_s        training wall time summed over attempts (also logged as `time/elapsed_s`)
     metrics          latest scalar train/ and val/ metrics
     error            the one-line reason, on failure
+    signal, message  interrupted: SIGINT, SIGTERM or SIGUSR1 and the line printed (with the resume command)
 
 Times are UTC ISO 8601. A run recorded as running whose process is gone is *killed*:
 `sunfish_lib.registry.infer_state` decides that when the folder is read.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -29,6 +31,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from sunfish_lib.errors import Interrupted
 from sunfish_lib.registry import STATUS_FILE, process_identity, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
     """Before the trainer exists: rank 0 of node 0 by the launchers' environment variables."""
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -63,7 +66,7 @@ class RunStatus(pl.Callback):
 
     def __init__(self, run_dir: str | Path, *, enabled: bool = True):
         self.path = Path(run_dir) / STATUS_FILE
-        self.enabled = enabled and _is_rank_zero()
+        self.enabled = enabled and is_rank_zero()
         self.info: dict[str, Any] = {}
         self.every = 1
         self._elapsed0 = 0.0  # elapsed_s at the checkpoint this attempt resumed from
@@ -85,14 +88,21 @@ class RunStatus(pl.Callback):
                      "step": int(prev.get("checkpoint_step") or 0), "max_steps": cfg.train.max_steps,
                      "checkpoint_step": prev.get("checkpoint_step"), "objective": cfg.diffusion.objective,
                      "elapsed_s": 0.0, "metrics": prev.get("metrics", {}), "error": None,
+                     "signal": None, "message": None,
                      "overfit_batches": overfit_batches}
         self.write()
 
     @contextmanager
     def tracking(self):
-        """finished when the block returns, failed (with the one-line reason) when it raises."""
+        """finished when the block returns, interrupted (signal, step, the one line) on `Interrupted`,
+        failed (with the one-line reason) when it raises anything else."""
         try:
             yield self
+        except Interrupted as e:
+            if self.info:
+                self.info.update(signal=signal.Signals(e.signum).name, message=str(e), checkpoint_step=e.step)
+                self.end("interrupted")
+            raise
         except BaseException as e:
             if self.info:
                 self.end("failed", error_line(self._exception or e))

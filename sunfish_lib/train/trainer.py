@@ -95,7 +95,8 @@ def _callbacks(cfg: Config, run_dir: Path, progress: bool | None, fast_dev_run: 
     t = cfg.train
     ckpt_dir = run_dir / "checkpoints"
     cbs = [] if fast_dev_run else [  # fast_dev_run: no checkpoints, no loggers
-        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.ckpt_every),
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.ckpt_every,
+                        enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"), DataFaultCheckpoint(ckpt_dir / "last.ckpt")]
     cbs += [
         ThroughputMonitor(cfg), NormMonitor(t.log_every), MemoryMonitor(t.log_every),
@@ -103,7 +104,8 @@ def _callbacks(cfg: Config, run_dir: Path, progress: bool | None, fast_dev_run: 
     ]
     if t.keep_best and not fast_dev_run:
         cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:06d}", monitor="val/loss", mode="min",
-                                   save_top_k=t.keep_best, auto_insert_metric_name=False))
+                                   save_top_k=t.keep_best, auto_insert_metric_name=False,
+                                   enable_version_counter=False))
     if t.sample_every:
         from sunfish_lib.train.samples import PeriodicSamples
 
@@ -211,24 +213,40 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
           callbacks: tuple = ()) -> dict[str, Any]:
     """Train `cfg` into run_dir (resuming from checkpoints/last.ckpt when asked); returns a summary.
 
-    run_dir/status.json records the run for `sunfish runs`: running, then finished, or failed
-    with the one-line reason (sunfish_lib/train/status.py).
+    run_dir/status.json records the run for `sunfish runs`: running, then finished, interrupted
+    (a signal: train/interrupt.py) or failed with the one-line reason (sunfish_lib/train/status.py).
+    Rank 0 holds the folder's writer lock (sunfish_lib/runlock.py) from before its first write to the end.
     """
-    from sunfish_lib.train.status import RunStatus
+    from sunfish_lib.runlock import RunLock
+    from sunfish_lib.train.interrupt import Interruption, SaveAborted, aborted
+    from sunfish_lib.train.status import RunStatus, is_rank_zero
 
-    status = RunStatus(run_dir, enabled=not fast_dev_run)
-    with status.tracking():
-        return _train(cfg, run_dir, resume=resume, fast_dev_run=fast_dev_run, overfit_batches=overfit_batches,
-                      progress=progress, tokenizer=tokenizer, callbacks=callbacks, status=status)
+    run_dir = Path(run_dir)
+    lock = RunLock(run_dir, "sunfish train").acquire() if is_rank_zero() else None
+    interruption = Interruption(announce=is_rank_zero()).install()
+    try:
+        status = RunStatus(run_dir, enabled=not fast_dev_run)
+        with status.tracking():
+            try:
+                return _train(cfg, run_dir, resume=resume, fast_dev_run=fast_dev_run, overfit_batches=overfit_batches,
+                              progress=progress, tokenizer=tokenizer, callbacks=callbacks, status=status,
+                              interruption=interruption)
+            except SaveAborted as e:
+                raise aborted(e.signum, run_dir, show=is_rank_zero()) from None
+    finally:
+        interruption.restore()
+        if lock is not None:
+            lock.release()
 
 
 def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool, overfit_batches: int,
-           progress: bool | None, tokenizer, callbacks: tuple, status) -> dict[str, Any]:
+           progress: bool | None, tokenizer, callbacks: tuple, status, interruption) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from sunfish_lib.data import SunfishDataModule, get_tokenizer, save_tokenizer
     from sunfish_lib.train.module import SunfishModule
     from sunfish_lib.train.export import export_final
+    from sunfish_lib.train.interrupt import disable_lightning_signals, quiet_exit_code, stopped
 
     run_dir = Path(run_dir)
     check_run_dir_writable(run_dir)
@@ -244,6 +262,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
         save_tokenizer(tok, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id)
+    module.interruption = interruption
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if ckpt_path is not None:  # a truncated, tampered or foreign last.ckpt: one line, before Lightning reads it
@@ -257,6 +276,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
     trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress,
                             extra_callbacks=(*callbacks, status))
+    disable_lightning_signals(trainer)
     if overfit_batches:
         from sunfish_lib.train.overfit import fixed_batches
 
@@ -264,6 +284,9 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
     else:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    if module.stop_signal and trainer.global_step < trainer.max_steps:  # last.ckpt holds this step: no export
+        raise stopped(module.stop_signal, trainer.global_step, run_dir, requeue_enabled=cfg.train.requeue,
+                      show=trainer.is_global_zero, exit_code=quiet_exit_code(trainer))
     if not fast_dev_run:
         export_final(module, cfg, run_dir / "export", tok, trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
