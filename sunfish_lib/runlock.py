@@ -102,7 +102,10 @@ def check_unlocked(folder: str | Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SunfishError(refusal(Path(folder), _read(fd))) from None
+            holder = _read(fd)
+            if holder.get("pid") == os.getpid():
+                return  # this process holds it
+            raise SunfishError(refusal(Path(folder), holder)) from None
         except OSError:
             return  # no locks on this filesystem: the writer's own acquire decides
         record = _read(fd)

@@ -12,6 +12,7 @@ ran and rebuild it:
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sunfish_lib.errors import SunfishError, is_user_error_name
+from sunfish_lib.notebook_interrupt import KernelInterrupt
 from sunfish_lib.notebook_params import check_params, notebook_parameters, parse_param_value  # noqa: F401 (re-exported)
 from sunfish_lib.paths import repo_root, runs_dir
 from sunfish_lib.registry import process_identity, write_json as _write_json
+from sunfish_lib.runlock import RunLock
 
 
 class NotebookFailed(Exception):
@@ -97,12 +100,14 @@ def record_environment(run_dir: Path, command: list[str] | None = None) -> dict[
 
 
 def execute_notebook(
-    notebook: str | Path, run_dir: Path, params: Mapping[str, Any] | None = None, *, log_output: bool = False
+    notebook: str | Path, run_dir: Path, params: Mapping[str, Any] | None = None, *, log_output: bool = False,
+    on_cell_execute=None,
 ) -> Path:
     """Execute `notebook` with papermill into `run_dir`; raise NotebookFailed if a cell fails.
 
     When the notebook declares a `run_dir` parameter and none is given, it receives this
-    run folder, so its outputs land next to the executed copy.
+    run folder, so its outputs land next to the executed copy. `on_cell_execute(cell=, cell_index=)`
+    runs before each cell (nbclient's hook).
     """
     import papermill as pm
 
@@ -116,6 +121,7 @@ def execute_notebook(
         pm.execute_notebook(
             str(nb_path), str(out), parameters=params, kernel_name="python3",
             cwd=str(nb_path.resolve().parent), log_output=log_output, progress_bar=False,
+            **({"on_cell_execute": on_cell_execute} if on_cell_execute else {}),
         )
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(nb_path, out, f"cell {e.exec_count}: {e.ename}: {e.evalue}",
@@ -157,10 +163,12 @@ def run_notebooks(
     for p in paths:  # a typo in any notebook's parameters costs milliseconds, not a kernel start
         _resolved_params(p, Path("."), params.get(p.name, {}))
     run_dir = new_run_dir(name or (paths[0].stem if len(paths) == 1 else "workbook"), runs_parent)
-    info = record_environment(run_dir)
-    info.update(attempt=1, plan=[{"notebook": p.name, "path": str(p.resolve())} for p in paths])
-    _write_json(run_dir / "params.json", {p.name: _resolved_params(p, run_dir, params.get(p.name, {})) for p in paths})
-    _execute_plan(run_dir, info, paths, log_output)
+    with RunLock(run_dir, "sunfish run"):
+        info = record_environment(run_dir)
+        info.update(attempt=1, plan=[{"notebook": p.name, "path": str(p.resolve())} for p in paths])
+        _write_json(run_dir / "params.json",
+                    {p.name: _resolved_params(p, run_dir, params.get(p.name, {})) for p in paths})
+        _execute_plan(run_dir, info, paths, log_output)
     return run_dir
 
 
@@ -168,39 +176,61 @@ def _execute_plan(run_dir: Path, info: dict, paths: list[Path], log_output: bool
     """Execute `paths` in order with their params.json parameters, recording each attempt in run.json.
 
     An attempt is written as 'running' before its kernel starts, so a killed run leaves a
-    record that `resume_run` reads as interrupted.
+    record that `resume_run` reads as interrupted. SIGINT/SIGTERM interrupt the kernel
+    (notebook_interrupt.py) and record the run as interrupted; `Interrupted` propagates.
     """
     params = _read_json(run_dir / "params.json")
-    entries = {e["notebook"]: e for e in info["notebooks"]}
     t0, executed = time.perf_counter(), []
-    for p in paths:
-        entry = entries.get(p.name)
-        if entry is None:
-            entry = entries[p.name] = {"notebook": p.name, "attempts": []}
-            info["notebooks"].append(entry)
-        _keep_previous_attempt(run_dir / p.name, entry)
-        attempt = {"attempt": info["attempt"], "status": "running"}
-        entry["attempts"].append(attempt)
-        entry["status"] = "running"
-        entry.pop("reason", None)
-        _write_json(run_dir / "run.json", info)
-        t1 = time.perf_counter()
-        try:
-            execute_notebook(p, run_dir, params.get(p.name, {}), log_output=log_output)
-        except NotebookFailed as e:
-            for record in (entry, attempt):
-                record.update(status="failed", reason=e.reason)
-            info.update(status="failed", ended=datetime.now().isoformat(timespec="seconds"))
+    with KernelInterrupt() as stop:
+        for p in paths:
+            records = _start_attempt(run_dir, info, p.name)
+            t1 = time.perf_counter()
+            try:
+                execute_notebook(p, run_dir, params.get(p.name, {}), log_output=log_output, on_cell_execute=stop.check)
+            except BaseException as e:
+                if stop.signum:
+                    _end_run(run_dir, info, records, "interrupted", signal=signal.Signals(stop.signum).name)
+                    raise stop.interrupted(run_dir, p.name) from None
+                if isinstance(e, NotebookFailed):
+                    _end_run(run_dir, info, records, "failed", reason=e.reason)
+                raise
+            for record in records:
+                record.update(status="ok", seconds=round(time.perf_counter() - t1, 2))
+            executed.append(p.name)
             _write_json(run_dir / "run.json", info)
-            raise
-        for record in (entry, attempt):
-            record.update(status="ok", seconds=round(time.perf_counter() - t1, 2))
-        executed.append(p.name)
-        _write_json(run_dir / "run.json", info)
+            if stop.signum and p != paths[-1]:
+                info.update(status="interrupted", signal=signal.Signals(stop.signum).name,
+                            ended=datetime.now().isoformat(timespec="seconds"))
+                _write_json(run_dir / "run.json", info)
+                raise stop.interrupted(run_dir, p.name)
     info.update(status="finished", ended=datetime.now().isoformat(timespec="seconds"),
                 seconds=round(time.perf_counter() - t0, 2))
     _write_json(run_dir / "run.json", info)
     return executed
+
+
+def _start_attempt(run_dir: Path, info: dict, name: str) -> tuple[dict, dict]:
+    """(the notebook's entry, its new attempt), recorded as running in run.json."""
+    entry = next((e for e in info["notebooks"] if e["notebook"] == name), None)
+    if entry is None:
+        entry = {"notebook": name, "attempts": []}
+        info["notebooks"].append(entry)
+    _keep_previous_attempt(run_dir / name, entry)
+    attempt = {"attempt": info["attempt"], "status": "running"}
+    entry["attempts"].append(attempt)
+    entry["status"] = "running"
+    entry.pop("reason", None)
+    _write_json(run_dir / "run.json", info)
+    return entry, attempt
+
+
+def _end_run(run_dir: Path, info: dict, records: tuple[dict, dict], status: str, **details) -> None:
+    """The notebook's entry and attempt, and the run, end as `status` (failed or interrupted)."""
+    for record in records:
+        record.update(status=status, **details)
+    info.update(status=status, ended=datetime.now().isoformat(timespec="seconds"),
+                **{k: v for k, v in details.items() if k == "signal"})
+    _write_json(run_dir / "run.json", info)
 
 
 def _keep_previous_attempt(out: Path, entry: dict) -> None:
@@ -232,12 +262,15 @@ def resume_run(run_dir: str | Path, *, log_output: bool = False) -> tuple[Path, 
         _resolved_params(p, run_dir, params.get(p.name, {}))  # the notebook may have changed since
     if not todo:
         return run_dir, []
-    info.update(process_identity(), status="running", attempt=info.get("attempt", 1) + 1)
-    info.pop("ended", None)
-    info.setdefault("resumed", []).append({"started": datetime.now().isoformat(timespec="seconds"),
-                                           "command": sys.argv, "git": git_info()})
-    _write_json(run_dir / "run.json", info)
-    return run_dir, _execute_plan(run_dir, info, todo, log_output)
+    with RunLock(run_dir, "sunfish workbook --resume"):  # one writer: a second resume is refused here
+        info = _resumable_info(run_dir)  # read again under the lock
+        info.update(process_identity(), status="running", attempt=info.get("attempt", 1) + 1)
+        for key in ("ended", "signal"):
+            info.pop(key, None)
+        info.setdefault("resumed", []).append({"started": datetime.now().isoformat(timespec="seconds"),
+                                               "command": sys.argv, "git": git_info()})
+        _write_json(run_dir / "run.json", info)
+        return run_dir, _execute_plan(run_dir, info, todo, log_output)
 
 
 def _resumable_info(run_dir: Path) -> dict:

@@ -5,20 +5,34 @@ sunfish_lib.train --config ... --run-dir ...` (with `--resume` when the folder a
 holds a checkpoint, so re-running a notebook continues the run). Multi-GPU runs on one
 node use Lightning's own process launcher; pass `torchrun=True` for torchrun.
 `follow(proc, run_dir)` yields the run's metrics as they are written.
+
+Interrupting the kernel while `follow` runs stops the training the way Ctrl-C stops `sunfish
+train` (train/interrupt.py): one SIGINT, the step in progress finishes, last.ckpt is written, and
+`follow` raises `Interrupted` with the training's own line; re-running the cell resumes. The
+process has its own session, so Jupyter's interrupt (SIGINT to the kernel's process group) reaches
+it only through `follow`: one press, one signal (a second warns, a third aborts the save). When the
+kernel exits, training processes still running get the same SIGINT and save before they end.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Iterator
 
 from sunfish_lib.config import Config
-from sunfish_lib.errors import SunfishError
+from sunfish_lib.errors import Interrupted, SunfishError
+from sunfish_lib.registry import STATUS_FILE, read_json
+from sunfish_lib.runlock import check_unlocked
 from sunfish_lib.train.metrics import read_metrics
+
+_LAUNCHED: "weakref.WeakSet[subprocess.Popen]" = weakref.WeakSet()
 
 
 def training_command(cfg: Config, run_dir: Path, *, resume: bool, torchrun: bool = False,
@@ -40,33 +54,85 @@ def launch(cfg: Config, run_dir: str | Path, *, resume: bool | None = None, torc
            stop_at_step: int | None = None) -> subprocess.Popen:
     """Start training in a subprocess; output goes to run_dir/stdout.log. Resumes when a checkpoint exists."""
     run_dir = Path(run_dir)
+    check_unlocked(run_dir)  # one writer per run folder: refuse before writing config.request.json
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
     cmd = training_command(cfg, run_dir, resume=resume, torchrun=torchrun, stop_at_step=stop_at_step)
     out = open(run_dir / "stdout.log", "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=run_dir)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=run_dir, start_new_session=True)
+    _LAUNCHED.add(proc)
+    return proc
 
 
 def follow(proc: subprocess.Popen, run_dir: str | Path, every: float = 2.0,
            timeout: float | None = None) -> Iterator[list[dict]]:
     """Yield the run's metric rows every `every` seconds until the process ends (then once more).
 
-    Raises SunfishError with the tail of stdout.log if training failed.
+    Raises SunfishError with the tail of stdout.log if training failed, and `Interrupted` (the
+    training's one line) when it was stopped: by a signal, or by interrupting this loop.
     """
     run_dir = Path(run_dir)
     start = time.time()
-    while proc.poll() is None:
-        if timeout is not None and time.time() - start > timeout:
-            proc.kill()
-            raise SunfishError(f"training did not finish within {timeout:.0f} s; see {run_dir / 'stdout.log'}")
-        time.sleep(every)
-        yield read_metrics(run_dir)
+    try:
+        while proc.poll() is None:
+            if timeout is not None and time.time() - start > timeout:
+                proc.kill()
+                raise SunfishError(f"training did not finish within {timeout:.0f} s; see {run_dir / 'stdout.log'}")
+            time.sleep(every)
+            yield read_metrics(run_dir)
+    except KeyboardInterrupt:
+        stop(proc)
+        check_ended(proc, run_dir)
+        raise
+    except GeneratorExit:  # the cell was interrupted outside this generator (e.g. while plotting)
+        if proc.poll() is None:
+            stop(proc)
+            print(ended_line(proc, run_dir), file=sys.stderr)
+        raise
     yield read_metrics(run_dir)
-    if proc.returncode != 0:
-        tail = (run_dir / "stdout.log").read_text(errors="replace").strip().splitlines()[-5:]
-        raise SunfishError(f"training exited with code {proc.returncode}: {' | '.join(tail)[-600:]}")
+    check_ended(proc, run_dir)
+
+
+def stop(proc: subprocess.Popen) -> int:
+    """SIGINT to a launched training process and wait for it (it saves first); returns its exit code.
+
+    Interrupted again while waiting, it passes the SIGINT on: the second warns, the third aborts the save.
+    """
+    proc.send_signal(signal.SIGINT)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+
+
+def ended_line(proc: subprocess.Popen, run_dir: Path) -> str:
+    """How a training process ended, in one line: its interruption line, or the tail of stdout.log."""
+    status = read_json(Path(run_dir) / STATUS_FILE)
+    if status.get("state") == "interrupted" and status.get("message"):
+        return status["message"]
+    tail = (Path(run_dir) / "stdout.log").read_text(errors="replace").strip().splitlines()[-5:]
+    return f"training exited with code {proc.returncode}: {' | '.join(tail)[-600:]}"
+
+
+def check_ended(proc: subprocess.Popen, run_dir: Path) -> None:
+    """Raise for a training process that did not finish: Interrupted (its line) or SunfishError."""
+    if proc.returncode == 0:
+        return
+    status = read_json(Path(run_dir) / STATUS_FILE)
+    if status.get("state") == "interrupted" and status.get("signal") in signal.Signals.__members__:
+        raise Interrupted(ended_line(proc, run_dir), signal.Signals[status["signal"]], step=status.get("checkpoint_step"))
+    raise SunfishError(ended_line(proc, run_dir))
+
+
+@atexit.register
+def _stop_on_exit() -> None:
+    """The kernel is ending: training it launched saves and stops (without waiting for it)."""
+    for proc in list(_LAUNCHED):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
 
 
 def config_for_run(cfg: Config, run_dir: str | Path) -> tuple[Config, bool]:
