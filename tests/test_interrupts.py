@@ -323,3 +323,38 @@ def psutil_alive(pid: int) -> bool:
     import psutil
 
     return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+# -- two processes (DDP over gloo) ----------------------------------------------------------------
+
+DDP = ("--devices", "2", "--strategy", "ddp")
+
+
+@pytest.fixture(scope="module")
+def straight_ddp(tmp_path_factory):
+    run = tmp_path_factory.mktemp("straight_ddp") / "run"
+    r = _driven(run, "none", 0, *DDP)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return _export(run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, rank, index", [("SIGTERM", 1, 0), ("SIGINT", 0, 1), ("SIGUSR1", 1, 2)])
+def test_ddp_ranks_agree_on_the_stop_step_and_resume_exactly(tmp_path, straight_ddp, sig, rank, index):
+    """2 processes; only `rank` gets the signal (as from `kill`), mid-step: both ranks finish that step and stop
+    after it (the vote rides on the NaN all-reduce), one line from rank 0, its exit code; resuming on 2 processes
+    ends bitwise equal to the uninterrupted run."""
+    run, micro = tmp_path / "run", _micro(index)
+    step = micro // 2 + 1
+    r = _driven(run, f"{sig}@{rank}", micro, *DDP)
+    assert r.returncode == CODES[sig], r.stderr[-3000:]
+    _assert_one_line(r.stderr, _message_re(sig, step, run))
+    assert sum(sig + ": training stopped" in ln for ln in r.stderr.splitlines()) == 1
+    assert _ckpt_step(run / "checkpoints" / "last.ckpt") == step
+    assert (_status(run)["state"], _status(run)["signal"], _status(run)["checkpoint_step"]) == ("interrupted", sig, step)
+    r = subprocess.run([sys.executable, "-m", "sunfish_lib.cli", "train", "--config", str(run / "config.json"),
+                        "--run-dir", str(run), "--resume", "--no-progress"], cwd=ROOT, env=ENV, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"start: step {step}," in (run / "train.log").read_text()
+    assert _same(_export(run), straight_ddp)
