@@ -230,6 +230,34 @@ def test_live_holder_is_refused_even_without_its_flock(tmp_path):
         check_unlocked(tmp_path)  # our own process does not refuse itself
 
 
+def test_workbook_resume_into_a_live_folder_is_refused_by_its_lock(tmp_path, capsys):
+    """Two `sunfish workbook --resume` of one failed run: the second finds the first's lock and says who holds it."""
+    import nbformat
+
+    nb = tmp_path / "a.ipynb"
+    book = nbformat.v4.new_notebook()
+    book.cells = [nbformat.v4.new_code_cell("smoke = False", metadata={"tags": ["parameters"]})]
+    nbformat.write(book, str(nb))
+    run = tmp_path / "run"
+    run.mkdir()
+    info = {"status": "failed", "plan": [{"notebook": "a.ipynb", "path": str(nb)}], "attempt": 1,
+            "notebooks": [{"notebook": "a.ipynb", "status": "failed", "attempts": [{"attempt": 1, "status": "failed"}]}]}
+    (run / "run.json").write_text(json.dumps(info))
+    (run / "params.json").write_text("{}")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sunfish_lib.runlock import RunLock; "
+                               f"RunLock({str(run)!r}, 'sunfish workbook --resume').acquire(); print('held'); "
+                               "sys.stdout.flush(); time.sleep(60)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["workbook", "--resume", str(run)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert re.fullmatch(rf"error: run folder {run} is in use by sunfish workbook --resume \(pid {holder.pid} on .*", err)
+        assert json.loads((run / "run.json").read_text()) == info  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_no_checkpoint_name_gets_a_version_suffix(tmp_path):
     """Resuming from an older last.ckpt re-saves checkpoints whose files exist (a kill after `best-*` was written
     but before `last.ckpt`): they are overwritten in place, never written beside as `-v1`."""
