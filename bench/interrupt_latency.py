@@ -94,7 +94,8 @@ def main() -> None:
     big_write_s = big_bytes / (args.bandwidth_mb_s * 1e6)
     est_1p4b = args.step_s_1p4b + big_write_s + fixed_s
     lead = int(math.ceil(1.5 * est_1p4b / 10.0) * 10)
-    print(f"tiny: {args.signal} -> exit in {tiny_s:.2f} s (runs: {', '.join(f'{r['signal_to_exit_s']:.2f}' for r in runs)}; "
+    each = ", ".join(f"{r['signal_to_exit_s']:.2f}" for r in runs)
+    print(f"tiny: {args.signal} -> exit in {tiny_s:.2f} s (runs: {each}; "
           f"exit code {runs[0]['exit_code']}; step {runs[0]['step_s']:.2f} s; checkpoint {runs[0]['ckpt_bytes'] / 1e6:.1f} MB)")
     print(f"this disk: {bw / 1e6:.0f} MB/s fsynced write")
     print(f"1.4B: {args.step_s_1p4b:.0f} s step + {big_bytes / 2**30:.1f} GiB at {args.bandwidth_mb_s:.0f} MB/s "

@@ -29,7 +29,7 @@ from sunfish_lib.train import diskspace
 from sunfish_lib.train.diskspace import SLACK
 from sunfish_lib.train.trainer import resolve_precision, train
 from tests.helpers import ROOT
-from tests.train_helpers import SMALL_ARGS, small_config
+from tests.train_helpers import SMALL_ARGS, export_of, small_config, trained_straight
 
 
 # -- NaN loss ------------------------------------------------------------------------------
@@ -264,20 +264,13 @@ def _resume_in_process(run_dir, max_steps: int = KILL_STEPS) -> dict:
     return out
 
 
-def _export(run_dir) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / "export" / "model.safetensors"))
+_export = export_of
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """The export of the same run trained straight through (the config the CLI builds from KILL_ARGS)."""
-    from sunfish_lib.cli import build_parser
-    from sunfish_lib.train.command import config_from_args
-
-    cfg = config_from_args(build_parser().parse_args(["train", *KILL_ARGS, "--max-steps", str(KILL_STEPS)]))
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    assert train(cfg, run_dir, progress=False)["global_step"] == KILL_STEPS
-    return _export(run_dir)
+    return trained_straight(KILL_ARGS, KILL_STEPS, tmp_path_factory.mktemp("uninterrupted"))
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:

@@ -20,7 +20,6 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from sunfish_lib.cli import main
 from sunfish_lib.config import Config
@@ -31,7 +30,7 @@ from sunfish_lib.train.callbacks import StopAtStep
 from sunfish_lib.train.interrupt import slurm_job_id
 from sunfish_lib.train.trainer import train
 from tests.helpers import ROOT
-from tests.train_helpers import SMALL_ARGS, small_config
+from tests.train_helpers import SMALL_ARGS, export_of, small_config, trained_straight
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 ARGS = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "accumulate_grad_batches=2",
@@ -57,8 +56,7 @@ def _driven(run_dir, fault: str, micro: int, *extra: str, env: dict | None = Non
     return subprocess.run(cmd, cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=600)
 
 
-def _export(run_dir) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / "export" / "model.safetensors"))
+_export = export_of
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -81,13 +79,7 @@ def _status(run) -> dict:
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """The export of the same run trained without interruption (the config the CLI builds from ARGS)."""
-    from sunfish_lib.cli import build_parser
-    from sunfish_lib.train.command import config_from_args
-
-    cfg = config_from_args(build_parser().parse_args(["train", *ARGS, "--max-steps", str(STEPS)]))
-    run = tmp_path_factory.mktemp("straight")
-    assert train(cfg, run, progress=False)["global_step"] == STEPS
-    return _export(run)
+    return trained_straight(ARGS, STEPS, tmp_path_factory.mktemp("straight"))
 
 
 def _assert_one_line(stderr: str, pattern: str) -> None:

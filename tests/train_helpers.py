@@ -28,3 +28,21 @@ class BreakWeights(pl.Callback):
         if trainer.global_step == self.step:
             with __import__("torch").no_grad():
                 pl_module.model.ln_f.weight.fill_(float("nan"))
+
+
+def export_of(run_dir) -> dict:
+    """The tensors of a run folder's export/model.safetensors."""
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "export" / "model.safetensors"))
+
+
+def trained_straight(args: list[str], max_steps: int, run_dir) -> dict:
+    """The export of the run `sunfish train ARGS --max-steps N` describes, trained in-process without a stop."""
+    from sunfish_lib.cli import build_parser
+    from sunfish_lib.train.command import config_from_args
+    from sunfish_lib.train.trainer import train
+
+    cfg = config_from_args(build_parser().parse_args(["train", *args, "--max-steps", str(max_steps)]))
+    assert train(cfg, run_dir, progress=False)["global_step"] == max_steps
+    return export_of(run_dir)

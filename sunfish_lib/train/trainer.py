@@ -10,6 +10,7 @@ file that any single process can load for sampling.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -246,7 +247,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     from sunfish_lib.data import SunfishDataModule, get_tokenizer, save_tokenizer
     from sunfish_lib.train.module import SunfishModule
     from sunfish_lib.train.export import export_final
-    from sunfish_lib.train.interrupt import disable_lightning_signals, quiet_exit_code, stopped
+    from sunfish_lib.train.interrupt import quiet_exit_code, stopped
 
     run_dir = Path(run_dir)
     check_run_dir_writable(run_dir)
@@ -276,14 +277,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
     trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress,
                             extra_callbacks=(*callbacks, status))
-    disable_lightning_signals(trainer)
-    if overfit_batches:
-        from sunfish_lib.train.overfit import fixed_batches
-
-        loader = fixed_batches(dm, overfit_batches)
-        trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
-    else:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    _fit(trainer, module, dm, ckpt_path, overfit_batches)
     if module.stop_signal and trainer.global_step < trainer.max_steps:  # last.ckpt holds this step: no export
         raise stopped(module.stop_signal, trainer.global_step, run_dir, requeue_enabled=cfg.train.requeue,
                       show=trainer.is_global_zero, exit_code=quiet_exit_code(trainer))
@@ -292,3 +286,25 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return {"run_dir": str(run_dir), "global_step": trainer.global_step, "metrics": metrics,
             "is_global_zero": trainer.is_global_zero}
+
+
+def _fit(trainer, module, dm, ckpt_path: str | None, overfit_batches: int) -> None:
+    """trainer.fit under this run's signal handling (train/interrupt.py): Lightning's own handlers off;
+    a save aborted by a third signal also ends the processes Lightning's launcher started."""
+    from sunfish_lib.train.interrupt import SaveAborted, disable_lightning_signals
+
+    disable_lightning_signals(trainer)
+    try:
+        if overfit_batches:
+            from sunfish_lib.train.overfit import fixed_batches
+
+            loader = fixed_batches(dm, overfit_batches)
+            trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader, ckpt_path=ckpt_path,
+                        weights_only=True)
+        else:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    except SaveAborted:
+        launcher = trainer.strategy.launcher
+        if launcher is not None and getattr(launcher, "procs", None):
+            launcher.kill(signal.SIGKILL)  # they may wait for rank 0 in a collective that never comes
+        raise
