@@ -1,14 +1,38 @@
-"""Logit filters and categorical sampling shared by the discrete samplers."""
+"""Logit filters and categorical draws shared by the discrete samplers.
+
+`sample_tokens` is the one draw every discrete sampler makes: rows of logits (N, V) at the
+positions where a decision is made -> a token per row and its confidence. It does no work
+at other positions (the caller passes only the rows it decides) and draws ONE float64
+uniform per row, not V Gumbel variables:
+
+- sampling is the inverse CDF of softmax(logits / temperature) over the kept tokens: the
+  uniform u in [0, Z) is located first among chunk sums of the unnormalised probabilities,
+  then inside that chunk, all cumulative sums in float64. This is exactly the categorical
+  distribution (up to float64 rounding, ~1e-16), the same law as Gumbel-max with float64
+  noise. What MDLM/Zheng et al. warn about is the truncated tail of low-precision Gumbel
+  noise (fp32 u cannot be closer than ~6e-8 to 0 or 1); a float64 u and float64 sums keep
+  every token down to ~1e-16 probability at its correct rate;
+- top-k sorts only the k best (`torch.topk`); top-p sorts only as many as the nucleus needs
+  (a top-k that doubles until its mass covers p), never the whole vocabulary unless it must;
+- temperature 0 is the argmax: no random numbers at all.
+
+Confidence is p(token) under the UNtempered, UNfiltered softmax (LLaDA `generate.py`,
+Fast-dLLM: `x0_p = softmax(logits)[x0]` after sampling from the tempered logits), so a
+confidence threshold means the same thing at every temperature.
+"""
 
 from __future__ import annotations
 
 import torch
+
+CHUNK = 256  # vocabulary chunk of the two-level inverse-CDF search
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Temperature, then top-k, then nucleus (top-p, Holtzman et al. 2020) on (..., V) logits.
 
     Removed entries become -inf. temperature 0 is not allowed here: use argmax directly.
+    (A full-vocabulary reference; the samplers use `sample_tokens`, which never sorts V.)
     """
     logits = logits / temperature
     if top_k and top_k < logits.shape[-1]:
@@ -37,5 +61,103 @@ def gumbel_noise(shape, device=None, generator: torch.Generator | None = None) -
 
 
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One draw per row from softmax(logits) via the Gumbel-max trick, in float64: (..., V) -> (...)."""
-    return (logits.double() + gumbel_noise(logits.shape, logits.device, generator)).argmax(-1)
+    """One exact draw per row from softmax(logits): (..., V) -> (...), float64 inverse CDF (see module docstring)."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    u = torch.rand(flat.shape[0], dtype=torch.float64, device=logits.device, generator=generator)
+    return inverse_cdf(flat, u).view(logits.shape[:-1])
+
+
+def inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Rows (N, V) of logits (-inf = never), uniforms u (N,) in [0, 1) -> the token whose CDF bin holds u.
+
+    Two levels (chunk sums, then one chunk), float64 cumulative sums; never returns a
+    zero-probability token, whatever the rounding.
+    """
+    N, V = logits.shape
+    e = (logits - logits.max(-1, keepdim=True).values).exp()  # (N, V) unnormalised, max entry 1
+    pad = (-V) % CHUNK
+    if pad:
+        e = torch.nn.functional.pad(e, (0, pad))
+    blocks = e.view(N, -1, CHUNK)  # (N, C, CHUNK)
+    cum = blocks.sum(-1, dtype=torch.float64).cumsum(-1)  # (N, C)
+    target = u * cum[:, -1]  # (N,) in [0, Z)
+    last_c = (cum < cum[:, -1:]).sum(-1)  # index of the last chunk with mass
+    c = torch.searchsorted(cum, target[:, None], right=True).squeeze(-1).clamp_max(last_c)  # (N,)
+    before = torch.where(c > 0, cum.gather(-1, (c - 1).clamp_min(0)[:, None]).squeeze(-1), torch.zeros_like(target))
+    rows = torch.arange(N, device=logits.device)
+    inner = blocks[rows, c].double().cumsum(-1)  # (N, CHUNK)
+    last_k = (inner < inner[:, -1:]).sum(-1)  # the chunk's last token with mass
+    k = torch.searchsorted(inner, (target - before)[:, None], right=True).squeeze(-1).clamp_max(last_k)
+    return c * CHUNK + k
+
+
+def _nucleus_count(sorted_logits: torch.Tensor, lse: torch.Tensor, top_p: float) -> torch.Tensor:
+    """How many of the descending logits (N, k) the nucleus keeps: tokens whose mass before them is < top_p."""
+    p = (sorted_logits.double() - lse[:, None]).exp()  # (N, k) true probabilities of the k best
+    before = p.cumsum(-1) - p
+    return (before < top_p).sum(-1)  # (N,) >= 1
+
+
+def _candidates(scaled: torch.Tensor, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The kept tokens as (logits (N, k), ids (N, k)) with -inf beyond each row's cut; None: keep all V."""
+    N, V = scaled.shape
+    if (not top_k or top_k >= V) and top_p >= 1.0:
+        return None
+    if top_p >= 1.0:
+        return torch.topk(scaled, top_k, dim=-1)
+    cap = top_k if top_k and top_k < V else V
+    # the nucleus is taken within the top-k (filter order: top-k, then top-p), so its mass is relative to it
+    lse = (torch.topk(scaled, cap, dim=-1).values if cap < V else scaled).logsumexp(-1).double()  # (N,)
+    k = min(cap, 64)
+    while True:  # grow k until every row's nucleus fits: exact, and usually far below V
+        vals, ids = torch.topk(scaled, k, dim=-1) if k < V else torch.sort(scaled, dim=-1, descending=True)
+        n = _nucleus_count(vals, lse, top_p)
+        if k >= cap or bool((n < k).all()):
+            break
+        k = min(cap, 4 * k)
+    keep = torch.arange(vals.shape[1], device=vals.device)[None] < n[:, None]
+    return vals.masked_fill(~keep, float("-inf")), ids
+
+
+def decide(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top_k: int = 0,
+           top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure step math (what `torch.compile` may fuse): logits (N, V), uniforms u (N,) float64 or None for greedy.
+
+    Returns tokens (N,) and confidence (N,) float64 = p(token) under softmax(logits).
+    """
+    logits = logits.float()
+    lse = logits.logsumexp(-1)  # (N,) untempered normaliser, for the confidence
+    if u is None or temperature == 0:
+        tok = logits.argmax(-1)
+    else:
+        scaled = logits / temperature if temperature != 1 else logits
+        cand = _candidates(scaled, top_k, top_p)
+        if cand is None:
+            tok = inverse_cdf(scaled, u)
+        else:
+            vals, ids = cand
+            tok = ids.gather(-1, inverse_cdf(vals, u)[:, None]).squeeze(-1)
+    conf = (logits.gather(-1, tok[:, None]).squeeze(-1) - lse).double().exp()
+    return tok, conf
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  generator: torch.Generator | None = None, step=decide) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row of logits (N, V) and its untempered confidence (N,) float64 (see module docstring).
+
+    temperature 0: argmax (top-k/top-p cannot change an argmax). `step` is `decide` or a
+    compiled copy of it; the random numbers are drawn here, eagerly, so both give the same tokens.
+    """
+    if logits.shape[0] == 0:
+        return logits.new_zeros(0, dtype=torch.long), logits.new_zeros(0, dtype=torch.float64)
+    u = None
+    if temperature > 0:
+        u = torch.rand(logits.shape[0], dtype=torch.float64, device=logits.device, generator=generator)
+    return step(logits, u, temperature, top_k, top_p)
+
+
+def compiled_step(enabled: bool | None, device: torch.device | str):
+    """`decide`, compiled with torch.compile when enabled (None: on for CUDA, off on CPU)."""
+    if enabled is None:
+        enabled = torch.device(device).type == "cuda"
+    return torch.compile(decide, dynamic=True) if enabled else decide
