@@ -44,7 +44,7 @@ def sample_ar(
 
     logits = last_logits(prompt)
     for i in range(length):
-        nxt, conf = sample_tokens(logits, temperature, top_k, top_p, generator)  # (B,), (B,) float64
+        nxt, conf = sample_tokens(logits, temperature, top_k, top_p, generator, overwrite=True)  # (B,), (B,) float64
         x = torch.cat([x, nxt[:, None]], 1)
         if trajectory is not None:
             trajectory.record(1 - (i + 1) / length, tokens=x, confidence=conf[:, None].float())

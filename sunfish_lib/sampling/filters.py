@@ -62,33 +62,49 @@ def gumbel_noise(shape, device=None, generator: torch.Generator | None = None) -
 
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One exact draw per row from softmax(logits): (..., V) -> (...), float64 inverse CDF (see module docstring)."""
-    flat = logits.reshape(-1, logits.shape[-1])
+    flat = logits.reshape(-1, logits.shape[-1]).float()
     u = torch.rand(flat.shape[0], dtype=torch.float64, device=logits.device, generator=generator)
-    return inverse_cdf(flat, u).view(logits.shape[:-1])
+    return inverse_cdf(flat, u)[0].view(logits.shape[:-1])
 
 
-def inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Rows (N, V) of logits (-inf = never), uniforms u (N,) in [0, 1) -> the token whose CDF bin holds u.
+def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (N, V) of float32 logits (-inf = never), uniforms u (N,) in [0, 1) -> (token (N,), its probability (N,) float64).
 
-    Two levels (chunk sums, then one chunk), float64 cumulative sums; never returns a
-    zero-probability token, whatever the rounding.
+    The token is the one whose CDF bin holds u. Two levels: chunk sums (float32, each
+    exact to ~1e-7 relative, the precision of the logits themselves), located in their
+    float64 cumulative sum, then a float64 cumulative sum inside the one chunk, rescaled to
+    that chunk's float64 mass. So every token, the rarest included, is drawn with its
+    probability to float32 relative precision; no tail is cut as low-precision Gumbel noise
+    would. Never returns a zero-probability token. `overwrite`: reuse the logits' memory for
+    the exponentials (the caller's tensor is destroyed).
     """
     N, V = logits.shape
-    e = (logits - logits.max(-1, keepdim=True).values).exp()  # (N, V) unnormalised, max entry 1
-    pad = (-V) % CHUNK
-    if pad:
-        e = torch.nn.functional.pad(e, (0, pad))
-    blocks = e.view(N, -1, CHUNK)  # (N, C, CHUNK)
-    cum = blocks.sum(-1, dtype=torch.float64).cumsum(-1)  # (N, C)
-    target = u * cum[:, -1]  # (N,) in [0, Z)
-    last_c = (cum < cum[:, -1:]).sum(-1)  # index of the last chunk with mass
+    m = logits.amax(-1, keepdim=True)  # (N, 1)
+    e = (logits.sub_(m) if overwrite else logits - m).exp_()  # (N, V) unnormalised, max entry 1
+    full = V // CHUNK * CHUNK
+    sums = e[:, :full].view(N, -1, CHUNK).sum(-1)  # (N, V // CHUNK)
+    if full < V:
+        sums = torch.cat([sums, e[:, full:].sum(-1, keepdim=True)], 1)
+    cum = sums.double().cumsum(-1)  # (N, C)
+    total = cum[:, -1]
+    target = u * total  # (N,) in [0, Z)
+    last_c = (cum < total[:, None]).sum(-1)  # the last chunk with mass
     c = torch.searchsorted(cum, target[:, None], right=True).squeeze(-1).clamp_max(last_c)  # (N,)
     before = torch.where(c > 0, cum.gather(-1, (c - 1).clamp_min(0)[:, None]).squeeze(-1), torch.zeros_like(target))
-    rows = torch.arange(N, device=logits.device)
-    inner = blocks[rows, c].double().cumsum(-1)  # (N, CHUNK)
+    idx = c[:, None] * CHUNK + torch.arange(CHUNK, device=e.device)  # (N, CHUNK) the chunk's token ids
+    inner = e.gather(-1, idx.clamp_max(V - 1)).masked_fill(idx >= V, 0.0).double().cumsum(-1)  # (N, CHUNK)
     last_k = (inner < inner[:, -1:]).sum(-1)  # the chunk's last token with mass
-    k = torch.searchsorted(inner, (target - before)[:, None], right=True).squeeze(-1).clamp_max(last_k)
-    return c * CHUNK + k
+    chunk_mass = sums.gather(-1, c[:, None]).squeeze(-1).double()  # (N,) the float32 mass the first level used
+    r = (target - before) / chunk_mass * inner[:, -1]  # (N,) position inside the chunk, on its float64 scale
+    k = torch.searchsorted(inner, r[:, None], right=True).squeeze(-1).clamp_max(last_k)
+    tok = c * CHUNK + k
+    return tok, e.gather(-1, tok[:, None]).squeeze(-1).double() / total
+
+
+def logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """log sum exp over the last axis, (...): max-shifted (torch.logsumexp is several times slower on CPU)."""
+    m = x.amax(-1, keepdim=True)
+    return ((x - m).exp_().sum(-1).log_() + m.squeeze(-1))
 
 
 def _nucleus_count(sorted_logits: torch.Tensor, lse: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -107,7 +123,7 @@ def _candidates(scaled: torch.Tensor, top_k: int, top_p: float) -> tuple[torch.T
         return torch.topk(scaled, top_k, dim=-1)
     cap = top_k if top_k and top_k < V else V
     # the nucleus is taken within the top-k (filter order: top-k, then top-p), so its mass is relative to it
-    lse = (torch.topk(scaled, cap, dim=-1).values if cap < V else scaled).logsumexp(-1).double()  # (N,)
+    lse = logsumexp(torch.topk(scaled, cap, dim=-1).values if cap < V else scaled).double()  # (N,)
     k = min(cap, 64)
     while True:  # grow k until every row's nucleus fits: exact, and usually far below V
         vals, ids = torch.topk(scaled, k, dim=-1) if k < V else torch.sort(scaled, dim=-1, descending=True)
@@ -120,40 +136,45 @@ def _candidates(scaled: torch.Tensor, top_k: int, top_p: float) -> tuple[torch.T
 
 
 def decide(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top_k: int = 0,
-           top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+           top_p: float = 1.0, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure step math (what `torch.compile` may fuse): logits (N, V), uniforms u (N,) float64 or None for greedy.
 
     Returns tokens (N,) and confidence (N,) float64 = p(token) under softmax(logits).
+    `overwrite`: the logits may be destroyed (saves a (N, V) buffer).
     """
     logits = logits.float()
-    lse = logits.logsumexp(-1)  # (N,) untempered normaliser, for the confidence
+    V = logits.shape[-1]
     if u is None or temperature == 0:
         tok = logits.argmax(-1)
+        return tok, (logits.gather(-1, tok[:, None]).squeeze(-1) - logsumexp(logits)).double().exp()
+    if temperature == 1 and (not top_k or top_k >= V) and top_p >= 1.0:
+        return inverse_cdf(logits, u, overwrite)  # drawn from the untempered softmax: its p is the confidence
+    lse = logsumexp(logits)  # (N,) the untempered normaliser, for the confidence
+    scaled = logits / temperature
+    cand = _candidates(scaled, top_k, top_p)
+    if cand is None:
+        tok = inverse_cdf(scaled, u, overwrite=True)[0]
     else:
-        scaled = logits / temperature if temperature != 1 else logits
-        cand = _candidates(scaled, top_k, top_p)
-        if cand is None:
-            tok = inverse_cdf(scaled, u)
-        else:
-            vals, ids = cand
-            tok = ids.gather(-1, inverse_cdf(vals, u)[:, None]).squeeze(-1)
-    conf = (logits.gather(-1, tok[:, None]).squeeze(-1) - lse).double().exp()
-    return tok, conf
+        vals, ids = cand
+        tok = ids.gather(-1, inverse_cdf(vals, u, overwrite=True)[0][:, None]).squeeze(-1)
+    return tok, (logits.gather(-1, tok[:, None]).squeeze(-1) - lse).double().exp()
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  generator: torch.Generator | None = None, step=decide) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator | None = None, step=decide,
+                  overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row of logits (N, V) and its untempered confidence (N,) float64 (see module docstring).
 
     temperature 0: argmax (top-k/top-p cannot change an argmax). `step` is `decide` or a
     compiled copy of it; the random numbers are drawn here, eagerly, so both give the same tokens.
+    `overwrite`: the caller's logits may be destroyed.
     """
     if logits.shape[0] == 0:
         return logits.new_zeros(0, dtype=torch.long), logits.new_zeros(0, dtype=torch.float64)
     u = None
     if temperature > 0:
         u = torch.rand(logits.shape[0], dtype=torch.float64, device=logits.device, generator=generator)
-    return step(logits, u, temperature, top_k, top_p)
+    return step(logits, u, temperature, top_k, top_p, overwrite)
 
 
 def compiled_step(enabled: bool | None, device: torch.device | str):

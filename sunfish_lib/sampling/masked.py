@@ -112,8 +112,9 @@ class MaskedSampler:
         return out
 
     def _draw(self, logits: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens (N,) from the tempered, filtered rows and their untempered confidence (N,) float64."""
-        return sample_tokens(logits, self.temperature, self.top_k, self.top_p, generator, step=self._step)
+        """Tokens (N,) from the tempered, filtered rows and their untempered confidence (N,) float64; uses up logits."""
+        return sample_tokens(logits, self.temperature, self.top_k, self.top_p, generator, step=self._step,
+                             overwrite=True)
 
     def _time(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         """(B,) schedule time whose p_mask is the masked fraction of the generated positions."""
@@ -178,6 +179,7 @@ class MaskedSampler:
             if sel.any():
                 hidden = self._hidden(x, prompt, self._time(x, region))
                 logits = self._rows(hidden, sel)  # (N, V)
+                ent = self._entropy(logits) if trajectory is not None else None  # before the draw uses logits up
                 tok, conf = self._draw(logits, generator)  # (N,), (N,)
                 if self.kind != "random":
                     score = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
@@ -188,10 +190,10 @@ class MaskedSampler:
                 proposal[sel] = tok
                 x[commit] = proposal[commit]
                 if trajectory is not None:
-                    c, ent = torch.zeros(x.shape, device=x.device), torch.zeros(x.shape, device=x.device)
-                    c[sel], ent[sel] = conf.float(), self._entropy(logits)
+                    c, e = torch.zeros(x.shape, device=x.device), torch.zeros(x.shape, device=x.device)
+                    c[sel], e[sel] = conf.float(), ent
                     trajectory.record(1 - (done + 1) / max(self.steps, done + 1), tokens=x, confidence=c,
-                                      masked=x == self.mask_id, committed=commit, entropy=ent)
+                                      masked=x == self.mask_id, committed=commit, entropy=e)
             i += 1
             done += 1
             if callback is not None:
