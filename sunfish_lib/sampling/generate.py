@@ -47,7 +47,8 @@ class ARSampler:
 def never_emitted(tokenizer, vocab_size: int, allow_eos: bool = False) -> list[int]:
     """Ids no sampler may put into text: [MASK], [PAD], EOS (unless `allow_eos`), and ids the tokenizer lacks."""
     specials = [tokenizer.mask_token_id, tokenizer.pad_token_id] + ([] if allow_eos else [tokenizer.eos_token_id])
-    return sorted({int(i) for i in specials if i is not None} | set(range(len(tokenizer), vocab_size)))
+    known = len(tokenizer) if hasattr(tokenizer, "__len__") else vocab_size
+    return sorted({int(i) for i in specials if i is not None} | set(range(known, vocab_size)))
 
 
 def build_sampler(model, cfg: Config, tokenizer, sample: SampleConfig | None = None):
