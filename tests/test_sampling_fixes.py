@@ -104,6 +104,20 @@ def test_semi_ar_blocks_start_at_the_first_mask_one_token_per_pass():
     assert not masked[7][:, 5:13].any() and masked[7][:, 13:].all()  # block 1 untouched until block 0 is done
 
 
+def test_semi_ar_blocks_follow_each_rows_own_prompt():
+    """Rows with prompts of 3 and 6 tokens (and context after the span) still take 16 passes of 1 token."""
+    x = torch.full((2, 22), MASK)
+    x[0, :3], x[0, 19:] = 1, 2
+    x[1, :6] = 1
+    traj = Trajectory()
+    s = MaskedSampler(tiny_masked(), MASK, kind="low_confidence", steps=16, block_length=8)
+    s.generate(x, generator=torch.Generator().manual_seed(0), trajectory=traj)
+    assert s.forward_passes == 16 and traj.stack("committed").sum(-1).tolist() == [[1, 1]] * 16
+    after_block_0 = traj.stack("masked")[7]
+    assert not after_block_0[0, 3:11].any() and after_block_0[0, 11:19].all()
+    assert not after_block_0[1, 6:14].any() and after_block_0[1, 14:].all()
+
+
 def test_semi_ar_spreads_leftover_steps_and_rejects_too_few():
     x = torch.full((1, 21), MASK)
     x[:, :5] = 1

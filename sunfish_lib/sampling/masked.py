@@ -160,7 +160,7 @@ class MaskedSampler:
         first = torch.where(masked.any(1), masked.int().argmax(1), torch.full_like(masked[:, 0], T, dtype=torch.long))
         rel = torch.arange(T, device=x.device)[None] - first[:, None]  # (B, T) offset from the first mask
         block = torch.where(rel >= 0, rel // self.block_length, torch.full_like(rel, -1))
-        n_blocks = int(block.max()) + 1 if masked.any() else 0
+        n_blocks = int(block[masked].max()) + 1 if masked.any() else 0  # blocks that hold a [MASK]
         return [block == b for b in range(n_blocks)]
 
     # -- confidence-based samplers ----------------------------------------------------
