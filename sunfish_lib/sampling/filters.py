@@ -23,6 +23,8 @@ confidence threshold means the same thing at every temperature.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 CHUNK = 256  # vocabulary chunk of the two-level inverse-CDF search
@@ -177,8 +179,25 @@ def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
     return step(logits, u, temperature, top_k, top_p, overwrite)
 
 
+class _CompiledStep:
+    """`decide` under torch.compile; if compiling fails (no toolchain, an unsupported op), says so once and runs eagerly."""
+
+    def __init__(self):
+        self.fn = torch.compile(decide, dynamic=True)
+
+    def __call__(self, *args):
+        if self.fn is not decide:
+            try:
+                return self.fn(*args)
+            except Exception as e:  # a compiler failure must not stop sampling
+                warnings.warn(f"torch.compile of the sampling step failed ({type(e).__name__}: {str(e)[:200]}); "
+                              "running it eagerly (pass compile=False to skip the attempt)")
+                self.fn = decide
+        return decide(*args)
+
+
 def compiled_step(enabled: bool | None, device: torch.device | str):
     """`decide`, compiled with torch.compile when enabled (None: on for CUDA, off on CPU)."""
     if enabled is None:
         enabled = torch.device(device).type == "cuda"
-    return torch.compile(decide, dynamic=True) if enabled else decide
+    return _CompiledStep() if enabled else decide
