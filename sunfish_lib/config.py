@@ -298,6 +298,8 @@ class SampleConfig:
     """Masked threshold sampler: commit positions whose confidence exceeds this."""
     cfg_scale: float = 0.0
     """Classifier-free guidance scale (0: off)."""
+    allow_eos: bool = False
+    """Let samples contain EOS (variable-length generation); off: EOS, like [MASK] and [PAD], never appears."""
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,8 @@ class ContinuousDiffusion:
 
     def input_scale(self, k: torch.Tensor, table: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """1 / sqrt(alpha_bar sigma^2 + 1 - alpha_bar): makes the model input unit-variance (B, 1, 1)."""
-        sigma2 = table.detach().float().pow(2).mean()
+        t = table.detach().float()
+        sigma2 = torch.linalg.vector_norm(t).square() / t.numel()  # mean of squares, without a (V, e) temporary
         ab = self.schedule.coef("alpha_bar", k, like)
         return (ab * sigma2 + 1.0 - ab).rsqrt()
 

@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--temperature", type=float, help="softmax temperature (masked, ar; 0: greedy)")
     p.add_argument("--top-k", type=int, help="keep the k most likely tokens (0: off)")
     p.add_argument("--top-p", type=float, help="nucleus mass (1.0: off)")
+    p.add_argument("--allow-eos", dest="allow_eos", action="store_true", default=None,
+                   help="let samples contain EOS (variable-length output); default: EOS, [MASK], [PAD] never appear")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--trajectory", type=Path, help="record the denoising trajectory into this .safetensors file")
     p.add_argument("--json", action="store_true", help="print one JSON object (texts, ids, settings, files)")
@@ -48,7 +50,7 @@ def settings_from_args(args) -> dict:
     """The sampling settings given on the command line (None: the checkpoint's own)."""
     return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "temperature": args.temperature,
             "top_k": args.top_k, "top_p": args.top_p, "length": args.length, "num_samples": args.num_samples,
-            "mask_length": args.mask_length}
+            "mask_length": args.mask_length, "allow_eos": args.allow_eos}
 
 
 class ProgressBar:

@@ -184,12 +184,12 @@ class ContinuousSampler:
         self_cond, self.forward_passes = None, 0
         for i, t in enumerate(sched.timesteps.tolist()):
             k = torch.full((shape[0],), t, dtype=torch.long, device=x.device)
-            out, _ = obj.predict(model, x, k, table, self_cond=self_cond)
+            out, raw_x0 = obj.predict(model, x, k, table, self_cond=self_cond)
             self.forward_passes += 1
             x, pred_x0 = sched.step(out, t, x, generator=generator, clamp_fn=clamp_fn)
             x = self._hold(x, x0_known, known, sched.prev_timestep(t), generator)
             if obj.cfg.self_conditioning:
-                self_cond = pred_x0
+                self_cond = raw_x0  # the unclamped estimate, as training feeds it (`ContinuousDiffusion._self_cond`)
             if trajectory is not None or callback is not None:
                 ids, dist = nearest_tokens(pred_x0, table, self.rounding, exclude_ids=exclude)
                 ids = torch.where(known, x_ids, ids)  # (B, T) the rounded prediction, context held
