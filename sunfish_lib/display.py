@@ -174,7 +174,7 @@ class SamplesView:
             else:
                 body = "".join(f"⟦{_visible(t)}⟧" if k == "infill" else _visible(t) for t, k in runs)
             extra = _per_sample(self.quality, i)
-            out.append(f"--- {self._label(i)}{'  (' + extra + ')' if extra else ''} ---\n{body}")
+            out.append(f"--- {self._label(i)} ---{'  ' + extra if extra else ''}\n{body}")
         if self.quality:
             out.append(quality_text(self.quality))
         return "\n".join(out)
@@ -217,3 +217,28 @@ def short_labels(labels: Sequence[str], width: int = 24) -> dict[str, str]:
         short = "/".join(p[-2:]) if names.count(name) > 1 else name
         out[label] = short if len(short) <= width else short[: width - 1] + "…"
     return out
+
+
+def readable(tokenizer, ids: Sequence[int]) -> str:
+    """Text of ids for display: characters whole (`decode_pieces`), a byte that forms no character as ⍰."""
+    return "".join(decode_pieces(tokenizer, ids)).replace("\ufffd", "⍰")
+
+
+# ----------------------------------------------------------------------------
+# Static twins of widgets (what a saved copy shows)
+# ----------------------------------------------------------------------------
+
+def strip_steps(n_steps: int, count: int = 5) -> list[int]:
+    """`count` 0-based steps spread evenly from the first to the last (fewer when there are fewer steps)."""
+    if n_steps <= count:
+        return list(range(n_steps))
+    return sorted({round(i * (n_steps - 1) / (count - 1)) for i in range(count)})
+
+
+def step_strip_html(tokenizer, traj, row: int = 0, count: int = 5, width_px: int = 260) -> str:
+    """Selected steps of a trajectory side by side (the slider's static twin), each as `analysis.step_html`."""
+    from sunfish_lib.sampling.analysis import step_html
+
+    cells = "".join(f'<div style="flex:0 0 {width_px}px;font-size:80%;border-left:1px solid #ddd;padding-left:4px">'
+                    f"{step_html(tokenizer, traj, s, row)}</div>" for s in strip_steps(len(traj), count))
+    return f'<div class="sunfish-strip" style="display:flex;gap:6px;overflow-x:auto">{cells}</div>'

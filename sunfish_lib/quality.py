@@ -144,11 +144,16 @@ def _hf_judge(path: Path) -> Judge:
 
 def find_judge(roots: Sequence[str | Path | None], exclude: str | Path | None = None) -> Path | None:
     """The AR model under `roots` (nested run folders included) nearest the top, newest first; not `exclude`."""
+    return find_model(roots, "ar", exclude)
+
+
+def find_model(roots: Sequence[str | Path | None], objective: str, exclude: str | Path | None = None) -> Path | None:
+    """A run folder with a model of `objective` under the first of `roots` that has one (nearest the top)."""
     from sunfish_lib.sampling.session import find_checkpoints
 
     skip = Path(exclude).resolve() if exclude else None
     for root in (Path(r) for r in roots if r):
-        found = [d for d in find_checkpoints(root, depth=3) if _objective(d) == "ar" and d.resolve() != skip]
+        found = [d for d in find_checkpoints(root, depth=3) if _objective(d) == objective and d.resolve() != skip]
         if found:
             return min(found, key=lambda d: len(d.relative_to(root).parts))  # stable: find_checkpoints sorts
     return None
@@ -232,8 +237,9 @@ def judge_for(judge: str | Path | None, sampled: str | Path, run_dir: str | Path
     roots = [run_dir, workbook_folder(sampled_run)]
     found = find_judge(roots, exclude=sampled_run)
     if found is None:
-        where = ", ".join(str(r) for r in roots if r) or "no workbook run folder"
-        return None, f"no judge: no ar model under {where}; pass --judge PATH (an ar run or a HF causal-LM folder)"
+        where = (f"no ar model under {', '.join(str(r) for r in roots if r)}" if any(roots)
+                 else "the checkpoint is not inside a workbook run folder")
+        return None, f"no judge: {where}; pass --judge PATH (an ar run or a HF causal-LM folder)"
     return load_judge(found), None
 
 

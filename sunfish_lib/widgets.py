@@ -275,7 +275,7 @@ class SamplingPanel:
             return
         tok = self.loaded.tokenizer
         rows = "".join(_pre(f"{i + 1}: {render_ids(tok, row)}") for i, row in enumerate(x.cpu()))
-        self.live.value = f'<div style="color:#666">step {step}</div>{rows}'
+        self.live.value = f'<div style="color:#666">step {step}/{total} (at most)</div>{rows}'
         self.timings.setdefault("first_text_s", time.perf_counter() - self._t0)
         self._last_stream = now
 

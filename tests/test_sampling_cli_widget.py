@@ -2,6 +2,7 @@
 
 import html
 import json
+import re
 import subprocess
 import sys
 
@@ -54,8 +55,11 @@ def test_panel_click_gives_the_cli_samples(runs, capsys, objective, values, flag
     assert got["texts"] == panel.last.texts
     assert got["ids"] == panel.last.ids.tolist()
     assert got["settings"] == {k: getattr(panel.last.sample, k) for k in got["settings"]}
-    for text in panel.last.texts:  # the output area shows every sample
-        assert f">{__import__('html').escape(text)}</pre>" in panel.output.value
+    shown = html.unescape(re.sub("<[^>]+>", "", panel.output.value))
+    for text in panel.last.texts:  # the output area shows every sample (newlines as marks)
+        assert text.replace("\n", "↵").replace("\t", "→") in shown
+    assert "unigram entropy" in shown and "held-out text" in shown  # its quality beside it
+    assert f"sunfish sample {runs[objective]} --mode {values['mode']}" in panel.command_line.value
     saved = [f for f in got["files"] if f.endswith(".json")]
     assert len(saved) == 1 and json.loads(open(saved[0]).read())["texts"] == got["texts"]
     assert saved[0].startswith(str(runs[objective] / "samples" / "sample-"))
