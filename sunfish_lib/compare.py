@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.registry import aligned, is_training_run, list_runs, read_json
+from sunfish_lib.registry import is_training_run, list_runs, read_json
 from sunfish_lib.train.metrics import read_metrics
 
 X_AXES = {"step": "step", "tokens": "tokens", "wall": "wall_s"}
@@ -202,18 +202,3 @@ def write_comparison(result: Mapping[str, Any], out_dir: Path) -> None:
 
 def _cell(v: Any) -> Any:
     return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
-
-
-def format_metrics(table: Iterable[Mapping[str, Any]]) -> str:
-    """The metrics table as aligned text (numbers to 4 significant digits)."""
-    def fmt(v):
-        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    return aligned([list(METRIC_COLUMNS)] + [[fmt(r.get(c)) for c in METRIC_COLUMNS] for r in table])
-
-
-def format_diff(diff: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line per differing field: `field: label=value, label=value`."""
-    if not diff:
-        return "the configs are identical"
-    return "\n".join(f"{k}: " + ", ".join(f"{label}={v!r}" for label, v in vals.items()) for k, vals in diff.items())

@@ -260,6 +260,8 @@ class SamplingPanel:
             self.generate_button.disabled = False
         self.last, self.error = gen, None
         self.progress.max = self.progress.value = max(self.steps_run, 1)
+        self.live.value = (f'<div style="color:#666">streamed {self.steps_run} steps; the samples are below '
+                           "(shown once)</div>")
         self.output.value = self.samples_html()
         self.command_line.value = f"<code style='font-size:80%'>{html.escape(self.command())}</code>"
         return gen

@@ -39,7 +39,7 @@ def test_noise_schedule_notebook_smoke(tmp_path):
     falls = dict(re.findall(r"(\w+)\s+recovery falls below 50% at t = (\S+);", text))
     assert set(falls) == {"linear", "cosine", "sqrt"}
     assert float(falls["sqrt"]) < float(falls["cosine"])  # sqrt destroys tokens earlier in the chain
-    assert "no checkpoint given" in text
+    assert "no continuous model under" in text and "no checkpoint: set `checkpoint`" in text
     assert pngs == 2  # schedule curves, recovery curves
 
 

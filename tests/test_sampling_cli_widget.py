@@ -71,7 +71,8 @@ def test_panel_streams_intermediate_text_and_progress(runs):
     panel.live.observe(lambda ch: seen.append(ch["new"]), "value")
     panel.prompt.value, panel.steps.value, panel.length.value, panel.num_samples.value = "ROMEO:", 4, 8, 1
     gen = panel.generate()
-    streamed = [v for v in seen if v]
+    streamed = [v for v in seen if v][:-1]
+    assert "streamed 4 steps; the samples are below" in panel.live.value  # after: the samples are shown once
     assert len(streamed) == 4  # one update per step (no throttling here)
     assert "step 1/4" in streamed[0] and "░" in streamed[0]  # still masked after the first step
     assert streamed[0].count("░") == 6 and "░" not in streamed[-1]  # 8 masks, 2 committed per step
