@@ -104,12 +104,25 @@ def _is_hf_folder(path: Path) -> bool:
     return isinstance(cfg, dict) and "model_type" in cfg and "diffusion" not in cfg
 
 
+_JUDGES: dict[tuple, Judge] = {}  # one loaded judge, reused while its files stay the same
+
+
 def load_judge(path: str | Path) -> Judge:
     """An `ar` run folder / export / .ckpt of ours, or a Hugging Face causal-LM folder, as a Judge."""
     p = Path(str(path)).expanduser()
     if not p.exists():
         raise SunfishError(f"judge {path} does not exist; pass an ar run folder, its export/ or a "
                            "Hugging Face causal-LM folder")
+    files = [p, p / "export" / "model.safetensors", p / "model.safetensors", p / "checkpoints" / "last.ckpt"]
+    key = (str(p), max(f.stat().st_mtime_ns for f in files if f.exists()))
+    if key not in _JUDGES:
+        _JUDGES.clear()
+        _JUDGES[key] = _load_judge(p)
+    return _JUDGES[key]
+
+
+def _load_judge(p: Path) -> Judge:
+    path = p
     if p.is_dir() and _is_hf_folder(p):
         return _hf_judge(p)
     from sunfish_lib.train.checkpoint import load_for_inference
