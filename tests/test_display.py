@@ -81,3 +81,21 @@ def test_table_html_and_short_labels():
     assert "<th>ppl</th>" in out and ">12.35<" in out and ">1,200<" in out and ">–<" in out and ">no<" in out
     assert short_labels(["wb/04_train", "wb/08/scratch", "wb/07/scratch"]) == {
         "wb/04_train": "04_train", "wb/08/scratch": "08/scratch", "wb/07/scratch": "07/scratch"}
+
+
+def test_compare_curves_keeps_objectives_apart_with_units_and_the_legend_outside():
+    from sunfish_lib.plots import compare_curves
+
+    rows = lambda loss: [{"step": s, "tokens": 128 * (s + 1), "train/loss": loss - s / 100} for s in range(5)] + \
+        [{"step": 4, "tokens": 640, "val/loss": loss}]  # noqa: E731
+    fig = compare_curves({"04_train": rows(6.3), "ar": rows(5.0), "07/tiny-continuous": rows(1.9)},
+                         objectives={"04_train": "masked", "ar": "ar", "07/tiny-continuous": "continuous"})
+    axes = fig.axes
+    assert len(axes) == 3 * 3  # one row per objective, columns step / tokens / wall time
+    ylabels = [ax.get_ylabel() for ax in axes[::3]]
+    assert ylabels[0] == "masked loss: ELBO estimate (nats/token)" and ylabels[1] == "AR loss: exact NLL (nats/token)"
+    assert "not a likelihood" in ylabels[2]
+    for ax, expected in zip(axes[::3], (6.3, 5.0, 1.9)):  # each panel holds only its own objective's run
+        assert {round(float(line.get_ydata()[0]), 2) for line in ax.lines} == {expected}
+    assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1  # outside the axes
+    assert len(fig.legends[0].get_texts()) == 6  # 3 runs x (train, val)
