@@ -362,7 +362,7 @@ def advise(cfg: Config | str, gpu_mem_gb=(48, 20), *, precision=None, micro_batc
 
 def _advice_row(strategy: str, n: int, gpus: list[float], first: dict, fit: dict, change: str | None) -> dict:
     bound = max(gpus) if strategy == "single" else min(gpus)
-    used = f"the {bound:g} GB card" if strategy == "single" else f"{n} GPUs, bounded by the {bound:g} GB card"
+    used = f"the {bound:g} GiB card" if strategy == "single" else f"{n} GPUs, bounded by the {bound:g} GiB card"
     need0 = first["verdicts"][0]["needed_gb"]
     if change == "as configured":
         line = f"{strategy}: fits as configured on {used} ({need0} of {bound:g} GiB needed)"

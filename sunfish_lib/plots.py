@@ -40,7 +40,7 @@ def memory_bars(rows: Sequence[dict], gpu_mem_gb: Sequence[float] | None = None,
         bottom = [b + h for b, h in zip(bottom, heights)]
     for gb in sorted(set(gpu_mem_gb or []), reverse=True):
         ax.axhline(gb, color="black", linestyle="--", linewidth=1)
-        ax.annotate(f"{gb:g} GB card", (len(rows) - 0.5, gb), ha="right", va="bottom", fontsize=8)
+        ax.annotate(f"{gb:g} GiB card", (len(rows) - 0.5, gb), ha="right", va="bottom", fontsize=8)
     ax.set_xticks(x, [_bar_label(r) for r in rows], fontsize=8)
     ax.set_ylabel("GiB per GPU at the step's peak")
     ax.set_title(title or "Memory per GPU by strategy and sequence length")
