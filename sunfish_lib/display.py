@@ -27,6 +27,7 @@ KIND_STYLE = {"prompt": "color:#6a6a6a", "infill": "background:#c9efc4;color:#0b
               "generated": "color:#000"}
 KIND_ANSI = {"prompt": "\033[2m", "infill": "\033[1;32m", "generated": ""}
 NEWLINE, TAB = "↵", "→"
+NOCHAR = "⍰"  # a byte token that forms no character on its own (never completed by the next tokens)
 BOX_HEIGHT_PX = 96
 
 
@@ -69,14 +70,14 @@ def sample_segments(tokenizer, ids: Sequence[int], start: Sequence[int]) -> list
 
 
 def _visible(text: str) -> str:
-    return text.replace("\r", "").replace("\n", NEWLINE).replace("\t", TAB)
+    return text.replace("\r", "").replace("\n", NEWLINE).replace("\t", TAB).replace("\ufffd", NOCHAR)
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) >= 1000 else f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
     return str(v)
 
 
@@ -155,7 +156,7 @@ class SamplesView:
                 f'<div style="max-height:{self.height_px}px;overflow-y:auto;border:1px solid #ddd;padding:2px 4px;'
                 f'font-family:monospace;font-size:85%;white-space:pre-wrap;word-break:break-word">{spans}</div></div>')
         legend = " ".join(f'<span style="{KIND_STYLE[k]}">{k}</span>' for k in KINDS)
-        legend += f" · {NEWLINE} newline"
+        legend += f" · {NEWLINE} newline · {NOCHAR} byte that forms no character"
         left = f'<div style="flex:1 1 0;min-width:0">{"".join(rows)}</div>'
         right = f'<div style="flex:0 0 auto">{quality_html(self.quality)}</div>' if self.quality else ""
         title = f"<div><b>{html.escape(self.title)}</b></div>" if self.title else ""
@@ -221,7 +222,7 @@ def short_labels(labels: Sequence[str], width: int = 24) -> dict[str, str]:
 
 def readable(tokenizer, ids: Sequence[int]) -> str:
     """Text of ids for display: characters whole (`decode_pieces`), a byte that forms no character as ⍰."""
-    return "".join(decode_pieces(tokenizer, ids)).replace("\ufffd", "⍰")
+    return "".join(decode_pieces(tokenizer, ids)).replace("\ufffd", NOCHAR)
 
 
 # ----------------------------------------------------------------------------

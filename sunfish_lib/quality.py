@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.registry import read_json
 from sunfish_lib.sampling.analysis import token_entropy
 
 DISTINCT_N = (2, 3)
@@ -166,10 +167,16 @@ def find_model(roots: Sequence[str | Path | None], objective: str, exclude: str 
 
     skip = Path(exclude).resolve() if exclude else None
     for root in (Path(r) for r in roots if r):
-        found = [d for d in find_checkpoints(root, depth=3) if _objective(d) == objective and d.resolve() != skip]
+        found = [d for d in find_checkpoints(root, depth=3)
+                 if _objective(d) == objective and d.resolve() != skip and not _overfit(d)]
         if found:
             return min(found, key=lambda d: len(d.relative_to(root).parts))  # stable: find_checkpoints sorts
     return None
+
+
+def _overfit(run: Path) -> bool:
+    """An overfit check (notebook 03): it memorised a few batches, so it judges nothing."""
+    return bool(read_json(run / "status.json").get("overfit_batches"))
 
 
 def _objective(run: Path) -> str | None:

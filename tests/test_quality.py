@@ -118,3 +118,12 @@ def test_sample_json_carries_the_quality_fields(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["quality"]["judge"] == str(wb_ar)
     assert main(["sample", str(masked), "--no-save", "--judge", str(masked)]) == 2
     assert "a judge must be causal" in capsys.readouterr().err
+
+
+def test_an_overfit_check_is_no_judge(tmp_path):
+    wb = tmp_path / "wb"
+    overfit = make_run(wb / "03_overfit", "ar")
+    (overfit / "status.json").write_text('{"state": "finished", "overfit_batches": 2}')
+    assert find_judge([wb]) is None
+    real = make_run(wb / "04_train" / "ar", "ar")
+    assert find_judge([wb]) == real
