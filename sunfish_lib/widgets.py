@@ -3,9 +3,15 @@
 - `SamplingPanel` (notebook 06): checkpoint picker, mode, prompt, settings, Generate, a
   progress bar and the intermediate text streamed while it denoises. Clicking Generate
   calls `SamplingPanel.generate()`, which calls `sampling.session.sample` exactly as
-  `sunfish sample` does: the same settings and seed give the same samples.
+  `sunfish sample` does: the same settings and seed give the same samples. The samples are
+  shown once (`display.SamplesView`) with their quality (`quality.quality_of`), then the exact
+  `sunfish sample` command. Settings widgets are generated from `SampleConfig` fields
+  (SETTING_WIDGETS), tooltips from their docstrings; controls that do not act on the
+  checkpoint's objective (APPLIES) or the mode are disabled. `samples_html()` is the static
+  twin a notebook displays for saved copies (they keep no widget state).
 - `TrajectoryViewer` (notebook 07): a step slider over a recorded trajectory, the text at
-  that step with changed and newly committed tokens highlighted.
+  that step with changed and newly committed tokens highlighted (static twin:
+  `display.step_strip_html`).
 
 Bad input never breaks a panel: it shows one line (`error: ...`) in the output area and
 the next click works as before.
