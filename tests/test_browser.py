@@ -73,6 +73,9 @@ def _start_lab(tmp: Path, port: int, token: str, root: Path | None = None) -> su
     tracker = tmp / "jset" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True, exist_ok=True)
     tracker.write_text('{"windowingMode": "none"}')
+    news = tmp / "jset" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True, exist_ok=True)
+    news.write_text('{"fetchNews": "false"}')  # no "Would you like to get notified..." toast over the screenshots
     root = root or tmp / "lab"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
@@ -209,14 +212,15 @@ def _open(driver, port: int, token: str, name: str, until: float) -> None:
     _wait(f"{name} to render", until, lambda: driver.execute_script(
         "const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
         "return !!(w && w.content && w.content.widgets && w.content.widgets.length"
-        " && w.content.widgets.every(c => c.isAttached) && document.querySelectorAll('.jp-Notebook .jp-Cell').length"
-        " === w.content.widgets.length);"))
+        " && w.context && w.context.path === arguments[0] && w.content.widgets.every(c => c.isAttached)"
+        " && w.node.querySelectorAll('.jp-Cell').length === w.content.widgets.length);", name))
 
 
 def _images_shown(driver, cells: list[int]) -> dict[int, bool]:
     """cell index -> whether that cell shows a decoded image (scrolled into view first)."""
     return driver.execute_script("""
-        const cells = document.querySelectorAll('.jp-Notebook .jp-Cell'), out = {};
+        const w = window.jupyterapp.shell.currentWidget;  // this notebook's cells only, not other tabs
+        const cells = w.node.querySelectorAll('.jp-Cell'), out = {};
         for (const i of arguments[0]) {
           const c = cells[i]; if (!c) { out[i] = false; continue; }
           c.scrollIntoView();
@@ -228,10 +232,11 @@ def _images_shown(driver, cells: list[int]) -> dict[int, bool]:
 
 def _screenshot(driver, path: Path) -> None:
     """The whole notebook: the window as tall as its content (at most 16,000 px)."""
-    h = driver.execute_script("const n = document.querySelector('.jp-NotebookPanel-notebook');"
-                              "return n ? n.scrollHeight : 1800;")
+    scroller = ("const c = window.jupyterapp.shell.currentWidget.content.node;"
+                "const n = c.querySelector('.jp-WindowedPanel-outer') || c;")
+    h = driver.execute_script(scroller + "return n.scrollHeight;")
     driver.set_window_size(1400, min(max(int(h) + 250, 900), 16000))
-    driver.execute_script("const n = document.querySelector('.jp-NotebookPanel-notebook'); if (n) n.scrollTop = 0;")
+    driver.execute_script(scroller + "n.scrollTop = 0;")
     time.sleep(0.5)
     driver.save_screenshot(str(path))
 
@@ -260,13 +265,22 @@ def test_executed_workbook_renders_in_jupyterlab(tmp_path_factory):
             cells = image_cells(read(nb_path))
             driver.set_window_size(1400, 1800)
             _open(driver, port, token, nb_path.name, min(until, time.monotonic() + SHOW_S))
-            shown = _wait(f"the images of {nb_path.name}", min(until, time.monotonic() + SHOW_S),
-                          lambda: (r := _images_shown(driver, cells)) and all(r.values()) and r, every=1.0) \
-                if cells else {}
-            text = driver.execute_script("return document.querySelector('.jp-Notebook').innerText;")
+            shown, deadline = {}, min(until, time.monotonic() + SHOW_S)
+            while cells and time.monotonic() < deadline:
+                shown = _images_shown(driver, cells)
+                if all(shown.values()):
+                    break
+                time.sleep(1.0)
+            if not all(shown.values()):
+                driver.save_screenshot(str(shots / f"{nb_path.stem}-FAILED.png"))
+                pytest.fail(f"{nb_path.name}: figure cells without a rendered image: "
+                            f"{[i for i, ok in shown.items() if not ok]} (of {cells})")
+            text = driver.execute_script("return window.jupyterapp.shell.currentWidget.node.innerText;")
             if "Error displaying widget" in text:
                 problems[nb_path.name] = "Error displaying widget"
             _screenshot(driver, shots / f"{nb_path.stem}.png")
+            driver.execute_script("const w = window.jupyterapp.shell.currentWidget;"  # closed unsaved: a copy is read
+                                  "w.context.model.dirty = false; w.close();")
             assert len(shown) == len(cells)
     finally:
         if driver is not None:
