@@ -28,10 +28,16 @@ def figures_without_images(nb) -> list[str]:
     return bad
 
 
+def _is_figure(out) -> bool:
+    data = out.get("data", {})
+    text = data.get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else text
+    return "image/png" in data or any(text.startswith(f) for f in FIGURE_TEXT)
+
+
 def image_cells(nb) -> list[int]:
-    """Indexes of the code cells whose outputs hold an image (what the browser must show rendered)."""
-    return [i for i, c in enumerate(nb.cells)
-            if any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+    """Indexes of the figure cells: outputs with an image, or a Figure's text (the browser must show an image)."""
+    return [i for i, c in enumerate(nb.cells) if any(_is_figure(o) for o in c.get("outputs", []))]
 
 
 def executed_notebooks(run_dir: Path) -> list[Path]:

@@ -204,7 +204,7 @@ def test_panel_in_jupyterlab_in_chromium(tmp_path):
         _stop_lab(lab, port, token)
 
 
-SHOW_S = 60  # per notebook: open it, wait for its cells and images
+SHOW_S = 45  # per notebook: open it; then as long again for its images
 
 
 def _open(driver, port: int, token: str, name: str, until: float) -> None:
@@ -271,17 +271,15 @@ def test_executed_workbook_renders_in_jupyterlab(tmp_path_factory):
                 if all(shown.values()):
                     break
                 time.sleep(1.0)
-            if not all(shown.values()):
-                driver.save_screenshot(str(shots / f"{nb_path.stem}-FAILED.png"))
-                pytest.fail(f"{nb_path.name}: figure cells without a rendered image: "
-                            f"{[i for i, ok in shown.items() if not ok]} (of {cells})")
+            missing = [int(i) for i, ok in shown.items() if not ok]
+            if missing:
+                problems[nb_path.name] = f"figure cells without a rendered image: {missing}"
             text = driver.execute_script("return window.jupyterapp.shell.currentWidget.node.innerText;")
             if "Error displaying widget" in text:
-                problems[nb_path.name] = "Error displaying widget"
+                problems[nb_path.name] = problems.get(nb_path.name, "") + " Error displaying widget"
             _screenshot(driver, shots / f"{nb_path.stem}.png")
             driver.execute_script("const w = window.jupyterapp.shell.currentWidget;"  # closed unsaved: a copy is read
                                   "w.context.model.dirty = false; w.close();")
-            assert len(shown) == len(cells)
     finally:
         if driver is not None:
             driver.quit()

