@@ -116,6 +116,10 @@ def test_sample_json_carries_the_quality_fields(tmp_path, capsys):
     wb_ar = make_run(tmp_path / "wb" / "04_train_ar", "ar")
     assert main(["sample", str(masked), "--json", "--no-save"]) == 0
     assert json.loads(capsys.readouterr().out)["quality"]["judge"] == str(wb_ar)
+    # the pretty output: samples once (newlines as marks), the quality figures under them
+    assert main(["sample", str(masked), "--no-save", "--prompt", "A\nB"]) == 0
+    out = capsys.readouterr().out
+    assert "--- sample 1 ---" in out and "A↵B" in out and "unigram entropy (nats)" in out and "judge: " in out
     assert main(["sample", str(masked), "--no-save", "--judge", str(masked)]) == 2
     assert "a judge must be causal" in capsys.readouterr().err
 
