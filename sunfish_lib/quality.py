@@ -208,14 +208,12 @@ def reference_windows(cfg, tokenizer, length: int, count: int = REFERENCE_WINDOW
     from sunfish_lib.data import make_loader
 
     specials = {tokenizer.eos_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id}
-    out: list[list[int]] = []
+    stream: list[int] = []  # rows joined: a window may be longer than the model's sequence
     for batch in make_loader(cfg.data, tokenizer, "validation", seed=cfg.seed, num_workers=0):
-        for row in batch["input_ids"].tolist():
-            row = [i for i in row if i not in specials]
-            out += [row[i:i + length] for i in range(0, len(row) - length + 1, length)]
-        if len(out) >= count:
+        stream += [i for row in batch["input_ids"].tolist() for i in row if i not in specials]
+        if len(stream) >= count * length:
             break
-    return out[:count]
+    return [stream[i:i + length] for i in range(0, len(stream) - length + 1, length)][:count]
 
 
 def sample_quality(ids: torch.Tensor, start: torch.Tensor, tokenizer, cfg, *, judge: Judge | None = None,

@@ -131,3 +131,13 @@ def test_an_overfit_check_is_no_judge(tmp_path):
     assert find_judge([wb]) is None
     real = make_run(wb / "04_train" / "ar", "ar")
     assert find_judge([wb]) == real
+
+
+def test_held_out_windows_may_be_longer_than_a_training_row(tmp_path):
+    from sunfish_lib.quality import reference_windows
+    from sunfish_lib.sampling.session import load_checkpoint
+
+    loaded = load_checkpoint(make_run(tmp_path / "m", "masked"))
+    assert loaded.cfg.data.seq_len == 32
+    windows = reference_windows(loaded.cfg, loaded.tokenizer, 64, count=3)
+    assert [len(w) for w in windows] == [64, 64, 64] and loaded.tokenizer.eos_token_id not in windows[0]
