@@ -35,7 +35,7 @@ def _is_figure(out) -> bool:
     return "image/png" in data or any(text.startswith(f) for f in FIGURE_TEXT)
 
 
-def image_cells(nb) -> list[int]:
+def figure_cells(nb) -> list[int]:
     """Indexes of the figure cells: outputs with an image, or a Figure's text (the browser must show an image)."""
     return [i for i, c in enumerate(nb.cells) if any(_is_figure(o) for o in c.get("outputs", []))]
 

@@ -22,7 +22,7 @@ import pytest
 
 from sunfish_lib.display import NEWLINE, TAB
 from tests.helpers import NOTEBOOKS
-from tests.notebook_display import executed_notebooks, image_cells, read, smoke_workbook
+from tests.notebook_display import executed_notebooks, figure_cells, read, smoke_workbook
 from tests.sampling_helpers import make_run
 
 pytestmark = pytest.mark.slow
@@ -262,7 +262,7 @@ def test_executed_workbook_renders_in_jupyterlab(tmp_path_factory):
         _wait("JupyterLab to answer on 127.0.0.1", until, lambda: _lab_ready(port, token) or _exited(lab, tmp))
         driver = _browser(tmp)
         for nb_path in notebooks:
-            cells = image_cells(read(nb_path))
+            cells = figure_cells(read(nb_path))
             driver.set_window_size(1400, 1800)
             _open(driver, port, token, nb_path.name, min(until, time.monotonic() + SHOW_S))
             shown, deadline = {}, min(until, time.monotonic() + SHOW_S)
