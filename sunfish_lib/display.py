@@ -69,7 +69,8 @@ def sample_segments(tokenizer, ids: Sequence[int], start: Sequence[int]) -> list
     return [r for r in runs if r[0]]
 
 
-def _visible(text: str) -> str:
+def visible(text: str) -> str:
+    """Text as a samples view shows it, on one line: newline ↵, tab →, a byte that forms no character ⍰."""
     return text.replace("\r", "").replace("\n", NEWLINE).replace("\t", TAB).replace("\ufffd", NOCHAR)
 
 
@@ -148,7 +149,7 @@ class SamplesView:
         """Samples in fixed-height scroll boxes on the left, quality on the right."""
         rows = []
         for i, runs in enumerate(self.samples):
-            spans = "".join(f'<span class="sf-{k}" style="{KIND_STYLE[k]}">{html.escape(_visible(t))}</span>'
+            spans = "".join(f'<span class="sf-{k}" style="{KIND_STYLE[k]}">{html.escape(visible(t))}</span>'
                             for t, k in runs)
             rows.append(
                 f'<div class="sunfish-sample" style="margin:2px 0"><div style="font-size:80%;color:#555">'
@@ -171,9 +172,9 @@ class SamplesView:
         out = [self.title] if self.title else []
         for i, runs in enumerate(self.samples):
             if color:
-                body = "".join(f"{KIND_ANSI[k]}{_visible(t)}\033[0m" if KIND_ANSI[k] else _visible(t) for t, k in runs)
+                body = "".join(f"{KIND_ANSI[k]}{visible(t)}\033[0m" if KIND_ANSI[k] else visible(t) for t, k in runs)
             else:
-                body = "".join(f"⟦{_visible(t)}⟧" if k == "infill" else _visible(t) for t, k in runs)
+                body = "".join(f"⟦{visible(t)}⟧" if k == "infill" else visible(t) for t, k in runs)
             extra = _per_sample(self.quality, i)
             out.append(f"--- {self._label(i)} ---{'  ' + extra if extra else ''}\n{body}")
         if self.quality:

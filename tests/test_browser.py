@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sunfish_lib.display import NEWLINE, TAB
+from sunfish_lib.display import visible as visible_text
 from tests.helpers import NOTEBOOKS
 from tests.notebook_display import executed_notebooks, figure_cells, read, smoke_workbook
 from tests.sampling_helpers import make_run
@@ -190,7 +190,7 @@ def test_panel_in_jupyterlab_in_chromium(tmp_path):
         box.clear()
         box.send_keys(PROMPT)
         driver.find_element("css selector", "button.sunfish-generate").click()
-        visible = [t.replace("\n", NEWLINE).replace("\t", TAB) for t in expected]  # newlines shown as marks
+        visible = [visible_text(t) for t in expected]  # newlines shown as marks
         shown = _wait(f"the {PROMPT!r} samples in the output area", until,
                       lambda: (t := _text_of(driver, ".sunfish-output")) and visible[-1] in t and t, every=1.0)
         driver.save_screenshot(str(tmp_path / "06_sampling.png"))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sunfish_lib.cli import main
+from sunfish_lib.display import visible
 from sunfish_lib.sampling.trajectory import Trajectory
 from sunfish_lib.widgets import SamplingPanel
 from tests.helpers import ROOT
@@ -57,7 +58,7 @@ def test_panel_click_gives_the_cli_samples(runs, capsys, objective, values, flag
     assert got["settings"] == {k: getattr(panel.last.sample, k) for k in got["settings"]}
     shown = html.unescape(re.sub("<[^>]+>", "", panel.output.value))
     for text in panel.last.texts:  # the output area shows every sample (newlines as marks)
-        assert text.replace("\n", "↵").replace("\t", "→") in shown
+        assert visible(text) in shown
     assert "unigram entropy" in shown and "held-out text" in shown  # its quality beside it
     assert f"sunfish sample {runs[objective]} --mode {values['mode']}" in panel.command_line.value
     saved = [f for f in got["files"] if f.endswith(".json")]

@@ -6,6 +6,7 @@ import re
 import nbformat
 from PIL import Image
 
+from sunfish_lib.display import visible
 from sunfish_lib.runs import run_notebooks
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.trajectory import Trajectory
@@ -37,7 +38,7 @@ def test_sampling_notebook_uses_the_workbook_model_and_matches_the_cli(tmp_path)
     expected = sample(load_checkpoint(workbook / "04_train"), prompt="ROMEO:", seed=0).texts
     shown = _html_text(run_dir / nb.name)  # the panel's last generation as HTML: the widget's static twin
     for i, t in enumerate(expected):
-        assert f"sample {i + 1}" in shown and t.replace("\n", "↵").replace("\t", "→") in shown
+        assert f"sample {i + 1}" in shown and visible(t) in shown
     assert "unigram entropy (nats)" in shown and "held-out text" in shown
     assert f"sunfish sample {workbook / '04_train'} --mode uncond --prompt ROMEO: --seed 0 --sampler low_confidence" in text
 
