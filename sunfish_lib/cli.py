@@ -220,7 +220,9 @@ def _cmd_estimate(args) -> int:
     t.add_row("checkpoint: weights / + AdamW", f"{rep['checkpoint']['weights'] / gib:.2f} / "
               f"{rep['checkpoint']['with_optimizer'] / gib:.2f}")
     for v in rep["verdicts"]:
-        t.add_row(f"{v['gpu_gb']:g} GB GPU: needs {v['needed_gb']} GiB", "[green]fits[/]" if v["fits"] else "[red]no[/]")
+        bound = " (bounds the run)" if v.get("bounds_run") else ""
+        t.add_row(f"{v['gpu_gb']:g} GiB card{bound}: needs {v['needed_gb']} GiB, headroom {v['headroom_gb']:+.2f}",
+                  "[green]fits[/]" if v["fits"] else "[red]no[/]")
     console = Console(width=160)
     console.print(t)
     for line in (adv or {}).get("summary", []):

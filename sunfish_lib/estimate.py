@@ -243,19 +243,18 @@ def needed_bytes(total: int) -> int:
 
 
 def verdicts(total: int, strategy: str, gpu_mem_gb: Sequence[float]) -> list[dict]:
-    """Fits / does not fit, per GPU, for a per-GPU peak of `total` bytes.
+    """Fits / does not fit, per GPU, for a per-GPU peak of `total` bytes (card sizes in GiB).
 
-    `single` runs on one card, so each card is judged alone. DDP replicates and FSDP
-    shards evenly, so every rank holds the same bytes and the smallest card bounds the run.
+    Each row judges its own card: `fits` and `headroom_gb` are that card's (card - needed).
+    `single` runs on one card, so any card that fits will do. DDP replicates and FSDP shards
+    evenly, so every rank holds the same bytes: the run fits when every card does, and
+    `bounds_run` marks the smallest card, the one that decides it.
     """
     need = needed_bytes(total)
     bound = min(gpu_mem_gb) if gpu_mem_gb else 0
-    out = []
-    for gb in gpu_mem_gb:
-        ok = need <= gb * GiB if strategy == "single" else need <= bound * GiB
-        out.append({"gpu_gb": gb, "fits": ok, "needed_gb": round(need / GiB, 2),
-                    "headroom_gb": round((gb if strategy == "single" else bound) - need / GiB, 2)})
-    return out
+    return [{"gpu_gb": gb, "fits": need <= gb * GiB, "needed_gb": round(need / GiB, 2),
+             "headroom_gb": round(gb - need / GiB, 2), "bounds_run": strategy != "single" and gb == bound}
+            for gb in gpu_mem_gb]
 
 
 def report(cfg: Config | str, *, strategy=None, n_gpus=None, precision=None, activation_checkpointing=None,
@@ -363,7 +362,7 @@ def advise(cfg: Config | str, gpu_mem_gb=(48, 20), *, precision=None, micro_batc
 
 def _advice_row(strategy: str, n: int, gpus: list[float], first: dict, fit: dict, change: str | None) -> dict:
     bound = max(gpus) if strategy == "single" else min(gpus)
-    used = f"the {bound:g} GB card" if strategy == "single" else f"{n} GPUs, bounded by the {bound:g} GB card"
+    used = f"the {bound:g} GiB card" if strategy == "single" else f"{n} GPUs, bounded by the {bound:g} GiB card"
     need0 = first["verdicts"][0]["needed_gb"]
     if change == "as configured":
         line = f"{strategy}: fits as configured on {used} ({need0} of {bound:g} GiB needed)"

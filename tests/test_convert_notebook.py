@@ -26,8 +26,10 @@ def test_ar_to_diffusion_notebook_smoke(tmp_path):
     assert cfg["train"]["init_from"].endswith("08_ar_to_diffusion/converted")
     outputs = [o for c in nbformat.read(str(run_dir / nb.name), as_version=4).cells for o in c.get("outputs", [])]
     text = "\n".join(o.get("text", "") for o in outputs)
-    assert "max |logit diff|" in text and "--- from scratch ---" in text
     kinds = [k for o in outputs for k in o.get("data", {})]
+    html_out = "\n".join(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
+    assert "max |logit diff|" in text and "from scratch" in html_out and "unigram entropy (nats)" in html_out
+    assert html_out.count("judge perplexity") == 2 and "ar-parent" in html_out  # judged by the AR parent
     assert kinds.count("image/png") == 1 and not any("widget" in k for k in kinds)  # no progress-bar widgets
 
 
