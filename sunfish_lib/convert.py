@@ -6,7 +6,7 @@ masked objective, (3) giving attention a higher and MLP a lower learning rate, w
 keeps the parent's knowledge (`train.lr_mult_attn` / `lr_mult_mlp`). This module does
 (1) and writes a folder that training starts from (`train.init_from`):
 
-    DIR/model.safetensors, DIR/config.json, DIR/tokenizer/   (as `export_model` writes them)
+    DIR/model.safetensors, DIR/config.json, the tokenizer and remote code   (as `export_model` writes them)
 
 Parents: a Hugging Face causal LM folder (`save_pretrained`) of the GPT-2 family or the
 Llama family (Llama, Mistral, Qwen2: RoPE, RMSNorm, SwiGLU, grouped-query attention,
@@ -423,7 +423,7 @@ def export_config(parent: _Parent, out_dir: Path, *, objective: str, shift_logit
                   overrides: Mapping[str, Any] | None = None) -> Config:
     """config.json of the converted model: the parent's shape, the new objective, `train.init_from` = out_dir."""
     m = replace(parent.model, time_conditioning=True if time_conditioning else None)
-    data = parent.data or DataConfig(tokenizer=str(out_dir / "tokenizer"), seq_len=min(256, m.max_seq_len))
+    data = parent.data or DataConfig(tokenizer=str(out_dir), seq_len=min(256, m.max_seq_len))
     cfg = Config(model=m, diffusion=DiffusionConfig(objective=objective, shift_logits=shift_logits), data=data,
                  sample=SampleConfig(sampler=SAMPLER[objective], length=min(64, m.max_seq_len)),
                  preset=f"converted-{parent.kind}")

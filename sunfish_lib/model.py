@@ -35,7 +35,8 @@ from torch.utils.checkpoint import checkpoint
 
 from sunfish_lib.config import ModelConfig
 from sunfish_lib.layers import (  # noqa: F401 (re-exported: callers import them from here)
-    MLP, TIME_SCALE, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, timestep_embedding,
+    MLP, TIME_SCALE, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
+    timestep_embedding,
 )
 
 
@@ -202,7 +203,7 @@ class Backbone(nn.Module):
         positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
         if self.pos_emb is not None:
             return x + self.pos_emb(positions), None
-        return x, rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        return x, rope_cos_sin(positions, rope_inv_freq(self.cfg, x.device))
 
     def _time_modulation(self, t, B: int, x: torch.Tensor) -> torch.Tensor | None:
         if self.time_emb is None:
