@@ -9,7 +9,8 @@ keeps the parent's knowledge (`train.lr_mult_attn` / `lr_mult_mlp`). This module
     DIR/model.safetensors, DIR/config.json, the tokenizer and remote code   (as `export_model` writes them)
 
 Parents: a Hugging Face causal LM folder (`save_pretrained`) of the GPT-2 family or the
-Llama family (Llama, Mistral, Qwen2: RoPE, RMSNorm, SwiGLU, grouped-query attention,
+Llama family (Llama incl. Llama-3.x `rope_type: llama3` scaling, Mistral, Qwen2, Qwen3 with
+its q/k norms and separate head_dim: RoPE, RMSNorm, SwiGLU, grouped-query attention,
 tied or untied embeddings), or a Sunfish run trained with the `ar` objective.
 
 What changes besides the mask: a `[MASK]` (and `[PAD]`) token is added to the tokenizer
@@ -34,7 +35,7 @@ import torch
 from sunfish_lib.config import Config, DataConfig, DiffusionConfig, ModelConfig, SampleConfig
 from sunfish_lib.errors import SunfishError
 
-HF_FAMILIES = {"gpt2": "gpt2", "llama": "llama", "mistral": "llama", "qwen2": "llama"}
+HF_FAMILIES = {"gpt2": "gpt2", "llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama"}
 """HF `model_type` -> the weight layout it shares."""
 OBJECTIVES = ("masked", "ar")
 SAMPLER = {"masked": "low_confidence", "ar": "ar"}
@@ -182,12 +183,20 @@ def _unsupported(c, family: str) -> str | None:
         return None
     if c.hidden_act != "silu":
         return f"hidden_act={c.hidden_act!r} (SwiGLU needs silu)"
-    if _rope(c)[1] != "default":
-        return f"rope type {_rope(c)[1]!r} (only the default RoPE is implemented)"
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    if head_dim * c.num_attention_heads != c.hidden_size:
-        return f"head_dim={head_dim} x {c.num_attention_heads} heads != hidden_size={c.hidden_size}"
+    if _rope(c)[1] not in ("default", "llama3"):
+        return f"rope type {_rope(c)[1]!r} (the default RoPE and llama3 scaling are implemented)"
     return None
+
+
+def _rope_fields(c) -> dict[str, Any]:
+    """ModelConfig RoPE fields: theta, and Llama-3.1's scaling parameters when rope_type is llama3."""
+    theta, kind = _rope(c)
+    if kind != "llama3":
+        return {"rope_theta": theta}
+    p = {**dict(getattr(c, "rope_scaling", None) or {}), **dict(getattr(c, "rope_parameters", None) or {})}
+    return {"rope_theta": theta, "rope_type": "llama3", "rope_factor": float(p["factor"]),
+            "rope_low_freq_factor": float(p["low_freq_factor"]), "rope_high_freq_factor": float(p["high_freq_factor"]),
+            "rope_original_max_len": int(p["original_max_position_embeddings"])}
 
 
 def model_config_from_hf(c, family: str, vocab_size: int) -> ModelConfig:
@@ -205,10 +214,13 @@ def model_config_from_hf(c, family: str, vocab_size: int) -> ModelConfig:
     window = getattr(c, "sliding_window", None)
     if window and (c.model_type == "mistral" or getattr(c, "use_sliding_window", False)):
         max_len = min(max_len, window)  # within the window, sliding-window attention is full attention
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     return ModelConfig(
         vocab_size=vocab_size, n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads, d_model=c.hidden_size,
         d_ff=c.intermediate_size, max_seq_len=max_len, n_kv_heads=c.num_key_value_heads,
-        norm="rmsnorm", mlp="swiglu", pos_encoding="rope", rope_theta=_rope(c)[0], norm_eps=c.rms_norm_eps,
+        attn_head_dim=None if head_dim * c.num_attention_heads == c.hidden_size else head_dim,
+        qk_norm=c.model_type == "qwen3", **_rope_fields(c),
+        norm="rmsnorm", mlp="swiglu", pos_encoding="rope", norm_eps=c.rms_norm_eps,
         bias=attn_bias or mlp_bias,  # biases the parent lacks start at zero
         qkv_bias=True if c.model_type == "qwen2" else attn_bias,
         tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)), dropout=0.0)
@@ -237,12 +249,15 @@ def _gpt2_weights(sd: Mapping[str, torch.Tensor], n_layers: int, tied: bool) -> 
 
 
 def _llama_weights(sd: Mapping[str, torch.Tensor], n_layers: int, tied: bool) -> dict[str, torch.Tensor]:
-    """Llama/Mistral/Qwen2: q/k/v_proj stack into qkv, gate/up_proj into fc1 (rows [gate; up])."""
+    """Llama/Mistral/Qwen2/Qwen3: q/k/v_proj stack into qkv, gate/up_proj into fc1 (rows [gate; up]), q/k norms."""
     out = {"tok_emb.weight": sd["model.embed_tokens.weight"], "ln_f.weight": sd["model.norm.weight"]}
     for i in range(n_layers):
         h, b = f"model.layers.{i}.", f"blocks.{i}."
         out[b + "ln1.weight"] = sd[h + "input_layernorm.weight"]
         out[b + "ln2.weight"] = sd[h + "post_attention_layernorm.weight"]
+        for qk in ("q_norm", "k_norm"):  # Qwen3
+            if f"{h}self_attn.{qk}.weight" in sd:
+                out[f"{b}attn.{qk}.weight"] = sd[f"{h}self_attn.{qk}.weight"]
         for kind in ("weight", "bias"):
             qkv = [sd.get(f"{h}self_attn.{p}_proj.{kind}") for p in "qkv"]
             if all(x is not None for x in qkv):

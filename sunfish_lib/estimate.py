@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from sunfish_lib.config import PRESETS, SAMPLERS, Config, ModelConfig
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, memory_per_gpu
+from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, attention_params, memory_per_gpu
 
 CUDA_CONTEXT_BYTES = GiB // 2
 """Assumed: CUDA context + cuBLAS/cuDNN workspaces outside torch's allocator (not measured here)."""
@@ -54,7 +54,7 @@ def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
         "in_proj": _linear(e, d, b) if e != d else 0,
         "self_cond_proj": _linear(e, d, b) if getattr(m, "self_cond_input", False) else 0,
         "position_embedding": m.max_seq_len * d if m.pos_encoding == "learned" else 0,  # RoPE has no parameters
-        "attention": L * (_linear(d, d + 2 * kv, m.has_qkv_bias) + _linear(d, d, b)),  # qkv + output projection
+        "attention": L * attention_params(m),  # qkv + output projection (+ Qwen3 q/k norm gains)
         "mlp": L * (_linear(d, up, b) + _linear(f, d, b)),
         "block_norms": L * 2 * norm,
         "adaln_tables": L * 4 * d if tc else 0,  # per-block (4, d) modulation table
@@ -97,7 +97,8 @@ def matmul_params(cfg: Config | ModelConfig) -> int:
     proj = (2 * d * e if e != d else 0) + (e * d if getattr(m, "self_cond_input", False) else 0)
     head = V * e if m.tie_embeddings else V * d
     mlp = (3 if m.mlp == "swiglu" else 2) * d * f
-    return m.n_layers * (d * (d + 2 * kv) + d * d + mlp) + proj + head
+    q = m.n_heads * m.head_dim  # = d unless attn_head_dim sets it apart
+    return m.n_layers * (d * (q + 2 * kv) + q * d + mlp) + proj + head
 
 
 # ----------------------------------------------------------------------------
