@@ -265,8 +265,14 @@ def _add_export(sub) -> None:
     add_parser(sub)
 
 
+def _add_eval_harness(sub) -> None:
+    from sunfish_lib.harness_command import add_parser
+
+    add_parser(sub)
+
+
 COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_evaluate, _add_sample, _add_convert,
-            _add_runs, _add_export]
+            _add_runs, _add_export, _add_eval_harness]
 
 
 def _version() -> str:
