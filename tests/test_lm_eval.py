@@ -88,6 +88,25 @@ def test_local_task_beats_chance(counting_ar_run, capsys):
     assert acc >= 0.6
 
 
+@pytest.mark.slow
+def test_lm_eval_command_line_with_sunfish_registered(counting_ar_run):
+    """The README's `python -m sunfish_lib.harness --model sunfish ...` line: lm_eval's own CLI, same score."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    root = counting_ar_run
+    out = root / "lm_eval_out"
+    r = subprocess.run([sys.executable, "-m", "sunfish_lib.harness", "--model", "sunfish", "--model_args",
+                        f"path={root / 'run'},draws=8", "--tasks", "sunfish_count", "--include_path",
+                        str(root / "tasks"), "--output_path", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]["sunfish_count"]
+    assert results["acc,none"] >= 0.6
+
+
 def test_ar_loglikelihood_is_exact_and_greedy(counting_ar_run):
     lm = SunfishLM(str(counting_ar_run / "run"))
     ctx, cont = "three four five", " six seven"
