@@ -57,3 +57,17 @@ def test_ci_runs_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in readme and "bash scripts/workbook.sh" in readme
     assert re.search(r"^bash scripts/test\.sh\s*$", ci, re.M)
+
+
+def test_setup_venv_has_the_pinned_versions():
+    """scripts/setup.sh reproduces constraints.txt exactly (checked where the tests run in its .venv)."""
+    import sys
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import pytest
+
+    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        pytest.skip("not running in scripts/setup.sh's .venv (an environment installed against the ranges)")
+    got = {name: version(name).split("+")[0] for name in _pins()}  # 2.13.0+cpu is the 2.13.0 pin
+    assert got == _pins()
