@@ -28,7 +28,7 @@ LR_DECAYS = ("cosine", "linear", "constant")
 NAN_POLICIES = ("stop", "skip")
 ROUNDINGS = ("cosine", "euclidean")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "swiglu", "geglu")
 POS_ENCODINGS = ("learned", "rope")
 SAMPLERS = {
     "continuous": ("ddpm", "ddim"),
@@ -72,7 +72,8 @@ class ModelConfig:
     norm: str = "layernorm"
     """layernorm (GPT-2) or rmsnorm (Llama/Qwen/Mistral: x / rms(x) * g, no bias, no mean)."""
     mlp: str = "gelu"
-    """gelu (tanh-approximate GELU, GPT-2's gelu_new) or swiglu (silu(x W_gate) * x W_up, Llama)."""
+    """gelu (tanh-approximate GELU, GPT-2's gelu_new), swiglu (silu(x W_gate) * x W_up, Llama) or
+    geglu (gelu_tanh(x W_gate) * x W_up, Gemma)."""
     pos_encoding: str = "learned"
     """learned (absolute position embedding, GPT-2) or rope (rotary on q and k, Su et al. 2021; Llama)."""
     rope_theta: float = 10_000.0
@@ -89,6 +90,8 @@ class ModelConfig:
     """llama3 RoPE: the context length the parent was pretrained at before scaling."""
     attn_head_dim: int | None = None
     """Width of one attention head; None means d_model // n_heads (Qwen3 sets it apart from d_model)."""
+    embed_scale: float = 1.0
+    """Token embeddings are multiplied by this before the first block (Gemma: sqrt(d_model)); 1 = off."""
     qk_norm: bool = False
     """RMSNorm over each head's queries and keys before RoPE (Qwen3's q_norm / k_norm)."""
     n_kv_heads: int | None = None
@@ -119,6 +122,11 @@ class ModelConfig:
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def gated_mlp(self) -> bool:
+        """swiglu or geglu: fc1 holds the gate and up halves."""
+        return self.mlp in ("swiglu", "geglu")
 
     @property
     def has_qkv_bias(self) -> bool:

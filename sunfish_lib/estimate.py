@@ -48,7 +48,7 @@ def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
     tc = bool(m.time_conditioning)
     kv = m.kv_heads * m.head_dim  # width of k (and of v): < d under grouped-query attention
     norm = d * (2 if b and m.norm == "layernorm" else 1)  # LayerNorm weight (+ bias); RMSNorm weight only
-    up = 2 * f if m.mlp == "swiglu" else f  # SwiGLU's fc1 holds the gate and up halves
+    up = 2 * f if m.gated_mlp else f  # SwiGLU's fc1 holds the gate and up halves
     return {
         "token_embedding": V * e,
         "in_proj": _linear(e, d, b) if e != d else 0,
@@ -96,7 +96,7 @@ def matmul_params(cfg: Config | ModelConfig) -> int:
     kv = m.kv_heads * m.head_dim
     proj = (2 * d * e if e != d else 0) + (e * d if getattr(m, "self_cond_input", False) else 0)
     head = V * e if m.tie_embeddings else V * d
-    mlp = (3 if m.mlp == "swiglu" else 2) * d * f
+    mlp = (3 if m.gated_mlp else 2) * d * f
     q = m.n_heads * m.head_dim  # = d unless attn_head_dim sets it apart
     return m.n_layers * (d * (q + 2 * kv) + q * d + mlp) + proj + head
 

@@ -30,7 +30,7 @@ def resolved_fields(cfg: Config) -> dict:
     """The backbone's fields as built (objective-dependent ones filled) plus its derived widths."""
     m = cfg.resolved_model
     return {**asdict(m), "ff_dim": m.ff_dim, "emb_dim": m.emb_dim, "head_dim": m.head_dim, "kv_heads": m.kv_heads,
-            "has_qkv_bias": m.has_qkv_bias}
+            "has_qkv_bias": m.has_qkv_bias, "gated_mlp": m.gated_mlp}
 
 
 def hf_config(cfg: Config) -> dict:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("gpt2", "llama", "qwen2", "qwen3", "mistral")
+FAMILIES = ("gpt2", "llama", "qwen2", "qwen3", "mistral", "gemma")
 
 
 def tiny_hf_config(family: str, vocab_size: int, *, n_layers: int = 2, d_model: int = 64, n_heads: int = 4,
@@ -29,16 +29,19 @@ def tiny_hf_config(family: str, vocab_size: int, *, n_layers: int = 2, d_model: 
     Llama-3.1 scaling with the original context at max_len, so the tiny model's frequencies
     fall in all three bands (kept, smoothed, slowed by the factor 4).
     """
-    from transformers import GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    from transformers import GemmaConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
     if family not in FAMILIES:
         raise ValueError(f"family={family!r}: choose one of {', '.join(FAMILIES)}")
     common = dict(vocab_size=vocab_size, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=0)
     if family == "gpt2":
         return GPT2Config(n_layer=n_layers, n_head=n_heads, n_embd=d_model, n_positions=max_len, **common)
-    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}[family]
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig,
+           "gemma": GemmaConfig}[family]
     extra: dict[str, Any] = {"sliding_window": max_len * 3 // 4} if family == "mistral" else {}
-    if head_dim is not None:
+    if family == "gemma":
+        extra["head_dim"] = head_dim or d_model // n_heads  # GemmaConfig's own default is 256
+    elif head_dim is not None:
         extra["head_dim"] = head_dim
     rope: dict[str, Any] = {"rope_type": rope_type, "rope_theta": rope_theta}
     if rope_type == "llama3":

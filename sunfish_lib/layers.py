@@ -180,7 +180,7 @@ class SelfAttention(nn.Module):
 # ----------------------------------------------------------------------------
 
 class MLP(nn.Module):
-    """GELU MLP (GPT-2: fc2(gelu_tanh(fc1 x))) or SwiGLU (Shazeer 2020, Eq. 6; Llama's LlamaMLP).
+    """GELU MLP (GPT-2: fc2(gelu_tanh(fc1 x))), SwiGLU (Shazeer 2020, Eq. 6; Llama's LlamaMLP) or GeGLU (Gemma).
 
     SwiGLU fuses the gate and up projections into one `fc1` with rows [W_gate; W_up]:
     fc2(silu(x W_gate) * x W_up), each half `ff_dim` wide.
@@ -188,13 +188,14 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.swiglu = cfg.mlp == "swiglu"
-        self.fc1 = nn.Linear(cfg.d_model, (2 if self.swiglu else 1) * cfg.ff_dim, bias=cfg.bias)
+        self.kind = cfg.mlp
+        self.fc1 = nn.Linear(cfg.d_model, (2 if cfg.gated_mlp else 1) * cfg.ff_dim, bias=cfg.bias)
         self.fc2 = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)  # (B, T, f) or (B, T, 2f)
-        if self.swiglu:
+        if self.kind != "gelu":
             gate, up = h.chunk(2, dim=-1)  # (B, T, f) each
-            return self.fc2(F.silu(gate) * up)
+            act = F.silu(gate) if self.kind == "swiglu" else F.gelu(gate, approximate="tanh")  # geglu: Gemma
+            return self.fc2(act * up)
         return self.fc2(F.gelu(h, approximate="tanh"))

@@ -158,6 +158,8 @@ class Backbone(nn.Module):
         if (tokens is None) == (vectors is None):
             raise ValueError("pass exactly one of tokens or vectors")
         x = self.embed(tokens) if tokens is not None else vectors  # (B, T, e)
+        if self.cfg.embed_scale != 1.0 and tokens is not None:  # Gemma's normalizer sqrt(d_model), on token ids
+            x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)
         B, T = x.shape[:2]
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.cfg.max_seq_len:

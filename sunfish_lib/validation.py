@@ -46,6 +46,7 @@ def _validate_architecture(m: ModelConfig) -> None:
             _positive(f"model.{name}", getattr(m, name))
         _check(m.rope_high_freq_factor > m.rope_low_freq_factor, f"model.rope_high_freq_factor="
                f"{m.rope_high_freq_factor} must exceed model.rope_low_freq_factor={m.rope_low_freq_factor}")
+    _positive("model.embed_scale", m.embed_scale)
     if m.attn_head_dim is not None:
         _positive("model.attn_head_dim", m.attn_head_dim)
     if m.pos_encoding == "rope":

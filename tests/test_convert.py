@@ -27,6 +27,7 @@ PARENTS = {
     "mistral_gqa": ("mistral", {"n_kv_heads": 2, "tied": False}, 0),
     "qwen3_qknorm_headdim": ("qwen3", {"n_kv_heads": 2, "tied": True, "head_dim": 24}, 0),
     "llama3_rope_scaling": ("llama", {"n_kv_heads": 2, "tied": False, "rope_type": "llama3"}, 0),
+    "gemma_mqa_tied": ("gemma", {"n_kv_heads": 1, "tied": True}, 0),
 }
 
 
@@ -245,15 +246,19 @@ def test_cli_local_folder_with_check(parents, tmp_path):
 
 
 @pytest.mark.parametrize("name,field,plain", [("qwen3_qknorm_headdim", "qk_norm", False),
-                                               ("llama3_rope_scaling", "rope_type", "default")])
+                                               ("llama3_rope_scaling", "rope_type", "default"),
+                                               ("gemma_mqa_tied", "embed_scale", 1.0)])
 def test_newer_parents_need_their_features(name, field, plain, parents, tmp_path):
-    """Qwen3's q/k norms (and head_dim 24 != 64/4) and llama3 RoPE scaling are read and matter to the logits."""
+    """Qwen3's q/k norms (and head_dim 24 != 64/4), llama3 RoPE scaling and Gemma's scaled embeddings are read
+    and matter to the logits."""
     folder, hf = parents[name]
     convert(folder, tmp_path / "out", objective="ar")
     model, cfg, _ = load_for_inference(tmp_path / "out")
     m = cfg.model
     if name.startswith("qwen3"):
         assert m.qk_norm and m.attn_head_dim == 24 and model.blocks[0].attn.qkv.weight.shape[0] == 24 * (4 + 2 + 2)
+    elif name.startswith("gemma"):
+        assert m.mlp == "geglu" and m.embed_scale == pytest.approx(8.0) and m.tie_embeddings  # sqrt(64)
     else:
         assert (m.rope_type, m.rope_factor, m.rope_original_max_len) == ("llama3", 4.0, 64)
     ids = torch.randint(0, 300, (2, 48), generator=torch.Generator().manual_seed(2))

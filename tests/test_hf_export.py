@@ -29,6 +29,7 @@ CASES = [
     ("masked-rope-gqa-qknorm", "masked", {"pos_encoding": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_heads": 4,
                                           "n_kv_heads": 2, "qk_norm": True, "attn_head_dim": 8,
                                           "tie_embeddings": False}),
+    ("masked-gemma-style", "masked", {"pos_encoding": "rope", "norm": "rmsnorm", "mlp": "geglu", "embed_scale": 8.0}),
     ("masked-time", "masked", {"time_conditioning": True, "pos_encoding": "rope", "rope_type": "llama3",
                                "rope_original_max_len": 16, "rope_factor": 4.0}),
     ("ar-learned", "ar", {}),

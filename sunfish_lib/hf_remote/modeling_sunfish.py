@@ -30,7 +30,7 @@ KNOWN_FIELDS = frozenset({
     "vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_seq_len", "embed_dim", "time_conditioning",
     "causal", "self_cond_input", "time_freq_dim", "bias", "qkv_bias", "norm", "mlp", "pos_encoding", "rope_theta",
     "rope_type", "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len",
-    "attn_head_dim", "qk_norm", "n_kv_heads", "tie_embeddings", "dropout", "norm_eps", "init_std",
+    "attn_head_dim", "qk_norm", "embed_scale", "gated_mlp", "n_kv_heads", "tie_embeddings", "dropout", "norm_eps", "init_std",
     "activation_checkpointing", "ff_dim", "emb_dim", "head_dim", "kv_heads", "has_qkv_bias",
 })
 """The backbone fields this file knows; an export with others needs a newer copy of this file."""
@@ -114,19 +114,20 @@ class SunfishAttention(nn.Module):
 
 
 class SunfishMLP(nn.Module):
-    """GELU (tanh form) MLP, or SwiGLU with fc1 rows [W_gate; W_up] (Shazeer 2020, Eq. 6)."""
+    """GELU (tanh form) MLP, or SwiGLU / GeGLU with fc1 rows [W_gate; W_up] (Shazeer 2020, Eq. 6)."""
 
     def __init__(self, c):
         super().__init__()
-        self.swiglu = c.mlp == "swiglu"
-        self.fc1 = nn.Linear(c.d_model, (2 if self.swiglu else 1) * c.ff_dim, bias=c.bias)
+        self.kind = c.mlp
+        self.fc1 = nn.Linear(c.d_model, (2 if c.mlp != "gelu" else 1) * c.ff_dim, bias=c.bias)
         self.fc2 = nn.Linear(c.ff_dim, c.d_model, bias=c.bias)
 
     def forward(self, x):
         h = self.fc1(x)
-        if self.swiglu:
+        if self.kind != "gelu":
             gate, up = h.chunk(2, dim=-1)
-            return self.fc2(F.silu(gate) * up)
+            act = F.silu(gate) if self.kind == "swiglu" else F.gelu(gate, approximate="tanh")  # geglu: Gemma
+            return self.fc2(act * up)
         return self.fc2(F.gelu(h, approximate="tanh"))
 
 
@@ -198,6 +199,8 @@ class SunfishPreTrainedModel(PreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         x = self.tok_emb(input_ids) if input_ids is not None else inputs_embeds
+        if c.embed_scale != 1.0 and input_ids is not None:
+            x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
         B, T = x.shape[:2]
         if T > c.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds max_seq_len={c.max_seq_len}")
