@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("--from", dest="source", required=True, metavar="HF_NAME_OR_DIR",
                    help="a save_pretrained folder (GPT-2, Llama incl. 3.x, Mistral, Qwen2, Qwen3, Gemma), a cached hub name, "
                         "or a Sunfish ar run")
-    p.add_argument("--out", type=Path, required=True, help="folder to write (a Hugging Face folder: model.safetensors, config.json, remote code, tokenizer)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder to write: a Hugging Face folder (model.safetensors, config.json, remote code, tokenizer)")
     p.add_argument("--objective", default="masked", help="masked (bidirectional, default) or ar (kept causal)")
     p.add_argument("--keep-shift", action="store_true",
                    help="keep the AR shift: the token at i is scored by the logits at i-1 (diffusion.shift_logits)")
