@@ -9,9 +9,10 @@ keeps the parent's knowledge (`train.lr_mult_attn` / `lr_mult_mlp`). This module
     DIR/model.safetensors, DIR/config.json, the tokenizer and remote code   (as `export_model` writes them)
 
 Parents: a Hugging Face causal LM folder (`save_pretrained`) of the GPT-2 family or the
-Llama family (Llama incl. Llama-3.x `rope_type: llama3` scaling, Mistral, Qwen2, Qwen3 with
-its q/k norms and separate head_dim, Gemma (v1: GeGLU, sqrt(d)-scaled tied embeddings, 1 + w norms): RoPE, RMSNorm, SwiGLU, grouped-query attention,
-tied or untied embeddings), or a Sunfish run trained with the `ar` objective.
+Llama family (RoPE, RMSNorm, SwiGLU, grouped-query attention, tied or untied embeddings:
+Llama incl. Llama-3.x `rope_type: llama3` scaling, Mistral, Qwen2, Qwen3 with its q/k norms
+and separate head_dim, Gemma v1 with GeGLU, sqrt(d)-scaled embeddings and 1 + w norm gains),
+or a Sunfish run trained with the `ar` objective.
 
 What changes besides the mask: a `[MASK]` (and `[PAD]`) token is added to the tokenizer
 when missing; embedding rows past the parent's tokenizer start at the mean of its rows
