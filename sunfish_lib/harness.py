@@ -16,6 +16,8 @@ What a score means, by objective:
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from lm_eval.api.model import LM
@@ -34,9 +36,13 @@ NO_LIKELIHOOD = ("sunfish: a continuous (embedding-space) diffusion model has no
 class SunfishLM(LM):
     """lm_eval model over a Sunfish checkpoint; model_args: path, draws (masked ELBO), seed, device, batch_size."""
 
-    def __init__(self, path: str, draws: int = 32, seed: int = 0, device: str = "cpu", batch_size: int | str = 16,
-                 **_ignored):
+    def __init__(self, path: str, draws: int = 32, seed: int = 0, device: str | None = None,
+                 batch_size: int | str = 16, **_ignored):
         super().__init__()
+        if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+            if device is not None:  # lm_eval's command line defaults to cuda:0
+                print(f"sunfish: device {device} is not available; evaluating on the CPU", file=sys.stderr)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.cfg, self.tok = load_for_inference(path, device)
         if self.tok is None:
             raise SunfishError(f"sunfish: {path} has no tokenizer; pass a run folder or an export")

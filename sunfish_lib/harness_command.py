@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples per prompt")
     p.add_argument("--limit", type=float, default=None, help="only the first N documents of each task")
     p.add_argument("--batch-size", type=int, default=16, help="draws scored per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, help="write lm_eval's results dict here as JSON")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
