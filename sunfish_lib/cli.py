@@ -262,12 +262,35 @@ def _add_runs(sub) -> None:
     add_parser(sub)
 
 
+def _add_export(sub) -> None:
+    from sunfish_lib.export_command import add_parser
+
+    add_parser(sub)
+
+
+def _add_eval_harness(sub) -> None:
+    from sunfish_lib.harness_command import add_parser
+
+    add_parser(sub)
+
+
 COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_evaluate, _add_sample, _add_convert,
-            _add_runs]
+            _add_runs, _add_export, _add_eval_harness]
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or the source tree's when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sunfish")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sunfish", description="Sunfish: a research workbook for diffusion language models")
+    parser.add_argument("--version", action="version", version=f"sunfish {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in COMMANDS:
         add(sub)

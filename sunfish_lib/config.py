@@ -28,7 +28,7 @@ LR_DECAYS = ("cosine", "linear", "constant")
 NAN_POLICIES = ("stop", "skip")
 ROUNDINGS = ("cosine", "euclidean")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "swiglu", "geglu")
 POS_ENCODINGS = ("learned", "rope")
 SAMPLERS = {
     "continuous": ("ddpm", "ddim"),
@@ -72,11 +72,28 @@ class ModelConfig:
     norm: str = "layernorm"
     """layernorm (GPT-2) or rmsnorm (Llama/Qwen/Mistral: x / rms(x) * g, no bias, no mean)."""
     mlp: str = "gelu"
-    """gelu (tanh-approximate GELU, GPT-2's gelu_new) or swiglu (silu(x W_gate) * x W_up, Llama)."""
+    """gelu (tanh-approximate GELU, GPT-2's gelu_new), swiglu (silu(x W_gate) * x W_up, Llama) or
+    geglu (gelu_tanh(x W_gate) * x W_up, Gemma)."""
     pos_encoding: str = "learned"
     """learned (absolute position embedding, GPT-2) or rope (rotary on q and k, Su et al. 2021; Llama)."""
     rope_theta: float = 10_000.0
     """RoPE base: frequencies theta^(-2i/head_dim)."""
+    rope_type: str = "default"
+    """default, or llama3: Llama-3.1's frequency scaling (low frequencies / rope_factor, a smooth band between)."""
+    rope_factor: float = 8.0
+    """llama3 RoPE: how much the low frequencies are slowed (Llama-3.1: 8)."""
+    rope_low_freq_factor: float = 1.0
+    """llama3 RoPE: wavelengths above rope_original_max_len / this are fully scaled."""
+    rope_high_freq_factor: float = 4.0
+    """llama3 RoPE: wavelengths below rope_original_max_len / this are kept."""
+    rope_original_max_len: int = 8192
+    """llama3 RoPE: the context length the parent was pretrained at before scaling."""
+    attn_head_dim: int | None = None
+    """Width of one attention head; None means d_model // n_heads (Qwen3 sets it apart from d_model)."""
+    embed_scale: float = 1.0
+    """Token embeddings are multiplied by this before the first block (Gemma: sqrt(d_model)); 1 = off."""
+    qk_norm: bool = False
+    """RMSNorm over each head's queries and keys before RoPE (Qwen3's q_norm / k_norm)."""
     n_kv_heads: int | None = None
     """Key/value heads (grouped-query attention, Ainslie et al. 2023); None means n_heads; must divide n_heads."""
     tie_embeddings: bool = True
@@ -100,11 +117,16 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.attn_head_dim if self.attn_head_dim is not None else self.d_model // self.n_heads
 
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def gated_mlp(self) -> bool:
+        """swiglu or geglu: fc1 holds the gate and up halves."""
+        return self.mlp in ("swiglu", "geglu")
 
     @property
     def has_qkv_bias(self) -> bool:
@@ -331,7 +353,13 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
-        """Rebuild a Config from `to_dict()` output; unknown keys are errors."""
+        """Rebuild a Config from `to_dict()` output; unknown keys are errors.
+
+        An export's Hugging Face config.json (model_type "sunfish") adds keys for `transformers`
+        (auto_map, resolved_model, ...); only the Config's own sections are read from it.
+        """
+        if isinstance(d, Mapping) and d.get("model_type") == "sunfish":
+            d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
         return _from_dict(cls, d, prefix="")
 
     @classmethod

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from sunfish_lib.config import PRESETS, SAMPLERS, Config, ModelConfig
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, memory_per_gpu
+from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, attention_params, memory_per_gpu
 
 CUDA_CONTEXT_BYTES = GiB // 2
 """Assumed: CUDA context + cuBLAS/cuDNN workspaces outside torch's allocator (not measured here)."""
@@ -48,13 +48,13 @@ def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
     tc = bool(m.time_conditioning)
     kv = m.kv_heads * m.head_dim  # width of k (and of v): < d under grouped-query attention
     norm = d * (2 if b and m.norm == "layernorm" else 1)  # LayerNorm weight (+ bias); RMSNorm weight only
-    up = 2 * f if m.mlp == "swiglu" else f  # SwiGLU's fc1 holds the gate and up halves
+    up = 2 * f if m.gated_mlp else f  # SwiGLU's fc1 holds the gate and up halves
     return {
         "token_embedding": V * e,
         "in_proj": _linear(e, d, b) if e != d else 0,
         "self_cond_proj": _linear(e, d, b) if getattr(m, "self_cond_input", False) else 0,
         "position_embedding": m.max_seq_len * d if m.pos_encoding == "learned" else 0,  # RoPE has no parameters
-        "attention": L * (_linear(d, d + 2 * kv, m.has_qkv_bias) + _linear(d, d, b)),  # qkv + output projection
+        "attention": L * attention_params(m),  # qkv + output projection (+ Qwen3 q/k norm gains)
         "mlp": L * (_linear(d, up, b) + _linear(f, d, b)),
         "block_norms": L * 2 * norm,
         "adaln_tables": L * 4 * d if tc else 0,  # per-block (4, d) modulation table
@@ -96,8 +96,9 @@ def matmul_params(cfg: Config | ModelConfig) -> int:
     kv = m.kv_heads * m.head_dim
     proj = (2 * d * e if e != d else 0) + (e * d if getattr(m, "self_cond_input", False) else 0)
     head = V * e if m.tie_embeddings else V * d
-    mlp = (3 if m.mlp == "swiglu" else 2) * d * f
-    return m.n_layers * (d * (d + 2 * kv) + d * d + mlp) + proj + head
+    mlp = (3 if m.gated_mlp else 2) * d * f
+    q = m.n_heads * m.head_dim  # = d unless attn_head_dim sets it apart
+    return m.n_layers * (d * (q + 2 * kv) + q * d + mlp) + proj + head
 
 
 # ----------------------------------------------------------------------------

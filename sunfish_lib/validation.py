@@ -40,6 +40,15 @@ def _validate_architecture(m: ModelConfig) -> None:
     _one_of("model.mlp", m.mlp, MLPS)
     _one_of("model.pos_encoding", m.pos_encoding, POS_ENCODINGS)
     _positive("model.rope_theta", m.rope_theta)
+    _one_of("model.rope_type", m.rope_type, ("default", "llama3"))
+    if m.rope_type == "llama3":
+        for name in ("rope_factor", "rope_low_freq_factor", "rope_original_max_len"):
+            _positive(f"model.{name}", getattr(m, name))
+        _check(m.rope_high_freq_factor > m.rope_low_freq_factor, f"model.rope_high_freq_factor="
+               f"{m.rope_high_freq_factor} must exceed model.rope_low_freq_factor={m.rope_low_freq_factor}")
+    _positive("model.embed_scale", m.embed_scale)
+    if m.attn_head_dim is not None:
+        _positive("model.attn_head_dim", m.attn_head_dim)
     if m.pos_encoding == "rope":
         _check(m.head_dim % 2 == 0, f"model.pos_encoding='rope' needs an even head dim; d_model/n_heads = {m.head_dim}")
     if m.n_kv_heads is not None:
@@ -63,7 +72,7 @@ def _validate_model(m: ModelConfig) -> None:
     """Shapes and init of the backbone."""
     for name in ("vocab_size", "n_layers", "n_heads", "d_model", "max_seq_len", "time_freq_dim"):
         _positive(f"model.{name}", getattr(m, name))
-    _check(m.d_model % m.n_heads == 0,
+    _check(m.attn_head_dim is not None or m.d_model % m.n_heads == 0,
            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; pick heads that divide it")
     _check(m.time_freq_dim % 2 == 0, f"model.time_freq_dim={m.time_freq_dim} must be even")
     if m.d_ff is not None:

@@ -148,15 +148,24 @@ def save_tokenizer(tok: SunfishTokenizer, run_dir: str | Path) -> Path:
 def _from_hf(name: str) -> SunfishTokenizer:
     """Any HF tokenizer with a fast backend; adds EOS/[MASK]/[PAD] where missing."""
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # A Sunfish export folder also holds remote model code: its tokenizer is a plain fast one, so
+    # transformers must not ask whether to run that code (nor warn that its config is not a tokenizer's).
+    export = (Path(name).expanduser() / "modeling_sunfish.py").is_file()
+    level = hf_logging.get_verbosity()
     try:
-        hf = AutoTokenizer.from_pretrained(name)
+        if export:
+            hf_logging.set_verbosity_error()
+        hf = AutoTokenizer.from_pretrained(name, **({"trust_remote_code": False} if export else {}))
     except (OSError, ValueError) as e:
         hint = "the hub is offline or unreachable" if _hub_offline() else str(e).splitlines()[0][:200]
         raise SunfishError(
             f"data.tokenizer={name!r} could not be loaded ({hint}); use data.tokenizer=bpe (offline) "
             "or a local tokenizer folder"
         ) from None
+    finally:
+        hf_logging.set_verbosity(level)
     if not hf.is_fast:
         raise SunfishError(f"data.tokenizer={name!r} has no fast (Rust) backend; pick a tokenizer with tokenizer.json")
     added = {}
