@@ -26,7 +26,7 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 LR_DECAYS = ("cosine", "linear", "constant")
 NAN_POLICIES = ("stop", "skip")
-ROUNDINGS = ("cosine", "euclidean")
+ROUNDINGS = ("auto", "cosine", "euclidean")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 POS_ENCODINGS = ("learned", "rope")
@@ -288,8 +288,9 @@ class SampleConfig:
     """Tokens per [MASK] span in infilling."""
     clamp: bool = False
     """Continuous: snap predicted x0 to the nearest embedding each step (Diffusion-LM clamping trick)."""
-    rounding: str = "cosine"
-    """Continuous: final rounding by cosine similarity or euclidean distance."""
+    rounding: str = "auto"
+    """Continuous: nearest-embedding rule for clamping and final rounding: euclidean (what the rounding CE trains),
+    cosine, or auto = euclidean, cosine only with diffusion.embed_norm (equal norms: the two agree)."""
     block_length: int = 0
     """Masked: semi-autoregressive block size (0: one block)."""
     threshold: float = 0.9

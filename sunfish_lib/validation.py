@@ -55,6 +55,10 @@ def validate(cfg: Config) -> None:
     _validate_model(m)
     _validate_objective(d, m)
     _validate_data(cfg.data, m)
+    # Continuous x_t shows no token, so clean-x0 document ids would leak every boundary into the denoiser.
+    _check(d.objective != "continuous" or cfg.data.cross_document_attention,
+           "data.cross_document_attention=False does not combine with objective 'continuous' (its noisy input "
+           "shows no EOS, so the document mask would leak x0); set it to true")
     _validate_train(cfg.train)
     _validate_sample(cfg.sample, d, m)
 

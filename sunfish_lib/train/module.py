@@ -61,12 +61,12 @@ def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 class SunfishModule(pl.LightningModule):
     """Trains `Backbone` with the objective named by `cfg.diffusion.objective`."""
 
-    def __init__(self, config: dict[str, Any], mask_token_id: int | None = None):
+    def __init__(self, config: dict[str, Any], mask_token_id: int | None = None, eos_token_id: int | None = None):
         super().__init__()
         self.save_hyperparameters()  # plain dicts and ints: loadable with weights_only=True
         self.cfg = Config.from_dict(config).validate()
         self.model = Backbone(self.cfg.resolved_model)
-        self.objective = build_objective(self.cfg, mask_token_id)
+        self.objective = build_objective(self.cfg, mask_token_id, eos_token_id)  # eos: the AR baseline's BOS
         self.ema: EMA | None = None
         self._micro = 0  # micro-batches seen (restored from global_step on resume)
         self._gen: torch.Generator | None = None
