@@ -420,10 +420,24 @@ PRESETS: dict[str, Config] = {
 
 
 def get_config(preset: str = "tiny", overrides: Mapping[str, Any] | None = None, **kw: Any) -> Config:
-    """The named preset with overrides applied, validated."""
+    """The named preset with overrides applied and the short-run rules (`short_run_rules`), validated."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[preset].override(overrides, **kw).validate()
+    items = {**dict(overrides or {}), **kw}
+    return short_run_rules(PRESETS[preset].override(items), items).validate()
+
+
+def short_run_rules(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """The one place the short-run rule lives (CLI, notebooks, benches all go through it).
+
+    When `overrides` change max_steps but not warmup_steps, warmup becomes a tenth of the
+    steps, never more than it was: min(warmup_steps, max(1, max_steps // 10)).
+    """
+    keys = {str(k).split(".")[-1] for k in overrides}
+    if "max_steps" not in keys or "warmup_steps" in keys:
+        return cfg
+    t = cfg.train
+    return cfg.override({"train.warmup_steps": min(t.warmup_steps, max(1, t.max_steps // 10))})
 
 
 def parse_set_args(pairs: list[str] | None) -> dict[str, str]:
