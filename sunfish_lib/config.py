@@ -277,9 +277,9 @@ class SampleConfig:
     temperature: float = 1.0
     """Softmax temperature for discrete sampling (0: greedy argmax)."""
     top_k: int = 0
-    """Keep the k most likely tokens (0: off)."""
+    """Discrete sampling (masked, ar): keep the k most likely tokens (0: off)."""
     top_p: float = 1.0
-    """Nucleus sampling mass (1.0: off)."""
+    """Discrete sampling (masked, ar): nucleus sampling mass (1.0: off)."""
     length: int = 64
     """Tokens per unconditional sample."""
     num_samples: int = 4
@@ -296,7 +296,7 @@ class SampleConfig:
     threshold: float = 0.9
     """Masked threshold sampler: commit positions whose confidence exceeds this."""
     cfg_scale: float = 0.0
-    """Classifier-free guidance scale (0: off)."""
+    """Masked: classifier-free guidance scale (0: off)."""
 
 
 @dataclass(frozen=True)

@@ -184,3 +184,5 @@ def _validate_sample(s: SampleConfig, d: DiffusionConfig, m: ModelConfig) -> Non
     _check(s.block_length >= 0, f"sample.block_length={s.block_length} must be >= 0 (0: one block)")
     _check(0.0 < s.threshold <= 1.0, f"sample.threshold={s.threshold} must be in (0, 1]")
     _check(s.cfg_scale >= 0, f"sample.cfg_scale={s.cfg_scale} must be >= 0")
+    _check(s.cfg_scale == 0 or d.objective == "masked",
+           f"sample.cfg_scale={s.cfg_scale} applies to the masked samplers, not objective {d.objective!r}; set it to 0")

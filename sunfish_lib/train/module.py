@@ -122,7 +122,9 @@ class SunfishModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.objective.loss(self.model, batch, generator=self._generator(batch_idx, stream=1))
-        self.log("val/loss", out["loss"], prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        # weighted by scored tokens, as `evaluate` weights sequences: short (padded) batches count less
+        self.log("val/loss", out["loss"], prog_bar=True, sync_dist=True,
+                 batch_size=int(self.objective.scored(batch).sum()))
 
     def _nan_guard(self, loss: torch.Tensor) -> torch.Tensor:
         """A non-finite loss: stop (train.nan_policy='stop'), or mark this optimizer step to be skipped.
