@@ -143,7 +143,7 @@ class DiffusionConfig:
     mask_schedule: str = "linear"
     """Masked diffusion: linear (alpha_t = 1 - t) or loglinear."""
     t_min: float = 1e-3
-    """Smallest t sampled in training (avoids the 1/t singularity)."""
+    """Masked: smallest t sampled in training (avoids the 1/t singularity); the continuous chain does not use it."""
     low_discrepancy: bool = True
     """Stratified (low-discrepancy) timestep sampling across the batch."""
     shift_logits: bool = False
