@@ -16,7 +16,8 @@ FLOPs are the executed ones (`estimate.executed_flops_per_token`, the convention
 uses): the head only at masked positions. The reference's executed FLOPs add its head's
 transform layer (d x d at the masked positions); both sides' are reported, and `work_ratio`
 compares executed FLOP/s. MFU = tokens/s x executed FLOPs/token / peak, the peak = fp32 GEMM
-FLOP/s measured in this run on CPU (on a GPU the datasheet fp32 peak, TF32 being off; see
+FLOP/s measured in this run on CPU, a 2048^3 GEMM timed in the same alternation as the steps
+(so machine contention hits peak and steps alike; per config) (on a GPU the datasheet fp32 peak, TF32 being off; see
 `callbacks.gpu_peak_flops`). `legacy_*` are the old convention's figures (nominal FLOPs with
 the head at every token, reference computing every logit) from the same run.
 Targets: Sunfish >= 1.1x the reference at equal work; MFU >= 0.8. Prints the table, then one
@@ -39,6 +40,8 @@ from sunfish_lib.estimate import executed_flops_per_token, flops_per_token
 from sunfish_lib.model import Backbone
 from sunfish_lib.train.callbacks import device_peak_flops, measure_cpu_matmul_peak
 
+GEMM = 2048
+"""Side of the fp32 GEMM whose FLOP/s is the CPU peak."""
 REFERENCE_MASK_FRACTION = 0.5
 """The reference's fixed masked fraction (the Sunfish objective's expected one is (1 + t_min) / 2)."""
 CONFIGS = {
@@ -125,7 +128,13 @@ def bench_config(name: str, overrides: dict, n: int, device, peak: float) -> dic
     ours, n_ours = sunfish_step(cfg, device)
     ref, n_ref = reference_step(cfg, device, gather=True)
     ref_full, _ = reference_step(cfg, device, gather=False)
-    sec = time_alternating({"sunfish": ours, "reference": ref, "reference_full": ref_full}, n, device)
+    steps = {"sunfish": ours, "reference": ref, "reference_full": ref_full}
+    if device.type == "cpu":
+        a, b = torch.randn(GEMM, GEMM), torch.randn(GEMM, GEMM)
+        steps["gemm"] = lambda: a @ b
+    sec = time_alternating(steps, n, device)
+    if device.type == "cpu":
+        peak = 2 * GEMM**3 / sec.pop("gemm")  # fp32 GEMM FLOP/s under the same contention as the steps
     m = cfg.model
     fpt = executed_flops_per_token(cfg, cfg.data.seq_len)
     fpt_ref = executed_flops_per_token(cfg, cfg.data.seq_len, masked_fraction=REFERENCE_MASK_FRACTION) \
@@ -133,6 +142,7 @@ def bench_config(name: str, overrides: dict, n: int, device, peak: float) -> dic
     nominal = flops_per_token(cfg, cfg.data.seq_len)
     tps = {k: tokens / v for k, v in sec.items()}
     out = {
+        "peak_flops": peak,
         "params_sunfish": n_ours, "params_reference": n_ref, "tokens_per_step": tokens,
         "sunfish_tokens_per_s": tps["sunfish"], "reference_tokens_per_s": tps["reference"],
         "flops_per_token": fpt, "reference_flops_per_token": fpt_ref,
@@ -143,7 +153,8 @@ def bench_config(name: str, overrides: dict, n: int, device, peak: float) -> dic
         "legacy_flops_per_token": nominal, "reference_full_tokens_per_s": tps["reference_full"],
     }
     print(f"{name:>5}: L={m.n_layers} d={m.d_model} h={m.n_heads} T={cfg.data.seq_len} B={cfg.data.micro_batch_size} "
-          f"V={m.vocab_size} | sunfish {out['sunfish_tokens_per_s']:>9,.0f} tok/s (MFU {out['mfu']:.2f}) | "
+          f"V={m.vocab_size} | peak {peak / 1e9:.1f} GFLOP/s | "
+          f"sunfish {out['sunfish_tokens_per_s']:>9,.0f} tok/s (MFU {out['mfu']:.2f}) | "
           f"reference {out['reference_tokens_per_s']:>9,.0f} tok/s (MFU {out['reference_mfu']:.2f}) | "
           f"ratio {out['ratio']:.2f} (work {out['work_ratio']:.2f}) | old convention: ratio {out['legacy_ratio']:.2f} "
           f"MFU {out['legacy_mfu']:.2f} | params {n_ours:,} vs {n_ref:,}")
@@ -158,7 +169,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
-        peak, source = measure_cpu_matmul_peak(n=2048, repeats=5), "measured fp32 GEMM 2048^3"
+        peak, source = measure_cpu_matmul_peak(n=GEMM, repeats=5), "measured fp32 GEMM 2048^3 (per config: interleaved)"
     else:
         peak, source = device_peak_flops(device, "32-true")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
