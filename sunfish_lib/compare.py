@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from sunfish_lib.data.packing import curriculum_length
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.registry import is_training_run, list_runs, read_json
 from sunfish_lib.train.metrics import read_metrics
@@ -85,22 +86,34 @@ def run_labels(paths: Iterable[str | Path]) -> dict[str, Path]:
 
 
 def tokens_per_step(config: Mapping[str, Any]) -> int:
-    """Tokens per optimizer step: micro-batch x sequence length x accumulation x devices x nodes."""
+    """Tokens per optimizer step once any curriculum is over: micro-batch x seq_len x accumulation x devices x nodes."""
     d, t = config["data"], config["train"]
     return d["micro_batch_size"] * d["seq_len"] * t["accumulate_grad_batches"] * t["devices"] * t["num_nodes"]
+
+
+def tokens_after(config: Mapping[str, Any], steps: int) -> int:
+    """Tokens trained on in the first `steps` optimizer steps: rows are shorter while the length curriculum runs."""
+    d = config["data"]
+    full = tokens_per_step(config)
+    n_curr = min(steps, int(d.get("curriculum_steps", 0)))
+    if n_curr <= 0:
+        return steps * full
+    short = sum(curriculum_length(s, d["seq_len"], d["curriculum_start_len"], d["curriculum_steps"])
+                for s in range(n_curr))
+    return full // d["seq_len"] * short + (steps - n_curr) * full
 
 
 def curves(path: str | Path) -> list[dict[str, float]]:
     """The run's metric rows with `tokens` and `wall_s` added (wall_s only when the run logged its time)."""
     path = Path(path)
     rows = read_metrics(path)
-    per_step = tokens_per_step(read_json(path / "config.json"))
+    config = read_json(path / "config.json")
     timed = sorted((r["step"], r["time/elapsed_s"]) for r in rows if "time/elapsed_s" in r and "step" in r)
     out = []
     for r in rows:
         if "step" not in r:
             continue
-        extra = {"tokens": (r["step"] + 1) * per_step}  # logged steps are 0-based: step s ends s + 1 steps
+        extra = {"tokens": tokens_after(config, r["step"] + 1)}  # logged steps are 0-based: step s ends s + 1 steps
         if timed:
             extra["wall_s"] = float(np.interp(r["step"], [s for s, _ in timed], [w for _, w in timed]))
         out.append({**r, **extra})
@@ -165,7 +178,7 @@ def final_metrics(path: str | Path, *, val_batches: int = 10, t_samples: int = 8
     trained = int(status.get("step", last.get("step", -1) + 1))  # logged steps are 0-based
     res = evaluate_run(path, val_batches=val_batches, t_samples=t_samples, seed=seed)
     return {"run": "", "objective": res.objective, "steps": trained,
-            "tokens": trained * tokens_per_step(read_json(path / "config.json")),
+            "tokens": tokens_after(read_json(path / "config.json"), trained),
             "wall_s": status.get("elapsed_s", last.get("wall_s")),
             "train_loss": last.get("train/loss"), "val_loss": last.get("val/loss"),
             "eval_kind": res.kind, "nats_per_token": res.nats_per_token, "stderr": res.stderr,

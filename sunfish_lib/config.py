@@ -26,7 +26,7 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 LR_DECAYS = ("cosine", "linear", "constant")
 NAN_POLICIES = ("stop", "skip")
-ROUNDINGS = ("cosine", "euclidean")
+ROUNDINGS = ("auto", "cosine", "euclidean")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu", "geglu")
 POS_ENCODINGS = ("learned", "rope")
@@ -165,7 +165,7 @@ class DiffusionConfig:
     mask_schedule: str = "linear"
     """Masked diffusion: linear (alpha_t = 1 - t) or loglinear."""
     t_min: float = 1e-3
-    """Smallest t sampled in training (avoids the 1/t singularity)."""
+    """Masked: smallest t sampled in training (avoids the 1/t singularity); the continuous chain does not use it."""
     low_discrepancy: bool = True
     """Stratified (low-discrepancy) timestep sampling across the batch."""
     shift_logits: bool = False
@@ -301,9 +301,9 @@ class SampleConfig:
     temperature: float = 1.0
     """Softmax temperature for discrete sampling (0: greedy argmax)."""
     top_k: int = 0
-    """Keep the k most likely tokens (0: off)."""
+    """Discrete sampling (masked, ar): keep the k most likely tokens (0: off)."""
     top_p: float = 1.0
-    """Nucleus sampling mass (1.0: off)."""
+    """Discrete sampling (masked, ar): nucleus sampling mass (1.0: off)."""
     length: int = 64
     """Tokens per unconditional sample."""
     num_samples: int = 4
@@ -312,14 +312,15 @@ class SampleConfig:
     """Tokens per [MASK] span in infilling."""
     clamp: bool = False
     """Continuous: snap predicted x0 to the nearest embedding each step (Diffusion-LM clamping trick)."""
-    rounding: str = "cosine"
-    """Continuous: final rounding by cosine similarity or euclidean distance."""
+    rounding: str = "auto"
+    """Continuous: nearest-embedding rule for clamping and final rounding: euclidean (what the rounding CE trains),
+    cosine, or auto = euclidean, cosine only with diffusion.embed_norm (equal norms: the two agree)."""
     block_length: int = 0
     """Masked: semi-autoregressive block size (0: one block)."""
     threshold: float = 0.9
     """Masked threshold sampler: commit positions whose confidence exceeds this."""
     cfg_scale: float = 0.0
-    """Classifier-free guidance scale (0: off)."""
+    """Masked: classifier-free guidance scale (0: off)."""
     allow_eos: bool = False
     """Let samples contain EOS (variable-length generation); off: EOS, like [MASK] and [PAD], never appears."""
 
@@ -451,10 +452,24 @@ PRESETS: dict[str, Config] = {
 
 
 def get_config(preset: str = "tiny", overrides: Mapping[str, Any] | None = None, **kw: Any) -> Config:
-    """The named preset with overrides applied, validated."""
+    """The named preset with overrides applied and the short-run rules (`short_run_rules`), validated."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[preset].override(overrides, **kw).validate()
+    items = {**dict(overrides or {}), **kw}
+    return short_run_rules(PRESETS[preset].override(items), items).validate()
+
+
+def short_run_rules(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """The one place the short-run rule lives (CLI, notebooks, benches all go through it).
+
+    When `overrides` change max_steps but not warmup_steps, warmup becomes a tenth of the
+    steps, never more than it was: min(warmup_steps, max(1, max_steps // 10)).
+    """
+    keys = {str(k).split(".")[-1] for k in overrides}
+    if "max_steps" not in keys or "warmup_steps" in keys:
+        return cfg
+    t = cfg.train
+    return cfg.override({"train.warmup_steps": min(t.warmup_steps, max(1, t.max_steps // 10))})
 
 
 def parse_set_args(pairs: list[str] | None) -> dict[str, str]:

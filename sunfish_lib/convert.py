@@ -459,13 +459,16 @@ def export_config(parent: _Parent, out_dir: Path, *, objective: str, shift_logit
     return cfg.override({"train.init_from": str(out_dir)}).override(dict(overrides or {})).validate()
 
 
-def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked", shift_logits: bool = False,
+def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked", shift_logits: bool | None = None,
             time_conditioning: bool = False, tokenizer: str | None = None,
             overrides: Mapping[str, Any] | None = None, check: bool = False, check_seq_len: int = 32) -> Conversion:
     """Convert an AR parent (HF folder/cached hub name, or a Sunfish ar run) into an exported Sunfish folder.
 
     objective: masked (bidirectional attention) or ar (kept causal: the parent repackaged, an
-    AR baseline); shift_logits: keep the AR shift (`diffusion.shift_logits`); time_conditioning:
+    AR baseline); shift_logits: keep the AR shift (`diffusion.shift_logits`); None (default) keeps
+    it for the masked objective, as RND1, Dream and dllm do: every parent is an AR model whose
+    position i-1 names token i (before any masked training the ELBO is 6.32 nats with the
+    shift vs 7.48 without, bench/convert_vs_scratch.py); time_conditioning:
     build the adaLN time pathway (a no-op at start); overrides: config keys for config.json
     (e.g. {"train.lr_mult_attn": 2.0}); check: compare logits with the parent (`check_logits`).
     """
@@ -473,6 +476,8 @@ def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked
 
     if objective not in OBJECTIVES:
         raise SunfishError(f"--objective {objective!r} is not allowed; choose masked or ar")
+    if shift_logits is None:
+        shift_logits = objective == "masked"
     out_dir = Path(out_dir).expanduser().resolve()
     parent = _sunfish_parent(source) if _is_sunfish(source) else _hf_parent(source, tokenizer)
     cfg = export_config(parent, out_dir, objective=objective, shift_logits=shift_logits,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,8 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="folder to write: a Hugging Face folder (model.safetensors, config.json, remote code, tokenizer)")
     p.add_argument("--objective", default="masked", help="masked (bidirectional, default) or ar (kept causal)")
-    p.add_argument("--keep-shift", action="store_true",
-                   help="keep the AR shift: the token at i is scored by the logits at i-1 (diffusion.shift_logits)")
+    p.add_argument("--keep-shift", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the AR shift: the token at i is scored by the logits at i-1 (diffusion.shift_logits); "
+                        "default: on for --objective masked; --no-keep-shift opts out")
     p.add_argument("--time-conditioning", action="store_true", help="build the adaLN time pathway (a no-op at start)")
     p.add_argument("--tokenizer", help="the parent's tokenizer (name or folder) when --from has none")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

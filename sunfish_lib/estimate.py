@@ -131,8 +131,51 @@ def flops_breakdown(cfg: Config | ModelConfig, seq_len: int) -> dict[str, float]
 
 
 def flops_per_token(cfg: Config | ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token: 6N + 12 L T d (+ the per-sequence time MLP / T)."""
+    """Nominal training FLOPs per token: 6N + 12 L T d (+ the per-sequence time MLP / T).
+
+    The head counted at every position, as a plain LM step would run it; for what an
+    objective's step actually executes (the MFU convention) see `executed_flops_per_token`.
+    """
     return flops_breakdown(cfg, seq_len)["total"]
+
+
+def expected_mask_fraction(cfg: Config) -> float:
+    """E_t[1 - alpha_t] for t ~ U[t_min, 1]: (1 + t_min) / 2 (loglinear's extra (1 - 1e-3) factor ignored)."""
+    return 0.5 * (1.0 + cfg.diffusion.t_min)
+
+
+def executed_flops_per_token(cfg: Config, seq_len: int | None = None, *, masked_fraction: float | None = None) -> float:
+    """Training FLOPs one input token costs under `cfg`'s objective, as executed. THE MFU convention.
+
+    Used by `perf/mfu` (train/callbacks.py), bench/train_throughput.py and bench/gpu_check.py.
+    Forward + backward matmul FLOPs (`flops_breakdown`: PaLM's 6N + attention + time MLP), except:
+    - the vocabulary projection runs only where the objective computes logits: masked, at the
+      masked positions (`masked_fraction`, default `expected_mask_fraction`); AR, at every
+      position; continuous, the rounding logits x0_hat @ table^T (V x emb_dim) at every position;
+    - continuous: self_cond_proj's input carries no gradient (backward 2, not 4, FLOPs per
+      weight); self-conditioning adds its gradient-free first forward on every row: 2 FLOPs
+      per backbone weight (without the head) + the forward third of attention + the time MLP's
+      forward (2 x (time_freq_dim d + 5 d^2) per sequence).
+    Not counted: elementwise work, the optimizer step, recomputation under activation checkpointing.
+    """
+    m = _model(cfg)
+    T = seq_len or cfg.data.seq_len
+    fb = flops_breakdown(m, T)
+    head = m.vocab_size * (m.emb_dim if m.tie_embeddings else m.d_model)  # in matmul_params
+    body = fb["total"] - 6 * head
+    objective = cfg.diffusion.objective
+    if objective == "masked":
+        frac = expected_mask_fraction(cfg) if masked_fraction is None else masked_fraction
+        return body + 6 * head * frac
+    if objective == "continuous":
+        total = body + 6 * m.vocab_size * m.emb_dim
+        if m.self_cond_input:  # its input (a detached x0_hat, or zeros) needs no gradient: backward 2 per weight, not 4
+            total -= 2 * m.emb_dim * m.d_model
+        if cfg.diffusion.self_conditioning:
+            time_fwd = 2 * (m.time_freq_dim * m.d_model + 5 * m.d_model**2) / T if m.time_conditioning else 0.0
+            total += 2 * (matmul_params(m) - head) + fb["attention"] / 3 + time_fwd
+        return total
+    return fb["total"]
 
 
 # ----------------------------------------------------------------------------

@@ -64,6 +64,10 @@ def validate(cfg: Config) -> None:
     _validate_model(m)
     _validate_objective(d, m)
     _validate_data(cfg.data, m)
+    # Continuous x_t shows no token, so clean-x0 document ids would leak every boundary into the denoiser.
+    _check(d.objective != "continuous" or cfg.data.cross_document_attention,
+           "data.cross_document_attention=False does not combine with objective 'continuous' (its noisy input "
+           "shows no EOS, so the document mask would leak x0); set it to true")
     _validate_train(cfg.train)
     _validate_sample(cfg.sample, d, m)
 
@@ -190,3 +194,5 @@ def _validate_sample(s: SampleConfig, d: DiffusionConfig, m: ModelConfig) -> Non
     _check(0.0 < s.threshold <= 1.0, f"sample.threshold={s.threshold} must be in (0, 1]")
     _check(s.cfg_scale >= 0, f"sample.cfg_scale={s.cfg_scale} must be >= 0")
     _check(isinstance(s.allow_eos, bool), f"sample.allow_eos={s.allow_eos!r} must be true or false")
+    _check(s.cfg_scale == 0 or d.objective == "masked",
+           f"sample.cfg_scale={s.cfg_scale} applies to the masked samplers, not objective {d.objective!r}; set it to 0")

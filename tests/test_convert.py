@@ -268,3 +268,17 @@ def test_newer_parents_need_their_features(name, field, plain, parents, tmp_path
         without = Backbone(replace(cfg.resolved_model, **{field: plain})).eval()
         without.load_state_dict(model.state_dict(), strict=False)
         assert (without(ids)[..., :300] - ref).abs().max().item() > 1e-3  # the feature is not a no-op
+
+
+def test_convert_keeps_the_ar_shift_by_default(parents, tmp_path):
+    """Issue 14.9: HF and Sunfish AR parents keep the shift unless --no-keep-shift (RND1, Dream, dllm)."""
+    folder = parents["gpt2"][0]
+    assert convert(folder, tmp_path / "a").config.diffusion.shift_logits is True
+    assert convert(folder, tmp_path / "b", objective="ar").config.diffusion.shift_logits is False  # stays causal AR
+    assert convert(folder, tmp_path / "c", shift_logits=False).config.diffusion.shift_logits is False
+    r = run_cli("convert", "--from", str(folder), "--out", str(tmp_path / "d"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["shift_logits"] is True
+    r = run_cli("convert", "--from", str(folder), "--out", str(tmp_path / "e"), "--no-keep-shift", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["diffusion"]["shift_logits"] is False

@@ -4,6 +4,7 @@ import json
 
 import nbformat
 
+from sunfish_lib.evaluate import evaluate_run
 from sunfish_lib.plots import conversion_curves
 from sunfish_lib.runs import run_notebooks
 from tests.helpers import NOTEBOOKS
@@ -20,6 +21,13 @@ def test_ar_to_diffusion_notebook_smoke(tmp_path):
     labels = ["converted, attn/mlp LR 1", "converted, attn/mlp LR 4", "from scratch"]
     assert list(results["elbo"]) == labels
     assert all(r["kind"] == "ELBO upper bound" and r["nats_per_token"] > 0 for r in results["elbo"].values())
+    # like for like (issue 14.10): the AR parent scored by the same function on the same batches and tokens
+    ar = results["ar_parent"]
+    assert ar["kind"] == "exact NLL" and ar["nats_per_token"] > 0
+    assert all((r["sequences"], r["tokens"], r["bytes"]) == (ar["sequences"], ar["tokens"], ar["bytes"])
+               for r in results["elbo"].values())
+    again = evaluate_run(folder / "ar-parent", val_batches=2, t_samples=2, seed=0)
+    assert again.nats_per_token == ar["nats_per_token"]
     assert (folder / "conversion.png").stat().st_size > 10_000
     cfg = json.loads((folder / "converted-r4" / "config.json").read_text())
     assert cfg["train"]["lr_mult_attn"] == 2.0 and cfg["train"]["lr_mult_mlp"] == 0.5

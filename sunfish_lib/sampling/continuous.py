@@ -35,7 +35,7 @@ import torch
 from sunfish_lib.diffusion.continuous import ContinuousDiffusion, eps_from_x0, to_x0_eps
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling.rounding import METRICS, nearest_tokens, snap_to_embeddings
+from sunfish_lib.sampling.rounding import nearest_tokens, resolve_metric, snap_to_embeddings
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
 
 CONTINUOUS_SAMPLERS = ("ddpm", "ddim")
@@ -128,13 +128,13 @@ class ContinuousSampler:
     steps: int = 50
     eta: float = 0.0
     clamp: bool = False
-    rounding: str = "cosine"
+    rounding: str = "auto"
     mask_id: int | None = None
     exclude_ids: Sequence[int] = ()
 
     def __post_init__(self):
-        if self.rounding not in METRICS:
-            raise SunfishError(f"sample.rounding={self.rounding!r} is not allowed; choose one of {', '.join(METRICS)}")
+        # clamping and rounding use the rule training's rounding CE learns (see `rounding.resolve_metric`)
+        self.rounding = resolve_metric(self.rounding, self.objective.cfg.embed_norm)
         self.scheduler = GaussianScheduler(self.objective.schedule, self.objective.prediction, self.kind, self.eta)
         self.scheduler.set_timesteps(self.steps)
         self.forward_passes = 0

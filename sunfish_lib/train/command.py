@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 
 def config_from_args(args):
     """The Config that `sunfish train ARGS` trains (preset or --config, then flags, then --set)."""
-    from sunfish_lib.config import Config, get_config, parse_set_args
+    from sunfish_lib.config import Config, get_config, parse_set_args, short_run_rules
 
     if args.config and args.preset:
         raise SunfishError(f"--preset {args.preset} and --config {args.config} both choose the starting config; "
@@ -45,11 +45,7 @@ def config_from_args(args):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     overrides.update(parse_set_args(args.set))
-    cfg = cfg.override(overrides)
-    if cfg.train.warmup_steps > cfg.train.max_steps and "train.warmup_steps" not in overrides \
-            and "warmup_steps" not in overrides:
-        cfg = cfg.override({"train.warmup_steps": cfg.train.max_steps // 10})  # short runs: scale warmup down
-    return cfg.validate()
+    return short_run_rules(cfg.override(overrides), overrides).validate()
 
 
 def run(args) -> int:
