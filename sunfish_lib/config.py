@@ -379,8 +379,10 @@ class Config:
 # ----------------------------------------------------------------------------
 
 def _preset(model: dict, data: dict, train: dict, name: str) -> Config:
+    """Every preset uses rotary positions unless it says otherwise (MDLM, LLaDA and Llama do; masked
+    diffusion with learned positions stays on the unigram plateau at tiny scale)."""
     return Config(
-        model=ModelConfig(**model),
+        model=ModelConfig(**{"pos_encoding": "rope", **model}),
         data=DataConfig(**data),
         train=TrainConfig(**train),
         preset=name,
