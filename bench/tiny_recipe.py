@@ -22,13 +22,12 @@ import json
 import math
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
 
-from sunfish_lib.data import get_tokenizer, make_loader
-from sunfish_lib.evaluate import evaluate_run
+from sunfish_lib.data import get_tokenizer
+from sunfish_lib.evaluate import evaluate_run, unigram_baseline
 from sunfish_lib.workbook import recipe_config, tokens_per_step, train_or_reuse
 
 BPE = {"bpe_vocab_size": 1024, "vocab_size": 1024}
@@ -47,26 +46,6 @@ CONFIGS: dict[str, dict] = {
     "bytes": {"bpe_vocab_size": 260, "vocab_size": 320, "lr": 2e-3},
 }
 SMOKE_CONFIGS = ("base", "bpe1024")
-
-
-def unigram_baseline(cfg, val_batches: int) -> dict:
-    """Nats/token and bits/byte of the train split's unigram model on the held-out batches evaluate_run scores."""
-    tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
-    counts: Counter = Counter()
-    for i, b in enumerate(make_loader(cfg.data, tok, "train", seed=cfg.seed, num_workers=0)):
-        counts.update(b["input_ids"].flatten().tolist())
-        if i >= 200:  # ~400k tokens at the tiny shape: the frequencies have settled
-            break
-    total, V = sum(counts.values()), len(tok)
-    nats, n_tok, n_bytes = 0.0, 0, 0
-    for i, b in enumerate(make_loader(cfg.data, tok, "validation", seed=cfg.seed, num_workers=0)):
-        if i == val_batches:
-            break
-        ids = b["input_ids"]
-        nats -= sum(math.log((counts[t] + 0.5) / (total + 0.5 * V)) for t in ids.flatten().tolist())
-        n_tok += ids.numel()
-        n_bytes += sum(len(tok.decode(row.tolist()).encode("utf-8")) for row in ids)
-    return {"nats_per_token": nats / n_tok, "bits_per_byte": nats / math.log(2) / n_bytes, "tokens": n_tok}
 
 
 def run_config(name: str, objective: str, args) -> dict:
@@ -122,7 +101,8 @@ def main() -> None:
             key = r["bpe_vocab_size"]
             if key not in unigrams:
                 cfg = recipe_config("masked", smoke=args.smoke, overrides=CONFIGS[name])
-                unigrams[key] = unigram_baseline(cfg, args.val_batches)
+                tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
+                unigrams[key] = unigram_baseline(cfg, tok, val_batches=args.val_batches)
             r["unigram"] = unigrams[key]
             r["elbo_over_unigram"] = r["nats_per_token"] / unigrams[key]["nats_per_token"]
             print_row(r, unigrams[key])

@@ -9,6 +9,7 @@ config into a folder once and hands back the folder when it already holds that r
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -50,23 +51,23 @@ def recipe_config(objective: str, preset: str = "tiny", max_steps: int | None = 
 def train_or_reuse(cfg: Config, folder: str | Path, *, quiet: bool = False) -> Path:
     """Train `cfg` into `folder`, or return `folder` at once when it already holds this run's export.
 
-    A finished run whose config.json differs from `cfg` (other than max_steps) is an error
-    naming the field: reusing it would silently compare unequal budgets.
+    A run there with more `max_steps` requested resumes from its last checkpoint (as 04 does);
+    one whose config.json differs in anything else is an error naming the field: reusing it
+    would silently compare unequal budgets.
     """
     from sunfish_lib.train.trainer import _differs, train
 
     folder = Path(folder)
     if (folder / "export" / "model.safetensors").is_file():
         saved = Config.load(folder / "config.json")
-        diff = _differs(saved, cfg) or ("" if saved.train.max_steps == cfg.train.max_steps else
-                                        f"train.max_steps: saved {saved.train.max_steps}, requested {cfg.train.max_steps}")
+        diff = _differs(saved, cfg)
         if diff:
             raise SunfishError(f"{folder} holds a different run ({diff}); pick another folder or delete it")
-        if not quiet:
-            print(f"reusing {folder}")
-        return folder
-    resume = (folder / "checkpoints" / "last.ckpt").is_file()
-    train(cfg, folder, progress=False, resume=resume)
+        if saved.train.max_steps == cfg.train.max_steps:
+            if not quiet:
+                print(f"reusing {folder}")
+            return folder
+    train(cfg, folder, progress=False, resume=(folder / "checkpoints" / "last.ckpt").is_file())
     return folder
 
 
@@ -77,6 +78,14 @@ def baseline_folder(run_dir: str | Path, objective: str) -> Path:
     if (main / "config.json").is_file() and Config.load(main / "config.json").diffusion.objective == objective:
         return main
     return run_dir / BASELINES / objective
+
+
+def reuse_model(run_dir: str | Path | None, objective: str) -> Path | None:
+    """The workbook's exported model of `objective` under run_dir (04's or its baselines'), or None."""
+    if not run_dir:
+        return None
+    folder = baseline_folder(run_dir, objective)
+    return folder if (folder / "export" / "model.safetensors").is_file() else None
 
 
 def workbook_model(run_dir: str | Path, objective: str, *, like: Config | None = None, smoke: bool = False) -> Path:
@@ -103,3 +112,32 @@ def equal_budget(cfg: Config, objective: str) -> Config:
 def tokens_per_step(cfg: Config) -> int:
     """Tokens one optimizer step reads: micro_batch_size x seq_len x accumulation x devices x nodes."""
     return cfg.data.micro_batch_size * cfg.data.seq_len * cfg.train.global_batch_size_factor
+
+
+def likelihood_table(models: Mapping[str, str | Path], *, val_batches: int = 10, t_samples: int = 8) -> list[dict]:
+    """Held-out NLL / ELBO +- SE and bits per byte of each model, then the unigram plateau of the first's tokenizer.
+
+    Rows: objective, kind, nats_per_token, stderr, perplexity, bits_per_byte (None where the
+    figure is not a likelihood), tokens; last row the unigram model (no context) on the same text.
+    """
+    from sunfish_lib.data import load_tokenizer
+    from sunfish_lib.evaluate import evaluate_run, unigram_baseline
+
+    rows = [{"model": name, **evaluate_run(path, val_batches=val_batches, t_samples=t_samples).to_dict()}
+            for name, path in models.items()]
+    first = Path(next(iter(models.values())))
+    cfg = Config.load(first / "config.json")
+    uni = unigram_baseline(cfg, load_tokenizer(first), val_batches=val_batches)
+    rows.append({"model": "unigram", "objective": "-", "stderr": 0.0, "perplexity": math.exp(uni["nats_per_token"]),
+                 **uni})
+    return rows
+
+
+def likelihood_markdown(rows: list[dict]) -> str:
+    """`likelihood_table` rows as a Markdown table (per-token figures; bits per byte compare tokenizers)."""
+    out = ["| model | what | nats/token | ± SE | perplexity | bits/byte |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ppl = f"{r['perplexity']:.1f}" if r.get("perplexity") is not None else "-"
+        bpb = f"{r['bits_per_byte']:.3f}" if r.get("bits_per_byte") is not None else "-"
+        out.append(f"| {r['model']} | {r['kind']} | {r['nats_per_token']:.3f} | {r['stderr']:.3f} | {ppl} | {bpb} |")
+    return "\n".join(out)
