@@ -14,7 +14,9 @@ held-out batches:
 Beside them, the unigram model of the same tokenizer (the plateau). Also: the real tokens per
 step read from the config, and the masked/AR perplexity ratio at this budget; MDLM's 1.32
 (Sahoo et al. 2024, Table 1: 23.21 / 17.54 on OpenWebText) is context at 1M steps of a 110M
-model, not a target here. The runs stay under --out for bench/sampling_masked.py. Last line: JSON.
+model, not a target here. The runs stay under --out for bench/sampling_masked.py; the configs are notebook 04's, so links
+`--out/masked -> <workbook run>/04_train`, `--out/ar -> .../04_baselines/ar`, ... reuse a workbook's models.
+Last line: JSON.
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ MDLM_RATIO = 23.21 / 17.54
 
 
 def objective_config(objective: str, steps: int | None, smoke: bool = False, overrides: dict | None = None):
-    """The equal-budget bench config of one objective: the tiny recipe, one validation and checkpoint at the end."""
-    return recipe_config(objective, "tiny", steps, smoke=smoke,
-                         overrides={"tensorboard": False, "keep_best": 0, **(overrides or {})})
+    """The equal-budget config of one objective: exactly what notebook 04 trains (so a workbook's runs can be reused)."""
+    return recipe_config(objective, "tiny", steps, smoke=smoke, overrides=overrides)
 
 
 def train_objective(objective: str, steps: int | None, out: Path, smoke: bool = False,
