@@ -25,6 +25,23 @@ def test_every_preset_defaults_to_rope_and_learned_stays_selectable():
     assert model_config_from_hf(gpt2, "gpt2", 64).pos_encoding == "learned"  # GPT-2's absolute positions stay exact
 
 
+def test_tiny_recipe_defaults_are_pinned():
+    """bench/tiny_recipe.py's choice: RoPE, BPE-4096, lr 2e-3 after 50 warmup steps, 1000 steps of 16 x 128 tokens."""
+    t = PRESETS["tiny"]
+    m, d, tr = t.model, t.data, t.train
+    assert (m.pos_encoding, m.n_layers, m.d_model, m.n_heads, m.vocab_size) == ("rope", 4, 128, 4, 4096)
+    assert (d.tokenizer, d.bpe_vocab_size, d.seq_len, d.micro_batch_size) == ("bpe", 4096, 128, 16)
+    assert (tr.lr, tr.warmup_steps, tr.max_steps, tr.decay) == (2e-3, 50, 1000, "cosine")
+    masked = recipe_config("masked")
+    assert masked.resolved_model.time_conditioning is False  # MDLM: no time conditioning for masked
+    assert (masked.diffusion.mask_schedule, masked.diffusion.low_discrepancy) == ("linear", True)
+    # notebook 04 trains the preset's budget by default
+    from sunfish_lib.notebook_params import notebook_parameters
+    from tests.helpers import NOTEBOOKS
+
+    assert notebook_parameters(NOTEBOOKS / "04_train.ipynb")["max_steps"] == tr.max_steps
+
+
 def test_equal_budget_changes_only_the_objective():
     masked = recipe_config("masked", max_steps=40)
     for objective in ("ar", "continuous"):
@@ -90,7 +107,7 @@ def test_sampling_frontier_bench_smoke(tmp_path):
     assert res["reference"]["judge_ppl"] > 1 and res["target_ratio"] == 3.0
 
 
-PARQUET_STEPS = 300
+PARQUET_STEPS = 120
 """Steps of the parquet plateau test: well within the tiny preset's default budget."""
 
 
@@ -105,7 +122,7 @@ def test_default_recipe_leaves_the_unigram_plateau_on_a_web_parquet(tmp_path):
     (path,) = write_fineweb_parquet(tmp_path / "web", make_web_docs(3000), n_files=1, row_group_size=500)
     run = tmp_path / "run"
     out = run_cli("train", "--data", str(path), "--run-dir", str(run), "--max-steps", str(PARQUET_STEPS),
-                  "--no-progress", "--set", "tensorboard=false", "--set", "val_every=100", timeout=3000)
+                  "--no-progress", "--set", "tensorboard=false", "--set", "val_every=40", timeout=3000)
     assert out.returncode == 0, out.stderr[-2000:]
     cfg = Config.load(run / "config.json")
     assert cfg.model.pos_encoding == "rope" and cfg.diffusion.objective == "masked"
