@@ -159,6 +159,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=0, help="prompt each sample with this many held-out tokens")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training config for runs trained here")
     ap.add_argument("--masked-run", type=Path, help="sample this masked run instead (e.g. a larger GPU-trained one)")
+    ap.add_argument("--judge-run", type=Path, help="the AR judge (default: the AR run in --runs)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--smoke", action="store_true", help="smoke-sized models and sweep (the test)")
     args = ap.parse_args()
@@ -169,7 +170,7 @@ def main() -> None:
         args.length, args.samples, args.thresholds, args.blocks = 8, 2, [0.5, 0.9], [0, 4]
     overrides = parse_set_args(args.set)
     masked_dir = args.masked_run or train_objective("masked", args.steps, args.runs, args.smoke, overrides)
-    ar_dir = train_objective("ar", args.steps, args.runs, args.smoke, overrides)
+    ar_dir = args.judge_run or train_objective("ar", args.steps, args.runs, args.smoke, overrides)
     model, cfg, tok = load_for_inference(masked_dir)
     ar_model, _, _ = load_for_inference(ar_dir)
     real = held_out_rows(cfg, tok, args.samples, args.prompt_tokens + args.length)
