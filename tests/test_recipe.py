@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import nbformat
 import pytest
 
-from sunfish_lib.config import PRESETS, get_config
+from sunfish_lib.config import PRESETS, Config, get_config
 from sunfish_lib.convert import model_config_from_hf
+from sunfish_lib.data import load_tokenizer
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.evaluate import evaluate_run, unigram_baseline
+from sunfish_lib.notebook_params import notebook_parameters
+from sunfish_lib.runs import run_notebooks
 from sunfish_lib.workbook import equal_budget, recipe_config, tokens_per_step, train_or_reuse
 from tests.data_fixtures import make_web_docs, write_fineweb_parquet
-from tests.helpers import ROOT, run_cli
+from tests.helpers import NOTEBOOKS, ROOT, run_cli
 
 
 def test_every_preset_defaults_to_rope_and_learned_stays_selectable():
@@ -36,9 +42,6 @@ def test_tiny_recipe_defaults_are_pinned():
     assert masked.resolved_model.time_conditioning is False  # MDLM: no time conditioning for masked
     assert (masked.diffusion.mask_schedule, masked.diffusion.low_discrepancy) == ("linear", True)
     # notebook 04 trains the preset's budget by default
-    from sunfish_lib.notebook_params import notebook_parameters
-    from tests.helpers import NOTEBOOKS
-
     assert notebook_parameters(NOTEBOOKS / "04_train.ipynb")["max_steps"] == tr.max_steps
 
 
@@ -63,9 +66,9 @@ def test_train_or_reuse_refuses_a_different_run(tmp_path):
 
 
 def _bench(script: str, *args: str, timeout: float = 900) -> dict:
-    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": ""}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, capture_output=True,
-                         text=True, timeout=timeout, env={**__import__("os").environ, **env})
+                         text=True, timeout=timeout, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -114,10 +117,6 @@ PARQUET_STEPS = 120
 @pytest.mark.slow
 def test_default_recipe_leaves_the_unigram_plateau_on_a_web_parquet(tmp_path):
     """`sunfish train --data FILE.parquet` with the default recipe learns context on text it has never seen."""
-    from sunfish_lib.config import Config
-    from sunfish_lib.data import load_tokenizer
-    from sunfish_lib.evaluate import evaluate_run, unigram_baseline
-
     assert PARQUET_STEPS <= PRESETS["tiny"].train.max_steps
     (path,) = write_fineweb_parquet(tmp_path / "web", make_web_docs(3000), n_files=1, row_group_size=500)
     run = tmp_path / "run"
@@ -130,3 +129,17 @@ def test_default_recipe_leaves_the_unigram_plateau_on_a_web_parquet(tmp_path):
     plateau = unigram_baseline(cfg, load_tokenizer(run), val_batches=4)
     # a real drop: the ELBO (an upper bound on the NLL) at most 80% of the unigram model's NLL, beyond its SE
     assert elbo.nats_per_token + 3 * elbo.stderr < 0.8 * plateau["nats_per_token"], (elbo, plateau)
+
+
+@pytest.mark.slow
+def test_workbook_trains_each_objective_once_and_later_notebooks_reuse_them(tmp_path):
+    """04 trains masked + the AR and continuous baselines; 07 and 08 take them from the run folder, training none."""
+    nbs = [NOTEBOOKS / n for n in ("04_train.ipynb", "07_denoising_trajectories.ipynb", "08_ar_to_diffusion.ipynb")]
+    run_dir = run_notebooks(nbs, {nb.name: {"smoke": True} for nb in nbs}, runs_parent=tmp_path)
+    for objective in ("ar", "continuous"):
+        assert (run_dir / "04_baselines" / objective / "export" / "model.safetensors").is_file()
+    assert not list((run_dir / "07_denoising_trajectories").glob("tiny-*"))  # nothing trained in 07
+    assert not (run_dir / "08_ar_to_diffusion" / "ar-parent").exists()  # 08's AR parent is the workbook's
+    text = "\n".join(o.get("text", "") for c in nbformat.read(str(run_dir / "08_ar_to_diffusion.ipynb"), 4).cells
+                     for o in c.get("outputs", []))
+    assert f"-> {run_dir / '04_baselines' / 'ar'}" in text  # "AR parent: N steps, validation NLL ... -> <folder>"
