@@ -13,8 +13,8 @@ trained into --runs here when missing). For each semi-autoregressive block size 
 Each sample is generated on its own (batch 1, as Fast-dLLM counts), greedy by default.
 Quality: the unigram entropy of the generated tokens (bits; low entropy games perplexity, so it
 is shown beside it, MDLM Sec. 4.1) and the judge perplexity, exp(mean NLL) of the generated
-tokens under the AR baseline (a model other than the one sampled), with the same two figures for
-held-out real text as the scale. The frontier plot goes to --out/frontier.png. Reported: the
+text under an AR model (the AR baseline, or --judge-run: a model other than the one sampled,
+scored in its own tokens), with the same two figures for held-out real text as the scale. The frontier plot goes to --out/frontier.png. Reported: the
 largest forward-pass saving whose judge perplexity is within 10% of its block size's baseline.
 The 3x target (Fast-dLLM) is printed as reached or not. Last line: JSON.
 """
@@ -56,14 +56,18 @@ def unigram_entropy(ids: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def judge_perplexity(ar_model, rows: list[torch.Tensor], scored: list[torch.Tensor], bos_id: int) -> float:
-    """exp(mean NLL) of the scored tokens under the AR judge, each given everything before it in its row."""
+def judge_perplexity(judge, judge_tok, texts: list[str]) -> float:
+    """exp(mean NLL) of texts under the AR judge, in the judge's own tokens (it may tokenize differently).
+
+    Each text is scored after an EOS (the judge's document boundary), every token given the ones before it.
+    """
     nll, n = 0.0, 0
-    for row, keep in zip(rows, scored):  # (T,) ids, (T,) bool
-        x = torch.cat([torch.tensor([bos_id]), row])[None]
-        logp = ar_model(x[:, :-1]).float().log_softmax(-1)[0]  # (T, V): row i scores token i
-        nll -= logp.gather(-1, row[:, None])[:, 0][keep].sum().item()
-        n += int(keep.sum())
+    for text in texts:
+        ids = torch.tensor([judge_tok.eos_token_id, *judge_tok.encode(text)])[None]  # (1, 1 + T)
+        ids = ids[:, :judge.cfg.max_seq_len + 1]
+        logp = judge(ids[:, :-1]).float().log_softmax(-1)[0]  # (T, V): row i scores token i + 1
+        nll -= logp.gather(-1, ids[0, 1:, None]).sum().item()
+        n += ids.shape[1] - 1
     return math.exp(nll / max(1, n))
 
 
@@ -80,7 +84,7 @@ def run_sampler(model, cfg, tok, prompts: list[str], **settings) -> dict:
     n_tok = sum(int(m.sum()) for m in generated)
     return {"forward_passes": passes, "passes_per_token": passes / n_tok, "tokens": n_tok,
             "ms_per_token": 1e3 * (time.perf_counter() - t0) / n_tok, "rows": rows, "generated": generated,
-            "text0": texts[0]}
+            "texts": texts}
 
 
 def held_out_rows(cfg, tok, n: int, length: int) -> list[torch.Tensor]:
@@ -122,7 +126,7 @@ def best_within_tolerance(points: list[dict]) -> dict | None:
     return max(ok, key=lambda p: p["pass_ratio"]) if ok else None
 
 
-def sweep(model, cfg, tok, ar_model, prompts, args) -> list[dict]:
+def sweep(model, cfg, tok, judge, prompts, args) -> list[dict]:
     """Every (block size, sampler) point of the frontier, scored by the judge."""
     points = []
     common = {"length": args.length, "temperature": args.temperature, "steps": args.length}
@@ -132,10 +136,10 @@ def sweep(model, cfg, tok, ar_model, prompts, args) -> list[dict]:
         base = None
         for label, s in settings:
             r = run_sampler(model, cfg, tok, prompts, block_length=block, **common, **s)
-            rows, generated = r.pop("rows"), r.pop("generated")
+            rows, generated, texts = r.pop("rows"), r.pop("generated"), r.pop("texts")
             r.update(label=label, block_length=block, sampler=s["sampler"], threshold=s.get("threshold"),
                      entropy_bits=unigram_entropy(torch.cat([row[g] for row, g in zip(rows, generated)])),
-                     judge_ppl=judge_perplexity(ar_model, rows, generated, tok.eos_token_id))
+                     judge_ppl=judge_perplexity(*judge, texts), text0=texts[0])
             base = base or r
             r["pass_ratio"] = base["forward_passes"] / max(1, r["forward_passes"])
             r["baseline_judge_ppl"] = base["judge_ppl"]
@@ -172,15 +176,15 @@ def main() -> None:
     masked_dir = args.masked_run or train_objective("masked", args.steps, args.runs, args.smoke, overrides)
     ar_dir = args.judge_run or train_objective("ar", args.steps, args.runs, args.smoke, overrides)
     model, cfg, tok = load_for_inference(masked_dir)
-    ar_model, _, _ = load_for_inference(ar_dir)
+    judge_model, _, judge_tok = load_for_inference(ar_dir)
+    judge = (judge_model, judge_tok)
     real = held_out_rows(cfg, tok, args.samples, args.prompt_tokens + args.length)
     prompts = [tok.decode(r[:args.prompt_tokens].tolist()) if args.prompt_tokens else "" for r in real]
     tail = [r[args.prompt_tokens:] for r in real]
     reference = {"entropy_bits": unigram_entropy(torch.cat(tail)),
-                 "judge_ppl": judge_perplexity(ar_model, real, [torch.arange(len(r)) >= args.prompt_tokens for r in real],
-                                               tok.eos_token_id)}
+                 "judge_ppl": judge_perplexity(*judge, [tok.decode(r.tolist()) for r in tail])}
     print(f"held-out text: entropy {reference['entropy_bits']:.2f} bits, judge ppl {reference['judge_ppl']:.1f}")
-    points = sweep(model, cfg, tok, ar_model, prompts, args)
+    points = sweep(model, cfg, tok, judge, prompts, args)
     args.out.mkdir(parents=True, exist_ok=True)
     fig = frontier_figure(points, reference)
     fig.savefig(args.out / "frontier.png", dpi=120)
