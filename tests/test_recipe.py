@@ -120,8 +120,9 @@ def test_default_recipe_leaves_the_unigram_plateau_on_a_web_parquet(tmp_path):
     assert PARQUET_STEPS <= PRESETS["tiny"].train.max_steps
     (path,) = write_fineweb_parquet(tmp_path / "web", make_web_docs(3000), n_files=1, row_group_size=500)
     run = tmp_path / "run"
-    out = run_cli("train", "--data", str(path), "--run-dir", str(run), "--max-steps", str(PARQUET_STEPS),
-                  "--no-progress", "--set", "tensorboard=false", "--set", "val_every=40", timeout=3000)
+    out = run_cli("train", "--data", str(path), "--objective", "masked", "--run-dir", str(run),
+                  "--max-steps", str(PARQUET_STEPS), "--no-progress", "--set", "tensorboard=false",
+                  "--set", "val_every=40", timeout=3000)
     assert out.returncode == 0, out.stderr[-2000:]
     cfg = Config.load(run / "config.json")
     assert cfg.model.pos_encoding == "rope" and cfg.diffusion.objective == "masked"
