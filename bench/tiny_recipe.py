@@ -36,7 +36,7 @@ CONFIGS: dict[str, dict] = {
     "base": {**BPE4096, "lr": 1e-3},  # the tiny recipe before this sweep (BPE-4096, lr 1e-3), with RoPE
     "lr2e-3": {**BPE4096, "lr": 2e-3},
     "bpe2048": {"bpe_vocab_size": 2048, "vocab_size": 2048, "lr": 2e-3},
-    "bpe1024": {**BPE, "lr": 2e-3},
+    "bpe1024": {**BPE, "lr": 2e-3},  # the tiny preset since this sweep
     "bpe1024-lr3e-3": {**BPE, "lr": 3e-3},
     "bpe1024-seq64x32": {**BPE, "lr": 2e-3, "seq_len": 64, "micro_batch_size": 32},
     "bpe1024-loglinear": {**BPE, "lr": 2e-3, "mask_schedule": "loglinear"},
