@@ -113,9 +113,10 @@ def main() -> None:
     masked = [r for r in rows if r["objective"] == "masked"] or rows
     best = min(masked, key=lambda r: r["bits_per_byte"])
     best_unigram_bpb = min(u["bits_per_byte"] for u in unigrams.values())
-    ar = next((r for r in rows if r["objective"] == "ar" and r["config"] == best["config"]), None)
+    ar = next((r for r in rows if r["objective"] == "ar" and r["config"] == best["config"]
+               and best["objective"] == "masked"), None)
     ratio = math.exp(best["nats_per_token"] - ar["nats_per_token"]) if ar else None
-    print(f"\nbest masked recipe by held-out bits/byte: {best['config']} {best['overrides']}: "
+    print(f"\nbest {best['objective']} recipe by held-out bits/byte: {best['config']} {best['overrides']}: "
           f"{best['bits_per_byte']:.3f} bpb (best unigram of any tokenizer {best_unigram_bpb:.3f}); "
           f"ELBO/unigram {best['elbo_over_unigram']:.2f}" + (f"; masked/AR perplexity ratio {ratio:.2f}" if ratio else ""))
     print(json.dumps({"steps": best["steps"], "best": best["config"], "best_overrides": best["overrides"],
