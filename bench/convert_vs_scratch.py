@@ -16,7 +16,7 @@
    the parent's exact AR NLL and the converted model's ELBO before any masked training are the
    reference points.
 The parent's masked steps are not free: the comparison is at equal masked steps, the parent's
---ar-steps come on top. Run folders stay under --out (--reuse skips finished runs). Last line: JSON.
+--ar-steps come on top. Run folders stay under --out (finished runs there are reused). Last line: JSON.
 Not a test.
 
 Measured on a shared 2-core CPU (defaults, 20 x 16 x 128 validation tokens, 16 t draws; the same
@@ -29,34 +29,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from sunfish_lib.config import get_config
 from sunfish_lib.convert import continuation_config, convert
 from sunfish_lib.data import get_tokenizer
 from sunfish_lib.evaluate import evaluate_run
-from sunfish_lib.train.trainer import train
-
-
-def trained(cfg, run_dir: Path, reuse: bool) -> Path:
-    if reuse and (run_dir / "export" / "model.safetensors").is_file():
-        print(f"{run_dir.name}: reusing")
-        return run_dir
-    t0 = time.perf_counter()
-    summary = train(cfg, run_dir, progress=False, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
-    print(f"{run_dir.name}: trained {summary['global_step']} steps in {time.perf_counter() - t0:.0f} s")
-    return run_dir
+from sunfish_lib.workbook import recipe_config, train_or_reuse
 
 
 def configs(ar_steps: int, steps: int):
+    """The AR parent and the masked scratch run: the tiny recipe (`sunfish_lib.workbook.recipe_config`)."""
     common = {"tensorboard": False, "keep_best": 0, "log_every": 10}
-    ar = get_config("tiny", {"objective": "ar", "sampler": "ar", "max_steps": ar_steps, "val_every": ar_steps,
-                             "ckpt_every": ar_steps, **common})
-    scratch = get_config("tiny", {"objective": "masked", "sampler": "low_confidence", "max_steps": steps,
-                                  "val_every": max(1, steps // 5), "ckpt_every": steps,
-                                  **common})
-    return ar, scratch
+    return recipe_config("ar", "tiny", ar_steps, overrides=common), recipe_config("masked", "tiny", steps, overrides=common)
 
 
 def main() -> None:
@@ -69,19 +53,18 @@ def main() -> None:
     ap.add_argument("--val-batches", type=int, default=20)
     ap.add_argument("--t-samples", type=int, default=16, help="t draws per sequence for the masked ELBO")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-convert"))
-    ap.add_argument("--reuse", action="store_true", help="reuse finished runs in --out")
     args = ap.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
-    get_tokenizer("bpe", 4096)  # train the offline BPE once, outside the timings
     ar_cfg, scratch_cfg = configs(args.ar_steps, args.steps)
-    ar_dir = trained(ar_cfg, args.out / "ar-parent", args.reuse)
+    get_tokenizer("bpe", ar_cfg.data.bpe_vocab_size)  # train the offline BPE once, outside the timings
+    ar_dir = train_or_reuse(ar_cfg, args.out / "ar-parent")
     tag = "converted-shift" if args.keep_shift else "converted"
     conv = convert(ar_dir, args.out / tag, check=True, shift_logits=args.keep_shift)
     print(f"converted: max |logit diff| with the causal mask kept = {conv.check['max_abs_diff']:.3g}")
     assert conv.config.data == scratch_cfg.data, "the converted run must see the scratch run's data"
-    runs = {f"converted r={r:g}": trained(continuation_config(conv.config, scratch_cfg, attn_mlp_ratio=r),
-                                          args.out / f"{tag}-r{r:g}", args.reuse) for r in ratios}
-    runs["scratch"] = trained(scratch_cfg, args.out / "scratch", args.reuse)
+    runs = {f"converted r={r:g}": train_or_reuse(continuation_config(conv.config, scratch_cfg, attn_mlp_ratio=r),
+                                                 args.out / f"{tag}-r{r:g}") for r in ratios}
+    runs["scratch"] = train_or_reuse(scratch_cfg, args.out / "scratch")
     kw = {"val_batches": args.val_batches, "t_samples": args.t_samples}
     rows = {"ar parent (exact NLL)": evaluate_run(ar_dir, **kw).to_dict(),
             "converted, 0 masked steps": evaluate_run(args.out / tag, **kw).to_dict()}

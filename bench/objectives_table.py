@@ -1,77 +1,93 @@
 """One likelihood table for AR, masked and continuous diffusion trained with an equal budget.
 
-    .venv/bin/python bench/objectives_table.py [--steps 300] [--val-batches 20] [--out runs/bench-objectives]
-        [--set pos_encoding=rope ...]
+    .venv/bin/python bench/objectives_table.py [--steps N] [--val-batches 20] [--out runs/bench-objectives]
+        [--set KEY=VALUE ...] [--smoke]
 
-Each objective trains the `tiny` preset on the embedded corpus with the same steps, batch,
-sequence length, optimizer and schedule (through `sunfish_lib.train.train`, i.e. the real
-trainer), then is evaluated on the same held-out batches:
+Each objective trains the `tiny` recipe (`sunfish_lib.workbook.recipe_config`: the preset's
+steps unless --steps, same batch, sequence length, optimizer and schedule, so the same tokens)
+with the real trainer, or reuses the run already in --out, then is evaluated on the same
+held-out batches:
 - AR: exact NLL;
 - masked: the ELBO (an upper bound on the NLL) by antithetic Monte Carlo over t, with its SE;
-- continuous: its rounding cross-entropy at small t — not a likelihood, labelled as such.
-Also: perplexity, bits per byte, and the masked/AR perplexity ratio next to MDLM's
-(Sahoo et al. 2024, Table 1: 23.21 / 17.54 = 1.32 on OpenWebText at 1M steps).
-The run folders stay under --out for bench/sampling_masked.py. Last line: JSON. Not a test.
+- continuous: its rounding cross-entropy at small t: not a likelihood, labelled as such, so it
+  has no perplexity or bits per byte.
+Beside them, the unigram model of the same tokenizer (the plateau). Also: the real tokens per
+step read from the config, and the masked/AR perplexity ratio at this budget; MDLM's 1.32
+(Sahoo et al. 2024, Table 1: 23.21 / 17.54 on OpenWebText) is context at 1M steps of a 110M
+model, not a target here. The runs stay under --out for bench/sampling_masked.py; the configs are notebook 04's, so links
+`--out/masked -> <workbook run>/04_train`, `--out/ar -> .../04_baselines/ar`, ... reuse a workbook's models.
+Last line: JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import math
 from pathlib import Path
 
-from sunfish_lib.config import DEFAULT_SAMPLERS, get_config
+import torch
+
+from sunfish_lib.config import parse_set_args
 from sunfish_lib.data import get_tokenizer
-from sunfish_lib.evaluate import evaluate_run
-from sunfish_lib.train.trainer import train
+from sunfish_lib.evaluate import evaluate_run, unigram_baseline
+from sunfish_lib.workbook import recipe_config, tokens_per_step, train_or_reuse
 
 MDLM_RATIO = 23.21 / 17.54
 
 
-def train_objective(objective: str, steps: int, out: Path, reuse: bool, **overrides) -> Path:
-    """Train (or, with reuse, find) `out/<objective>`; overrides go on top of the tiny preset."""
-    run_dir = out / objective
-    if reuse and (run_dir / "export" / "model.safetensors").is_file():
-        print(f"{objective}: reusing {run_dir}")
-        return run_dir
-    cfg = get_config("tiny", {"objective": objective, "sampler": DEFAULT_SAMPLERS[objective], "max_steps": steps,
-                              "val_every": steps, "ckpt_every": steps,
-                              "log_every": max(1, steps // 20), "tensorboard": False, "keep_best": 0,
-                              **overrides})
-    t0 = time.perf_counter()
-    summary = train(cfg, run_dir, progress=False, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
-    print(f"{objective}: trained {summary['global_step']} steps in {time.perf_counter() - t0:.0f} s")
-    return run_dir
+def objective_config(objective: str, steps: int | None, smoke: bool = False, overrides: dict | None = None):
+    """The equal-budget config of one objective: exactly what notebook 04 trains (so a workbook's runs can be reused)."""
+    return recipe_config(objective, "tiny", steps, smoke=smoke, overrides=overrides)
+
+
+def train_objective(objective: str, steps: int | None, out: Path, smoke: bool = False,
+                    overrides: dict | None = None) -> Path:
+    """Train (or reuse) `out/<objective>` at the tiny recipe's budget."""
+    return train_or_reuse(objective_config(objective, steps, smoke, overrides), out / objective)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the tiny preset's)")
     ap.add_argument("--val-batches", type=int, default=20)
     ap.add_argument("--t-samples", type=int, default=16, help="t draws per sequence for the masked ELBO")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-objectives"))
-    ap.add_argument("--reuse", action="store_true", help="reuse trained runs in --out")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--smoke", action="store_true", help="smoke shapes and a few steps (the test)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override for all three runs, e.g. pos_encoding=rope")
+                    help="config override for all three runs, e.g. lr=2e-3")
     args = ap.parse_args()
-    overrides = dict(kv.split("=", 1) for kv in args.set)
-    get_tokenizer("bpe", 4096)  # fetch corpus and train the BPE once, outside the timings
+    torch.set_num_threads(args.threads)
+    overrides = parse_set_args(args.set)
+    if args.smoke:
+        args.val_batches, args.t_samples = 2, 2
     rows = {}
     for objective in ("ar", "masked", "continuous"):
-        run_dir = train_objective(objective, args.steps, args.out, args.reuse, **overrides)
+        run_dir = train_objective(objective, args.steps, args.out, args.smoke, overrides)
         rows[objective] = evaluate_run(run_dir, val_batches=args.val_batches, t_samples=args.t_samples).to_dict()
-    print(f"\n{'objective':<11}{'what':<40}{'nats/tok':>10}{'± SE':>8}{'ppl':>10}{'bits/byte':>11}{'tokens':>9}")
+    cfg = objective_config("masked", args.steps, args.smoke, overrides)
+    tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
+    rows["unigram"] = {"objective": "unigram", "stderr": 0.0, **unigram_baseline(cfg, tok, val_batches=args.val_batches)}
+    rows["unigram"]["perplexity"] = math.exp(rows["unigram"]["nats_per_token"])
+    per_step, steps = tokens_per_step(cfg), cfg.train.max_steps
+    print(f"\n{'objective':<11}{'what':<42}{'nats/tok':>10}{'± SE':>8}{'ppl':>10}{'bits/byte':>11}{'tokens':>9}")
     for name, r in rows.items():
-        bpb = f"{r['bits_per_byte']:.3f}" if r["bits_per_byte"] is not None else "-"
-        ppl = f"{r['perplexity']:.1f}" if r["perplexity"] is not None else "-"
-        print(f"{name:<11}{r['kind']:<40}{r['nats_per_token']:>10.3f}{r['stderr']:>8.3f}{ppl:>10}"
-              f"{bpb:>11}{r['tokens']:>9}")
+        bpb = f"{r['bits_per_byte']:.3f}" if r.get("bits_per_byte") is not None else "-"
+        ppl = f"{r['perplexity']:.1f}" if r.get("perplexity") is not None else "-"
+        print(f"{name:<11}{r['kind']:<42}{r['nats_per_token']:>10.3f}{r['stderr']:>8.3f}{ppl:>10}{bpb:>11}"
+              f"{r['tokens']:>9}")
     ratio = rows["masked"]["perplexity"] / rows["ar"]["perplexity"]
-    print(f"\nmasked/AR perplexity ratio: {ratio:.2f} (MDLM on OpenWebText: {MDLM_RATIO:.2f}); "
-          f"equal budget: {args.steps} steps x 16 x 128 tokens each")
-    print(json.dumps({"steps": args.steps, "overrides": overrides, "objectives": rows, "masked_ar_ppl_ratio": ratio,
-                      "mdlm_reference_ratio": MDLM_RATIO}))
+    elbo_over_unigram = rows["masked"]["nats_per_token"] / rows["unigram"]["nats_per_token"]
+    print(f"\nequal budget: {steps} steps x {per_step} tokens/step = {steps * per_step:,} tokens per objective "
+          f"(micro_batch_size {cfg.data.micro_batch_size} x seq_len {cfg.data.seq_len} x "
+          f"{cfg.train.global_batch_size_factor} accumulation x devices)")
+    print(f"masked/AR perplexity ratio at this budget: {ratio:.2f}  (context, not a target: MDLM reports "
+          f"{MDLM_RATIO:.2f} on OpenWebText after 1M steps of a 110M model)")
+    print(f"masked ELBO / unigram NLL: {elbo_over_unigram:.2f}")
+    print(json.dumps({"steps": steps, "tokens_per_step": per_step, "tokens": steps * per_step, "overrides": overrides,
+                      "objectives": rows, "masked_ar_ppl_ratio": ratio, "elbo_over_unigram": elbo_over_unigram,
+                      "mdlm_context_ratio_1m_steps": MDLM_RATIO}))
 
 
 if __name__ == "__main__":

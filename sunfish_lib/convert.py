@@ -217,7 +217,7 @@ def model_config_from_hf(c, family: str, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, n_layers=c.n_layer, n_heads=c.n_head, d_model=c.n_embd,
                            d_ff=c.n_inner or 4 * c.n_embd, max_seq_len=c.n_positions, bias=True,
                            tie_embeddings=bool(getattr(c, "tie_word_embeddings", True)),
-                           norm_eps=c.layer_norm_epsilon, dropout=0.0)
+                           norm_eps=c.layer_norm_epsilon, pos_encoding="learned", dropout=0.0)
     attn_bias, mlp_bias = bool(getattr(c, "attention_bias", False)), bool(getattr(c, "mlp_bias", False))
     max_len = c.max_position_embeddings
     window = getattr(c, "sliding_window", None)

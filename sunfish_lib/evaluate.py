@@ -142,3 +142,33 @@ def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int 
     objective = build_objective(cfg, tok.mask_token_id, tok.eos_token_id)
     return evaluate_likelihood(model, objective, batches, t_samples=t_samples, token_bytes=tok.token_bytes(),
                                generator=torch.Generator().manual_seed(seed))
+
+
+def unigram_baseline(cfg, tok, *, val_batches: int = 20, train_batches: int = 200) -> dict:
+    """The plateau a model with no context sits on: a unigram model of the training split, on held-out text.
+
+    Token frequencies of the first `train_batches` training batches (add-1/2 smoothed over the
+    vocabulary) score the same held-out batches `evaluate_run` reads. Returns nats/token (the
+    "corpus unigram entropy" a masked ELBO is compared with, in the same token units), bits
+    per byte (comparable across tokenizers) and the token count.
+    """
+    from collections import Counter
+
+    from sunfish_lib.data import make_loader
+
+    counts: Counter = Counter()
+    for i, b in enumerate(make_loader(cfg.data, tok, "train", seed=cfg.seed, num_workers=0)):
+        if i == train_batches:
+            break
+        counts.update(b["input_ids"].flatten().tolist())
+    total, V = sum(counts.values()), len(tok)
+    nats, n_tok, n_bytes = 0.0, 0, 0
+    for i, b in enumerate(make_loader(cfg.data, tok, "validation", seed=cfg.seed, num_workers=0)):
+        if i == val_batches:
+            break
+        ids = b["input_ids"]
+        nats -= sum(math.log((counts[t] + 0.5) / (total + 0.5 * V)) for t in ids.flatten().tolist())
+        n_tok += ids.numel()
+        n_bytes += sum(len(tok.decode(row.tolist()).encode("utf-8")) for row in ids)
+    return {"kind": "unigram NLL (no context)", "nats_per_token": nats / n_tok,
+            "bits_per_byte": nats / math.log(2) / n_bytes, "tokens": n_tok}

@@ -216,8 +216,10 @@ def block_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
         # GELU: fc1 output and GELU output; SwiGLU: fc1 output (gate | up, 2f), silu(gate), the product
         "mlp_hidden": n * (4 if m.gated_mlp else 2) * f * c,
     }
-    if m.pos_encoding == "rope":
-        items["rope_qk"] = n * (d + kv) * c  # rotated q and k (SDPA's inputs); the rotations save only cos/sin
+    if m.pos_encoding == "rope" and kernel != "math":
+        # rotated q and k, saved by the fused kernel as its inputs; the rotations themselves save only cos/sin.
+        # The math kernel saves its scaled copies of q and k instead (counted under qkv), not the rotated ones.
+        items["rope_qk"] = n * (d + kv) * c
     if kernel == "math":
         items["attention_scores"] = B * h * T * T * c  # softmax output, kept for attn @ v
     else:

@@ -30,6 +30,37 @@ def make_docs(n: int, seed: int = 0, min_words: int = 5, max_words: int = 80) ->
     return docs
 
 
+WEB = {
+    "topic": "garden kitchen bike laptop budget resume garage camera".split(),
+    "verb": "clean fix plan build choose store paint upgrade".split(),
+    "adj": "simple cheap quick small better new easy safe".split(),
+    "thing": "tools steps ideas rules tips parts notes habits".split(),
+    "time": ("today", "this week", "every morning", "before winter", "after work", "on weekends"),
+}
+
+
+def make_web_docs(n: int, seed: int = 0) -> list[dict]:
+    """n short web-like English documents (how-to pages: a title, then 2-5 sentences) in FineWeb's schema.
+
+    Sentences follow a few templates, so the next word depends on the words before it: a model that
+    learns context beats the unigram model of this text, one that does not sits on it.
+    """
+    rng = random.Random(seed)
+    pick = lambda k: rng.choice(WEB[k])  # noqa: E731
+    templates = (
+        lambda: f"You can {pick('verb')} your {pick('topic')} {pick('time')} with a few {pick('adj')} {pick('thing')}.",
+        lambda: f"The best way to {pick('verb')} a {pick('topic')} is to keep it {pick('adj')}.",
+        lambda: f"First, {pick('verb')} the {pick('thing')}; then {pick('verb')} the {pick('topic')}.",
+        lambda: f"Most people {pick('verb')} their {pick('topic')} {pick('time')}, but {pick('adj')} {pick('thing')} help.",
+    )
+    docs = make_docs(n, seed)
+    for i, doc in enumerate(docs):
+        title = f"How to {pick('verb')} your {pick('topic')}: {rng.randint(3, 9)} {pick('adj')} {pick('thing')}"
+        body = " ".join(rng.choice(templates)() for _ in range(rng.randint(2, 5)))
+        doc["text"] = f"{title}\n\n{body}"
+    return docs
+
+
 def write_fineweb_parquet(folder: Path, docs: list[dict], n_files: int = 3, row_group_size: int = 7) -> list[Path]:
     """Write `docs` into n_files parquet shards in FineWeb's schema (several row groups each)."""
     import pyarrow as pa

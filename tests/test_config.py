@@ -65,7 +65,7 @@ BAD = [
     ({"steps": 2000}, "sample.steps=2000 exceeds diffusion.num_timesteps=1000"),
     ({"steps": 0}, "sample.steps=0 must be > 0"),
     ({"cpu_offload": True}, "train.cpu_offload=True needs train.strategy='fsdp'"),
-    ({"bpe_vocab_size": 8192}, "data.bpe_vocab_size=8192 exceeds model.vocab_size=4096"),
+    ({"bpe_vocab_size": 8192}, "data.bpe_vocab_size=8192 exceeds model.vocab_size=1024"),
     ({"objective": "ar", "sampler": "ar", "causal": False}, "model.causal=False but objective 'ar'"),
     ({"time_conditioning": False}, "model.time_conditioning=False but objective 'continuous'"),
     ({"lr_mult_attn": -1}, "train.lr_mult_attn=-1.0 must be >= 0"),

@@ -109,7 +109,7 @@ def test_seq_len_beyond_the_model_is_an_error(bpe):
     from sunfish_lib.config import get_config
 
     _one_line_error(lambda: get_config("tiny", {"data.seq_len": 1024}), "data.seq_len=1024", "max_seq_len")
-    dm = SunfishDataModule.from_config(get_config("tiny"), tokenizer=bpe)
+    dm = SunfishDataModule.from_config(get_config("tiny", {"bpe_vocab_size": 4096, "vocab_size": 4096}), tokenizer=bpe)
     dm.setup()
     assert dm.max_seq_len == 256 and dm.vocab_size >= len(bpe)
 

@@ -65,7 +65,10 @@ def test_1p4b_matches_the_preset_shape():
     cfg = config_for("1.4B", "masked")
     m = cfg.resolved_model
     assert (m.n_layers, m.n_heads, m.d_model, cfg.data.seq_len) == (24, 16, 2048, 2048)
-    assert num_params(cfg) == built_params(cfg) == 1_315_276_800
+    # RoPE (the preset default) has no position table: 2048 x 2048 fewer than learned positions
+    assert num_params(cfg) == built_params(cfg) == 1_315_276_800 - 2048 * 2048
+    learned = config_for("1.4B", "masked", {"pos_encoding": "learned"})
+    assert num_params(learned) == built_params(learned) == 1_315_276_800
 
 
 # -- FLOPs ------------------------------------------------------------------------------
@@ -117,7 +120,8 @@ def test_flops_attention_term_has_no_causal_discount():
 
 # -- activations against the tensors autograd actually saves ---------------------------
 
-@pytest.mark.parametrize("over", [{}, {"objective": "masked"}, {"dropout": 0.1}, {"embed_dim": 32, "bias": True}])
+@pytest.mark.parametrize("over", [{}, {"objective": "masked"}, {"dropout": 0.1}, {"embed_dim": 32, "bias": True},
+                                  {"pos_encoding": "learned"}, {"pos_encoding": "learned", "dropout": 0.1}])
 def test_activation_model_equals_saved_tensors(over):
     """Unique storages saved for backward (parameters excluded) == the estimator's activations + ids."""
     over = dict(over)
@@ -140,7 +144,9 @@ def test_activation_model_equals_saved_tensors(over):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
         model.logits(model.encode(tokens, t=t))
     s = make_setup(cfg, strategy="single", precision="32-true", device="cpu")
-    ids = B * T * 8 + T * 8  # token ids and positions (int64) kept by the embedding lookups
+    # token ids (int64) kept by the token embedding lookup; positions too when they are learned (RoPE's go into
+    # cos/sin tables, which need no gradient)
+    ids = B * T * 8 + (T * 8 if cfg.model.pos_encoding == "learned" else 0)
     assert sum(saved.values()) == sum(activations(cfg.resolved_model, s).values()) + ids
 
 
@@ -215,10 +221,13 @@ def test_precisions_bytes_per_param(cfg350):
 
 def test_korthikanti_16bit_count_without_masks_and_scores(cfg350):
     """bf16-true, f = 4d, no dropout: 32 d bytes per token per layer (+ LN stats and log-sum-exp)."""
-    m = cfg350.resolved_model
+    m = replace(cfg350.resolved_model, pos_encoding="learned")  # Korthikanti et al. count GPT-style blocks
     s = make_setup(cfg350, precision="bf16-true", micro_batch=1, seq_len=1024)
     per_token = sum(block_activations(m, s).values()) / 1024
     assert per_token == 32 * m.d_model + 2 * 8 + 4 * m.n_heads
+    # RoPE (the preset default): the flash kernel also keeps the rotated q and k, 2 d more 16-bit values
+    rope = sum(block_activations(cfg350.resolved_model, s).values()) / 1024
+    assert cfg350.resolved_model.pos_encoding == "rope" and rope == per_token + 2 * m.d_model * 2
 
 
 def test_math_kernel_keeps_scores_and_activations_scale_with_batch(cfg350):
@@ -226,9 +235,12 @@ def test_math_kernel_keeps_scores_and_activations_scale_with_batch(cfg350):
     flash = make_setup(cfg350, precision="bf16-true", micro_batch=2, seq_len=1024)
     math = replace(flash, attention="math")
     diff = sum(block_activations(m, math).values()) - sum(block_activations(m, flash).values())
-    assert diff == 2 * m.n_heads * 1024 * 1024 * 2 - 2 * 1024 * m.n_heads * 4
-    a1, a2 = (sum(activations(m, replace(flash, micro_batch=b)).values()) for b in (1, 2))
-    assert a2 == 2 * a1
+    # + the T x T scores, - the log-sum-exp, - the rotated q and k (math keeps its scaled copies, counted under qkv)
+    assert m.pos_encoding == "rope"
+    assert diff == 2 * m.n_heads * 1024 * 1024 * 2 - 2 * 1024 * m.n_heads * 4 - 2 * 1024 * 2 * m.d_model * 2
+    a1, a2 = (activations(m, replace(flash, micro_batch=b)) for b in (1, 2))
+    rope_tables = a1["head_rope_tables"]  # (T, head_dim) cos/sin, shared by the batch
+    assert rope_tables == a2["head_rope_tables"] > 0 and sum(a2.values()) - rope_tables == 2 * (sum(a1.values()) - rope_tables)
 
 
 def test_gradient_accumulation_keeps_grads_resident():

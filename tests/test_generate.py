@@ -14,7 +14,9 @@ from tests.train_helpers import small_config
 def tok():
     from sunfish_lib.data import get_tokenizer
 
-    return get_tokenizer("bpe", 4096)
+    from sunfish_lib.config import PRESETS
+
+    return get_tokenizer("bpe", PRESETS["tiny"].data.bpe_vocab_size)
 
 
 def _model(cfg):

@@ -147,8 +147,9 @@ def test_low_discrepancy_t_is_stratified():
 
 def test_masked_loss_trains_on_backbone():
     torch.manual_seed(0)
+    # learned positions: here the absolute position alone names each token, which rotary positions (relative) cannot see
     cfg = get_config("tiny", {"objective": "masked", "sampler": "low_confidence", "model.n_layers": 2,
-                              "model.vocab_size": 300, "bpe_vocab_size": 260})
+                              "model.vocab_size": 300, "bpe_vocab_size": 260, "pos_encoding": "learned"})
     model = Backbone(cfg.resolved_model)
     assert model.time_emb is None  # masked: no time conditioning by default
     obj = build_objective(cfg, mask_token_id=299)

@@ -1,9 +1,14 @@
 """Notebooks 03 (overfit) and 04 (train) run headlessly with smoke parameters."""
 
+import json
+import math
+
 import nbformat
 
+from sunfish_lib.config import Config
 from sunfish_lib.runs import run_notebooks
 from sunfish_lib.train.metrics import read_metrics
+from sunfish_lib.workbook import tokens_per_step
 from tests.helpers import NOTEBOOKS
 
 
@@ -31,6 +36,20 @@ def test_train_notebook_runs_and_resumes(tmp_path):
     assert (folder / "export" / "model.safetensors").is_file()
     samples = (folder / "samples.txt").read_text()
     assert "--- unconditional 1 ---" in samples and "--- infill ---" in samples and "ROMEO:" in samples
+    # the AR and continuous baselines trained at the same budget (same tokens), and one likelihood table
+    main = Config.load(folder / "config.json")
+    for objective in ("ar", "continuous"):
+        base = Config.load(run_dir / "04_baselines" / objective / "config.json")
+        assert base.diffusion.objective == objective and base.train.max_steps == main.train.max_steps == 4
+        assert base.data == main.data and tokens_per_step(base) == tokens_per_step(main) == 4 * 32
+    table = {r["model"]: r for r in json.loads((folder / "likelihoods.json").read_text())}
+    assert list(table) == ["masked", "ar", "continuous", "unigram"]
+    assert table["masked"]["kind"] == "ELBO upper bound" and table["ar"]["kind"] == "exact NLL"
+    assert table["masked"]["bits_per_byte"] > 0 and table["continuous"]["bits_per_byte"] is None
+    assert 0 < table["unigram"]["nats_per_token"] < math.log(main.model.vocab_size)
+    shown = [o["data"]["text/markdown"] for c in nbformat.read(str(run_dir / nb.name), as_version=4).cells
+             for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
+    assert any("| masked | ELBO upper bound |" in m and "masked/AR perplexity ratio" in m for m in shown)
     # run it again on the same folder with more steps: it resumes
     from sunfish_lib.runs import execute_notebook
 
@@ -41,3 +60,7 @@ def test_train_notebook_runs_and_resumes(tmp_path):
     assert "start: step 4," in log and "end: step 8" in log
     steps = [r["step"] for r in read_metrics(folder) if "train/loss" in r]
     assert max(steps) == 7 and len(steps) == len(set(steps))
+    # the baselines follow to the new budget (resumed, not retrained)
+    for objective in ("ar", "continuous"):
+        assert Config.load(run_dir / "04_baselines" / objective / "config.json").train.max_steps == 8
+        assert "end: step 8" in (run_dir / "04_baselines" / objective / "train.log").read_text()

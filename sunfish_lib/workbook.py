@@ -1,0 +1,144 @@
+"""Workbook helpers: one recipe per objective at an equal budget, trained once and reused.
+
+Notebook 04 trains the workbook's masked model into `<run>/04_train`; the AR and continuous
+baselines that later notebooks (06-09) need train with the same preset, steps, batch and
+sequence length (so the same number of tokens) into `<run>/04_baselines/<objective>`.
+Every notebook and bench that needs a model goes through `train_or_reuse`: it trains a
+config into a folder once and hands back the folder when it already holds that run's export.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from sunfish_lib.config import DEFAULT_SAMPLERS, PRESETS, Config, get_config
+from sunfish_lib.errors import SunfishError
+
+SMOKE_SHAPE = {"n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 4}
+"""The shape smoke runs (tests) shrink a preset to: seconds on a CPU."""
+MAIN_RUN = "04_train"
+"""Subfolder of a workbook run folder holding 04's model."""
+BASELINES = "04_baselines"
+"""Subfolder of a workbook run folder holding the equal-budget models of the other objectives."""
+
+
+def recipe_config(objective: str, preset: str = "tiny", max_steps: int | None = None, *, smoke: bool = False,
+                  overrides: Mapping[str, Any] | None = None) -> Config:
+    """The preset's recipe for `objective` at `max_steps` (None: the preset's), validated.
+
+    Only the objective (and its default sampler) changes between objectives, so runs built with
+    the same preset, steps and overrides see the same tokens. Warmup follows
+    `config.short_run_rules` (through `get_config`); validation and checkpoints happen every
+    tenth of the run (>= 1).
+    """
+    if preset not in PRESETS:
+        raise SunfishError(f"preset={preset!r} is not allowed; choose one of {', '.join(PRESETS)}")
+    base = PRESETS[preset]
+    steps = int(max_steps if max_steps is not None else base.train.max_steps)
+    if smoke:
+        steps = min(steps, 8)
+    every = max(1, steps // 10) if not smoke else max(1, steps // 2)
+    settings: dict[str, Any] = {
+        "objective": objective, "sampler": DEFAULT_SAMPLERS.get(objective, base.sample.sampler), "max_steps": steps,
+        "val_every": every, "ckpt_every": every,
+    }
+    if smoke:
+        settings.update({**SMOKE_SHAPE, "log_every": 2, "val_batches": 2, "tensorboard": False})
+    return get_config(preset, {**settings, **dict(overrides or {})})
+
+
+def train_or_reuse(cfg: Config, folder: str | Path, *, quiet: bool = False) -> Path:
+    """Train `cfg` into `folder`, or return `folder` at once when it already holds this run's export.
+
+    A run there with more `max_steps` requested resumes from its last checkpoint (as 04 does);
+    one whose config.json differs in anything else is an error naming the field: reusing it
+    would silently compare unequal budgets.
+    """
+    from sunfish_lib.train.trainer import _differs, train
+
+    folder = Path(folder)
+    if (folder / "export" / "model.safetensors").is_file():
+        saved = Config.load(folder / "config.json")
+        diff = _differs(saved, cfg)
+        if diff:
+            raise SunfishError(f"{folder} holds a different run ({diff}); pick another folder or delete it")
+        if saved.train.max_steps == cfg.train.max_steps:
+            if not quiet:
+                print(f"reusing {folder}")
+            return folder
+    train(cfg, folder, progress=False, resume=(folder / "checkpoints" / "last.ckpt").is_file())
+    return folder
+
+
+def baseline_folder(run_dir: str | Path, objective: str) -> Path:
+    """Where the workbook keeps its model of `objective`: 04's folder for its own, else 04_baselines/<objective>."""
+    run_dir = Path(run_dir)
+    main = run_dir / MAIN_RUN
+    if (main / "config.json").is_file() and Config.load(main / "config.json").diffusion.objective == objective:
+        return main
+    return run_dir / BASELINES / objective
+
+
+def reuse_model(run_dir: str | Path | None, objective: str) -> Path | None:
+    """The workbook's exported model of `objective` under run_dir (04's or its baselines'), or None."""
+    if not run_dir:
+        return None
+    folder = baseline_folder(run_dir, objective)
+    return folder if (folder / "export" / "model.safetensors").is_file() else None
+
+
+def workbook_model(run_dir: str | Path, objective: str, *, like: Config | None = None, smoke: bool = False) -> Path:
+    """The workbook's model of `objective` under run_dir, trained at 04's budget when missing.
+
+    `like` (default: 04's saved config) fixes the preset, steps, data and shape; only the
+    objective and its sampler change, so the budget in tokens is equal.
+    """
+    folder = baseline_folder(run_dir, objective)
+    if (folder / "export" / "model.safetensors").is_file():
+        return folder
+    if like is None:
+        main = Path(run_dir) / MAIN_RUN / "config.json"
+        like = Config.load(main) if main.is_file() else recipe_config(objective, smoke=smoke)
+    return train_or_reuse(equal_budget(like, objective), folder)
+
+
+def equal_budget(cfg: Config, objective: str) -> Config:
+    """`cfg` with only the objective (and its default sampler) changed: same data, steps and tokens."""
+    return cfg.override({"objective": objective, "sampler": DEFAULT_SAMPLERS[objective],
+                         "time_conditioning": None, "causal": None, "self_cond_input": None}).validate()
+
+
+def tokens_per_step(cfg: Config) -> int:
+    """Tokens one optimizer step reads: micro_batch_size x seq_len x accumulation x devices x nodes."""
+    return cfg.data.micro_batch_size * cfg.data.seq_len * cfg.train.global_batch_size_factor
+
+
+def likelihood_table(models: Mapping[str, str | Path], *, val_batches: int = 10, t_samples: int = 8) -> list[dict]:
+    """Held-out NLL / ELBO +- SE and bits per byte of each model, then the unigram plateau of the first's tokenizer.
+
+    Rows: objective, kind, nats_per_token, stderr, perplexity, bits_per_byte (None where the
+    figure is not a likelihood), tokens; last row the unigram model (no context) on the same text.
+    """
+    from sunfish_lib.data import load_tokenizer
+    from sunfish_lib.evaluate import evaluate_run, unigram_baseline
+
+    rows = [{"model": name, **evaluate_run(path, val_batches=val_batches, t_samples=t_samples).to_dict()}
+            for name, path in models.items()]
+    first = Path(next(iter(models.values())))
+    cfg = Config.load(first / "config.json")
+    uni = unigram_baseline(cfg, load_tokenizer(first), val_batches=val_batches)
+    rows.append({"model": "unigram", "objective": "-", "stderr": 0.0, "perplexity": math.exp(uni["nats_per_token"]),
+                 **uni})
+    return rows
+
+
+def likelihood_markdown(rows: list[dict]) -> str:
+    """`likelihood_table` rows as a Markdown table (per-token figures; bits per byte compare tokenizers)."""
+    out = ["| model | what | nats/token | ± SE | perplexity | bits/byte |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ppl = f"{r['perplexity']:.1f}" if r.get("perplexity") is not None else "-"
+        bpb = f"{r['bits_per_byte']:.3f}" if r.get("bits_per_byte") is not None else "-"
+        out.append(f"| {r['model']} | {r['kind']} | {r['nats_per_token']:.3f} | {r['stderr']:.3f} | {ppl} | {bpb} |")
+    return "\n".join(out)
