@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from sunfish_lib.config import accumulation_for
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.registry import aligned, is_training_run, list_runs, read_json
 from sunfish_lib.train.metrics import read_metrics
@@ -79,7 +80,8 @@ def run_labels(paths: Iterable[str | Path]) -> dict[str, Path]:
 def tokens_per_step(config: Mapping[str, Any]) -> int:
     """Tokens per optimizer step: micro-batch x sequence length x accumulation x devices x nodes."""
     d, t = config["data"], config["train"]
-    return d["micro_batch_size"] * d["seq_len"] * t["accumulate_grad_batches"] * t["devices"] * t["num_nodes"]
+    per_pass = d["micro_batch_size"] * t["devices"] * t["num_nodes"]
+    return per_pass * d["seq_len"] * accumulation_for(t.get("global_batch_size", 0), per_pass, t["accumulate_grad_batches"])
 
 
 def curves(path: str | Path) -> list[dict[str, float]]:

@@ -183,6 +183,8 @@ def check_run_dir_writable(run_dir: Path) -> None:
 
 def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Config:
     """Write (or, when resuming, read back) the run's config.json; returns the config to train with."""
+    from sunfish_lib.train.status import is_rank_zero
+
     path = run_dir / "config.json"
     if resume and path.is_file():
         saved = Config.load(path)
@@ -191,9 +193,14 @@ def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Config:
             raise SunfishError(f"{path} differs from the requested config ({diff}); resume with the saved "
                                "config (only train.max_steps may change) or start a new --run-dir")
         cfg = saved.override({"max_steps": cfg.train.max_steps}).validate()
+        if cfg.train.max_steps != saved.train.max_steps and is_rank_zero():
+            print(f"resume: train.max_steps {saved.train.max_steps} -> {cfg.train.max_steps} (--max-steps changes "
+                  f"the run's length; the LR {cfg.train.decay} decay now ends at step {cfg.train.max_steps})",
+                  file=sys.stderr)
     elif not resume and (run_dir / "checkpoints" / "last.ckpt").exists():
         raise SunfishError(f"{run_dir} already holds a run; pass --resume to continue it or pick a new --run-dir")
-    cfg.save(path)
+    if is_rank_zero():  # one writer: every rank reads the same config
+        cfg.save(path)
     return cfg
 
 
@@ -248,10 +255,11 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     from sunfish_lib.train.module import SunfishModule
     from sunfish_lib.train.export import export_final
     from sunfish_lib.train.interrupt import quiet_exit_code, stopped
+    from sunfish_lib.train.status import is_rank_zero
 
     run_dir = Path(run_dir)
     check_run_dir_writable(run_dir)
-    cfg = prepare_run(cfg.validate(), run_dir, resume)
+    cfg = prepare_run(cfg.validate(), run_dir, resume).resolve_batch()  # config.json keeps the global batch
     status.begin(cfg, resume, overfit_batches)
     if not fast_dev_run:
         from sunfish_lib.train.diskspace import check_free_space, remove_partial_writes
@@ -259,7 +267,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
         remove_partial_writes(run_dir)  # *.tmp left by a write that was killed: never read, only in the way
         check_free_space(cfg, run_dir, resolve_precision(cfg.train.precision))
     tok = tokenizer or get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
-    if not (run_dir / "tokenizer").is_dir():
+    if not (run_dir / "tokenizer").is_dir() and is_rank_zero():
         save_tokenizer(tok, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id)
