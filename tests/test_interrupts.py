@@ -69,7 +69,7 @@ def _ckpt_step(path) -> int:
 
 def _message_re(sig: str, step: int, run) -> str:
     return (rf"{sig}: training stopped after step {step}, saved in {run}/checkpoints/last\.ckpt; resume with: "
-            rf"sunfish train --config {run}/config\.json --run-dir {run} --resume")
+            rf"sunfish train --resume {run}")
 
 
 def _status(run) -> dict:
