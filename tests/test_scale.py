@@ -128,3 +128,55 @@ def test_several_tasks_without_run_dir_is_one_line_error(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "pass --run-dir runs/NAME" in r.stderr
     assert _run_folders(tmp_path) == []
+
+
+def test_wandb_run_id_is_kept_in_the_run_folder_and_resumed(tmp_path, monkeypatch):
+    """No network: a stand-in WandbLogger records what it was given."""
+    import sys
+    import types
+
+    import pytorch_lightning.loggers as pl_loggers
+
+    from sunfish_lib.train.trainer import _loggers
+
+    seen = []
+    monkeypatch.setitem(sys.modules, "wandb", types.ModuleType("wandb"))
+    monkeypatch.setattr(pl_loggers, "WandbLogger", lambda **kw: seen.append(kw) or kw)
+    cfg = get_config("tiny", wandb=True, tensorboard=False)
+    _loggers(cfg, tmp_path)
+    _loggers(cfg, tmp_path, resume_step=7)  # the resumed attempt
+    assert len(seen) == 2 and seen[0]["id"] == seen[1]["id"] and seen[1]["resume"] == "allow"
+    assert (tmp_path / "wandb_id").read_text().strip() == seen[0]["id"] and len(seen[0]["id"]) == 12
+    other = tmp_path / "other"
+    other.mkdir()
+    _loggers(cfg, other)
+    assert seen[2]["id"] != seen[0]["id"]  # another run folder, another W&B run
+
+
+def _tb_scalars(run_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+@pytest.mark.slow
+def test_tensorboard_purges_steps_trained_again_after_resume(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "run"
+    args = [*TINY, "--set", "tensorboard=true", "--max-steps", "5", "--run-dir", str(run)]
+    r = run_cli("train", *args, "--stop-at-step", "2", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # what a run killed after step 4 would have left: events of steps 2-4 that the resume trains again
+    writer = SummaryWriter(str(run / "tensorboard"))
+    for step in (2, 3, 4):
+        writer.add_scalar("train/loss", 1e6, step)
+    writer.close()
+    r = run_cli("train", "--resume", str(run), "--no-progress", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    points = _tb_scalars(run, "train/loss")
+    steps = [s for s, _ in points]
+    assert len(steps) == len(set(steps)) and max(steps) == 4  # each step once
+    assert all(v < 1e5 for _, v in points)  # the orphaned events are gone

@@ -67,15 +67,35 @@ def _progress_bar(enable: bool | None):
     return None
 
 
-def _loggers(cfg: Config, run_dir: Path) -> list:
+WANDB_ID_FILE = "wandb_id"
+
+
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The W&B run id of this run folder: made on the first start, kept in run_dir/wandb_id, reused on resume."""
+    import uuid
+
+    from sunfish_lib.train.status import is_rank_zero
+
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    if not is_rank_zero():  # only rank 0 logs to W&B (and writes the file)
+        return None
+    run_id = uuid.uuid4().hex[:12]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def _loggers(cfg: Config, run_dir: Path, resume_step: int = 0) -> list:
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     # One CSV per attempt (logs/00, logs/01 after a resume, ...): Lightning's CSV logger
     # truncates an existing metrics.csv; `read_metrics` stitches the attempts together.
     attempt = len(list((run_dir / "logs").glob("[0-9][0-9]"))) if (run_dir / "logs").is_dir() else 0
     loggers = [CSVLogger(save_dir=str(run_dir), name="logs", version=f"{attempt:02d}")]
-    if cfg.train.tensorboard:
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False))
+    if cfg.train.tensorboard:  # purge_step: events past the checkpoint (steps trained again) are dropped
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False,
+                                         **({"purge_step": resume_step} if resume_step else {})))
     if cfg.train.wandb:
         try:
             from pytorch_lightning.loggers import WandbLogger
@@ -83,7 +103,8 @@ def _loggers(cfg: Config, run_dir: Path) -> list:
         except ImportError:
             raise SunfishError("train.wandb=True but wandb is not installed; `pip install wandb` "
                                "(set WANDB_MODE=offline to log without an account)") from None
-        loggers.append(WandbLogger(project="sunfish", save_dir=str(run_dir), name=run_dir.name))
+        loggers.append(WandbLogger(project="sunfish", save_dir=str(run_dir), name=run_dir.name,
+                                   id=wandb_run_id(run_dir), resume="allow"))  # a resume continues the same W&B run
     return loggers
 
 
@@ -127,8 +148,8 @@ def _quiet_lightning() -> None:
 
 
 def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, progress: bool | None = None,
-                  extra_callbacks: tuple = (), max_steps: int | None = None):
-    """A configured `pl.Trainer` writing into run_dir."""
+                  extra_callbacks: tuple = (), max_steps: int | None = None, resume_step: int = 0):
+    """A configured `pl.Trainer` writing into run_dir (resume_step: the step a resumed run restarts from)."""
     import pytorch_lightning as pl
 
     _quiet_lightning()
@@ -156,7 +177,7 @@ def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, pro
         limit_val_batches=t.val_batches,
         num_sanity_val_steps=0,
         log_every_n_steps=t.log_every,
-        logger=False if fast_dev_run else _loggers(cfg, run_dir),
+        logger=False if fast_dev_run else _loggers(cfg, run_dir, resume_step),
         callbacks=callbacks,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         enable_checkpointing=not fast_dev_run,
@@ -274,17 +295,18 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     module.interruption = interruption
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
+    resume_step = 0
     if ckpt_path is not None:  # a truncated, tampered or foreign last.ckpt: one line, before Lightning reads it
         from sunfish_lib.train.ckpt_verify import check_resume_checkpoint
 
-        check_resume_checkpoint(last, module)
+        resume_step = check_resume_checkpoint(last, module)
     if cfg.train.init_from and ckpt_path is None:  # a resumed run's checkpoint already holds the weights
         from sunfish_lib.train.checkpoint import load_weights
 
         load_weights(module.model, cfg.train.init_from)
     dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
     trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress,
-                            extra_callbacks=(*callbacks, status))
+                            extra_callbacks=(*callbacks, status), resume_step=resume_step)
     _fit(trainer, module, dm, ckpt_path, overfit_batches)
     if module.stop_signal and trainer.global_step < trainer.max_steps:  # last.ckpt holds this step: no export
         raise stopped(module.stop_signal, trainer.global_step, run_dir, requeue_enabled=cfg.train.requeue,
