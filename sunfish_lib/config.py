@@ -228,6 +228,8 @@ class TrainConfig:
     """Nodes."""
     cpu_offload: bool = False
     """FSDP: keep parameters and optimizer state on CPU."""
+    compile: bool | None = None
+    """torch.compile each transformer block (None: on with CUDA, off on CPU, where compiling takes longer than short runs gain)."""
     requeue: bool = False
     """In a SLURM job: after SIGUSR1's checkpoint, `scontrol requeue` the job (sbatch --signal=USR1@90 --requeue)."""
     ema_decay: float = 0.0

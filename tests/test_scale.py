@@ -180,3 +180,31 @@ def test_tensorboard_purges_steps_trained_again_after_resume(tmp_path):
     steps = [s for s, _ in points]
     assert len(steps) == len(set(steps)) and max(steps) == 4  # each step once
     assert all(v < 1e5 for _, v in points)  # the orphaned events are gone
+
+
+def test_compiled_and_eager_losses_and_grads_agree():
+    import torch
+
+    from sunfish_lib.train.module import SunfishModule, compile_enabled
+    from tests.train_helpers import small_config
+
+    assert compile_enabled(None, torch.device("cuda")) and not compile_enabled(None, torch.device("cpu"))
+    assert compile_enabled(True, torch.device("cpu")) and not compile_enabled(False, torch.device("cuda"))
+    cfg = small_config("masked", compile=True)
+    compiled = SunfishModule(cfg.to_dict(), mask_token_id=4095)
+    eager = SunfishModule(cfg.override({"compile": False}).to_dict(), mask_token_id=4095)
+    eager.load_state_dict(compiled.state_dict())
+    compiled.configure_model()
+    eager.configure_model()
+    assert all(b._compiled_call_impl is not None for b in compiled.model.blocks)
+    assert all(b._compiled_call_impl is None for b in eager.model.blocks)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints keep their names
+    batch = {"input_ids": torch.randint(0, 4000, (4, 32), generator=torch.Generator().manual_seed(0))}
+    losses, grads = [], []
+    for m in (compiled, eager):
+        loss = m.objective.loss(m.model, batch, generator=torch.Generator().manual_seed(1))["loss"]
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append(torch.cat([p.grad.flatten() for p in m.model.parameters() if p.grad is not None]))
+    assert abs(losses[0] - losses[1]) < 1e-5 * max(1.0, abs(losses[1]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
