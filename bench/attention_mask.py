@@ -13,58 +13,55 @@ GPU is present). Prints a table, then one JSON line. Not a test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
 import torch
 
-from sunfish_lib.config import ModelConfig
+from backbone_shape import backbone_and_tokens, shape, shape_parser
 from sunfish_lib.model import Backbone
 
 
-def step_ms(model: Backbone, tok: torch.Tensor, am: torch.Tensor, repeats: int) -> float:
-    """Median ms of one forward + backward on (tok, am)."""
-    times = []
+def step_s(model: Backbone, tok: torch.Tensor, am: torch.Tensor) -> float:
+    """Seconds of one forward + backward on (tok, am)."""
+    if tok.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    model(tok, attention_mask=am).float().square().mean().backward()
+    if tok.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def old_and_new_ms(model: Backbone, tok: torch.Tensor, am: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """Median ms (dense mask, no mask), the two paths alternated so that load changes hit both alike."""
+    shipped = model._restricting
+    times: dict[bool, list[float]] = {True: [], False: []}
     for i in range(repeats + 1):
-        if tok.is_cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        model(tok, attention_mask=am).float().square().mean().backward()
-        if tok.is_cuda:
-            torch.cuda.synchronize()
-        if i:  # the first is warm-up
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for dense in (True, False):
+            model._restricting = (lambda s, a: (s, a)) if dense else shipped  # old path: every mask dense
+            t = step_s(model, tok, am) * 1e3
+            if i:  # the first round is warm-up
+                times[dense].append(t)
+    model._restricting = shipped
+    return statistics.median(times[True]), statistics.median(times[False])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--d-model", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=7)
-    args = ap.parse_args()
+    args = shape_parser(__doc__.splitlines()[0], repeats=7).parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     results = {}
     for name, causal in (("masked", False), ("ar", True)):
-        cfg = ModelConfig(vocab_size=4096, n_layers=args.layers, n_heads=args.d_model // 64, d_model=args.d_model,
-                          max_seq_len=args.seq_len, time_conditioning=False, causal=causal)
-        model = Backbone(cfg).to(device)
-        tok = torch.randint(0, 4096, (args.batch, args.seq_len), device=device)
+        model, tok = backbone_and_tokens(args, causal, device)
         am = torch.ones_like(tok)
-        new = step_ms(model, tok, am, args.repeats)
-        model._restricting = lambda s, a: (s, a)  # the old path: every given mask becomes dense
-        old = step_ms(model, tok, am, args.repeats)
+        old, new = old_and_new_ms(model, tok, am, args.repeats)
         results[name] = {"dense_mask_ms": round(old, 2), "no_mask_ms": round(new, 2),
                          "speedup": round(old / new, 3)}
         print(f"{name:>7}: dense mask {old:8.2f} ms   no mask {new:8.2f} ms   x{old / new:.2f}")
     print(json.dumps({"bench": "attention_mask", "device": device, "threads": torch.get_num_threads(),
-                      "shape": {"batch": args.batch, "seq_len": args.seq_len, "d_model": args.d_model,
-                                "layers": args.layers}, **results}))
+                      "shape": shape(args), **results}))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,13 @@ on with CUDA only. Prints a table, then one JSON line. Not a test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
 import torch
 
-from sunfish_lib.config import ModelConfig
+from backbone_shape import backbone_and_tokens, shape, shape_parser
 from sunfish_lib.model import Backbone
 
 
@@ -37,19 +36,10 @@ def timings(model: Backbone, tok: torch.Tensor, repeats: int) -> tuple[float, fl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--d-model", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
+    args = shape_parser(__doc__.splitlines()[0], repeats=5).parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=4096, n_layers=args.layers, n_heads=args.d_model // 64, d_model=args.d_model,
-                      max_seq_len=args.seq_len, time_conditioning=False, causal=False)
-    model = Backbone(cfg).to(device)
-    tok = torch.randint(0, 4096, (args.batch, args.seq_len), device=device)
+    model, tok = backbone_and_tokens(args, False, device)
     eager_warm, eager = timings(model, tok, args.repeats)
     for block in model.blocks:  # what SunfishModule.configure_model does with train.compile
         block.compile()
@@ -57,8 +47,7 @@ def main() -> None:
     print(f"eager {eager:8.2f} ms   compiled {compiled:8.2f} ms   x{eager / compiled:.2f}   "
           f"(compile: {compile_s:.1f} s for the first two steps)")
     print(json.dumps({"bench": "compile_speedup", "device": device, "threads": torch.get_num_threads(),
-                      "shape": {"batch": args.batch, "seq_len": args.seq_len, "d_model": args.d_model,
-                                "layers": args.layers},
+                      "shape": shape(args),
                       "eager_ms": round(eager, 2), "compiled_ms": round(compiled, 2),
                       "speedup": round(eager / compiled, 3), "compile_s": round(compile_s - eager_warm, 1)}))
 
