@@ -52,10 +52,10 @@ def trained(cfg, run_dir: Path, reuse: bool) -> Path:
 def configs(ar_steps: int, steps: int):
     common = {"tensorboard": False, "keep_best": 0, "log_every": 10}
     ar = get_config("tiny", {"objective": "ar", "sampler": "ar", "max_steps": ar_steps, "val_every": ar_steps,
-                             "ckpt_every": ar_steps, "warmup_steps": max(1, ar_steps // 10), **common})
+                             "ckpt_every": ar_steps, **common})
     scratch = get_config("tiny", {"objective": "masked", "sampler": "low_confidence", "max_steps": steps,
                                   "val_every": max(1, steps // 5), "ckpt_every": steps,
-                                  "warmup_steps": max(1, steps // 10), **common})
+                                  **common})
     return ar, scratch
 
 

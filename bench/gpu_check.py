@@ -5,7 +5,10 @@
 Needs only torch, Lightning and this package (no `datasets`/`papermill`: batches are random
 tokens, which is all throughput and memory depend on). Per preset (masked objective,
 bf16 autocast, the preset's micro-batch and sequence length):
-  - tokens/s of a full training step (fwd + bwd + fused AdamW), MFU vs the datasheet bf16 peak;
+  - tokens/s of a full training step (fwd + bwd + fused AdamW), MFU = executed FLOPs
+    (`estimate.executed_flops_per_token`: the head only at masked positions) vs the datasheet
+    bf16 peak (the step runs under bf16 autocast, so the bf16 peak is the right one; the
+    fp32/TF32 choice of `callbacks.gpu_peak_flops` does not arise here);
   - torch.cuda.max_memory_allocated() vs `sunfish_lib.estimate.report(...)` total (single GPU);
 then a few FSDP2 steps (ModelParallelStrategy, NCCL, one process) of the smallest preset
 through the real Lightning module, checking the loss is finite and falls.
@@ -23,7 +26,7 @@ import torch
 
 from sunfish_lib.config import get_config
 from sunfish_lib.diffusion import build_objective
-from sunfish_lib.estimate import flops_per_token, report
+from sunfish_lib.estimate import executed_flops_per_token, report
 from sunfish_lib.model import Backbone
 from sunfish_lib.train.callbacks import device_peak_flops
 
@@ -62,7 +65,7 @@ def step_bench(preset: str, steps: int, device: torch.device, checkpointing: boo
                  micro_batch=B, seq_len=T, device=device.type)
     measured = torch.cuda.max_memory_allocated() if amp else float("nan")
     out = {"preset": preset, "checkpointing": checkpointing, "params": sum(p.numel() for p in model.parameters()),
-           "tokens_per_s": tps, "mfu": tps * flops_per_token(cfg, T) / peak, "peak_source": source,
+           "tokens_per_s": tps, "mfu": tps * executed_flops_per_token(cfg, T) / peak, "peak_source": source,
            "mem_estimated": est["memory"]["total"], "mem_measured": measured,
            "mem_ratio": est["memory"]["total"] / measured if amp else None, "loss": float(loss)}
     print(f"{preset:>5} ckpt={checkpointing!s:5} {out['params']:>13,} params  {tps:>10,.0f} tok/s  "

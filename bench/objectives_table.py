@@ -36,7 +36,7 @@ def train_objective(objective: str, steps: int, out: Path, reuse: bool, **overri
         print(f"{objective}: reusing {run_dir}")
         return run_dir
     cfg = get_config("tiny", {"objective": objective, "sampler": DEFAULT_SAMPLERS[objective], "max_steps": steps,
-                              "warmup_steps": max(1, steps // 10), "val_every": steps, "ckpt_every": steps,
+                              "val_every": steps, "ckpt_every": steps,
                               "log_every": max(1, steps // 20), "tensorboard": False, "keep_best": 0,
                               **overrides})
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project's virtual environment in .venv and install Sunfish
-# with its pinned dependencies. Idempotent: a second run with unchanged pins is instant.
+# with the pinned versions of constraints.txt (pyproject.toml states only ranges). Idempotent: a second run with unchanged pins is instant.
 #   SUNFISH_PYTHON=python3.11  the interpreter to build the venv from
 #   SUNFISH_VENV=.venv         where the venv lives
 set -euo pipefail
@@ -25,9 +25,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-# Reinstall only when the pins changed (hash of pyproject.toml).
+# Reinstall only when the ranges or the pins changed (hash of pyproject.toml + constraints.txt).
 stamp="$VENV/.sunfish-install-stamp"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c 'import sunfish_lib' 2>/dev/null; then
   echo "setup: $VENV is up to date"
   exit 0
@@ -35,9 +35,9 @@ fi
 
 echo "setup: installing Sunfish and its pinned dependencies into $VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-# torch first and alone: the pin (2.13.0) selects the CPU build where one is provided
-# locally; GPU users install the CUDA build of 2.13.0 beforehand (README) and pip keeps it.
-"$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+# torch first and alone: its pin (constraints.txt) selects the CPU build where one is provided
+# locally; GPU users install the CUDA build of that version beforehand (README) and pip keeps it.
+"$VENV/bin/python" -m pip install --quiet "$(grep -E '^torch==' constraints.txt)"
+"$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[dev]"
 echo "$want" > "$stamp"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

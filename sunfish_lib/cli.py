@@ -220,7 +220,9 @@ def _cmd_estimate(args) -> int:
     t.add_row("checkpoint: weights / + AdamW", f"{rep['checkpoint']['weights'] / gib:.2f} / "
               f"{rep['checkpoint']['with_optimizer'] / gib:.2f}")
     for v in rep["verdicts"]:
-        t.add_row(f"{v['gpu_gb']:g} GB GPU: needs {v['needed_gb']} GiB", "[green]fits[/]" if v["fits"] else "[red]no[/]")
+        bound = " (bounds the run)" if v.get("bounds_run") else ""
+        t.add_row(f"{v['gpu_gb']:g} GiB card{bound}: needs {v['needed_gb']} GiB, headroom {v['headroom_gb']:+.2f}",
+                  "[green]fits[/]" if v["fits"] else "[red]no[/]")
     console = Console(width=160)
     console.print(t)
     console.print(f"tokens per optimizer step: {rep['tokens_per_step']:,} = micro-batch {st['micro_batch']} x "
@@ -262,12 +264,35 @@ def _add_runs(sub) -> None:
     add_parser(sub)
 
 
+def _add_export(sub) -> None:
+    from sunfish_lib.export_command import add_parser
+
+    add_parser(sub)
+
+
+def _add_eval_harness(sub) -> None:
+    from sunfish_lib.harness_command import add_parser
+
+    add_parser(sub)
+
+
 COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_evaluate, _add_sample, _add_convert,
-            _add_runs]
+            _add_runs, _add_export, _add_eval_harness]
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or the source tree's when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sunfish")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sunfish", description="Sunfish: a research workbook for diffusion language models")
+    parser.add_argument("--version", action="version", version=f"sunfish {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in COMMANDS:
         add(sub)

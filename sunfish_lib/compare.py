@@ -23,13 +23,22 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from sunfish_lib.config import accumulation_for
+from sunfish_lib.data.packing import curriculum_length
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.registry import aligned, is_training_run, list_runs, read_json
+from sunfish_lib.registry import is_training_run, list_runs, read_json
 from sunfish_lib.train.metrics import read_metrics
 
 X_AXES = {"step": "step", "tokens": "tokens", "wall": "wall_s"}
 METRIC_COLUMNS = ("run", "objective", "steps", "tokens", "wall_s", "train_loss", "val_loss", "eval_kind",
-                  "nats_per_token", "stderr", "perplexity", "bits_per_byte", "sample_entropy", "denoise_entropy")
+                  "nats_per_token", "stderr", "perplexity", "bits_per_byte", "sample_entropy", "reference_entropy",
+                  "distinct_2", "judge_ppl", "reference_judge_ppl", "denoise_entropy")
+
+METRIC_HEADERS = {"wall_s": "wall (s)", "train_loss": "train loss", "val_loss": "val loss", "eval_kind": "held-out kind",
+                  "nats_per_token": "nats/token", "stderr": "± SE", "perplexity": "ppl", "bits_per_byte": "bits/byte",
+                  "sample_entropy": "sample entropy (nats)", "reference_entropy": "held-out entropy (nats)",
+                  "distinct_2": "distinct-2", "judge_ppl": "judge ppl", "reference_judge_ppl": "judge ppl of held-out",
+                  "denoise_entropy": "denoise entropy (nats)"}
+"""Column headers with units for the metrics table (notebook 09)."""
 
 
 def pick_runs(runs: Iterable[str | Path] = (), run_dir: str | Path | None = None, newest: int = 4) -> list[Path]:
@@ -78,23 +87,35 @@ def run_labels(paths: Iterable[str | Path]) -> dict[str, Path]:
 
 
 def tokens_per_step(config: Mapping[str, Any]) -> int:
-    """Tokens per optimizer step: micro-batch x sequence length x accumulation x devices x nodes."""
+    """Tokens per optimizer step once any curriculum is over: micro-batch x seq_len x accumulation x devices x nodes."""
     d, t = config["data"], config["train"]
     per_pass = d["micro_batch_size"] * t["devices"] * t["num_nodes"]
     return per_pass * d["seq_len"] * accumulation_for(t.get("global_batch_size", 0), per_pass, t["accumulate_grad_batches"])
+
+
+def tokens_after(config: Mapping[str, Any], steps: int) -> int:
+    """Tokens trained on in the first `steps` optimizer steps: rows are shorter while the length curriculum runs."""
+    d = config["data"]
+    full = tokens_per_step(config)
+    n_curr = min(steps, int(d.get("curriculum_steps", 0)))
+    if n_curr <= 0:
+        return steps * full
+    short = sum(curriculum_length(s, d["seq_len"], d["curriculum_start_len"], d["curriculum_steps"])
+                for s in range(n_curr))
+    return full // d["seq_len"] * short + (steps - n_curr) * full
 
 
 def curves(path: str | Path) -> list[dict[str, float]]:
     """The run's metric rows with `tokens` and `wall_s` added (wall_s only when the run logged its time)."""
     path = Path(path)
     rows = read_metrics(path)
-    per_step = tokens_per_step(read_json(path / "config.json"))
+    config = read_json(path / "config.json")
     timed = sorted((r["step"], r["time/elapsed_s"]) for r in rows if "time/elapsed_s" in r and "step" in r)
     out = []
     for r in rows:
         if "step" not in r:
             continue
-        extra = {"tokens": (r["step"] + 1) * per_step}  # logged steps are 0-based: step s ends s + 1 steps
+        extra = {"tokens": tokens_after(config, r["step"] + 1)}  # logged steps are 0-based: step s ends s + 1 steps
         if timed:
             extra["wall_s"] = float(np.interp(r["step"], [s for s, _ in timed], [w for _, w in timed]))
         out.append({**r, **extra})
@@ -123,26 +144,33 @@ def config_diff(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str,
 
 
 def sample_statistics(path: str | Path, *, num_samples: int = 4, length: int = 64, steps: int | None = None,
-                      seed: int = 0) -> dict[str, float | None]:
-    """sample_entropy and denoise_entropy (see the module docstring) of unconditional samples."""
-    from sunfish_lib.sampling.analysis import step_entropy, token_entropy
+                      seed: int = 0, judge: str | Path | None = None,
+                      run_dir: str | Path | None = None) -> dict[str, float | None]:
+    """Quality of unconditional samples (`quality.sample_quality`: entropy and distinct-2 next to held-out
+    text's, judge perplexity with the workbook's ar model or `judge`) and denoise_entropy."""
+    from sunfish_lib.quality import quality_of
+    from sunfish_lib.sampling.analysis import step_entropy
     from sunfish_lib.sampling.generate import generate
-    from sunfish_lib.train.checkpoint import load_for_inference
+    from sunfish_lib.sampling.session import load_checkpoint
 
-    model, cfg, tok = load_for_inference(path)
+    loaded = load_checkpoint(path)
+    model, cfg, tok = loaded.model, loaded.cfg, loaded.tokenizer
     diffusion = cfg.diffusion.objective != "ar"
     extra = {"steps": min(steps, cfg.sample.steps)} if steps and diffusion else {}
     gen = generate(model, cfg, tok, mode="uncond", num_samples=num_samples, length=length, seed=seed,
                    record=diffusion, **extra)
-    ent = token_entropy(gen.ids, gen.start == tok.mask_token_id)
+    q = quality_of(gen, loaded, judge=judge, run_dir=run_dir)
     denoise = None
     if gen.trajectory is not None and "entropy" in gen.trajectory.fields():
         denoise = float(np.mean([np.mean(step_entropy(gen.trajectory, b)) for b in range(num_samples)]))
-    return {"sample_entropy": float(np.mean(ent)), "denoise_entropy": denoise}
+    return {"sample_entropy": q["entropy"], "reference_entropy": q["reference_entropy"],
+            "distinct_2": q["distinct_2"], "judge_ppl": q["judge_ppl"],
+            "reference_judge_ppl": q["reference_judge_ppl"], "denoise_entropy": denoise}
 
 
 def final_metrics(path: str | Path, *, val_batches: int = 10, t_samples: int = 8, num_samples: int = 4,
-                  length: int = 64, steps: int | None = None, seed: int = 0) -> dict[str, Any]:
+                  length: int = 64, steps: int | None = None, seed: int = 0, judge: str | Path | None = None,
+                  run_dir: str | Path | None = None) -> dict[str, Any]:
     """One row of the comparison table (METRIC_COLUMNS, `run` left empty for the caller)."""
     from sunfish_lib.evaluate import evaluate_run
 
@@ -152,18 +180,19 @@ def final_metrics(path: str | Path, *, val_batches: int = 10, t_samples: int = 8
     trained = int(status.get("step", last.get("step", -1) + 1))  # logged steps are 0-based
     res = evaluate_run(path, val_batches=val_batches, t_samples=t_samples, seed=seed)
     return {"run": "", "objective": res.objective, "steps": trained,
-            "tokens": trained * tokens_per_step(read_json(path / "config.json")),
+            "tokens": tokens_after(read_json(path / "config.json"), trained),
             "wall_s": status.get("elapsed_s", last.get("wall_s")),
             "train_loss": last.get("train/loss"), "val_loss": last.get("val/loss"),
             "eval_kind": res.kind, "nats_per_token": res.nats_per_token, "stderr": res.stderr,
             "perplexity": res.perplexity, "bits_per_byte": res.bits_per_byte,
-            **sample_statistics(path, num_samples=num_samples, length=length, steps=steps, seed=seed)}
+            **sample_statistics(path, num_samples=num_samples, length=length, steps=steps, seed=seed, judge=judge,
+                                run_dir=run_dir)}
 
 
 def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None, **metric_kw) -> dict[str, Any]:
     """Final metrics and config diff of the runs; with out_dir, also compare.json and compare.csv there.
 
-    metric_kw: val_batches, t_samples, num_samples, length, steps, seed (see final_metrics).
+    metric_kw: val_batches, t_samples, num_samples, length, steps, seed, judge, run_dir (see final_metrics).
     """
     labels = run_labels(paths)
     table = [{**final_metrics(p, **metric_kw), "run": label} for label, p in labels.items()]
@@ -188,18 +217,3 @@ def write_comparison(result: Mapping[str, Any], out_dir: Path) -> None:
 
 def _cell(v: Any) -> Any:
     return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
-
-
-def format_metrics(table: Iterable[Mapping[str, Any]]) -> str:
-    """The metrics table as aligned text (numbers to 4 significant digits)."""
-    def fmt(v):
-        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    return aligned([list(METRIC_COLUMNS)] + [[fmt(r.get(c)) for c in METRIC_COLUMNS] for r in table])
-
-
-def format_diff(diff: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line per differing field: `field: label=value, label=value`."""
-    if not diff:
-        return "the configs are identical"
-    return "\n".join(f"{k}: " + ", ".join(f"{label}={v!r}" for label, v in vals.items()) for k, vals in diff.items())

@@ -26,9 +26,9 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 LR_DECAYS = ("cosine", "linear", "constant")
 NAN_POLICIES = ("stop", "skip")
-ROUNDINGS = ("cosine", "euclidean")
+ROUNDINGS = ("auto", "cosine", "euclidean")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "swiglu", "geglu")
 POS_ENCODINGS = ("learned", "rope")
 SAMPLERS = {
     "continuous": ("ddpm", "ddim"),
@@ -72,11 +72,28 @@ class ModelConfig:
     norm: str = "layernorm"
     """layernorm (GPT-2) or rmsnorm (Llama/Qwen/Mistral: x / rms(x) * g, no bias, no mean)."""
     mlp: str = "gelu"
-    """gelu (tanh-approximate GELU, GPT-2's gelu_new) or swiglu (silu(x W_gate) * x W_up, Llama)."""
+    """gelu (tanh-approximate GELU, GPT-2's gelu_new), swiglu (silu(x W_gate) * x W_up, Llama) or
+    geglu (gelu_tanh(x W_gate) * x W_up, Gemma)."""
     pos_encoding: str = "learned"
     """learned (absolute position embedding, GPT-2) or rope (rotary on q and k, Su et al. 2021; Llama)."""
     rope_theta: float = 10_000.0
     """RoPE base: frequencies theta^(-2i/head_dim)."""
+    rope_type: str = "default"
+    """default, or llama3: Llama-3.1's frequency scaling (low frequencies / rope_factor, a smooth band between)."""
+    rope_factor: float = 8.0
+    """llama3 RoPE: how much the low frequencies are slowed (Llama-3.1: 8)."""
+    rope_low_freq_factor: float = 1.0
+    """llama3 RoPE: wavelengths above rope_original_max_len / this are fully scaled."""
+    rope_high_freq_factor: float = 4.0
+    """llama3 RoPE: wavelengths below rope_original_max_len / this are kept."""
+    rope_original_max_len: int = 8192
+    """llama3 RoPE: the context length the parent was pretrained at before scaling."""
+    attn_head_dim: int | None = None
+    """Width of one attention head; None means d_model // n_heads (Qwen3 sets it apart from d_model)."""
+    embed_scale: float = 1.0
+    """Token embeddings are multiplied by this before the first block (Gemma: sqrt(d_model)); 1 = off."""
+    qk_norm: bool = False
+    """RMSNorm over each head's queries and keys before RoPE (Qwen3's q_norm / k_norm)."""
     n_kv_heads: int | None = None
     """Key/value heads (grouped-query attention, Ainslie et al. 2023); None means n_heads; must divide n_heads."""
     tie_embeddings: bool = True
@@ -100,11 +117,16 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.attn_head_dim if self.attn_head_dim is not None else self.d_model // self.n_heads
 
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def gated_mlp(self) -> bool:
+        """swiglu or geglu: fc1 holds the gate and up halves."""
+        return self.mlp in ("swiglu", "geglu")
 
     @property
     def has_qkv_bias(self) -> bool:
@@ -143,7 +165,7 @@ class DiffusionConfig:
     mask_schedule: str = "linear"
     """Masked diffusion: linear (alpha_t = 1 - t) or loglinear."""
     t_min: float = 1e-3
-    """Smallest t sampled in training (avoids the 1/t singularity)."""
+    """Masked: smallest t sampled in training (avoids the 1/t singularity); the continuous chain does not use it."""
     low_discrepancy: bool = True
     """Stratified (low-discrepancy) timestep sampling across the batch."""
     shift_logits: bool = False
@@ -279,9 +301,9 @@ class SampleConfig:
     temperature: float = 1.0
     """Softmax temperature for discrete sampling (0: greedy argmax)."""
     top_k: int = 0
-    """Keep the k most likely tokens (0: off)."""
+    """Discrete sampling (masked, ar): keep the k most likely tokens (0: off)."""
     top_p: float = 1.0
-    """Nucleus sampling mass (1.0: off)."""
+    """Discrete sampling (masked, ar): nucleus sampling mass (1.0: off)."""
     length: int = 64
     """Tokens per unconditional sample."""
     num_samples: int = 4
@@ -290,14 +312,17 @@ class SampleConfig:
     """Tokens per [MASK] span in infilling."""
     clamp: bool = False
     """Continuous: snap predicted x0 to the nearest embedding each step (Diffusion-LM clamping trick)."""
-    rounding: str = "cosine"
-    """Continuous: final rounding by cosine similarity or euclidean distance."""
+    rounding: str = "auto"
+    """Continuous: nearest-embedding rule for clamping and final rounding: euclidean (what the rounding CE trains),
+    cosine, or auto = euclidean, cosine only with diffusion.embed_norm (equal norms: the two agree)."""
     block_length: int = 0
     """Masked: semi-autoregressive block size (0: one block)."""
     threshold: float = 0.9
     """Masked threshold sampler: commit positions whose confidence exceeds this."""
     cfg_scale: float = 0.0
-    """Classifier-free guidance scale (0: off)."""
+    """Masked: classifier-free guidance scale (0: off)."""
+    allow_eos: bool = False
+    """Let samples contain EOS (variable-length generation); off: EOS, like [MASK] and [PAD], never appears."""
 
 
 @dataclass(frozen=True)
@@ -350,7 +375,13 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
-        """Rebuild a Config from `to_dict()` output; unknown keys are errors."""
+        """Rebuild a Config from `to_dict()` output; unknown keys are errors.
+
+        An export's Hugging Face config.json (model_type "sunfish") adds keys for `transformers`
+        (auto_map, resolved_model, ...); only the Config's own sections are read from it.
+        """
+        if isinstance(d, Mapping) and d.get("model_type") == "sunfish":
+            d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
         return _from_dict(cls, d, prefix="")
 
     @classmethod
@@ -450,10 +481,24 @@ PRESETS: dict[str, Config] = {
 
 
 def get_config(preset: str = "tiny", overrides: Mapping[str, Any] | None = None, **kw: Any) -> Config:
-    """The named preset with overrides applied, validated."""
+    """The named preset with overrides applied and the short-run rules (`short_run_rules`), validated."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[preset].override(overrides, **kw).validate()
+    items = {**dict(overrides or {}), **kw}
+    return short_run_rules(PRESETS[preset].override(items), items).validate()
+
+
+def short_run_rules(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """The one place the short-run rule lives (CLI, notebooks, benches all go through it).
+
+    When `overrides` change max_steps but not warmup_steps, warmup becomes a tenth of the
+    steps, never more than it was: min(warmup_steps, max(1, max_steps // 10)).
+    """
+    keys = {str(k).split(".")[-1] for k in overrides}
+    if "max_steps" not in keys or "warmup_steps" in keys:
+        return cfg
+    t = cfg.train
+    return cfg.override({"train.warmup_steps": min(t.warmup_steps, max(1, t.max_steps // 10))})
 
 
 def parse_set_args(pairs: list[str] | None) -> dict[str, str]:

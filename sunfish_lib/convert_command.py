@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -12,11 +13,14 @@ from sunfish_lib.errors import SunfishError
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="AR checkpoint (HF causal LM folder or Sunfish ar run) -> diffusion backbone")
     p.add_argument("--from", dest="source", required=True, metavar="HF_NAME_OR_DIR",
-                   help="a save_pretrained folder (GPT-2, Llama, Mistral, Qwen2), a cached hub name, or a Sunfish ar run")
-    p.add_argument("--out", type=Path, required=True, help="folder to write model.safetensors, config.json, tokenizer/")
+                   help="a save_pretrained folder (GPT-2, Llama incl. 3.x, Mistral, Qwen2, Qwen3, Gemma), a cached hub name, "
+                        "or a Sunfish ar run")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder to write: a Hugging Face folder (model.safetensors, config.json, remote code, tokenizer)")
     p.add_argument("--objective", default="masked", help="masked (bidirectional, default) or ar (kept causal)")
-    p.add_argument("--keep-shift", action="store_true",
-                   help="keep the AR shift: the token at i is scored by the logits at i-1 (diffusion.shift_logits)")
+    p.add_argument("--keep-shift", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the AR shift: the token at i is scored by the logits at i-1 (diffusion.shift_logits); "
+                        "default: on for --objective masked; --no-keep-shift opts out")
     p.add_argument("--time-conditioning", action="store_true", help="build the adaLN time pathway (a no-op at start)")
     p.add_argument("--tokenizer", help="the parent's tokenizer (name or folder) when --from has none")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from sunfish_lib.config import PRESETS, SAMPLERS, Config, ModelConfig, accumulation_for
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, memory_per_gpu
+from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, attention_params, memory_per_gpu
 
 CUDA_CONTEXT_BYTES = GiB // 2
 """Assumed: CUDA context + cuBLAS/cuDNN workspaces outside torch's allocator (not measured here)."""
@@ -48,13 +48,13 @@ def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
     tc = bool(m.time_conditioning)
     kv = m.kv_heads * m.head_dim  # width of k (and of v): < d under grouped-query attention
     norm = d * (2 if b and m.norm == "layernorm" else 1)  # LayerNorm weight (+ bias); RMSNorm weight only
-    up = 2 * f if m.mlp == "swiglu" else f  # SwiGLU's fc1 holds the gate and up halves
+    up = 2 * f if m.gated_mlp else f  # SwiGLU's fc1 holds the gate and up halves
     return {
         "token_embedding": V * e,
         "in_proj": _linear(e, d, b) if e != d else 0,
         "self_cond_proj": _linear(e, d, b) if getattr(m, "self_cond_input", False) else 0,
         "position_embedding": m.max_seq_len * d if m.pos_encoding == "learned" else 0,  # RoPE has no parameters
-        "attention": L * (_linear(d, d + 2 * kv, m.has_qkv_bias) + _linear(d, d, b)),  # qkv + output projection
+        "attention": L * attention_params(m),  # qkv + output projection (+ Qwen3 q/k norm gains)
         "mlp": L * (_linear(d, up, b) + _linear(f, d, b)),
         "block_norms": L * 2 * norm,
         "adaln_tables": L * 4 * d if tc else 0,  # per-block (4, d) modulation table
@@ -96,8 +96,9 @@ def matmul_params(cfg: Config | ModelConfig) -> int:
     kv = m.kv_heads * m.head_dim
     proj = (2 * d * e if e != d else 0) + (e * d if getattr(m, "self_cond_input", False) else 0)
     head = V * e if m.tie_embeddings else V * d
-    mlp = (3 if m.mlp == "swiglu" else 2) * d * f
-    return m.n_layers * (d * (d + 2 * kv) + d * d + mlp) + proj + head
+    mlp = (3 if m.gated_mlp else 2) * d * f
+    q = m.n_heads * m.head_dim  # = d unless attn_head_dim sets it apart
+    return m.n_layers * (d * (q + 2 * kv) + q * d + mlp) + proj + head
 
 
 # ----------------------------------------------------------------------------
@@ -130,8 +131,51 @@ def flops_breakdown(cfg: Config | ModelConfig, seq_len: int) -> dict[str, float]
 
 
 def flops_per_token(cfg: Config | ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token: 6N + 12 L T d (+ the per-sequence time MLP / T)."""
+    """Nominal training FLOPs per token: 6N + 12 L T d (+ the per-sequence time MLP / T).
+
+    The head counted at every position, as a plain LM step would run it; for what an
+    objective's step actually executes (the MFU convention) see `executed_flops_per_token`.
+    """
     return flops_breakdown(cfg, seq_len)["total"]
+
+
+def expected_mask_fraction(cfg: Config) -> float:
+    """E_t[1 - alpha_t] for t ~ U[t_min, 1]: (1 + t_min) / 2 (loglinear's extra (1 - 1e-3) factor ignored)."""
+    return 0.5 * (1.0 + cfg.diffusion.t_min)
+
+
+def executed_flops_per_token(cfg: Config, seq_len: int | None = None, *, masked_fraction: float | None = None) -> float:
+    """Training FLOPs one input token costs under `cfg`'s objective, as executed. THE MFU convention.
+
+    Used by `perf/mfu` (train/callbacks.py), bench/train_throughput.py and bench/gpu_check.py.
+    Forward + backward matmul FLOPs (`flops_breakdown`: PaLM's 6N + attention + time MLP), except:
+    - the vocabulary projection runs only where the objective computes logits: masked, at the
+      masked positions (`masked_fraction`, default `expected_mask_fraction`); AR, at every
+      position; continuous, the rounding logits x0_hat @ table^T (V x emb_dim) at every position;
+    - continuous: self_cond_proj's input carries no gradient (backward 2, not 4, FLOPs per
+      weight); self-conditioning adds its gradient-free first forward on every row: 2 FLOPs
+      per backbone weight (without the head) + the forward third of attention + the time MLP's
+      forward (2 x (time_freq_dim d + 5 d^2) per sequence).
+    Not counted: elementwise work, the optimizer step, recomputation under activation checkpointing.
+    """
+    m = _model(cfg)
+    T = seq_len or cfg.data.seq_len
+    fb = flops_breakdown(m, T)
+    head = m.vocab_size * (m.emb_dim if m.tie_embeddings else m.d_model)  # in matmul_params
+    body = fb["total"] - 6 * head
+    objective = cfg.diffusion.objective
+    if objective == "masked":
+        frac = expected_mask_fraction(cfg) if masked_fraction is None else masked_fraction
+        return body + 6 * head * frac
+    if objective == "continuous":
+        total = body + 6 * m.vocab_size * m.emb_dim
+        if m.self_cond_input:  # its input (a detached x0_hat, or zeros) needs no gradient: backward 2 per weight, not 4
+            total -= 2 * m.emb_dim * m.d_model
+        if cfg.diffusion.self_conditioning:
+            time_fwd = 2 * (m.time_freq_dim * m.d_model + 5 * m.d_model**2) / T if m.time_conditioning else 0.0
+            total += 2 * (matmul_params(m) - head) + fb["attention"] / 3 + time_fwd
+        return total
+    return fb["total"]
 
 
 # ----------------------------------------------------------------------------
@@ -244,19 +288,18 @@ def needed_bytes(total: int) -> int:
 
 
 def verdicts(total: int, strategy: str, gpu_mem_gb: Sequence[float]) -> list[dict]:
-    """Fits / does not fit, per GPU, for a per-GPU peak of `total` bytes.
+    """Fits / does not fit, per GPU, for a per-GPU peak of `total` bytes (card sizes in GiB).
 
-    `single` runs on one card, so each card is judged alone. DDP replicates and FSDP
-    shards evenly, so every rank holds the same bytes and the smallest card bounds the run.
+    Each row judges its own card: `fits` and `headroom_gb` are that card's (card - needed).
+    `single` runs on one card, so any card that fits will do. DDP replicates and FSDP shards
+    evenly, so every rank holds the same bytes: the run fits when every card does, and
+    `bounds_run` marks the smallest card, the one that decides it.
     """
     need = needed_bytes(total)
     bound = min(gpu_mem_gb) if gpu_mem_gb else 0
-    out = []
-    for gb in gpu_mem_gb:
-        ok = need <= gb * GiB if strategy == "single" else need <= bound * GiB
-        out.append({"gpu_gb": gb, "fits": ok, "needed_gb": round(need / GiB, 2),
-                    "headroom_gb": round((gb if strategy == "single" else bound) - need / GiB, 2)})
-    return out
+    return [{"gpu_gb": gb, "fits": need <= gb * GiB, "needed_gb": round(need / GiB, 2),
+             "headroom_gb": round(gb - need / GiB, 2), "bounds_run": strategy != "single" and gb == bound}
+            for gb in gpu_mem_gb]
 
 
 def report(cfg: Config | str, *, strategy=None, n_gpus=None, precision=None, activation_checkpointing=None,
@@ -364,7 +407,7 @@ def advise(cfg: Config | str, gpu_mem_gb=(48, 20), *, precision=None, micro_batc
 
 def _advice_row(strategy: str, n: int, gpus: list[float], first: dict, fit: dict, change: str | None) -> dict:
     bound = max(gpus) if strategy == "single" else min(gpus)
-    used = f"the {bound:g} GB card" if strategy == "single" else f"{n} GPUs, bounded by the {bound:g} GB card"
+    used = f"the {bound:g} GiB card" if strategy == "single" else f"{n} GPUs, bounded by the {bound:g} GiB card"
     need0 = first["verdicts"][0]["needed_gb"]
     if change == "as configured":
         line = f"{strategy}: fits as configured on {used} ({need0} of {bound:g} GiB needed)"

@@ -9,14 +9,22 @@
   how well the denoiser names the tokens from lightly noised embeddings, not log p(x).
 
 Units: nats per token, perplexity exp(nats/token), and bits per byte
-(nats_total / ln 2 / utf-8 bytes of the decoded text) so different tokenizers compare.
+(nats_total / ln 2 / UTF-8 bytes of exactly the scored tokens) so different tokenizers
+compare. Bytes come from per-token byte lengths (`SunfishTokenizer.token_bytes`): special
+tokens (EOS, [PAD]) stand for no text and count 0, and a row cut inside a UTF-8 character
+counts each byte once (decoding the row would count a U+FFFD, 3 bytes, at each cut).
+
+Scored tokens: each objective's `scored(batch)` (B, T). The AR baseline built by
+`build_objective` reads an EOS as BOS and scores every real token, the same set as the
+masked ELBO; sequences are weighted by their scored-token counts, so an all-ones
+attention mask changes nothing.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from typing import Iterable, Sequence
 
 import torch
 
@@ -78,23 +86,24 @@ def evaluate_likelihood(
     batches: Iterable[dict],
     *,
     t_samples: int = 8,
-    count_bytes: Callable[[torch.Tensor], int] | None = None,
+    token_bytes: Sequence[int] | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> LikelihoodResult:
     """Validation likelihood of `model` under `objective` over `batches`.
 
-    count_bytes(input_ids (B, T)) -> utf-8 bytes of that text, for bits per byte.
+    token_bytes (V,): UTF-8 bytes of each token id (`SunfishTokenizer.token_bytes()`), for
+    bits per byte over exactly the tokens `objective.scored(batch)` scores.
     """
     was_training = model.training
     model.eval()
+    lengths = None if token_bytes is None else torch.as_tensor(token_bytes, dtype=torch.long)
     per_seq, weights, n_bytes = [], [], 0
     for batch in batches:
         per_seq.append(_per_sequence(objective, model, batch, t_samples, generator))
-        am = batch.get("attention_mask")
-        n_tok = batch["input_ids"].shape[1] - (1 if objective.name == "ar" else 0)
-        weights.append(am.sum(1).double() if am is not None else torch.full_like(per_seq[-1], float(n_tok)))
-        if count_bytes is not None:
-            n_bytes += count_bytes(batch["input_ids"])
+        scored = objective.scored(batch)  # (B, T) bool
+        weights.append(scored.sum(1).double())
+        if lengths is not None:
+            n_bytes += int(lengths.to(scored.device)[batch["input_ids"]][scored].sum())
     model.train(was_training)
     if not per_seq:
         raise ValueError("evaluate_likelihood got no batches")
@@ -112,7 +121,7 @@ def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int 
     """Validation likelihood of a run folder, exported folder or .ckpt on its own data config.
 
     The held-out documents of `data.source` (the same split training never saw), the first
-    `val_batches` batches; bits per byte from the decoded text's UTF-8 length.
+    `val_batches` batches; bits per byte over the scored tokens' bytes (`token_bytes`).
     """
     from sunfish_lib.data import make_loader
     from sunfish_lib.diffusion import build_objective
@@ -130,9 +139,6 @@ def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int 
         if len(batches) == val_batches:
             break
 
-    def count_bytes(ids: torch.Tensor) -> int:
-        return sum(len(tok.decode(row.tolist()).encode("utf-8")) for row in ids)
-
-    objective = build_objective(cfg, tok.mask_token_id)
-    return evaluate_likelihood(model, objective, batches, t_samples=t_samples, count_bytes=count_bytes,
+    objective = build_objective(cfg, tok.mask_token_id, tok.eos_token_id)
+    return evaluate_likelihood(model, objective, batches, t_samples=t_samples, token_bytes=tok.token_bytes(),
                                generator=torch.Generator().manual_seed(seed))

@@ -57,14 +57,32 @@ def make_norm(cfg: ModelConfig, dim: int) -> nn.Module:
 # Rotary position embedding (RoFormer, Su et al. 2021)
 # ----------------------------------------------------------------------------
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 cos and sin tables (T, head_dim) for integer positions (T,).
+def rope_inv_freq(cfg: ModelConfig, device=None) -> torch.Tensor:
+    """RoPE frequencies (head_dim/2,): theta^(-2i/head_dim) (RoFormer Eq. 15), llama3-scaled if asked.
 
-    Frequencies theta^(-2i/head_dim), i < head_dim/2 (RoFormer Eq. 15), laid out as two
-    halves [f, f]: the "rotate half" convention of HF's LlamaRotaryEmbedding, not the
-    interleaved pairs of the paper; the two differ by a fixed permutation of q/k features.
+    llama3 (Llama 3.1; HF `_compute_llama3_parameters`): wavelengths 2 pi / f longer than
+    L / low_freq_factor are slowed by `rope_factor`, those shorter than L / high_freq_factor
+    kept, and the band between interpolates linearly in L / wavelength (L = the original context).
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    hd = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32, device=device) / hd))
+    if cfg.rope_type != "llama3":
+        return inv_freq
+    L, lo, hi, factor = cfg.rope_original_max_len, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor, cfg.rope_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > L / lo, inv_freq / factor, inv_freq)
+    smooth = (L / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= L / hi) & (wavelen <= L / lo)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 cos and sin tables (T, head_dim) for integer positions (T,) and frequencies (head_dim/2,).
+
+    Laid out as two halves [f, f]: the "rotate half" convention of HF's LlamaRotaryEmbedding,
+    not the interleaved pairs of the paper; the two differ by a fixed permutation of q/k features.
+    """
     freqs = positions.float()[:, None] * inv_freq[None, :]  # (T, head_dim/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (T, head_dim)
     return emb.cos(), emb.sin()
@@ -117,9 +135,12 @@ class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        self.kv_dim = self.n_kv * self.head_dim
-        self.qkv = nn.Linear(cfg.d_model, cfg.d_model + 2 * self.kv_dim, bias=cfg.has_qkv_bias)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.q_dim, self.kv_dim = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        self.qkv = nn.Linear(cfg.d_model, self.q_dim + 2 * self.kv_dim, bias=cfg.has_qkv_bias)
+        self.proj = nn.Linear(self.q_dim, cfg.d_model, bias=cfg.bias)
+        # Qwen3: RMSNorm over each head's features (one gain of head_dim shared by the heads), before RoPE.
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.dropout = cfg.dropout
 
     def forward(
@@ -128,10 +149,12 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         hs = self.head_dim
-        q, k, v = self.qkv(x).split([C, self.kv_dim, self.kv_dim], dim=2)
+        q, k, v = self.qkv(x).split([self.q_dim, self.kv_dim, self.kv_dim], dim=2)
         q = q.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_kv, hs).transpose(1, 2)  # (B, n_kv, T, hs)
         v = v.view(B, T, self.n_kv, hs).transpose(1, 2)  # (B, n_kv, T, hs)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv is not None:
@@ -148,7 +171,7 @@ class SelfAttention(nn.Module):
             is_causal=causal and attn_mask is None,
             enable_gqa=self.n_kv != self.n_heads,
         )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.q_dim)
         return self.proj(y)
 
 
@@ -157,7 +180,7 @@ class SelfAttention(nn.Module):
 # ----------------------------------------------------------------------------
 
 class MLP(nn.Module):
-    """GELU MLP (GPT-2: fc2(gelu_tanh(fc1 x))) or SwiGLU (Shazeer 2020, Eq. 6; Llama's LlamaMLP).
+    """GELU MLP (GPT-2: fc2(gelu_tanh(fc1 x))), SwiGLU (Shazeer 2020, Eq. 6; Llama's LlamaMLP) or GeGLU (Gemma).
 
     SwiGLU fuses the gate and up projections into one `fc1` with rows [W_gate; W_up]:
     fc2(silu(x W_gate) * x W_up), each half `ff_dim` wide.
@@ -165,13 +188,14 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.swiglu = cfg.mlp == "swiglu"
-        self.fc1 = nn.Linear(cfg.d_model, (2 if self.swiglu else 1) * cfg.ff_dim, bias=cfg.bias)
+        self.kind = cfg.mlp
+        self.fc1 = nn.Linear(cfg.d_model, (2 if cfg.gated_mlp else 1) * cfg.ff_dim, bias=cfg.bias)
         self.fc2 = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)  # (B, T, f) or (B, T, 2f)
-        if self.swiglu:
+        if self.kind != "gelu":
             gate, up = h.chunk(2, dim=-1)  # (B, T, f) each
-            return self.fc2(F.silu(gate) * up)
+            act = F.silu(gate) if self.kind == "swiglu" else F.gelu(gate, approximate="tanh")  # geglu: Gemma
+            return self.fc2(act * up)
         return self.fc2(F.gelu(h, approximate="tanh"))

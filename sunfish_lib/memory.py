@@ -143,15 +143,20 @@ def _linear(i: int, o: int, bias: bool) -> int:
     return i * o + (o if bias else 0)
 
 
+def attention_params(m: ModelConfig) -> int:
+    """One block's attention: fused qkv (q: n_heads * head_dim wide), output projection, q/k norm gains."""
+    q, kv = m.n_heads * m.head_dim, m.kv_heads * m.head_dim
+    return _linear(m.d_model, q + 2 * kv, m.has_qkv_bias) + _linear(q, m.d_model, m.bias) \
+        + (2 * m.head_dim if m.qk_norm else 0)
+
+
 def block_params(m: ModelConfig) -> int:
     """Parameters of one transformer block (an FSDP unit)."""
     d, f, b = m.d_model, m.ff_dim, m.bias
     norms = 2 * d * (2 if b and m.norm == "layernorm" else 1)
     table = 4 * d if m.time_conditioning else 0
-    kv = m.kv_heads * m.head_dim
-    up = 2 * f if m.mlp == "swiglu" else f
-    return _linear(d, d + 2 * kv, m.has_qkv_bias) + _linear(d, d, b) + _linear(d, up, b) + _linear(f, d, b) \
-        + norms + table
+    up = 2 * f if m.gated_mlp else f
+    return attention_params(m) + _linear(d, up, b) + _linear(f, d, b) + norms + table
 
 
 def largest_optimizer_group(m: ModelConfig) -> int:
@@ -167,8 +172,8 @@ def largest_optimizer_group(m: ModelConfig) -> int:
     pos = m.max_seq_len * d if m.pos_encoding == "learned" else 0
     embed = m.vocab_size * e + pos + proj + (0 if m.tie_embeddings else m.vocab_size * d)
     time = m.time_freq_dim * d + 5 * d * d if m.time_conditioning else 0
-    attn = d * (d + 2 * m.kv_heads * m.head_dim) + d * d
-    mlp = (3 if m.mlp == "swiglu" else 2) * d * f
+    attn = d * (m.n_heads + 2 * m.kv_heads) * m.head_dim + m.n_heads * m.head_dim * d
+    mlp = (3 if m.gated_mlp else 2) * d * f
     return max(embed, mlp, attn, time)
 
 
@@ -209,7 +214,7 @@ def block_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
         "qkv": n * (d + 2 * kv) * c,  # q, k, v views of one (B, T, d + 2 kv) tensor (math: scaled copies)
         "attention_out": n * d * c,
         # GELU: fc1 output and GELU output; SwiGLU: fc1 output (gate | up, 2f), silu(gate), the product
-        "mlp_hidden": n * (4 if m.mlp == "swiglu" else 2) * f * c,
+        "mlp_hidden": n * (4 if m.gated_mlp else 2) * f * c,
     }
     if m.pos_encoding == "rope":
         items["rope_qk"] = n * (d + kv) * c  # rotated q and k (SDPA's inputs); the rotations save only cos/sin
@@ -279,7 +284,7 @@ def _backward_working_set(m: ModelConfig, s: Setup) -> int:
     """Gradient tensors alive inside one block's backward (MLP: d GELU-out and d fc1-out; attention: dq, dk, dv)."""
     p = PRECISIONS[s.precision]
     n, d, f, c, a = s.micro_batch * s.seq_len, m.d_model, m.ff_dim, p.compute, p.residual
-    mlp = n * ((4 if m.mlp == "swiglu" else 2) * f * c + 2 * d * a)
+    mlp = n * ((4 if m.gated_mlp else 2) * f * c + 2 * d * a)
     attn = n * (3 * d * c + 4 * d + 2 * d * a)  # + the flash backward's fp32 dq accumulator
     ws = max(mlp, attn)
     if s.activation_checkpointing:  # the block being recomputed

@@ -35,7 +35,8 @@ from torch.utils.checkpoint import checkpoint
 
 from sunfish_lib.config import ModelConfig
 from sunfish_lib.layers import (  # noqa: F401 (re-exported: callers import them from here)
-    MLP, TIME_SCALE, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, timestep_embedding,
+    MLP, TIME_SCALE, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
+    timestep_embedding,
 )
 
 
@@ -157,6 +158,8 @@ class Backbone(nn.Module):
         if (tokens is None) == (vectors is None):
             raise ValueError("pass exactly one of tokens or vectors")
         x = self.embed(tokens) if tokens is not None else vectors  # (B, T, e)
+        if self.cfg.embed_scale != 1.0 and tokens is not None:  # Gemma's normalizer sqrt(d_model), on token ids
+            x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)
         B, T = x.shape[:2]
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.cfg.max_seq_len:
@@ -202,7 +205,7 @@ class Backbone(nn.Module):
         positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
         if self.pos_emb is not None:
             return x + self.pos_emb(positions), None
-        return x, rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        return x, rope_cos_sin(positions, rope_inv_freq(self.cfg, x.device))
 
     def _time_modulation(self, t, B: int, x: torch.Tensor) -> torch.Tensor | None:
         if self.time_emb is None:

@@ -40,7 +40,7 @@ def memory_bars(rows: Sequence[dict], gpu_mem_gb: Sequence[float] | None = None,
         bottom = [b + h for b, h in zip(bottom, heights)]
     for gb in sorted(set(gpu_mem_gb or []), reverse=True):
         ax.axhline(gb, color="black", linestyle="--", linewidth=1)
-        ax.annotate(f"{gb:g} GB card", (len(rows) - 0.5, gb), ha="right", va="bottom", fontsize=8)
+        ax.annotate(f"{gb:g} GiB card", (len(rows) - 0.5, gb), ha="right", va="bottom", fontsize=8)
     ax.set_xticks(x, [_bar_label(r) for r in rows], fontsize=8)
     ax.set_ylabel("GiB per GPU at the step's peak")
     ax.set_title(title or "Memory per GPU by strategy and sequence length")
@@ -306,28 +306,40 @@ def save_denoising_gif(frames: Sequence[Sequence[tuple[str, str]]], path: str | 
 # ----------------------------------------------------------------------------
 
 COMPARE_X = (("step", "step"), ("tokens", "tokens"), ("wall_s", "wall time (s)"))
+LOSS_AXIS = {"ar": "AR loss: exact NLL (nats/token)", "masked": "masked loss: ELBO estimate (nats/token)",
+             "continuous": "continuous loss: MSE + rounding CE\n(not a likelihood)", "": "loss"}
+"""y-axis label per objective: their losses are not on one scale, so each gets its own row."""
 
 
-def compare_curves(runs: Mapping[str, Sequence[dict]], *, keys: Sequence[str] = ("train/loss", "val/loss"),
-                   title: str | None = None) -> Figure:
-    """One row per metric, one column per x axis (step, tokens, wall time); one colour per run.
+def compare_curves(runs: Mapping[str, Sequence[dict]], *, objectives: Mapping[str, str] | None = None,
+                   keys: Sequence[str] = ("train/loss", "val/loss"), title: str | None = None) -> Figure:
+    """One row per objective (losses that do not compare never share an axis), one column per x axis
+    (step, tokens, wall time); one colour per run, training loss as a line, validation as markers.
 
-    Validation points get markers (they are few). A run without `wall_s` (trained before the
-    time was logged) is left out of that column only.
+    objectives: label -> objective name (None: one row). The legend sits outside the axes, on
+    the right. A run without `wall_s` (trained before the time was logged) is left out of that
+    column only.
     """
-    fig = Figure(figsize=(13.0, 3.2 * len(keys)), layout="constrained")
-    axes = fig.subplots(len(keys), len(COMPARE_X), squeeze=False)
-    for row, key in zip(axes, keys):
+    objectives = objectives or {}
+    groups = list(dict.fromkeys(objectives.get(label, "") for label in runs))
+    fig = Figure(figsize=(15.0, 3.0 * len(groups) + 0.6), layout="constrained")
+    axes = fig.subplots(len(groups), len(COMPARE_X), squeeze=False)
+    for row, group in zip(axes, groups):
         for ax, (x, xlabel) in zip(row, COMPARE_X):
             for i, (label, rows) in enumerate(runs.items()):
-                pts = [(r[x], r[key]) for r in rows if x in r and key in r]
-                if pts:
-                    ax.plot(*zip(*pts), color=f"C{i}", label=label,
-                            marker="o" if key.startswith("val/") or len(pts) < 30 else None, ms=4)
+                if objectives.get(label, "") != group:
+                    continue
+                for key in keys:
+                    pts = [(r[x], r[key]) for r in rows if x in r and key in r]
+                    val = key.startswith("val/")
+                    if pts:
+                        ax.plot(*zip(*pts), color=f"C{i}", label=f"{label} ({key.split('/')[0]})",
+                                ls="none" if val else "-", marker="o" if val or len(pts) < 30 else None, ms=4)
             ax.set_xlabel(xlabel)
-            ax.set_ylabel(key)
-            if ax.lines and x == "step":
-                ax.legend(fontsize=8)
+            ax.set_ylabel(LOSS_AXIS.get(group, group))
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.lines}
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
     if title:
         fig.suptitle(title)
     return fig

@@ -40,6 +40,15 @@ def _validate_architecture(m: ModelConfig) -> None:
     _one_of("model.mlp", m.mlp, MLPS)
     _one_of("model.pos_encoding", m.pos_encoding, POS_ENCODINGS)
     _positive("model.rope_theta", m.rope_theta)
+    _one_of("model.rope_type", m.rope_type, ("default", "llama3"))
+    if m.rope_type == "llama3":
+        for name in ("rope_factor", "rope_low_freq_factor", "rope_original_max_len"):
+            _positive(f"model.{name}", getattr(m, name))
+        _check(m.rope_high_freq_factor > m.rope_low_freq_factor, f"model.rope_high_freq_factor="
+               f"{m.rope_high_freq_factor} must exceed model.rope_low_freq_factor={m.rope_low_freq_factor}")
+    _positive("model.embed_scale", m.embed_scale)
+    if m.attn_head_dim is not None:
+        _positive("model.attn_head_dim", m.attn_head_dim)
     if m.pos_encoding == "rope":
         _check(m.head_dim % 2 == 0, f"model.pos_encoding='rope' needs an even head dim; d_model/n_heads = {m.head_dim}")
     if m.n_kv_heads is not None:
@@ -55,6 +64,10 @@ def validate(cfg: Config) -> None:
     _validate_model(m)
     _validate_objective(d, m)
     _validate_data(cfg.data, m)
+    # Continuous x_t shows no token, so clean-x0 document ids would leak every boundary into the denoiser.
+    _check(d.objective != "continuous" or cfg.data.cross_document_attention,
+           "data.cross_document_attention=False does not combine with objective 'continuous' (its noisy input "
+           "shows no EOS, so the document mask would leak x0); set it to true")
     _validate_train(cfg.train)
     _validate_global_batch(cfg)
     _validate_sample(cfg.sample, d, m)
@@ -64,7 +77,7 @@ def _validate_model(m: ModelConfig) -> None:
     """Shapes and init of the backbone."""
     for name in ("vocab_size", "n_layers", "n_heads", "d_model", "max_seq_len", "time_freq_dim"):
         _positive(f"model.{name}", getattr(m, name))
-    _check(m.d_model % m.n_heads == 0,
+    _check(m.attn_head_dim is not None or m.d_model % m.n_heads == 0,
            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; pick heads that divide it")
     _check(m.time_freq_dim % 2 == 0, f"model.time_freq_dim={m.time_freq_dim} must be even")
     if m.d_ff is not None:
@@ -197,3 +210,6 @@ def _validate_sample(s: SampleConfig, d: DiffusionConfig, m: ModelConfig) -> Non
     _check(s.block_length >= 0, f"sample.block_length={s.block_length} must be >= 0 (0: one block)")
     _check(0.0 < s.threshold <= 1.0, f"sample.threshold={s.threshold} must be in (0, 1]")
     _check(s.cfg_scale >= 0, f"sample.cfg_scale={s.cfg_scale} must be >= 0")
+    _check(isinstance(s.allow_eos, bool), f"sample.allow_eos={s.allow_eos!r} must be true or false")
+    _check(s.cfg_scale == 0 or d.objective == "masked",
+           f"sample.cfg_scale={s.cfg_scale} applies to the masked samplers, not objective {d.objective!r}; set it to 0")

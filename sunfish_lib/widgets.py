@@ -3,9 +3,15 @@
 - `SamplingPanel` (notebook 06): checkpoint picker, mode, prompt, settings, Generate, a
   progress bar and the intermediate text streamed while it denoises. Clicking Generate
   calls `SamplingPanel.generate()`, which calls `sampling.session.sample` exactly as
-  `sunfish sample` does: the same settings and seed give the same samples.
+  `sunfish sample` does: the same settings and seed give the same samples. The samples are
+  shown once (`display.SamplesView`) with their quality (`quality.quality_of`), then the exact
+  `sunfish sample` command. Settings widgets are generated from `SampleConfig` fields
+  (SETTING_WIDGETS), tooltips from their docstrings; controls that do not act on the
+  checkpoint's objective (APPLIES) or the mode are disabled. `samples_html()` is the static
+  twin a notebook displays for saved copies (they keep no widget state).
 - `TrajectoryViewer` (notebook 07): a step slider over a recorded trajectory, the text at
-  that step with changed and newly committed tokens highlighted.
+  that step with changed and newly committed tokens highlighted (static twin:
+  `display.step_strip_html`).
 
 Bad input never breaks a panel: it shows one line (`error: ...`) in the output area and
 the next click works as before.
@@ -13,29 +19,55 @@ the next click works as before.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import html
+import inspect
 import json
+import shlex
 import time
+from functools import lru_cache
 from pathlib import Path
 
+from sunfish_lib.config import SampleConfig
+from sunfish_lib.display import SamplesView
 from sunfish_lib.errors import SunfishError
 
 SETTING_WIDGETS = ("sampler", "steps", "eta", "temperature", "length", "num_samples", "mask_length")
+"""SampleConfig fields the panel shows, in order; a new knob is one more name here (its widget
+is built from the field's type, its tooltip from the field's docstring)."""
+APPLIES = {"eta": ("continuous",), "steps": ("masked", "continuous"), "temperature": ("masked", "ar"),
+           "top_k": ("masked", "ar"), "top_p": ("masked", "ar"), "block_length": ("masked",),
+           "threshold": ("masked",), "clamp": ("continuous",), "rounding": ("continuous",)}
+"""Objectives a setting acts on (absent: all); the others see the control disabled."""
+MODE_ONLY = {"length": "uncond", "mask_length": "infill"}
+PICKER_DEPTH = 4  # runs root / workbook / notebook folder / model folder
 
 
 def _pre(text: str) -> str:
     return f'<pre style="white-space:pre-wrap;margin:2px 0">{html.escape(text)}</pre>'
 
 
+@lru_cache(maxsize=None)
+def field_docs(cls=SampleConfig) -> dict[str, str]:
+    """field -> the docstring written under it in the dataclass source (the panel's tooltips)."""
+    tree = ast.parse(inspect.getsource(cls))
+    body, out = tree.body[0].body, {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            out[node.target.id] = " ".join(str(nxt.value.value).split())
+    return out
+
+
 def checkpoint_options(runs_root: str | Path | None) -> list[tuple[str, str]]:
-    """Dropdown (label, path) pairs: run folders with a model under runs_root, newest first."""
+    """Dropdown (label, path) pairs: folders with a model under runs_root, nested ones included, newest first."""
     from sunfish_lib.sampling.session import find_checkpoints
 
     if runs_root is None:
         return []
     root = Path(runs_root)
     out = []
-    for d in find_checkpoints(root):
+    for d in find_checkpoints(root, depth=PICKER_DEPTH):
         objective = ""
         for cfg in (d / "export" / "config.json", d / "config.json"):
             if cfg.is_file():
@@ -55,16 +87,36 @@ def _checkpoint_key(path: str) -> tuple:
     return str(p), max((f.stat().st_mtime_ns for f in files if f.exists()), default=None)
 
 
+def _setting_widget(W, name: str):
+    """A widget for SampleConfig field `name`, typed by its default, with the field's docstring as tooltip."""
+    default = {f.name: f.default for f in dataclasses.fields(SampleConfig)}[name]
+    if name == "sampler":
+        w = W.Dropdown(options=[], description=name)
+    elif isinstance(default, bool):
+        w = W.Checkbox(value=default, description=name)
+    elif isinstance(default, int):
+        w = W.IntText(value=default, description=name.replace("_", " "))
+    elif isinstance(default, float):
+        w = W.FloatText(value=default, description=name.replace("_", " "))
+    else:
+        w = W.Text(value=str(default), description=name.replace("_", " "))
+    w.tooltip = field_docs().get(name, "")
+    return w
+
+
 class SamplingPanel:
     """The sampling panel of notebook 06; display `panel.widget` (see module docstring)."""
 
     def __init__(self, checkpoint: str | Path | None = None, runs_root: str | Path | None = None,
-                 stream_every_s: float = 0.1):
+                 stream_every_s: float = 0.1, judge: str | Path | None = None, run_dir: str | Path | None = None):
         self.loaded = None
         self.last = None  # the last Generation
+        self.quality: dict | None = None  # its quality figures (sunfish_lib.quality)
+        self.steps_run = 0  # reverse steps the last generation actually ran
         self.error: str | None = None
         self.timings: dict[str, float] = {}
         self.stream_every_s = stream_every_s
+        self.judge, self.run_dir = judge, run_dir
         self._cache: dict = {}
         self._build(runs_root)
         if checkpoint:
@@ -82,35 +134,60 @@ class SamplingPanel:
         self.mode = W.ToggleButtons(options=["uncond", "infill"], description="mode")
         self.prompt = W.Textarea(description="prompt", placeholder="uncond: optional prefix; infill: text with [MASK]",
                                  layout=W.Layout(width="95%", height="60px"))
-        self.sampler = W.Dropdown(options=[], description="sampler")
-        self.steps = W.IntText(value=50, description="steps")
-        self.eta = W.FloatText(value=0.0, description="eta")
-        self.temperature = W.FloatText(value=1.0, description="temperature")
-        self.length = W.IntText(value=64, description="length")
-        self.mask_length = W.IntText(value=8, description="mask length")
-        self.num_samples = W.IntText(value=4, description="samples")
-        self.seed = W.IntText(value=0, description="seed")
+        for name in SETTING_WIDGETS:
+            setattr(self, name, _setting_widget(W, name))
+        self.seed = W.IntText(value=0, description="seed", tooltip="sampling seed: the same seed and settings "
+                                                                   "give the same samples here and in the CLI")
         self.generate_button = W.Button(description="Generate", button_style="primary", icon="play")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="steps")
         self.live = W.HTML()
         self.output = W.HTML()
-        for name in ("path", "prompt", "generate_button", "output", "live", "picker", "sampler", "mode"):
-            getattr(self, name).add_class(f"sunfish-{name.replace('_button', '')}")
-        self.picker.observe(lambda ch: ch["new"] and setattr(self.path, "value", ch["new"]), "value")
+        self.command_line = W.HTML()
+        for name in ("path", "prompt", "generate_button", "output", "live", "picker", "sampler", "mode",
+                     "command_line"):
+            getattr(self, name).add_class(f"sunfish-{name.replace('_button', '').replace('_', '-')}")
+        self.picker.observe(self._on_pick, "value")
         self.path.observe(lambda ch: self.load(), "value")
+        self.mode.observe(lambda ch: self._enable(), "value")
         self.generate_button.on_click(lambda _b: self.generate())
-        settings = [self.sampler, self.steps, self.eta, self.temperature, self.length, self.mask_length,
-                    self.num_samples, self.seed]
+        settings = [getattr(self, n) for n in SETTING_WIDGETS] + [self.seed]
         for w in settings:
             w.layout, w.style.description_width = W.Layout(width="auto"), "90px"
         grid = W.GridBox(settings, layout=W.Layout(grid_template_columns="repeat(4, minmax(0, 1fr))",
                                                    grid_gap="2px 8px", width="95%"))
         self.widget = W.VBox([self.picker, self.path, self.mode, self.prompt, grid,
-                              W.HBox([self.generate_button, self.progress]), self.live, self.output])
+                              W.HBox([self.generate_button, self.progress]), self.live, self.output,
+                              self.command_line])
+
+    def _on_pick(self, change) -> None:
+        if change["new"] and change["new"] != self.path.value:
+            self.path.value = change["new"]
+
+    def _sync_picker(self) -> None:
+        """Show the checkpoint box's path in the picker (added as an option when it is not listed)."""
+        path = str(self.path.value).strip()
+        values = [v for _, v in self.picker.options]
+        if path and path not in values:
+            match = next((v for v in values if v and Path(v).resolve() == Path(path).resolve()), None)
+            if match is None:
+                self.picker.options = list(self.picker.options) + [(f"{path} (typed)", path)]
+                match = path
+            path = match
+        if self.picker.value != path:
+            self.picker.value = path
+
+    def _enable(self) -> None:
+        """Disable the controls that do not act on the loaded checkpoint's objective or the mode."""
+        objective = self.loaded.objective if self.loaded is not None else None
+        for name in SETTING_WIDGETS:
+            off = (objective is not None and objective not in APPLIES.get(name, (objective,))) or \
+                MODE_ONLY.get(name, self.mode.value) != self.mode.value
+            getattr(self, name).disabled = off
 
     # -- checkpoint ------------------------------------------------------------------------
     def load(self) -> bool:
         """Load the checkpoint in the text box; set the sampler choices and the checkpoint's defaults."""
+        self._sync_picker()
         try:
             self.loaded = self._load(self.path.value)
         except SunfishError as e:
@@ -121,12 +198,12 @@ class SamplingPanel:
         self.sampler.options = list(self.loaded.samplers)
         for name in SETTING_WIDGETS:
             getattr(self, name).value = getattr(cfg, name)
+        self._enable()
         n_params = sum(p.numel() for p in self.loaded.model.parameters())
         self.error = None
         self.output.value = _pre(f"loaded {self.loaded.path}: {self.loaded.objective} model, {n_params:,} parameters, "
                                  f"samplers {', '.join(self.loaded.samplers)}")
         return True
-
     def _load(self, path: str):
         from sunfish_lib.sampling.session import load_checkpoint
 
@@ -157,18 +234,28 @@ class SamplingPanel:
         """The sampling settings the widgets hold (SampleConfig field names)."""
         return {name: getattr(self, name).value for name in SETTING_WIDGETS}
 
+    def command(self) -> str:
+        """The `sunfish sample` command that draws the same samples (every setting spelled out)."""
+        flags = " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in self.settings().items())
+        judge = f" --judge {shlex.quote(str(self.judge))}" if self.judge else ""
+        return (f"sunfish sample {shlex.quote(str(self.path.value))} --mode {self.mode.value} "
+                f"--prompt {shlex.quote(self.prompt.value)} --seed {self.seed.value} {flags}{judge}")
+
     def generate(self):
         """What the Generate button does: sample with the panel's settings; returns the Generation or None."""
+        from sunfish_lib.quality import quality_of
         from sunfish_lib.sampling.session import sample
 
         self.generate_button.disabled = True
-        self.live.value, self.timings = "", {}
+        self.live.value, self.timings, self.steps_run = "", {}, 0
         self._t0 = self._last_stream = time.perf_counter()
         try:
             if not self._refresh():
                 return None
             gen = sample(self.loaded, mode=self.mode.value, prompt=self.prompt.value, seed=self.seed.value,
                          callback=self._on_step, **self.settings())
+            self.timings["total_s"] = time.perf_counter() - self._t0
+            self.quality = quality_of(gen, self.loaded, judge=self.judge, run_dir=self.run_dir)
         except SunfishError as e:
             self.show_error(str(e))
             return None
@@ -177,33 +264,41 @@ class SamplingPanel:
             raise
         finally:
             self.generate_button.disabled = False
-        self.timings["total_s"] = time.perf_counter() - self._t0
         self.last, self.error = gen, None
-        self.progress.value = self.progress.max
-        self.output.value = self._samples_html(gen)
+        self.progress.max = self.progress.value = max(self.steps_run, 1)
+        self.live.value = (f'<div style="color:#666">streamed {self.steps_run} steps; the samples are below '
+                           "(shown once)</div>")
+        self.output.value = self.samples_html()
+        self.command_line.value = f"<code style='font-size:80%'>{html.escape(self.command())}</code>"
         return gen
 
     def _on_step(self, step: int, total: int, x) -> None:
         """Sampler callback: move the progress bar; stream the intermediate text (throttled)."""
         from sunfish_lib.sampling.session import render_ids
 
+        self.steps_run = step
         self.progress.max, self.progress.value = total, step
         now = time.perf_counter()
         if "first_text_s" in self.timings and now - self._last_stream < self.stream_every_s and step < total:
             return
         tok = self.loaded.tokenizer
         rows = "".join(_pre(f"{i + 1}: {render_ids(tok, row)}") for i, row in enumerate(x.cpu()))
-        self.live.value = f'<div style="color:#666">step {step}/{total}</div>{rows}'
+        self.live.value = f'<div style="color:#666">step {step}/{total} (at most)</div>{rows}'
         self.timings.setdefault("first_text_s", time.perf_counter() - self._t0)
         self._last_stream = now
 
-    def _samples_html(self, gen) -> str:
-        s = gen.sample
-        head = (f"{self.loaded.objective} / {s.sampler}, {s.steps} steps, seed {self.seed.value}: "
-                f"{gen.forward_passes} forward passes in {self.timings['total_s']:.2f} s")
-        body = "".join(f'<div class="sunfish-sample"><b>sample {i + 1}</b>{_pre(t)}</div>'
-                       for i, t in enumerate(gen.texts))
-        return f"<div>{html.escape(head)}</div>{body}"
+    def summary(self) -> str:
+        """One line: objective, sampler, steps requested and run, forward passes, time."""
+        s = self.last.sample
+        ran = f"{self.steps_run} steps run" + (f" of {s.steps} requested" if self.loaded.objective != "ar"
+                                               and self.steps_run != s.steps else "")
+        return (f"{self.loaded.objective} / {s.sampler}, {ran}, seed {self.seed.value}: "
+                f"{self.last.forward_passes} forward passes in {self.timings['total_s']:.2f} s")
+
+    def samples_html(self) -> str:
+        """The last generation (summary line, samples, quality) as HTML: the panel's output and its static twin."""
+        view = SamplesView.of(self.last, self.loaded.tokenizer, self.quality, title=self.summary())
+        return view.html()
 
     def show_error(self, message: str) -> None:
         """One line in the output area; the panel stays usable."""

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from sunfish_lib.display import visible as visible_text
 from tests.helpers import NOTEBOOKS
+from tests.notebook_display import executed_notebooks, figure_cells, read, smoke_workbook
 from tests.sampling_helpers import make_run
 
 pytestmark = pytest.mark.slow
@@ -63,17 +65,25 @@ def _notebook_with(tmp: Path, params: dict) -> Path:
     return out
 
 
-def _start_lab(tmp: Path, port: int, token: str) -> subprocess.Popen:
+def _start_lab(tmp: Path, port: int, token: str, root: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp / "jcfg"), "JUPYTER_RUNTIME_DIR": str(tmp / "jrt"),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp / "jset"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "jws"),
            "OMP_NUM_THREADS": "1"}
+    # every cell in the DOM (no windowing), so each figure can be checked
+    tracker = tmp / "jset" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True, exist_ok=True)
+    tracker.write_text('{"windowingMode": "none"}')
+    news = tmp / "jset" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True, exist_ok=True)
+    news.write_text('{"fetchNews": "false"}')  # no "Would you like to get notified..." toast over the screenshots
+    root = root or tmp / "lab"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp / 'lab'}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
            "--expose-app-in-browser", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:  # CI runs as root
         cmd.append("--allow-root")
-    return subprocess.Popen(cmd, cwd=tmp / "lab", env=env, stdout=open(tmp / "lab.log", "wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=open(tmp / "lab.log", "wb"), stderr=subprocess.STDOUT)
 
 
 def _wait(what: str, until: float, check, every: float = 0.5):
@@ -180,13 +190,101 @@ def test_panel_in_jupyterlab_in_chromium(tmp_path):
         box.clear()
         box.send_keys(PROMPT)
         driver.find_element("css selector", "button.sunfish-generate").click()
+        visible = [visible_text(t) for t in expected]  # newlines shown as marks
         shown = _wait(f"the {PROMPT!r} samples in the output area", until,
-                      lambda: (t := _text_of(driver, ".sunfish-output")) and expected[-1] in t and t, every=1.0)
+                      lambda: (t := _text_of(driver, ".sunfish-output")) and visible[-1] in t and t, every=1.0)
         driver.save_screenshot(str(tmp_path / "06_sampling.png"))
-        assert all(text in shown for text in expected) and "error:" not in shown
-        assert PROMPT in _text_of(driver, ".sunfish-live")  # the streamed intermediate text, same prompt
+        assert all(text in shown for text in visible) and "error:" not in shown
+        assert "unigram entropy" in shown and "held-out text" in shown  # the quality beside the samples
+        assert "streamed" in _text_of(driver, ".sunfish-live")  # the streamed text gave way to the samples
         assert (tmp_path / "06_sampling.png").stat().st_size > 10_000
     finally:
         if driver is not None:
             driver.quit()
         _stop_lab(lab, port, token)
+
+
+SHOW_S = 45  # per notebook: open it; then as long again for its images
+
+
+def _open(driver, port: int, token: str, name: str, until: float) -> None:
+    driver.get(f"http://127.0.0.1:{port}/lab/tree/{name}?token={token}")
+    _wait(f"{name} to render", until, lambda: driver.execute_script(
+        "const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        "return !!(w && w.content && w.content.widgets && w.content.widgets.length"
+        " && w.context && w.context.path === arguments[0] && w.content.widgets.every(c => c.isAttached)"
+        " && w.node.querySelectorAll('.jp-Cell').length === w.content.widgets.length);", name))
+
+
+def _images_shown(driver, cells: list[int]) -> dict[int, bool]:
+    """cell index -> whether that cell shows a decoded image (scrolled into view first)."""
+    return driver.execute_script("""
+        const w = window.jupyterapp.shell.currentWidget;  // this notebook's cells only, not other tabs
+        const cells = w.node.querySelectorAll('.jp-Cell'), out = {};
+        for (const i of arguments[0]) {
+          const c = cells[i]; if (!c) { out[i] = false; continue; }
+          c.scrollIntoView();
+          const imgs = c.querySelectorAll('.jp-OutputArea img');
+          out[i] = imgs.length > 0 && Array.from(imgs).every(im => im.complete && im.naturalWidth > 0);
+        }
+        return out;""", cells)
+
+
+def _screenshot(driver, path: Path) -> None:
+    """The whole notebook: the window as tall as its content (at most 16,000 px)."""
+    scroller = ("const c = window.jupyterapp.shell.currentWidget.content.node;"
+                "const n = c.querySelector('.jp-WindowedPanel-outer') || c;")
+    h = driver.execute_script(scroller + "return n.scrollHeight;")
+    driver.set_window_size(1400, min(max(int(h) + 250, 900), 16000))
+    driver.execute_script(scroller + "n.scrollTop = 0;")
+    time.sleep(0.5)
+    driver.save_screenshot(str(path))
+
+
+def test_executed_workbook_renders_in_jupyterlab(tmp_path_factory):
+    """Each executed smoke-workbook notebook, opened in JupyterLab: every figure cell shows a rendered
+    image, no cell says "Error displaying widget"; full-notebook screenshots go to <run>/screenshots/."""
+    reason = _missing_browser()
+    if reason:
+        pytest.skip(reason)
+    run = smoke_workbook(tmp_path_factory.mktemp("workbook"))
+    tmp = tmp_path_factory.mktemp("lab")
+    notebooks = executed_notebooks(run)
+    assert len(notebooks) == 10 or os.environ.get("SUNFISH_SMOKE_WORKBOOK")  # a given folder may hold fewer
+    shots = run / "screenshots"
+    shots.mkdir(exist_ok=True)
+    t0 = time.monotonic()
+    until = t0 + 60 + SHOW_S * len(notebooks)
+    port, token = _free_port(), secrets.token_hex(16)
+    lab = _start_lab(tmp, port, token, root=run)
+    driver, problems = None, {}
+    try:
+        _wait("JupyterLab to answer on 127.0.0.1", until, lambda: _lab_ready(port, token) or _exited(lab, tmp))
+        driver = _browser(tmp)
+        for nb_path in notebooks:
+            cells = figure_cells(read(nb_path))
+            driver.set_window_size(1400, 1800)
+            _open(driver, port, token, nb_path.name, min(until, time.monotonic() + SHOW_S))
+            shown, deadline = {}, min(until, time.monotonic() + SHOW_S)
+            while cells and time.monotonic() < deadline:
+                shown = _images_shown(driver, cells)
+                if all(shown.values()):
+                    break
+                time.sleep(1.0)
+            missing = [int(i) for i, ok in shown.items() if not ok]
+            if missing:
+                problems[nb_path.name] = f"figure cells without a rendered image: {missing}"
+            text = driver.execute_script("return window.jupyterapp.shell.currentWidget.node.innerText;")
+            if "Error displaying widget" in text:
+                problems[nb_path.name] = problems.get(nb_path.name, "") + " Error displaying widget"
+            _screenshot(driver, shots / f"{nb_path.stem}.png")
+            driver.execute_script("const w = window.jupyterapp.shell.currentWidget;"  # closed unsaved: a copy is read
+                                  "w.context.model.dirty = false; w.close();")
+    finally:
+        if driver is not None:
+            driver.quit()
+        _stop_lab(lab, port, token)
+    seconds = time.monotonic() - t0
+    (shots / "timing.txt").write_text(f"{len(notebooks)} notebooks opened and checked in {seconds:.1f} s\n")
+    assert problems == {}
+    assert all((shots / f"{p.stem}.png").stat().st_size > 20_000 for p in notebooks)

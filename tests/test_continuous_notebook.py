@@ -39,11 +39,11 @@ def test_noise_schedule_notebook_smoke(tmp_path):
     falls = dict(re.findall(r"(\w+)\s+recovery falls below 50% at t = (\S+);", text))
     assert set(falls) == {"linear", "cosine", "sqrt"}
     assert float(falls["sqrt"]) < float(falls["cosine"])  # sqrt destroys tokens earlier in the chain
-    assert "no checkpoint given" in text
+    assert "no checkpoint: set `checkpoint`" in text
     assert pngs == 2  # schedule curves, recovery curves
 
 
-def test_noise_schedule_notebook_with_checkpoint(tmp_path):
+def test_noise_schedule_notebook_uses_the_workbooks_continuous_model(tmp_path):
     checkpoint = pytest.importorskip("sunfish_lib.train.checkpoint")
     import torch
 
@@ -52,8 +52,11 @@ def test_noise_schedule_notebook_with_checkpoint(tmp_path):
 
     cfg = get_config("tiny", {"n_layers": 1, "num_timesteps": 100})
     torch.manual_seed(0)
-    checkpoint.export_model(Backbone(cfg.resolved_model), cfg, tmp_path / "export")
-    text, pngs = _run(tmp_path, checkpoint=str(tmp_path / "export"), loss_t=[0.05, 0.5, 1.0])
+    model_dir = tmp_path / "workbook" / "04_train" / "continuous"  # a continuous model a workbook trained
+    checkpoint.export_model(Backbone(cfg.resolved_model), cfg, model_dir / "export")
+    cfg.save(model_dir / "config.json")
+    text, pngs = _run(tmp_path, run_dir=str(tmp_path / "workbook"), loss_t=[0.05, 0.5, 1.0])
+    assert f"the workbook's continuous model: {model_dir}" in text  # no checkpoint given: run_dir's is used
     rows = re.findall(r"t=(\S+)\s+mse (\S+)\s+rounding CE (\S+)\s+accuracy (\S+)%", text)
     assert [float(r[0]) for r in rows] == [0.05, 0.5, 1.0]
     acc = [float(r[3]) for r in rows]

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from sunfish_lib.convert import Conversion, convert
+from sunfish_lib.convert import HF_FAMILIES, Conversion, convert
 from sunfish_lib.diffusion.masked import MaskedDiffusion
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.estimate import num_params
@@ -25,6 +25,9 @@ PARENTS = {
     "llama_mqa_tied": ("llama", {"n_kv_heads": 1, "tied": True}, 0),
     "qwen2_gqa_padded_vocab": ("qwen2", {"n_kv_heads": 2, "tied": True}, 20),
     "mistral_gqa": ("mistral", {"n_kv_heads": 2, "tied": False}, 0),
+    "qwen3_qknorm_headdim": ("qwen3", {"n_kv_heads": 2, "tied": True, "head_dim": 24}, 0),
+    "llama3_rope_scaling": ("llama", {"n_kv_heads": 2, "tied": False, "rope_type": "llama3"}, 0),
+    "gemma_mqa_tied": ("gemma", {"n_kv_heads": 1, "tied": True}, 0),
 }
 
 
@@ -57,8 +60,7 @@ def _causal_copy(folder):
 def test_causal_logits_equal_the_hf_parent(name, parents, tmp_path):
     folder, hf = parents[name]
     conv = convert(folder, tmp_path / "out", check=True)
-    assert isinstance(conv, Conversion) and conv.parent == PARENTS[name][0].replace("qwen2", "llama").replace(
-        "mistral", "llama")
+    assert isinstance(conv, Conversion) and conv.parent == HF_FAMILIES[PARENTS[name][0]]
     assert conv.check["max_abs_diff"] < 1e-5 and conv.check["max_abs_logit"] > 1.0  # logits of real size
     assert conv.check["argmax_agreement"] == 1.0
     # independently of check_logits: the exported folder, loaded for inference, run causally
@@ -241,3 +243,42 @@ def test_cli_local_folder_with_check(parents, tmp_path):
     assert saved["train"]["lr_mult_attn"] == 2.0 and saved["diffusion"]["shift_logits"] is True
     r = run_cli("convert", "--from", str(parents["gpt2"][0]), "--out", str(tmp_path / "p"), "--check")
     assert r.returncode == 0 and "PASS" in r.stdout and "sunfish train --config" in r.stdout
+
+
+@pytest.mark.parametrize("name,field,plain", [("qwen3_qknorm_headdim", "qk_norm", False),
+                                               ("llama3_rope_scaling", "rope_type", "default"),
+                                               ("gemma_mqa_tied", "embed_scale", 1.0)])
+def test_newer_parents_need_their_features(name, field, plain, parents, tmp_path):
+    """Qwen3's q/k norms (and head_dim 24 != 64/4), llama3 RoPE scaling and Gemma's scaled embeddings are read
+    and matter to the logits."""
+    folder, hf = parents[name]
+    convert(folder, tmp_path / "out", objective="ar")
+    model, cfg, _ = load_for_inference(tmp_path / "out")
+    m = cfg.model
+    if name.startswith("qwen3"):
+        assert m.qk_norm and m.attn_head_dim == 24 and model.blocks[0].attn.qkv.weight.shape[0] == 24 * (4 + 2 + 2)
+    elif name.startswith("gemma"):
+        assert m.mlp == "geglu" and m.embed_scale == pytest.approx(8.0) and m.tie_embeddings  # sqrt(64)
+    else:
+        assert (m.rope_type, m.rope_factor, m.rope_original_max_len) == ("llama3", 4.0, 64)
+    ids = torch.randint(0, 300, (2, 48), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = hf(input_ids=ids).logits[..., :300]
+        assert (model(ids)[..., :300] - ref).abs().max().item() < 1e-5
+        without = Backbone(replace(cfg.resolved_model, **{field: plain})).eval()
+        without.load_state_dict(model.state_dict(), strict=False)
+        assert (without(ids)[..., :300] - ref).abs().max().item() > 1e-3  # the feature is not a no-op
+
+
+def test_convert_keeps_the_ar_shift_by_default(parents, tmp_path):
+    """Issue 14.9: HF and Sunfish AR parents keep the shift unless --no-keep-shift (RND1, Dream, dllm)."""
+    folder = parents["gpt2"][0]
+    assert convert(folder, tmp_path / "a").config.diffusion.shift_logits is True
+    assert convert(folder, tmp_path / "b", objective="ar").config.diffusion.shift_logits is False  # stays causal AR
+    assert convert(folder, tmp_path / "c", shift_logits=False).config.diffusion.shift_logits is False
+    r = run_cli("convert", "--from", str(folder), "--out", str(tmp_path / "d"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["shift_logits"] is True
+    r = run_cli("convert", "--from", str(folder), "--out", str(tmp_path / "e"), "--no-keep-shift", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["diffusion"]["shift_logits"] is False

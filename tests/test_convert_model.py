@@ -9,7 +9,7 @@ from sunfish_lib.config import DiffusionConfig, ModelConfig, get_config
 from sunfish_lib.diffusion.masked import MaskedDiffusion, shift_right
 from sunfish_lib.errors import ConfigError
 from sunfish_lib.estimate import built_params, config_for, make_setup, matmul_params, num_params, param_counts
-from sunfish_lib.layers import apply_rope, rope_cos_sin
+from sunfish_lib.layers import apply_rope, rope_cos_sin, rope_inv_freq
 from sunfish_lib.memory import activations, block_params
 from sunfish_lib.model import Backbone, KVCache
 from sunfish_lib.sampling.masked import MaskedSampler
@@ -79,7 +79,7 @@ def test_every_parameter_name_has_an_lr_category():
 
 
 def test_rope_rotates_pairs_and_scores_depend_on_offsets_only():
-    cos, sin = rope_cos_sin(torch.arange(6), 8, 10_000.0)
+    cos, sin = rope_cos_sin(torch.arange(6), rope_inv_freq(ModelConfig(d_model=8, n_heads=1)))
     assert cos.shape == (6, 8) and torch.equal(cos[0], torch.ones(8)) and torch.equal(sin[0], torch.zeros(8))
     q, k = torch.randn(1, 1, 1, 8).expand(1, 1, 6, 8), torch.randn(1, 1, 1, 8).expand(1, 1, 6, 8)
     rq, rk = apply_rope(q, cos, sin), apply_rope(k, cos, sin)

@@ -4,6 +4,7 @@ import json
 
 import nbformat
 
+from sunfish_lib.evaluate import evaluate_run
 from sunfish_lib.plots import conversion_curves
 from sunfish_lib.runs import run_notebooks
 from tests.helpers import NOTEBOOKS
@@ -20,14 +21,23 @@ def test_ar_to_diffusion_notebook_smoke(tmp_path):
     labels = ["converted, attn/mlp LR 1", "converted, attn/mlp LR 4", "from scratch"]
     assert list(results["elbo"]) == labels
     assert all(r["kind"] == "ELBO upper bound" and r["nats_per_token"] > 0 for r in results["elbo"].values())
+    # like for like (issue 14.10): the AR parent scored by the same function on the same batches and tokens
+    ar = results["ar_parent"]
+    assert ar["kind"] == "exact NLL" and ar["nats_per_token"] > 0
+    assert all((r["sequences"], r["tokens"], r["bytes"]) == (ar["sequences"], ar["tokens"], ar["bytes"])
+               for r in results["elbo"].values())
+    again = evaluate_run(folder / "ar-parent", val_batches=2, t_samples=2, seed=0)
+    assert again.nats_per_token == ar["nats_per_token"]
     assert (folder / "conversion.png").stat().st_size > 10_000
     cfg = json.loads((folder / "converted-r4" / "config.json").read_text())
     assert cfg["train"]["lr_mult_attn"] == 2.0 and cfg["train"]["lr_mult_mlp"] == 0.5
     assert cfg["train"]["init_from"].endswith("08_ar_to_diffusion/converted")
     outputs = [o for c in nbformat.read(str(run_dir / nb.name), as_version=4).cells for o in c.get("outputs", [])]
     text = "\n".join(o.get("text", "") for o in outputs)
-    assert "max |logit diff|" in text and "--- from scratch ---" in text
     kinds = [k for o in outputs for k in o.get("data", {})]
+    html_out = "\n".join(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
+    assert "max |logit diff|" in text and "from scratch" in html_out and "unigram entropy (nats)" in html_out
+    assert html_out.count("judge perplexity") == 2 and "ar-parent" in html_out  # judged by the AR parent
     assert kinds.count("image/png") == 1 and not any("widget" in k for k in kinds)  # no progress-bar widgets
 
 

@@ -22,7 +22,9 @@ def test_data_notebook_smoke(tmp_path):
     assert "round trip: True" in text
     assert "4,096 tokens; EOS=0 [MASK]=1 [PAD]=2" in text
     assert "To|" in text or "|" in text  # token boundaries shown
-    efficiency = float(text.split("packing efficiency:")[1].split()[0])
+    md = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+    efficiency = float(md.split("| packing efficiency | ")[1].split()[0])  # the statistics as a table
+    assert "| skipped documents | none |" in md
     assert 0.95 < efficiency <= 1.0  # 1% of rows are cut short and padded (random_length_fraction=0.01)
     assert "Resolving data files" not in text  # no progress-bar noise
     assert "ratio" in text and "tokens/s" in text

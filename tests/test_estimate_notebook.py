@@ -28,7 +28,12 @@ def test_config_and_memory_notebook_smoke(tmp_path):
     cfg = config_for("1.4B", "continuous")
     text = _text(nbformat.read(str(out), as_version=4))
     assert f"{num_params(cfg):,} params in the built model; the count matches" in text
-    assert "| single | 1 | 48.0 |" in text and "fsdp:" in text
+    assert "| single | 1 | 48 |" in text and "fsdp:" in text
+    # the fit table: each card in GiB with its own headroom; the 20 GiB card bounds FSDP (1.4B, bf16-mixed)
+    need = json.loads((tmp_path / "estimate.json").read_text())["verdicts"][0]["needed_gb"]
+    assert f"| 48 | {need:.2f} | {48 - need:+.2f} | yes |  |" in text
+    assert f"| 20 | {need:.2f} | {20 - need:+.2f} | no | yes |" in text
+    assert "peak" in text and "needs" in text and "with allocator slack and CUDA context" in text
     saved = json.loads((tmp_path / "estimate.json").read_text())
     expected = report(cfg, strategy="fsdp", gpu_mem_gb=[48, 20], precision="bf16-mixed")
     assert saved["params"] == 1_336_969_216 == expected["params"]

@@ -11,17 +11,19 @@ from tests.test_objectives import MASK, ToyConditional, _closed_form_elbo, _diri
 
 
 def test_ar_exact_nll_and_units():
+    """The AR row of the table scores every token after its EOS-as-BOS; bytes are those of the scored tokens."""
     torch.manual_seed(0)
     m = Backbone(ModelConfig(vocab_size=30, n_layers=1, n_heads=2, d_model=16, max_seq_len=16,
                              causal=True, time_conditioning=False))
-    batches = [{"input_ids": torch.randint(0, 30, (4, 9))} for _ in range(3)]
-    res = evaluate_likelihood(m, Autoregressive(), batches, count_bytes=lambda ids: ids.numel() * 2)
+    batches = [{"input_ids": torch.randint(0, 29, (4, 9))} for _ in range(3)]
+    ar = Autoregressive(bos_token_id=29)
+    res = evaluate_likelihood(m, ar, batches, token_bytes=[2] * 30)
     with torch.no_grad():
-        manual = torch.cat([Autoregressive().loss(m, b)["nll_per_seq"] for b in batches]).mean().item()
-    assert res.kind == "exact NLL" and res.tokens == 3 * 4 * 8 and res.sequences == 12
+        manual = torch.cat([ar.loss(m, b)["nll_per_seq"] for b in batches]).mean().item()
+    assert res.kind == "exact NLL" and res.tokens == 3 * 4 * 9 and res.sequences == 12
     assert res.nats_per_token == pytest.approx(manual, rel=1e-6)
     assert res.perplexity == pytest.approx(math.exp(manual))
-    assert res.bits_per_byte == pytest.approx(manual * 96 / math.log(2) / (3 * 4 * 9 * 2))
+    assert res.bits_per_byte == pytest.approx(manual * 108 / math.log(2) / (3 * 4 * 9 * 2))
     assert res.stderr > 0
 
 

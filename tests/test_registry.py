@@ -261,7 +261,10 @@ def test_compare_notebook_headless(root, tmp_path):
     assert (out / "curves.png").stat().st_size > 10_000
     executed = nbformat.read(str(run_dir / nb.name), as_version=4)
     text = "\n".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
-    assert "comparing 2 runs" in text and "diffusion.objective: " in text and "exact NLL" in text
+    tables = "\n".join(o["data"]["text/html"] for c in executed.cells for o in c.get("outputs", [])
+                       if "text/html" in o.get("data", {}))
+    assert "comparing 2 runs" in text and "<th>nats/token</th>" in tables and "exact NLL" in tables
+    assert "<td style='white-space:nowrap'>diffusion.objective</td>" in tables and "<th>ar-run</th>" in tables
     assert sum("image/png" in o.get("data", {}) for c in executed.cells for o in c.get("outputs", [])) == 1
     # the papermill run folder itself is in the registry, finished
     (rec,) = [r for r in list_runs([tmp_path]) if r.kind == "notebooks"]

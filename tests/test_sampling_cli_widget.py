@@ -2,6 +2,7 @@
 
 import html
 import json
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from sunfish_lib.cli import main
+from sunfish_lib.display import visible
 from sunfish_lib.sampling.trajectory import Trajectory
 from sunfish_lib.widgets import SamplingPanel
 from tests.helpers import ROOT
@@ -54,8 +56,11 @@ def test_panel_click_gives_the_cli_samples(runs, capsys, objective, values, flag
     assert got["texts"] == panel.last.texts
     assert got["ids"] == panel.last.ids.tolist()
     assert got["settings"] == {k: getattr(panel.last.sample, k) for k in got["settings"]}
-    for text in panel.last.texts:  # the output area shows every sample
-        assert f">{__import__('html').escape(text)}</pre>" in panel.output.value
+    shown = html.unescape(re.sub("<[^>]+>", "", panel.output.value))
+    for text in panel.last.texts:  # the output area shows every sample (newlines as marks)
+        assert visible(text) in shown
+    assert "unigram entropy" in shown and "held-out text" in shown  # its quality beside it
+    assert f"sunfish sample {runs[objective]} --mode {values['mode']}" in panel.command_line.value
     saved = [f for f in got["files"] if f.endswith(".json")]
     assert len(saved) == 1 and json.loads(open(saved[0]).read())["texts"] == got["texts"]
     assert saved[0].startswith(str(runs[objective] / "samples" / "sample-"))
@@ -67,7 +72,8 @@ def test_panel_streams_intermediate_text_and_progress(runs):
     panel.live.observe(lambda ch: seen.append(ch["new"]), "value")
     panel.prompt.value, panel.steps.value, panel.length.value, panel.num_samples.value = "ROMEO:", 4, 8, 1
     gen = panel.generate()
-    streamed = [v for v in seen if v]
+    streamed = [v for v in seen if v][:-1]
+    assert "streamed 4 steps; the samples are below" in panel.live.value  # after: the samples are shown once
     assert len(streamed) == 4  # one update per step (no throttling here)
     assert "step 1/4" in streamed[0] and "░" in streamed[0]  # still masked after the first step
     assert streamed[0].count("░") == 6 and "░" not in streamed[-1]  # 8 masks, 2 committed per step

@@ -1,8 +1,12 @@
 """Notebooks 06 (sampling panel) and 07 (denoising trajectories) run headlessly with smoke parameters."""
 
+import html
+import re
+
 import nbformat
 from PIL import Image
 
+from sunfish_lib.display import visible
 from sunfish_lib.runs import run_notebooks
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.trajectory import Trajectory
@@ -16,6 +20,13 @@ def _outputs(path):
     return "\n".join(o.get("text", "") for o in outs), [k for o in outs for k in o.get("data", {})]
 
 
+def _html_text(path) -> str:
+    """The text a reader sees in the notebook's HTML outputs (tags dropped, entities decoded)."""
+    nb = nbformat.read(str(path), as_version=4)
+    parts = [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+    return html.unescape(re.sub("<[^>]+>", "", "\n".join("".join(p) if isinstance(p, list) else p for p in parts)))
+
+
 def test_sampling_notebook_uses_the_workbook_model_and_matches_the_cli(tmp_path):
     workbook = tmp_path / "workbook"
     make_run(workbook / "04_train", "masked")  # what notebook 04 leaves in a workbook run folder
@@ -25,9 +36,11 @@ def test_sampling_notebook_uses_the_workbook_model_and_matches_the_cli(tmp_path)
     assert f"checkpoint: {workbook / '04_train'}" in text
     assert "application/vnd.jupyter.widget-view+json" in kinds  # the panel
     expected = sample(load_checkpoint(workbook / "04_train"), prompt="ROMEO:", seed=0).texts
+    shown = _html_text(run_dir / nb.name)  # the panel's last generation as HTML: the widget's static twin
     for i, t in enumerate(expected):
-        assert f"--- sample {i + 1} ---\n{t}\n" in text
-    assert f"sunfish sample {workbook / '04_train'} --mode uncond --prompt 'ROMEO:' --seed 0 --sampler low_confidence" in text
+        assert f"sample {i + 1}" in shown and visible(t) in shown
+    assert "unigram entropy (nats)" in shown and "held-out text" in shown
+    assert f"sunfish sample {workbook / '04_train'} --mode uncond --prompt ROMEO: --seed 0 --sampler low_confidence" in text
 
 
 def test_trajectories_notebook_records_plots_and_animates(tmp_path):
@@ -42,4 +55,7 @@ def test_trajectories_notebook_records_plots_and_animates(tmp_path):
             assert gif.n_frames == 8
         assert f"{objective}: 8 frames" in text and f"--- {objective} (" in text
     assert "masked     changed per step [1, 1, 1, 1, 1, 1, 1, 1]" in text  # 8 masks, one committed per step
-    assert kinds.count("image/png") == 3 and kinds.count("image/gif") == 2 and kinds.count("text/html") == 2
+    # 2 samples views (with quality) + 2 strips of selected steps (the slider's static twin)
+    assert kinds.count("image/png") == 3 and kinds.count("image/gif") == 2 and kinds.count("text/html") == 4
+    shown = _html_text(run_dir / nb.name)
+    assert shown.count("unigram entropy (nats)") == 2 and shown.count("step 1/8") == 2 and shown.count("step 8/8") == 2

@@ -12,8 +12,8 @@ def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.2):
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
-def document_length_figure(doc_chars, doc_tokens, bins: int = 30):
-    """Histograms of characters and tokens per document (log-spaced bins)."""
+def document_length_figure(doc_chars, doc_tokens, bins: int = 30, title: str | None = None):
+    """Histograms of characters and tokens per document (log-spaced bins); the median's label sits above the axes."""
     fig, (ax_c, ax_t) = _figure(2)
     for ax, values, label in ((ax_c, np.asarray(doc_chars), "characters"), (ax_t, np.asarray(doc_tokens), "tokens")):
         values = values[values > 0]
@@ -22,10 +22,10 @@ def document_length_figure(doc_chars, doc_tokens, bins: int = 30):
             ax.hist(values, bins=edges, color="tab:blue" if label == "characters" else "tab:orange")
             ax.set_xscale("log")
             ax.axvline(np.median(values), color="k", ls="--", lw=1, label=f"median {np.median(values):,.0f}")
-            ax.legend(loc="upper right", fontsize=8)
+            ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, borderaxespad=0.1)
         ax.set_xlabel(f"{label} per document")
         ax.set_ylabel("documents")
-    fig.suptitle(f"{len(doc_chars)} documents")
+    fig.suptitle(title or f"{len(doc_chars)} documents")
     return fig
 
 

@@ -18,8 +18,9 @@ import copy
 import json
 import logging
 import os
+import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -48,6 +49,7 @@ class SunfishTokenizer:
     mask_token: str = MASK
     pad_token: str = PAD
     name: str = "bpe"
+    _token_bytes: list[int] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         self.backend = copy.deepcopy(self.backend)
@@ -83,6 +85,31 @@ class SunfishTokenizer:
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Text of `ids`; exact inverse of `encode` (byte-level, no clean-up)."""
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes each id stands for, (len(self),): the unit of bits per byte.
+
+        Byte-level BPE (GPT-2, Qwen, our offline BPE): a vocabulary piece spells one byte per
+        character (GPT-2's bytes-to-unicode alphabet), so its length is its byte count; a row
+        cut inside a UTF-8 character still counts each byte once. SentencePiece-style pieces:
+        `<0xNN>` byte-fallback is 1 byte, `▁` is a space. Special tokens (EOS, [MASK], [PAD])
+        stand for no text and count 0.
+        """
+        if self._token_bytes is None:
+            added = self.backend.get_added_tokens_decoder()  # id -> AddedToken
+            byte_level = type(self.backend.decoder).__name__ == "ByteLevel"
+            out = [0] * len(self)
+            for piece, i in self.backend.get_vocab(with_added_tokens=True).items():
+                if i in added:
+                    out[i] = 0 if added[i].special else len(added[i].content.encode("utf-8"))
+                elif byte_level:
+                    out[i] = len(piece)
+                elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
+                    out[i] = 1
+                else:
+                    out[i] = len(piece.replace("\u2581", " ").encode("utf-8"))
+            self._token_bytes = out
+        return self._token_bytes
 
     def tokens(self, text: str) -> list[str]:
         """The pieces `text` is cut into (for showing boundaries); byte tokens that split one
@@ -148,15 +175,24 @@ def save_tokenizer(tok: SunfishTokenizer, run_dir: str | Path) -> Path:
 def _from_hf(name: str) -> SunfishTokenizer:
     """Any HF tokenizer with a fast backend; adds EOS/[MASK]/[PAD] where missing."""
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # A Sunfish export folder also holds remote model code: its tokenizer is a plain fast one, so
+    # transformers must not ask whether to run that code (nor warn that its config is not a tokenizer's).
+    export = (Path(name).expanduser() / "modeling_sunfish.py").is_file()
+    level = hf_logging.get_verbosity()
     try:
-        hf = AutoTokenizer.from_pretrained(name)
+        if export:
+            hf_logging.set_verbosity_error()
+        hf = AutoTokenizer.from_pretrained(name, **({"trust_remote_code": False} if export else {}))
     except (OSError, ValueError) as e:
         hint = "the hub is offline or unreachable" if _hub_offline() else str(e).splitlines()[0][:200]
         raise SunfishError(
             f"data.tokenizer={name!r} could not be loaded ({hint}); use data.tokenizer=bpe (offline) "
             "or a local tokenizer folder"
         ) from None
+    finally:
+        hf_logging.set_verbosity(level)
     if not hf.is_fast:
         raise SunfishError(f"data.tokenizer={name!r} has no fast (Rust) backend; pick a tokenizer with tokenizer.json")
     added = {}

@@ -15,15 +15,19 @@ from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import ConfigError
 
 
-def build_objective(cfg: Config, mask_token_id: int | None = None):
-    """The objective named by `cfg.diffusion.objective`."""
+def build_objective(cfg: Config, mask_token_id: int | None = None, eos_token_id: int | None = None):
+    """The objective named by `cfg.diffusion.objective`.
+
+    `eos_token_id` is the AR baseline's BOS: with it the AR loss scores every token of a row,
+    the same set as the masked ELBO (see `diffusion.autoregressive`).
+    """
     kind = cfg.diffusion.objective
     if kind == "masked":
         if mask_token_id is None:
             raise ConfigError("objective 'masked' needs the tokenizer's [MASK] id; the tokenizer has no [MASK] token")
         return MaskedDiffusion(cfg.diffusion, mask_token_id)
     if kind == "ar":
-        return Autoregressive(cfg.diffusion)
+        return Autoregressive(cfg.diffusion, bos_token_id=eos_token_id)
     if kind == "continuous":
         return ContinuousDiffusion(cfg.diffusion)
     raise ConfigError(f"diffusion.objective={kind!r} is not allowed; choose one of continuous, masked, ar")

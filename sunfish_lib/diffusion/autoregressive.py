@@ -2,6 +2,13 @@
 
 -log p(x) = -sum_i log p(x_i | x_<i): exact, so its validation NLL is the reference
 every diffusion number is compared against.
+
+Scored tokens. With `bos_token_id` (the EOS; what `build_objective` passes) the model reads
+[BOS, x_0, ..., x_{T-2}] and predicts x_0, ..., x_{T-1}: every real token of the row is
+scored, exactly the set the masked ELBO scores, so the two numbers (and their bits per
+byte) describe the same text. Sampling starts from the same EOS-as-BOS. Without it (a bare
+`Autoregressive()`) the row's first token has no loss and T-1 targets are scored.
+`scored(batch)` returns the target positions either way; per-token means divide by them.
 """
 
 from __future__ import annotations
@@ -13,21 +20,41 @@ from sunfish_lib.config import DiffusionConfig
 
 
 class Autoregressive:
-    """Next-token prediction on packed sequences (the first token of a sequence has no loss)."""
+    """Next-token prediction on packed sequences (see the module docstring for which tokens are scored)."""
 
     name = "ar"
 
-    def __init__(self, cfg: DiffusionConfig | None = None):
+    def __init__(self, cfg: DiffusionConfig | None = None, bos_token_id: int | None = None):
         self.cfg = cfg
+        self.bos_id = bos_token_id
+
+    def scored(self, batch: dict) -> torch.Tensor:
+        """(B, T) bool: positions whose token is a target of the loss."""
+        x, am = batch["input_ids"], batch.get("attention_mask")
+        real = torch.ones_like(x, dtype=torch.bool) if am is None else am.bool()
+        if self.bos_id is not None:
+            return real
+        return torch.cat([torch.zeros_like(real[:, :1]), real[:, 1:] & real[:, :-1]], 1)
+
+    def _inputs(self, batch: dict):
+        """(input ids, segment ids, attention mask) the causal model reads, each (B, T)."""
+        x, am, seg = batch["input_ids"], batch.get("attention_mask"), batch.get("segment_ids")
+        if self.bos_id is None:
+            return x, seg, am
+        x = torch.cat([torch.full_like(x[:, :1], self.bos_id), x[:, :-1]], 1)  # position i reads x_{i-1}
+        am = None if am is None else torch.cat([torch.ones_like(am[:, :1]), am[:, :-1]], 1)
+        seg = None if seg is None else torch.cat([seg[:, :1] - 1, seg[:, :-1]], 1)  # BOS: a block of its own
+        return x, seg, am
 
     def loss(self, model, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x = batch["input_ids"]  # (B, T)
-        am = batch.get("attention_mask")
-        h = model.encode(x, segment_ids=batch.get("segment_ids"), attention_mask=am)  # (B, T, d)
-        logits = model.logits(h[:, :-1]).float()  # (B, T-1, V): position i predicts token i+1
-        target = x[:, 1:]
-        nll = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
-        valid = torch.ones_like(target, dtype=torch.bool) if am is None else (am[:, 1:].bool() & am[:, :-1].bool())
-        per_seq = (nll * valid).sum(1)  # (B,)
-        n_tok = valid.sum(1).clamp(min=1).float()
+        inp, seg, am = self._inputs(batch)
+        h = model.encode(inp, segment_ids=seg, attention_mask=am)  # (B, T, d)
+        if self.bos_id is None:
+            h, x = h[:, :-1], x[:, 1:]  # position i predicts token i+1
+        logits = model.logits(h).float()  # (B, T', V)
+        nll = F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none").view_as(x)
+        scored = self.scored(batch)[:, -x.shape[1]:]  # (B, T')
+        per_seq = (nll * scored).sum(1)  # (B,)
+        n_tok = scored.sum(1).clamp(min=1).float()
         return {"loss": per_seq.sum() / n_tok.sum(), "nll_per_seq": per_seq / n_tok}

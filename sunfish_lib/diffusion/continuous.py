@@ -1,7 +1,7 @@
 """Continuous (embedding-space) diffusion: Diffusion-LM (Li et al. 2022) on the shared backbone.
 
 Forward process (Ho et al. 2020, Eq. 4) on the backbone's own token embeddings, learned
-jointly with the denoiser (Diffusion-LM's end-to-end objective, Sec. 4.1):
+jointly with the denoiser (end-to-end, as Diffusion-LM Sec. 4.1 proposes):
 
     x_0 = EMB(w) / init_std    (or, with embed_norm, EMB(w) L2-normalised to norm sqrt(emb_dim): Plaid / CDCD)
     x_k = sqrt(alpha_bar_k) x_0 + sqrt(1 - alpha_bar_k) eps,    eps ~ N(0, I)
@@ -17,16 +17,23 @@ Its output, in the embedding space, is one of (`DiffusionConfig.prediction`):
 
     eps,   x0,   or v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0   (Salimans & Ho 2022, Sec. 4)
 
-Loss per token (Diffusion-LM Sec. 4.1, "L_e2e_simple"), averaged over real tokens:
+Loss per token, averaged over real tokens:
 
     || out - target ||^2 / emb_dim                 simplified DDPM MSE in the chosen parameterisation
     + rounding_weight * CE(logits(x0_hat), w)      rounding: logits_v = -||x0_hat - e_v||^2
     + KL(q(x_T | x_0) || N(0, I)) / emb_dim        prior term at T
 
+This is NOT Diffusion-LM's L_e2e (Sec. 4.1), whose rounding term decodes the word from
+x_0 = EMB(w) + sigma_0 eps (a fixed small noise level, `training_losses_e2e`) plus a t_0
+embedding term. Here the CE reads the *denoiser's* x0 prediction at the sampled t, a
+CDCD-like (Dieleman et al. 2022, score interpolation's CE on x0_hat) / Plaid-like variant:
+it trains the denoiser to land nearest the right embedding, not only the embedding table.
+
 The rounding CE is what stops the embeddings collapsing (all embeddings equal make the
 MSE zero but the CE log V); the prior term stops them growing without bound, which
 would let x_T keep signal. Distance logits make the CE train the very decision rule the
-sampler's euclidean rounding uses. Self-conditioning (Chen et al. 2022, Sec. 3.3): half
+sampler rounds and clamps with (`sample.rounding="auto"`: euclidean; cosine only with
+embed_norm, where all norms are equal and the two rules agree). Self-conditioning (Chen et al. 2022, Sec. 3.3): half
 of the training rows (all rows in eval) first predict x0 without gradient and feed that
 estimate back.
 """
@@ -117,7 +124,8 @@ class ContinuousDiffusion:
 
     def input_scale(self, k: torch.Tensor, table: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """1 / sqrt(alpha_bar sigma^2 + 1 - alpha_bar): makes the model input unit-variance (B, 1, 1)."""
-        sigma2 = table.detach().float().pow(2).mean()
+        t = table.detach().float()
+        sigma2 = torch.linalg.vector_norm(t).square() / t.numel()  # mean of squares, without a (V, e) temporary
         ab = self.schedule.coef("alpha_bar", k, like)
         return (ab * sigma2 + 1.0 - ab).rsqrt()
 
@@ -139,6 +147,10 @@ class ContinuousDiffusion:
         """logits_v = -||x0_hat - e_v||^2 up to a per-position constant: 2 x.e_v - |e_v|^2, (..., V)."""
         table = table.float()
         return 2.0 * x0_hat @ table.t() - table.pow(2).sum(-1)
+
+    def scored(self, batch: dict) -> torch.Tensor:
+        """(B, T) bool: the tokens the rounding CE scores, every real one."""
+        return _valid(batch, batch["input_ids"]).bool()
 
     # -- loss ------------------------------------------------------------------------
     def sample_steps(self, batch_size: int, device, generator=None) -> torch.Tensor:
@@ -170,7 +182,10 @@ class ContinuousDiffusion:
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
         ab = self.schedule.coef("alpha_bar", k, x0)  # (B, 1, 1)
         x_t = self.schedule.q_sample(x0, k, noise)
-        kw = dict(segment_ids=batch.get("segment_ids"), attention_mask=batch.get("attention_mask"))
+        if batch.get("segment_ids") is not None:  # x_t shows no EOS: clean-x0 document ids would leak x0
+            raise ConfigError("data.cross_document_attention=False does not combine with objective 'continuous'; "
+                              "set it to true")
+        kw = dict(attention_mask=batch.get("attention_mask"))
         self_cond = self._self_cond(model, x_t, k, table, generator, **kw)
         out, x0_hat = self.predict(model, x_t, k, table, self_cond=self_cond, **kw)
         mse = (out - target_of(x0, noise, ab, self.prediction)).pow(2).mean(-1)  # (B, T)

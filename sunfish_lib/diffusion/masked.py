@@ -19,6 +19,11 @@ predicts token i, so p_theta(x0_i | z_t) is read from the output at position i-1
 0 has no left neighbour and is read from its own output (dllm's
 `cat([logits[:, :1], logits[:, :-1]])`). Any function of z_t is a valid reverse model, so
 the ELBO stays a bound; the samplers apply the same shift (`sampling.masked`).
+
+Document boundaries (`data.cross_document_attention=False`): the packer's segment ids come
+from the clean x0, so they would tell the denoiser where every EOS is, masked or not, and
+p_theta would no longer be a function of z_t alone (the "bound" would stop bounding).
+`visible_segments` rebuilds them from what z_t shows: a masked EOS is no boundary.
 """
 
 from __future__ import annotations
@@ -29,6 +34,19 @@ import torch
 
 from sunfish_lib.config import DiffusionConfig
 from sunfish_lib.diffusion.timesteps import sample_t
+
+
+def visible_segments(segment_ids: torch.Tensor, masked: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Document ids (B, T) the denoiser may use: boundaries only after an EOS that is still visible in z_t.
+
+    `segment_ids` (B, T) are the packer's (an EOS closes its own document, so the id steps up
+    right after it); `masked` (B, T) marks [MASK] positions. Padding gets -1 (its own block).
+    """
+    real = torch.ones_like(masked) if attention_mask is None else attention_mask.bool()
+    ends = (segment_ids[:, 1:] != segment_ids[:, :-1]) & real[:, 1:] & ~masked[:, :-1]  # (B, T-1): visible EOS
+    closes = torch.cat([ends, torch.zeros_like(ends[:, :1])], 1).long()  # (B, T)
+    return torch.where(real, closes.cumsum(1) - closes, torch.full_like(closes, -1))
 
 
 class MaskSchedule:
@@ -92,23 +110,37 @@ class MaskedDiffusion:
         self.mask_id = int(mask_token_id)
         self.schedule = MaskSchedule(cfg.mask_schedule)
 
+    def scored(self, batch: dict) -> torch.Tensor:
+        """(B, T) bool: the tokens the ELBO scores, every real one (`evaluate` counts their bytes)."""
+        return _valid(batch, batch["input_ids"])
+
     def mask(self, x0: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, generator=None):
         """Forward process q(z_t | x0): (B, T) ids, (B,) times -> (z_t, masked bool (B, T))."""
         u = torch.rand(x0.shape, device=x0.device, generator=generator)
         masked = (u < self.schedule.p_mask(t)[:, None]) & valid
         return torch.where(masked, torch.full_like(x0, self.mask_id), x0), masked
 
-    def masked_nll(self, model, z, t, batch, masked) -> torch.Tensor:
-        """-log p_theta(x0_i | z_t) at the masked positions only: (N,) for N = masked.sum().
+    def masked_logits(self, model, z, t, batch, masked) -> torch.Tensor:
+        """SUBS logits of p_theta(x0_i | z_t) at the masked positions only: (N, V) for N = masked.sum().
 
         Logits are computed only where the loss needs them (the unmasked ones are copied
-        through by SUBS), which saves the vocabulary projection on ~half the tokens.
+        through by SUBS), which saves the vocabulary projection on ~half the tokens. The
+        attention sees document boundaries only where z_t shows an EOS (`visible_segments`).
         """
-        h = model.encode(z, t=t, segment_ids=batch.get("segment_ids"), attention_mask=batch.get("attention_mask"))
+        am = batch.get("attention_mask")
+        seg = batch.get("segment_ids")
+        if seg is not None:
+            seg = visible_segments(seg, z == self.mask_id, am)
+        h = model.encode(z, t=t, segment_ids=seg, attention_mask=am)
         if self.cfg.shift_logits:
             h = shift_right(h)  # (B, T, d): row i now holds position i-1's output, which scores token i
         logits = model.logits(h[masked]).float()  # (N, V)
         logits[:, self.mask_id] = float("-inf")  # SUBS: never predict [MASK]
+        return logits
+
+    def masked_nll(self, model, z, t, batch, masked) -> torch.Tensor:
+        """-log p_theta(x0_i | z_t) at the masked positions only: (N,) for N = masked.sum()."""
+        logits = self.masked_logits(model, z, t, batch, masked)  # (N, V)
         target = batch["input_ids"][masked]  # (N,)
         return torch.logsumexp(logits, -1) - logits.gather(-1, target[:, None]).squeeze(-1)
 

@@ -20,6 +20,7 @@ import html
 import numpy as np
 import torch
 
+from sunfish_lib.display import NEWLINE, decode_pieces
 from sunfish_lib.errors import SunfishError
 
 STATES = ("context", "mask", "committed", "changed", "same")
@@ -108,11 +109,12 @@ def step_tokens(tokenizer, traj, step: int, row: int = 0) -> list[tuple[str, str
         raise SunfishError(f"step={step} is out of range; this trajectory has steps 0..{tok.shape[0] - 1}")
     ch, cm, gen = changed(traj, row)[step], committed(traj, row)[step], generated(traj, row)
     mask_id = tokenizer.mask_token_id
+    ids = tok[step].tolist()
     out = []
-    for t, i in enumerate(tok[step].tolist()):
+    for t, (i, piece) in enumerate(zip(ids, decode_pieces(tokenizer, ids))):  # UTF-8 characters kept whole
         state = ("context" if not gen[t] else "mask" if i == mask_id else "committed" if cm[t]
                  else "changed" if ch[t] else "same")
-        out.append(("░" if i == mask_id else tokenizer.decode([i]), state))
+        out.append(("░" if i == mask_id else piece, state))
     return out
 
 
@@ -125,7 +127,7 @@ def step_html(tokenizer, traj, step: int, row: int = 0) -> str:
     spans = []
     for pos, (text, state) in enumerate(step_tokens(tokenizer, traj, step, row)):
         spans.append(f'<span class="sf-tok sf-{state}" data-pos="{pos}" style="{STATE_STYLE[state]}">'
-                     f"{html.escape(text)}</span>")
+                     f"{html.escape(text.replace(chr(10), NEWLINE + chr(10)))}</span>")  # a committed newline shows
     legend = " ".join(f'<span style="{STATE_STYLE[s]}">{s}</span>' for s in ("committed", "changed", "mask", "context"))
     t = traj.times[step] if step < len(traj.times) else float("nan")
     return (f'<div class="sf-step"><div style="font-size:85%">step {step + 1}/{len(traj)}, t = {t:.3f} · {legend}</div>'

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from sunfish_lib.model import KVCache
-from sunfish_lib.sampling.filters import filter_logits, sample_categorical
+from sunfish_lib.sampling.filters import sample_tokens
 from sunfish_lib.sampling.trajectory import Trajectory
 
 
@@ -23,28 +23,33 @@ def sample_ar(
     generator: torch.Generator | None = None,
     trajectory: Trajectory | None = None,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    exclude_ids: Sequence[int] = (),
 ) -> torch.Tensor:
     """Continue `prompt` (B, P >= 1) by `length` tokens: returns (B, P + length).
 
     The prompt is prefilled in one pass; each new token costs one single-position pass.
-    temperature 0 is greedy.
+    temperature 0 is greedy (argmax); top_k/top_p filter whatever the temperature; `exclude_ids`
+    (e.g. [MASK], [PAD], EOS) are never emitted.
     """
     if prompt.shape[1] < 1:
         raise ValueError("AR sampling needs a prompt of at least one token (e.g. EOS as BOS)")
     cache = KVCache(len(model.blocks))
     x = prompt
-    logits = model(prompt, kv_cache=cache)[:, -1].double()  # (B, V)
+    never = sorted({int(i) for i in exclude_ids})
+
+    def last_logits(ids):
+        out = model.logits(model.encode(ids, kv_cache=cache)[:, -1]).float()  # (B, V): the head at the last position only
+        out[:, never] = float("-inf")
+        return out
+
+    logits = last_logits(prompt)
     for i in range(length):
-        if temperature == 0:
-            nxt = logits.argmax(-1)
-        else:
-            nxt = sample_categorical(filter_logits(logits, temperature, top_k, top_p), generator)
+        nxt, conf = sample_tokens(logits, temperature, top_k, top_p, generator, overwrite=True)  # (B,), (B,) float64
         x = torch.cat([x, nxt[:, None]], 1)
         if trajectory is not None:
-            probs = logits.softmax(-1).gather(-1, nxt[:, None])  # (B, 1)
-            trajectory.record(1 - (i + 1) / length, tokens=x, confidence=probs.float())
+            trajectory.record(1 - (i + 1) / length, tokens=x, confidence=conf[:, None].float())
         if callback is not None:
             callback(i + 1, length, x)
         if i + 1 < length:
-            logits = model(nxt[:, None], kv_cache=cache)[:, -1].double()
+            logits = last_logits(nxt[:, None])
     return x

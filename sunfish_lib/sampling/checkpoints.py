@@ -37,7 +37,7 @@ def tiny_checkpoint(folder: str | Path, objective: str = "masked", max_steps: in
     if (folder / "export" / "model.safetensors").is_file():
         return folder
     settings = {"objective": objective, "sampler": DEFAULT_SAMPLERS[objective], "max_steps": max_steps,
-                "warmup_steps": max(1, max_steps // 10), "val_every": max_steps, "ckpt_every": max_steps,
+                "val_every": max_steps, "ckpt_every": max_steps,
                 "log_every": max(1, max_steps // 20), "val_batches": 1, "tensorboard": False, "keep_best": 0,
                 **(SMOKE_SHAPE if smoke else {}), **(sample or {})}
     train(get_config("tiny", settings), folder, progress=False)

@@ -33,9 +33,16 @@ def add_parser(sub) -> None:
     p.add_argument("--temperature", type=float, help="softmax temperature (masked, ar; 0: greedy)")
     p.add_argument("--top-k", type=int, help="keep the k most likely tokens (0: off)")
     p.add_argument("--top-p", type=float, help="nucleus mass (1.0: off)")
+    p.add_argument("--allow-eos", dest="allow_eos", action="store_true", default=None,
+                   help="let samples contain EOS (variable-length output); default: EOS, [MASK], [PAD] never appear")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--trajectory", type=Path, help="record the denoising trajectory into this .safetensors file")
-    p.add_argument("--json", action="store_true", help="print one JSON object (texts, ids, settings, files)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (texts, ids, settings, quality, files)")
+    p.add_argument("--judge", help="causal model that scores the samples (judge perplexity): an ar run folder, its "
+                                   "export/ or a Hugging Face causal-LM folder (default: the ar model of the "
+                                   "workbook run folder the checkpoint is in, if any)")
+    p.add_argument("--no-quality", dest="quality", action="store_false",
+                   help="skip the quality figures (entropy, distinct-n, judge perplexity)")
     p.add_argument("--no-save", action="store_true", help="do not write samples/ into the run folder")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
@@ -48,7 +55,7 @@ def settings_from_args(args) -> dict:
     """The sampling settings given on the command line (None: the checkpoint's own)."""
     return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "temperature": args.temperature,
             "top_k": args.top_k, "top_p": args.top_p, "length": args.length, "num_samples": args.num_samples,
-            "mask_length": args.mask_length}
+            "mask_length": args.mask_length, "allow_eos": args.allow_eos}
 
 
 class ProgressBar:
@@ -92,7 +99,9 @@ def _writable_folder(folder: Path, flag: str) -> None:
 def run(args) -> int:
     from safetensors import SafetensorError
 
-    from sunfish_lib.sampling.session import format_samples, load_checkpoint, sample, sample_record, save_samples
+    from sunfish_lib.display import SamplesView
+    from sunfish_lib.quality import quality_of
+    from sunfish_lib.sampling.session import load_checkpoint, sample, sample_record, save_samples
 
     if args.trajectory is not None and args.trajectory.suffix != ".safetensors":
         raise SunfishError(f"--trajectory {args.trajectory} must end in .safetensors (e.g. trajectory.safetensors)")
@@ -109,6 +118,8 @@ def run(args) -> int:
         bar.close()
     record = sample_record(loaded, gen, mode=args.mode, prompt=args.prompt, seed=args.seed,
                            seconds=time.perf_counter() - t0)
+    if args.quality:
+        record["quality"] = quality_of(gen, loaded, judge=args.judge)
     files = []
     if args.trajectory is not None:
         try:
@@ -121,7 +132,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({**record, "files": [str(f) for f in files]}))
         return 0
-    print(format_samples(gen.texts))
+    print(SamplesView.of(gen, loaded.tokenizer, record.get("quality")).text(color=sys.stdout.isatty()))
     s = record["settings"]
     print(f"\n{loaded.objective} / {s['sampler']}, {s['steps']} steps, seed {args.seed}: "
           f"{gen.forward_passes} forward passes in {record['seconds']:.2f} s")

@@ -35,7 +35,7 @@ import torch
 from sunfish_lib.diffusion.continuous import ContinuousDiffusion, eps_from_x0, to_x0_eps
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling.rounding import METRICS, nearest_tokens, snap_to_embeddings
+from sunfish_lib.sampling.rounding import nearest_tokens, resolve_metric, snap_to_embeddings
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
 
 CONTINUOUS_SAMPLERS = ("ddpm", "ddim")
@@ -128,13 +128,13 @@ class ContinuousSampler:
     steps: int = 50
     eta: float = 0.0
     clamp: bool = False
-    rounding: str = "cosine"
+    rounding: str = "auto"
     mask_id: int | None = None
     exclude_ids: Sequence[int] = ()
 
     def __post_init__(self):
-        if self.rounding not in METRICS:
-            raise SunfishError(f"sample.rounding={self.rounding!r} is not allowed; choose one of {', '.join(METRICS)}")
+        # clamping and rounding use the rule training's rounding CE learns (see `rounding.resolve_metric`)
+        self.rounding = resolve_metric(self.rounding, self.objective.cfg.embed_norm)
         self.scheduler = GaussianScheduler(self.objective.schedule, self.objective.prediction, self.kind, self.eta)
         self.scheduler.set_timesteps(self.steps)
         self.forward_passes = 0
@@ -184,12 +184,12 @@ class ContinuousSampler:
         self_cond, self.forward_passes = None, 0
         for i, t in enumerate(sched.timesteps.tolist()):
             k = torch.full((shape[0],), t, dtype=torch.long, device=x.device)
-            out, _ = obj.predict(model, x, k, table, self_cond=self_cond)
+            out, raw_x0 = obj.predict(model, x, k, table, self_cond=self_cond)
             self.forward_passes += 1
             x, pred_x0 = sched.step(out, t, x, generator=generator, clamp_fn=clamp_fn)
             x = self._hold(x, x0_known, known, sched.prev_timestep(t), generator)
             if obj.cfg.self_conditioning:
-                self_cond = pred_x0
+                self_cond = raw_x0  # the unclamped estimate, as training feeds it (`ContinuousDiffusion._self_cond`)
             if trajectory is not None or callback is not None:
                 ids, dist = nearest_tokens(pred_x0, table, self.rounding, exclude_ids=exclude)
                 ids = torch.where(known, x_ids, ids)  # (B, T) the rounded prediction, context held

@@ -24,9 +24,10 @@ MODES = ("uncond", "infill")
 class ARSampler:
     """Adapter: AR sampling (KV cache) behind the fill-the-masks interface."""
 
-    def __init__(self, model, mask_id: int, bos_id: int, temperature=1.0, top_k=0, top_p=1.0):
+    def __init__(self, model, mask_id: int, bos_id: int, temperature=1.0, top_k=0, top_p=1.0, exclude_ids=()):
         self.model, self.mask_id, self.bos_id = model, mask_id, bos_id
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.exclude_ids = sorted({mask_id, *exclude_ids})
         self.forward_passes = 0
 
     def generate(self, x: torch.Tensor, *, generator=None, trajectory=None, callback=None) -> torch.Tensor:
@@ -37,14 +38,23 @@ class ARSampler:
                                "(use a diffusion objective to infill)")
         prompt = x[:, :p] if p else torch.full((x.shape[0], 1), self.bos_id, device=x.device)
         out = sample_ar(self.model, prompt, x.shape[1] - p, temperature=self.temperature, top_k=self.top_k,
-                        top_p=self.top_p, generator=generator, trajectory=trajectory, callback=callback)
+                        top_p=self.top_p, generator=generator, trajectory=trajectory, callback=callback,
+                        exclude_ids=self.exclude_ids)
         self.forward_passes = x.shape[1] - p
         return out if p else out[:, 1:]
+
+
+def never_emitted(tokenizer, vocab_size: int, allow_eos: bool = False) -> list[int]:
+    """Ids no sampler may put into text: [MASK], [PAD], EOS (unless `allow_eos`), and ids the tokenizer lacks."""
+    specials = [tokenizer.mask_token_id, tokenizer.pad_token_id] + ([] if allow_eos else [tokenizer.eos_token_id])
+    known = len(tokenizer) if hasattr(tokenizer, "__len__") else vocab_size
+    return sorted({int(i) for i in specials if i is not None} | set(range(known, vocab_size)))
 
 
 def build_sampler(model, cfg: Config, tokenizer, sample: SampleConfig | None = None):
     """The sampler `sample.sampler` names, for the objective the model was trained with."""
     s = sample or cfg.sample
+    never = never_emitted(tokenizer, cfg.model.vocab_size, s.allow_eos)
     objective = cfg.diffusion.objective
     if s.sampler not in SAMPLERS[objective]:
         raise SunfishError(f"sampler {s.sampler!r} does not fit this {objective} checkpoint; "
@@ -57,17 +67,16 @@ def build_sampler(model, cfg: Config, tokenizer, sample: SampleConfig | None = N
         return MaskedSampler(model, mask_id, kind=s.sampler, steps=s.steps, temperature=s.temperature, top_k=s.top_k,
                              top_p=s.top_p, block_length=s.block_length, threshold=s.threshold,
                              cfg_scale=s.cfg_scale, schedule=MaskSchedule(cfg.diffusion.mask_schedule),
-                             shift_logits=cfg.diffusion.shift_logits)
+                             shift_logits=cfg.diffusion.shift_logits, exclude_ids=never)
     if objective == "continuous":
         from sunfish_lib.diffusion.continuous import ContinuousDiffusion
         from sunfish_lib.sampling.continuous import ContinuousSampler
 
         if s.steps > cfg.diffusion.num_timesteps:
             raise SunfishError(f"steps={s.steps} exceeds the checkpoint's {cfg.diffusion.num_timesteps} training steps")
-        specials = [i for i in (tokenizer.mask_token_id, tokenizer.pad_token_id) if i is not None]
         return ContinuousSampler.from_config(model, ContinuousDiffusion(cfg.diffusion), s, mask_id=mask_id,
-                                             exclude_ids=specials)
-    return ARSampler(model, mask_id, tokenizer.eos_token_id, s.temperature, s.top_k, s.top_p)
+                                             exclude_ids=never)
+    return ARSampler(model, mask_id, tokenizer.eos_token_id, s.temperature, s.top_k, s.top_p, exclude_ids=never)
 
 
 def initial_ids(tokenizer, *, mode: str, prompt: str = "", length: int, mask_length: int, num_samples: int,

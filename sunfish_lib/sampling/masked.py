@@ -3,34 +3,50 @@
 - `ancestral`: the exact reverse process of the absorbing-state chain (D3PM, Austin et
   al. 2021; MDLM, Sahoo et al. 2024, Eq. 7/Alg. 2): from t to s < t a masked token
   becomes token v with probability (alpha_s - alpha_t)/(1 - alpha_t) * p_theta(v | z_t)
-  and stays masked with probability (1 - alpha_s)/(1 - alpha_t). With a
-  time-unconditioned model, a step that changed nothing reuses the last prediction
-  (MDLM's `ddpm_cache`), saving a forward pass.
+  and stays masked with probability (1 - alpha_s)/(1 - alpha_t). The two factors are
+  drawn one after the other (a Bernoulli per masked position, then a token only where it
+  fired), which is the same law and needs the vocabulary head only where a token lands. A
+  step that unmasks nothing costs no forward pass, and the hidden states of an unchanged
+  input are reused (MDLM's `ddpm_cache`; `use_cache=False` runs the model every step).
 - `low_confidence` / `random`: LLaDA's remasking samplers (Nie et al. 2025, Sec. 2.4,
   App. B.3): each step predicts every masked token and commits the k most confident
-  (or k random) ones; k splits the block's masks evenly over its steps.
+  (or k random) ones; k splits the block's masks evenly over its steps. `random` picks its
+  k positions first and draws tokens only there.
 - `threshold`: confidence-threshold parallel decoding (Fast-dLLM, Wu et al. 2025,
   Sec. 3.3): commit every masked position whose confidence exceeds `threshold`, at
   least one per step.
 
-Semi-autoregressive blocks (`block_length`, LLaDA App. B.3): positions are split into
-blocks left to right and a block is finished before the next starts. Classifier-free
-guidance (LLaDA App. B.5): the unconditional pass masks the prompt;
-logits = un + (w + 1) (cond - un). All random draws use float64 Gumbel noise.
+Confidence is p(token) under the untempered, unfiltered softmax (as LLaDA and Fast-dLLM;
+`filters.sample_tokens`); the token itself is drawn from the tempered, top-k/top-p filtered
+one. temperature 0 is the argmax for every sampler (ancestral included: its tokens are
+then argmaxes, while which positions unmask stays the process's own coin flip).
+
+Semi-autoregressive blocks (`block_length`, LLaDA App. B.3): each row's positions from
+its first [MASK] on are split into blocks left to right, and a block is finished before the
+next starts; `steps` is spread over the blocks (remainder to the first ones), never dropped.
+Classifier-free guidance (LLaDA App. B.5): the unconditional pass masks the prompt and runs
+in the same batched forward; logits = un + (w + 1) (cond - un); with no prompt it is skipped.
 With `shift_logits` (a model trained with `diffusion.shift_logits`), the token at
 position i is read from the logits at position i - 1, exactly as in training.
+
+Work is done only where a decision is made: the vocabulary head, softmax, filters and
+confidence run on the rows of positions that can commit this step, never on committed ones.
+`[MASK]` and `exclude_ids` (e.g. [PAD], and EOS unless variable-length output is wanted)
+are never emitted. A time-conditioned model gets the schedule's t: ancestral its step
+time, the others the t whose masking probability equals the fraction of the generated
+positions (the prompt excluded) still masked.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from sunfish_lib.diffusion.masked import MaskSchedule, shift_right
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling.filters import filter_logits, gumbel_noise, sample_categorical
+from sunfish_lib.sampling.filters import compiled_step, filter_logits, sample_tokens
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
 
 MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold")
@@ -38,7 +54,11 @@ MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold")
 
 @dataclass
 class MaskedSampler:
-    """Settings of a masked-diffusion sampler; `generate(x)` fills x's [MASK] positions."""
+    """Settings of a masked-diffusion sampler; `generate(x)` fills x's [MASK] positions.
+
+    `forward_passes` counts model evaluations of the B rows (a CFG step counts 2, though
+    both run as one batched call). `compile`: torch.compile the step math (None: on CUDA only).
+    """
 
     model: torch.nn.Module
     mask_id: int
@@ -53,6 +73,8 @@ class MaskedSampler:
     schedule: MaskSchedule | None = None
     use_cache: bool = True
     shift_logits: bool = False
+    exclude_ids: Sequence[int] = ()
+    compile: bool | None = None
 
     def __post_init__(self):
         if self.kind not in MASKED_SAMPLERS:
@@ -63,36 +85,50 @@ class MaskedSampler:
             raise SunfishError("block_length applies to low_confidence/random/threshold; use 0 with ancestral")
         self.schedule = self.schedule or MaskSchedule("linear")
         self.forward_passes = 0
+        self._never = sorted({int(self.mask_id), *(int(i) for i in self.exclude_ids)})
+        self._split = hasattr(self.model, "encode") and hasattr(self.model, "logits")
+        self._step = None
 
     # -- model call ------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-        """Filtered float64 logits (B, T, V) with [MASK] excluded (SUBS), CFG applied."""
-        t = (x == self.mask_id).float().mean(1)  # (B,) for time-conditioned models
-        logits = self._logits(x, t)
-        self.forward_passes += 1
-        if self.cfg_scale > 0:
-            un_x = x.masked_fill(prompt, self.mask_id)
-            un = self._logits(un_x, (un_x == self.mask_id).float().mean(1))
-            self.forward_passes += 1
-            logits = un + (self.cfg_scale + 1) * (logits - un)
-        logits[..., self.mask_id] = float("-inf")
-        if self.temperature > 0:
-            logits = filter_logits(logits, self.temperature, self.top_k, self.top_p)
-        return logits
+    def _hidden(self, x: torch.Tensor, prompt: torch.Tensor, t: torch.Tensor):
+        """One forward of x (B, T) (+ its prompt-masked copy for CFG, same batch): (states, guided)."""
+        guided = self.cfg_scale > 0 and bool(prompt.any())
+        if guided:
+            x, t = torch.cat([x, x.masked_fill(prompt, self.mask_id)]), torch.cat([t, t])  # (2B, T)
+        h = self.model.encode(x, t=t) if self._split else self.model(x, t=t)  # (B', T, d) or (B', T, V)
+        self.forward_passes += 2 if guided else 1
+        return (shift_right(h) if self.shift_logits else h), guided
 
-    def _logits(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """float64 logits (B, T, V), row i scoring the token at position i (shifted when trained so)."""
-        logits = self.model(x, t=t).double()
-        return shift_right(logits) if self.shift_logits else logits
+    def _rows(self, hidden, sel: torch.Tensor) -> torch.Tensor:
+        """float32 logits (N, V) at the N positions of sel (B, T): head, CFG, never-emitted ids at -inf."""
+        h, guided = hidden
+        B = sel.shape[0]
+        head = self.model.logits if self._split else (lambda v: v)
+        out = head(h[:B][sel]).float()  # (N, V)
+        if guided:
+            un = head(h[B:][sel]).float()
+            out = un + (self.cfg_scale + 1) * (out - un)
+        out[:, self._never] = float("-inf")  # SUBS: never [MASK]; nor [PAD]/EOS when excluded
+        return out
 
     def _draw(self, logits: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Proposed tokens x0 (B, T) and their probability under the filtered distribution."""
-        x0 = logits.argmax(-1) if self.temperature == 0 else sample_categorical(logits, generator)
-        conf = logits.softmax(-1).gather(-1, x0[..., None]).squeeze(-1)  # (B, T) float64
-        return x0, conf
+        """Tokens (N,) from the tempered, filtered rows and their untempered confidence (N,) float64; uses up logits."""
+        return sample_tokens(logits, self.temperature, self.top_k, self.top_p, generator, step=self._step,
+                             overwrite=True)
+
+    def _time(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """(B,) schedule time whose p_mask is the masked fraction of the generated positions."""
+        frac = ((x == self.mask_id) & region).sum(1) / region.sum(1).clamp(min=1)
+        return (frac / self.schedule.rate).clamp(max=1.0).float()
+
+    def _entropy(self, logits: torch.Tensor) -> torch.Tensor:
+        """Entropy (N,) of the distribution the tokens are drawn from (for trajectories)."""
+        if self.temperature > 0:
+            logits = filter_logits(logits, self.temperature, self.top_k, self.top_p)
+        return entropy(logits)
 
     # -- public ----------------------------------------------------------------------
+    @torch.no_grad()
     def generate(
         self,
         x: torch.Tensor,
@@ -104,75 +140,107 @@ class MaskedSampler:
         """Fill every [MASK] of x (B, T); tokens that are not [MASK] are kept exactly."""
         x = x.clone()
         self.forward_passes = 0
+        if self._step is None:
+            self._step = compiled_step(self.compile, x.device)
         prompt = x != self.mask_id  # (B, T) positions given by the caller
         if self.kind == "ancestral":
             return self._ancestral(x, prompt, generator, trajectory, callback)
-        T = x.shape[1]
-        size = self.block_length or T
-        blocks = [(s, min(s + size, T)) for s in range(0, T, size)]
-        active = [b for b in blocks if (x[:, b[0]:b[1]] == self.mask_id).any()]
-        steps_per_block = max(1, self.steps // max(1, len(active)))
+        blocks = self._blocks(x)
         done = 0
-        for lo, hi in active:
-            done = self._fill_block(x, prompt, lo, hi, steps_per_block, generator, trajectory, callback, done)
+        for in_block, steps in zip(blocks, _split_steps(self.steps, len(blocks), self.block_length)):
+            done = self._fill_block(x, prompt, in_block, steps, generator, trajectory, callback, done)
         return x
 
+    def _blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-row block masks (B, T): block b of a row covers [first + b L, first + (b + 1) L), first its first [MASK]."""
+        masked = x == self.mask_id
+        if not self.block_length:
+            return [torch.ones_like(masked)]
+        T = x.shape[1]
+        first = torch.where(masked.any(1), masked.int().argmax(1), torch.full_like(masked[:, 0], T, dtype=torch.long))
+        rel = torch.arange(T, device=x.device)[None] - first[:, None]  # (B, T) offset from the first mask
+        block = torch.where(rel >= 0, rel // self.block_length, torch.full_like(rel, -1))
+        n_blocks = int(block[masked].max()) + 1 if masked.any() else 0  # blocks that hold a [MASK]
+        return [block == b for b in range(n_blocks)]
+
     # -- confidence-based samplers ----------------------------------------------------
-    def _fill_block(self, x, prompt, lo, hi, steps, generator, trajectory, callback, done) -> int:
-        in_block = torch.zeros_like(x, dtype=torch.bool)
-        in_block[:, lo:hi] = True
+    def _fill_block(self, x, prompt, in_block, steps, generator, trajectory, callback, done) -> int:
+        region = ~prompt
         k_per_step = _transfer_schedule(((x == self.mask_id) & in_block).sum(1), steps)  # (B, steps)
         i = 0
         while ((x == self.mask_id) & in_block).any():
             masked = (x == self.mask_id) & in_block
-            logits = self.predict(x, prompt)
-            x0, conf = self._draw(logits, generator)
-            if self.kind == "random":
-                conf = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
-            score = conf.masked_fill(~masked, float("-inf"))
-            if self.kind == "threshold":
-                commit = _threshold_commit(score, self.threshold)
+            k = k_per_step[:, i] if i < steps else masked.sum(1)  # (B,)
+            if self.kind == "random":  # positions first (uniform among the masked), tokens only there
+                score = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
+                sel = commit = _topk_commit(score.masked_fill(~masked, -1.0), k) & masked
             else:
-                k = k_per_step[:, min(i, steps - 1)] if i < steps else masked.sum(1)
-                commit = _topk_commit(score, k)
-            commit &= masked
-            x[commit] = x0[commit]
+                sel = masked & (k > 0)[:, None] if self.kind == "low_confidence" else masked
+            if sel.any():
+                hidden = self._hidden(x, prompt, self._time(x, region))
+                logits = self._rows(hidden, sel)  # (N, V)
+                ent = self._entropy(logits) if trajectory is not None else None  # before the draw uses logits up
+                tok, conf = self._draw(logits, generator)  # (N,), (N,)
+                if self.kind != "random":
+                    score = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
+                    score[sel] = conf
+                    commit = (_threshold_commit(score, self.threshold) if self.kind == "threshold"
+                              else _topk_commit(score, k)) & sel
+                proposal = torch.full_like(x, -1)
+                proposal[sel] = tok
+                x[commit] = proposal[commit]
+                if trajectory is not None:
+                    c, e = torch.zeros(x.shape, device=x.device), torch.zeros(x.shape, device=x.device)
+                    c[sel], e[sel] = conf.float(), ent
+                    trajectory.record(1 - (done + 1) / max(self.steps, done + 1), tokens=x, confidence=c,
+                                      masked=x == self.mask_id, committed=commit, entropy=e)
             i += 1
             done += 1
-            if trajectory is not None:
-                trajectory.record(1 - done / max(self.steps, done), tokens=x, confidence=conf.float(),
-                                  masked=x == self.mask_id, committed=commit, entropy=entropy(logits))
             if callback is not None:
                 callback(done, self.steps, x)
         return done
 
     # -- ancestral ---------------------------------------------------------------------
     def _ancestral(self, x, prompt, generator, trajectory, callback) -> torch.Tensor:
-        cached = None
-        time_conditioned = getattr(getattr(self.model, "cfg", None), "time_conditioning", False)
+        hidden = None  # hidden states of the current x (ddpm_cache); None once x changed
+        time_conditioned = bool(getattr(getattr(self.model, "cfg", None), "time_conditioning", False))
         for k in range(self.steps):
             t = torch.tensor(1 - k / self.steps, dtype=torch.float64)
             s = torch.tensor(1 - (k + 1) / self.steps, dtype=torch.float64)
             masked = x == self.mask_id
             if not masked.any():
                 break
-            if cached is None or time_conditioned or not self.use_cache:
-                cached = self.predict(x, prompt).log_softmax(-1)  # (B, T, V) float64
             a_t, a_s = self.schedule.alpha(t), self.schedule.alpha(s)
-            p_unmask = (a_s - a_t) / (1 - a_t)  # per token, MDLM Eq. 7
-            logp = cached + torch.log(p_unmask)
-            logp[..., self.mask_id] = torch.log(1 - p_unmask) if k < self.steps - 1 else float("-inf")
-            draw = (logp + gumbel_noise(logp.shape, x.device, generator)).argmax(-1)
-            commit = masked & (draw != self.mask_id)
-            x[commit] = draw[commit]
-            if trajectory is not None:  # confidence: p_theta of the most likely token at this step
-                trajectory.record(float(s), tokens=x, confidence=cached.exp().max(-1).values.float(),
-                                  masked=x == self.mask_id, committed=commit, entropy=entropy(cached))
+            p_unmask = 1.0 if k == self.steps - 1 else float((a_s - a_t) / (1 - a_t))  # MDLM Eq. 7
+            u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
+            commit = masked & (u < p_unmask)  # (B, T) the positions that leave [MASK] at this step
+            t_b = torch.full((x.shape[0],), float(t), device=x.device)
+            needed = bool(commit.any()) or trajectory is not None
+            if not self.use_cache or (needed and (hidden is None or time_conditioned)):
+                hidden = self._hidden(x, prompt, t_b)
             if commit.any():
-                cached = None  # the input changed: the next step needs a fresh forward pass
+                tok, _ = self._draw(self._rows(hidden, commit), generator)
+                x[commit] = tok
+            if trajectory is not None:  # confidence: p_theta of the most likely token at this step
+                logits = self._rows(hidden, masked)
+                c, ent = torch.zeros(x.shape, device=x.device), torch.zeros(x.shape, device=x.device)
+                c[masked] = logits.softmax(-1).max(-1).values
+                ent[masked] = self._entropy(logits)
+                trajectory.record(float(s), tokens=x, confidence=c, masked=x == self.mask_id, committed=commit,
+                                  entropy=ent)
+            if commit.any():
+                hidden = None  # the input changed: the next step that needs the model runs it again
             if callback is not None:
                 callback(k + 1, self.steps, x)
         return x
+
+
+def _split_steps(steps: int, n_blocks: int, block_length: int) -> list[int]:
+    """`steps` spread over the semi-AR blocks, the remainder to the first ones; none dropped."""
+    if n_blocks > steps:
+        raise SunfishError(f"steps={steps} is fewer than the {n_blocks} semi-autoregressive blocks of "
+                           f"block_length={block_length}; use steps >= {n_blocks} or a larger block_length")
+    return [steps // n_blocks + (b < steps % n_blocks) for b in range(n_blocks)]
 
 
 def _transfer_schedule(n_masked: torch.Tensor, steps: int) -> torch.Tensor:

@@ -2,8 +2,11 @@
 
 Diffusion-LM (Li et al. 2022, Sec. 4.1-4.2) decodes x_0 by rounding every position to
 the nearest word embedding, and its "clamping trick" (Sec. 4.2) snaps the predicted x0
-to the nearest embedding at every reverse step. Nearest is by cosine similarity or by
-euclidean distance.
+to the nearest embedding at every reverse step (with L2 distance, as its
+`denoised_fn_round`). Nearest is by euclidean distance, the rule training's rounding CE
+learns (logits -||x0_hat - e_v||^2), or by cosine similarity. `sample.rounding="auto"` (the
+default) means euclidean, and cosine only with `diffusion.embed_norm=True`, where every
+embedding has the same norm and the two rules pick the same token.
 
 Memory: the score matrix (positions x vocabulary) is never built whole. Rows go in
 blocks of `ROW_BLOCK` and the vocabulary in chunks sized so a block's scores stay under
@@ -18,11 +21,21 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from sunfish_lib.config import ROUNDINGS
 from sunfish_lib.errors import SunfishError
 
 METRICS = ("cosine", "euclidean")
 ROW_BLOCK = 4096
 MAX_ELEMENTS = 1 << 24
+
+
+def resolve_metric(rounding: str, embed_norm: bool) -> str:
+    """`sample.rounding` -> the metric used: auto is euclidean, or cosine when embeddings are normalised."""
+    if rounding not in ROUNDINGS:
+        raise SunfishError(f"sample.rounding={rounding!r} is not allowed; choose one of {', '.join(ROUNDINGS)}")
+    if rounding == "auto":
+        return "cosine" if embed_norm else "euclidean"
+    return rounding
 
 
 def _check_metric(metric: str) -> None:
@@ -34,7 +47,7 @@ def _check_metric(metric: str) -> None:
 def nearest_tokens(
     x: torch.Tensor,
     table: torch.Tensor,
-    metric: str = "cosine",
+    metric: str = "euclidean",
     *,
     exclude_ids: Sequence[int] = (),
     max_elements: int = MAX_ELEMENTS,

@@ -24,7 +24,8 @@ import torch
 from sunfish_lib.config import SAMPLERS, Config
 from sunfish_lib.errors import SunfishError
 
-SETTINGS = ("sampler", "steps", "eta", "temperature", "top_k", "top_p", "length", "num_samples", "mask_length")
+SETTINGS = ("sampler", "steps", "eta", "temperature", "top_k", "top_p", "length", "num_samples", "mask_length",
+            "allow_eos")
 MASK_GLYPH = "░"
 
 

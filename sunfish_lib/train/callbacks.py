@@ -10,11 +10,17 @@ import pytorch_lightning as pl
 import torch
 
 from sunfish_lib.config import Config
+from sunfish_lib.estimate import executed_flops_per_token
 
 # Dense bf16 tensor-core peaks (FLOP/s) from vendor datasheets, without sparsity.
 GPU_PEAK_BF16 = {
     "H200": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12,
     "L40S": 362e12, "A6000": 155e12, "A5000": 111e12, "A4500": 94.6e12, "4090": 165e12, "3090": 71e12,
+}
+# Plain fp32 (CUDA-core, no tensor cores) peaks: what an fp32 matmul gets unless TF32 is enabled.
+GPU_PEAK_FP32 = {
+    "H200": 67e12, "H100 SXM": 67e12, "H100 PCIe": 51e12, "H100": 67e12, "A100": 19.5e12,
+    "L40S": 91.6e12, "A6000": 38.7e12, "A5000": 27.8e12, "A4500": 23.7e12, "4090": 82.6e12, "3090": 35.6e12,
 }
 
 
@@ -30,26 +36,40 @@ def measure_cpu_matmul_peak(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
+def gpu_peak_flops(name: str, precision: str, fp32_matmul: str | None = None) -> tuple[float, str]:
+    """(datasheet peak FLOP/s, label) of GPU `name` for a run at `precision`.
+
+    16-bit precisions: the bf16 tensor-core peak. 32-bit: the TF32 peak (half the bf16 one on
+    these parts) only when TF32 is on (`torch.get_float32_matmul_precision()` "high"/"medium";
+    nothing in Sunfish turns it on), else the plain fp32 peak that the matmuls actually run at.
+    """
+    fp32_matmul = torch.get_float32_matmul_precision() if fp32_matmul is None else fp32_matmul
+    for key in GPU_PEAK_BF16:
+        if key in name:
+            if "16" in precision:
+                return GPU_PEAK_BF16[key], f"datasheet {key} bf16"
+            if fp32_matmul in ("high", "medium"):
+                return GPU_PEAK_BF16[key] * 0.5, f"datasheet {key} tf32 (float32_matmul_precision={fp32_matmul!r})"
+            return GPU_PEAK_FP32[key], f"datasheet {key} fp32 (TF32 off)"
+    return float("nan"), f"unknown GPU {name!r}"
+
+
 def device_peak_flops(device: torch.device, precision: str) -> tuple[float, str]:
-    """(peak FLOP/s, where it came from) for the training device."""
+    """(peak FLOP/s, where it came from) for the training device (see `gpu_peak_flops`)."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in GPU_PEAK_BF16.items():
-            if key in name:
-                scale = 1.0 if "bf16" in precision or "16" in precision else 0.5  # TF32 ~ half of bf16 on these parts
-                return peak * scale, f"datasheet {key}"
-        return float("nan"), f"unknown GPU {name!r}"
+        return gpu_peak_flops(torch.cuda.get_device_name(device), precision)
     return measure_cpu_matmul_peak(), "measured fp32 matmul"
 
 
 class ThroughputMonitor(pl.Callback):
-    """Tokens/s and MFU = achieved FLOP/s / peak, per optimizer step (FLOPs/token from the estimator)."""
+    """Tokens/s and MFU = achieved FLOP/s / peak, per optimizer step.
+
+    FLOPs/token are the executed ones (`estimate.executed_flops_per_token`, the one convention).
+    """
 
     def __init__(self, cfg: Config):
-        from sunfish_lib.estimate import flops_per_token
-
         self.cfg = cfg
-        self.flops_per_token = flops_per_token(cfg, cfg.data.seq_len)
+        self.flops_per_token = executed_flops_per_token(cfg, cfg.data.seq_len)
         self.peak = None
         self._t0 = None
         self.tokens_per_s = float("nan")

@@ -3,8 +3,9 @@
 - `AtomicCheckpointIO`: Lightning checkpoints written to `<name>.tmp`, fsynced, then
   renamed over `<name>` (POSIX rename is atomic), so a kill mid-write leaves the
   previous `last.ckpt` intact. Loading uses `torch.load(weights_only=True)`.
-- `export_model` / `load_exported`: the final model as `model.safetensors` +
-  `config.json` + `tokenizer/`: what sampling loads, without Lightning or pickle.
+- `export_model` / `load_exported`: the final model as a Hugging Face folder
+  (`model.safetensors`, `config.json`, remote code, tokenizer; see `sunfish_lib.hf_folder`):
+  what sampling loads, without Lightning or pickle; older exports (tokenizer/) still load.
 - `load_weights`: an exported folder's weights into a freshly built model (`train.init_from`:
   continue pretraining from `sunfish convert` output or another run's export).
 - `load_for_inference`: a run folder, an exported folder or a `.ckpt` file -> (Backbone,
@@ -22,6 +23,7 @@ import torch
 
 from sunfish_lib.config import Config
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.hf_folder import tokenizer_dir, write_hf_files
 from sunfish_lib.train.ckpt_verify import (
     check_crc32, load_error, safetensors_error, tensor_mismatch, tensors_crc32, verify_container,
 )
@@ -99,7 +101,7 @@ def AtomicCheckpointIO():  # noqa: N802 (factory: keeps Lightning out of import 
 
 def export_model(model: torch.nn.Module, cfg: Config, out_dir: Path, tokenizer=None,
                  state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write model.safetensors + config.json (+ tokenizer/) into out_dir; returns out_dir."""
+    """Write a Hugging Face folder (model.safetensors, config.json, remote code, tokenizer) into out_dir; returns it."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -119,9 +121,7 @@ def export_model(model: torch.nn.Module, cfg: Config, out_dir: Path, tokenizer=N
             raise
         raise write_failed(out_dir / MODEL_FILE, tmp, err) from None
     os.replace(tmp, out_dir / MODEL_FILE)
-    cfg.save(out_dir / CONFIG_FILE)
-    if tokenizer is not None:
-        tokenizer.save(out_dir / "tokenizer")
+    write_hf_files(out_dir, cfg, tokenizer)  # config.json, remote code, tokenizer at the root (sunfish_lib/hf_folder.py)
     return out_dir
 
 
@@ -141,7 +141,7 @@ def load_exported(folder: Path, device: str | torch.device = "cpu"):
     check_crc32(folder / MODEL_FILE, sd, "re-export the model")
     model = Backbone(cfg.resolved_model)
     _load_state(model, sd, folder / MODEL_FILE)
-    return model.to(device).eval(), cfg, _maybe_tokenizer(folder / "tokenizer")
+    return model.to(device).eval(), cfg, _maybe_tokenizer(tokenizer_dir(folder))
 
 
 def load_weights(model: torch.nn.Module, folder: str | Path) -> Path:

@@ -37,7 +37,7 @@ def config_from_args(args, saved=None):
     `saved`: a resumed run's config.json; it is the starting config unless --preset/--config is given,
     and its max_steps holds unless --max-steps (or --set max_steps) changes it explicitly.
     """
-    from sunfish_lib.config import Config, get_config, parse_set_args
+    from sunfish_lib.config import Config, get_config, parse_set_args, short_run_rules
 
     if args.config and args.preset:
         raise SunfishError(f"--preset {args.preset} and --config {args.config} both choose the starting config; "
@@ -57,9 +57,8 @@ def config_from_args(args, saved=None):
             overrides[key] = getattr(args, flag)
     overrides.update(parse_set_args(args.set))
     cfg = cfg.override(overrides)
-    if saved is None and cfg.train.warmup_steps > cfg.train.max_steps and "train.warmup_steps" not in overrides \
-            and "warmup_steps" not in overrides:
-        cfg = cfg.override({"train.warmup_steps": cfg.train.max_steps // 10})  # short runs: scale warmup down
+    if saved is None:  # a resumed run keeps its saved warmup (a change would refuse the resume)
+        cfg = short_run_rules(cfg, overrides)
     return cfg.validate()
 
 

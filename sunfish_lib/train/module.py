@@ -67,12 +67,12 @@ def compile_enabled(setting: bool | None, device: torch.device) -> bool:
 class SunfishModule(pl.LightningModule):
     """Trains `Backbone` with the objective named by `cfg.diffusion.objective`."""
 
-    def __init__(self, config: dict[str, Any], mask_token_id: int | None = None):
+    def __init__(self, config: dict[str, Any], mask_token_id: int | None = None, eos_token_id: int | None = None):
         super().__init__()
         self.save_hyperparameters()  # plain dicts and ints: loadable with weights_only=True
         self.cfg = Config.from_dict(config).validate()
         self.model = Backbone(self.cfg.resolved_model)
-        self.objective = build_objective(self.cfg, mask_token_id)
+        self.objective = build_objective(self.cfg, mask_token_id, eos_token_id)  # eos: the AR baseline's BOS
         self.ema: EMA | None = None
         self._micro = 0  # micro-batches seen (restored from global_step on resume)
         self._gen: torch.Generator | None = None
@@ -139,7 +139,9 @@ class SunfishModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.objective.loss(self.model, batch, generator=self._generator(batch_idx, stream=1))
-        self.log("val/loss", out["loss"], prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        # weighted by scored tokens, as `evaluate` weights sequences: short (padded) batches count less
+        self.log("val/loss", out["loss"], prog_bar=True, sync_dist=True,
+                 batch_size=int(self.objective.scored(batch).sum()))
 
     def _nan_guard(self, loss: torch.Tensor) -> torch.Tensor:
         """A non-finite loss: stop (train.nan_policy='stop'), or mark this optimizer step to be skipped.

@@ -291,7 +291,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     if not (run_dir / "tokenizer").is_dir() and is_rank_zero():
         save_tokenizer(tok, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id)
+    module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id)
     module.interruption = interruption
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None

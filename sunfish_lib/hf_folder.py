@@ -1,0 +1,56 @@
+"""An export as a Hugging Face folder: what `transformers` loads with trust_remote_code.
+
+Layout written by `export_model` (format 2):
+
+    model.safetensors            the backbone's weights (the same names in Sunfish and in transformers)
+    config.json                  Sunfish's run config + model_type "sunfish", auto_map, resolved_model
+    configuration_sunfish.py     remote code (torch + transformers only), copied from sunfish_lib/hf_remote
+    modeling_sunfish.py
+    tokenizer.json, tokenizer_config.json, ...   at the root, for AutoTokenizer
+
+Older exports (format 1: Sunfish's config.json only, the tokenizer in tokenizer/) still load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from sunfish_lib.config import Config
+
+REMOTE_CODE = Path(__file__).parent / "hf_remote"
+REMOTE_FILES = ("configuration_sunfish.py", "modeling_sunfish.py")
+AUTO_CLASS = {"masked": "AutoModelForMaskedLM", "continuous": "AutoModelForMaskedLM", "ar": "AutoModelForCausalLM"}
+ARCHITECTURE = {"AutoModelForMaskedLM": "SunfishForMaskedLM", "AutoModelForCausalLM": "SunfishForCausalLM"}
+
+
+def resolved_fields(cfg: Config) -> dict:
+    """The backbone's fields as built (objective-dependent ones filled) plus its derived widths."""
+    m = cfg.resolved_model
+    return {**asdict(m), "ff_dim": m.ff_dim, "emb_dim": m.emb_dim, "head_dim": m.head_dim, "kv_heads": m.kv_heads,
+            "has_qkv_bias": m.has_qkv_bias, "gated_mlp": m.gated_mlp}
+
+
+def hf_config(cfg: Config) -> dict:
+    """config.json: Sunfish's config (what `Config.load` reads back) plus what transformers needs."""
+    auto = AUTO_CLASS[cfg.diffusion.objective]
+    arch = ARCHITECTURE[auto]
+    return {**cfg.to_dict(), "model_type": "sunfish", "architectures": [arch], "resolved_model": resolved_fields(cfg),
+            "auto_map": {"AutoConfig": "configuration_sunfish.SunfishConfig", auto: f"modeling_sunfish.{arch}"}}
+
+
+def write_hf_files(out_dir: Path, cfg: Config, tokenizer=None) -> None:
+    """config.json, the remote code and (when given) the tokenizer at the root of out_dir."""
+    (out_dir / "config.json").write_text(json.dumps(hf_config(cfg), indent=2, sort_keys=True) + "\n")
+    for name in REMOTE_FILES:
+        shutil.copyfile(REMOTE_CODE / name, out_dir / name)
+    if tokenizer is not None:
+        tokenizer.save(out_dir)
+
+
+def tokenizer_dir(folder: Path) -> Path:
+    """Where an export's tokenizer lives: the root (format 2) or tokenizer/ (format 1)."""
+    return folder if (folder / "tokenizer.json").is_file() else folder / "tokenizer"
+
