@@ -214,15 +214,26 @@ def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Config:
             raise SunfishError(f"{path} differs from the requested config ({diff}); resume with the saved "
                                "config (only train.max_steps may change) or start a new --run-dir")
         cfg = saved.override({"max_steps": cfg.train.max_steps}).validate()
-        if cfg.train.max_steps != saved.train.max_steps and is_rank_zero():
-            print(f"resume: train.max_steps {saved.train.max_steps} -> {cfg.train.max_steps} (--max-steps changes "
-                  f"the run's length; the LR {cfg.train.decay} decay now ends at step {cfg.train.max_steps})",
-                  file=sys.stderr)
     elif not resume and (run_dir / "checkpoints" / "last.ckpt").exists():
         raise SunfishError(f"{run_dir} already holds a run; pass --resume to continue it or pick a new --run-dir")
     if is_rank_zero():  # one writer: every rank reads the same config
         cfg.save(path)
     return cfg
+
+
+def saved_max_steps(run_dir: Path) -> int | None:
+    """train.max_steps of the run folder's config.json (None: no config yet)."""
+    path = run_dir / "config.json"
+    return Config.load(path).train.max_steps if path.is_file() else None
+
+
+def announce_new_length(before: int | None, cfg: Config) -> None:
+    """A resume that changes max_steps says so (rank 0, once the checkpoint has been accepted)."""
+    from sunfish_lib.train.status import is_rank_zero
+
+    if before is not None and before != cfg.train.max_steps and is_rank_zero():
+        print(f"resume: train.max_steps {before} -> {cfg.train.max_steps} (--max-steps changes the run's length; "
+              f"the LR {cfg.train.decay} decay now ends at step {cfg.train.max_steps})")
 
 
 def _differs(a: Config, b: Config) -> str:
@@ -280,6 +291,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
 
     run_dir = Path(run_dir)
     check_run_dir_writable(run_dir)
+    before = saved_max_steps(run_dir) if resume else None
     cfg = prepare_run(cfg.validate(), run_dir, resume).resolve_batch()  # config.json keeps the global batch
     status.begin(cfg, resume, overfit_batches)
     if not fast_dev_run:
@@ -300,6 +312,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
         from sunfish_lib.train.ckpt_verify import check_resume_checkpoint
 
         resume_step = check_resume_checkpoint(last, module)
+        announce_new_length(before, cfg)
     if cfg.train.init_from and ckpt_path is None:  # a resumed run's checkpoint already holds the weights
         from sunfish_lib.train.checkpoint import load_weights
 
