@@ -225,6 +225,8 @@ def _cmd_estimate(args) -> int:
                   "[green]fits[/]" if v["fits"] else "[red]no[/]")
     console = Console(width=160)
     console.print(t)
+    console.print(f"tokens per optimizer step: {rep['tokens_per_step']:,} = micro-batch {st['micro_batch']} x "
+                  f"seq {st['seq_len']} x accumulate {st['accumulate']} x {st['n_gpus']} GPUs")
     for line in (adv or {}).get("summary", []):
         console.print(line)
     return 0

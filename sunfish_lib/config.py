@@ -231,8 +231,11 @@ class TrainConfig:
     """AdamW beta2."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: off)."""
+    global_batch_size: int = 0
+    """Sequences per optimizer step over all devices and nodes; the accumulation is derived from it
+    (global / (micro_batch_size x devices x nodes)). 0: use accumulate_grad_batches as given."""
     accumulate_grad_batches: int = 1
-    """Micro-batches per optimizer step."""
+    """Micro-batches per optimizer step (leave at 1 when global_batch_size is set: it is derived)."""
     nan_policy: str = "stop"
     """Non-finite loss: stop (naming the step and the last good checkpoint) or skip that optimizer step (weights unchanged)."""
     max_nan_skips: int = 10
@@ -247,6 +250,8 @@ class TrainConfig:
     """Nodes."""
     cpu_offload: bool = False
     """FSDP: keep parameters and optimizer state on CPU."""
+    compile: bool | None = None
+    """torch.compile each transformer block (None: on with CUDA, off on CPU, where compiling takes longer than short runs gain)."""
     requeue: bool = False
     """In a SLURM job: after SIGUSR1's checkpoint, `scontrol requeue` the job (sbatch --signal=USR1@90 --requeue)."""
     ema_decay: float = 0.0
@@ -281,11 +286,6 @@ class TrainConfig:
     """Also log to Weights & Biases (WANDB_MODE=offline works without an account)."""
     init_from: str | None = None
     """Exported model folder (`sunfish convert` output or a run's export/) whose weights start training; None: random init."""
-
-    @property
-    def global_batch_size_factor(self) -> int:
-        """Sequences per optimizer step divided by micro_batch_size."""
-        return self.accumulate_grad_batches * self.devices * self.num_nodes
 
 
 @dataclass(frozen=True)
@@ -344,6 +344,27 @@ class Config:
     def resolved_model(self) -> ModelConfig:
         """ModelConfig with objective-dependent fields filled in (what gets built)."""
         return self.model.resolve(self.diffusion.objective, self.diffusion.self_conditioning)
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches per optimizer step on each device: derived from train.global_batch_size when set."""
+        t = self.train
+        return accumulation_for(t.global_batch_size, self.data.micro_batch_size * t.devices * t.num_nodes,
+                                t.accumulate_grad_batches)
+
+    @property
+    def sequences_per_step(self) -> int:
+        """Sequences per optimizer step over all devices and nodes."""
+        return self.data.micro_batch_size * self.accumulation * self.train.devices * self.train.num_nodes
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens per optimizer step (at the full sequence length)."""
+        return self.sequences_per_step * self.data.seq_len
+
+    def resolve_batch(self) -> "Config":
+        """Copy with train.accumulate_grad_batches set to the derived accumulation (what the trainer runs)."""
+        return replace(self, train=replace(self.train, accumulate_grad_batches=self.accumulation))
 
     # -- serialisation ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -407,6 +428,14 @@ class Config:
         return self
 
 
+def accumulation_for(global_batch_size: int, sequences_per_pass: int, accumulate_grad_batches: int = 1) -> int:
+    """Micro-batches per optimizer step that keep `global_batch_size` sequences per step
+    (0: no global batch fixed, `accumulate_grad_batches` as given)."""
+    if not global_batch_size:
+        return accumulate_grad_batches
+    return max(1, global_batch_size // sequences_per_pass)
+
+
 # ----------------------------------------------------------------------------
 # Presets
 # ----------------------------------------------------------------------------
@@ -436,20 +465,20 @@ PRESETS: dict[str, Config] = {
     "125M": _preset(
         dict(vocab_size=50304, n_layers=12, n_heads=12, d_model=768, max_seq_len=1024),
         dict(source="fineweb:sample-10BT", tokenizer="gpt2", seq_len=1024, micro_batch_size=16),
-        dict(max_steps=100_000, lr=6e-4, warmup_steps=2000, accumulate_grad_batches=8),
+        dict(max_steps=100_000, lr=6e-4, warmup_steps=2000, global_batch_size=128),
         "125M",
     ),
     "350M": _preset(
         dict(vocab_size=50304, n_layers=24, n_heads=16, d_model=1024, max_seq_len=1024),
         dict(source="fineweb:sample-10BT", tokenizer="gpt2", seq_len=1024, micro_batch_size=8),
-        dict(max_steps=100_000, lr=3e-4, warmup_steps=5000, accumulate_grad_batches=16),
+        dict(max_steps=100_000, lr=3e-4, warmup_steps=5000, global_batch_size=128),
         "350M",
     ),
-    # The seed's production model: global batch 256 x 2048 tokens (micro 4 x accumulate 64 on one GPU).
+    # The seed's production model: global batch 256 x 2048 tokens on any device count (accumulate 64 on one GPU, 8 on 8).
     "1.4B": _preset(
         dict(vocab_size=50304, n_layers=24, n_heads=16, d_model=2048, max_seq_len=2048),
         dict(source="fineweb:sample-10BT", tokenizer="gpt2", seq_len=2048, micro_batch_size=4),
-        dict(max_steps=200_000, lr=2e-4, warmup_steps=10_000, accumulate_grad_batches=64),
+        dict(max_steps=200_000, lr=2e-4, warmup_steps=10_000, global_batch_size=256),
         "1.4B",
     ),
 }

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
-from sunfish_lib.config import PRESETS, SAMPLERS, Config, ModelConfig
+from sunfish_lib.config import PRESETS, SAMPLERS, Config, ModelConfig, accumulation_for
 from sunfish_lib.errors import ConfigError
 from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, attention_params, memory_per_gpu
 
@@ -262,10 +262,11 @@ def make_setup(cfg: Config, *, strategy=None, n_gpus=None, precision=None, activ
     if T > m.max_seq_len:
         raise ConfigError(f"seq_len={T} exceeds model.max_seq_len={m.max_seq_len}; lower it or raise max_seq_len")
     ckpt = m.activation_checkpointing if activation_checkpointing is None else activation_checkpointing
+    mb = _positive_int("micro_batch", micro_batch if micro_batch is not None else cfg.data.micro_batch_size)
     return Setup(
-        micro_batch=_positive_int("micro_batch", micro_batch if micro_batch is not None else cfg.data.micro_batch_size),
-        seq_len=T, strategy=strategy, n_gpus=n, precision=precision, activation_checkpointing=bool(ckpt),
-        cpu_offload=offload, accumulate=t.accumulate_grad_batches, device=_choice("device", device, ("cuda", "cpu")),
+        micro_batch=mb, seq_len=T, strategy=strategy, n_gpus=n, precision=precision, activation_checkpointing=bool(ckpt),
+        cpu_offload=offload, accumulate=accumulation_for(t.global_batch_size, mb * n, t.accumulate_grad_batches),
+        device=_choice("device", device, ("cuda", "cpu")),
         segment_mask=not cfg.data.cross_document_attention, ema=t.ema_decay > 0,
         objective=cfg.diffusion.objective, low_discrepancy=cfg.diffusion.low_discrepancy,
     )

@@ -219,7 +219,9 @@ class Backbone(nn.Module):
         return self.time_mod(F.silu(c)).view(B, 4, -1).to(x.dtype)  # (B, 4, d)
 
     def _attn_mask(self, segment_ids, attention_mask, T: int, device) -> torch.Tensor | None:
-        """Boolean (B, 1, T, T) mask, True = may attend; None when nothing restricts attention."""
+        """Boolean (B, 1, T, T) mask, True = may attend; None when nothing restricts attention
+        (SDPA then keeps its flash / memory-efficient kernels, and causal models use is_causal)."""
+        segment_ids, attention_mask = self._restricting(segment_ids, attention_mask)
         if segment_ids is None and attention_mask is None:
             return None
         mask = torch.ones(1, 1, T, T, dtype=torch.bool, device=device)
@@ -231,6 +233,18 @@ class Backbone(nn.Module):
             mask = mask & torch.ones(T, T, dtype=torch.bool, device=device).tril()
         # A query that may see nothing (a padding row) attends to itself instead of producing NaN.
         return mask | torch.eye(T, dtype=torch.bool, device=device)
+
+    def _restricting(self, segment_ids, attention_mask):
+        """Drop the inputs that restrict nothing: an all-ones attention_mask; under a causal model, one that
+        only pads on the right (no real token sees a later pad; pad positions' outputs are never scored);
+        segment_ids that give each row one document. Costs one host sync per forward."""
+        if attention_mask is not None:
+            am = attention_mask.to(torch.int8)  # (B, T)
+            if bool(am.all()) or (self.cfg.causal and bool((am.cummin(dim=1).values == am).all())):
+                attention_mask = None
+        if segment_ids is not None and bool((segment_ids == segment_ids[:, :1]).all()):
+            segment_ids = None
+        return segment_ids, attention_mask
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

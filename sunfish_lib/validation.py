@@ -69,6 +69,7 @@ def validate(cfg: Config) -> None:
            "data.cross_document_attention=False does not combine with objective 'continuous' (its noisy input "
            "shows no EOS, so the document mask would leak x0); set it to true")
     _validate_train(cfg.train)
+    _validate_global_batch(cfg)
     _validate_sample(cfg.sample, d, m)
 
 
@@ -170,6 +171,22 @@ def _validate_train(t: TrainConfig) -> None:
         _check(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0")
     _check(not t.cpu_offload or t.strategy == "fsdp",
            f"train.cpu_offload=True needs train.strategy='fsdp' (got {t.strategy!r})")
+
+
+def _validate_global_batch(cfg: Config) -> None:
+    """train.global_batch_size must split evenly into micro-batches on every device of every node."""
+    t, micro = cfg.train, cfg.data.micro_batch_size
+    _check(t.global_batch_size >= 0, f"train.global_batch_size={t.global_batch_size} must be >= 0 (0: off)")
+    if not t.global_batch_size:
+        return
+    per_pass = micro * t.devices * t.num_nodes
+    _check(t.global_batch_size % per_pass == 0,
+           f"train.global_batch_size={t.global_batch_size} does not divide into data.micro_batch_size={micro} x "
+           f"train.devices={t.devices} x train.num_nodes={t.num_nodes} = {per_pass} sequences per pass; "
+           "pick a micro-batch or device count whose product divides it")
+    _check(t.accumulate_grad_batches in (1, cfg.accumulation),
+           f"train.accumulate_grad_batches={t.accumulate_grad_batches} contradicts train.global_batch_size="
+           f"{t.global_batch_size} (which derives {cfg.accumulation}); leave it at 1 or set global_batch_size=0")
 
 
 def _validate_sample(s: SampleConfig, d: DiffusionConfig, m: ModelConfig) -> None:

@@ -110,7 +110,7 @@ CASES = [
     (["train", "--config", "{unknown_key_json}"], "unknown config key 'model.bogus'"),
     (["train", "--config", "{list_json}"], "config section <root> must be an object, got list"),
     (["train", "--config", "{run}/config.json", "--preset", "350M"], "both choose the starting config"),
-    (["train", "--resume"], "--resume needs --run-dir"),
+    (["train", "--resume"], "--resume needs the run folder: --resume RUN_DIR"),
     (["train", "--max-steps", "-1"], "train.max_steps=-1 must be > 0"),
     (["train", "--max-steps", "100", "--stop-at-step", "2000"], "--stop-at-step=2000 is beyond train.max_steps=100"),
     (["train", "--stop-at-step", "0"], "--stop-at-step=0 must be >= 1"),

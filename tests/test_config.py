@@ -13,8 +13,10 @@ def test_presets_validate_and_1p4b_shape():
     m = big.model
     assert (m.n_layers, m.n_heads, m.d_model, m.max_seq_len) == (24, 16, 2048, 2048)
     assert big.data.seq_len == 2048
-    # global batch 256 sequences x 2048 tokens on one GPU
-    assert big.data.micro_batch_size * big.train.global_batch_size_factor == 256
+    # global batch 256 sequences x 2048 tokens on one GPU (accumulate 64) and on 8 (accumulate 8)
+    assert (big.accumulation, big.sequences_per_step, big.tokens_per_step) == (64, 256, 256 * 2048)
+    eight = get_config("1.4B", devices=8)
+    assert (eight.accumulation, eight.sequences_per_step) == (8, 256)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

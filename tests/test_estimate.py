@@ -244,7 +244,7 @@ def test_math_kernel_keeps_scores_and_activations_scale_with_batch(cfg350):
 
 
 def test_gradient_accumulation_keeps_grads_resident():
-    cfg = config_for("125M", "masked")  # accumulate_grad_batches = 8
+    cfg = config_for("125M", "masked")  # global batch 128: micro-batch 4 accumulates 32
     s = make_setup(cfg, micro_batch=4, seq_len=1024, precision="bf16-mixed")
     acc, one = estimate_memory(cfg, s), estimate_memory(cfg, replace(s, accumulate=1))
     assert acc.phases["backward"] - one.phases["backward"] == num_params(cfg) * 4

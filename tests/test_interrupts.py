@@ -69,7 +69,7 @@ def _ckpt_step(path) -> int:
 
 def _message_re(sig: str, step: int, run) -> str:
     return (rf"{sig}: training stopped after step {step}, saved in {run}/checkpoints/last\.ckpt; resume with: "
-            rf"sunfish train --config {run}/config\.json --run-dir {run} --resume")
+            rf"sunfish train --resume {run}")
 
 
 def _status(run) -> dict:
@@ -129,7 +129,7 @@ def test_third_signal_aborts_the_save_and_keeps_the_previous_checkpoint(tmp_path
     assert r.returncode == 130, r.stderr[-3000:]
     assert "saving checkpoint, press again to abort" in r.stderr
     _assert_one_line(r.stderr, rf"SIGINT three times: saving aborted; {run}/checkpoints/last\.ckpt keeps step 4; "
-                               rf"resume with: sunfish train --config {run}/config\.json --run-dir {run} --resume")
+                               rf"resume with: sunfish train --resume {run}")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # no .tmp left
     assert _ckpt_step(run / "checkpoints" / "last.ckpt") == 4
     assert (_status(run)["state"], _status(run)["checkpoint_step"]) == ("interrupted", 4)

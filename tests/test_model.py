@@ -175,3 +175,47 @@ def test_kv_cache_matches_full_forward():
         m(tok[:, :2], kv_cache=cache)
     with pytest.raises(ValueError, match="needs a causal model"):
         Backbone(small(time_conditioning=False))(tok, kv_cache=KVCache(2))
+
+
+def _dense_mask(m, segment_ids, attention_mask, T):
+    """The mask the backbone built before it dropped restrictions that restrict nothing."""
+    mask = torch.ones(1, 1, T, T, dtype=torch.bool)
+    if segment_ids is not None:
+        mask = mask & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+    if attention_mask is not None:
+        mask = mask & attention_mask.bool()[:, None, None, :]
+    if m.cfg.causal:
+        mask = mask & torch.ones(T, T, dtype=torch.bool).tril()
+    return mask | torch.eye(T, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_no_dense_mask_when_nothing_is_restricted_and_logits_unchanged(causal, monkeypatch):
+    torch.manual_seed(0)
+    m = Backbone(small(time_conditioning=False, causal=causal)).eval()
+    tok = torch.randint(0, 64, (3, 12))
+    ones, one_doc = torch.ones(3, 12, dtype=torch.long), torch.full((3, 12), 4)
+    right = ones.clone()
+    right[1, 7:] = 0  # one random-length row, padded on the right
+    assert m._attn_mask(None, ones, 12, tok.device) is None  # all-ones rows: no mask
+    assert m._attn_mask(one_doc, ones, 12, tok.device) is None  # one document per row: no mask
+    assert (m._attn_mask(None, right, 12, tok.device) is None) == causal  # causal: right padding needs none
+    left = ones.clone()
+    left[0, :3] = 0
+    assert m._attn_mask(None, left, 12, tok.device) is not None  # left padding is a real restriction
+    # SDPA gets attn_mask None and is_causal for AR: the flash/memory-efficient path
+    seen = []
+    real_sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: seen.append((kw["attn_mask"], kw["is_causal"])) or real_sdpa(*a, **kw))
+    fast = m(tok, segment_ids=one_doc, attention_mask=ones)
+    assert seen and all(mask is None and is_causal == causal for mask, is_causal in seen)
+    monkeypatch.undo()
+    # the same logits as the dense mask gave (real positions; pads are never scored)
+    for seg, am in ((one_doc, ones), (None, right)):
+        monkeypatch.setattr(Backbone, "_attn_mask", lambda self, s, a, T, d: _dense_mask(self, s, a, T))
+        dense = m(tok, segment_ids=seg, attention_mask=am)
+        monkeypatch.undo()
+        out = fast if seg is not None else m(tok, attention_mask=am)
+        real = am.bool()
+        assert torch.allclose(out[real], dense[real], atol=1e-5)

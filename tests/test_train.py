@@ -149,4 +149,4 @@ def test_fast_dev_run_and_overfit_flags(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["global_step"] == 40 and summary["metrics"]["train/loss"] < 1.0
     assert main(["train", "--resume"]) == 2
-    assert "--resume needs --run-dir" in capsys.readouterr().err
+    assert "--resume needs the run folder: --resume RUN_DIR" in capsys.readouterr().err

@@ -52,6 +52,8 @@ class PackedDataset(IterableDataset):
             # Whole files (shards) per stream whenever there are enough, even if unevenly: with
             # "examples" every stream would read (download, decode) all the data to keep 1/total.
             strategy = "shards" if ds.num_shards >= total else "examples"
+            if strategy == "examples" and global_id == 0 and total > 1:
+                log.warning(few_shards_line(self.spec.source, ds.num_shards, self.world_size, num_workers))
             ds = split_dataset_by_node(ds, rank=global_id, world_size=total, strategy=strategy)
         reader = BlockReader(ds, self.rows, self.spec, stream=global_id, seed=self.seed, loop=self.loop,
                              block_rows=self.shuffle_buffer or 64, shuffle=self.shuffle_buffer > 0, retry=self.retry)
@@ -78,6 +80,14 @@ class PackedDataset(IterableDataset):
             yield {"_error": str(e), "_stream": isinstance(e, DataStreamError)}
         finally:
             _log_skips(self.rows, worker)
+
+
+def few_shards_line(source: str, shards: int, ranks: int, workers: int) -> str:
+    """The one-line warning for more (rank, worker) streams than the source has files."""
+    total = ranks * workers
+    return (f"data.source={source!r} has {shards} file(s) (shards) for {total} streams ({ranks} ranks x {workers} "
+            f"workers): every stream reads and decodes all of it to keep 1/{total}; use at most {shards} streams "
+            f"(lower data.num_workers) or split the source into >= {total} files")
 
 
 def _log_skips(rows: RowFilter, worker: int) -> None:

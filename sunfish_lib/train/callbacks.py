@@ -83,10 +83,11 @@ class ThroughputMonitor(pl.Callback):
         if pl_module._micro % self.cfg.train.accumulate_grad_batches:
             return
         now = time.perf_counter()
-        seqs = batch["input_ids"].numel() * self.cfg.train.accumulate_grad_batches * trainer.world_size
+        tokens = batch["input_ids"].numel() * self.cfg.train.accumulate_grad_batches * trainer.world_size
         dt, self._t0 = now - self._t0, now
-        self.tokens_per_s = seqs / dt
+        self.tokens_per_s = tokens / dt
         self.mfu = self.tokens_per_s * self.flops_per_token / trainer.world_size / self.peak
+        pl_module.log("perf/tokens_per_step", float(tokens), batch_size=1)  # as fed: the global batch in tokens
         pl_module.log("perf/tokens_per_s", self.tokens_per_s, batch_size=1)
         pl_module.log("perf/mfu", self.mfu, batch_size=1)
 
@@ -177,6 +178,8 @@ class TextLog(pl.Callback):
             self.write(f"start: step {trainer.global_step}, {pl_module.model.num_params():,} params, "
                        f"objective {cfg.diffusion.objective}, world size {trainer.world_size}, "
                        f"precision {trainer.precision}")
+            self.write(f"tokens per optimizer step: {cfg.tokens_per_step:,} = micro-batch {cfg.data.micro_batch_size} "
+                       f"x seq {cfg.data.seq_len} x accumulate {cfg.accumulation} x {trainer.world_size} processes")
             if trainer.global_step == 0:
                 _, info = param_groups(pl_module.model, cfg.train, cfg.model.n_layers)
                 self.write("parameter groups (layer-wise learning rates):\n" + format_groups(info, cfg.train.lr))

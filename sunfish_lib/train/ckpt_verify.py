@@ -149,11 +149,14 @@ def _check_optimizer(path: Path, states, shapes: list[tuple]) -> None:
         raise SunfishError(f"{fail} ({detail}); it was tampered with or comes from another run")
 
 
-def check_resume_checkpoint(path: Path, module) -> None:
-    """Check `path` (memory-mapped, tensors not read twice) before Lightning restores `module` from it."""
+def check_resume_checkpoint(path: Path, module) -> int:
+    """Check `path` (memory-mapped, tensors not read twice) before Lightning restores `module` from it;
+    returns the optimizer step it holds."""
     from sunfish_lib.train.checkpoint import safe_torch_load
 
-    check_training_checkpoint(safe_torch_load(path, mmap=True), Path(path), module)
+    ckpt = safe_torch_load(path, mmap=True)
+    check_training_checkpoint(ckpt, Path(path), module)
+    return int(ckpt.get("global_step", 0))
 
 
 def safetensors_error(path: Path, err: Exception, fix: str, prefix: str = "") -> SunfishError:

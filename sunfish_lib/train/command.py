@@ -16,7 +16,9 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override; repeatable")
     p.add_argument("--config", type=Path, help="start from this config.json instead of a preset")
     p.add_argument("--run-dir", type=Path, help="run folder (default: a fresh runs/<timestamp>-train-...)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.ckpt")
+    p.add_argument("--resume", nargs="?", const=True, type=Path, metavar="RUN_DIR",
+                   help="continue RUN_DIR (or --run-dir) from its checkpoints/last.ckpt with its saved config; "
+                        "flags change only what they name (--max-steps extends the run)")
     p.add_argument("--devices", type=int, help="devices (GPUs or CPU processes) per node")
     p.add_argument("--num-nodes", type=int, help="nodes")
     p.add_argument("--strategy", help="auto, single, ddp or fsdp")
@@ -29,15 +31,24 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def config_from_args(args):
-    """The Config that `sunfish train ARGS` trains (preset or --config, then flags, then --set)."""
+def config_from_args(args, saved=None):
+    """The Config that `sunfish train ARGS` trains (preset or --config, then flags, then --set).
+
+    `saved`: a resumed run's config.json; it is the starting config unless --preset/--config is given,
+    and its max_steps holds unless --max-steps (or --set max_steps) changes it explicitly.
+    """
     from sunfish_lib.config import Config, get_config, parse_set_args, short_run_rules
 
     if args.config and args.preset:
         raise SunfishError(f"--preset {args.preset} and --config {args.config} both choose the starting config; "
                            "give one (change a loaded config with --set)")
-    cfg = Config.load(args.config) if args.config else get_config(args.preset or "tiny")
+    if args.config or args.preset or saved is None:
+        cfg = Config.load(args.config) if args.config else get_config(args.preset or "tiny")
+    else:
+        cfg = saved
     overrides: dict = {}
+    if saved is not None:
+        overrides["train.max_steps"] = saved.train.max_steps
     if args.objective:
         overrides["diffusion.objective"] = args.objective  # brings its default sampler (Config.override)
     for flag, key in (("data", "data.source"), ("devices", "train.devices"), ("num_nodes", "train.num_nodes"),
@@ -45,27 +56,44 @@ def config_from_args(args):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     overrides.update(parse_set_args(args.set))
-    return short_run_rules(cfg.override(overrides), overrides).validate()
+    cfg = cfg.override(overrides)
+    if saved is None:  # a resumed run keeps its saved warmup (a change would refuse the resume)
+        cfg = short_run_rules(cfg, overrides)
+    return cfg.validate()
+
+
+def resumed_folder(args) -> Path | None:
+    """The run folder `--resume [RUN_DIR]` continues (None when not resuming)."""
+    if not args.resume:
+        return None
+    if args.resume is True:
+        if args.run_dir is None:
+            raise SunfishError("--resume needs the run folder: --resume RUN_DIR (or --run-dir RUN_DIR --resume)")
+        return args.run_dir
+    if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
+        raise SunfishError(f"--resume {args.resume} and --run-dir {args.run_dir} name different folders; give one")
+    return args.resume
 
 
 def run(args) -> int:
-    from sunfish_lib.runs import new_run_dir
+    from sunfish_lib.config import Config
     from sunfish_lib.train.callbacks import StopAtStep
+    from sunfish_lib.train.rundir import shared_run_dir
     from sunfish_lib.train.trainer import train
 
     if args.overfit_batches < 0:
         raise SunfishError(f"--overfit-batches={args.overfit_batches} must be >= 0")
-    if args.resume and args.run_dir is None:
-        raise SunfishError("--resume needs --run-dir (the run folder to continue)")
     if args.stop_at_step is not None and args.stop_at_step < 1:
         raise SunfishError(f"--stop-at-step={args.stop_at_step} must be >= 1")
-    cfg = config_from_args(args)
+    resume_dir = resumed_folder(args)
+    saved = Config.load(resume_dir / "config.json") if resume_dir and (resume_dir / "config.json").is_file() else None
+    cfg = config_from_args(args, saved)
     if args.stop_at_step is not None and args.stop_at_step > cfg.train.max_steps:
         raise SunfishError(f"--stop-at-step={args.stop_at_step} is beyond train.max_steps={cfg.train.max_steps}; "
                            "it stops a run early, so give a step <= max_steps")
-    run_dir = args.run_dir or new_run_dir(f"train-{cfg.preset}-{cfg.diffusion.objective}")
+    run_dir = resume_dir or args.run_dir or shared_run_dir(f"train-{cfg.preset}-{cfg.diffusion.objective}")
     extra = (StopAtStep(args.stop_at_step),) if args.stop_at_step else ()
-    summary = train(cfg, run_dir, resume=args.resume, fast_dev_run=args.fast_dev_run, callbacks=extra,
+    summary = train(cfg, run_dir, resume=bool(args.resume), fast_dev_run=args.fast_dev_run, callbacks=extra,
                     overfit_batches=args.overfit_batches, progress=False if args.no_progress else None)
     if not summary.pop("is_global_zero", True):
         return 0  # other ranks stay quiet

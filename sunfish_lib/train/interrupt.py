@@ -100,9 +100,8 @@ def disable_lightning_signals(trainer) -> None:
 
 
 def resume_command(run_dir: Path) -> str:
-    """The command that continues the run in run_dir exactly (its own config.json)."""
-    run_dir = Path(run_dir)
-    return f"sunfish train --config {run_dir / 'config.json'} --run-dir {run_dir} --resume"
+    """The command that continues the run in run_dir exactly (`--resume` reads its own config.json)."""
+    return f"sunfish train --resume {Path(run_dir)}"
 
 
 def slurm_job_id() -> str | None:

@@ -59,6 +59,11 @@ def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return full.to(ref.device, ref.dtype)
 
 
+def compile_enabled(setting: bool | None, device: torch.device) -> bool:
+    """train.compile: an explicit True/False, or None = on for CUDA devices only."""
+    return bool(setting) if setting is not None else torch.device(device).type == "cuda"
+
+
 class SunfishModule(pl.LightningModule):
     """Trains `Backbone` with the objective named by `cfg.diffusion.objective`."""
 
@@ -81,6 +86,15 @@ class SunfishModule(pl.LightningModule):
 
     # -- parallelism -------------------------------------------------------------------
     def configure_model(self) -> None:
+        """FSDP2 sharding (when a mesh is given), then torch.compile per block (train.compile)."""
+        self._shard()
+        device = self._trainer.strategy.root_device if self._trainer is not None else self.device  # not moved yet
+        if compile_enabled(self.cfg.train.compile, device) and not getattr(self, "_compiled", False):
+            for block in self.model.blocks:  # in place: parameter names (checkpoints) stay as they are
+                block.compile()
+            self._compiled = True
+
+    def _shard(self) -> None:
         """FSDP2: `fully_shard` each block, then the root (ModelParallelStrategy provides the mesh)."""
         mesh = getattr(self, "_device_mesh", None)
         if mesh is None or getattr(self, "_sharded", False):

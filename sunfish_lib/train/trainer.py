@@ -67,15 +67,35 @@ def _progress_bar(enable: bool | None):
     return None
 
 
-def _loggers(cfg: Config, run_dir: Path) -> list:
+WANDB_ID_FILE = "wandb_id"
+
+
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The W&B run id of this run folder: made on the first start, kept in run_dir/wandb_id, reused on resume."""
+    import uuid
+
+    from sunfish_lib.train.status import is_rank_zero
+
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    if not is_rank_zero():  # only rank 0 logs to W&B (and writes the file)
+        return None
+    run_id = uuid.uuid4().hex[:12]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def _loggers(cfg: Config, run_dir: Path, resume_step: int = 0) -> list:
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     # One CSV per attempt (logs/00, logs/01 after a resume, ...): Lightning's CSV logger
     # truncates an existing metrics.csv; `read_metrics` stitches the attempts together.
     attempt = len(list((run_dir / "logs").glob("[0-9][0-9]"))) if (run_dir / "logs").is_dir() else 0
     loggers = [CSVLogger(save_dir=str(run_dir), name="logs", version=f"{attempt:02d}")]
-    if cfg.train.tensorboard:
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False))
+    if cfg.train.tensorboard:  # purge_step: events past the checkpoint (steps trained again) are dropped
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False,
+                                         **({"purge_step": resume_step} if resume_step else {})))
     if cfg.train.wandb:
         try:
             from pytorch_lightning.loggers import WandbLogger
@@ -83,7 +103,8 @@ def _loggers(cfg: Config, run_dir: Path) -> list:
         except ImportError:
             raise SunfishError("train.wandb=True but wandb is not installed; `pip install wandb` "
                                "(set WANDB_MODE=offline to log without an account)") from None
-        loggers.append(WandbLogger(project="sunfish", save_dir=str(run_dir), name=run_dir.name))
+        loggers.append(WandbLogger(project="sunfish", save_dir=str(run_dir), name=run_dir.name,
+                                   id=wandb_run_id(run_dir), resume="allow"))  # a resume continues the same W&B run
     return loggers
 
 
@@ -127,8 +148,8 @@ def _quiet_lightning() -> None:
 
 
 def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, progress: bool | None = None,
-                  extra_callbacks: tuple = (), max_steps: int | None = None):
-    """A configured `pl.Trainer` writing into run_dir."""
+                  extra_callbacks: tuple = (), max_steps: int | None = None, resume_step: int = 0):
+    """A configured `pl.Trainer` writing into run_dir (resume_step: the step a resumed run restarts from)."""
     import pytorch_lightning as pl
 
     _quiet_lightning()
@@ -156,7 +177,7 @@ def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, pro
         limit_val_batches=t.val_batches,
         num_sanity_val_steps=0,
         log_every_n_steps=t.log_every,
-        logger=False if fast_dev_run else _loggers(cfg, run_dir),
+        logger=False if fast_dev_run else _loggers(cfg, run_dir, resume_step),
         callbacks=callbacks,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         enable_checkpointing=not fast_dev_run,
@@ -183,6 +204,8 @@ def check_run_dir_writable(run_dir: Path) -> None:
 
 def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Config:
     """Write (or, when resuming, read back) the run's config.json; returns the config to train with."""
+    from sunfish_lib.train.status import is_rank_zero
+
     path = run_dir / "config.json"
     if resume and path.is_file():
         saved = Config.load(path)
@@ -193,8 +216,24 @@ def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Config:
         cfg = saved.override({"max_steps": cfg.train.max_steps}).validate()
     elif not resume and (run_dir / "checkpoints" / "last.ckpt").exists():
         raise SunfishError(f"{run_dir} already holds a run; pass --resume to continue it or pick a new --run-dir")
-    cfg.save(path)
+    if is_rank_zero():  # one writer: every rank reads the same config
+        cfg.save(path)
     return cfg
+
+
+def saved_max_steps(run_dir: Path) -> int | None:
+    """train.max_steps of the run folder's config.json (None: no config yet)."""
+    path = run_dir / "config.json"
+    return Config.load(path).train.max_steps if path.is_file() else None
+
+
+def announce_new_length(before: int | None, cfg: Config) -> None:
+    """A resume that changes max_steps says so (rank 0, once the checkpoint has been accepted)."""
+    from sunfish_lib.train.status import is_rank_zero
+
+    if before is not None and before != cfg.train.max_steps and is_rank_zero():
+        print(f"resume: train.max_steps {before} -> {cfg.train.max_steps} (--max-steps changes the run's length; "
+              f"the LR {cfg.train.decay} decay now ends at step {cfg.train.max_steps})")
 
 
 def _differs(a: Config, b: Config) -> str:
@@ -248,10 +287,12 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     from sunfish_lib.train.module import SunfishModule
     from sunfish_lib.train.export import export_final
     from sunfish_lib.train.interrupt import quiet_exit_code, stopped
+    from sunfish_lib.train.status import is_rank_zero
 
     run_dir = Path(run_dir)
     check_run_dir_writable(run_dir)
-    cfg = prepare_run(cfg.validate(), run_dir, resume)
+    before = saved_max_steps(run_dir) if resume else None
+    cfg = prepare_run(cfg.validate(), run_dir, resume).resolve_batch()  # config.json keeps the global batch
     status.begin(cfg, resume, overfit_batches)
     if not fast_dev_run:
         from sunfish_lib.train.diskspace import check_free_space, remove_partial_writes
@@ -259,24 +300,26 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
         remove_partial_writes(run_dir)  # *.tmp left by a write that was killed: never read, only in the way
         check_free_space(cfg, run_dir, resolve_precision(cfg.train.precision))
     tok = tokenizer or get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
-    if not (run_dir / "tokenizer").is_dir():
+    if not (run_dir / "tokenizer").is_dir() and is_rank_zero():
         save_tokenizer(tok, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id)
     module.interruption = interruption
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
+    resume_step = 0
     if ckpt_path is not None:  # a truncated, tampered or foreign last.ckpt: one line, before Lightning reads it
         from sunfish_lib.train.ckpt_verify import check_resume_checkpoint
 
-        check_resume_checkpoint(last, module)
+        resume_step = check_resume_checkpoint(last, module)
+        announce_new_length(before, cfg)
     if cfg.train.init_from and ckpt_path is None:  # a resumed run's checkpoint already holds the weights
         from sunfish_lib.train.checkpoint import load_weights
 
         load_weights(module.model, cfg.train.init_from)
     dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
     trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress,
-                            extra_callbacks=(*callbacks, status))
+                            extra_callbacks=(*callbacks, status), resume_step=resume_step)
     _fit(trainer, module, dm, ckpt_path, overfit_batches)
     if module.stop_signal and trainer.global_step < trainer.max_steps:  # last.ckpt holds this step: no export
         raise stopped(module.stop_signal, trainer.global_step, run_dir, requeue_enabled=cfg.train.requeue,
