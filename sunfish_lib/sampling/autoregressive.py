@@ -6,7 +6,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import KVCache
+from sunfish_lib.sampling.base import Sampler
 from sunfish_lib.sampling.filters import sample_tokens
 from sunfish_lib.sampling.trajectory import Trajectory
 
@@ -53,3 +55,28 @@ def sample_ar(
         if i + 1 < length:
             logits = last_logits(nxt[:, None])
     return x
+
+
+class ARSampler(Sampler):
+    """AR sampling (KV cache) in the one sampler shape: fills a suffix of [MASK] left to right."""
+
+    name = "ar"
+
+    def __init__(self, model, mask_id: int, bos_id: int, temperature=1.0, top_k=0, top_p=1.0, exclude_ids=()):
+        self.model, self.mask_id, self.bos_id = model, mask_id, bos_id
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.exclude_ids = sorted({mask_id, *exclude_ids})
+        self.forward_passes = 0
+
+    def generate(self, x: torch.Tensor, *, generator=None, trajectory=None, callback=None) -> torch.Tensor:
+        masked = x == self.mask_id
+        p = int(masked[0].nonzero()[0]) if masked[0].any() else x.shape[1]
+        if not (masked[:, p:].all() and not masked[:, :p].any()):
+            raise SunfishError("the ar sampler only continues a prefix: put every [MASK] at the end "
+                               "(use a diffusion objective to infill)")
+        prompt = x[:, :p] if p else torch.full((x.shape[0], 1), self.bos_id, device=x.device)
+        out = sample_ar(self.model, prompt, x.shape[1] - p, temperature=self.temperature, top_k=self.top_k,
+                        top_p=self.top_p, generator=generator, trajectory=trajectory, callback=callback,
+                        exclude_ids=self.exclude_ids)
+        self.forward_passes = x.shape[1] - p
+        return out if p else out[:, 1:]
