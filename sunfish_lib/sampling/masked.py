@@ -119,6 +119,8 @@ class MaskedSampler(Sampler):
 
     def _draw(self, logits: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (N,) from the tempered, filtered rows and their untempered confidence (N,) float64; uses up logits."""
+        if self._step is None:
+            self._step = compiled_step(self.compile, logits.device)
         return sample_tokens(logits, self.temperature, self.top_k, self.top_p, generator, step=self._step,
                              overwrite=True)
 
@@ -148,8 +150,6 @@ class MaskedSampler(Sampler):
         x = x.clone()
         self.forward_passes = 0
         self._keys = attention_mask
-        if self._step is None:
-            self._step = compiled_step(self.compile, x.device)
         prompt = x != self.mask_id  # (B, T) positions given by the caller
         if self.kind == "ancestral":
             return self._ancestral(x, prompt, generator, trajectory, callback)
@@ -190,6 +190,7 @@ class MaskedSampler(Sampler):
                 callback(done, self.steps, x)
         return done
 
+    @torch.no_grad()
     def step(self, x, prompt, masked, k, generator=None, record: bool = False):
         """One reverse step of a confidence sampler, in place on x (B, T): among `masked`, commit k (B,) per row
         (low_confidence: the most confident, LLaDA Sec. 2.4; random: uniform; threshold: every position above
