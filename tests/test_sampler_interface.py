@@ -241,3 +241,27 @@ def test_one_public_entry_point():
     import sunfish_lib.sampling.generate as g
 
     assert not hasattr(g, "generate") and not hasattr(g, "build_sampler") and not hasattr(g, "ARSampler")
+
+
+def test_ar_trajectory_commits_one_token_per_step_at_full_width(runs):
+    from sunfish_lib.sampling.analysis import step_html
+
+    loaded = load_checkpoint(runs["ar"])
+    tok = loaded.tokenizer
+    gen = sample(loaded, prompt="ROMEO:", seed=0, length=5, num_samples=2, record=True)
+    traj, p = gen.trajectory, len(tok.encode("ROMEO:"))
+    assert len(traj) == 5 and traj.stack("tokens").shape == (5, 2, p + 5)
+    committed = traj.stack("committed")
+    assert committed.sum(-1).eq(1).all()  # one token per step
+    assert committed.float().argmax(-1)[:, 0].tolist() == [p, p + 1, p + 2, p + 3, p + 4]
+    assert traj.stack("masked")[0, 0, p + 1:].all() and not traj.stack("masked")[-1].any()
+    assert torch.equal(traj.stack("tokens")[-1], gen.ids)
+    assert step_html(tok, traj, 2, 0).count('class="sf-tok sf-mask"') == 2  # after 3 of 5 tokens
+
+
+def test_threshold_trajectory_can_commit_several_per_pass(runs):
+    loaded = load_checkpoint(runs["masked"])
+    gen = sample(loaded, prompt="ROMEO:", seed=0, length=8, steps=8, sampler="threshold", threshold=0.0001,
+                 record=True)
+    per_step = gen.trajectory.stack("committed").sum(-1)  # (S, B)
+    assert per_step.max() > 1 and len(gen.trajectory) < 8  # several per forward pass, fewer passes than steps
