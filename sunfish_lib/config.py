@@ -27,6 +27,7 @@ STRATEGIES = ("auto", "single", "ddp", "fsdp")
 LR_DECAYS = ("cosine", "linear", "constant")
 NAN_POLICIES = ("stop", "skip")
 ROUNDINGS = ("cosine", "euclidean")
+CACHES = ("none", "prefix", "dual")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 POS_ENCODINGS = ("learned", "rope")
@@ -300,6 +301,8 @@ class SampleConfig:
     """Classifier-free guidance scale (0: off)."""
     allow_eos: bool = False
     """Let samples contain EOS (variable-length generation); off: EOS, like [MASK] and [PAD], never appears."""
+    cache: str = "none"
+    """Masked low_confidence/random/threshold: Fast-dLLM's approximate KV cache, refreshed per block: none, prefix (prompt and committed blocks) or dual (the suffix too)."""
 
 
 @dataclass(frozen=True)

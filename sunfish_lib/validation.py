@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any
 
 from sunfish_lib.config import (
-    LR_DECAYS, MASK_SCHEDULES, MLPS, NAN_POLICIES, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS,
+    CACHES, LR_DECAYS, MASK_SCHEDULES, MLPS, NAN_POLICIES, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS,
     PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES, Config, DataConfig, DiffusionConfig, ModelConfig, SampleConfig,
     TrainConfig,
 )
@@ -193,6 +193,7 @@ def check_sample_ranges(num_timesteps: int | None = None, max_seq_len: int | Non
         "cfg_scale": lambda v: _check(v >= 0, f"sample.cfg_scale={v} must be >= 0"),
         "allow_eos": lambda v: _check(isinstance(v, bool), f"sample.allow_eos={v!r} must be true or false"),
         "clamp": lambda v: _check(isinstance(v, bool), f"sample.clamp={v!r} must be true or false"),
+        "cache": lambda v: _one_of("sample.cache", v, CACHES),
     }
     for name, value in fields.items():
         rules.get(name, lambda v: None)(value)

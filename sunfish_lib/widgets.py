@@ -25,10 +25,9 @@ import shlex
 import time
 from pathlib import Path
 
-from sunfish_lib.config import ROUNDINGS
 from sunfish_lib.display import SamplesView
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling.settings import DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, defaults, field_docs
+from sunfish_lib.sampling.settings import CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, defaults, field_docs
 
 SETTING_WIDGETS = SETTINGS
 """SampleConfig fields the panel shows, in order: all of them (`sampling.settings`); each widget is
@@ -73,8 +72,8 @@ def _setting_widget(W, name: str):
     default = defaults()[name]
     if name == "sampler":
         w = W.Dropdown(options=[], description=name)
-    elif name == "rounding":
-        w = W.Dropdown(options=list(ROUNDINGS), value=default, description=name)
+    elif name in CHOICES:
+        w = W.Dropdown(options=list(CHOICES[name]), value=default, description=name)
     elif isinstance(default, bool):
         w = W.Checkbox(value=default, description=name)
     elif isinstance(default, int):

@@ -265,3 +265,59 @@ def test_threshold_trajectory_can_commit_several_per_pass(runs):
                  record=True)
     per_step = gen.trajectory.stack("committed").sum(-1)  # (S, B)
     assert per_step.max() > 1 and len(gen.trajectory) < 8  # several per forward pass, fewer passes than steps
+
+
+# -- Fast-dLLM block cache -----------------------------------------------------------------------------
+
+def _one_layer(tok, time_conditioning):
+    cfg = small_config("masked").override({"model.n_layers": 1, "model.time_conditioning": time_conditioning})
+    return _model(cfg)
+
+
+@pytest.mark.parametrize("kind", ["prefix", "dual"])
+def test_block_cache_window_pass_equals_the_full_pass_on_unchanged_input(tok, kind):
+    """Recorded keys/values + the window's fresh ones give exactly the full pass's hidden states there."""
+    from sunfish_lib.layers import BlockCache
+
+    cfg = small_config("masked")
+    model = _model(cfg)
+    x = torch.randint(5, 200, (2, 24))
+    keys = torch.ones_like(x)
+    keys[1, 20:] = 0  # padding is still masked out of the keys in the window pass
+    t = torch.tensor([0.5, 0.7])
+    full = model.encode(x, t=t, attention_mask=keys)
+    c = BlockCache(len(model.blocks), 8, 16 if kind == "dual" else 24)
+    torch.testing.assert_close(model.encode(x, t=t, attention_mask=keys, kv_cache=c), full)
+    c.recording = False
+    win = model.encode(x[:, c.start:c.stop], t=t, attention_mask=keys, kv_cache=c)
+    real = keys[:, c.start:c.stop].bool()  # (padding queries' own outputs are never read)
+    torch.testing.assert_close(win[real], full[:, c.start:c.stop][real], rtol=1e-4, atol=1e-5)
+    assert keys.sum() < keys.numel()
+
+
+@pytest.mark.parametrize("kind,sampler", [("prefix", "low_confidence"), ("dual", "low_confidence"),
+                                          ("dual", "threshold")])
+def test_cache_is_exact_where_kept_keys_cannot_change_and_runs_fewer_positions(tok, kind, sampler):
+    """One layer, no time input: kept keys/values depend only on tokens that do not change inside a block
+    (committed prefix; the suffix is still [MASK]), so the cache must give the uncached samples exactly."""
+    model = _one_layer(tok, False)
+    x = torch.full((2, 40), tok.mask_token_id)
+    x[:, :6] = torch.tensor(tok.encode("ROMEO: To be")[:6])
+    kw = dict(kind=sampler, steps=16, block_length=8, temperature=0, threshold=0.5)
+    off = MaskedSampler(model, tok.mask_token_id, **kw)
+    on = MaskedSampler(model, tok.mask_token_id, cache=kind, **kw)
+    a, b = off.generate(x), on.generate(x)
+    assert torch.equal(a, b) and on.forward_passes == off.forward_passes
+    assert on.positions < 0.75 * off.positions
+
+
+def test_cache_is_off_by_default_and_refreshes_per_block(runs):
+    assert SampleConfig().cache == "none"
+    loaded = load_checkpoint(runs["masked"])
+    gen = sample(loaded, prompt="ROMEO:", seed=0, length=12, steps=6, block_length=4, cache="prefix", record=True)
+    refreshed = gen.trajectory.stack("refreshed")[:, 0, 0]
+    assert refreshed.tolist() == [True, False, True, False, True, False]  # 3 blocks of 2 steps
+    with pytest.raises(SunfishError, match="sample.cache='ring' is not allowed; choose one of none, prefix, dual"):
+        sample(loaded, cache="ring")
+    with pytest.raises(SunfishError, match="needs low_confidence/random/threshold"):
+        sample(loaded, cache="dual", sampler="ancestral")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling.settings import APPLIES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, defaults, field_docs
+from sunfish_lib.sampling.settings import APPLIES, CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, defaults, field_docs
 
 
 def add_parser(sub) -> None:
@@ -72,7 +72,8 @@ def add_setting_flags(p) -> None:
             p.add_argument(_flag(name), dest=name, nargs="?", const=True, default=None, type=_boolean(name),
                            metavar="true|false", help=help_text)
         else:
-            p.add_argument(_flag(name), dest=name, type=type(default), default=None, help=help_text)
+            p.add_argument(_flag(name), dest=name, type=type(default), default=None, choices=CHOICES.get(name),
+                           help=help_text)
 
 
 def settings_from_args(args) -> dict:

@@ -30,7 +30,7 @@ def _masked(model, cfg: Config, tokenizer, s: SampleConfig, never: list[int]) ->
 
     return MaskedSampler(model, tokenizer.mask_token_id, kind=s.sampler, steps=s.steps, temperature=s.temperature,
                          top_k=s.top_k, top_p=s.top_p, block_length=s.block_length, threshold=s.threshold,
-                         cfg_scale=s.cfg_scale, schedule=MaskSchedule(cfg.diffusion.mask_schedule),
+                         cfg_scale=s.cfg_scale, cache=s.cache, schedule=MaskSchedule(cfg.diffusion.mask_schedule),
                          shift_logits=cfg.diffusion.shift_logits, exclude_ids=never)
 
 

@@ -13,15 +13,17 @@ import dataclasses
 import inspect
 from functools import lru_cache
 
-from sunfish_lib.config import SampleConfig
+from sunfish_lib.config import CACHES, ROUNDINGS, SampleConfig
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(SampleConfig))
 """Every sampling setting, in SampleConfig's order."""
 APPLIES = {"eta": ("continuous",), "steps": ("masked", "continuous"), "temperature": ("masked", "ar"),
            "top_k": ("masked", "ar"), "top_p": ("masked", "ar"), "block_length": ("masked",),
            "threshold": ("masked",), "cfg_scale": ("masked",), "clamp": ("continuous",),
-           "rounding": ("continuous",)}
+           "rounding": ("continuous",), "cache": ("masked",)}
 """Objectives a setting acts on (absent: all)."""
+CHOICES = {"rounding": ROUNDINGS, "cache": CACHES}
+"""Settings with a fixed set of values (a dropdown in the panel, argparse choices on the CLI)."""
 MODE_ONLY = {"length": "uncond", "mask_length": "infill"}
 """Settings that act in one mode only."""
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
