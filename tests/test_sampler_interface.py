@@ -13,7 +13,7 @@ from sunfish_lib.model import Backbone
 from sunfish_lib.sampling.base import SamplerOutput
 from sunfish_lib.sampling.masked import MaskedSampler
 from sunfish_lib.sampling.samplers import SAMPLERS, build_sampler
-from sunfish_lib.sampling.session import Loaded, load_checkpoint, sample
+from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.settings import SETTINGS, applies
 from sunfish_lib.widgets import SamplingPanel
 from tests.sampling_helpers import make_run

@@ -28,6 +28,7 @@ class SamplerOutput:
     ids: torch.Tensor  # (B, T) every generated position filled, the rest as given
     forward_passes: int  # model evaluations of the batch (a guided step counts 2)
     trajectory: Trajectory | None = None
+    positions: int | None = None  # token positions the model ran (masked samplers; the block cache's saving)
 
 
 class Sampler:
@@ -49,4 +50,4 @@ class Sampler:
             Trajectory(sampler=self.name, meta={"seed": seed}, start=x.cpu()) if record else None)
         kw = {} if attention_mask is None else {"attention_mask": attention_mask}
         out = self.generate(x, generator=generator, trajectory=trajectory, callback=callback, **kw)
-        return SamplerOutput(out, int(self.forward_passes), trajectory)
+        return SamplerOutput(out, int(self.forward_passes), trajectory, getattr(self, "positions", None))

@@ -55,6 +55,7 @@ class Generation:
     forward_passes: int
     sample: SampleConfig | None = None  # the settings it was drawn with
     lengths: list[int] | None = None  # per row, when rows of different lengths were padded (right) into ids
+    positions: int | None = None  # token positions the model ran (masked samplers)
 
     def rows(self) -> list[tuple[list[int], list[int]]]:
         """(final ids, start ids) of each row, padding removed."""

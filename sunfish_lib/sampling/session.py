@@ -124,21 +124,23 @@ def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", prompts: l
     was_training = model.training
     model.eval()
     try:
-        out, passes = _run(sampler, x, keys, lengths, generator, trajectory, callback, cfg.diffusion.objective)
+        out, passes, positions = _run(sampler, x, keys, lengths, generator, trajectory, callback,
+                                      cfg.diffusion.objective)
     finally:
         model.train(was_training)
     out = out.cpu()
     decoded = [tok.decode(row[:n].tolist()) for row, n in zip(out, lengths)]
-    return Generation(out, x.cpu(), decoded, trajectory, passes, s, None if keys is None else lengths)
+    return Generation(out, x.cpu(), decoded, trajectory, passes, s, None if keys is None else lengths, positions)
 
 
-def _run(sampler, x, keys, lengths, generator, trajectory, callback, objective) -> tuple[torch.Tensor, int]:
+def _run(sampler, x, keys, lengths, generator, trajectory, callback, objective):
     """Run the sampler over x; padded rows: masked models attend past the padding (one batch), the AR and
-    continuous samplers (no key-padding support) run each length as its own batch, in row order."""
+    continuous samplers (no key-padding support) run each length as its own batch, in row order.
+    Returns (ids, forward passes, positions run or None)."""
     if keys is None or objective == "masked":
         res = sampler(x, generator=generator, record=False if trajectory is None else trajectory, callback=callback,
                       attention_mask=None if keys is None else keys.to(x.device))
-        return res.ids, res.forward_passes
+        return res.ids, res.forward_passes, res.positions
     if trajectory is not None:
         raise SunfishError("a trajectory of prompts with different lengths needs a masked model; "
                            "record one prompt length at a time")
@@ -148,7 +150,7 @@ def _run(sampler, x, keys, lengths, generator, trajectory, callback, objective) 
         res = sampler(x[rows, :n], generator=generator, callback=callback)
         out[rows, :n] = res.ids
         passes += res.forward_passes
-    return out, passes
+    return out, passes, None
 
 
 def render_ids(tokenizer, ids, mask_glyph: str = MASK_GLYPH) -> str:
