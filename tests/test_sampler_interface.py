@@ -16,6 +16,7 @@ from sunfish_lib.sampling.samplers import SAMPLERS, build_sampler
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.settings import SETTINGS, applies
 from sunfish_lib.widgets import SamplingPanel
+from tests.data_fixtures import bpe  # noqa: F401
 from tests.sampling_helpers import make_run
 from tests.train_helpers import small_config
 
@@ -23,11 +24,9 @@ OBJECTIVE = {"ddpm": "continuous", "ddim": "continuous", "ancestral": "masked", 
              "random": "masked", "threshold": "masked", "ar": "ar"}
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from sunfish_lib.data import get_tokenizer
-
-    return get_tokenizer("bpe", 4096)
+@pytest.fixture
+def tok(bpe):
+    return bpe
 
 
 @pytest.fixture(scope="module")
@@ -321,3 +320,10 @@ def test_cache_is_off_by_default_and_refreshes_per_block(runs):
         sample(loaded, cache="ring")
     with pytest.raises(SunfishError, match="needs low_confidence/random/threshold"):
         sample(loaded, cache="dual", sampler="ancestral")
+
+
+def test_a_flag_that_does_not_act_on_the_checkpoint_is_noted(runs, capsys):
+    assert main(["sample", str(runs["masked"]), "--eta", "0.5", "--length", "4", "--steps", "2", "--json",
+                 "--no-quality", "--no-save"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --eta does not act on a masked checkpoint in uncond mode; ignored" in err

@@ -10,7 +10,8 @@ the tokenizer's special ids) and called the same way:
 positions already holding [MASK]); `attention_mask` (B, T), 0 on right padding, lets rows of
 different lengths share a batch. Each sampler class owns its loop (`generate`: the
 bookkeeping — blocks, step counts, trajectory, callback) and a `step` that is one reverse
-update, testable alone (`MaskedSampler.step`, `GaussianScheduler.step`, `ARSampler.step`).
+update, testable alone (`MaskedSampler.step`, `GaussianScheduler.step`; the AR step is one
+`filters.sample_tokens` draw from the last position's logits).
 """
 
 from __future__ import annotations

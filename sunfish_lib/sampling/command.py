@@ -168,7 +168,8 @@ def run(args) -> int:
     settings = settings_from_args(args)
     ignored = inapplicable(settings, loaded.objective, args.mode)
     if ignored:
-        print(f"note: {', '.join(ignored)} do(es) not act on a {loaded.objective} checkpoint in {args.mode} mode; "
+        verb = "does" if len(ignored) == 1 else "do"
+        print(f"note: {', '.join(ignored)} {verb} not act on a {loaded.objective} checkpoint in {args.mode} mode; "
               "ignored", file=sys.stderr)
     enabled = sys.stderr.isatty() if args.progress is None else args.progress
     bar = ProgressBar(f"sampling ({loaded.objective})", enabled)
