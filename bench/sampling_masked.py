@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from objectives_table import train_objective  # noqa: E402
 
 from sunfish_lib.config import parse_set_args  # noqa: E402
-from sunfish_lib.sampling.generate import generate  # noqa: E402
+from sunfish_lib.sampling.session import Loaded, sample  # noqa: E402
 from sunfish_lib.train.checkpoint import load_for_inference  # noqa: E402
 
 TARGET_RATIO = 3.0
@@ -75,7 +75,7 @@ def run_sampler(model, cfg, tok, prompts: list[str], **settings) -> dict:
     """One generation per prompt (batch 1); forward passes summed over them."""
     t0, passes, rows, generated, texts = time.perf_counter(), 0, [], [], []
     for i, prompt in enumerate(prompts):
-        g = generate(model, cfg, tok, mode="uncond", prompt=prompt, seed=i, num_samples=1, **settings)
+        g = sample(Loaded(model, cfg, tok), mode="uncond", prompt=prompt, seed=i, num_samples=1, **settings)
         passes += g.forward_passes
         gen = g.start[0] == tok.mask_token_id
         rows.append(g.ids[0])

@@ -41,7 +41,7 @@ import sunfish_lib.sampling.continuous as continuous_sampling
 from sunfish_lib.config import SAMPLERS, get_config
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling.filters import gumbel_noise
-from sunfish_lib.sampling.generate import build_sampler
+from sunfish_lib.sampling.samplers import build_sampler
 
 ORDER = ("ddpm", "ddim", "ancestral", "low_confidence", "random", "threshold", "ar")
 FULL = dict(d_model=256, n_layers=4, n_heads=4, batch=8, length=128, steps=50, vocab=(4096, 50304))

@@ -150,15 +150,14 @@ def sample_statistics(path: str | Path, *, num_samples: int = 4, length: int = 6
     text's, judge perplexity with the workbook's ar model or `judge`) and denoise_entropy."""
     from sunfish_lib.quality import quality_of
     from sunfish_lib.sampling.analysis import step_entropy
-    from sunfish_lib.sampling.generate import generate
-    from sunfish_lib.sampling.session import load_checkpoint
+    from sunfish_lib.sampling.session import load_checkpoint, sample
 
     loaded = load_checkpoint(path)
-    model, cfg, tok = loaded.model, loaded.cfg, loaded.tokenizer
+    cfg = loaded.cfg
     diffusion = cfg.diffusion.objective != "ar"
     extra = {"steps": min(steps, cfg.sample.steps)} if steps and diffusion else {}
-    gen = generate(model, cfg, tok, mode="uncond", num_samples=num_samples, length=length, seed=seed,
-                   record=diffusion, **extra)
+    gen = sample(loaded, mode="uncond", num_samples=num_samples, length=length, seed=seed,
+                 record=diffusion, **extra)
     q = quality_of(gen, loaded, judge=judge, run_dir=run_dir)
     denoise = None
     if gen.trajectory is not None and "entropy" in gen.trajectory.fields():

@@ -27,6 +27,7 @@ STRATEGIES = ("auto", "single", "ddp", "fsdp")
 LR_DECAYS = ("cosine", "linear", "constant")
 NAN_POLICIES = ("stop", "skip")
 ROUNDINGS = ("auto", "cosine", "euclidean")
+CACHES = ("none", "prefix", "dual")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu", "geglu")
 POS_ENCODINGS = ("learned", "rope")
@@ -323,6 +324,8 @@ class SampleConfig:
     """Masked: classifier-free guidance scale (0: off)."""
     allow_eos: bool = False
     """Let samples contain EOS (variable-length generation); off: EOS, like [MASK] and [PAD], never appears."""
+    cache: str = "none"
+    """Masked low_confidence/random/threshold: Fast-dLLM's approximate KV cache, refreshed per block: none, prefix (prompt and committed blocks) or dual (the suffix too)."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sunfish_lib.sampling.settings import DEVICE_HELP, DTYPE_NAMES
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="validation NLL / ELBO / rounding CE, perplexity and bits per byte of a run")
@@ -12,6 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batches", type=int, default=20, help="validation batches")
     p.add_argument("--t-samples", type=int, default=16, help="Monte-Carlo t draws per sequence (diffusion)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--dtype", choices=DTYPE_NAMES, help="weights' dtype (default float32)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -19,7 +23,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from sunfish_lib.evaluate import evaluate_run
 
-    res = evaluate_run(args.path, val_batches=args.batches, t_samples=args.t_samples, seed=args.seed)
+    res = evaluate_run(args.path, val_batches=args.batches, t_samples=args.t_samples, seed=args.seed,
+                       device=args.device, dtype=args.dtype)
     d = res.to_dict()
     if args.json:
         print(json.dumps(d))

@@ -72,7 +72,8 @@ def _per_sequence(objective, model, batch, t_samples: int, generator) -> torch.T
     draws = []
     for _ in range(max(1, t_samples // 2)):
         u = sample_t(B, t_min=0.0, generator=generator, device=x0.device)
-        u = u[torch.randperm(B, generator=generator, device="cpu").to(x0.device)]  # decorrelate t from row order
+        where = generator.device if generator is not None else "cpu"
+        u = u[torch.randperm(B, generator=generator, device=where).to(x0.device)]  # decorrelate t from row order
         for t in (u, 1.0 - u):  # antithetic pair
             t = objective.cfg.t_min + (1.0 - objective.cfg.t_min) * t.clamp(0.0, 1.0 - 1e-7)
             draws.append(objective.loss_at(model, batch, t, generator=generator)["elbo_per_seq"].double())
@@ -117,31 +118,37 @@ def evaluate_likelihood(
                             n_bytes or None, 0 if objective.name == "ar" else max(2, t_samples // 2 * 2))
 
 
-def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int = 0) -> LikelihoodResult:
+def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int = 0, device=None,
+                 dtype=None) -> LikelihoodResult:
     """Validation likelihood of a run folder, exported folder or .ckpt on its own data config.
 
     The held-out documents of `data.source` (the same split training never saw), the first
-    `val_batches` batches; bits per byte over the scored tokens' bytes (`token_bytes`).
+    `val_batches` batches; bits per byte over the scored tokens' bytes (`token_bytes`). device: None is the
+    best available (`devices.best_device`); dtype: the weights' (float32 default).
     """
     from sunfish_lib.data import make_loader
+    from sunfish_lib.devices import resolve_device, resolve_dtype
     from sunfish_lib.diffusion import build_objective
     from sunfish_lib.errors import SunfishError
     from sunfish_lib.train.checkpoint import load_for_inference
 
     if val_batches < 1 or t_samples < 1:
         raise SunfishError(f"val_batches={val_batches} and t_samples={t_samples} must both be >= 1")
-    model, cfg, tok = load_for_inference(path)
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    model, cfg, tok = load_for_inference(path, dev)
+    model = model.to(dtype=dt)
     if tok is None:
         raise SunfishError(f"{path} has no tokenizer/ folder; evaluate a run folder or an exported model")
     batches = []
     for b in make_loader(cfg.data, tok, "validation", seed=cfg.seed, num_workers=0):
-        batches.append({k: v for k, v in b.items() if not k.startswith("_")})
+        batches.append({k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in b.items()
+                        if not k.startswith("_")})
         if len(batches) == val_batches:
             break
 
     objective = build_objective(cfg, tok.mask_token_id, tok.eos_token_id)
     return evaluate_likelihood(model, objective, batches, t_samples=t_samples, token_bytes=tok.token_bytes(),
-                               generator=torch.Generator().manual_seed(seed))
+                               generator=torch.Generator(device=dev).manual_seed(seed))
 
 
 def unigram_baseline(cfg, tok, *, val_batches: int = 20, train_batches: int = 200) -> dict:
@@ -162,6 +169,7 @@ def unigram_baseline(cfg, tok, *, val_batches: int = 20, train_batches: int = 20
             break
         counts.update(b["input_ids"].flatten().tolist())
     total, V = sum(counts.values()), len(tok)
+    nbytes = tok.token_bytes()
     nats, n_tok, n_bytes = 0.0, 0, 0
     for i, b in enumerate(make_loader(cfg.data, tok, "validation", seed=cfg.seed, num_workers=0)):
         if i == val_batches:
@@ -169,6 +177,6 @@ def unigram_baseline(cfg, tok, *, val_batches: int = 20, train_batches: int = 20
         ids = b["input_ids"]
         nats -= sum(math.log((counts[t] + 0.5) / (total + 0.5 * V)) for t in ids.flatten().tolist())
         n_tok += ids.numel()
-        n_bytes += sum(len(tok.decode(row.tolist()).encode("utf-8")) for row in ids)
+        n_bytes += sum(nbytes[t] for t in ids.flatten().tolist())  # the scored tokens' own bytes, as evaluate_run
     return {"kind": "unigram NLL (no context)", "nats_per_token": nats / n_tok,
             "bits_per_byte": nats / math.log(2) / n_bytes, "tokens": n_tok}

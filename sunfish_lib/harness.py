@@ -25,7 +25,7 @@ from lm_eval.api.registry import register_model
 
 from sunfish_lib.diffusion.masked import MaskedDiffusion, shift_right
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling.generate import generate
+from sunfish_lib.sampling.session import Loaded, sample
 from sunfish_lib.train.checkpoint import load_for_inference
 
 NO_LIKELIHOOD = ("sunfish: a continuous (embedding-space) diffusion model has no token likelihood to score "
@@ -130,7 +130,7 @@ class SunfishLM(LM):
         # lm_eval's default (as HF generate's) is greedy: temperature 0 unless do_sample with a temperature
         temperature = float(gen_kwargs.get("temperature", 0.0) or 0.0) if gen_kwargs.get("do_sample", True) else 0.0
         settings = {"length": length, "num_samples": 1, "temperature": temperature}
-        out = generate(self.model, self.cfg, self.tok, prompt=self.tok.decode(ctx), seed=self.seed, **settings)
+        out = sample(Loaded(self.model, self.cfg, self.tok), prompt=self.tok.decode(ctx), seed=self.seed, **settings)
         text = self.tok.decode(out.ids[0, (out.start[0] != self.tok.mask_token_id).sum().item():].tolist())
         cut = min([i for i in (text.find(s) for s in until) if i >= 0], default=len(text))
         return text[:cut]

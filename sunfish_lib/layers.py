@@ -124,6 +124,36 @@ class KVCache:
         return k, v
 
 
+class BlockCache:
+    """Fast-dLLM's approximate KV cache for bidirectional block decoding (Wu et al. 2025, Sec. 3.2).
+
+    A full pass while `recording` keeps, per block i of the backbone, the keys/values of the positions
+    outside the window [start, stop): the prefix (prompt and committed blocks) and, when stop < T (the
+    dual cache), the suffix. Later passes feed only the window (positions start..stop-1); its fresh
+    keys/values are joined with the kept ones. The kept ones are from the last full pass, which is the
+    approximation; the sampler refreshes them (records again) when a block completes.
+    """
+
+    def __init__(self, n_layers: int, start: int, stop: int):
+        self.start, self.stop = start, stop
+        self.kept: list[tuple[torch.Tensor, ...] | None] = [None] * n_layers
+        self.recording = True
+
+    @property
+    def length(self) -> int:
+        """Position of the first fed token (0 in the full pass)."""
+        return 0 if self.recording else self.start
+
+    def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full pass: keep the outside keys/values, return k, v. Window pass: return kept + window + kept."""
+        if self.recording:
+            a, b = self.start, self.stop
+            self.kept[i] = (k[:, :, :a], v[:, :, :a], k[:, :, b:], v[:, :, b:])
+            return k, v
+        kb, vb, ka, va = self.kept[i]
+        return torch.cat([kb, k, ka], dim=2), torch.cat([vb, v, va], dim=2)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention over SDPA; one fused q/k/v projection.
 
@@ -144,7 +174,8 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None, causal: bool, kv: tuple[KVCache, int] | None = None,
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, causal: bool,
+        kv: tuple[KVCache | BlockCache, int] | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
@@ -157,7 +188,9 @@ class SelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if kv is not None:
+        if kv is not None and isinstance(kv[0], BlockCache):
+            k, v = kv[0].update(kv[1], k, v)  # (B, n_kv, T_keys, hs)
+        elif kv is not None:
             cache, layer = kv
             has_past = cache.layers[layer] is not None
             if has_past and T > 1:

@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from sunfish_lib.config import ModelConfig
 from sunfish_lib.layers import (  # noqa: F401 (re-exported: callers import them from here)
-    MLP, TIME_SCALE, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
+    MLP, TIME_SCALE, BlockCache, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
     timestep_embedding,
 )
 
@@ -143,7 +143,7 @@ class Backbone(nn.Module):
         t: torch.Tensor | float | None = None,
         segment_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
+        kv_cache: KVCache | BlockCache | None = None,
         self_cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states (B, T, d_model) after the final norm.
@@ -151,8 +151,10 @@ class Backbone(nn.Module):
         tokens: (B, T) ids, or vectors: (B, T, emb_dim); t: (B,) or scalar in [0, 1]
         (ignored when time conditioning is off); segment_ids: (B, T) document ids,
         attention stays within a document; attention_mask: (B, T) 1 for real tokens,
-        0 for padding (padding is never attended to); kv_cache: causal models only, for
-        incremental decoding (positions continue after the cached ones); self_cond:
+        0 for padding (padding is never attended to); kv_cache: a `KVCache` (causal models, for
+        incremental decoding: positions continue after the cached ones) or a `BlockCache` (any
+        model: a full pass records, then tokens are the window start..stop-1 and attention_mask
+        stays (B, T_full)); self_cond:
         (B, T, emb_dim) previous x0 estimate, only with `self_cond_input` (None feeds zeros).
         """
         if (tokens is None) == (vectors is None):
@@ -164,7 +166,9 @@ class Backbone(nn.Module):
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {start + T} exceeds model.max_seq_len={self.cfg.max_seq_len}")
-        if kv_cache is not None and (not self.cfg.causal or segment_ids is not None or attention_mask is not None):
+        window = isinstance(kv_cache, BlockCache)
+        if kv_cache is not None and not window and (not self.cfg.causal or segment_ids is not None
+                                                    or attention_mask is not None):
             raise ValueError("kv_cache needs a causal model and no segment_ids/attention_mask")
         if self.in_proj is not None:
             x = self.in_proj(x)  # (B, T, d)
@@ -176,7 +180,10 @@ class Backbone(nn.Module):
         x, rope = self._positions(x, start)
         x = self.drop(x)
         mod = self._time_modulation(t, B, x)
-        mask = self._attn_mask(segment_ids, attention_mask, T, x.device)
+        if window and not kv_cache.recording:  # a window pass: attention_mask (B, T_full) masks keys only
+            mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        else:
+            mask = self._attn_mask(segment_ids, attention_mask, T, x.device)
         causal = bool(self.cfg.causal)
         for i, blk in enumerate(self.blocks):
             if self.cfg.activation_checkpointing and self.training and kv_cache is None:

@@ -138,7 +138,7 @@ def _load_judge(p: Path) -> Judge:
         tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
     model.eval()
     t = (lambda x: torch.zeros(x.shape[0])) if model.cfg.time_conditioning else (lambda x: None)
-    # BOS = EOS, as the ar sampler starts an unprompted sample (sampling.generate.ARSampler)
+    # BOS = EOS, as the ar sampler starts an unprompted sample (sampling.autoregressive.ARSampler)
     return Judge(str(p), tok.encode, lambda x: model(x, t=t(x)), tok.eos_token_id, cfg.model.max_seq_len)
 
 

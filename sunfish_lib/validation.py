@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sunfish_lib.config import (
-    LR_DECAYS, MASK_SCHEDULES, MLPS, NAN_POLICIES, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS,
+    CACHES, LR_DECAYS, MASK_SCHEDULES, MLPS, NAN_POLICIES, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS,
     PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES, Config, DataConfig, DiffusionConfig, ModelConfig, SampleConfig,
     TrainConfig,
 )
@@ -191,25 +192,45 @@ def _validate_global_batch(cfg: Config) -> None:
 
 def _validate_sample(s: SampleConfig, d: DiffusionConfig, m: ModelConfig) -> None:
     """Sampler settings and their fit with the objective."""
-    allowed = SAMPLERS[d.objective]
-    _check(s.sampler in allowed,
-           f"sample.sampler={s.sampler!r} does not fit objective {d.objective!r}; choose one of {', '.join(allowed)}")
-    _positive("sample.steps", s.steps)
-    if d.objective == "continuous":
-        _check(s.steps <= d.num_timesteps,
-               f"sample.steps={s.steps} exceeds diffusion.num_timesteps={d.num_timesteps}; use at most that many")
-    _check(s.eta >= 0, f"sample.eta={s.eta} must be >= 0")
-    _check(s.temperature >= 0, f"sample.temperature={s.temperature} must be >= 0 (0: greedy)")
-    _check(s.top_k >= 0, f"sample.top_k={s.top_k} must be >= 0 (0 disables)")
-    _check(0.0 < s.top_p <= 1.0, f"sample.top_p={s.top_p} must be in (0, 1]")
-    _positive("sample.length", s.length)
-    _check(s.length <= m.max_seq_len, f"sample.length={s.length} exceeds model.max_seq_len={m.max_seq_len}")
-    _positive("sample.num_samples", s.num_samples)
-    _positive("sample.mask_length", s.mask_length)
-    _one_of("sample.rounding", s.rounding, ROUNDINGS)
-    _check(s.block_length >= 0, f"sample.block_length={s.block_length} must be >= 0 (0: one block)")
-    _check(0.0 < s.threshold <= 1.0, f"sample.threshold={s.threshold} must be in (0, 1]")
-    _check(s.cfg_scale >= 0, f"sample.cfg_scale={s.cfg_scale} must be >= 0")
-    _check(isinstance(s.allow_eos, bool), f"sample.allow_eos={s.allow_eos!r} must be true or false")
+    check_sampler_fits(s.sampler, d.objective)
+    check_sample_ranges(num_timesteps=d.num_timesteps if d.objective == "continuous" else None,
+                        max_seq_len=m.max_seq_len,
+                        **{k: v for k, v in dataclasses.asdict(s).items() if k != "sampler"})
     _check(s.cfg_scale == 0 or d.objective == "masked",
            f"sample.cfg_scale={s.cfg_scale} applies to the masked samplers, not objective {d.objective!r}; set it to 0")
+
+
+def check_sampler_fits(sampler: str, objective: str) -> None:
+    """The sampler name is one the objective supports (`config.SAMPLERS`)."""
+    allowed = SAMPLERS[objective]
+    _check(sampler in allowed,
+           f"sample.sampler={sampler!r} does not fit objective {objective!r}; choose one of {', '.join(allowed)}")
+
+
+def check_sample_ranges(num_timesteps: int | None = None, max_seq_len: int | None = None, **fields) -> None:
+    """The range rules of the given SampleConfig fields: the one copy (config validation and the samplers'
+    constructors both call it). num_timesteps: the continuous chain `steps` may not exceed."""
+    rules = {
+        "steps": lambda v: _positive("sample.steps", v),
+        "eta": lambda v: _check(v >= 0, f"sample.eta={v} must be >= 0"),
+        "temperature": lambda v: _check(v >= 0, f"sample.temperature={v} must be >= 0 (0: greedy)"),
+        "top_k": lambda v: _check(v >= 0, f"sample.top_k={v} must be >= 0 (0 disables)"),
+        "top_p": lambda v: _check(0.0 < v <= 1.0, f"sample.top_p={v} must be in (0, 1]"),
+        "length": lambda v: _positive("sample.length", v),
+        "num_samples": lambda v: _positive("sample.num_samples", v),
+        "mask_length": lambda v: _positive("sample.mask_length", v),
+        "rounding": lambda v: _one_of("sample.rounding", v, ROUNDINGS),
+        "block_length": lambda v: _check(v >= 0, f"sample.block_length={v} must be >= 0 (0: one block)"),
+        "threshold": lambda v: _check(0.0 < v <= 1.0, f"sample.threshold={v} must be in (0, 1]"),
+        "cfg_scale": lambda v: _check(v >= 0, f"sample.cfg_scale={v} must be >= 0"),
+        "allow_eos": lambda v: _check(isinstance(v, bool), f"sample.allow_eos={v!r} must be true or false"),
+        "clamp": lambda v: _check(isinstance(v, bool), f"sample.clamp={v!r} must be true or false"),
+        "cache": lambda v: _one_of("sample.cache", v, CACHES),
+    }
+    for name, value in fields.items():
+        rules.get(name, lambda v: None)(value)
+    if "steps" in fields and num_timesteps is not None:
+        _check(fields["steps"] <= num_timesteps, f"sample.steps={fields['steps']} exceeds "
+               f"diffusion.num_timesteps={num_timesteps}; use at most that many")
+    if "length" in fields and max_seq_len is not None:
+        _check(fields["length"] <= max_seq_len, f"sample.length={fields['length']} exceeds model.max_seq_len={max_seq_len}")

@@ -19,44 +19,24 @@ the next click works as before.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import html
-import inspect
 import json
 import shlex
 import time
-from functools import lru_cache
 from pathlib import Path
 
-from sunfish_lib.config import SampleConfig
 from sunfish_lib.display import SamplesView
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.sampling.settings import CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, defaults, field_docs
 
-SETTING_WIDGETS = ("sampler", "steps", "eta", "temperature", "length", "num_samples", "mask_length")
-"""SampleConfig fields the panel shows, in order; a new knob is one more name here (its widget
-is built from the field's type, its tooltip from the field's docstring)."""
-APPLIES = {"eta": ("continuous",), "steps": ("masked", "continuous"), "temperature": ("masked", "ar"),
-           "top_k": ("masked", "ar"), "top_p": ("masked", "ar"), "block_length": ("masked",),
-           "threshold": ("masked",), "clamp": ("continuous",), "rounding": ("continuous",)}
-"""Objectives a setting acts on (absent: all); the others see the control disabled."""
-MODE_ONLY = {"length": "uncond", "mask_length": "infill"}
+SETTING_WIDGETS = SETTINGS
+"""SampleConfig fields the panel shows, in order: all of them (`sampling.settings`); each widget is
+built from the field's type, its tooltip from the field's docstring."""
 PICKER_DEPTH = 4  # runs root / workbook / notebook folder / model folder
 
 
 def _pre(text: str) -> str:
     return f'<pre style="white-space:pre-wrap;margin:2px 0">{html.escape(text)}</pre>'
-
-
-@lru_cache(maxsize=None)
-def field_docs(cls=SampleConfig) -> dict[str, str]:
-    """field -> the docstring written under it in the dataclass source (the panel's tooltips)."""
-    tree = ast.parse(inspect.getsource(cls))
-    body, out = tree.body[0].body, {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            out[node.target.id] = " ".join(str(nxt.value.value).split())
-    return out
 
 
 def checkpoint_options(runs_root: str | Path | None) -> list[tuple[str, str]]:
@@ -89,9 +69,11 @@ def _checkpoint_key(path: str) -> tuple:
 
 def _setting_widget(W, name: str):
     """A widget for SampleConfig field `name`, typed by its default, with the field's docstring as tooltip."""
-    default = {f.name: f.default for f in dataclasses.fields(SampleConfig)}[name]
+    default = defaults()[name]
     if name == "sampler":
         w = W.Dropdown(options=[], description=name)
+    elif name in CHOICES:
+        w = W.Dropdown(options=list(CHOICES[name]), value=default, description=name)
     elif isinstance(default, bool):
         w = W.Checkbox(value=default, description=name)
     elif isinstance(default, int):
@@ -108,7 +90,8 @@ class SamplingPanel:
     """The sampling panel of notebook 06; display `panel.widget` (see module docstring)."""
 
     def __init__(self, checkpoint: str | Path | None = None, runs_root: str | Path | None = None,
-                 stream_every_s: float = 0.1, judge: str | Path | None = None, run_dir: str | Path | None = None):
+                 stream_every_s: float = 0.1, judge: str | Path | None = None, run_dir: str | Path | None = None,
+                 device: str = "", dtype: str = "float32"):
         self.loaded = None
         self.last = None  # the last Generation
         self.quality: dict | None = None  # its quality figures (sunfish_lib.quality)
@@ -119,6 +102,7 @@ class SamplingPanel:
         self.judge, self.run_dir = judge, run_dir
         self._cache: dict = {}
         self._build(runs_root)
+        self.device.value, self.dtype.value = device or "", dtype
         if checkpoint:
             self.path.value = str(checkpoint)  # loads it (observer)
 
@@ -136,6 +120,9 @@ class SamplingPanel:
                                  layout=W.Layout(width="95%", height="60px"))
         for name in SETTING_WIDGETS:
             setattr(self, name, _setting_widget(W, name))
+        self.device = W.Text(description="device", placeholder="auto", tooltip=DEVICE_HELP)
+        self.dtype = W.Dropdown(options=list(DTYPE_NAMES), value="float32", description="dtype",
+                                tooltip="the weights' dtype")
         self.seed = W.IntText(value=0, description="seed", tooltip="sampling seed: the same seed and settings "
                                                                    "give the same samples here and in the CLI")
         self.generate_button = W.Button(description="Generate", button_style="primary", icon="play")
@@ -150,7 +137,7 @@ class SamplingPanel:
         self.path.observe(lambda ch: self.load(), "value")
         self.mode.observe(lambda ch: self._enable(), "value")
         self.generate_button.on_click(lambda _b: self.generate())
-        settings = [getattr(self, n) for n in SETTING_WIDGETS] + [self.seed]
+        settings = [getattr(self, n) for n in SETTING_WIDGETS] + [self.seed, self.device, self.dtype]
         for w in settings:
             w.layout, w.style.description_width = W.Layout(width="auto"), "90px"
         grid = W.GridBox(settings, layout=W.Layout(grid_template_columns="repeat(4, minmax(0, 1fr))",
@@ -180,9 +167,7 @@ class SamplingPanel:
         """Disable the controls that do not act on the loaded checkpoint's objective or the mode."""
         objective = self.loaded.objective if self.loaded is not None else None
         for name in SETTING_WIDGETS:
-            off = (objective is not None and objective not in APPLIES.get(name, (objective,))) or \
-                MODE_ONLY.get(name, self.mode.value) != self.mode.value
-            getattr(self, name).disabled = off
+            getattr(self, name).disabled = not applies(name, objective, self.mode.value)
 
     # -- checkpoint ------------------------------------------------------------------------
     def load(self) -> bool:
@@ -204,12 +189,17 @@ class SamplingPanel:
         self.output.value = _pre(f"loaded {self.loaded.path}: {self.loaded.objective} model, {n_params:,} parameters, "
                                  f"samplers {', '.join(self.loaded.samplers)}")
         return True
+    def _key(self, path: str) -> tuple:
+        """What a loaded model depends on: the checkpoint files, the device and the dtype."""
+        return (*_checkpoint_key(path), self.device.value.strip(), self.dtype.value)
+
     def _load(self, path: str):
         from sunfish_lib.sampling.session import load_checkpoint
 
-        key = _checkpoint_key(path)
+        key = self._key(path)
         if key not in self._cache:
-            self._cache = {key: load_checkpoint(str(path))}  # keep one model in memory
+            self._cache = {key: load_checkpoint(str(path), device=self.device.value.strip() or None,
+                                                dtype=self.dtype.value)}  # keep one model in memory
         return self._cache[key]
 
     def _refresh(self) -> bool:
@@ -218,7 +208,7 @@ class SamplingPanel:
         A sampler chosen for the previous checkpoint that the new one does not support is an
         error (one line); the choices are already updated, so the next click works.
         """
-        if self.loaded is not None and _checkpoint_key(self.path.value) in self._cache:
+        if self.loaded is not None and self._key(self.path.value) in self._cache:
             return True
         chosen, before = self.sampler.value, self.loaded
         if not self.load():
@@ -231,13 +221,19 @@ class SamplingPanel:
 
     # -- generation --------------------------------------------------------------------------
     def settings(self) -> dict:
-        """The sampling settings the widgets hold (SampleConfig field names)."""
-        return {name: getattr(self, name).value for name in SETTING_WIDGETS}
+        """The sampling settings the widgets hold that act on the checkpoint and mode (SampleConfig field names)."""
+        objective = self.loaded.objective if self.loaded is not None else None
+        return {name: getattr(self, name).value for name in SETTING_WIDGETS
+                if applies(name, objective, self.mode.value)}
 
     def command(self) -> str:
         """The `sunfish sample` command that draws the same samples (every setting spelled out)."""
         flags = " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in self.settings().items())
         judge = f" --judge {shlex.quote(str(self.judge))}" if self.judge else ""
+        if self.device.value.strip():
+            judge += f" --device {shlex.quote(self.device.value.strip())}"
+        if self.dtype.value != "float32":
+            judge += f" --dtype {self.dtype.value}"
         return (f"sunfish sample {shlex.quote(str(self.path.value))} --mode {self.mode.value} "
                 f"--prompt {shlex.quote(self.prompt.value)} --seed {self.seed.value} {flags}{judge}")
 

@@ -201,7 +201,7 @@ def test_self_conditioned_sampling_feeds_previous_estimate():
 def test_bad_input_errors_are_one_line():
     model, obj = _model(), _objective(T=100)
     cases = [
-        (lambda: ContinuousSampler(model, obj, steps=0), "sample.steps=0 must be an integer >= 1"),
+        (lambda: ContinuousSampler(model, obj, steps=0), "sample.steps=0 must be > 0"),
         (lambda: ContinuousSampler(model, obj, kind="ddim", steps=101), "exceeds diffusion.num_timesteps=100"),
         (lambda: ContinuousSampler(model, obj, kind="ddpm", steps=200), "exceeds diffusion.num_timesteps=100"),
         (lambda: ContinuousSampler(model, obj, kind="euler"), "choose one of ddpm, ddim"),

@@ -213,7 +213,7 @@ def test_activation_checkpointing_same_grads_with_rope_gqa_swiglu():
 
 
 def test_generate_builds_the_sampler_with_the_configs_shift():
-    from sunfish_lib.sampling.generate import build_sampler
+    from sunfish_lib.sampling.samplers import build_sampler
 
     class Tok:
         mask_token_id, pad_token_id, eos_token_id = 31, 30, 29

@@ -1,11 +1,12 @@
-"""The one generation entry point: every objective, uncond and infill, errors; periodic samples in training."""
+"""The one generation entry point (`session.sample`): every objective, uncond and infill, errors; periodic samples in training."""
 
 import pytest
 import torch
 
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
-from sunfish_lib.sampling.generate import generate, initial_ids
+from sunfish_lib.sampling.generate import initial_ids
+from sunfish_lib.sampling.session import Loaded, sample
 from sunfish_lib.train.trainer import train
 from tests.train_helpers import small_config
 
@@ -29,14 +30,14 @@ def _model(cfg):
 def test_uncond_and_prefix_every_objective(tok, objective, sampler):
     cfg = small_config(objective, sampler=sampler, steps=4)
     model = _model(cfg)
-    g = generate(model, cfg, tok, mode="uncond", prompt="ROMEO:", num_samples=2, length=6, seed=1, record=True)
+    g = sample(Loaded(model, cfg, tok), mode="uncond", prompt="ROMEO:", num_samples=2, length=6, seed=1, record=True)
     prefix = tok.encode("ROMEO:")
     assert g.ids.shape == (2, len(prefix) + 6)
     assert (g.ids != tok.mask_token_id).all()
     assert g.ids[:, :len(prefix)].tolist() == [prefix, prefix]
     assert len(g.texts) == 2 and all(t.startswith("ROMEO:") for t in g.texts)
     assert len(g.trajectory) >= 1 and g.forward_passes >= 1
-    again = generate(model, cfg, tok, mode="uncond", prompt="ROMEO:", num_samples=2, length=6, seed=1)
+    again = sample(Loaded(model, cfg, tok), mode="uncond", prompt="ROMEO:", num_samples=2, length=6, seed=1)
     assert torch.equal(again.ids, g.ids)  # same seed, same samples
 
 
@@ -44,7 +45,7 @@ def test_uncond_and_prefix_every_objective(tok, objective, sampler):
 def test_infill_keeps_prompt(tok, objective):
     cfg = small_config(objective, steps=4)
     model = _model(cfg)
-    g = generate(model, cfg, tok, mode="infill", prompt="To be [MASK] not to be", mask_length=3, num_samples=2)
+    g = sample(Loaded(model, cfg, tok), mode="infill", prompt="To be [MASK] not to be", mask_length=3, num_samples=2)
     keep = g.start != tok.mask_token_id
     assert (g.start == tok.mask_token_id).sum(1).tolist() == [3, 3]
     assert torch.equal(g.ids[keep], g.start[keep]) and (g.ids != tok.mask_token_id).all()
@@ -54,16 +55,16 @@ def test_generation_errors(tok):
     cfg = small_config("masked")
     model = _model(cfg)
     with pytest.raises(SunfishError, match="infill mode needs a prompt with \\[MASK\\]"):
-        generate(model, cfg, tok, mode="infill", prompt="no mask here")
-    with pytest.raises(SunfishError, match="does not fit this masked checkpoint"):
-        generate(model, cfg, tok, sampler="ddim")
+        sample(Loaded(model, cfg, tok), mode="infill", prompt="no mask here")
+    with pytest.raises(SunfishError, match="sampler='ddim' does not fit objective 'masked'"):
+        sample(Loaded(model, cfg, tok), sampler="ddim")
     with pytest.raises(SunfishError, match="past the model's limit 256"):
-        generate(model, cfg, tok, length=300)
+        sample(Loaded(model, cfg, tok), prompt="ROMEO: " * 20, length=250)
     with pytest.raises(SunfishError, match="mode='sideways' is not allowed"):
         initial_ids(tok, mode="sideways", length=3, mask_length=1, num_samples=1, max_len=10)
     ar = small_config("ar")
     with pytest.raises(SunfishError, match="only continues a prefix"):
-        generate(_model(ar), ar, tok, mode="infill", prompt="a [MASK] b", mask_length=2)
+        sample(Loaded(_model(ar), ar, tok), mode="infill", prompt="a [MASK] b", mask_length=2)
 
 
 def test_periodic_samples_written_during_training(tmp_path):

@@ -296,18 +296,18 @@ def test_train_records_overfit_batches(tmp_path):
 
 
 def test_final_metrics_sample_with_the_requested_steps_and_curves_end_on_the_table_tokens(root, monkeypatch):
-    import sunfish_lib.sampling.generate as gen_module
+    import sunfish_lib.sampling.session as gen_module
     from sunfish_lib.compare import curves, final_metrics
 
     run = root["root"] / WORKBOOK / "04_train"
     seen = {}
-    real = gen_module.generate
+    real = gen_module.sample
 
     def spy(*args, **kw):
         seen.update(kw)
         return real(*args, **kw)
 
-    monkeypatch.setattr(gen_module, "generate", spy)
+    monkeypatch.setattr(gen_module, "sample", spy)
     row = final_metrics(run, val_batches=1, t_samples=1, num_samples=1, length=8, steps=3)
     assert seen["steps"] == 3  # the reverse steps asked for, not the 6 training steps
     assert row["steps"] == 6 and row["tokens"] == 6 * 4 * 32

@@ -243,7 +243,7 @@ def _favour_specials(model, objective: str, tok) -> None:
                                                ("masked", "random"), ("masked", "threshold"),
                                                ("continuous", "ddpm"), ("continuous", "ddim"), ("ar", "ar")])
 def test_samples_and_infills_never_contain_special_tokens(tok, objective, sampler):
-    from sunfish_lib.sampling.generate import generate
+    from sunfish_lib.sampling.session import Loaded, sample
     from tests.train_helpers import small_config
 
     cfg = small_config(objective, sampler=sampler, steps=4)
@@ -253,10 +253,10 @@ def test_samples_and_infills_never_contain_special_tokens(tok, objective, sample
     specials = torch.tensor([tok.mask_token_id, tok.pad_token_id, tok.eos_token_id])
     modes = [("uncond", "ROMEO:")] + ([] if objective == "ar" else [("infill", "To be [MASK] not to be")])
     for mode, prompt in modes:
-        g = generate(model, cfg, tok, mode=mode, prompt=prompt, num_samples=3, length=8, mask_length=4, seed=0)
+        g = sample(Loaded(model, cfg, tok), mode=mode, prompt=prompt, num_samples=3, length=8, mask_length=4, seed=0)
         made = g.start == tok.mask_token_id
         assert made.any() and not torch.isin(g.ids[made], specials).any()
         assert (g.ids[made] < len(tok)).all()
     if objective != "continuous":  # asked for (variable-length output): EOS may appear
-        g = generate(model, cfg, tok, mode="uncond", num_samples=3, length=8, seed=0, allow_eos=True)
+        g = sample(Loaded(model, cfg, tok), mode="uncond", num_samples=3, length=8, seed=0, allow_eos=True)
         assert (g.ids == tok.eos_token_id).any() and not (g.ids == tok.mask_token_id).any()

@@ -137,7 +137,7 @@ def test_threshold_uses_fewer_passes_on_a_confident_model():
 def test_bad_sampler_settings():
     with pytest.raises(SunfishError, match="not a masked-diffusion sampler"):
         MaskedSampler(tiny_masked(), MASK, kind="ddim")
-    with pytest.raises(SunfishError, match="steps=0 must be >= 1"):
+    with pytest.raises(SunfishError, match="steps=0 must be > 0"):
         MaskedSampler(tiny_masked(), MASK, steps=0)
     with pytest.raises(SunfishError, match="block_length applies"):
         MaskedSampler(tiny_masked(), MASK, kind="ancestral", block_length=4)

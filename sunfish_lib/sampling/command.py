@@ -8,6 +8,7 @@ Given a run folder (or a checkpoint inside one), the samples are also saved ther
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.sampling.settings import APPLIES, CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, defaults, field_docs
 
 
 def add_parser(sub) -> None:
@@ -23,18 +25,11 @@ def add_parser(sub) -> None:
     p.add_argument("--mode", choices=("uncond", "infill"), default="uncond",
                    help="uncond: `length` new tokens after the prompt; infill: fill the prompt's [MASK] spans")
     p.add_argument("--prompt", default="", help='text; in infill mode with [MASK], e.g. "AI will [MASK] in the next decade."')
-    p.add_argument("--mask-length", type=int, help="tokens per [MASK] span in infill mode")
-    p.add_argument("--num-samples", type=int, help="samples to draw")
-    p.add_argument("--length", type=int, help="new tokens per sample in uncond mode")
-    p.add_argument("--sampler", help="any sampler the checkpoint's objective supports (continuous: ddpm, ddim; "
-                                     "masked: ancestral, low_confidence, random, threshold; ar: ar)")
-    p.add_argument("--steps", type=int, help="reverse (denoising) steps")
-    p.add_argument("--eta", type=float, help="DDIM stochasticity (continuous)")
-    p.add_argument("--temperature", type=float, help="softmax temperature (masked, ar; 0: greedy)")
-    p.add_argument("--top-k", type=int, help="keep the k most likely tokens (0: off)")
-    p.add_argument("--top-p", type=float, help="nucleus mass (1.0: off)")
-    p.add_argument("--allow-eos", dest="allow_eos", action="store_true", default=None,
-                   help="let samples contain EOS (variable-length output); default: EOS, [MASK], [PAD] never appear")
+    p.add_argument("--prompts", type=Path, help="a file of prompts, one per line (or JSONL: a string or "
+                   "{\"prompt\": ...} per line; \\n in a plain line is a newline): num-samples rows for each, in one batch")
+    add_setting_flags(p)
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--dtype", choices=DTYPE_NAMES, help="weights' dtype (default float32)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--trajectory", type=Path, help="record the denoising trajectory into this .safetensors file")
     p.add_argument("--json", action="store_true", help="print one JSON object (texts, ids, settings, quality, files)")
@@ -51,11 +46,70 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _boolean(name: str):
+    def parse(text: str) -> bool:
+        low = str(text).strip().lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise argparse.ArgumentTypeError(f"{_flag(name)} takes true or false, not {text!r}")
+    return parse
+
+
+def add_setting_flags(p) -> None:
+    """One flag per SampleConfig field (`sampling.settings`): typed by its default, help from its docstring,
+    the objectives it acts on in brackets. Unset: the checkpoint's own value."""
+    docs = field_docs()
+    for name, default in defaults().items():
+        where = f" [{', '.join(APPLIES[name])}]" if name in APPLIES else ""
+        help_text = f"{docs.get(name, '')}{where}".replace("%", "%%")
+        if isinstance(default, bool):
+            p.add_argument(_flag(name), dest=name, nargs="?", const=True, default=None, type=_boolean(name),
+                           metavar="true|false", help=help_text)
+        else:
+            p.add_argument(_flag(name), dest=name, type=type(default), default=None, choices=CHOICES.get(name),
+                           help=help_text)
+
+
 def settings_from_args(args) -> dict:
     """The sampling settings given on the command line (None: the checkpoint's own)."""
-    return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "temperature": args.temperature,
-            "top_k": args.top_k, "top_p": args.top_p, "length": args.length, "num_samples": args.num_samples,
-            "mask_length": args.mask_length, "allow_eos": args.allow_eos}
+    return {name: getattr(args, name) for name in SETTINGS}
+
+
+def read_prompts(path: Path) -> list[str]:
+    """Prompts from a file: one per line, or JSONL (each line a JSON string or an object with "prompt")."""
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise SunfishError(f"--prompts {path}: cannot read it ({e}); give a UTF-8 text file, one prompt per line") \
+            from None
+    if not lines:
+        raise SunfishError(f"--prompts {path} holds no prompt; write one prompt per line")
+    out = []
+    for i, line in enumerate(lines, 1):
+        if path.suffix == ".jsonl" or line.lstrip().startswith(("{", '"')):
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SunfishError(f"--prompts {path} line {i} is not valid JSON ({e.msg}); "
+                                   'write "text" or {"prompt": "text"} per line') from None
+            item = item.get("prompt") if isinstance(item, dict) else item
+            if not isinstance(item, str):
+                raise SunfishError(f'--prompts {path} line {i} has no "prompt" string; write {{"prompt": "text"}}')
+            out.append(item)
+        else:
+            out.append(line.replace("\\n", "\n"))
+    return out
+
+
+def inapplicable(settings: dict, objective: str, mode: str) -> list[str]:
+    """The flags given that do not act on this checkpoint's objective or the mode."""
+    return [_flag(k) for k, v in settings.items() if v is not None and not applies(k, objective, mode)]
 
 
 class ProgressBar:
@@ -107,18 +161,27 @@ def run(args) -> int:
         raise SunfishError(f"--trajectory {args.trajectory} must end in .safetensors (e.g. trajectory.safetensors)")
     if args.trajectory is not None:  # before sampling, not after it
         _writable_folder(args.trajectory.parent, "--trajectory")
-    loaded = load_checkpoint(args.checkpoint)
+    if args.prompts is not None and args.prompt:
+        raise SunfishError("--prompt and --prompts both given; use one (--prompts FILE: one prompt per line)")
+    prompts = read_prompts(args.prompts) if args.prompts is not None else None
+    loaded = load_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype)
+    settings = settings_from_args(args)
+    ignored = inapplicable(settings, loaded.objective, args.mode)
+    if ignored:
+        verb = "does" if len(ignored) == 1 else "do"
+        print(f"note: {', '.join(ignored)} {verb} not act on a {loaded.objective} checkpoint in {args.mode} mode; "
+              "ignored", file=sys.stderr)
     enabled = sys.stderr.isatty() if args.progress is None else args.progress
     bar = ProgressBar(f"sampling ({loaded.objective})", enabled)
     t0 = time.perf_counter()
     try:
-        gen = sample(loaded, mode=args.mode, prompt=args.prompt, seed=args.seed, record=args.trajectory is not None,
-                     callback=bar, **settings_from_args(args))
+        gen = sample(loaded, mode=args.mode, prompt=args.prompt, prompts=prompts, seed=args.seed,
+                     record=args.trajectory is not None, callback=bar, **settings)
     finally:
         bar.close()
     record = sample_record(loaded, gen, mode=args.mode, prompt=args.prompt, seed=args.seed,
                            seconds=time.perf_counter() - t0)
-    if args.quality:
+    if args.quality and gen.lengths is None:
         record["quality"] = quality_of(gen, loaded, judge=args.judge)
     files = []
     if args.trajectory is not None:

@@ -35,18 +35,12 @@ import torch
 from sunfish_lib.diffusion.continuous import ContinuousDiffusion, eps_from_x0, to_x0_eps
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.sampling.base import Sampler
 from sunfish_lib.sampling.rounding import nearest_tokens, resolve_metric, snap_to_embeddings
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
+from sunfish_lib.validation import check_sample_ranges
 
 CONTINUOUS_SAMPLERS = ("ddpm", "ddim")
-
-
-def _check_steps(steps, num_timesteps: int) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise SunfishError(f"sample.steps={steps!r} must be an integer >= 1")
-    if steps > num_timesteps:
-        raise SunfishError(f"sample.steps={steps} exceeds diffusion.num_timesteps={num_timesteps} "
-                           "(the training chain); use at most that many")
 
 
 class GaussianScheduler:
@@ -55,8 +49,7 @@ class GaussianScheduler:
     def __init__(self, schedule: NoiseSchedule, prediction: str = "x0", kind: str = "ddim", eta: float = 0.0):
         if kind not in CONTINUOUS_SAMPLERS:
             raise SunfishError(f"sample.sampler={kind!r} is not a continuous sampler; choose one of ddpm, ddim")
-        if eta < 0:
-            raise SunfishError(f"sample.eta={eta} must be >= 0")
+        check_sample_ranges(eta=eta)
         self.schedule, self.prediction, self.kind, self.eta = schedule, prediction, kind, float(eta)
         self.num_train_timesteps = schedule.num_timesteps
         self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)
@@ -65,7 +58,7 @@ class GaussianScheduler:
     def set_timesteps(self, num_inference_steps: int) -> torch.Tensor:
         """n step indices, descending, trailing spacing: round(T - i T / n) - 1 for i = 0..n-1."""
         T = self.num_train_timesteps
-        _check_steps(num_inference_steps, T)
+        check_sample_ranges(num_timesteps=T, steps=num_inference_steps)
         n = num_inference_steps
         ts = [int(round(T - i * T / n)) - 1 for i in range(n)]
         self.timesteps = torch.tensor(ts, dtype=torch.long)
@@ -119,7 +112,7 @@ class GaussianScheduler:
 
 
 @dataclass
-class ContinuousSampler:
+class ContinuousSampler(Sampler):
     """Generation with a continuous-diffusion backbone; `sample` for unconditional, `generate(x)` to infill."""
 
     model: torch.nn.Module
@@ -134,10 +127,12 @@ class ContinuousSampler:
 
     def __post_init__(self):
         # clamping and rounding use the rule training's rounding CE learns (see `rounding.resolve_metric`)
+        check_sample_ranges(rounding=self.rounding)
         self.rounding = resolve_metric(self.rounding, self.objective.cfg.embed_norm)
         self.scheduler = GaussianScheduler(self.objective.schedule, self.objective.prediction, self.kind, self.eta)
         self.scheduler.set_timesteps(self.steps)
         self.forward_passes = 0
+        self.name = self.kind
 
     @classmethod
     def from_config(cls, model, objective, sample_cfg, mask_id: int | None = None, exclude_ids: Sequence[int] = ()):

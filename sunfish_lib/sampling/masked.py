@@ -46,18 +46,24 @@ import torch
 
 from sunfish_lib.diffusion.masked import MaskSchedule, shift_right
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.layers import BlockCache
+from sunfish_lib.sampling.base import Sampler
 from sunfish_lib.sampling.filters import compiled_step, filter_logits, sample_tokens
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
+from sunfish_lib.validation import check_sample_ranges
 
 MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold")
 
 
 @dataclass
-class MaskedSampler:
+class MaskedSampler(Sampler):
     """Settings of a masked-diffusion sampler; `generate(x)` fills x's [MASK] positions.
 
     `forward_passes` counts model evaluations of the B rows (a CFG step counts 2, though
     both run as one batched call). `compile`: torch.compile the step math (None: on CUDA only).
+    `generate(x, attention_mask=...)`: (B, T) 0 on right padding, never attended to (batched prompts).
+    `cache` (prefix, dual): Fast-dLLM's approximate KV cache (see `_block_cache`); `positions` counts the
+    token positions the model ran (the cache's saving), `key_positions` the keys they attended to.
     """
 
     model: torch.nn.Module
@@ -70,6 +76,7 @@ class MaskedSampler:
     block_length: int = 0
     threshold: float = 0.9
     cfg_scale: float = 0.0
+    cache: str = "none"
     schedule: MaskSchedule | None = None
     use_cache: bool = True
     shift_logits: bool = False
@@ -79,8 +86,13 @@ class MaskedSampler:
     def __post_init__(self):
         if self.kind not in MASKED_SAMPLERS:
             raise SunfishError(f"sampler {self.kind!r} is not a masked-diffusion sampler; choose one of {', '.join(MASKED_SAMPLERS)}")
-        if self.steps < 1:
-            raise SunfishError(f"steps={self.steps} must be >= 1")
+        check_sample_ranges(steps=self.steps, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                            block_length=self.block_length, threshold=self.threshold, cfg_scale=self.cfg_scale,
+                            cache=self.cache)
+        if self.cache != "none" and (self.kind == "ancestral" or self.shift_logits or
+                                     not hasattr(self.model, "encode")):
+            raise SunfishError(f"sample.cache={self.cache!r} needs low_confidence/random/threshold on a Sunfish "
+                               "backbone without shift_logits; use cache none")
         if self.kind == "ancestral" and self.block_length:
             raise SunfishError("block_length applies to low_confidence/random/threshold; use 0 with ancestral")
         self.schedule = self.schedule or MaskSchedule("linear")
@@ -88,15 +100,34 @@ class MaskedSampler:
         self._never = sorted({int(self.mask_id), *(int(i) for i in self.exclude_ids)})
         self._split = hasattr(self.model, "encode") and hasattr(self.model, "logits")
         self._step = None
+        self._keys = None  # (B, T) attention mask of the current call, None: attend everywhere
+        self._cache = None  # the current block's BlockCache
+        self.positions = self.key_positions = 0
+        self.name = self.kind
 
     # -- model call ------------------------------------------------------------------
     def _hidden(self, x: torch.Tensor, prompt: torch.Tensor, t: torch.Tensor):
         """One forward of x (B, T) (+ its prompt-masked copy for CFG, same batch): (states, guided)."""
         guided = self.cfg_scale > 0 and bool(prompt.any())
+        kw = {} if self._keys is None else {"attention_mask": torch.cat([self._keys] * (2 if guided else 1))}
         if guided:
             x, t = torch.cat([x, x.masked_fill(prompt, self.mask_id)]), torch.cat([t, t])  # (2B, T)
-        h = self.model.encode(x, t=t) if self._split else self.model(x, t=t)  # (B', T, d) or (B', T, V)
+        c, T = self._cache, x.shape[1]
         self.forward_passes += 2 if guided else 1
+        if c is not None and not c.recording:  # the window only; keys: kept + window (Fast-dLLM)
+            h = self.model.encode(x[:, c.start:c.stop], t=t, kv_cache=c, **kw)  # (B', stop - start, d)
+            self.positions += h.shape[0] * h.shape[1]
+            self.key_positions += h.shape[0] * h.shape[1] * T  # kept before + window + kept after = T keys
+            h = torch.zeros(h.shape[0], T, h.shape[2], dtype=h.dtype, device=h.device).index_copy_(
+                1, torch.arange(c.start, c.stop, device=h.device), h)
+            return h, guided
+        if c is not None:
+            h = self.model.encode(x, t=t, kv_cache=c, **kw)  # the full pass that (re)fills the cache
+            c.recording = False
+        else:
+            h = self.model.encode(x, t=t, **kw) if self._split else self.model(x, t=t, **kw)  # (B', T, d) / (B', T, V)
+        self.positions += x.shape[0] * T
+        self.key_positions += x.shape[0] * T * T
         return (shift_right(h) if self.shift_logits else h), guided
 
     def _rows(self, hidden, sel: torch.Tensor) -> torch.Tensor:
@@ -113,6 +144,8 @@ class MaskedSampler:
 
     def _draw(self, logits: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (N,) from the tempered, filtered rows and their untempered confidence (N,) float64; uses up logits."""
+        if self._step is None:
+            self._step = compiled_step(self.compile, logits.device)
         return sample_tokens(logits, self.temperature, self.top_k, self.top_p, generator, step=self._step,
                              overwrite=True)
 
@@ -136,12 +169,12 @@ class MaskedSampler:
         generator: torch.Generator | None = None,
         trajectory: Trajectory | None = None,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Fill every [MASK] of x (B, T); tokens that are not [MASK] are kept exactly."""
         x = x.clone()
-        self.forward_passes = 0
-        if self._step is None:
-            self._step = compiled_step(self.compile, x.device)
+        self.forward_passes = self.positions = self.key_positions = 0
+        self._keys, self._cache = attention_mask, None
         prompt = x != self.mask_id  # (B, T) positions given by the caller
         if self.kind == "ancestral":
             return self._ancestral(x, prompt, generator, trajectory, callback)
@@ -165,40 +198,69 @@ class MaskedSampler:
 
     # -- confidence-based samplers ----------------------------------------------------
     def _fill_block(self, x, prompt, in_block, steps, generator, trajectory, callback, done) -> int:
-        region = ~prompt
+        """The loop over one block: k per step from the transfer schedule, then every remaining mask."""
         k_per_step = _transfer_schedule(((x == self.mask_id) & in_block).sum(1), steps)  # (B, steps)
+        self._cache = self._block_cache(x, in_block)
         i = 0
         while ((x == self.mask_id) & in_block).any():
             masked = (x == self.mask_id) & in_block
             k = k_per_step[:, i] if i < steps else masked.sum(1)  # (B,)
-            if self.kind == "random":  # positions first (uniform among the masked), tokens only there
-                score = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
-                sel = commit = _topk_commit(score.masked_fill(~masked, -1.0), k) & masked
-            else:
-                sel = masked & (k > 0)[:, None] if self.kind == "low_confidence" else masked
-            if sel.any():
-                hidden = self._hidden(x, prompt, self._time(x, region))
-                logits = self._rows(hidden, sel)  # (N, V)
-                ent = self._entropy(logits) if trajectory is not None else None  # before the draw uses logits up
-                tok, conf = self._draw(logits, generator)  # (N,), (N,)
-                if self.kind != "random":
-                    score = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
-                    score[sel] = conf
-                    commit = (_threshold_commit(score, self.threshold) if self.kind == "threshold"
-                              else _topk_commit(score, k)) & sel
-                proposal = torch.full_like(x, -1)
-                proposal[sel] = tok
-                x[commit] = proposal[commit]
-                if trajectory is not None:
-                    c, e = torch.zeros(x.shape, device=x.device), torch.zeros(x.shape, device=x.device)
-                    c[sel], e[sel] = conf.float(), ent
-                    trajectory.record(1 - (done + 1) / max(self.steps, done + 1), tokens=x, confidence=c,
-                                      masked=x == self.mask_id, committed=commit, entropy=e)
+            refresh = self._cache is not None and self._cache.recording  # this pass refills the cache
+            out = self.step(x, prompt, masked, k, generator, record=trajectory is not None)
+            if out is not None and trajectory is not None:
+                commit, c, e = out
+                extra = {} if self._cache is None else {"refreshed": torch.full_like(commit, refresh)}
+                trajectory.record(1 - (done + 1) / max(self.steps, done + 1), tokens=x, confidence=c,
+                                  masked=x == self.mask_id, committed=commit, entropy=e, **extra)
             i += 1
             done += 1
             if callback is not None:
                 callback(done, self.steps, x)
+        self._cache = None
         return done
+
+    def _block_cache(self, x: torch.Tensor, in_block: torch.Tensor):
+        """A fresh `BlockCache` for this block (None: cache off): the window runs from the block's first column
+        to its last (dual) or to the end (prefix); the block's first pass fills it (Fast-dLLM Sec. 3.2: the
+        cache is refreshed when a block completes)."""
+        if self.cache == "none":
+            return None
+        cols = (in_block & (x == self.mask_id)).any(0).nonzero()
+        if cols.numel() == 0:
+            return None
+        stop = int(cols[-1]) + 1 if self.cache == "dual" else x.shape[1]
+        return BlockCache(len(self.model.blocks), int(cols[0]), stop)
+
+    @torch.no_grad()
+    def step(self, x, prompt, masked, k, generator=None, record: bool = False):
+        """One reverse step of a confidence sampler, in place on x (B, T): among `masked`, commit k (B,) per row
+        (low_confidence: the most confident, LLaDA Sec. 2.4; random: uniform; threshold: every position above
+        it, at least one, Fast-dLLM Sec. 3.3). Returns (committed, confidence, entropy) (B, T) maps (the last
+        two None unless `record`), or None when nothing was to decide (no forward pass)."""
+        if self.kind == "random":  # positions first (uniform among the masked), tokens only there
+            score = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
+            sel = commit = _topk_commit(score.masked_fill(~masked, -1.0), k) & masked
+        else:
+            sel = masked & (k > 0)[:, None] if self.kind == "low_confidence" else masked
+        if not sel.any():
+            return None
+        hidden = self._hidden(x, prompt, self._time(x, ~prompt))
+        logits = self._rows(hidden, sel)  # (N, V)
+        ent = self._entropy(logits) if record else None  # before the draw uses logits up
+        tok, conf = self._draw(logits, generator)  # (N,), (N,)
+        if self.kind != "random":
+            score = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
+            score[sel] = conf
+            commit = (_threshold_commit(score, self.threshold) if self.kind == "threshold"
+                      else _topk_commit(score, k)) & sel
+        proposal = torch.full_like(x, -1)
+        proposal[sel] = tok
+        x[commit] = proposal[commit]
+        if not record:
+            return commit, None, None
+        c, e = torch.zeros(x.shape, device=x.device), torch.zeros(x.shape, device=x.device)
+        c[sel], e[sel] = conf.float(), ent
+        return commit, c, e
 
     # -- ancestral ---------------------------------------------------------------------
     def _ancestral(self, x, prompt, generator, trajectory, callback) -> torch.Tensor:

@@ -6,9 +6,12 @@ Both go through the same three calls, so the same settings and seed give the sam
     gen = sample(loaded, mode="uncond", prompt="ROMEO:", seed=0, steps=32, callback=on_step)
     save_samples(loaded.run_dir / "samples", sample_record(loaded, gen, ...))
 
-Settings are `SampleConfig` fields (sampler, steps, eta, temperature, top_k, top_p, length,
-num_samples, mask_length); they are checked with the config's own rules, so a bad value gets
-the same one-line error everywhere. `render_ids` shows an intermediate sequence as text.
+`sample` is the ONE public generation entry point (the CLI, the panel, the notebooks, the
+benches and the periodic-samples callback call it; a bare model goes in as
+`Loaded(model, cfg, tokenizer)`). Settings are every `SampleConfig` field (`sampling.settings`);
+they are checked with the config's own rules (the only range checks), so a bad value gets the
+same one-line error everywhere. `prompts=[...]` draws `num_samples` rows per prompt in one
+padded batch. `render_ids` shows an intermediate sequence as text.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from typing import Any, Callable
 import torch
 
 from sunfish_lib.config import SAMPLERS, Config
+from sunfish_lib.devices import resolve_device, resolve_dtype
 from sunfish_lib.errors import SunfishError
-
-SETTINGS = ("sampler", "steps", "eta", "temperature", "top_k", "top_p", "length", "num_samples", "mask_length",
-            "allow_eos")
+from sunfish_lib.sampling.generate import Generation, initial_ids, pad_rows
+from sunfish_lib.sampling.samplers import build_sampler
+from sunfish_lib.sampling.settings import SETTINGS
+from sunfish_lib.sampling.trajectory import Trajectory
 MASK_GLYPH = "░"
 
 
@@ -36,7 +41,7 @@ class Loaded:
     model: torch.nn.Module
     cfg: Config
     tokenizer: Any
-    path: Path
+    path: Path | None = None
 
     @property
     def objective(self) -> str:
@@ -49,17 +54,22 @@ class Loaded:
 
     @property
     def run_dir(self) -> Path | None:
-        return run_folder_of(self.path)
+        return None if self.path is None else run_folder_of(self.path)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
-    """A run folder, an exported model folder or a .ckpt -> `Loaded` (one-line SunfishError otherwise)."""
+def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu", dtype=None) -> Loaded:
+    """A run folder, an exported model folder or a .ckpt -> `Loaded` (one-line SunfishError otherwise).
+
+    device None or 'auto': the best available (`devices.best_device`); dtype: float32 (default),
+    bfloat16 or float16 for the weights."""
     from sunfish_lib.train.checkpoint import load_for_inference
 
     if not str(path).strip():
         raise SunfishError("no checkpoint given; pick a run folder, an exported model folder or a .ckpt file")
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
     p = Path(str(path).strip()).expanduser()
-    model, cfg, tok = load_for_inference(p, device)
+    model, cfg, tok = load_for_inference(p, dev)
+    model = model.to(dtype=dt)
     if tok is None:  # a checkpoint copied without its run folder: rebuild the tokenizer its config names
         from sunfish_lib.data import get_tokenizer
 
@@ -88,16 +98,59 @@ def sample_config(cfg: Config, settings: dict[str, Any]) -> Config:
     return cfg.override(given).validate()
 
 
-def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", seed: int = 0, record: bool = False,
-           callback: Callable[[int, int, torch.Tensor], None] | None = None, **settings):
-    """Generate with the checkpoint's objective; returns `generate.Generation`. See module docstring."""
-    from sunfish_lib.sampling.generate import generate
-
+@torch.no_grad()
+def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", prompts: list[str] | None = None,
+           seed: int = 0, record: bool = False, callback: Callable[[int, int, torch.Tensor], None] | None = None,
+           **settings) -> Generation:
+    """Generate with the checkpoint's objective (see module docstring): the one public entry point."""
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise SunfishError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")
     cfg = sample_config(loaded.cfg, settings)
-    return generate(loaded.model, cfg, loaded.tokenizer, mode=mode, prompt=prompt or "", seed=seed, record=record,
-                    callback=callback)
+    s, model, tok = cfg.sample, loaded.model, loaded.tokenizer
+    sampler = build_sampler(model, cfg, tok, s)
+    device = next(model.parameters()).device
+    texts = [prompt or ""] if prompts is None else [p or "" for p in prompts]
+    if not texts:
+        raise SunfishError("prompts is empty; give at least one prompt (one per line)")
+    blocks = [initial_ids(tok, mode=mode, prompt=p, length=s.length, mask_length=s.mask_length,
+                          num_samples=s.num_samples, max_len=cfg.model.max_seq_len) for p in texts]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    x, keys, lengths = pad_rows(blocks, pad)
+    x = x.to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    meta = {"mode": mode, "prompt": prompt if prompts is None else list(texts), "seed": seed,
+            "objective": cfg.diffusion.objective, "mask_id": tok.mask_token_id}
+    trajectory = Trajectory(sampler=s.sampler, meta=meta, start=x.cpu()) if record else None
+    was_training = model.training
+    model.eval()
+    try:
+        out, passes, positions = _run(sampler, x, keys, lengths, generator, trajectory, callback,
+                                      cfg.diffusion.objective)
+    finally:
+        model.train(was_training)
+    out = out.cpu()
+    decoded = [tok.decode(row[:n].tolist()) for row, n in zip(out, lengths)]
+    return Generation(out, x.cpu(), decoded, trajectory, passes, s, None if keys is None else lengths, positions)
+
+
+def _run(sampler, x, keys, lengths, generator, trajectory, callback, objective):
+    """Run the sampler over x; padded rows: masked models attend past the padding (one batch), the AR and
+    continuous samplers (no key-padding support) run each length as its own batch, in row order.
+    Returns (ids, forward passes, positions run or None)."""
+    if keys is None or objective == "masked":
+        res = sampler(x, generator=generator, record=False if trajectory is None else trajectory, callback=callback,
+                      attention_mask=None if keys is None else keys.to(x.device))
+        return res.ids, res.forward_passes, res.positions
+    if trajectory is not None:
+        raise SunfishError("a trajectory of prompts with different lengths needs a masked model; "
+                           "record one prompt length at a time")
+    out, passes = x.clone(), 0
+    for n in sorted(set(lengths), key=lengths.index):
+        rows = torch.tensor([i for i, k in enumerate(lengths) if k == n], device=x.device)
+        res = sampler(x[rows, :n], generator=generator, callback=callback)
+        out[rows, :n] = res.ids
+        passes += res.forward_passes
+    return out, passes, None
 
 
 def render_ids(tokenizer, ids, mask_glyph: str = MASK_GLYPH) -> str:

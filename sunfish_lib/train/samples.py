@@ -24,13 +24,13 @@ class PeriodicSamples(pl.Callback):
             return
         if getattr(pl_module, "_sharded", False) or not trainer.is_global_zero:
             return
-        from sunfish_lib.sampling.generate import generate
+        from sunfish_lib.sampling.session import Loaded, sample
 
         tok = self.tokenizer or trainer.datamodule.tokenizer
         cfg = pl_module.cfg
         length = min(self.length, cfg.model.max_seq_len)
         steps = min(cfg.sample.steps, length) if cfg.diffusion.objective == "masked" else cfg.sample.steps
-        gen = generate(pl_module.model, cfg, tok, mode="uncond", seed=step, num_samples=self.num_samples,
+        gen = sample(Loaded(pl_module.model, cfg, tok), mode="uncond", seed=step, num_samples=self.num_samples,
                        length=length, steps=steps)
         self.folder.mkdir(parents=True, exist_ok=True)
         body = "\n\n".join(f"--- sample {i} ---\n{t}" for i, t in enumerate(gen.texts))

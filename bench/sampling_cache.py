@@ -1,0 +1,107 @@
+"""Fast-dLLM's approximate KV cache for semi-AR masked decoding: speed and quality with and without it.
+
+    .venv/bin/python bench/sampling_cache.py [--length 256] [--block-length 32] [--samples 4]
+        [--sampler low_confidence] [--runs runs/bench-objectives] [--masked-run RUN] [--judge RUN] [--device D]
+
+Generates --samples unconditional samples of --length tokens in --block-length blocks (Fast-dLLM's
+setting; steps = length, one token per pass for low_confidence) from the trained `tiny` masked
+model (bench/objectives_table.py's, trained into --runs here if missing), through `sample()`,
+with cache none, prefix and dual, at the same seeds and temperature 0. Reported per mode:
+tokens/s (wall time; noisy on a shared CPU), the model's token positions and an estimate of
+its FLOPs (2 N_blocks per position for the linear layers + 4 L d per query-key pair for
+attention; the vocabulary head runs only at decided positions, the same in every mode), and
+the quality figures of `quality.sample_quality`: unigram entropy and the judge perplexity under
+the workbook's AR model (--judge, default the ar run trained next to the masked one). Target
+(issue #15): >= 2x tokens/s at <= 10% judge-perplexity change. Last line: JSON. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from objectives_table import train_objective  # noqa: E402
+
+from sunfish_lib.quality import load_judge, sample_quality  # noqa: E402
+from sunfish_lib.sampling.session import load_checkpoint, sample  # noqa: E402
+
+MODES = ("none", "prefix", "dual")
+
+
+def flops(model, positions: int, key_positions: int) -> float:
+    """Backbone FLOPs: 2 per block parameter per position, 4 d per (query, key) pair per layer (QK^T and AV)."""
+    block_params = sum(p.numel() for b in model.blocks for p in b.parameters())
+    return 2.0 * block_params * positions + 4.0 * model.cfg.d_model * len(model.blocks) * key_positions
+
+
+def run_mode(loaded, mode: str, args) -> dict:
+    """--samples generations one by one (batch 1, as Fast-dLLM counts); times, work and the samples."""
+    ids, starts, passes, positions, keys, seconds = [], [], 0, 0, 0, 0.0
+    for i in range(args.samples):
+        t0 = time.perf_counter()
+        g = sample(loaded, seed=i, num_samples=1, length=args.length, steps=args.length, sampler=args.sampler,
+                   block_length=args.block_length, temperature=0.0, threshold=args.threshold, cache=mode)
+        seconds += time.perf_counter() - t0
+        ids.append(g.ids)
+        starts.append(g.start)
+        passes += g.forward_passes
+        positions += g.positions
+        keys += g.positions * g.ids.shape[1]  # every query attends to all T keys (kept + window)
+    n_tok = args.samples * args.length
+    return {"cache": mode, "seconds": seconds, "tokens_per_s": n_tok / seconds, "forward_passes": passes,
+            "positions": positions, "gflops": flops(loaded.model, positions, keys) / 1e9, "ids": ids,
+            "starts": starts}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--length", type=int, default=256)
+    ap.add_argument("--block-length", type=int, default=32)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--sampler", default="low_confidence", choices=("low_confidence", "random", "threshold"))
+    ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--train-steps", type=int, default=300, help="training steps if the runs must be trained here")
+    ap.add_argument("--runs", type=Path, default=Path("runs/bench-objectives"))
+    ap.add_argument("--masked-run", type=Path, help="sample this masked run instead")
+    ap.add_argument("--judge", type=Path, help="the ar run that scores the samples (default: --runs/ar)")
+    ap.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    args = ap.parse_args()
+    masked_dir = args.masked_run or train_objective("masked", args.train_steps, args.runs, True)
+    judge_dir = args.judge or train_objective("ar", args.train_steps, args.runs, True)
+    loaded = load_checkpoint(masked_dir, device=args.device)
+    judge = load_judge(judge_dir)
+    sample(loaded, seed=0, num_samples=1, length=8, steps=8, block_length=4)  # warm-up
+    rows = []
+    for mode in MODES:
+        r = run_mode(loaded, mode, args)
+        ids, starts = torch.cat(r.pop("ids")), torch.cat(r.pop("starts"))
+        q = sample_quality(ids, starts, loaded.tokenizer, loaded.cfg, judge=judge, reference=False)
+        r.update(entropy=q["entropy"], judge_ppl=q["judge_ppl"], text0=loaded.tokenizer.decode(ids[0].tolist())[:80])
+        rows.append(r)
+    base = rows[0]
+    for r in rows:
+        r["speedup"] = r["tokens_per_s"] / base["tokens_per_s"]
+        r["flops_ratio"] = base["gflops"] / r["gflops"]
+        r["judge_ppl_change"] = r["judge_ppl"] / base["judge_ppl"] - 1 if base["judge_ppl"] else None
+        print(f"cache {r['cache']:>6}: {r['tokens_per_s']:8.1f} tok/s ({r['speedup']:.2f}x), {r['forward_passes']} "
+              f"passes, {r['positions']:,} positions, {r['gflops']:.2f} GFLOP ({r['flops_ratio']:.2f}x fewer), "
+              f"entropy {r['entropy']:.3f}, judge ppl {r['judge_ppl']:.2f} ({100 * r['judge_ppl_change']:+.1f}%)\n"
+              f"{'':>14}{r.pop('text0')!r}")
+    best = max(rows[1:], key=lambda r: r["speedup"])
+    hit = best["speedup"] >= 2 and abs(best["judge_ppl_change"]) <= 0.10
+    print(f"best: cache {best['cache']}: {best['speedup']:.2f}x tokens/s, {best['flops_ratio']:.2f}x fewer FLOPs, "
+          f"judge perplexity {100 * best['judge_ppl_change']:+.1f}% -> target {'met' if hit else 'missed'}")
+    print(json.dumps({"length": args.length, "block_length": args.block_length, "samples": args.samples,
+                      "sampler": args.sampler, "model": str(masked_dir), "judge": str(judge_dir),
+                      "device": str(next(loaded.model.parameters()).device), "target_met": hit,
+                      "modes": rows}))
+
+
+if __name__ == "__main__":
+    main()
