@@ -16,7 +16,6 @@ from sunfish_lib.sampling.samplers import SAMPLERS, build_sampler
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.settings import SETTINGS, applies
 from sunfish_lib.widgets import SamplingPanel
-from tests.data_fixtures import bpe  # noqa: F401
 from tests.sampling_helpers import make_run
 from tests.train_helpers import small_config
 
@@ -25,8 +24,11 @@ OBJECTIVE = {"ddpm": "continuous", "ddim": "continuous", "ancestral": "masked", 
 
 
 @pytest.fixture
-def tok(bpe):
-    return bpe
+def tok():
+    """The tokenizer of the small test config (the tiny recipe's BPE)."""
+    from sunfish_lib.data.tokenizer import get_tokenizer
+
+    return get_tokenizer("bpe", small_config().data.bpe_vocab_size)
 
 
 @pytest.fixture(scope="module")
