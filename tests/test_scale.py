@@ -191,15 +191,16 @@ def test_compiled_and_eager_losses_and_grads_agree():
     assert compile_enabled(None, torch.device("cuda")) and not compile_enabled(None, torch.device("cpu"))
     assert compile_enabled(True, torch.device("cpu")) and not compile_enabled(False, torch.device("cuda"))
     cfg = small_config("masked", compile=True)
-    compiled = SunfishModule(cfg.to_dict(), mask_token_id=4095)
-    eager = SunfishModule(cfg.override({"compile": False}).to_dict(), mask_token_id=4095)
+    V = cfg.model.vocab_size
+    compiled = SunfishModule(cfg.to_dict(), mask_token_id=V - 1)
+    eager = SunfishModule(cfg.override({"compile": False}).to_dict(), mask_token_id=V - 1)
     eager.load_state_dict(compiled.state_dict())
     compiled.configure_model()
     eager.configure_model()
     assert all(b._compiled_call_impl is not None for b in compiled.model.blocks)
     assert all(b._compiled_call_impl is None for b in eager.model.blocks)
     assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints keep their names
-    batch = {"input_ids": torch.randint(0, 4000, (4, 32), generator=torch.Generator().manual_seed(0))}
+    batch = {"input_ids": torch.randint(0, V - 1, (4, 32), generator=torch.Generator().manual_seed(0))}
     losses, grads = [], []
     for m in (compiled, eager):
         loss = m.objective.loss(m.model, batch, generator=torch.Generator().manual_seed(1))["loss"]
