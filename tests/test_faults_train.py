@@ -122,6 +122,8 @@ def test_free_space_preflight_refuses_before_training(tmp_path, monkeypatch, cap
     parts = diskspace.run_bytes(cfg, "32-true")
     need = parts["total"]
     assert parts["keep_best=2 checkpoints"] == parts["last.ckpt and its .tmp"]  # each is two whole checkpoints
+    assert 0 < parts["export"] < parts["last.ckpt and its .tmp"] / 4  # fp32 weights vs 2 x (weights, EMA, AdamW)
+    mb = diskspace.human_bytes
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need))
     diskspace.check_free_space(cfg, tmp_path, "32-true")  # exactly enough: no error
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need - 1))
@@ -130,8 +132,9 @@ def test_free_space_preflight_refuses_before_training(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
     assert err.endswith(f"run folder {tmp_path / 'run'} has {diskspace.fmt_bytes(need - 1)} free, but this run needs "
-                        f"about {diskspace.fmt_bytes(need)} (last.ckpt and its .tmp 12.1 MB, keep_best=2 checkpoints "
-                        f"12.1 MB, export 1.5 MB); free space, lower train.keep_best, or pick another --run-dir")
+                        f"about {diskspace.fmt_bytes(need)} (last.ckpt and its .tmp {mb(parts['last.ckpt and its .tmp'])}, "
+                        f"keep_best=2 checkpoints {mb(parts['keep_best=2 checkpoints'])}, export {mb(parts['export'])}); "
+                        "free space, lower train.keep_best, or pick another --run-dir")
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "train.log").exists()
 
 

@@ -23,9 +23,9 @@ def _notebook04_config(**params):
     cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     param_cell = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))
     code_index = sum(1 for c in nb["cells"][:param_cell] if c["cell_type"] == "code")
-    config_cell = next(c for c in cells if "cfg = get_config(" in c)
+    config_cell = next(c for c in cells if "cfg = recipe_config(" in c)
     ns: dict = {}
-    exec("from pathlib import Path\nfrom sunfish_lib.config import DEFAULT_SAMPLERS, get_config", ns)
+    exec("from pathlib import Path\nfrom sunfish_lib.workbook import recipe_config", ns)
     exec(cells[code_index], ns)
     ns.update(params)
     exec(config_cell.split("\nfolder =")[0], ns)
@@ -36,7 +36,11 @@ def test_cli_and_notebook_04_build_the_same_short_run_config():
     cli = _cli_config("--preset", "tiny", "--objective", "masked", "--max-steps", "300")
     nb = _notebook04_config(max_steps=300, objective="masked")
     assert cli.train.warmup_steps == nb.train.warmup_steps == 30
-    assert cli.to_dict() == nb.to_dict()
+    # the one difference: the workbook recipe validates and checkpoints every tenth of a run
+    # (recipe_config); the CLI keeps the preset's cadence unless --set val_every/ckpt_every
+    assert (nb.train.val_every, nb.train.ckpt_every) == (30, 30)
+    cadence = {"train.val_every": nb.train.val_every, "train.ckpt_every": nb.train.ckpt_every}
+    assert cli.override(cadence).to_dict() == nb.to_dict()
 
 
 def test_short_run_rule_keeps_explicit_and_long_settings():

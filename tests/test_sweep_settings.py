@@ -11,12 +11,14 @@ from tests.train_helpers import small_config
 
 @pytest.mark.parametrize("objective", ["ar", "masked"])
 def test_val_loss_is_weighted_by_scored_tokens(objective):
-    module = SunfishModule(small_config(objective).to_dict(), mask_token_id=4095, eos_token_id=0)
+    cfg = small_config(objective)
+    V = cfg.model.vocab_size
+    module = SunfishModule(cfg.to_dict(), mask_token_id=V - 1, eos_token_id=0)
     logged = {}
     module.log = lambda name, value, **kw: logged.update({name: kw["batch_size"]})
     am = torch.ones(4, 32, dtype=torch.long)
     am[0, 5:] = 0  # one short (padded) row
-    module.validation_step({"input_ids": torch.randint(1, 4000, (4, 32)), "attention_mask": am}, 0)
+    module.validation_step({"input_ids": torch.randint(1, V - 1, (4, 32)), "attention_mask": am}, 0)
     assert logged["val/loss"] == 3 * 32 + 5  # scored tokens, not rows: batches with padding count less
 
 
