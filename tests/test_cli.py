@@ -11,7 +11,7 @@ def test_check_json_all_ok(capsys):
     names = {c["name"] for c in out["checks"]}
     assert {"import torch", "torch version", "tiny model fwd+bwd", "accelerators"} <= names
     tiny = next(c for c in out["checks"] if c["name"] == "tiny model fwd+bwd")
-    assert "1,461,376 params" in tiny["detail"]
+    assert "1,035,392 params" in tiny["detail"]
 
 
 def test_check_table_subprocess():

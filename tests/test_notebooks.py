@@ -50,4 +50,4 @@ def test_setup_check_notebook_smoke(tmp_path):
     run_dir = run_notebooks([nb_path], {nb_path.name: {"smoke": True}}, runs_parent=tmp_path)
     text = _text_outputs(nbformat.read(str(run_dir / nb_path.name), as_version=4))
     assert "all checks passed" in text and "ready" in text
-    assert "1,461,376 params" in text
+    assert "1,035,392 params" in text
