@@ -79,9 +79,9 @@ def root(tmp_path_factory):
         _notebook_run(root / WORKBOOK, "finished", ended="2026-01-01T00:10:00", seconds=12.5,
                       notebooks=[{"notebook": "04_train.ipynb", "status": "ok", "seconds": 12.5}])
         train(small_config("masked"), root / WORKBOOK / "04_train", progress=False)
-        train(small_config("ar", lr=2e-3, max_steps=4), root / "ar-run", progress=False)
+        train(small_config("ar", lr=1e-3, max_steps=4), root / "ar-run", progress=False)
         first_start = read_json(root / "ar-run" / "status.json")["started"]
-        train(small_config("ar", lr=2e-3), root / "ar-run", progress=False, resume=True)
+        train(small_config("ar", lr=1e-3), root / "ar-run", progress=False, resume=True)
         with pytest.raises(RuntimeError, match="injected failure"):
             train(small_config("masked"), root / "failed-run", progress=False, callbacks=(FailAt(2),))
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -254,7 +254,7 @@ def test_compare_notebook_headless(root, tmp_path):
     assert masked["denoise_entropy"] > 0 and ar["denoise_entropy"] is None
     diff = result["config_diff"]
     assert diff["diffusion.objective"] == {f"{WORKBOOK}/04_train": "masked", "ar-run": "ar"}
-    assert diff["train.lr"] == {f"{WORKBOOK}/04_train": 1e-3, "ar-run": 2e-3}
+    assert diff["train.lr"] == {f"{WORKBOOK}/04_train": 2e-3, "ar-run": 1e-3}  # the tiny preset is 2e-3
     assert "model.n_layers" not in diff and "train.max_steps" not in diff  # only the fields that differ
     csv_lines = (out / "compare.csv").read_text().splitlines()
     assert csv_lines[0].startswith("run,objective,steps,tokens,wall_s") and len(csv_lines) == 3
