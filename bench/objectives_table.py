@@ -81,7 +81,7 @@ def main() -> None:
     elbo_over_unigram = rows["masked"]["nats_per_token"] / rows["unigram"]["nats_per_token"]
     print(f"\nequal budget: {steps} steps x {per_step} tokens/step = {steps * per_step:,} tokens per objective "
           f"(micro_batch_size {cfg.data.micro_batch_size} x seq_len {cfg.data.seq_len} x "
-          f"{cfg.train.global_batch_size_factor} accumulation x devices)")
+          f"{cfg.accumulation * cfg.train.devices * cfg.train.num_nodes} accumulation x devices)")
     print(f"masked/AR perplexity ratio at this budget: {ratio:.2f}  (context, not a target: MDLM reports "
           f"{MDLM_RATIO:.2f} on OpenWebText after 1M steps of a 110M model)")
     print(f"masked ELBO / unigram NLL: {elbo_over_unigram:.2f}")

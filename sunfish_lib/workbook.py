@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from sunfish_lib.config import DEFAULT_SAMPLERS, PRESETS, Config, get_config
+from sunfish_lib.config import DEFAULT_SAMPLERS, PRESETS, Config, get_config, with_max_steps
 from sunfish_lib.errors import SunfishError
 
 SMOKE_SHAPE = {"n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 4}
@@ -61,7 +61,7 @@ def train_or_reuse(cfg: Config, folder: str | Path, *, quiet: bool = False) -> P
     folder = Path(folder)
     if (folder / "export" / "model.safetensors").is_file():
         saved = Config.load(folder / "config.json")
-        diff = _differs(saved, cfg)
+        diff = _differs(with_max_steps(saved, cfg.train.max_steps), cfg)  # warmup capped if it no longer fits
         if diff:
             raise SunfishError(f"{folder} holds a different run ({diff}); pick another folder or delete it")
         if saved.train.max_steps == cfg.train.max_steps:
@@ -112,7 +112,7 @@ def equal_budget(cfg: Config, objective: str) -> Config:
 
 def tokens_per_step(cfg: Config) -> int:
     """Tokens one optimizer step reads: micro_batch_size x seq_len x accumulation x devices x nodes."""
-    return cfg.data.micro_batch_size * cfg.data.seq_len * cfg.train.global_batch_size_factor
+    return cfg.tokens_per_step  # the one definition (Config.tokens_per_step)
 
 
 def likelihood_table(models: Mapping[str, str | Path], *, val_batches: int = 10, t_samples: int = 8) -> list[dict]:
