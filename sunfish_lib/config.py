@@ -508,6 +508,18 @@ def short_run_rules(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     return cfg.override({"train.warmup_steps": min(t.warmup_steps, max(1, t.max_steps // 10))})
 
 
+def with_max_steps(cfg: Config, max_steps: int) -> Config:
+    """A saved run's config at a new max_steps (resuming, re-running a notebook), validated.
+
+    The saved warmup is kept unless it no longer fits the new length; then `short_run_rules`
+    caps it (a run saved with warmup 40 of 400 steps, resumed to end at step 11, warms up for 1).
+    """
+    out = cfg.override({"train.max_steps": int(max_steps)})
+    if out.train.warmup_steps > out.train.max_steps:
+        out = short_run_rules(out, {"train.max_steps": max_steps})
+    return out.validate()
+
+
 def parse_set_args(pairs: list[str] | None) -> dict[str, str]:
     """CLI `--set key=value` strings -> dict (values stay strings; typed on apply)."""
     out: dict[str, str] = {}

@@ -37,7 +37,7 @@ def config_from_args(args, saved=None):
     `saved`: a resumed run's config.json; it is the starting config unless --preset/--config is given,
     and its max_steps holds unless --max-steps (or --set max_steps) changes it explicitly.
     """
-    from sunfish_lib.config import Config, get_config, parse_set_args, short_run_rules
+    from sunfish_lib.config import Config, get_config, parse_set_args, short_run_rules, with_max_steps
 
     if args.config and args.preset:
         raise SunfishError(f"--preset {args.preset} and --config {args.config} both choose the starting config; "
@@ -57,8 +57,10 @@ def config_from_args(args, saved=None):
             overrides[key] = getattr(args, flag)
     overrides.update(parse_set_args(args.set))
     cfg = cfg.override(overrides)
-    if saved is None:  # a resumed run keeps its saved warmup (a change would refuse the resume)
+    if saved is None:
         cfg = short_run_rules(cfg, overrides)
+    elif not {str(k).split(".")[-1] for k in overrides} & {"warmup_steps"}:
+        cfg = with_max_steps(cfg, cfg.train.max_steps)  # a resumed run keeps its warmup unless it no longer fits
     return cfg.validate()
 
 

@@ -26,7 +26,7 @@ import weakref
 from pathlib import Path
 from typing import Iterator
 
-from sunfish_lib.config import Config
+from sunfish_lib.config import Config, with_max_steps
 from sunfish_lib.errors import Interrupted, SunfishError
 from sunfish_lib.registry import STATUS_FILE, read_json
 from sunfish_lib.runlock import check_unlocked
@@ -41,8 +41,8 @@ def training_command(cfg: Config, run_dir: Path, *, resume: bool, torchrun: bool
     config_path = Path(run_dir) / "config.request.json"
     cfg.save(config_path)
     args = ["-m", "sunfish_lib.train", "--config", str(config_path), "--run-dir", str(run_dir), "--no-progress"]
-    if resume:
-        args.append("--resume")
+    if resume:  # a resume keeps the saved max_steps unless told: pass the requested one
+        args += ["--resume", "--max-steps", str(cfg.train.max_steps)]
     if stop_at_step:
         args += ["--stop-at-step", str(stop_at_step)]
     if torchrun and cfg.train.devices > 1:
@@ -140,5 +140,5 @@ def config_for_run(cfg: Config, run_dir: str | Path) -> tuple[Config, bool]:
     with only max_steps taken from `cfg` (so re-running a notebook continues the run)."""
     saved = Path(run_dir) / "config.json"
     if saved.is_file() and (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
-        return Config.load(saved).override({"max_steps": cfg.train.max_steps}).validate(), True
+        return with_max_steps(Config.load(saved), cfg.train.max_steps), True
     return cfg, False

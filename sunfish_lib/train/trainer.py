@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from sunfish_lib.config import Config
+from sunfish_lib.config import Config, with_max_steps
 from sunfish_lib.errors import SunfishError
 
 
@@ -208,12 +208,12 @@ def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Config:
 
     path = run_dir / "config.json"
     if resume and path.is_file():
-        saved = Config.load(path)
+        saved = with_max_steps(Config.load(path), cfg.train.max_steps)  # warmup capped if it no longer fits
         diff = _differs(saved, cfg)
         if diff:
             raise SunfishError(f"{path} differs from the requested config ({diff}); resume with the saved "
                                "config (only train.max_steps may change) or start a new --run-dir")
-        cfg = saved.override({"max_steps": cfg.train.max_steps}).validate()
+        cfg = saved
     elif not resume and (run_dir / "checkpoints" / "last.ckpt").exists():
         raise SunfishError(f"{run_dir} already holds a run; pass --resume to continue it or pick a new --run-dir")
     if is_rank_zero():  # one writer: every rank reads the same config
