@@ -233,7 +233,7 @@ def test_source_failing_for_good_checkpoints_the_last_step_and_resume_matches(ma
     assert code == 2 and len(err.strip().splitlines()) == 1 and flaky.sleeps == [0.01, 0.02]
     assert err.startswith(f"error: data.source={str(many_docs)!r}: reading it failed 3 times over 0.0 s "
                           "(ConnectionError: Connection reset by peer)")
-    resume = ["train", "--config", str(run / "config.json"), "--run-dir", str(run), "--resume"]
+    resume = ["train", "--resume", str(run)]  # the run folder's own config.json (sunfish train --resume RUN)
     assert err.strip().endswith(f"training state saved at step 1 in {last}; once the source reads again, continue "
                                 f"with `sunfish {' '.join(resume)}`")
     ckpt = torch.load(last, weights_only=True)
