@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sunfish_lib.config import Config
 from tests.helpers import ROOT
 from tests.sampling_helpers import make_run
@@ -33,6 +35,7 @@ def _bench(*argv):
     return out.stdout, json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sampling_cache_bench_trains_its_models_when_given_no_run(tmp_path):
     text, result = _bench("--smoke", "--out", tmp_path)
     masked, ar = tmp_path / "masked", tmp_path / "ar"
