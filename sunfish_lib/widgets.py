@@ -7,9 +7,9 @@
   shown once (`display.SamplesView`) with their quality (`quality.quality_of`), then the exact
   `sunfish sample` command. Below them, the speed–quality view (`tradeoff.TradeoffLog`): this
   run's passes per token, wall time, entropy and judge perplexity, and a table and scatter of
-  every run of the session on the same checkpoint, prompt and seed. Settings widgets are generated from `SampleConfig` fields
-  (SETTING_WIDGETS), tooltips from their docstrings; controls that do not act on the
-  checkpoint's objective (APPLIES) or the mode are disabled. `samples_html()` is the static
+  every run of the session on the same checkpoint, prompt and seed. Settings widgets are
+  generated from `SampleConfig` fields (SETTING_WIDGETS), tooltips from their docstrings;
+  controls that do not act on the checkpoint's objective (APPLIES) or the mode are disabled. `samples_html()` is the static
   twin a notebook displays for saved copies (they keep no widget state).
 - `TrajectoryViewer` (notebook 07): a step slider over a recorded trajectory, the text at
   that step with changed and newly committed tokens highlighted (static twin:
