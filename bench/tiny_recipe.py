@@ -38,6 +38,14 @@ CONFIGS: dict[str, dict] = {
     "bpe2048": {"bpe_vocab_size": 2048, "vocab_size": 2048, "lr": 2e-3},
     "bpe1024": {**BPE, "lr": 2e-3},  # the tiny preset since this sweep
     "bpe1024-lr3e-3": {**BPE, "lr": 3e-3},
+    "bpe1024-lr5e-3": {**BPE, "lr": 5e-3},
+    "bpe1024-lr1e-3": {**BPE, "lr": 1e-3},
+    "bpe1024-wu200": {**BPE, "lr": 2e-3, "warmup_steps": 200},
+    "bpe1024-b32-half": {**BPE, "lr": 3e-3, "micro_batch_size": 32, "max_steps": 500},  # same tokens, half the steps
+    "bpe1024-mmean": {**BPE, "lr": 2e-3, "masked_loss": "masked_mean"},
+    "bpe1024-mmean-lr3e-3": {**BPE, "lr": 3e-3, "masked_loss": "masked_mean"},
+    "bpe1024-qknorm": {**BPE, "lr": 2e-3, "qk_norm": True},
+    "bpe1024-qknorm-lr3e-3": {**BPE, "lr": 3e-3, "qk_norm": True},
     "bpe1024-seq64x32": {**BPE, "lr": 2e-3, "seq_len": 64, "micro_batch_size": 32},
     "bpe1024-loglinear": {**BPE, "lr": 2e-3, "mask_schedule": "loglinear"},
     "bpe1024-timecond": {**BPE, "lr": 2e-3, "time_conditioning": True},

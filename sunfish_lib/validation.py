@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any
 
 from sunfish_lib.config import (
-    CACHES, LR_DECAYS, MASK_SCHEDULES, MLPS, NAN_POLICIES, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS,
+    CACHES, LR_DECAYS, MASK_SCHEDULES, MASKED_LOSSES, MLPS, NAN_POLICIES, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS,
     PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES, Config, DataConfig, DiffusionConfig, ModelConfig, SampleConfig,
     TrainConfig,
 )
@@ -96,6 +96,7 @@ def _validate_objective(d: DiffusionConfig, m: ModelConfig) -> None:
     _one_of("diffusion.objective", d.objective, OBJECTIVES)
     _one_of("diffusion.schedule", d.schedule, NOISE_SCHEDULES)
     _one_of("diffusion.mask_schedule", d.mask_schedule, MASK_SCHEDULES)
+    _one_of("diffusion.masked_loss", d.masked_loss, MASKED_LOSSES)
     _one_of("diffusion.prediction", d.prediction, PREDICTIONS)
     _positive("diffusion.num_timesteps", d.num_timesteps)
     _check(0.0 < d.t_min < 1.0, f"diffusion.t_min={d.t_min!r} must be in (0, 1)")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from sunfish_lib.config import DEFAULT_SAMPLERS
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling.generate import initial_ids
@@ -73,4 +74,4 @@ def test_periodic_samples_written_during_training(tmp_path):
     files = sorted((tmp_path / "samples").glob("step_*.txt"))
     assert [f.name for f in files] == ["step_000003.txt", "step_000006.txt"]
     text = files[-1].read_text()
-    assert text.startswith("step 6, sampler low_confidence") and text.count("--- sample") == 2
+    assert text.startswith(f"step 6, sampler {DEFAULT_SAMPLERS['masked']}") and text.count("--- sample") == 2

@@ -94,6 +94,42 @@ def test_elbo_weighting_hand_computed_uniform_model():
     assert out["masked_ce"].item() == pytest.approx(math.log(V), rel=1e-6)
 
 
+def test_masked_mean_loss_hand_computed_and_elbo_still_reported():
+    """masked_loss=masked_mean: each row's mean CE over its masked tokens, averaged over rows with a mask;
+    the per-sequence ELBO that evaluation reads is unchanged."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 8, V + 1)
+
+    class Fixed(nn.Module):
+        def encode(self, z, **kw):
+            return logits
+
+        def logits(self, h):
+            return h
+
+    x0 = torch.randint(0, V, (2, 8))
+    batch = {"input_ids": x0}
+    elbo = MaskedDiffusion(DiffusionConfig(objective="masked"), mask_token_id=MASK)
+    mean = MaskedDiffusion(DiffusionConfig(objective="masked", masked_loss="masked_mean"), mask_token_id=MASK)
+    t = torch.tensor([0.5, 0.25])
+    outs = [o.loss_at(Fixed(), batch, t, generator=torch.Generator().manual_seed(3)) for o in (elbo, mean)]
+    assert torch.allclose(outs[0]["elbo_per_seq"], outs[1]["elbo_per_seq"])
+    _, masked = elbo.mask(x0, t, torch.ones_like(x0, dtype=torch.bool), torch.Generator().manual_seed(3))
+    lp = logits.clone()
+    lp[..., MASK] = float("-inf")
+    ce = -torch.log_softmax(lp, -1).gather(-1, x0[..., None])[..., 0]  # (2, 8)
+    g = torch.Generator().manual_seed(0)
+    got = mean.loss(Fixed(), batch, generator=g)["loss"]
+    g = torch.Generator().manual_seed(0)
+    t2 = sample_t(2, t_min=mean.cfg.t_min, low_discrepancy=True, generator=g)
+    _, m2 = mean.mask(x0, t2, torch.ones_like(x0, dtype=torch.bool), g)
+    want = torch.stack([ce[b][m2[b]].mean() for b in range(2) if m2[b].any()]).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    assert got.item() > 0
+    with pytest.raises(ConfigError, match="masked_loss"):
+        get_config("tiny", {"objective": "masked", "masked_loss": "mean"})
+
+
 @pytest.mark.parametrize("ignore_context", [False, True])
 def test_masked_elbo_bounds_exact_nll_toy(ignore_context):
     joint = _dirichlet(torch.Generator().manual_seed(0))

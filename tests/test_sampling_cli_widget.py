@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from sunfish_lib.config import DEFAULT_SAMPLERS
 from sunfish_lib.cli import main
 from sunfish_lib.display import visible
 from sunfish_lib.sampling.trajectory import Trajectory
@@ -89,7 +90,7 @@ def test_cli_loads_ckpt_records_trajectory_and_progress(runs, tmp_path, capsys):
     assert code == 0 and "--- sample 1 ---" in out and "--- sample 2 ---" in out
     assert "3/3" in err  # the rich progress bar, driven by the sampler's callback
     traj = Trajectory.load(traj_file)
-    assert len(traj) == 3 and traj.sampler == "low_confidence" and traj.start.shape == (2, 6)
+    assert len(traj) == 3 and traj.sampler == DEFAULT_SAMPLERS["masked"] and traj.start.shape == (2, 6)
     assert f"saved {runs['masked'] / 'samples'}" in out  # a checkpoint inside a run folder saves there
 
 

@@ -150,7 +150,16 @@ class MaskedDiffusion:
         valid = _valid(batch, x0)
         t = sample_t(x0.shape[0], t_min=self.cfg.t_min, low_discrepancy=self.cfg.low_discrepancy,
                      device=x0.device, generator=generator)
-        return self.loss_at(model, batch, t, valid, generator)
+        out = self.loss_at(model, batch, t, valid, generator)
+        if self.cfg.masked_loss == "masked_mean":
+            # Each sequence's mean CE over its masked tokens: since E[#masked] = t * n_tok, this is
+            # the ELBO's per-sequence term sum_masked CE / t / n_tok (linear schedule) with the 1/t
+            # replaced by 1/#masked, averaged over the rows that have a masked token.
+            n_masked = out["n_masked"]
+            has = n_masked > 0
+            out["elbo"] = out["loss"]  # what validation reports (val/loss), whatever the training loss
+            out["loss"] = (out["ce_per_seq"][has] / n_masked[has]).sum() / has.sum().clamp(min=1)
+        return out
 
     def loss_at(self, model, batch, t, valid=None, generator=None) -> dict[str, torch.Tensor]:
         """The ELBO estimate at given times t (B,): also used by evaluation (antithetic t)."""
@@ -159,8 +168,9 @@ class MaskedDiffusion:
         z, masked = self.mask(x0, t, valid, generator)
         nll = self.masked_nll(model, z, t, batch, masked)  # (N,)
         w = self.schedule.weight(t)[:, None].expand_as(x0)[masked]  # (N,)
+        rows = masked.nonzero()[:, 0]
         per_seq = torch.zeros(x0.shape[0], device=x0.device).index_add_(
-            0, masked.nonzero()[:, 0], (w * nll).to(torch.float32))  # (B,) sum over masked tokens
+            0, rows, (w * nll).to(torch.float32))  # (B,) sum over masked tokens
         n_tok = valid.sum(1).clamp(min=1).float()  # (B,)
         loss = per_seq.sum() / n_tok.sum()
         return {
@@ -168,6 +178,8 @@ class MaskedDiffusion:
             "elbo_per_seq": per_seq / n_tok,  # (B,) nats/token, for Monte-Carlo evaluation
             "masked_ce": nll.mean() if nll.numel() else loss.new_zeros(()),
             "mask_fraction": masked.sum() / valid.sum().clamp(min=1),
+            "ce_per_seq": torch.zeros_like(per_seq).index_add_(0, rows, nll.to(torch.float32)),  # (B,) unweighted
+            "n_masked": masked.sum(1),  # (B,)
         }
 
 

@@ -51,8 +51,11 @@ def training_command(cfg: Config, run_dir: Path, *, resume: bool, torchrun: bool
 
 
 def launch(cfg: Config, run_dir: str | Path, *, resume: bool | None = None, torchrun: bool = False,
-           stop_at_step: int | None = None) -> subprocess.Popen:
-    """Start training in a subprocess; output goes to run_dir/stdout.log. Resumes when a checkpoint exists."""
+           stop_at_step: int | None = None, threads: int | None = None) -> subprocess.Popen:
+    """Start training in a subprocess; output goes to run_dir/stdout.log. Resumes when a checkpoint exists.
+
+    threads: CPU threads the process may use (OMP_NUM_THREADS), for runs that share the cores; None: torch's default.
+    """
     run_dir = Path(run_dir)
     check_unlocked(run_dir)  # one writer per run folder: refuse before writing config.request.json
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +64,8 @@ def launch(cfg: Config, run_dir: str | Path, *, resume: bool | None = None, torc
     cmd = training_command(cfg, run_dir, resume=resume, torchrun=torchrun, stop_at_step=stop_at_step)
     out = open(run_dir / "stdout.log", "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(max(1, int(threads)))
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=run_dir, start_new_session=True)
     _LAUNCHED.add(proc)
     return proc

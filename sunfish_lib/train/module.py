@@ -139,8 +139,9 @@ class SunfishModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.objective.loss(self.model, batch, generator=self._generator(batch_idx, stream=1))
-        # weighted by scored tokens, as `evaluate` weights sequences: short (padded) batches count less
-        self.log("val/loss", out["loss"], prog_bar=True, sync_dist=True,
+        # weighted by scored tokens, as `evaluate` weights sequences: short (padded) batches count less;
+        # the ELBO where the training loss is another estimator (diffusion.masked_loss=masked_mean)
+        self.log("val/loss", out.get("elbo", out["loss"]), prog_bar=True, sync_dist=True,
                  batch_size=int(self.objective.scored(batch).sum()))
 
     def _nan_guard(self, loss: torch.Tensor) -> torch.Tensor:
