@@ -185,8 +185,8 @@ def test_panel_in_jupyterlab_in_chromium(tmp_path):
             "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
             " && w.sessionContext.session.kernel.status === 'idle');"))
         driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
-        _wait("the panel and the notebook's own Generate",
-              until, lambda: "sample 2" in _text_of(driver, ".sunfish-output"), every=1.0)
+        _wait("the panel and the notebook's own runs (its Generate, then two more settings)",
+              until, lambda: "3 run(s)" in _text_of(driver, ".sunfish-tradeoff"), every=1.0)
         box = driver.find_element("css selector", ".sunfish-prompt textarea")
         box.clear()
         box.send_keys(PROMPT)
