@@ -51,7 +51,9 @@ def test_sampling_notebook_uses_the_workbook_model_and_matches_the_cli(tmp_path)
 
 def test_trajectories_notebook_records_plots_and_animates(tmp_path):
     nb = NOTEBOOKS / "07_denoising_trajectories.ipynb"
-    run_dir = run_notebooks([nb], {nb.name: {"smoke": True}}, runs_parent=tmp_path)
+    # the sampling knobs go in as one SampleConfig dict; low_confidence acts on the masked model only
+    params = {"smoke": True, "sampling": {"mask_length": 8, "steps": 8, "sampler": "low_confidence"}}
+    run_dir = run_notebooks([nb], {nb.name: params}, runs_parent=tmp_path)
     text, kinds = _outputs(run_dir / nb.name)
     out = run_dir / "07_denoising_trajectories"
     for objective in ("masked", "continuous"):
