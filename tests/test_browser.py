@@ -8,6 +8,7 @@ the test's temp folder. Chromium and ChromeDriver come from scripts/setup_browse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -163,6 +164,40 @@ def _text_of(driver, css: str) -> str:
         "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent).join('\\n');", css)
 
 
+@contextlib.contextmanager
+def _panel_06(tmp: Path, until: float):
+    """JupyterLab and Chromium on the parameterized 06 (`_notebook_with`): all cells run and PROMPT typed into
+    the panel (`_run_all_06`); yields the driver; shuts both down after."""
+    port, token = _free_port(), secrets.token_hex(16)
+    lab = _start_lab(tmp, port, token)
+    driver = None
+    try:
+        driver = _browser(tmp)
+        _run_all_06(driver, lab, tmp, port, token, until)
+        yield driver
+    finally:
+        if driver is not None:
+            driver.quit()
+        _stop_lab(lab, port, token)
+
+
+def _run_all_06(driver, lab, tmp: Path, port: int, token: str, until: float) -> None:
+    """Open 06 in JupyterLab, run all cells, wait for its own three runs (its Generate, then two more
+    settings) in the panel's speed-quality view, type PROMPT into the panel."""
+    _wait("JupyterLab to answer on 127.0.0.1", until, lambda: _lab_ready(port, token) or _exited(lab, tmp))
+    driver.get(f"http://127.0.0.1:{port}/lab/tree/06_sampling.ipynb?token={token}")
+    _wait("the notebook's kernel", until, lambda: driver.execute_script(
+        "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
+        "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+        " && w.sessionContext.session.kernel.status === 'idle');"))
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    _wait("the panel and the notebook's own runs in the speed-quality view", until,
+          lambda: "3 run(s)" in _text_of(driver, ".sunfish-tradeoff"), every=1.0)
+    box = driver.find_element("css selector", ".sunfish-prompt textarea")
+    box.clear()
+    box.send_keys(PROMPT)
+
+
 def test_panel_in_jupyterlab_in_chromium(tmp_path):
     reason = _missing_browser()
     if reason:
@@ -173,23 +208,7 @@ def test_panel_in_jupyterlab_in_chromium(tmp_path):
     ckpt = make_run(tmp_path / "runs" / "tiny", "masked", length=12, num_samples=2, steps=6)
     expected = sample(load_checkpoint(ckpt), prompt=PROMPT, seed=0).texts  # what `sunfish sample` prints
     _notebook_with(tmp_path, {"checkpoint": str(ckpt), "runs_root": str(tmp_path / "runs"), "smoke": True})
-    port, token = _free_port(), secrets.token_hex(16)
-    lab = _start_lab(tmp_path, port, token)
-    driver = None
-    try:
-        _wait("JupyterLab to answer on 127.0.0.1", until, lambda: _lab_ready(port, token) or _exited(lab, tmp_path))
-        driver = _browser(tmp_path)
-        driver.get(f"http://127.0.0.1:{port}/lab/tree/06_sampling.ipynb?token={token}")
-        _wait("the notebook's kernel", until, lambda: driver.execute_script(
-            "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-            "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-            " && w.sessionContext.session.kernel.status === 'idle');"))
-        driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
-        _wait("the panel and the notebook's own runs (its Generate, then two more settings)",
-              until, lambda: "3 run(s)" in _text_of(driver, ".sunfish-tradeoff"), every=1.0)
-        box = driver.find_element("css selector", ".sunfish-prompt textarea")
-        box.clear()
-        box.send_keys(PROMPT)
+    with _panel_06(tmp_path, until) as driver:
         driver.find_element("css selector", "button.sunfish-generate").click()
         visible = [visible_text(t) for t in expected]  # newlines shown as marks
         shown = _wait(f"the {PROMPT!r} samples in the output area", until,
@@ -199,10 +218,6 @@ def test_panel_in_jupyterlab_in_chromium(tmp_path):
         assert "unigram entropy" in shown and "held-out text" in shown  # the quality beside the samples
         assert "streamed" in _text_of(driver, ".sunfish-live")  # the streamed text gave way to the samples
         assert (tmp_path / "06_sampling.png").stat().st_size > 10_000
-    finally:
-        if driver is not None:
-            driver.quit()
-        _stop_lab(lab, port, token)
 
 
 def _set_input(driver, name: str, value) -> None:
@@ -233,24 +248,7 @@ def test_panel_threshold_and_block_length_give_the_cli_samples_and_figures(tmp_p
     expected = json.loads(cli.stdout)
     q = expected["quality"]
     _notebook_with(tmp_path, {"run_dir": str(workbook), "runs_root": str(workbook), "smoke": True})
-    port, token = _free_port(), secrets.token_hex(16)
-    lab = _start_lab(tmp_path, port, token)
-    driver = None
-    try:
-        _wait("JupyterLab to answer on 127.0.0.1", until, lambda: _lab_ready(port, token) or _exited(lab, tmp_path))
-        driver = _browser(tmp_path)
-        driver.get(f"http://127.0.0.1:{port}/lab/tree/06_sampling.ipynb?token={token}")
-        _wait("the notebook's kernel", until, lambda: driver.execute_script(
-            "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-            "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-            " && w.sessionContext.session.kernel.status === 'idle');"))
-        driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
-        # the notebook's own three runs (06's Generate, then two threshold settings) are in the view
-        _wait("the notebook's runs in the speed-quality view", until,
-              lambda: "3 run(s)" in _text_of(driver, ".sunfish-tradeoff"), every=1.0)
-        box = driver.find_element("css selector", ".sunfish-prompt textarea")
-        box.clear()
-        box.send_keys(PROMPT)
+    with _panel_06(tmp_path, until) as driver:
         Select(driver.find_element("css selector", ".sunfish-sampler select")).select_by_visible_text("threshold")
         _set_input(driver, "threshold", flags["threshold"])
         _set_input(driver, "block_length", flags["block_length"])
@@ -268,10 +266,6 @@ def test_panel_threshold_and_block_length_give_the_cli_samples_and_figures(tmp_p
         per_token = expected["forward_passes"] / q["tokens_per_sample"]
         assert f"{per_token:.3f} forward passes per generated token ({expected['forward_passes']} passes)" in view
         assert f"entropy {q['entropy']:.3f} nats, judge perplexity {q['judge_ppl']:.2f}" in view
-    finally:
-        if driver is not None:
-            driver.quit()
-        _stop_lab(lab, port, token)
 
 
 SHOW_S = 45  # per notebook: open it; then as long again for its images
