@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="train smoke-shaped runs (seconds; the test)")
     args = ap.parse_args()
     loaded, judge = models(args)
-    sample(loaded, seed=0, num_samples=1, length=8, steps=8, block_length=4)  # warm-up
+    sample(loaded, seed=0, num_samples=1, length=8, steps=8, block_length=4, sampler=args.sampler)  # warm-up
     rows = []
     for mode in MODES:
         r = run_mode(loaded, mode, args)
