@@ -33,12 +33,12 @@ def test_every_preset_defaults_to_rope_and_learned_stays_selectable():
 
 
 def test_tiny_recipe_defaults_are_pinned():
-    """bench/tiny_recipe.py's choice: RoPE, BPE-1024, lr 2e-3 after 50 warmup steps, 1000 steps of 16 x 128 tokens."""
+    """bench/tiny_recipe.py's choice: RoPE, BPE-1024, lr 2e-3 after 50 warmup steps, 1500 steps of 32 x 64 tokens."""
     t = PRESETS["tiny"]
     m, d, tr = t.model, t.data, t.train
     assert (m.pos_encoding, m.n_layers, m.d_model, m.n_heads, m.vocab_size) == ("rope", 4, 128, 4, 1024)
-    assert (d.tokenizer, d.bpe_vocab_size, d.seq_len, d.micro_batch_size) == ("bpe", 1024, 128, 16)
-    assert (tr.lr, tr.warmup_steps, tr.max_steps, tr.decay) == (2e-3, 50, 1000, "cosine")
+    assert (d.tokenizer, d.bpe_vocab_size, d.seq_len, d.micro_batch_size) == ("bpe", 1024, 64, 32)
+    assert (tr.lr, tr.warmup_steps, tr.max_steps, tr.decay) == (2e-3, 50, 1500, "cosine")
     masked = recipe_config("masked")
     assert masked.resolved_model.time_conditioning is False  # MDLM: no time conditioning for masked
     assert (masked.diffusion.mask_schedule, masked.diffusion.low_discrepancy) == ("linear", True)
