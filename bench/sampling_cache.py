@@ -1,35 +1,35 @@
 """Fast-dLLM's approximate KV cache for semi-AR masked decoding: speed and quality with and without it.
 
-    .venv/bin/python bench/sampling_cache.py [--length 256] [--block-length 32] [--samples 4]
-        [--sampler low_confidence] [--runs runs/bench-objectives] [--masked-run RUN] [--judge RUN] [--device D]
+    .venv/bin/python bench/sampling_cache.py [--run RUN] [--judge RUN] [--length 256] [--block-length 32]
+        [--samples 4] [--sampler low_confidence] [--train-steps 300] [--out runs/bench-sampling-cache]
+        [--device D] [--smoke]
 
+Samples a trained masked model: --run (a run folder, its export/ or a .ckpt), else the `tiny`
+recipe (`workbook.recipe_config`, --train-steps steps) trained once into --out/masked through
+`workbook.train_or_reuse` and reused after. The judge is --judge, else the workbook's ar model
+next to --run, else an ar run at the masked run's budget trained into --out/ar.
 Generates --samples unconditional samples of --length tokens in --block-length blocks (Fast-dLLM's
-setting; steps = length, one token per pass for low_confidence) from the trained `tiny` masked
-model (bench/objectives_table.py's, trained into --runs here if missing), through `sample()`,
-with cache none, prefix and dual, at the same seeds and temperature 0. Reported per mode:
-tokens/s (wall time; noisy on a shared CPU), the model's token positions and an estimate of
-its FLOPs (2 N_blocks per position for the linear layers + 4 L d per query-key pair for
-attention; the vocabulary head runs only at decided positions, the same in every mode), and
-the quality figures of `quality.sample_quality`: unigram entropy and the judge perplexity under
-the workbook's AR model (--judge, default the ar run trained next to the masked one). Target
-(issue #15): >= 2x tokens/s at <= 10% judge-perplexity change. Last line: JSON. Not a test.
+setting; steps = length, one token per pass for low_confidence), through `sample()`, with cache
+none, prefix and dual, at the same seeds and temperature 0. Reported per mode: tokens/s (wall
+time; noisy on a shared CPU), the model's token positions and an estimate of its FLOPs
+(2 N_blocks per position for the linear layers + 4 L d per query-key pair for attention; the
+vocabulary head runs only at decided positions, the same in every mode), and the quality figures
+of `quality.sample_quality`: unigram entropy and judge perplexity, with their change against no
+cache. Target (issue #15): >= 2x tokens/s at <= 10% judge-perplexity change. Last line: JSON. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from objectives_table import train_objective  # noqa: E402
-
-from sunfish_lib.quality import load_judge, sample_quality  # noqa: E402
-from sunfish_lib.sampling.session import load_checkpoint, sample  # noqa: E402
+from sunfish_lib.quality import judge_for, load_judge, sample_quality
+from sunfish_lib.sampling.session import Loaded, load_checkpoint, sample
+from sunfish_lib.workbook import equal_budget, recipe_config, train_or_reuse
 
 MODES = ("none", "prefix", "dual")
 
@@ -59,23 +59,49 @@ def run_mode(loaded, mode: str, args) -> dict:
             "starts": starts}
 
 
+def models(args) -> tuple[Loaded, object]:
+    """(the masked model to sample, the judge): given, or trained once into --out (see the module docstring)."""
+    if args.run is None:
+        cfg = recipe_config("masked", "tiny", args.train_steps, smoke=args.smoke)
+        args.run = train_or_reuse(cfg, args.out / "masked")
+    loaded = load_checkpoint(args.run, device=args.device)
+    if args.judge is not None:
+        return loaded, load_judge(args.judge)
+    judge, _ = judge_for(None, loaded.run_dir or loaded.path)
+    if judge is None:  # no ar model beside the run: one at its budget (its data, steps and shape)
+        judge = load_judge(train_or_reuse(equal_budget(loaded.cfg, "ar"), args.out / "ar"))
+    return loaded, judge
+
+
+def compare(rows: list[dict]) -> None:
+    """Speed, FLOPs and quality of each mode against no cache (rows[0]), in place."""
+    base = rows[0]
+    for r in rows:
+        r["speedup"] = r["tokens_per_s"] / base["tokens_per_s"]
+        r["flops_ratio"] = base["gflops"] / r["gflops"]
+        r["judge_ppl_change"] = r["judge_ppl"] / base["judge_ppl"] - 1 if base["judge_ppl"] else None
+        r["entropy_change"] = r["entropy"] / base["entropy"] - 1 if base["entropy"] else None  # None: 0 without cache
+
+
+def _pct(change: float | None) -> str:
+    return "n/a" if change is None else f"{100 * change:+.1f}%"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, help="the masked run to sample (default: a tiny one trained into --out)")
+    ap.add_argument("--judge", type=Path, help="the ar model that scores the samples (default: see above)")
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--block-length", type=int, default=32)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--sampler", default="low_confidence", choices=("low_confidence", "random", "threshold"))
     ap.add_argument("--threshold", type=float, default=0.9)
-    ap.add_argument("--train-steps", type=int, default=300, help="training steps if the runs must be trained here")
-    ap.add_argument("--runs", type=Path, default=Path("runs/bench-objectives"))
-    ap.add_argument("--masked-run", type=Path, help="sample this masked run instead")
-    ap.add_argument("--judge", type=Path, help="the ar run that scores the samples (default: --runs/ar)")
+    ap.add_argument("--train-steps", type=int, default=300, help="steps of the tiny runs trained here")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-sampling-cache"))
     ap.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    ap.add_argument("--smoke", action="store_true", help="train smoke-shaped runs (seconds; the test)")
     args = ap.parse_args()
-    masked_dir = args.masked_run or train_objective("masked", args.train_steps, args.runs, True)
-    judge_dir = args.judge or train_objective("ar", args.train_steps, args.runs, True)
-    loaded = load_checkpoint(masked_dir, device=args.device)
-    judge = load_judge(judge_dir)
+    loaded, judge = models(args)
     sample(loaded, seed=0, num_samples=1, length=8, steps=8, block_length=4)  # warm-up
     rows = []
     for mode in MODES:
@@ -84,23 +110,20 @@ def main() -> None:
         q = sample_quality(ids, starts, loaded.tokenizer, loaded.cfg, judge=judge, reference=False)
         r.update(entropy=q["entropy"], judge_ppl=q["judge_ppl"], text0=loaded.tokenizer.decode(ids[0].tolist())[:80])
         rows.append(r)
-    base = rows[0]
+    compare(rows)
     for r in rows:
-        r["speedup"] = r["tokens_per_s"] / base["tokens_per_s"]
-        r["flops_ratio"] = base["gflops"] / r["gflops"]
-        r["judge_ppl_change"] = r["judge_ppl"] / base["judge_ppl"] - 1 if base["judge_ppl"] else None
         print(f"cache {r['cache']:>6}: {r['tokens_per_s']:8.1f} tok/s ({r['speedup']:.2f}x), {r['forward_passes']} "
               f"passes, {r['positions']:,} positions, {r['gflops']:.2f} GFLOP ({r['flops_ratio']:.2f}x fewer), "
-              f"entropy {r['entropy']:.3f}, judge ppl {r['judge_ppl']:.2f} ({100 * r['judge_ppl_change']:+.1f}%)\n"
-              f"{'':>14}{r.pop('text0')!r}")
+              f"entropy {r['entropy']:.3f} ({_pct(r['entropy_change'])}), judge ppl {r['judge_ppl']:.2f} "
+              f"({_pct(r['judge_ppl_change'])})\n{'':>14}{r.pop('text0')!r}")
     best = max(rows[1:], key=lambda r: r["speedup"])
     hit = best["speedup"] >= 2 and abs(best["judge_ppl_change"]) <= 0.10
     print(f"best: cache {best['cache']}: {best['speedup']:.2f}x tokens/s, {best['flops_ratio']:.2f}x fewer FLOPs, "
-          f"judge perplexity {100 * best['judge_ppl_change']:+.1f}% -> target {'met' if hit else 'missed'}")
+          f"judge perplexity {_pct(best['judge_ppl_change'])} -> target {'met' if hit else 'missed'}")
     print(json.dumps({"length": args.length, "block_length": args.block_length, "samples": args.samples,
-                      "sampler": args.sampler, "model": str(masked_dir), "judge": str(judge_dir),
-                      "device": str(next(loaded.model.parameters()).device), "target_met": hit,
-                      "modes": rows}))
+                      "sampler": args.sampler, "model": str(args.run), "judge": judge.name,
+                      "train_steps": loaded.cfg.train.max_steps, "device": str(next(loaded.model.parameters()).device),
+                      "target_met": hit, "modes": rows}))
 
 
 if __name__ == "__main__":

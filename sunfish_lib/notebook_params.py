@@ -8,7 +8,9 @@ start and a failed notebook:
   is a float is fine; anything goes where the default is None);
 - values, for the workbook's own notebooks (`notebooks/NN_*.ipynb`): names that map onto
   config fields or choices (preset, objective, strategy, steps, fractions, overrides,
-  checkpoint paths) are checked the way the config checks them.
+  checkpoint paths) are checked the way the config checks them; the sampling notebooks'
+  `sampling` dict is checked against SampleConfig's fields and rules
+  (`sampling.settings.check_settings`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.sampling.settings import check_settings
 
 _POSITIVE = {"max_steps", "seq_len", "batch_size", "bpe_vocab_size", "num_timesteps", "n_batches", "mask_length",
              "steps", "ar_steps", "train_steps", "embed_dim", "recovery_points", "recovery_tokens", "val_batches",
@@ -135,6 +138,11 @@ def _check_value(nb: Path, name: str, value: Any) -> None:
         item = f" {missing[0]!r}:" if isinstance(value, (list, tuple)) else ""
         raise SunfishError(f"{where}:{item} no such file or folder (relative paths start in "
                            f"{nb.resolve().parent}); give a run folder, an exported model folder or a .ckpt")
+    if name == "sampling":
+        try:
+            check_settings(value)
+        except SunfishError as e:
+            raise SunfishError(f"{nb.name}: parameter sampling: {e}") from None
     if name == "overrides" and value:
         from sunfish_lib.config import Config
 

@@ -5,9 +5,11 @@
   calls `SamplingPanel.generate()`, which calls `sampling.session.sample` exactly as
   `sunfish sample` does: the same settings and seed give the same samples. The samples are
   shown once (`display.SamplesView`) with their quality (`quality.quality_of`), then the exact
-  `sunfish sample` command. Settings widgets are generated from `SampleConfig` fields
-  (SETTING_WIDGETS), tooltips from their docstrings; controls that do not act on the
-  checkpoint's objective (APPLIES) or the mode are disabled. `samples_html()` is the static
+  `sunfish sample` command. Below them, the speed–quality view (`tradeoff.TradeoffLog`): this
+  run's passes per token, wall time, entropy and judge perplexity, and a table and scatter of
+  every run of the session on the same checkpoint, prompt and seed. Settings widgets are
+  generated from `SampleConfig` fields (SETTING_WIDGETS), tooltips from their docstrings;
+  controls that do not act on the checkpoint's objective (APPLIES) or the mode are disabled. `samples_html()` is the static
   twin a notebook displays for saved copies (they keep no widget state).
 - `TrajectoryViewer` (notebook 07): a step slider over a recorded trajectory, the text at
   that step with changed and newly committed tokens highlighted (static twin:
@@ -27,7 +29,9 @@ from pathlib import Path
 
 from sunfish_lib.display import SamplesView
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling.settings import CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, defaults, field_docs
+from sunfish_lib.sampling.settings import (CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, check_settings,
+                                           defaults, field_docs)
+from sunfish_lib.tradeoff import TradeoffLog
 
 SETTING_WIDGETS = SETTINGS
 """SampleConfig fields the panel shows, in order: all of them (`sampling.settings`); each widget is
@@ -95,6 +99,7 @@ class SamplingPanel:
         self.loaded = None
         self.last = None  # the last Generation
         self.quality: dict | None = None  # its quality figures (sunfish_lib.quality)
+        self.tradeoffs = TradeoffLog()  # every generation of this panel: the speed-quality view
         self.steps_run = 0  # reverse steps the last generation actually ran
         self.error: str | None = None
         self.timings: dict[str, float] = {}
@@ -130,8 +135,9 @@ class SamplingPanel:
         self.live = W.HTML()
         self.output = W.HTML()
         self.command_line = W.HTML()
-        for name in ("path", "prompt", "generate_button", "output", "live", "picker", "sampler", "mode",
-                     "command_line"):
+        self.tradeoff = W.HTML()
+        for name in ("path", "prompt", "generate_button", "output", "live", "picker", "mode", "command_line",
+                     "tradeoff", "seed", *SETTING_WIDGETS):
             getattr(self, name).add_class(f"sunfish-{name.replace('_button', '').replace('_', '-')}")
         self.picker.observe(self._on_pick, "value")
         self.path.observe(lambda ch: self.load(), "value")
@@ -144,7 +150,7 @@ class SamplingPanel:
                                                    grid_gap="2px 8px", width="95%"))
         self.widget = W.VBox([self.picker, self.path, self.mode, self.prompt, grid,
                               W.HBox([self.generate_button, self.progress]), self.live, self.output,
-                              self.command_line])
+                              self.command_line, self.tradeoff])
 
     def _on_pick(self, change) -> None:
         if change["new"] and change["new"] != self.path.value:
@@ -219,6 +225,17 @@ class SamplingPanel:
             return False
         return True
 
+    def set_settings(self, values) -> None:
+        """Set the settings widgets from {SampleConfig field: value} (notebook 06's `sampling` parameter),
+        checked by `settings.check_settings`; a sampler must fit the loaded checkpoint."""
+        typed = check_settings(values)
+        sampler = typed.get("sampler")
+        if sampler is not None and sampler not in self.sampler.options:
+            raise SunfishError(f"sample.sampler={sampler!r} does not fit this checkpoint; choose one of "
+                               f"{', '.join(self.sampler.options) or '(load a checkpoint first)'}")
+        for name, value in typed.items():
+            getattr(self, name).value = value
+
     # -- generation --------------------------------------------------------------------------
     def settings(self) -> dict:
         """The sampling settings the widgets hold that act on the checkpoint and mode (SampleConfig field names)."""
@@ -264,7 +281,10 @@ class SamplingPanel:
         self.progress.max = self.progress.value = max(self.steps_run, 1)
         self.live.value = (f'<div style="color:#666">streamed {self.steps_run} steps; the samples are below '
                            "(shown once)</div>")
+        self.tradeoffs.add(gen, self.quality, seconds=self.timings["total_s"], checkpoint=self.loaded.path,
+                           mode=self.mode.value, prompt=self.prompt.value, seed=self.seed.value)
         self.output.value = self.samples_html()
+        self.tradeoff.value = self.tradeoffs.html()
         self.command_line.value = f"<code style='font-size:80%'>{html.escape(self.command())}</code>"
         return gen
 

@@ -8,6 +8,8 @@ the test's temp folder. Chromium and ChromeDriver come from scripts/setup_browse
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -21,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from sunfish_lib.display import visible as visible_text
-from tests.helpers import NOTEBOOKS
+from tests.helpers import NOTEBOOKS, run_cli
 from tests.notebook_display import executed_notebooks, figure_cells, read, smoke_workbook
 from tests.sampling_helpers import make_run
 
@@ -162,33 +164,51 @@ def _text_of(driver, css: str) -> str:
         "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent).join('\\n');", css)
 
 
+@contextlib.contextmanager
+def _panel_06(tmp: Path, until: float):
+    """JupyterLab and Chromium on the parameterized 06 (`_notebook_with`): all cells run and PROMPT typed into
+    the panel (`_run_all_06`); yields the driver; shuts both down after."""
+    port, token = _free_port(), secrets.token_hex(16)
+    lab = _start_lab(tmp, port, token)
+    driver = None
+    try:
+        driver = _browser(tmp)
+        _run_all_06(driver, lab, tmp, port, token, until)
+        yield driver
+    finally:
+        if driver is not None:
+            driver.quit()
+        _stop_lab(lab, port, token)
+
+
+def _run_all_06(driver, lab, tmp: Path, port: int, token: str, until: float) -> None:
+    """Open 06 in JupyterLab, run all cells, wait for its own three runs (its Generate, then two more
+    settings) in the panel's speed-quality view, type PROMPT into the panel."""
+    _wait("JupyterLab to answer on 127.0.0.1", until, lambda: _lab_ready(port, token) or _exited(lab, tmp))
+    driver.get(f"http://127.0.0.1:{port}/lab/tree/06_sampling.ipynb?token={token}")
+    _wait("the notebook's kernel", until, lambda: driver.execute_script(
+        "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
+        "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+        " && w.sessionContext.session.kernel.status === 'idle');"))
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    _wait("the panel and the notebook's own runs in the speed-quality view", until,
+          lambda: "3 run(s)" in _text_of(driver, ".sunfish-tradeoff"), every=1.0)
+    box = driver.find_element("css selector", ".sunfish-prompt textarea")
+    box.clear()
+    box.send_keys(PROMPT)
+
+
 def test_panel_in_jupyterlab_in_chromium(tmp_path):
     reason = _missing_browser()
     if reason:
         pytest.skip(reason)
     from sunfish_lib.sampling.session import load_checkpoint, sample
 
-    until = time.monotonic() + DEADLINE_S
+    until = time.monotonic() + 2 * DEADLINE_S  # run-all draws three generations before the panel is driven
     ckpt = make_run(tmp_path / "runs" / "tiny", "masked", length=12, num_samples=2, steps=6)
     expected = sample(load_checkpoint(ckpt), prompt=PROMPT, seed=0).texts  # what `sunfish sample` prints
     _notebook_with(tmp_path, {"checkpoint": str(ckpt), "runs_root": str(tmp_path / "runs"), "smoke": True})
-    port, token = _free_port(), secrets.token_hex(16)
-    lab = _start_lab(tmp_path, port, token)
-    driver = None
-    try:
-        _wait("JupyterLab to answer on 127.0.0.1", until, lambda: _lab_ready(port, token) or _exited(lab, tmp_path))
-        driver = _browser(tmp_path)
-        driver.get(f"http://127.0.0.1:{port}/lab/tree/06_sampling.ipynb?token={token}")
-        _wait("the notebook's kernel", until, lambda: driver.execute_script(
-            "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-            "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-            " && w.sessionContext.session.kernel.status === 'idle');"))
-        driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
-        _wait("the panel and the notebook's own Generate",
-              until, lambda: "sample 2" in _text_of(driver, ".sunfish-output"), every=1.0)
-        box = driver.find_element("css selector", ".sunfish-prompt textarea")
-        box.clear()
-        box.send_keys(PROMPT)
+    with _panel_06(tmp_path, until) as driver:
         driver.find_element("css selector", "button.sunfish-generate").click()
         visible = [visible_text(t) for t in expected]  # newlines shown as marks
         shown = _wait(f"the {PROMPT!r} samples in the output area", until,
@@ -198,10 +218,54 @@ def test_panel_in_jupyterlab_in_chromium(tmp_path):
         assert "unigram entropy" in shown and "held-out text" in shown  # the quality beside the samples
         assert "streamed" in _text_of(driver, ".sunfish-live")  # the streamed text gave way to the samples
         assert (tmp_path / "06_sampling.png").stat().st_size > 10_000
-    finally:
-        if driver is not None:
-            driver.quit()
-        _stop_lab(lab, port, token)
+
+
+def _set_input(driver, name: str, value) -> None:
+    """Type `value` into the panel's setting `name` (its class sunfish-<name>) and commit it (Enter)."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element("css selector", f".sunfish-{name.replace('_', '-')} input")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value), Keys.ENTER)
+
+
+def test_panel_threshold_and_block_length_give_the_cli_samples_and_figures(tmp_path):
+    """Threshold decoding set with the widgets (sampler, threshold, block length), Generate clicked: the
+    texts, forward passes and quality figures (entropy, judge perplexity) are `sunfish sample --json`'s."""
+    reason = _missing_browser()
+    if reason:
+        pytest.skip(reason)
+    from selenium.webdriver.support.ui import Select
+
+    until = time.monotonic() + 2 * DEADLINE_S
+    workbook = tmp_path / "workbook"
+    ckpt = make_run(workbook / "04_train", "masked", length=12, num_samples=2, steps=6)
+    judge = make_run(workbook / "04_baselines" / "ar", "ar")  # the panel's judge: the workbook's ar model
+    flags = {"sampler": "threshold", "threshold": 0.3, "block_length": 4}
+    cli = run_cli("sample", str(ckpt), "--prompt", PROMPT, "--seed", "0", "--judge", str(judge), "--json",
+                  "--no-save", *[a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", str(v))])
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    expected = json.loads(cli.stdout)
+    q = expected["quality"]
+    _notebook_with(tmp_path, {"run_dir": str(workbook), "runs_root": str(workbook), "smoke": True})
+    with _panel_06(tmp_path, until) as driver:
+        Select(driver.find_element("css selector", ".sunfish-sampler select")).select_by_visible_text("threshold")
+        _set_input(driver, "threshold", flags["threshold"])
+        _set_input(driver, "block_length", flags["block_length"])
+        driver.find_element("css selector", "button.sunfish-generate").click()
+        visible = [visible_text(t) for t in expected["texts"]]
+        shown = _wait("the threshold samples in the output area", until,
+                      lambda: (t := _text_of(driver, ".sunfish-output")) and all(v in t for v in visible) and t,
+                      every=1.0)
+        view = _wait("the new point in the speed-quality view", until,
+                     lambda: (t := _text_of(driver, ".sunfish-tradeoff")) and "1 run(s)" in t and t, every=1.0)
+        driver.save_screenshot(str(tmp_path / "06_threshold.png"))
+        assert "error:" not in shown and f"{expected['forward_passes']} forward passes" in shown
+        command = _text_of(driver, ".sunfish-command-line")
+        assert "--sampler threshold" in command and "--threshold 0.3" in command and "--block-length 4" in command
+        per_token = expected["forward_passes"] / q["tokens_per_sample"]
+        assert f"{per_token:.3f} forward passes per generated token ({expected['forward_passes']} passes)" in view
+        assert f"entropy {q['entropy']:.3f} nats, judge perplexity {q['judge_ppl']:.2f}" in view
 
 
 SHOW_S = 45  # per notebook: open it; then as long again for its images

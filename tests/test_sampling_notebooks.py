@@ -6,6 +6,7 @@ import re
 import nbformat
 from PIL import Image
 
+from sunfish_lib.config import DEFAULT_SAMPLERS
 from sunfish_lib.display import visible
 from sunfish_lib.runs import run_notebooks
 from sunfish_lib.sampling.session import load_checkpoint, sample
@@ -40,12 +41,19 @@ def test_sampling_notebook_uses_the_workbook_model_and_matches_the_cli(tmp_path)
     for i, t in enumerate(expected):
         assert f"sample {i + 1}" in shown and visible(t) in shown
     assert "unigram entropy (nats)" in shown and "held-out text" in shown
-    assert f"sunfish sample {workbook / '04_train'} --mode uncond --prompt ROMEO: --seed 0 --sampler low_confidence" in text
+    # the speed-quality view's static twin: 06's Generate and two threshold settings, one table row each
+    assert "3 run(s) on this checkpoint" in shown and shown.count("forward passes per generated token") == 1
+    assert f"sampler {DEFAULT_SAMPLERS['masked']}, block_length 0, threshold 0.9" in shown
+    assert "sampler threshold, block_length 8, threshold 0.7" in shown
+    command = f"sunfish sample {workbook / '04_train'} --mode uncond --prompt ROMEO: --seed 0"
+    assert f"{command} --sampler {DEFAULT_SAMPLERS['masked']}" in text
 
 
 def test_trajectories_notebook_records_plots_and_animates(tmp_path):
     nb = NOTEBOOKS / "07_denoising_trajectories.ipynb"
-    run_dir = run_notebooks([nb], {nb.name: {"smoke": True}}, runs_parent=tmp_path)
+    # the sampling knobs go in as one SampleConfig dict; low_confidence acts on the masked model only
+    params = {"smoke": True, "sampling": {"mask_length": 8, "steps": 8, "sampler": "low_confidence"}}
+    run_dir = run_notebooks([nb], {nb.name: params}, runs_parent=tmp_path)
     text, kinds = _outputs(run_dir / nb.name)
     out = run_dir / "07_denoising_trajectories"
     for objective in ("masked", "continuous"):

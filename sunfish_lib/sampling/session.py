@@ -29,7 +29,7 @@ from sunfish_lib.devices import resolve_device, resolve_dtype
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.generate import Generation, initial_ids, pad_rows
 from sunfish_lib.sampling.samplers import build_sampler
-from sunfish_lib.sampling.settings import SETTINGS
+from sunfish_lib.sampling.settings import SETTINGS, check_names
 from sunfish_lib.sampling.trajectory import Trajectory
 MASK_GLYPH = "░"
 
@@ -91,9 +91,7 @@ def run_folder_of(path: str | Path) -> Path | None:
 
 def sample_config(cfg: Config, settings: dict[str, Any]) -> Config:
     """cfg with the given sample settings (None: keep the checkpoint's), checked by the config's rules."""
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise SunfishError(f"unknown sampling setting {unknown[0]!r}; allowed: {', '.join(SETTINGS)}")
+    check_names(sorted(settings))
     given = {f"sample.{k}": v for k, v in settings.items() if v is not None}
     return cfg.override(given).validate()
 

@@ -3,6 +3,8 @@
 `sunfish sample`'s flags (`sampling.command.add_setting_flags`), the panel's widgets
 (`widgets.SamplingPanel`) and `session.sample`'s keywords are generated from here, so a new
 `SampleConfig` field is reachable everywhere without another edit (a test enumerates them).
+The notebooks' `sampling` parameter (06, 07) is a dict of these settings, checked by
+`check_settings` with the config's own rules before a kernel starts (`notebook_params`).
 No torch here: the CLI builds its parser from this module.
 """
 
@@ -10,10 +12,14 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 from functools import lru_cache
+from typing import Any, Mapping
 
-from sunfish_lib.config import CACHES, ROUNDINGS, SampleConfig
+from sunfish_lib.config import CACHES, ROUNDINGS, SAMPLERS, Config, SampleConfig
+from sunfish_lib.errors import SunfishError
+from sunfish_lib.validation import check_sample_ranges
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(SampleConfig))
 """Every sampling setting, in SampleConfig's order."""
@@ -51,3 +57,32 @@ def field_docs(cls=SampleConfig) -> dict[str, str]:
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
             out[node.target.id] = " ".join(str(nxt.value.value).split())
     return out
+
+
+def check_names(names) -> None:
+    """Every name is a SampleConfig field (one-line SunfishError naming the first that is not)."""
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), SETTINGS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SunfishError(f"unknown sampling setting {unknown[0]!r}; {hint}allowed: {', '.join(SETTINGS)}")
+
+
+def check_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Sampling settings as a notebook gives them ({field: value}), checked without a checkpoint.
+
+    Names must be SampleConfig fields, values of the field's type (`Config.override`) and in its
+    range (`validation.check_sample_ranges`, the one copy of the rules); a sampler must be one
+    some objective has (which one fits is checked once the checkpoint is known). Returns the values
+    as the config types them."""
+    if not isinstance(values, Mapping):
+        raise SunfishError(f"sampling settings must be a dict of SampleConfig fields, e.g. {{'steps': 32}}; "
+                           f"got {values!r}")
+    check_names(values)
+    s = Config().override({f"sample.{k}": v for k, v in values.items()}).sample
+    typed = {k: getattr(s, k) for k in values}
+    check_sample_ranges(**{k: v for k, v in typed.items() if k != "sampler"})
+    every = sorted({name for names in SAMPLERS.values() for name in names})
+    if "sampler" in typed and typed["sampler"] not in every:
+        raise SunfishError(f"sample.sampler={typed['sampler']!r} is not a sampler; choose one of {', '.join(every)}")
+    return typed
