@@ -25,12 +25,13 @@ what `load_for_inference` and `sunfish export` use.
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import json
 import os
 import pickle
 import shutil
-import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -68,7 +69,7 @@ class _MetadataUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) in _ALLOWED or (module == _DCP_METADATA and isinstance(
-                getattr(sys.modules.get(_DCP_METADATA), name, None), type)):
+                getattr(importlib.import_module(_DCP_METADATA), name, None), type)):
             return super().find_class(module, name)
         if module == "torch" and isinstance(getattr(torch, name, None), _TORCH_VALUES):
             return getattr(torch, name)
@@ -132,7 +133,9 @@ def load_into(state: dict, path: Path, *, no_dist: bool = False) -> None:
     import torch.distributed.checkpoint as dist_cp  # see _safe_io
 
     reader, planner = _safe_io()
-    dist_cp.load(state, storage_reader=reader(str(path)), planner=planner(), no_dist=no_dist)
+    with warnings.catch_warnings():  # no_dist: DCP warns that it "assumes" one process, which is the point
+        warnings.filterwarnings("ignore", message=r".*assuming the intent is to load in a single process.*")
+        dist_cp.load(state, storage_reader=reader(str(path)), planner=planner(), no_dist=no_dist)
 
 
 def read_meta(path: Path) -> dict:

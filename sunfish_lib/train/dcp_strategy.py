@@ -114,8 +114,7 @@ def resume_step(path: Path) -> int:
     """The step a checkpoint holds, read without checking it (the check runs on rank 0 in the process group)."""
     from sunfish_lib.train.interrupt import saved_step
 
-    step = dcp.saved_step(path) if dcp.is_sharded(path) else saved_step(path)
-    return step or 0
+    return saved_step(path) or 0
 
 
 def before_resume(path: Path, module, world_size: int) -> tuple[int, tuple]:
