@@ -20,7 +20,7 @@ import torch
 
 from sunfish_lib.train import dcp
 from sunfish_lib.train.metrics import read_metrics, series
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT
 from tests.train_helpers import SMALL_ARGS
 
 # What a node runs (README: "4 nodes x 8 GPUs"); the test fills in 2 nodes x 1 process on 127.0.0.1.
@@ -97,13 +97,16 @@ def test_two_torchrun_nodes_killed_and_resumed_finish_equal_to_one_node(tmp_path
     assert out.count(f"trained to step {stop}") == 1
     log = (run / "train.log").read_text()
     assert f"start: step {saved}," in log and "world size 2 (2 nodes, launched by TorchElastic)" in log
-    # the same run on one node with 2 processes (Lightning's launcher), never interrupted
+    # the same run on one node with 2 processes (the README's one-node line), never interrupted
     ref = tmp_path / "one-node"
-    r = run_cli("train", *TRAIN, "--devices", "2", "--strategy", "fsdp", "--stop-at-step", str(stop),
-                "--run-dir", str(ref), env={"OMP_NUM_THREADS": "1"}, timeout=400)
+    argv = ONE_NODE_COMMAND.format(gpus=2, train="{train}", run=ref).split()
+    i = argv.index("{train}")
+    argv[i:i + 1] = [*TRAIN, "--stop-at-step", str(stop)]
+    argv[0:1] = [sys.executable, "-m", "torch.distributed.run", "--master-port", str(_free_port())]
+    r = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _weights(ref), _weights(run)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise (same thread count)
     steps, losses = series(read_metrics(run), "train/loss")
     ref_steps, ref_losses = series(read_metrics(ref), "train/loss")
     assert ref_steps == list(range(stop)) and set(range(saved, stop)) <= set(steps)

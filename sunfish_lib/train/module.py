@@ -208,8 +208,9 @@ class SunfishModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._ensure_ema()
-        if self.device.type == "cpu" and self.trainer.world_size > 1:
+        if self.device.type == "cpu" and self.trainer.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
             # several CPU processes on one node: split the cores instead of oversubscribing them
+            # (an explicit OMP_NUM_THREADS wins: torchrun sets it, and equal thread counts give equal sums)
             local = max(1, self.trainer.world_size // max(1, self.trainer.num_nodes))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
