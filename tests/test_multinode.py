@@ -103,7 +103,7 @@ def test_two_torchrun_nodes_killed_and_resumed_finish_equal_to_one_node(tmp_path
     i = argv.index("{train}")
     argv[i:i + 1] = [*TRAIN, "--stop-at-step", str(stop)]
     argv[0:1] = [sys.executable, "-m", "torch.distributed.run", "--master-port", str(_free_port())]
-    r = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
+    r = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _weights(ref), _weights(run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise (same thread count)
@@ -111,6 +111,19 @@ def test_two_torchrun_nodes_killed_and_resumed_finish_equal_to_one_node(tmp_path
     ref_steps, ref_losses = series(read_metrics(ref), "train/loss")
     assert ref_steps == list(range(stop)) and set(range(saved, stop)) <= set(steps)
     assert all(losses[steps.index(s)] == ref_losses[int(s)] for s in steps)  # the loss curve, exactly
+
+
+def _job(argv, env, timeout=900) -> subprocess.CompletedProcess:
+    """Run the job script in a process group of its own; on a timeout the whole group (every task) is killed."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"the job ran past {timeout} s: {err[-2000:]}") from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _fake_srun(folder) -> None:
@@ -139,7 +152,7 @@ def test_sbatch_template_trains_through_lightnings_slurm_environment(tmp_path):
     i = argv.index("{train}")
     argv[i:i + 1] = [*TRAIN, "--strategy", "fsdp", "--stop-at-step", "2"]
     argv[0:2] = ["bash"]  # sbatch runs the script with the job's environment
-    r = subprocess.run(argv, cwd=ROOT, env={**ENV, **job}, capture_output=True, text=True, timeout=400)
+    r = _job(argv, {**ENV, **job})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("trained to step 2") == 1  # rank 0 alone reports
     log = (run / "train.log").read_text()
@@ -148,7 +161,7 @@ def test_sbatch_template_trains_through_lightnings_slurm_environment(tmp_path):
     # the requeued job runs the same script: it resumes from the checkpoint (the template passes --resume)
     job["MASTER_PORT"] = str(_free_port())
     argv[-1] = "4"
-    r = subprocess.run(argv, cwd=ROOT, env={**ENV, **job}, capture_output=True, text=True, timeout=400)
+    r = _job(argv, {**ENV, **job})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "start: step 2," in (run / "train.log").read_text() and "trained to step 4" in r.stdout
 
