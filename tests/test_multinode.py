@@ -63,7 +63,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def _both(nodes, timeout=400):
+def _both(nodes, timeout=900):
     outs = [n.communicate(timeout=timeout) for n in nodes]
     for n, (out, err) in zip(nodes, outs):
         assert n.returncode == 0, err[-3000:]
@@ -81,7 +81,7 @@ def test_two_torchrun_nodes_killed_and_resumed_finish_equal_to_one_node(tmp_path
     nodes = [_node(r, port, run) for r in (0, 1)]
     last = run / "checkpoints" / "last.ckpt"
     try:
-        deadline = time.time() + 300
+        deadline = time.time() + 600
         while time.time() < deadline and (dcp.saved_step(last) or 0) < 2:
             assert all(n.poll() is None for n in nodes), nodes[0].communicate()[1][-3000:]
             time.sleep(0.2)
