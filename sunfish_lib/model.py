@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from sunfish_lib.attention import block_mask, dense_mask, use_flex
 from sunfish_lib.config import ModelConfig
 from sunfish_lib.layers import (  # noqa: F401 (re-exported: callers import them from here)
     MLP, TIME_SCALE, BlockCache, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
@@ -78,6 +79,7 @@ class Backbone(nn.Module):
         cfg = replace(cfg, time_conditioning=bool(cfg.time_conditioning), causal=bool(cfg.causal),
                       self_cond_input=bool(cfg.self_cond_input))
         self.cfg = cfg
+        self.attention_kernel = "auto"  # "flex" / "sdpa" for document masks (sunfish_lib/attention.py); not a weight
         d, e = cfg.d_model, cfg.emb_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, e)
         self.in_proj = nn.Linear(e, d, bias=cfg.bias) if e != d else None
@@ -183,7 +185,7 @@ class Backbone(nn.Module):
         if window and not kv_cache.recording:  # a window pass: attention_mask (B, T_full) masks keys only
             mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         else:
-            mask = self._attn_mask(segment_ids, attention_mask, T, x.device)
+            mask = self._attn_mask(segment_ids, attention_mask, T, x.device, kv_cache)
         causal = bool(self.cfg.causal)
         for i, blk in enumerate(self.blocks):
             if self.cfg.activation_checkpointing and self.training and kv_cache is None:
@@ -225,21 +227,17 @@ class Backbone(nn.Module):
         c = self.time_emb(t)  # (B, d)
         return self.time_mod(F.silu(c)).view(B, 4, -1).to(x.dtype)  # (B, 4, d)
 
-    def _attn_mask(self, segment_ids, attention_mask, T: int, device) -> torch.Tensor | None:
-        """Boolean (B, 1, T, T) mask, True = may attend; None when nothing restricts attention
-        (SDPA then keeps its flash / memory-efficient kernels, and causal models use is_causal)."""
+    def _attn_mask(self, segment_ids, attention_mask, T: int, device, kv_cache=None):
+        """True = may attend: None when nothing restricts attention (SDPA then keeps its flash /
+        memory-efficient kernels, and causal models use is_causal); else a FlexAttention BlockMask
+        or a dense (B, 1, T, T) mask, by `self.attention_kernel` (sunfish_lib/attention.py)."""
         segment_ids, attention_mask = self._restricting(segment_ids, attention_mask)
         if segment_ids is None and attention_mask is None:
             return None
-        mask = torch.ones(1, 1, T, T, dtype=torch.bool, device=device)
-        if segment_ids is not None:
-            mask = mask & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
-        if attention_mask is not None:
-            mask = mask & attention_mask.bool()[:, None, None, :]
-        if self.cfg.causal:
-            mask = mask & torch.ones(T, T, dtype=torch.bool, device=device).tril()
-        # A query that may see nothing (a padding row) attends to itself instead of producing NaN.
-        return mask | torch.eye(T, dtype=torch.bool, device=device)
+        dropout = self.cfg.dropout if self.training else 0.0
+        if kv_cache is None and use_flex(self.attention_kernel, device, dropout):
+            return block_mask(segment_ids, attention_mask, bool(self.cfg.causal), T, device)
+        return dense_mask(segment_ids, attention_mask, bool(self.cfg.causal), T, device)
 
     def _restricting(self, segment_ids, attention_mask):
         """Drop the inputs that restrict nothing: an all-ones attention_mask; under a causal model, one that

@@ -69,7 +69,7 @@ def train_or_reuse(cfg: Config, folder: str | Path, *, quiet: bool = False) -> P
             if not quiet:
                 print(f"reusing {folder}")
             return folder
-    train(cfg, folder, progress=False, resume=(folder / "checkpoints" / "last.ckpt").is_file())
+    train(cfg, folder, progress=False, resume=(folder / "checkpoints" / "last.ckpt").exists())
     return folder
 
 

@@ -176,7 +176,7 @@ class TextLog(pl.Callback):
 
             cfg = pl_module.cfg
             self.write(f"start: step {trainer.global_step}, {pl_module.model.num_params():,} params, "
-                       f"objective {cfg.diffusion.objective}, world size {trainer.world_size}, "
+                       f"objective {cfg.diffusion.objective}, world size {trainer.world_size}{_launcher(trainer)}, "
                        f"precision {trainer.precision}")
             self.write(f"tokens per optimizer step: {cfg.tokens_per_step:,} = micro-batch {cfg.data.micro_batch_size} "
                        f"x seq {cfg.data.seq_len} x accumulate {cfg.accumulation} x {trainer.world_size} processes")
@@ -218,6 +218,14 @@ class StopAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+def _launcher(trainer) -> str:
+    """' (2 nodes, launched by SLURM)': who started the processes (Lightning's cluster environment), if several."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if env is None or trainer.world_size == 1:
+        return ""
+    return f" ({trainer.num_nodes} nodes, launched by {type(env).__name__.removesuffix('Environment')})"
 
 
 class FinalCheckpoint(pl.Callback):

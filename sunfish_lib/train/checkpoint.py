@@ -24,6 +24,7 @@ import torch
 from sunfish_lib.config import Config
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.hf_folder import tokenizer_dir, write_hf_files
+from sunfish_lib.train.dcp import is_sharded, load_sharded
 from sunfish_lib.train.ckpt_verify import (
     check_crc32, load_error, safetensors_error, tensor_mismatch, tensors_crc32, verify_container,
 )
@@ -225,6 +226,9 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu"):
         return load_exported(p, device)
     if p.is_dir() and (p / "export" / MODEL_FILE).is_file():
         return load_exported(p / "export", device)
+    if is_sharded(p / "checkpoints" / "last.ckpt") or is_sharded(p):  # an FSDP run's DCP folder: consolidated here
+        model, cfg = load_sharded(p / "checkpoints" / "last.ckpt" if (p / "checkpoints").is_dir() else p)
+        return model.to(device), cfg, _maybe_tokenizer((p if (p / "checkpoints").is_dir() else p.parent.parent) / "tokenizer")
     if p.is_dir() and (p / "checkpoints" / "last.ckpt").is_file():
         model, cfg = load_lightning_checkpoint(p / "checkpoints" / "last.ckpt", device)
         return model, cfg, _maybe_tokenizer(p / "tokenizer")

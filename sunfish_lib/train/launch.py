@@ -60,7 +60,7 @@ def launch(cfg: Config, run_dir: str | Path, *, resume: bool | None = None, torc
     check_unlocked(run_dir)  # one writer per run folder: refuse before writing config.request.json
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
-        resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        resume = (run_dir / "checkpoints" / "last.ckpt").exists()  # a file, or a sharded folder
     cmd = training_command(cfg, run_dir, resume=resume, torchrun=torchrun, stop_at_step=stop_at_step)
     out = open(run_dir / "stdout.log", "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -144,6 +144,6 @@ def config_for_run(cfg: Config, run_dir: str | Path) -> tuple[Config, bool]:
     """(config to train, resuming?): a folder that already holds a run keeps its saved config,
     with only max_steps taken from `cfg` (so re-running a notebook continues the run)."""
     saved = Path(run_dir) / "config.json"
-    if saved.is_file() and (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
+    if saved.is_file() and (Path(run_dir) / "checkpoints" / "last.ckpt").exists():
         return with_max_steps(Config.load(saved), cfg.train.max_steps), True
     return cfg, False

@@ -3,8 +3,9 @@
 Strategies: `auto`/`single` (one device), `ddp`, and `fsdp` = FSDP2 (`fully_shard` per
 block, in `SunfishModule.configure_model`) through Lightning's ModelParallelStrategy,
 which, unlike Lightning's older `"fsdp"` strategy, also runs on CPUs over gloo.
-Checkpoints are full (gathered) state dicts written atomically, so `last.ckpt` is one
-file that any single process can load for sampling.
+Checkpoints are full state dicts written atomically (`last.ckpt` is one file), except for FSDP
+on several processes, where `last.ckpt/` is a sharded DCP folder that each rank writes and reads
+its own part of (train/dcp.py); `load_for_inference` and `sunfish export` consolidate it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from sunfish_lib.config import Config, with_max_steps
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.train.dcp import recover_swap
 
 
 def resolve_precision(precision: str) -> str:
@@ -48,8 +50,14 @@ def build_strategy(cfg: Config):
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if kind == "ddp":
         return DDPStrategy(process_group_backend=backend, checkpoint_io=AtomicCheckpointIO())
-    strategy = ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
-                                     save_distributed_checkpoint=False, process_group_backend=backend)
+    if world > 1:  # sharded checkpoints: each rank writes and reads its own shards (train/dcp.py)
+        from sunfish_lib.train.dcp_strategy import ShardedModelParallelStrategy
+
+        strategy = ShardedModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
+                                                process_group_backend=backend)
+    else:
+        strategy = ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
+                                         save_distributed_checkpoint=False, process_group_backend=backend)
     strategy.checkpoint_io = AtomicCheckpointIO()
     return strategy
 
@@ -284,6 +292,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     import pytorch_lightning as pl
 
     from sunfish_lib.data import SunfishDataModule, get_tokenizer, save_tokenizer
+    from sunfish_lib.train.dcp_strategy import before_resume
     from sunfish_lib.train.module import SunfishModule
     from sunfish_lib.train.export import export_final
     from sunfish_lib.train.interrupt import quiet_exit_code, stopped
@@ -305,13 +314,13 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id)
     module.interruption = interruption
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if resume and last.is_file() else None
+    last = run_dir / "checkpoints" / "last.ckpt"  # a file, or a sharded (DCP) folder for multi-process FSDP
+    recover_swap(last)
+    ckpt_path = str(last) if resume and last.exists() else None
     resume_step = 0
     if ckpt_path is not None:  # a truncated, tampered or foreign last.ckpt: one line, before Lightning reads it
-        from sunfish_lib.train.ckpt_verify import check_resume_checkpoint
-
-        resume_step = check_resume_checkpoint(last, module)
+        resume_step, checks = before_resume(last, module, cfg.train.devices * cfg.train.num_nodes)
+        callbacks = (*callbacks, *checks)  # several processes: rank 0 checks once the process group is up
         announce_new_length(before, cfg)
     if cfg.train.init_from and ckpt_path is None:  # a resumed run's checkpoint already holds the weights
         from sunfish_lib.train.checkpoint import load_weights
