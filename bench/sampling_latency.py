@@ -28,7 +28,7 @@ def tiny_export(folder: Path, objective: str) -> Path:
     from sunfish_lib.data import get_tokenizer
     from sunfish_lib.model import Backbone
     from sunfish_lib.config import DEFAULT_SAMPLERS
-    from sunfish_lib.train.checkpoint import export_model
+    from sunfish_lib.io.export import export_model
 
     cfg = get_config("tiny", {"objective": objective, "sampler": DEFAULT_SAMPLERS[objective]})
     torch.manual_seed(0)

@@ -235,43 +235,43 @@ def _cmd_estimate(args) -> int:
 # -- entry point -----------------------------------------------------------------------
 
 def _add_train(sub) -> None:
-    from sunfish_lib.train.command import add_parser
+    from sunfish_lib.commands.train import add_parser
 
     add_parser(sub)
 
 
 def _add_sample(sub) -> None:
-    from sunfish_lib.sampling.command import add_parser
+    from sunfish_lib.commands.sample import add_parser
 
     add_parser(sub)
 
 
 def _add_convert(sub) -> None:
-    from sunfish_lib.convert_command import add_parser
+    from sunfish_lib.commands.convert import add_parser
 
     add_parser(sub)
 
 
 def _add_evaluate(sub) -> None:
-    from sunfish_lib.eval_command import add_parser
+    from sunfish_lib.commands.evaluate import add_parser
 
     add_parser(sub)
 
 
 def _add_runs(sub) -> None:
-    from sunfish_lib.runs_command import add_parser
+    from sunfish_lib.commands.runs import add_parser
 
     add_parser(sub)
 
 
 def _add_export(sub) -> None:
-    from sunfish_lib.export_command import add_parser
+    from sunfish_lib.commands.export import add_parser
 
     add_parser(sub)
 
 
 def _add_eval_harness(sub) -> None:
-    from sunfish_lib.harness_command import add_parser
+    from sunfish_lib.commands.harness import add_parser
 
     add_parser(sub)
 

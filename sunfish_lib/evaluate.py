@@ -28,7 +28,12 @@ from typing import Iterable, Sequence
 
 import torch
 
+from sunfish_lib.data import make_loader
+from sunfish_lib.devices import resolve_device, resolve_dtype
+from sunfish_lib.diffusion import build_objective
 from sunfish_lib.diffusion.timesteps import sample_t
+from sunfish_lib.errors import SunfishError
+from sunfish_lib.io.export import load_for_inference
 
 
 @dataclass
@@ -126,12 +131,6 @@ def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int 
     `val_batches` batches; bits per byte over the scored tokens' bytes (`token_bytes`). device: None is the
     best available (`devices.best_device`); dtype: the weights' (float32 default).
     """
-    from sunfish_lib.data import make_loader
-    from sunfish_lib.devices import resolve_device, resolve_dtype
-    from sunfish_lib.diffusion import build_objective
-    from sunfish_lib.errors import SunfishError
-    from sunfish_lib.train.checkpoint import load_for_inference
-
     if val_batches < 1 or t_samples < 1:
         raise SunfishError(f"val_batches={val_batches} and t_samples={t_samples} must both be >= 1")
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -160,8 +159,6 @@ def unigram_baseline(cfg, tok, *, val_batches: int = 20, train_batches: int = 20
     per byte (comparable across tokenizers) and the token count.
     """
     from collections import Counter
-
-    from sunfish_lib.data import make_loader
 
     counts: Counter = Counter()
     for i, b in enumerate(make_loader(cfg.data, tok, "train", seed=cfg.seed, num_workers=0)):

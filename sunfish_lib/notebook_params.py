@@ -17,7 +17,9 @@ import ast
 from pathlib import Path
 from typing import Any, Mapping
 
+from sunfish_lib.config import Config, NOISE_SCHEDULES, OBJECTIVES, PRECISIONS, PRESETS, ROUNDINGS, STRATEGIES
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.paths import repo_root
 
 _POSITIVE = {"max_steps", "seq_len", "batch_size", "bpe_vocab_size", "num_timesteps", "n_batches", "mask_length",
              "steps", "ar_steps", "train_steps", "embed_dim", "recovery_points", "recovery_tokens", "val_batches",
@@ -32,8 +34,6 @@ _PATHS = {"checkpoint", "other_checkpoint", "runs"}
 
 
 def _choices() -> dict[str, tuple]:
-    from sunfish_lib.config import NOISE_SCHEDULES, OBJECTIVES, PRECISIONS, PRESETS, ROUNDINGS, STRATEGIES
-
     return {"preset": tuple(PRESETS), "objective": OBJECTIVES, "strategy": STRATEGIES, "precision": PRECISIONS,
             "mode": ("uncond", "infill"), "rounding": ROUNDINGS, "schedules": NOISE_SCHEDULES,
             "hf_families": ("gpt2", "llama", "qwen2", "mistral")}
@@ -136,8 +136,6 @@ def _check_value(nb: Path, name: str, value: Any) -> None:
         raise SunfishError(f"{where}:{item} no such file or folder (relative paths start in "
                            f"{nb.resolve().parent}); give a run folder, an exported model folder or a .ckpt")
     if name == "overrides" and value:
-        from sunfish_lib.config import Config
-
         try:
             Config().override(value)  # unknown keys and values of the wrong type
         except SunfishError as e:
@@ -150,8 +148,6 @@ def _exists(nb: Path, path: str) -> bool:
 
 
 def _is_workbook_notebook(nb: Path) -> bool:
-    from sunfish_lib.paths import repo_root
-
     return nb.resolve().parent == (repo_root() / "notebooks").resolve() and nb.name[:2].isdigit()
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import NOTEBOOKS
 
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
+
 NB = NOTEBOOKS / "05_noise_schedules.ipynb"
 
 
@@ -44,7 +46,7 @@ def test_noise_schedule_notebook_smoke(tmp_path):
 
 
 def test_noise_schedule_notebook_uses_the_workbooks_continuous_model(tmp_path):
-    checkpoint = pytest.importorskip("sunfish_lib.train.checkpoint")
+    checkpoint = pytest.importorskip("sunfish_lib.io.export")
     import torch
 
     from sunfish_lib.config import get_config

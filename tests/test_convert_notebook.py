@@ -1,5 +1,6 @@
 """Notebook 08 (AR -> diffusion) runs headlessly with smoke parameters; its figure reads back."""
 
+import pytest
 import json
 
 import nbformat
@@ -8,6 +9,8 @@ from sunfish_lib.evaluate import evaluate_run
 from sunfish_lib.plots import conversion_curves
 from sunfish_lib.runs import run_notebooks
 from tests.helpers import NOTEBOOKS
+
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
 
 
 def test_ar_to_diffusion_notebook_smoke(tmp_path):

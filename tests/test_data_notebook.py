@@ -1,10 +1,13 @@
 """The data notebook runs headlessly with smoke parameters and shows what it promises."""
 
+import pytest
 import json
 
 import nbformat
 
 from tests.helpers import NOTEBOOKS
+
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
 
 NB = NOTEBOOKS / "02_data_pipeline.ipynb"
 

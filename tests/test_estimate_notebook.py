@@ -1,5 +1,6 @@
 """Notebook 01 (config and memory) through papermill, and the memory figure's content."""
 
+import pytest
 import json
 
 import nbformat
@@ -9,6 +10,8 @@ from sunfish_lib import plots
 from sunfish_lib.estimate import config_for, memory_sweep, num_params, report
 from sunfish_lib.memory import GiB
 from tests.helpers import NOTEBOOKS
+
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
 
 NB = NOTEBOOKS / "01_config_and_memory.ipynb"
 

@@ -19,7 +19,7 @@ from sunfish_lib.data import get_tokenizer
 from sunfish_lib.hf_folder import REMOTE_CODE, resolved_fields
 from sunfish_lib.hf_remote import modeling_sunfish
 from sunfish_lib.model import Backbone
-from sunfish_lib.train.checkpoint import export_model, load_for_inference
+from sunfish_lib.io.export import export_model, load_for_inference
 from tests.helpers import run_cli
 from tests.train_helpers import small_config
 

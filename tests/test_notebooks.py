@@ -9,6 +9,8 @@ import pytest
 from sunfish_lib.runs import run_notebooks, workbook_notebooks
 from tests.helpers import NOTEBOOKS
 
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
+
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 

@@ -8,7 +8,7 @@ from sunfish_lib.diffusion import ContinuousDiffusion
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling import ContinuousSampler
-from sunfish_lib.sampling.rounding import nearest_tokens, resolve_metric, snap_to_embeddings
+from sunfish_lib.diffusion.rounding import nearest_tokens, resolve_metric, snap_to_embeddings
 
 
 def _sampler(embed_norm: bool, sample_cfg=None) -> ContinuousSampler:

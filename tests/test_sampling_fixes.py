@@ -12,7 +12,7 @@ from sunfish_lib.diffusion.continuous import ContinuousDiffusion
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling import ContinuousSampler, MaskedSampler, Trajectory, sample_ar
-from sunfish_lib.sampling.rounding import nearest_tokens
+from sunfish_lib.diffusion.rounding import nearest_tokens
 
 VOCAB, MASK, PAD, EOS = 50, 49, 48, 47
 

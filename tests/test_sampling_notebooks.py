@@ -1,5 +1,6 @@
 """Notebooks 06 (sampling panel) and 07 (denoising trajectories) run headlessly with smoke parameters."""
 
+import pytest
 import html
 import re
 
@@ -12,6 +13,8 @@ from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.trajectory import Trajectory
 from tests.helpers import NOTEBOOKS
 from tests.sampling_helpers import make_run
+
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
 
 
 def _outputs(path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sunfish_lib.config import ConfigError, get_config
-from sunfish_lib.train.metrics import read_metrics
+from sunfish_lib.io.metrics import read_metrics
 from tests.helpers import run_cli
 from tests.train_helpers import SMALL_ARGS
 

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling import MaskedSampler
-from sunfish_lib.train.checkpoint import load_for_inference
-from sunfish_lib.train.metrics import read_metrics, series
+from sunfish_lib.io.export import load_for_inference
+from sunfish_lib.io.metrics import read_metrics, series
 from sunfish_lib.train.trainer import train
 from tests.helpers import ROOT, run_cli
 from sunfish_lib.train.callbacks import StopAtStep as StopAt

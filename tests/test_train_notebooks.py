@@ -1,5 +1,6 @@
 """Notebooks 03 (overfit) and 04 (train) run headlessly with smoke parameters."""
 
+import pytest
 import json
 import math
 
@@ -7,9 +8,11 @@ import nbformat
 
 from sunfish_lib.config import Config
 from sunfish_lib.runs import run_notebooks
-from sunfish_lib.train.metrics import read_metrics
+from sunfish_lib.io.metrics import read_metrics
 from sunfish_lib.workbook import tokens_per_step
 from tests.helpers import NOTEBOOKS
+
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
 
 
 def _text(nb_path) -> str:

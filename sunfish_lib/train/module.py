@@ -18,6 +18,7 @@ from sunfish_lib.config import Config
 from sunfish_lib.diffusion import build_objective
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
+from sunfish_lib.train.callbacks import TextLog
 from sunfish_lib.train.interrupt import agreed_signal
 from sunfish_lib.train.optim import build_optimizer, build_scheduler
 
@@ -256,7 +257,6 @@ class SunfishModule(pl.LightningModule):
         if self._skips_in_a_row > limit:
             raise self._nan_error(value, step, f"training stopped after {self._skips_in_a_row} skipped steps "
                                                f"in a row (train.max_nan_skips={limit})")
-        from sunfish_lib.train.callbacks import TextLog
 
         for cb in self.trainer.callbacks if self.trainer.is_global_zero else ():
             if isinstance(cb, TextLog):
