@@ -34,7 +34,6 @@ from sunfish_lib.io.metrics import read_metrics
 from sunfish_lib.sampling.analysis import step_entropy
 from sunfish_lib.sampling.session import load_checkpoint, sample
 
-X_AXES = {"step": "step", "tokens": "tokens", "wall": "wall_s"}
 METRIC_COLUMNS = ("run", "objective", "steps", "tokens", "wall_s", "train_loss", "val_loss", "eval_kind",
                   "nats_per_token", "stderr", "perplexity", "bits_per_byte", "sample_entropy", "reference_entropy",
                   "distinct_2", "judge_ppl", "reference_judge_ppl", "denoise_entropy")

@@ -59,8 +59,6 @@ PRECISIONS: dict[str, Precision] = {
     "bf16-true": Precision(2, 2, 2, compute=2, residual=2, autocast=False),
 }
 STRATEGIES = ("single", "ddp", "fsdp")
-DEVICES = ("cuda", "cpu")
-ATTENTION_KERNELS = ("auto", "flash", "math")
 
 LOSS_BACKWARD_COPIES = {"continuous": 3, "ar": 3, "masked": 5}
 """fp32 (rows, V) tensors alive at the start of backward. Cross-entropy (continuous

@@ -11,15 +11,6 @@ from sunfish_lib.train.trainer import train
 from tests.train_helpers import small_config
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from sunfish_lib.data import get_tokenizer
-
-    from sunfish_lib.config import PRESETS
-
-    return get_tokenizer("bpe", PRESETS["tiny"].data.bpe_vocab_size)
-
-
 def _model(cfg):
     torch.manual_seed(0)
     return Backbone(cfg.resolved_model).eval()

@@ -23,7 +23,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import nbformat
 import pytest
 import pytorch_lightning as pl
 
@@ -38,6 +37,7 @@ from sunfish_lib.sampling.analysis import token_entropy
 from sunfish_lib.train.launch import launch
 from sunfish_lib.io.metrics import read_metrics
 from sunfish_lib.train.trainer import train
+from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS
 from tests.train_helpers import small_config
 
@@ -259,13 +259,11 @@ def test_compare_notebook_headless(root, tmp_path):
     csv_lines = (out / "compare.csv").read_text().splitlines()
     assert csv_lines[0].startswith("run,objective,steps,tokens,wall_s") and len(csv_lines) == 3
     assert (out / "curves.png").stat().st_size > 10_000
-    executed = nbformat.read(str(run_dir / nb.name), as_version=4)
-    text = "\n".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
-    tables = "\n".join(o["data"]["text/html"] for c in executed.cells for o in c.get("outputs", [])
-                       if "text/html" in o.get("data", {}))
+    executed = NotebookOutputs.read(run_dir / nb.name)
+    text, tables = executed.streams, executed.html
     assert "comparing 2 runs" in text and "<th>nats/token</th>" in tables and "exact NLL" in tables
     assert "<td style='white-space:nowrap'>diffusion.objective</td>" in tables and "<th>ar-run</th>" in tables
-    assert sum("image/png" in o.get("data", {}) for c in executed.cells for o in c.get("outputs", [])) == 1
+    assert executed.count("image/png") == 1
     # the papermill run folder itself is in the registry, finished
     (rec,) = [r for r in list_runs([tmp_path]) if r.kind == "notebooks"]
     assert (rec.status, rec.notebooks) == ("finished", ["09_compare_runs.ipynb"])
