@@ -39,7 +39,7 @@ def step_bench(preset: str, steps: int, device: torch.device, checkpointing: boo
     if amp:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model = Backbone(cfg.resolved_model).to(device)
+    model = Backbone.from_config(cfg).to(device)
     obj = build_objective(cfg, mask_token_id=V - 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=amp)
     batch = {"input_ids": torch.randint(0, V - 1, (B, T), device=device)}

@@ -33,7 +33,7 @@ def tiny_export(folder: Path, objective: str) -> Path:
     cfg = get_config("tiny", {"objective": objective, "sampler": DEFAULT_SAMPLERS[objective]})
     torch.manual_seed(0)
     run = folder / f"tiny-{objective}"
-    export_model(Backbone(cfg.resolved_model), cfg, run / "export", get_tokenizer("bpe", cfg.data.bpe_vocab_size))
+    export_model(Backbone.from_config(cfg), cfg, run / "export", get_tokenizer("bpe", cfg.data.bpe_vocab_size))
     cfg.save(run / "config.json")
     return run
 

@@ -18,8 +18,8 @@ from sunfish_lib.overrides import (  # noqa: F401 (parse_set_args, with_max_step
     from_dict, parse_set_args, set_key, short_run_rules, with_max_steps,
 )
 from sunfish_lib.validation import (  # noqa: F401 (the allowed values: callers import them from config)
-    CACHES, DEFAULT_SAMPLERS, DEVICE_HELP, DTYPE_NAMES, LR_DECAYS, MASK_SCHEDULES, MLPS, NAN_POLICIES, NOISE_SCHEDULES,
-    NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS, PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES,
+    BACKBONE_NEEDS, CACHES, DEFAULT_SAMPLERS, DEVICE_HELP, DTYPE_NAMES, LR_DECAYS, MASK_SCHEDULES, MLPS, NAN_POLICIES,
+    NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS, PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES,
     validate_data, validate_diffusion, validate_model, validate_run, validate_sample, validate_train,
 )
 
@@ -122,15 +122,12 @@ class ModelConfig:
         return self.qkv_bias if self.qkv_bias is not None else self.bias
 
     def resolve(self, objective: str, self_conditioning: bool = False) -> "ModelConfig":
-        """Fill the objective-dependent `None` fields (time_conditioning, causal, self_cond_input)."""
-        tc = self.time_conditioning
-        if tc is None:
-            tc = objective == "continuous"
-        causal = self.causal if self.causal is not None else objective == "ar"
-        sc = self.self_cond_input
-        if sc is None:
-            sc = objective == "continuous" and self_conditioning
-        return replace(self, time_conditioning=tc, causal=causal, self_cond_input=sc)
+        """Fill the objective-dependent `None` fields (time_conditioning, causal, self_cond_input): the one place."""
+        need = BACKBONE_NEEDS.get(objective, BACKBONE_NEEDS["masked"])  # an unknown name: validation names it
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        return replace(self, time_conditioning=pick(self.time_conditioning, need["time_conditioning"]),
+                       causal=pick(self.causal, need["causal"]),
+                       self_cond_input=pick(self.self_cond_input, need["self_cond"] and self_conditioning))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
 
 
 def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
-    """Parameters by component, exactly as `Backbone(cfg.resolved_model)` creates them."""
+    """Parameters by component, exactly as `Backbone.from_config(cfg)` creates them."""
     m = model_of(cfg)
     d, e, f, V, L, b = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size, m.n_layers, m.bias
     tc = bool(m.time_conditioning)
@@ -68,7 +68,7 @@ def built_params(cfg: Config | ModelConfig) -> int:
     from sunfish_lib.model import Backbone  # same reason: model.py imports torch
 
     with torch.device("meta"):
-        model = Backbone(cfg.resolved_model if isinstance(cfg, Config) else cfg)
+        model = Backbone(model_of(cfg))  # None switches as off, as the counts read them
     return sum(p.numel() for p in model.parameters())
 
 

@@ -33,6 +33,14 @@ SAMPLERS = {
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 """Inference dtypes of the weights (`devices.resolve_dtype`), named here so the CLI parser needs no torch."""
 DEVICE_HELP = "cuda, cuda:N, mps or cpu (default: the best available: CUDA, then MPS, then CPU)"
+BACKBONE_NEEDS = {
+    "continuous": {"time_conditioning": True, "causal": False, "self_cond": True},
+    "masked": {"time_conditioning": False, "causal": False, "self_cond": False},
+    "ar": {"time_conditioning": False, "causal": True, "self_cond": False},
+}
+"""What each objective's backbone is built with where the model section leaves it None (`ModelConfig.resolve`,
+the one place): the timestep pathway, the causal mask, and whether self_cond_input follows
+diffusion.self_conditioning (self_cond) or stays off. Each objective class exposes its row (`backbone_needs`)."""
 DEFAULT_SAMPLERS = {"continuous": "ddim", "masked": "low_confidence", "ar": "ar"}
 """The sampler a run gets when only its objective is chosen."""
 

@@ -22,7 +22,7 @@ def make_run(folder: Path, objective: str = "masked", *, ckpt: bool = False, **s
 
     cfg = small_config(objective, **{"steps": 6, "length": 10, "num_samples": 2, "mask_length": 4, **sample})
     torch.manual_seed(0)
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     tok = get_tokenizer("bpe", cfg.data.bpe_vocab_size)
     folder.mkdir(parents=True, exist_ok=True)
     export_model(model, cfg, folder / "export", tok)

@@ -45,7 +45,7 @@ def test_noise_schedule_notebook_uses_the_workbooks_continuous_model(run_noteboo
     cfg = get_config("tiny", {"n_layers": 1, "num_timesteps": 100})
     torch.manual_seed(0)
     model_dir = tmp_path / "workbook" / "04_train" / "continuous"  # a continuous model a workbook trained
-    checkpoint.export_model(Backbone(cfg.resolved_model), cfg, model_dir / "export")
+    checkpoint.export_model(Backbone.from_config(cfg), cfg, model_dir / "export")
     cfg.save(model_dir / "config.json")
     text, pngs = _run(run_notebook, run_dir=str(tmp_path / "workbook"), loss_t=[0.05, 0.5, 1.0])
     assert f"the workbook's continuous model: {model_dir}" in text  # no checkpoint given: run_dir's is used

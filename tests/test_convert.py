@@ -183,7 +183,7 @@ def test_sunfish_ar_run_converts_exactly(tmp_path):
 
     cfg = get_config("tiny", {"objective": "ar", "sampler": "ar", "n_layers": 2, "d_model": 64})
     torch.manual_seed(0)
-    parent = Backbone(cfg.resolved_model).eval()
+    parent = Backbone.from_config(cfg).eval()
     export_model(parent, cfg, tmp_path / "ar", get_tokenizer("bpe", cfg.data.bpe_vocab_size))
     conv = convert(tmp_path / "ar", tmp_path / "out", check=True, time_conditioning=True)
     assert conv.parent == "sunfish-ar" and conv.check["max_abs_diff"] == 0.0 and conv.added_tokens == {}

@@ -197,7 +197,7 @@ def test_disk_full_during_export_keeps_previous_export(tmp_path, monkeypatch):
     from sunfish_lib.io.export import MODEL_FILE, export_model
 
     cfg = small_config("masked")
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     export_model(model, cfg, tmp_path)
     before = load_file(str(tmp_path / MODEL_FILE))
 

@@ -13,7 +13,7 @@ from tests.train_helpers import small_config
 
 def _model(cfg):
     torch.manual_seed(0)
-    return Backbone(cfg.resolved_model).eval()
+    return Backbone.from_config(cfg).eval()
 
 
 @pytest.mark.parametrize("objective,sampler", [("masked", "low_confidence"), ("masked", "ancestral"),

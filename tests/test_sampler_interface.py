@@ -31,7 +31,7 @@ def runs(tmp_path_factory):
 
 def _model(cfg):
     torch.manual_seed(0)
-    return Backbone(cfg.resolved_model).eval()
+    return Backbone.from_config(cfg).eval()
 
 
 def test_registry_names_every_sampler():

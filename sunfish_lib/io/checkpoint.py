@@ -70,7 +70,7 @@ def load_lightning_checkpoint(path: Path, device: str | torch.device = "cpu", us
     if not isinstance(state, dict):
         raise SunfishError(f"{path} has no state_dict of tensors; it is not a complete Sunfish checkpoint")
     sd = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     load_state(model, sd, Path(path))
     if use_ema and ckpt.get("ema"):
         if [tuple(getattr(t, "shape", ())) for t in ckpt["ema"]] != [tuple(p.shape) for p in model.parameters()]:

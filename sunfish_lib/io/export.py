@@ -54,7 +54,7 @@ def load_exported(folder: Path, device: str | torch.device = "cpu"):
     except (SafetensorError, OSError, ValueError) as e:
         raise safetensors_error(folder / MODEL_FILE, e, "re-export the model") from None
     check_crc32(folder / MODEL_FILE, sd, "re-export the model")
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     load_state(model, sd, folder / MODEL_FILE)
     return model.to(device).eval(), cfg, _maybe_tokenizer(tokenizer_dir(folder))
 

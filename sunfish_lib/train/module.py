@@ -72,7 +72,7 @@ class SunfishModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # plain dicts and ints: loadable with weights_only=True
         self.cfg = Config.from_dict(config).validate()
-        self.model = Backbone(self.cfg.resolved_model)
+        self.model = Backbone.from_config(self.cfg)
         self.objective = build_objective(self.cfg, mask_token_id, eos_token_id)  # eos: the AR baseline's BOS
         self.ema: EMA | None = None
         self._micro = 0  # micro-batches seen (restored from global_step on resume)

@@ -31,10 +31,10 @@ def pipeline_tokens_per_s(loader, n_batches: int = 50, warmup: int = 2) -> dict:
 
 
 def train_tokens_per_s(cfg, steps: int = 10, warmup: int = 2, device: str = "cpu", mask_token_id: int = 1) -> dict:
-    """Tokens/s of forward + backward + AdamW on `Backbone(cfg.resolved_model)` with random batches of
+    """Tokens/s of forward + backward + AdamW on `Backbone.from_config(cfg)` with random batches of
     `data.micro_batch_size x data.seq_len`; the loss is `cfg`'s objective."""
     torch.manual_seed(cfg.seed)
-    model = Backbone(cfg.resolved_model).to(device)
+    model = Backbone.from_config(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     loss_fn, objective = _loss_fn(cfg, mask_token_id)
     B, T, V = cfg.data.micro_batch_size, cfg.data.seq_len, cfg.model.vocab_size
