@@ -69,3 +69,10 @@ def test_a_cycle_breaks_the_contract(tmp_path):
     r = _lint(root)
     assert r.returncode == 1, r.stdout[-3000:]
     assert "no import cycles between sibling modules (any depth) BROKEN" in " ".join(r.stdout.split())
+
+
+def test_no_module_over_500_lines():
+    """Modules stay one concept each (STYLE.md): none of sunfish_lib/ grows past 500 lines."""
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / "sunfish_lib").rglob("*.py")}
+    assert len(sizes) > 90
+    assert {p: n for p, n in sizes.items() if n > 500} == {}
