@@ -47,7 +47,7 @@ def step_bench(preset: str, steps: int, device: torch.device, checkpointing: boo
     if amp:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model = Backbone(cfg.resolved_model).to(device)
+    model = Backbone.from_config(cfg).to(device)
     if compile_blocks:
         for block in model.blocks:  # as SunfishModule.configure_model does (train.compile)
             block.compile()
@@ -133,7 +133,7 @@ def flex_check(device: torch.device, steps: int) -> dict:
     """Packed documents: FlexAttention block mask vs SDPA dense mask (logits, grads on CUDA, step time)."""
     cfg = get_config("125M" if device.type == "cuda" else "tiny", {"objective": "masked", "sampler": "low_confidence"})
     B, T, V = 4, cfg.data.seq_len, cfg.model.vocab_size
-    model = Backbone(cfg.resolved_model).to(device)
+    model = Backbone.from_config(cfg).to(device)
     tokens = torch.randint(0, V, (B, T), device=device)
     lengths = torch.randint(16, T // 2, (B, 1), device=device)  # each row: documents of one length in 16..T/2
     segment_ids = torch.arange(T, device=device)[None] // lengths  # (B, T) document ids
@@ -202,7 +202,7 @@ def sampling_speed(device: torch.device, length: int) -> dict:
 
     cfg = get_config("tiny", {"objective": "masked", "sampler": "low_confidence"})
     tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
-    model = Backbone(cfg.resolved_model).to(device).eval()
+    model = Backbone.from_config(cfg).to(device).eval()
     loaded = Loaded(model, cfg, tok)
     out = {}
     for mode in ("none", "prefix", "dual"):

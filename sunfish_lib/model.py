@@ -26,7 +26,6 @@ sublayers live in `sunfish_lib.layers`, the weight mapping in `sunfish_lib.conve
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sunfish_lib.attention import block_mask, dense_mask, use_flex
-from sunfish_lib.config import ModelConfig
+from sunfish_lib.config import Config, ModelConfig
 from sunfish_lib.layers import (  # noqa: F401 (re-exported: callers import them from here)
     MLP, TIME_SCALE, BlockCache, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
     timestep_embedding,
@@ -70,14 +69,19 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(h2))
 
 
+OBJECTIVE_FIELDS = ("time_conditioning", "causal", "self_cond_input")
+"""ModelConfig fields that None leaves to the objective; a Backbone is built only once they are resolved."""
+
+
 class Backbone(nn.Module):
     """Bidirectional (or causal) pre-LN transformer over token ids or embedding-space vectors."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        # Pass `Config.resolved_model`; objective-dependent fields left as None count as off.
-        cfg = replace(cfg, time_conditioning=bool(cfg.time_conditioning), causal=bool(cfg.causal),
-                      self_cond_input=bool(cfg.self_cond_input))
+        unresolved = [f for f in OBJECTIVE_FIELDS if getattr(cfg, f) is None]
+        if unresolved:  # the objective decides these (ModelConfig.resolve): None would silently mean "off"
+            raise ValueError(f"model.{unresolved[0]} is None: the objective decides it; build with "
+                             "Backbone.from_config(cfg) or pass ModelConfig.resolve(objective)")
         self.cfg = cfg
         self.attention_kernel = "auto"  # "flex" / "sdpa" for document masks (sunfish_lib/attention.py); not a weight
         d, e = cfg.d_model, cfg.emb_dim
@@ -100,6 +104,11 @@ class Backbone(nn.Module):
             self.time_emb = None
             self.time_mod = None
         self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Backbone":
+        """The backbone of a run: every objective-dependent None field resolved (`Config.resolved_model`)."""
+        return cls(cfg.resolved_model)
 
     # -- init ----------------------------------------------------------------------
     def reset_parameters(self) -> None:

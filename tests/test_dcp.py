@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling import MaskedSampler
-from sunfish_lib.train import dcp, dcp_strategy
+from sunfish_lib.io import dcp
+from sunfish_lib.train import dcp_strategy
 from sunfish_lib.train.checkpoint import load_for_inference
 from sunfish_lib.train.ckpt_verify import _verified
 from sunfish_lib.train.metrics import read_metrics, series

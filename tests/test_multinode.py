@@ -18,16 +18,16 @@ import psutil
 import pytest
 import torch
 
-from sunfish_lib.train import dcp
+from sunfish_lib.io import dcp
 from sunfish_lib.train.metrics import read_metrics, series
 from tests.helpers import ROOT
 from tests.train_helpers import SMALL_ARGS
 
 # What a node runs (README: "4 nodes x 8 GPUs"); the test fills in 2 nodes x 1 process on 127.0.0.1.
 NODE_COMMAND = ("torchrun --nnodes {nodes} --node-rank {rank} --nproc-per-node {gpus} --master-addr {head} "
-                "--master-port {port} -m sunfish_lib.train {train} --devices {gpus} --num-nodes {nodes} "
+                "--master-port {port} -m sunfish_lib.cli train {train} --devices {gpus} --num-nodes {nodes} "
                 "--strategy fsdp --run-dir {run}")
-ONE_NODE_COMMAND = "torchrun --nproc-per-node {gpus} -m sunfish_lib.train {train} --devices {gpus} --strategy fsdp --run-dir {run}"
+ONE_NODE_COMMAND = "torchrun --nproc-per-node {gpus} -m sunfish_lib.cli train {train} --devices {gpus} --strategy fsdp --run-dir {run}"
 SBATCH_COMMAND = "sbatch --nodes={nodes} scripts/sunfish.sbatch {run} {train}"
 TRAIN = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2", "--set", "val_every=100",
          "--set", "keep_best=0", "--set", "ema_decay=0.9", "--no-progress", "--max-steps", "300"]

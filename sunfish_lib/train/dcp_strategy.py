@@ -1,4 +1,4 @@
-"""FSDP2 with sharded checkpoints (train/dcp.py's format) through Lightning, and the rank-0 resume check.
+"""FSDP2 with sharded checkpoints (io/dcp.py's format) through Lightning, and the rank-0 resume check.
 
 - `ShardedModelParallelStrategy`: Lightning's ModelParallelStrategy whose checkpoints are DCP
   folders: every rank writes its own shards (weights, AdamW moments, EMA) into `<name>.tmp/`,
@@ -24,7 +24,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.train import dcp
+from sunfish_lib.io import dcp
 
 
 class ShardedModelParallelStrategy(ModelParallelStrategy):
@@ -96,7 +96,7 @@ class RankZeroResumeCheck(pl.Callback):
         if error:
             raise SunfishError(error)
         if not dcp.is_sharded(self.path):
-            from sunfish_lib.train.ckpt_verify import mark_verified
+            from sunfish_lib.io.verify import mark_verified
 
             mark_verified(self.path)  # rank 0 read its CRCs: the others' safe_torch_load skips that pass
 

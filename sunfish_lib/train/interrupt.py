@@ -154,7 +154,7 @@ def saved_step(path: Path) -> int | None:
     """global_step of a Lightning checkpoint, read without loading its tensors (mmap), or None."""
     import torch
 
-    from sunfish_lib.train.dcp import saved_step as folder_step
+    from sunfish_lib.io.dcp import saved_step as folder_step
 
     if Path(path).is_dir():  # a sharded (DCP) checkpoint folder
         return folder_step(path)

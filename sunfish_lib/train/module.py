@@ -18,6 +18,7 @@ from sunfish_lib.config import Config
 from sunfish_lib.diffusion import build_objective
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
+from sunfish_lib.train.callbacks import TextLog
 from sunfish_lib.train.dcp_strategy import uses_sharded_checkpoints
 from sunfish_lib.train.interrupt import agreed_signal
 from sunfish_lib.train.optim import build_optimizer, build_scheduler
@@ -81,7 +82,7 @@ class SunfishModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # plain dicts and ints: loadable with weights_only=True
         self.cfg = Config.from_dict(config).validate()
-        self.model = Backbone(self.cfg.resolved_model)
+        self.model = Backbone.from_config(self.cfg)
         self.objective = build_objective(self.cfg, mask_token_id, eos_token_id)  # eos: the AR baseline's BOS
         self.ema: EMA | None = None
         self._micro = 0  # micro-batches seen (restored from global_step on resume)
@@ -271,7 +272,6 @@ class SunfishModule(pl.LightningModule):
         if self._skips_in_a_row > limit:
             raise self._nan_error(value, step, f"training stopped after {self._skips_in_a_row} skipped steps "
                                                f"in a row (train.max_nan_skips={limit})")
-        from sunfish_lib.train.callbacks import TextLog
 
         for cb in self.trainer.callbacks if self.trainer.is_global_zero else ():
             if isinstance(cb, TextLog):

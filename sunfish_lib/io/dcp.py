@@ -39,7 +39,8 @@ import torch
 
 from sunfish_lib.config import Config
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.train.ckpt_verify import load_error, tensor_mismatch, verify_container
+from sunfish_lib.io.verify import load_error, tensor_mismatch, verify_container
+from sunfish_lib.model import Backbone
 
 DCP_INDEX = ".metadata"
 META_FILE = "meta.pt"
@@ -287,8 +288,6 @@ def saved_step(path: Path) -> int | None:
 # -- one process: consolidate ---------------------------------------------------------------------
 def load_sharded(path: str | Path, use_ema: bool = True):
     """(Backbone, Config) from a DCP folder, consolidated in this process (no process group, no gather)."""
-    from sunfish_lib.model import Backbone
-
     path = Path(path)
     verify_folder(path)
     meta = read_meta(path)
@@ -301,7 +300,7 @@ def load_sharded(path: str | Path, use_ema: bool = True):
         if isinstance(e, SunfishError):
             raise
         raise SunfishError(f"{path} has a malformed 'sunfish' config section ({type(e).__name__})") from None
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     want = {f"model.{k}": v for k, v in model.state_dict().items()}
     shapes = saved_shapes(path, "state_dict.")
     problem = tensor_mismatch({k: torch.empty(s, device="meta") for k, s in shapes.items() if k.startswith("model.")},
