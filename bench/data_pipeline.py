@@ -17,7 +17,7 @@ import torch
 
 from sunfish_lib.config import get_config
 from sunfish_lib.data.pipeline import make_loader
-from sunfish_lib.data.throughput import pipeline_tokens_per_s, train_tokens_per_s
+from sunfish_lib.train.throughput import pipeline_tokens_per_s, train_tokens_per_s
 from sunfish_lib.data.tokenizer import get_tokenizer
 
 

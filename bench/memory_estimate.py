@@ -119,7 +119,7 @@ def measure(case: str) -> dict:
     cfg = _config(case)
     B, T = cfg.data.micro_batch_size, cfg.data.seq_len
     est = report(cfg, strategy="single", n_gpus=1, precision="32-true", device="cpu")
-    model = Backbone(cfg.resolved_model).train()
+    model = Backbone.from_config(cfg).train()
     opt = build_optimizer(model, cfg.train, cfg.model.n_layers)
     V = cfg.model.vocab_size
     objective = build_objective(cfg, mask_token_id=V - 1)  # stand-in [MASK] id: the last row

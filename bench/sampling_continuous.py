@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     cfg = get_config(args.preset, objective="continuous", sampler="ddim")
     torch.manual_seed(args.seed)
-    model = Backbone(cfg.resolved_model).to(device).eval()
+    model = Backbone.from_config(cfg).to(device).eval()
     objective = build_objective(cfg)
     ddpm = ContinuousSampler(model, objective, kind="ddpm", steps=args.ddpm_steps)
     ddim = ContinuousSampler(model, objective, kind="ddim", steps=args.ddim_steps, eta=0.0)

@@ -28,12 +28,12 @@ def tiny_export(folder: Path, objective: str) -> Path:
     from sunfish_lib.data import get_tokenizer
     from sunfish_lib.model import Backbone
     from sunfish_lib.config import DEFAULT_SAMPLERS
-    from sunfish_lib.train.checkpoint import export_model
+    from sunfish_lib.io.export import export_model
 
     cfg = get_config("tiny", {"objective": objective, "sampler": DEFAULT_SAMPLERS[objective]})
     torch.manual_seed(0)
     run = folder / f"tiny-{objective}"
-    export_model(Backbone(cfg.resolved_model), cfg, run / "export", get_tokenizer("bpe", cfg.data.bpe_vocab_size))
+    export_model(Backbone.from_config(cfg), cfg, run / "export", get_tokenizer("bpe", cfg.data.bpe_vocab_size))
     cfg.save(run / "config.json")
     return run
 

@@ -40,7 +40,7 @@ from objectives_table import train_objective  # noqa: E402
 
 from sunfish_lib.config import parse_set_args  # noqa: E402
 from sunfish_lib.sampling.session import Loaded, sample  # noqa: E402
-from sunfish_lib.train.checkpoint import load_for_inference  # noqa: E402
+from sunfish_lib.io.export import load_for_inference  # noqa: E402
 
 TARGET_RATIO = 3.0
 """Fast-dLLM-style target: >= 3x fewer forward passes than one token per pass."""

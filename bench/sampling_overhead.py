@@ -97,7 +97,7 @@ def build(objective: str, sampler: str, shape: dict, vocab: int, device: str):
                               "max_seq_len": shape["length"], "seq_len": shape["length"], "bpe_vocab_size": min(vocab, 4096), "pos_encoding": "rope", "steps": shape["steps"], "length": shape["length"],
                               "num_timesteps": max(shape["steps"], 100)})
     torch.manual_seed(0)
-    model = Backbone(cfg.resolved_model).to(device).eval()
+    model = Backbone.from_config(cfg).to(device).eval()
     return model, cfg
 
 

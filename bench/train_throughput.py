@@ -53,7 +53,7 @@ CONFIGS = {
 
 def sunfish_step(cfg, device):
     torch.manual_seed(0)
-    model = Backbone(cfg.resolved_model).to(device)
+    model = Backbone.from_config(cfg).to(device)
     obj = build_objective(cfg, mask_token_id=cfg.model.vocab_size - 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
     B, T = cfg.data.micro_batch_size, cfg.data.seq_len

@@ -106,7 +106,7 @@ def _check_tiny_model() -> CheckResult:
 
         cfg = get_config("tiny").resolved_model
         torch.manual_seed(0)
-        model = Backbone(cfg)
+        model = Backbone.from_config(get_config("tiny"))
         tokens = torch.randint(0, cfg.vocab_size, (2, 32))
         t0 = time.perf_counter()
         logits = model(tokens, t=torch.rand(2))

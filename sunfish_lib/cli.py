@@ -13,7 +13,19 @@ import json
 import sys
 from pathlib import Path
 
+from sunfish_lib.check import all_ok, run_checks
+from sunfish_lib.commands import convert as convert_command
+from sunfish_lib.commands import evaluate as evaluate_command
+from sunfish_lib.commands import export as export_command
+from sunfish_lib.commands import harness as harness_command
+from sunfish_lib.commands import runs as runs_command
+from sunfish_lib.commands import sample as sample_command
+from sunfish_lib.commands import train as train_command
+from sunfish_lib.config import parse_set_args
 from sunfish_lib.errors import Interrupted, SunfishError
+from sunfish_lib.estimate import advise, config_for, report
+from sunfish_lib.notebook_params import parse_cli_params
+from sunfish_lib.runs import NotebookFailed, resume_run, run_notebooks, workbook_notebooks
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,8 +44,6 @@ def _add_check(sub) -> None:
 
 
 def _cmd_check(args) -> int:
-    from sunfish_lib.check import all_ok, run_checks
-
     results = run_checks()
     ok = all_ok(results)
     if args.json:
@@ -76,9 +86,6 @@ def _add_run(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    from sunfish_lib.notebook_params import parse_cli_params
-    from sunfish_lib.runs import run_notebooks
-
     if args.resume is not None:
         return _resume("run", args, notebook=args.notebook, **{"-p": args.parameter, "--runs-dir": args.runs_dir})
     if args.notebook is None:
@@ -93,8 +100,6 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_workbook(args) -> int:
-    from sunfish_lib.runs import run_notebooks, workbook_notebooks
-
     if args.resume is not None:
         return _resume("workbook", args, **{"--smoke": args.smoke, "--only": args.only, "--runs-dir": args.runs_dir})
     notebooks = workbook_notebooks()
@@ -109,8 +114,6 @@ def _cmd_workbook(args) -> int:
 
 def _resume(command: str, args, **conflicting) -> int:
     """`sunfish run|workbook --resume RUN_DIR`; the folder's run.json and params.json say what runs."""
-    from sunfish_lib.runs import resume_run
-
     given = [flag for flag, value in conflicting.items() if value]
     if given:
         raise SunfishError(f"--resume re-runs {args.resume} with its own notebooks and params.json; "
@@ -124,8 +127,6 @@ def _report(command: str, execute, resumed: bool = False) -> int:
     A cell that raised a SunfishError is a user error: its one line, where the executed copy
     is, exit 2. Any other failing cell exits 1. Either way `--resume RUN_DIR` continues.
     """
-    from sunfish_lib.runs import NotebookFailed
-
     try:
         run_dir, executed = execute()
     except NotebookFailed as e:
@@ -158,7 +159,7 @@ def _add_data(sub) -> None:
 
 
 def _cmd_data(args) -> int:
-    from sunfish_lib.data.summary import summarize_source
+    from sunfish_lib.data.summary import summarize_source  # here: the data package imports torch (2.4 s)
 
     if args.seq_len <= 0 or args.max_docs < 0:
         raise SunfishError("--seq-len must be > 0 and --max-docs >= 0")
@@ -192,9 +193,6 @@ def _add_estimate(sub) -> None:
 
 
 def _cmd_estimate(args) -> int:
-    from sunfish_lib.config import parse_set_args
-    from sunfish_lib.estimate import advise, config_for, report
-
     cfg = config_for(args.preset, args.objective, parse_set_args(args.set))
     rep = report(cfg, strategy=args.strategy, precision=args.precision, micro_batch=args.micro_batch,
                  seq_len=args.seq_len, activation_checkpointing=args.activation_checkpointing,
@@ -234,50 +232,9 @@ def _cmd_estimate(args) -> int:
 
 # -- entry point -----------------------------------------------------------------------
 
-def _add_train(sub) -> None:
-    from sunfish_lib.train.command import add_parser
-
-    add_parser(sub)
-
-
-def _add_sample(sub) -> None:
-    from sunfish_lib.sampling.command import add_parser
-
-    add_parser(sub)
-
-
-def _add_convert(sub) -> None:
-    from sunfish_lib.convert_command import add_parser
-
-    add_parser(sub)
-
-
-def _add_evaluate(sub) -> None:
-    from sunfish_lib.eval_command import add_parser
-
-    add_parser(sub)
-
-
-def _add_runs(sub) -> None:
-    from sunfish_lib.runs_command import add_parser
-
-    add_parser(sub)
-
-
-def _add_export(sub) -> None:
-    from sunfish_lib.export_command import add_parser
-
-    add_parser(sub)
-
-
-def _add_eval_harness(sub) -> None:
-    from sunfish_lib.harness_command import add_parser
-
-    add_parser(sub)
-
-
-COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, _add_train, _add_evaluate, _add_sample, _add_convert,
-            _add_runs, _add_export, _add_eval_harness]
+COMMANDS = [_add_check, _add_run, _add_data, _add_estimate, train_command.add_parser, evaluate_command.add_parser,
+            sample_command.add_parser, convert_command.add_parser, runs_command.add_parser, export_command.add_parser,
+            harness_command.add_parser]
 
 
 def _version() -> str:

@@ -25,10 +25,15 @@ import numpy as np
 from sunfish_lib.config import accumulation_for
 from sunfish_lib.data.packing import curriculum_length
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.registry import is_training_run, list_runs, read_json
-from sunfish_lib.train.metrics import read_metrics
+from sunfish_lib.evaluate import evaluate_run
+from sunfish_lib.io.files import read_json, write_json
+from sunfish_lib.paths import runs_dir
+from sunfish_lib.quality import quality_of
+from sunfish_lib.registry import is_training_run, list_runs
+from sunfish_lib.io.metrics import read_metrics
+from sunfish_lib.sampling.analysis import step_entropy
+from sunfish_lib.sampling.session import load_checkpoint, sample
 
-X_AXES = {"step": "step", "tokens": "tokens", "wall": "wall_s"}
 METRIC_COLUMNS = ("run", "objective", "steps", "tokens", "wall_s", "train_loss", "val_loss", "eval_kind",
                   "nats_per_token", "stderr", "perplexity", "bits_per_byte", "sample_entropy", "reference_entropy",
                   "distinct_2", "judge_ppl", "reference_judge_ppl", "denoise_entropy")
@@ -48,8 +53,6 @@ def pick_runs(runs: Iterable[str | Path] = (), run_dir: str | Path | None = None
     run under `run_dir` (in a workbook: what 04 and 08 trained there); when it holds none, the
     `newest` finished ones under its parent (the runs folder), or under runs/ without a run_dir.
     """
-    from sunfish_lib.paths import runs_dir
-
     paths = [Path(p) for p in runs]
     for p in paths:
         if not is_training_run(p):
@@ -148,10 +151,6 @@ def sample_statistics(path: str | Path, *, num_samples: int = 4, length: int = 6
                       run_dir: str | Path | None = None) -> dict[str, float | None]:
     """Quality of unconditional samples (`quality.sample_quality`: entropy and distinct-2 next to held-out
     text's, judge perplexity with the workbook's ar model or `judge`) and denoise_entropy."""
-    from sunfish_lib.quality import quality_of
-    from sunfish_lib.sampling.analysis import step_entropy
-    from sunfish_lib.sampling.session import load_checkpoint, sample
-
     loaded = load_checkpoint(path)
     cfg = loaded.cfg
     diffusion = cfg.diffusion.objective != "ar"
@@ -171,8 +170,6 @@ def final_metrics(path: str | Path, *, val_batches: int = 10, t_samples: int = 8
                   length: int = 64, steps: int | None = None, seed: int = 0, judge: str | Path | None = None,
                   run_dir: str | Path | None = None) -> dict[str, Any]:
     """One row of the comparison table (METRIC_COLUMNS, `run` left empty for the caller)."""
-    from sunfish_lib.evaluate import evaluate_run
-
     path = Path(path)
     last = {k: v for r in curves(path) for k, v in r.items()}  # last logged value of each key
     status = read_json(path / "status.json")  # steps and wall time at the end, not at the last log
@@ -204,8 +201,6 @@ def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None,
 
 def write_comparison(result: Mapping[str, Any], out_dir: Path) -> None:
     """compare.json (everything) and compare.csv (the metrics table, one row per run)."""
-    from sunfish_lib.registry import write_json
-
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "compare.json", result)
     with open(out_dir / "compare.csv", "w", newline="") as f:

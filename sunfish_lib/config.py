@@ -1,46 +1,28 @@
-"""Configuration: frozen dataclasses, presets, overrides, validation, JSON round-trip.
+"""Configuration: frozen dataclasses (one per concern, each validating itself), presets, JSON round-trip.
 
-One dataclass per concern (model, objective, data, training, sampling), gathered in
-`Config`. Configs are data: `Config.from_dict(json.load(...))` rebuilds a run exactly.
-
-Overrides arrive as dicts (papermill parameters) or as `key=value` strings (CLI
-`--set`). Keys are dotted (`model.n_layers`) or, when unambiguous, bare (`max_steps`).
+`Config` gathers model, objective, data, training and sampling; `Config.from_dict(json.load(...))`
+rebuilds a run exactly. Overrides (`override`, `--set key=value`) are parsed and typed in
+`overrides.py`; the allowed values and the checks live in `validation.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import typing
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Mapping
 
 from sunfish_lib.errors import ConfigError
-
-OBJECTIVES = ("continuous", "masked", "ar")
-NOISE_SCHEDULES = ("linear", "cosine", "sqrt")
-MASK_SCHEDULES = ("linear", "loglinear")
-MASKED_LOSSES = ("elbo", "masked_mean")
-PREDICTIONS = ("eps", "v", "x0")
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
-STRATEGIES = ("auto", "single", "ddp", "fsdp")
-LR_DECAYS = ("cosine", "linear", "constant")
-NAN_POLICIES = ("stop", "skip")
-ROUNDINGS = ("auto", "cosine", "euclidean")
-CACHES = ("none", "prefix", "dual")
-NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu", "geglu")
-POS_ENCODINGS = ("learned", "rope")
-SAMPLERS = {
-    "continuous": ("ddpm", "ddim"),
-    "masked": ("ancestral", "low_confidence", "random", "threshold"),
-    "ar": ("ar",),
-}
-DEFAULT_SAMPLERS = {"continuous": "ddim", "masked": "ancestral", "ar": "ar"}
-"""The sampler a run gets when only its objective is chosen. Masked: ancestral (MDLM's reverse process, which
-draws from the model's own distribution); confidence-ordered decoding (low_confidence, threshold) trades sample
-entropy for speed and stays one setting away (measured in bench/sampling_masked.py)."""
+from sunfish_lib.overrides import (  # noqa: F401 (parse_set_args, with_max_steps: callers import them here)
+    from_dict, parse_set_args, set_key, short_run_rules, with_max_steps,
+)
+from sunfish_lib.validation import (  # noqa: F401 (the allowed values: callers import them from config)
+    BACKBONE_NEEDS, CACHES, DEFAULT_SAMPLERS, DEVICE_HELP, DTYPE_NAMES, LR_DECAYS, MASK_SCHEDULES, MASKED_LOSSES, MLPS,
+    NAN_POLICIES,
+    NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS, PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES,
+    validate_data, validate_diffusion, validate_model, validate_run, validate_sample, validate_train,
+)
 
 
 @dataclass(frozen=True)
@@ -111,6 +93,10 @@ class ModelConfig:
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward instead of storing them."""
 
+    def validate(self) -> "ModelConfig":
+        validate_model(self)
+        return self
+
     @property
     def ff_dim(self) -> int:
         return self.d_ff if self.d_ff is not None else 4 * self.d_model
@@ -137,15 +123,12 @@ class ModelConfig:
         return self.qkv_bias if self.qkv_bias is not None else self.bias
 
     def resolve(self, objective: str, self_conditioning: bool = False) -> "ModelConfig":
-        """Fill the objective-dependent `None` fields (time_conditioning, causal, self_cond_input)."""
-        tc = self.time_conditioning
-        if tc is None:
-            tc = objective == "continuous"
-        causal = self.causal if self.causal is not None else objective == "ar"
-        sc = self.self_cond_input
-        if sc is None:
-            sc = objective == "continuous" and self_conditioning
-        return replace(self, time_conditioning=tc, causal=causal, self_cond_input=sc)
+        """Fill the objective-dependent `None` fields (time_conditioning, causal, self_cond_input): the one place."""
+        need = BACKBONE_NEEDS.get(objective, BACKBONE_NEEDS["masked"])  # an unknown name: validation names it
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        return replace(self, time_conditioning=pick(self.time_conditioning, need["time_conditioning"]),
+                       causal=pick(self.causal, need["causal"]),
+                       self_cond_input=pick(self.self_cond_input, need["self_cond"] and self_conditioning))
 
 
 @dataclass(frozen=True)
@@ -179,6 +162,10 @@ class DiffusionConfig:
     shift_logits: bool = False
     """Masked: keep the AR parent's shift (RND1; dllm's right_shift_logits): the token at position i is scored
     by the logits at position i - 1 (position 0, having no left neighbour, by its own); training and sampling alike."""
+
+    def validate(self, model: ModelConfig) -> "DiffusionConfig":
+        validate_diffusion(self, model)
+        return self
 
 
 @dataclass(frozen=True)
@@ -215,6 +202,10 @@ class DataConfig:
     """Retries of a read that fails mid-stream (file gone, connection dropped) before training stops."""
     retry_backoff_s: float = 1.0
     """Sleep before the first retry; doubles for each further one (capped at 60 s)."""
+
+    def validate(self, model: ModelConfig) -> "DataConfig":
+        validate_data(self, model)
+        return self
 
 
 @dataclass(frozen=True)
@@ -295,6 +286,10 @@ class TrainConfig:
     init_from: str | None = None
     """Exported model folder (`sunfish convert` output or a run's export/) whose weights start training; None: random init."""
 
+    def validate(self) -> "TrainConfig":
+        validate_train(self)
+        return self
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -333,6 +328,10 @@ class SampleConfig:
     """Let samples contain EOS (variable-length generation); off: EOS, like [MASK] and [PAD], never appears."""
     cache: str = "none"
     """Masked low_confidence/random/threshold: Fast-dLLM's approximate KV cache, refreshed per block: none, prefix (prompt and committed blocks) or dual (the suffix too)."""
+
+    def validate(self, diffusion: DiffusionConfig, model: ModelConfig) -> "SampleConfig":
+        validate_sample(self, diffusion, model)
+        return self
 
 
 @dataclass(frozen=True)
@@ -392,7 +391,7 @@ class Config:
         """
         if isinstance(d, Mapping) and d.get("model_type") == "sunfish":
             d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
-        return _from_dict(cls, d, prefix="")
+        return from_dict(cls, d)
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
@@ -402,14 +401,10 @@ class Config:
             raise ConfigError(f"config JSON is not valid JSON ({e.msg} at line {e.lineno}); fix or regenerate it") from None
 
     def save(self, path) -> None:
-        from pathlib import Path
-
         Path(path).write_text(self.to_json() + "\n")
 
     @classmethod
     def load(cls, path) -> "Config":
-        from pathlib import Path
-
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; pass a run folder's config.json")
@@ -422,19 +417,24 @@ class Config:
         items.update(kw)
         cfg = self
         for key, value in items.items():
-            cfg = _set(cfg, key, value)
+            cfg = set_key(cfg, key, value)
         # choosing only an objective brings its default sampler (ddim cannot sample a masked model)
         objective = cfg.diffusion.objective
         if objective != self.diffusion.objective and objective in DEFAULT_SAMPLERS \
                 and not any(k.split(".")[-1] == "sampler" for k in items):
-            cfg = _set(cfg, "sample.sampler", DEFAULT_SAMPLERS[objective])
+            cfg = set_key(cfg, "sample.sampler", DEFAULT_SAMPLERS[objective])
         return cfg
 
     def validate(self) -> "Config":
-        """Raise ConfigError naming the first impossible field or combination; return self."""
-        from sunfish_lib.validation import validate
+        """Raise ConfigError naming the first impossible field or combination; return self.
 
-        validate(self)
+        Each section checks itself, then the checks across sections (`validation.py`)."""
+        self.model.validate()
+        self.diffusion.validate(self.model)
+        self.data.validate(self.model)
+        self.train.validate()
+        self.sample.validate(self.diffusion, self.model)
+        validate_run(self)
         return self
 
 
@@ -463,12 +463,13 @@ def _preset(model: dict, data: dict, train: dict, name: str) -> Config:
 
 PRESETS: dict[str, Config] = {
     # Trains on a laptop CPU in minutes on the embedded corpus with the offline BPE. The recipe (RoPE,
-    # BPE-1024, lr 2e-3 after a 50-step warmup, 1000 steps of 16 x 128 tokens) is the one bench/tiny_recipe.py
-    # measured leaving the unigram plateau within 1000 steps (README, "What to expect on a CPU").
+    # BPE-1024, lr 2e-3 after a 50-step warmup, 1500 steps of 32 x 64 tokens) is the one bench/tiny_recipe.py
+    # measured best in held-out bits per byte (README, "What to expect on a CPU"): 64-token rows let a
+    # bidirectional model find its neighbours sooner than 128-token rows at the same tokens per step.
     "tiny": _preset(
         dict(vocab_size=1024, n_layers=4, n_heads=4, d_model=128, max_seq_len=256),
-        dict(source="shakespeare", tokenizer="bpe", bpe_vocab_size=1024, seq_len=128, micro_batch_size=16),
-        dict(max_steps=1000, lr=2e-3, warmup_steps=50, weight_decay=0.0, log_every=10, val_every=100, ckpt_every=100),
+        dict(source="shakespeare", tokenizer="bpe", bpe_vocab_size=1024, seq_len=64, micro_batch_size=32),
+        dict(max_steps=1500, lr=2e-3, warmup_steps=50, weight_decay=0.0, log_every=10, val_every=100, ckpt_every=100),
         "tiny",
     ),
     # GPT-2 small shape, GPT-2 tokenizer (50257 + [MASK], padded to 50304), FineWeb.
@@ -500,162 +501,3 @@ def get_config(preset: str = "tiny", overrides: Mapping[str, Any] | None = None,
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     items = {**dict(overrides or {}), **kw}
     return short_run_rules(PRESETS[preset].override(items), items).validate()
-
-
-def short_run_rules(cfg: Config, overrides: Mapping[str, Any]) -> Config:
-    """The one place the short-run rule lives (CLI, notebooks, benches all go through it).
-
-    When `overrides` change max_steps but not warmup_steps, warmup becomes a tenth of the
-    steps, never more than it was: min(warmup_steps, max(1, max_steps // 10)).
-    """
-    keys = {str(k).split(".")[-1] for k in overrides}
-    if "max_steps" not in keys or "warmup_steps" in keys:
-        return cfg
-    t = cfg.train
-    return cfg.override({"train.warmup_steps": min(t.warmup_steps, max(1, t.max_steps // 10))})
-
-
-def with_max_steps(cfg: Config, max_steps: int) -> Config:
-    """A saved run's config at a new max_steps (resuming, re-running a notebook), validated.
-
-    The saved warmup is kept unless it no longer fits the new length; then `short_run_rules`
-    caps it (a run saved with warmup 40 of 400 steps, resumed to end at step 11, warms up for 1).
-    """
-    out = cfg.override({"train.max_steps": int(max_steps)})
-    if out.train.warmup_steps > out.train.max_steps:
-        out = short_run_rules(out, {"train.max_steps": max_steps})
-    return out.validate()
-
-
-def parse_set_args(pairs: list[str] | None) -> dict[str, str]:
-    """CLI `--set key=value` strings -> dict (values stay strings; typed on apply)."""
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair!r} is not key=value; e.g. --set model.n_layers=6")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-# ----------------------------------------------------------------------------
-# Overrides and dict conversion
-# ----------------------------------------------------------------------------
-
-_SECTIONS = ("model", "diffusion", "data", "train", "sample")
-
-
-def _field_index() -> dict[str, list[str]]:
-    """bare field name -> dotted keys that have it (for unambiguous bare keys)."""
-    index: dict[str, list[str]] = {}
-    for sec in _SECTIONS:
-        sec_cls = typing.get_type_hints(Config)[sec]
-        for f in fields(sec_cls):
-            index.setdefault(f.name, []).append(f"{sec}.{f.name}")
-    for top in ("seed", "preset"):
-        index.setdefault(top, []).append(top)
-    return index
-
-
-def _all_keys() -> list[str]:
-    return sorted({k for ks in _field_index().values() for k in ks} | set(_field_index()))
-
-
-def _resolve_key(key: str) -> str:
-    index = _field_index()
-    if key in ("seed", "preset"):
-        return key
-    if "." in key:
-        sec, _, name = key.partition(".")
-        if sec in _SECTIONS and f"{sec}.{name}" in index.get(name, []):
-            return key
-    elif key in index:
-        matches = index[key]
-        if len(matches) == 1:
-            return matches[0]
-        raise ConfigError(f"config key {key!r} is ambiguous; use one of {', '.join(matches)}")
-    close = difflib.get_close_matches(key, _all_keys(), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see `sunfish estimate --help` or sunfish_lib/config.py"
-    raise ConfigError(f"unknown config key {key!r}{hint}")
-
-
-def _set(cfg: Config, key: str, value: Any) -> Config:
-    dotted = _resolve_key(key)
-    if "." not in dotted:
-        hint = typing.get_type_hints(Config)[dotted]
-        return replace(cfg, **{dotted: _coerce(dotted, value, hint)})
-    sec, name = dotted.split(".", 1)
-    section = getattr(cfg, sec)
-    hint = typing.get_type_hints(type(section))[name]
-    return replace(cfg, **{sec: replace(section, **{name: _coerce(dotted, value, hint)})})
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Convert `value` (maybe a CLI string) to the field's type, or raise ConfigError."""
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if args else hint
-    if isinstance(value, str) and optional and value.strip().lower() in ("none", "null"):
-        return None
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key}=None is not allowed; give a {base.__name__}")
-    try:
-        if base is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
-                return False
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            raise ValueError
-        if base is int:
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError
-                return int(value)
-            if isinstance(value, str):
-                try:
-                    return int(value)
-                except ValueError:  # allow "1e5"-style integers
-                    f = float(value)
-                    if not f.is_integer():
-                        raise
-                    return int(f)
-            return int(value)
-        if base is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if base is str:
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-    except (ValueError, TypeError):
-        pass
-    else:
-        return value
-    raise ConfigError(f"{key}={value!r} is not a valid {base.__name__}{' or null' if optional else ''}")
-
-
-def _from_dict(cls, d: Mapping[str, Any], prefix: str):
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'} must be an object, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; known keys: {', '.join(sorted(known))}")
-    kwargs = {}
-    for name, value in d.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(hint, value, prefix=f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(f"{prefix}{name}", value, hint)
-    return cls(**kwargs)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from sunfish_lib.config import DEVICE_HELP, DTYPE_NAMES
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling.settings import DEVICE_HELP, DTYPE_NAMES
 
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 

@@ -22,32 +22,16 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from sunfish_lib.pieces import NEWLINE, decode_pieces
+from sunfish_lib.sampling.analysis import step_html
+
 KINDS = ("prompt", "infill", "generated")
 KIND_STYLE = {"prompt": "color:#6a6a6a", "infill": "background:#c9efc4;color:#0b5d1e",
               "generated": "color:#000"}
 KIND_ANSI = {"prompt": "\033[2m", "infill": "\033[1;32m", "generated": ""}
-NEWLINE, TAB = "↵", "→"
+TAB = "→"
 NOCHAR = "⍰"  # a byte token that forms no character on its own (never completed by the next tokens)
 BOX_HEIGHT_PX = 96
-
-
-def decode_pieces(tokenizer, ids: Sequence[int], max_join: int = 4) -> list[str]:
-    """One string per token whose concatenation is the decoded text, never cutting a UTF-8 character.
-
-    A token that ends inside a multi-byte character (decoded alone it ends in U+FFFD) gets ""
-    and the character goes to the token that completes it (at most `max_join` tokens, the
-    longest UTF-8 sequence).
-    """
-    ids = [int(i) for i in ids]
-    out, start = [], 0
-    for k in range(len(ids)):
-        text = tokenizer.decode(ids[start:k + 1])
-        if text.endswith("\ufffd") and k + 1 < len(ids) and k + 1 - start < max_join:
-            out.append("")
-            continue
-        out.append(text)
-        start = k + 1
-    return out
 
 
 def sample_segments(tokenizer, ids: Sequence[int], start: Sequence[int]) -> list[tuple[str, str]]:
@@ -239,8 +223,6 @@ def strip_steps(n_steps: int, count: int = 5) -> list[int]:
 
 def step_strip_html(tokenizer, traj, row: int = 0, count: int = 5, width_px: int = 260) -> str:
     """Selected steps of a trajectory side by side (the slider's static twin), each as `analysis.step_html`."""
-    from sunfish_lib.sampling.analysis import step_html
-
     cells = "".join(f'<div style="flex:0 0 {width_px}px;font-size:80%;border-left:1px solid #ddd;padding-left:4px">'
                     f"{step_html(tokenizer, traj, s, row)}</div>" for s in strip_steps(len(traj), count))
     return f'<div class="sunfish-strip" style="display:flex;gap:6px;overflow-x:auto">{cells}</div>'

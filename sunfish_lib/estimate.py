@@ -11,12 +11,15 @@ Units: bytes everywhere; GPU sizes are given in GB as cards are sold, read as Gi
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 from sunfish_lib.config import PRESETS, SAMPLERS, Config, ModelConfig, accumulation_for
+from sunfish_lib.counts import (  # noqa: F401 (re-exported: the estimator's counts are imported from here)
+    built_params, checkpoint_bytes, executed_flops_per_token, expected_mask_fraction, flops_breakdown,
+    check_choice, flops_per_token, matmul_params, model_of, num_params, param_counts,
+)
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, attention_params, memory_per_gpu
+from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, memory_per_gpu
 
 CUDA_CONTEXT_BYTES = GiB // 2
 """Assumed: CUDA context + cuBLAS/cuDNN workspaces outside torch's allocator (not measured here)."""
@@ -24,186 +27,9 @@ ALLOCATOR_SLACK = 0.05
 """Assumed: the caching allocator reserves ~5% beyond what tensors use (fragmentation)."""
 
 
-def _model(cfg: Config | ModelConfig) -> ModelConfig:
-    """The ModelConfig that gets built; None switches count as off, as `Backbone` reads them."""
-    m = cfg.resolved_model if isinstance(cfg, Config) else cfg
-    m = replace(m, time_conditioning=bool(m.time_conditioning), causal=bool(m.causal))
-    if hasattr(m, "self_cond_input"):
-        m = replace(m, self_cond_input=bool(m.self_cond_input))
-    return m
-
-
-# ----------------------------------------------------------------------------
-# Parameters
-# ----------------------------------------------------------------------------
-
-def _linear(i: int, o: int, bias: bool) -> int:
-    return i * o + (o if bias else 0)
-
-
-def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
-    """Parameters by component, exactly as `Backbone(cfg.resolved_model)` creates them."""
-    m = _model(cfg)
-    d, e, f, V, L, b = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size, m.n_layers, m.bias
-    tc = bool(m.time_conditioning)
-    kv = m.kv_heads * m.head_dim  # width of k (and of v): < d under grouped-query attention
-    norm = d * (2 if b and m.norm == "layernorm" else 1)  # LayerNorm weight (+ bias); RMSNorm weight only
-    up = 2 * f if m.gated_mlp else f  # SwiGLU's fc1 holds the gate and up halves
-    return {
-        "token_embedding": V * e,
-        "in_proj": _linear(e, d, b) if e != d else 0,
-        "self_cond_proj": _linear(e, d, b) if getattr(m, "self_cond_input", False) else 0,
-        "position_embedding": m.max_seq_len * d if m.pos_encoding == "learned" else 0,  # RoPE has no parameters
-        "attention": L * attention_params(m),  # qkv + output projection (+ Qwen3 q/k norm gains)
-        "mlp": L * (_linear(d, up, b) + _linear(f, d, b)),
-        "block_norms": L * 2 * norm,
-        "adaln_tables": L * 4 * d if tc else 0,  # per-block (4, d) modulation table
-        "final_norm": norm,
-        "out_proj": _linear(d, e, b) if e != d else 0,
-        "lm_head": 0 if m.tie_embeddings else V * d,
-        "time_mlp": _linear(m.time_freq_dim, d, b) + _linear(d, d, b) if tc else 0,
-        "adaln_shared": _linear(d, 4 * d, b) if tc else 0,  # adaLN-single projection c -> 4d
-    }
-
-
-def num_params(cfg: Config | ModelConfig) -> int:
-    """Total parameters; equals `sum(p.numel() for p in Backbone(m).parameters())`."""
-    return sum(param_counts(cfg).values())
-
-
-def built_params(cfg: Config | ModelConfig) -> int:
-    """sum(p.numel()) of the `Backbone` actually built, on the meta device (no memory at any size)."""
-    import torch
-
-    from sunfish_lib.model import Backbone
-
-    with torch.device("meta"):
-        model = Backbone(cfg.resolved_model if isinstance(cfg, Config) else cfg)
-    return sum(p.numel() for p in model.parameters())
-
-
-def matmul_params(cfg: Config | ModelConfig) -> int:
-    """N in 6N: weights of the per-token matmuls.
-
-    Counted: in_proj, self_cond_proj, every block's qkv / proj / fc1 / fc2, out_proj, and the output
-    projection to the vocabulary (lm_head, or the tied token embedding used as a matmul).
-    Not counted: the token and position embedding lookups (gathers, no FLOPs), norms,
-    biases and adaLN tables (elementwise), and the time MLP (once per sequence, see
-    `flops_breakdown`).
-    """
-    m = _model(cfg)
-    d, e, f, V = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size
-    kv = m.kv_heads * m.head_dim
-    proj = (2 * d * e if e != d else 0) + (e * d if getattr(m, "self_cond_input", False) else 0)
-    head = V * e if m.tie_embeddings else V * d
-    mlp = (3 if m.gated_mlp else 2) * d * f
-    q = m.n_heads * m.head_dim  # = d unless attn_head_dim sets it apart
-    return m.n_layers * (d * (q + 2 * kv) + q * d + mlp) + proj + head
-
-
-# ----------------------------------------------------------------------------
-# FLOPs
-# ----------------------------------------------------------------------------
-
-def flops_breakdown(cfg: Config | ModelConfig, seq_len: int) -> dict[str, float]:
-    """Training FLOPs per token (forward + backward), by term.
-
-    PaLM (Chowdhery et al. 2022, appendix B): 6N + 12 L H Q T, with H*Q = d_model; the
-    same as Kaplan et al. 2020 (Sec. 2.1, C_forward = 2N + 2 n_layer n_ctx d_attn, and
-    backward = 2x forward). N here is `matmul_params`. The attention term counts QK^T and
-    AV, 2 matmuls x 2 FLOPs x T x d per layer forward, x3 with backward; no causal
-    discount: attention is bidirectional. Grouped-query attention shrinks only the k/v
-    projections (in N): every query head still scores T keys. RoPE and SwiGLU's product
-    are elementwise (not counted). The time MLP runs once per sequence: its
-    forward is 2 FLOPs per weight, its backward 4 except fc1, whose input (the sinusoid)
-    needs no gradient (2).
-    """
-    m = _model(cfg)
-    d = m.d_model
-    dense = 6 * matmul_params(m)
-    attention = 6 * 2 * m.n_layers * seq_len * d
-    time = 0.0
-    if m.time_conditioning:
-        per_seq = 4 * m.time_freq_dim * d + 6 * (d * d + 4 * d * d)
-        time = per_seq / seq_len
-    return {"dense": float(dense), "attention": float(attention), "time": time,
-            "total": dense + attention + time}
-
-
-def flops_per_token(cfg: Config | ModelConfig, seq_len: int) -> float:
-    """Nominal training FLOPs per token: 6N + 12 L T d (+ the per-sequence time MLP / T).
-
-    The head counted at every position, as a plain LM step would run it; for what an
-    objective's step actually executes (the MFU convention) see `executed_flops_per_token`.
-    """
-    return flops_breakdown(cfg, seq_len)["total"]
-
-
-def expected_mask_fraction(cfg: Config) -> float:
-    """E_t[1 - alpha_t] for t ~ U[t_min, 1]: (1 + t_min) / 2 (loglinear's extra (1 - 1e-3) factor ignored)."""
-    return 0.5 * (1.0 + cfg.diffusion.t_min)
-
-
-def executed_flops_per_token(cfg: Config, seq_len: int | None = None, *, masked_fraction: float | None = None) -> float:
-    """Training FLOPs one input token costs under `cfg`'s objective, as executed. THE MFU convention.
-
-    Used by `perf/mfu` (train/callbacks.py), bench/train_throughput.py and bench/gpu_check.py.
-    Forward + backward matmul FLOPs (`flops_breakdown`: PaLM's 6N + attention + time MLP), except:
-    - the vocabulary projection runs only where the objective computes logits: masked, at the
-      masked positions (`masked_fraction`, default `expected_mask_fraction`); AR, at every
-      position; continuous, the rounding logits x0_hat @ table^T (V x emb_dim) at every position;
-    - continuous: self_cond_proj's input carries no gradient (backward 2, not 4, FLOPs per
-      weight); self-conditioning adds its gradient-free first forward on every row: 2 FLOPs
-      per backbone weight (without the head) + the forward third of attention + the time MLP's
-      forward (2 x (time_freq_dim d + 5 d^2) per sequence).
-    Not counted: elementwise work, the optimizer step, recomputation under activation checkpointing.
-    """
-    m = _model(cfg)
-    T = seq_len or cfg.data.seq_len
-    fb = flops_breakdown(m, T)
-    head = m.vocab_size * (m.emb_dim if m.tie_embeddings else m.d_model)  # in matmul_params
-    body = fb["total"] - 6 * head
-    objective = cfg.diffusion.objective
-    if objective == "masked":
-        frac = expected_mask_fraction(cfg) if masked_fraction is None else masked_fraction
-        return body + 6 * head * frac
-    if objective == "continuous":
-        total = body + 6 * m.vocab_size * m.emb_dim
-        if m.self_cond_input:  # its input (a detached x0_hat, or zeros) needs no gradient: backward 2 per weight, not 4
-            total -= 2 * m.emb_dim * m.d_model
-        if cfg.diffusion.self_conditioning:
-            time_fwd = 2 * (m.time_freq_dim * m.d_model + 5 * m.d_model**2) / T if m.time_conditioning else 0.0
-            total += 2 * (matmul_params(m) - head) + fb["attention"] / 3 + time_fwd
-        return total
-    return fb["total"]
-
-
-# ----------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------
-
-def checkpoint_bytes(cfg: Config | ModelConfig, precision: str = "bf16-mixed", *, ema: bool = False) -> dict[str, int]:
-    """Size on disk: weights alone (tied weights stored once), and with the AdamW state.
-
-    Weights are saved in their master dtype (fp32, or bf16 under bf16-true); the optimizer
-    adds two moments per parameter plus a step counter per tensor (a few KB, ignored).
-    An EMA copy, when kept, is saved beside the weights in the same dtype.
-    """
-    p = PRECISIONS[_choice("precision", precision, tuple(PRECISIONS))]
-    n = num_params(cfg)
-    weights = n * p.weight * (2 if ema else 1)
-    return {"weights": weights, "with_optimizer": weights + 2 * n * p.state}
-
-
 # ----------------------------------------------------------------------------
 # Inputs
 # ----------------------------------------------------------------------------
-
-def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
-    return value
-
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -235,7 +61,7 @@ def config_for(preset: str, objective: str | None = None, overrides: Mapping[str
         raise ConfigError(f"preset={preset!r} is not allowed; choose one of {', '.join(PRESETS)}")
     cfg = PRESETS[preset]
     if objective is not None:
-        _choice("objective", objective, tuple(SAMPLERS))
+        check_choice("objective", objective, tuple(SAMPLERS))
         cfg = cfg.override({"diffusion.objective": objective})
         if cfg.sample.sampler not in SAMPLERS[objective]:
             cfg = cfg.override({"sample.sampler": SAMPLERS[objective][0]})
@@ -246,13 +72,13 @@ def make_setup(cfg: Config, *, strategy=None, n_gpus=None, precision=None, activ
                cpu_offload=None, micro_batch=None, seq_len=None, device: str = "cuda") -> Setup:
     """A `memory.Setup` from explicit arguments, falling back to the config's train/data fields."""
     t, m = cfg.train, cfg.model
-    strategy = _choice("strategy", strategy or t.strategy, ("auto",) + STRATEGIES)
+    strategy = check_choice("strategy", strategy or t.strategy, ("auto",) + STRATEGIES)
     n = _positive_int("n_gpus", n_gpus if n_gpus is not None else t.devices * t.num_nodes)
     if strategy == "auto":
         strategy = "ddp" if n > 1 else "single"
     if strategy == "single" and n != 1:
         raise ConfigError(f"n_gpus={n} needs strategy ddp or fsdp; single uses one GPU")
-    precision = _choice("precision", precision or t.precision, ("auto",) + tuple(PRECISIONS))
+    precision = check_choice("precision", precision or t.precision, ("auto",) + tuple(PRECISIONS))
     if precision == "auto":
         precision = "32-true" if device == "cpu" else "bf16-mixed"
     offload = bool(t.cpu_offload if cpu_offload is None else cpu_offload)
@@ -266,7 +92,7 @@ def make_setup(cfg: Config, *, strategy=None, n_gpus=None, precision=None, activ
     return Setup(
         micro_batch=mb, seq_len=T, strategy=strategy, n_gpus=n, precision=precision, activation_checkpointing=bool(ckpt),
         cpu_offload=offload, accumulate=accumulation_for(t.global_batch_size, mb * n, t.accumulate_grad_batches),
-        device=_choice("device", device, ("cuda", "cpu")),
+        device=check_choice("device", device, ("cuda", "cpu")),
         segment_mask=not cfg.data.cross_document_attention, ema=t.ema_decay > 0,
         objective=cfg.diffusion.objective, low_discrepancy=cfg.diffusion.low_discrepancy,
     )
@@ -274,7 +100,7 @@ def make_setup(cfg: Config, *, strategy=None, n_gpus=None, precision=None, activ
 
 def estimate_memory(cfg: Config, setup: Setup) -> MemoryEstimate:
     """Peak bytes per GPU of one training step of `cfg` under `setup`."""
-    m = _model(cfg)
+    m = model_of(cfg)
     return memory_per_gpu(m, setup, num_params(m), matmul_params(m))
 
 

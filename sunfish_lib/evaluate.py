@@ -14,7 +14,9 @@ compare. Bytes come from per-token byte lengths (`SunfishTokenizer.token_bytes`)
 tokens (EOS, [PAD]) stand for no text and count 0, and a row cut inside a UTF-8 character
 counts each byte once (decoding the row would count a U+FFFD, 3 bytes, at each cut).
 
-Scored tokens: each objective's `scored(batch)` (B, T). The AR baseline built by
+Each objective computes its own per-sequence figure (`sequence_nats`, `kind`: the shared interface,
+`diffusion/objective.py`); this module only aggregates. Scored tokens: each objective's
+`scored(batch)` (B, T). The AR baseline built by
 `build_objective` reads an EOS as BOS and scores every real token, the same set as the
 masked ELBO; sequences are weighted by their scored-token counts, so an all-ones
 attention mask changes nothing.
@@ -28,7 +30,11 @@ from typing import Iterable, Sequence
 
 import torch
 
-from sunfish_lib.diffusion.timesteps import sample_t
+from sunfish_lib.data import make_loader
+from sunfish_lib.devices import resolve_device, resolve_dtype
+from sunfish_lib.diffusion import build_objective
+from sunfish_lib.errors import SunfishError
+from sunfish_lib.io.export import load_for_inference
 
 
 @dataclass
@@ -61,25 +67,6 @@ class LikelihoodResult:
         return {**asdict(self), "perplexity": self.perplexity, "bits_per_byte": self.bits_per_byte}
 
 
-def _per_sequence(objective, model, batch, t_samples: int, generator) -> torch.Tensor:
-    """nats/token for each sequence of the batch (B,), averaged over t draws for diffusion."""
-    if objective.name == "ar":
-        return objective.loss(model, batch)["nll_per_seq"].double()
-    if objective.name == "continuous":
-        return objective.rounding_ce_small_t(model, batch, max(2, t_samples // 2 * 2), generator)
-    x0 = batch["input_ids"]
-    B = x0.shape[0]
-    draws = []
-    for _ in range(max(1, t_samples // 2)):
-        u = sample_t(B, t_min=0.0, generator=generator, device=x0.device)
-        where = generator.device if generator is not None else "cpu"
-        u = u[torch.randperm(B, generator=generator, device=where).to(x0.device)]  # decorrelate t from row order
-        for t in (u, 1.0 - u):  # antithetic pair
-            t = objective.cfg.t_min + (1.0 - objective.cfg.t_min) * t.clamp(0.0, 1.0 - 1e-7)
-            draws.append(objective.loss_at(model, batch, t, generator=generator)["elbo_per_seq"].double())
-    return torch.stack(draws).mean(0)
-
-
 @torch.no_grad()
 def evaluate_likelihood(
     model,
@@ -100,7 +87,7 @@ def evaluate_likelihood(
     lengths = None if token_bytes is None else torch.as_tensor(token_bytes, dtype=torch.long)
     per_seq, weights, n_bytes = [], [], 0
     for batch in batches:
-        per_seq.append(_per_sequence(objective, model, batch, t_samples, generator))
+        per_seq.append(objective.sequence_nats(model, batch, t_samples, generator))
         scored = objective.scored(batch)  # (B, T) bool
         weights.append(scored.sum(1).double())
         if lengths is not None:
@@ -112,10 +99,8 @@ def evaluate_likelihood(
     mean = (v * w).sum() / w.sum()
     # SE of a ratio estimator (token-weighted mean over sequences)
     se = torch.sqrt(((w * (v - mean)) ** 2).sum()) / w.sum()
-    kind = {"ar": "exact NLL", "masked": "ELBO upper bound",
-            "continuous": "rounding CE at t<=0.1 (not a likelihood)"}.get(objective.name, objective.name)
-    return LikelihoodResult(objective.name, kind, mean.item(), se.item(), int(w.sum().item()), len(v),
-                            n_bytes or None, 0 if objective.name == "ar" else max(2, t_samples // 2 * 2))
+    return LikelihoodResult(objective.name, objective.kind, mean.item(), se.item(), int(w.sum().item()), len(v),
+                            n_bytes or None, objective.t_draws(t_samples))
 
 
 def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int = 0, device=None,
@@ -126,12 +111,6 @@ def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int 
     `val_batches` batches; bits per byte over the scored tokens' bytes (`token_bytes`). device: None is the
     best available (`devices.best_device`); dtype: the weights' (float32 default).
     """
-    from sunfish_lib.data import make_loader
-    from sunfish_lib.devices import resolve_device, resolve_dtype
-    from sunfish_lib.diffusion import build_objective
-    from sunfish_lib.errors import SunfishError
-    from sunfish_lib.train.checkpoint import load_for_inference
-
     if val_batches < 1 or t_samples < 1:
         raise SunfishError(f"val_batches={val_batches} and t_samples={t_samples} must both be >= 1")
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -160,8 +139,6 @@ def unigram_baseline(cfg, tok, *, val_batches: int = 20, train_batches: int = 20
     per byte (comparable across tokenizers) and the token count.
     """
     from collections import Counter
-
-    from sunfish_lib.data import make_loader
 
     counts: Counter = Counter()
     for i, b in enumerate(make_loader(cfg.data, tok, "train", seed=cfg.seed, num_workers=0)):

@@ -26,7 +26,7 @@ from lm_eval.api.registry import register_model
 from sunfish_lib.diffusion.masked import MaskedDiffusion, shift_right
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.session import Loaded, sample
-from sunfish_lib.train.checkpoint import load_for_inference
+from sunfish_lib.io.export import load_for_inference
 
 NO_LIKELIHOOD = ("sunfish: a continuous (embedding-space) diffusion model has no token likelihood to score "
                  "(its rounding cross-entropy bounds nothing); use generation tasks, or a masked or ar run")

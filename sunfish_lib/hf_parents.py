@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from sunfish_lib.hf_hub import quiet_transformers
+
 FAMILIES = ("gpt2", "llama", "qwen2", "qwen3", "mistral", "gemma")
 
 
@@ -72,8 +74,6 @@ def save_random_hf_parent(folder: str | Path, family: str, tokenizer, *, extra_r
     head_dim, rope_type).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from sunfish_lib.convert import quiet_transformers
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sunfish_lib.attention import attend
 from sunfish_lib.config import ModelConfig
 
 TIME_SCALE = 1000.0
@@ -197,13 +198,8 @@ class SelfAttention(nn.Module):
                 raise ValueError("KVCache: after the prefill, feed one token per call")
             causal = causal and not has_past  # one new query may see every cached key
             k, v = cache.update(layer, k, v)  # (B, n_kv, T_past + T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=causal and attn_mask is None,
-            enable_gqa=self.n_kv != self.n_heads,
-        )  # (B, nh, T, hs)
+        y = attend(q, k, v, attn_mask, causal, self.dropout if self.training else 0.0,
+                   enable_gqa=self.n_kv != self.n_heads)  # (B, nh, T, hs); SDPA, or FlexAttention for a BlockMask
         y = y.transpose(1, 2).contiguous().view(B, T, self.q_dim)
         return self.proj(y)
 

@@ -59,8 +59,6 @@ PRECISIONS: dict[str, Precision] = {
     "bf16-true": Precision(2, 2, 2, compute=2, residual=2, autocast=False),
 }
 STRATEGIES = ("single", "ddp", "fsdp")
-DEVICES = ("cuda", "cpu")
-ATTENTION_KERNELS = ("auto", "flash", "math")
 
 LOSS_BACKWARD_COPIES = {"continuous": 3, "ar": 3, "masked": 5}
 """fp32 (rows, V) tensors alive at the start of backward. Cross-entropy (continuous
@@ -139,14 +137,15 @@ class MemoryEstimate:
 # Parameter groups the memory model needs (the full count lives in estimate.py)
 # ----------------------------------------------------------------------------
 
-def _linear(i: int, o: int, bias: bool) -> int:
+def linear_params(i: int, o: int, bias: bool) -> int:
+    """Weights (and bias) of a Linear(i, o)."""
     return i * o + (o if bias else 0)
 
 
 def attention_params(m: ModelConfig) -> int:
     """One block's attention: fused qkv (q: n_heads * head_dim wide), output projection, q/k norm gains."""
     q, kv = m.n_heads * m.head_dim, m.kv_heads * m.head_dim
-    return _linear(m.d_model, q + 2 * kv, m.has_qkv_bias) + _linear(q, m.d_model, m.bias) \
+    return linear_params(m.d_model, q + 2 * kv, m.has_qkv_bias) + linear_params(q, m.d_model, m.bias) \
         + (2 * m.head_dim if m.qk_norm else 0)
 
 
@@ -156,7 +155,7 @@ def block_params(m: ModelConfig) -> int:
     norms = 2 * d * (2 if b and m.norm == "layernorm" else 1)
     table = 4 * d if m.time_conditioning else 0
     up = 2 * f if m.gated_mlp else f
-    return attention_params(m) + _linear(d, up, b) + _linear(f, d, b) + norms + table
+    return attention_params(m) + linear_params(d, up, b) + linear_params(f, d, b) + norms + table
 
 
 def largest_optimizer_group(m: ModelConfig) -> int:
@@ -167,8 +166,8 @@ def largest_optimizer_group(m: ModelConfig) -> int:
     matrices, or the time path's matrices.
     """
     d, e, f, b = m.d_model, m.emb_dim, m.ff_dim, m.bias
-    proj = (_linear(e, d, b) + _linear(d, e, b) if e != d else 0)
-    proj += _linear(e, d, b) if getattr(m, "self_cond_input", False) else 0
+    proj = (linear_params(e, d, b) + linear_params(d, e, b) if e != d else 0)
+    proj += linear_params(e, d, b) if getattr(m, "self_cond_input", False) else 0
     pos = m.max_seq_len * d if m.pos_encoding == "learned" else 0
     embed = m.vocab_size * e + pos + proj + (0 if m.tie_embeddings else m.vocab_size * d)
     time = m.time_freq_dim * d + 5 * d * d if m.time_conditioning else 0

@@ -26,14 +26,14 @@ sublayers live in `sunfish_lib.layers`, the weight mapping in `sunfish_lib.conve
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from sunfish_lib.config import ModelConfig
+from sunfish_lib.attention import block_mask, dense_mask, use_flex
+from sunfish_lib.config import Config, ModelConfig
 from sunfish_lib.layers import (  # noqa: F401 (re-exported: callers import them from here)
     MLP, TIME_SCALE, BlockCache, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
     timestep_embedding,
@@ -69,15 +69,21 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(h2))
 
 
+OBJECTIVE_FIELDS = ("time_conditioning", "causal", "self_cond_input")
+"""ModelConfig fields that None leaves to the objective; a Backbone is built only once they are resolved."""
+
+
 class Backbone(nn.Module):
     """Bidirectional (or causal) pre-LN transformer over token ids or embedding-space vectors."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        # Pass `Config.resolved_model`; objective-dependent fields left as None count as off.
-        cfg = replace(cfg, time_conditioning=bool(cfg.time_conditioning), causal=bool(cfg.causal),
-                      self_cond_input=bool(cfg.self_cond_input))
+        unresolved = [f for f in OBJECTIVE_FIELDS if getattr(cfg, f) is None]
+        if unresolved:  # the objective decides these (ModelConfig.resolve): None would silently mean "off"
+            raise ValueError(f"model.{unresolved[0]} is None: the objective decides it; build with "
+                             "Backbone.from_config(cfg) or pass ModelConfig.resolve(objective)")
         self.cfg = cfg
+        self.attention_kernel = "auto"  # "flex" / "sdpa" for document masks (sunfish_lib/attention.py); not a weight
         d, e = cfg.d_model, cfg.emb_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, e)
         self.in_proj = nn.Linear(e, d, bias=cfg.bias) if e != d else None
@@ -98,6 +104,11 @@ class Backbone(nn.Module):
             self.time_emb = None
             self.time_mod = None
         self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Backbone":
+        """The backbone of a run: every objective-dependent None field resolved (`Config.resolved_model`)."""
+        return cls(cfg.resolved_model)
 
     # -- init ----------------------------------------------------------------------
     def reset_parameters(self) -> None:
@@ -183,7 +194,7 @@ class Backbone(nn.Module):
         if window and not kv_cache.recording:  # a window pass: attention_mask (B, T_full) masks keys only
             mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         else:
-            mask = self._attn_mask(segment_ids, attention_mask, T, x.device)
+            mask = self._attn_mask(segment_ids, attention_mask, T, x.device, kv_cache)
         causal = bool(self.cfg.causal)
         for i, blk in enumerate(self.blocks):
             if self.cfg.activation_checkpointing and self.training and kv_cache is None:
@@ -225,21 +236,17 @@ class Backbone(nn.Module):
         c = self.time_emb(t)  # (B, d)
         return self.time_mod(F.silu(c)).view(B, 4, -1).to(x.dtype)  # (B, 4, d)
 
-    def _attn_mask(self, segment_ids, attention_mask, T: int, device) -> torch.Tensor | None:
-        """Boolean (B, 1, T, T) mask, True = may attend; None when nothing restricts attention
-        (SDPA then keeps its flash / memory-efficient kernels, and causal models use is_causal)."""
+    def _attn_mask(self, segment_ids, attention_mask, T: int, device, kv_cache=None):
+        """True = may attend: None when nothing restricts attention (SDPA then keeps its flash /
+        memory-efficient kernels, and causal models use is_causal); else a FlexAttention BlockMask
+        or a dense (B, 1, T, T) mask, by `self.attention_kernel` (sunfish_lib/attention.py)."""
         segment_ids, attention_mask = self._restricting(segment_ids, attention_mask)
         if segment_ids is None and attention_mask is None:
             return None
-        mask = torch.ones(1, 1, T, T, dtype=torch.bool, device=device)
-        if segment_ids is not None:
-            mask = mask & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
-        if attention_mask is not None:
-            mask = mask & attention_mask.bool()[:, None, None, :]
-        if self.cfg.causal:
-            mask = mask & torch.ones(T, T, dtype=torch.bool, device=device).tril()
-        # A query that may see nothing (a padding row) attends to itself instead of producing NaN.
-        return mask | torch.eye(T, dtype=torch.bool, device=device)
+        dropout = self.cfg.dropout if self.training else 0.0
+        if kv_cache is None and use_flex(self.attention_kernel, device, dropout):
+            return block_mask(segment_ids, attention_mask, bool(self.cfg.causal), T, device)
+        return dense_mask(segment_ids, attention_mask, bool(self.cfg.causal), T, device)
 
     def _restricting(self, segment_ids, attention_mask):
         """Drop the inputs that restrict nothing: an all-ones attention_mask; under a causal model, one that

@@ -19,7 +19,9 @@ import ast
 from pathlib import Path
 from typing import Any, Mapping
 
+from sunfish_lib.config import Config, NOISE_SCHEDULES, OBJECTIVES, PRECISIONS, PRESETS, ROUNDINGS, STRATEGIES
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.paths import repo_root
 from sunfish_lib.sampling.settings import check_settings
 
 _POSITIVE = {"max_steps", "seq_len", "batch_size", "bpe_vocab_size", "num_timesteps", "n_batches", "mask_length",
@@ -35,8 +37,6 @@ _PATHS = {"checkpoint", "other_checkpoint", "runs"}
 
 
 def _choices() -> dict[str, tuple]:
-    from sunfish_lib.config import NOISE_SCHEDULES, OBJECTIVES, PRECISIONS, PRESETS, ROUNDINGS, STRATEGIES
-
     return {"preset": tuple(PRESETS), "objective": OBJECTIVES, "strategy": STRATEGIES, "precision": PRECISIONS,
             "mode": ("uncond", "infill"), "rounding": ROUNDINGS, "schedules": NOISE_SCHEDULES,
             "hf_families": ("gpt2", "llama", "qwen2", "mistral")}
@@ -144,8 +144,6 @@ def _check_value(nb: Path, name: str, value: Any) -> None:
         except SunfishError as e:
             raise SunfishError(f"{nb.name}: parameter sampling: {e}") from None
     if name == "overrides" and value:
-        from sunfish_lib.config import Config
-
         try:
             Config().override(value)  # unknown keys and values of the wrong type
         except SunfishError as e:
@@ -158,8 +156,6 @@ def _exists(nb: Path, path: str) -> bool:
 
 
 def _is_workbook_notebook(nb: Path) -> bool:
-    from sunfish_lib.paths import repo_root
-
     return nb.resolve().parent == (repo_root() / "notebooks").resolve() and nb.name[:2].isdigit()
 
 

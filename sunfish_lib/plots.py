@@ -113,7 +113,7 @@ def loss_by_t_figure(losses: dict, *, title: str | None = None) -> Figure:
 
 
 # ----------------------------------------------------------------------------
-# 03/04 · training curves (data from sunfish_lib.train.metrics.read_metrics)
+# 03/04 · training curves (data from sunfish_lib.io.metrics.read_metrics)
 # ----------------------------------------------------------------------------
 
 TRAINING_PANELS = (
@@ -151,7 +151,7 @@ def training_curves(rows: Sequence[dict], *, title: str | None = None,
 
 
 # ----------------------------------------------------------------------------
-# 08 · AR -> diffusion (data from sunfish_lib.train.metrics.read_metrics and evaluate.evaluate_run)
+# 08 · AR -> diffusion (data from sunfish_lib.io.metrics.read_metrics and evaluate.evaluate_run)
 # ----------------------------------------------------------------------------
 
 def conversion_curves(runs: dict[str, Sequence[dict]], elbo: dict[str, float] | None = None, *,

@@ -29,9 +29,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from sunfish_lib.data import get_tokenizer, make_loader
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.registry import read_json
+from sunfish_lib.io.export import load_for_inference
+from sunfish_lib.io.files import read_json
 from sunfish_lib.sampling.analysis import token_entropy
+from sunfish_lib.sampling.session import find_checkpoints
 
 DISTINCT_N = (2, 3)
 REFERENCE_WINDOWS = 8  # held-out windows behind each reference figure
@@ -126,15 +129,12 @@ def _load_judge(p: Path) -> Judge:
     path = p
     if p.is_dir() and _is_hf_folder(p):
         return _hf_judge(p)
-    from sunfish_lib.train.checkpoint import load_for_inference
 
     model, cfg, tok = load_for_inference(p)
     if cfg.diffusion.objective != "ar":
         raise SunfishError(f"judge {path} is a {cfg.diffusion.objective} model; a judge must be causal: an ar run "
                            "folder of ours or a Hugging Face causal-LM folder")
     if tok is None:
-        from sunfish_lib.data import get_tokenizer
-
         tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
     model.eval()
     t = (lambda x: torch.zeros(x.shape[0])) if model.cfg.time_conditioning else (lambda x: None)
@@ -163,8 +163,6 @@ def find_judge(roots: Sequence[str | Path | None], exclude: str | Path | None = 
 
 def find_model(roots: Sequence[str | Path | None], objective: str, exclude: str | Path | None = None) -> Path | None:
     """A run folder with a model of `objective` under the first of `roots` that has one (nearest the top)."""
-    from sunfish_lib.sampling.session import find_checkpoints
-
     skip = Path(exclude).resolve() if exclude else None
     for root in (Path(r) for r in roots if r):
         found = [d for d in find_checkpoints(root, depth=3)
@@ -205,8 +203,6 @@ def workbook_folder(path: str | Path | None) -> Path | None:
 
 def reference_windows(cfg, tokenizer, length: int, count: int = REFERENCE_WINDOWS) -> list[list[int]]:
     """`count` windows of `length` held-out tokens (validation split of cfg.data), specials dropped."""
-    from sunfish_lib.data import make_loader
-
     specials = {tokenizer.eos_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id}
     stream: list[int] = []  # rows joined: a window may be longer than the model's sequence
     for batch in make_loader(cfg.data, tokenizer, "validation", seed=cfg.seed, num_workers=0):

@@ -26,7 +26,6 @@ Nothing here imports torch or Lightning.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -36,31 +35,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.io.files import read_json
+from sunfish_lib.io.metrics import read_metrics
+from sunfish_lib.paths import runs_dir
 
 STATUS_FILE = "status.json"
 STATES = ("running", "finished", "interrupted", "failed", "killed", "unknown")
 STALE_S = 600.0
 _NOT_RUNS = {"checkpoints", "logs", "export", "tokenizer", "samples", "tensorboard", "__pycache__"}
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from `path`, or {} when it is missing or unreadable (a registry never crashes on one folder)."""
-    try:
-        obj = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write atomically: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def process_identity() -> dict[str, Any]:
@@ -159,8 +141,6 @@ def discover(roots: Iterable[str | Path]) -> list[Path]:
 
 
 def _last_metrics(folder: Path, status: dict) -> tuple[dict[str, float], int | None]:
-    from sunfish_lib.train.metrics import read_metrics
-
     try:
         rows = read_metrics(folder)
     except (OSError, ValueError):
@@ -213,8 +193,6 @@ def read_notebook_run(folder: Path, *, now: datetime | None = None, stale_s: flo
 def list_runs(roots: Iterable[str | Path] | None = None, *, status: Iterable[str] | None = None,
               stale_s: float = STALE_S) -> list[RunRecord]:
     """Records of every run folder under `roots` (default: the runs folder), optionally only some states."""
-    from sunfish_lib.paths import runs_dir
-
     roots = [Path(r).resolve() for r in (roots or [runs_dir()])]
     for r in roots:
         if not r.is_dir():

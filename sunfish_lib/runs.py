@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sunfish_lib.errors import SunfishError, is_user_error_name
+from sunfish_lib.io.files import write_json as _write_json
 from sunfish_lib.notebook_interrupt import KernelInterrupt
 from sunfish_lib.notebook_params import check_params, notebook_parameters, parse_param_value  # noqa: F401 (re-exported)
-from sunfish_lib.paths import repo_root, runs_dir
-from sunfish_lib.registry import process_identity, write_json as _write_json
+from sunfish_lib.paths import new_run_dir, repo_root
+from sunfish_lib.registry import process_identity, read_notebook_run
 from sunfish_lib.runlock import RunLock
 
 
@@ -39,26 +40,6 @@ class NotebookFailed(Exception):
     def __init__(self, notebook: Path, output: Path, reason: str, *, user_error: bool = False, evalue: str = ""):
         self.notebook, self.output, self.reason, self.user_error, self.evalue = notebook, output, reason, user_error, evalue
         super().__init__(f"{notebook.name} failed: {reason}; executed copy with the traceback: {output}")
-
-
-def new_run_dir(name: str, parent: Path | None = None) -> Path:
-    """Create and return a fresh `runs/<timestamp>-<name>/` (a suffix keeps it unique)."""
-    parent = Path(parent) if parent is not None else runs_dir()
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SunfishError(f"cannot create the runs folder {parent} ({e.strerror}); pass --runs-dir to a writable place") from None
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for i in range(1000):
-        path = parent / (f"{stamp}-{name}" if i == 0 else f"{stamp}-{name}-{i}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise SunfishError(f"cannot create run folder {path} ({e.strerror}); check permissions and free space") from None
-    raise SunfishError(f"could not find a free run folder name under {parent}")
 
 
 def git_info(cwd: Path | None = None) -> dict[str, Any]:
@@ -275,8 +256,6 @@ def resume_run(run_dir: str | Path, *, log_output: bool = False) -> tuple[Path, 
 
 def _resumable_info(run_dir: Path) -> dict:
     """run.json of a run folder that can be resumed, or a one-line SunfishError saying why not."""
-    from sunfish_lib.registry import read_notebook_run
-
     path = run_dir / "run.json"
     if not path.is_file():
         raise SunfishError(f"{run_dir} is not a notebook run folder (no run.json); give a folder made by "

@@ -1,6 +1,8 @@
-"""Config validation: one-line errors naming the field, the value given and what is allowed.
+"""Config validation: the allowed values, and one-line errors naming the field, the value given and what is allowed.
 
-`Config.validate()` calls `validate(cfg)`; each section has its own checker.
+Each section of `config` validates itself (`ModelConfig.validate()` calls `validate_model`, ...);
+`Config.validate()` runs them and then `validate_run`, the checks across sections. This module
+imports no config (the sections arrive as arguments), so `config` builds on it without a cycle.
 """
 
 from __future__ import annotations
@@ -8,12 +10,42 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sunfish_lib.config import (
-    CACHES, LR_DECAYS, MASK_SCHEDULES, MASKED_LOSSES, MLPS, NAN_POLICIES, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS,
-    PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES, Config, DataConfig, DiffusionConfig, ModelConfig, SampleConfig,
-    TrainConfig,
-)
 from sunfish_lib.errors import ConfigError
+
+OBJECTIVES = ("continuous", "masked", "ar")
+NOISE_SCHEDULES = ("linear", "cosine", "sqrt")
+MASK_SCHEDULES = ("linear", "loglinear")
+MASKED_LOSSES = ("elbo", "masked_mean")
+PREDICTIONS = ("eps", "v", "x0")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
+STRATEGIES = ("auto", "single", "ddp", "fsdp")
+LR_DECAYS = ("cosine", "linear", "constant")
+NAN_POLICIES = ("stop", "skip")
+ROUNDINGS = ("auto", "cosine", "euclidean")
+CACHES = ("none", "prefix", "dual")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu", "geglu")
+POS_ENCODINGS = ("learned", "rope")
+SAMPLERS = {
+    "continuous": ("ddpm", "ddim"),
+    "masked": ("ancestral", "low_confidence", "random", "threshold"),
+    "ar": ("ar",),
+}
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+"""Inference dtypes of the weights (`devices.resolve_dtype`), named here so the CLI parser needs no torch."""
+DEVICE_HELP = "cuda, cuda:N, mps or cpu (default: the best available: CUDA, then MPS, then CPU)"
+BACKBONE_NEEDS = {
+    "continuous": {"time_conditioning": True, "causal": False, "self_cond": True},
+    "masked": {"time_conditioning": False, "causal": False, "self_cond": False},
+    "ar": {"time_conditioning": False, "causal": True, "self_cond": False},
+}
+"""What each objective's backbone is built with where the model section leaves it None (`ModelConfig.resolve`,
+the one place): the timestep pathway, the causal mask, and whether self_cond_input follows
+diffusion.self_conditioning (self_cond) or stays off. Each objective class exposes its row (`backbone_needs`)."""
+DEFAULT_SAMPLERS = {"continuous": "ddim", "masked": "ancestral", "ar": "ar"}
+"""The sampler a run gets when only its objective is chosen. Masked: ancestral (MDLM's reverse process, which
+draws from the model's own distribution); confidence-ordered decoding (low_confidence, threshold) trades sample
+entropy for speed and stays one setting away (measured in bench/sampling_masked.py)."""
 
 
 
@@ -35,7 +67,7 @@ def _fraction(name: str, value: float, hi_open: bool = False) -> None:
     _check(ok, f"{name}={value!r} must be in [0, 1{')' if hi_open else ']'}")
 
 
-def _validate_architecture(m: ModelConfig) -> None:
+def _validate_architecture(m) -> None:
     """The options that make GPT-2 and Llama-family models representable (sunfish_lib/convert.py)."""
     _one_of("model.norm", m.norm, NORMS)
     _one_of("model.mlp", m.mlp, MLPS)
@@ -58,23 +90,17 @@ def _validate_architecture(m: ModelConfig) -> None:
                f"model.n_kv_heads={m.n_kv_heads} must divide model.n_heads={m.n_heads} (grouped-query attention)")
 
 
-def validate(cfg: Config) -> None:
-    """Raise ConfigError for the first impossible field or combination."""
-    m, d = cfg.model, cfg.diffusion
+def validate_run(cfg) -> None:
+    """The checks across sections of a Config (each section has checked itself)."""
     _check(0 <= cfg.seed < 2**32, f"seed={cfg.seed} must be in [0, 2**32 - 1] (the range numpy and torch seed from)")
-    _validate_model(m)
-    _validate_objective(d, m)
-    _validate_data(cfg.data, m)
     # Continuous x_t shows no token, so clean-x0 document ids would leak every boundary into the denoiser.
-    _check(d.objective != "continuous" or cfg.data.cross_document_attention,
+    _check(cfg.diffusion.objective != "continuous" or cfg.data.cross_document_attention,
            "data.cross_document_attention=False does not combine with objective 'continuous' (its noisy input "
            "shows no EOS, so the document mask would leak x0); set it to true")
-    _validate_train(cfg.train)
     _validate_global_batch(cfg)
-    _validate_sample(cfg.sample, d, m)
 
 
-def _validate_model(m: ModelConfig) -> None:
+def validate_model(m) -> None:
     """Shapes and init of the backbone."""
     for name in ("vocab_size", "n_layers", "n_heads", "d_model", "max_seq_len", "time_freq_dim"):
         _positive(f"model.{name}", getattr(m, name))
@@ -91,7 +117,7 @@ def _validate_model(m: ModelConfig) -> None:
     _positive("model.init_std", m.init_std)
 
 
-def _validate_objective(d: DiffusionConfig, m: ModelConfig) -> None:
+def validate_diffusion(d, m) -> None:
     """The objective and its fit with the model."""
     _one_of("diffusion.objective", d.objective, OBJECTIVES)
     _one_of("diffusion.schedule", d.schedule, NOISE_SCHEDULES)
@@ -114,7 +140,7 @@ def _validate_objective(d: DiffusionConfig, m: ModelConfig) -> None:
         _check(False, f"model.causal=True but objective {d.objective!r} is bidirectional; set it to false or null")
 
 
-def _validate_data(da: DataConfig, m: ModelConfig) -> None:
+def validate_data(da, m) -> None:
     """Data source, packing and tokenizer limits."""
     _positive("data.seq_len", da.seq_len)
     _check(da.seq_len <= m.max_seq_len,
@@ -139,7 +165,7 @@ def _validate_data(da: DataConfig, m: ModelConfig) -> None:
                f"data.bpe_vocab_size={da.bpe_vocab_size} exceeds model.vocab_size={m.vocab_size}; raise vocab_size")
 
 
-def _validate_train(t: TrainConfig) -> None:
+def validate_train(t) -> None:
     """Optimisation, precision and distribution."""
     _positive("train.max_steps", t.max_steps)
     _positive("train.lr", t.lr)
@@ -175,7 +201,7 @@ def _validate_train(t: TrainConfig) -> None:
            f"train.cpu_offload=True needs train.strategy='fsdp' (got {t.strategy!r})")
 
 
-def _validate_global_batch(cfg: Config) -> None:
+def _validate_global_batch(cfg) -> None:
     """train.global_batch_size must split evenly into micro-batches on every device of every node."""
     t, micro = cfg.train, cfg.data.micro_batch_size
     _check(t.global_batch_size >= 0, f"train.global_batch_size={t.global_batch_size} must be >= 0 (0: off)")
@@ -191,7 +217,7 @@ def _validate_global_batch(cfg: Config) -> None:
            f"{t.global_batch_size} (which derives {cfg.accumulation}); leave it at 1 or set global_batch_size=0")
 
 
-def _validate_sample(s: SampleConfig, d: DiffusionConfig, m: ModelConfig) -> None:
+def validate_sample(s, d, m) -> None:
     """Sampler settings and their fit with the objective."""
     check_sampler_fits(s.sampler, d.objective)
     check_sample_ranges(num_timesteps=d.num_timesteps if d.objective == "continuous" else None,

@@ -17,11 +17,12 @@ def make_run(folder: Path, objective: str = "masked", *, ckpt: bool = False, **s
     """
     from sunfish_lib.data import get_tokenizer, save_tokenizer
     from sunfish_lib.model import Backbone
-    from sunfish_lib.train.checkpoint import atomic_torch_save, export_model
+    from sunfish_lib.io.checkpoint import atomic_torch_save
+    from sunfish_lib.io.export import export_model
 
     cfg = small_config(objective, **{"steps": 6, "length": 10, "num_samples": 2, "mask_length": 4, **sample})
     torch.manual_seed(0)
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     tok = get_tokenizer("bpe", cfg.data.bpe_vocab_size)
     folder.mkdir(parents=True, exist_ok=True)
     export_model(model, cfg, folder / "export", tok)

@@ -39,7 +39,7 @@ def test_token_bytes_count_each_byte_once_and_specials_zero(tok):
 def _ar_model():
     torch.manual_seed(0)
     return Backbone(ModelConfig(vocab_size=30, n_layers=1, n_heads=2, d_model=16, max_seq_len=16,
-                                causal=True, time_conditioning=False))
+                                causal=True, time_conditioning=False).resolve("masked"))
 
 
 @pytest.mark.parametrize("bos", [None, 29])
@@ -80,7 +80,7 @@ def test_ar_and_masked_score_the_same_tokens_and_bytes():
     masked = build_objective(get_config("tiny", objective="masked", sampler="random"), 31, 30)
     assert torch.equal(ar.scored(batch), masked.scored(batch)) and int(ar.scored(batch).sum()) == 13
     ar_res = evaluate_likelihood(_ar_model(), Autoregressive(bos_token_id=29), [batch], token_bytes=[2] * 30)
-    m = Backbone(ModelConfig(vocab_size=32, n_layers=1, n_heads=2, d_model=16, max_seq_len=16))
+    m = Backbone(ModelConfig(vocab_size=32, n_layers=1, n_heads=2, d_model=16, max_seq_len=16).resolve("masked"))
     mk_res = evaluate_likelihood(m, MaskedDiffusion(DiffusionConfig(objective="masked"), 31), [batch],
                                  t_samples=2, token_bytes=[2] * 32, generator=torch.Generator().manual_seed(0))
     assert ar_res.tokens == mk_res.tokens == 13 and ar_res.bytes == mk_res.bytes == 26

@@ -8,9 +8,9 @@ import torch
 
 from sunfish_lib.diffusion.continuous import eps_from_x0, target_of, to_x0_eps
 from sunfish_lib.diffusion.schedules import NoiseSchedule, make_betas
-from sunfish_lib.sampling import rounding
+from sunfish_lib.diffusion import rounding
 from sunfish_lib.sampling.continuous import GaussianScheduler
-from sunfish_lib.sampling.rounding import nearest_tokens, snap_to_embeddings
+from sunfish_lib.diffusion.rounding import nearest_tokens, snap_to_embeddings
 
 
 # -- schedules ---------------------------------------------------------------------

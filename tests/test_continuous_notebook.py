@@ -1,31 +1,23 @@
 """Notebook 05 (noise schedules) runs headlessly with smoke parameters and shows what it promises."""
 
-import json
 import re
 
-import nbformat
 import pytest
 
 from tests.helpers import NOTEBOOKS
 
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
+
 NB = NOTEBOOKS / "05_noise_schedules.ipynb"
 
 
-def _run(tmp_path, **params):
-    import papermill
-
-    out = tmp_path / NB.name
-    papermill.execute_notebook(str(NB), str(out), parameters={"smoke": True, **params},
-                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
-    nb = nbformat.read(str(out), as_version=4)
-    text = "\n".join(o.get("text", "") or json.dumps(o.get("data", {}).get("text/plain", ""))
-                     for c in nb.cells for o in c.get("outputs", []))
-    pngs = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    return text, pngs
+def _run(run_notebook, **params):
+    out = run_notebook(NB, **params)
+    return out.text, out.count("image/png")
 
 
-def test_noise_schedule_notebook_smoke(tmp_path):
-    text, pngs = _run(tmp_path)
+def test_noise_schedule_notebook_smoke(run_notebook):
+    text, pngs = _run(run_notebook)
     assert "toy table: 4,096 tokens x 16 dims, T = 200" in text
     # alpha_bar at t=0.5: sqrt is far noisier than cosine (closed forms: 0.293/0.99 vs cos^2 ~ 0.5)
     ab = {k: [float(v) for v in re.search(rf"{k}\s+alpha_bar at t=0.1 / 0.5 / 0.9: (\S+) / (\S+) / (\S+)",
@@ -43,8 +35,8 @@ def test_noise_schedule_notebook_smoke(tmp_path):
     assert pngs == 2  # schedule curves, recovery curves
 
 
-def test_noise_schedule_notebook_uses_the_workbooks_continuous_model(tmp_path):
-    checkpoint = pytest.importorskip("sunfish_lib.train.checkpoint")
+def test_noise_schedule_notebook_uses_the_workbooks_continuous_model(run_notebook, tmp_path):
+    checkpoint = pytest.importorskip("sunfish_lib.io.export")
     import torch
 
     from sunfish_lib.config import get_config
@@ -53,9 +45,9 @@ def test_noise_schedule_notebook_uses_the_workbooks_continuous_model(tmp_path):
     cfg = get_config("tiny", {"n_layers": 1, "num_timesteps": 100})
     torch.manual_seed(0)
     model_dir = tmp_path / "workbook" / "04_train" / "continuous"  # a continuous model a workbook trained
-    checkpoint.export_model(Backbone(cfg.resolved_model), cfg, model_dir / "export")
+    checkpoint.export_model(Backbone.from_config(cfg), cfg, model_dir / "export")
     cfg.save(model_dir / "config.json")
-    text, pngs = _run(tmp_path, run_dir=str(tmp_path / "workbook"), loss_t=[0.05, 0.5, 1.0])
+    text, pngs = _run(run_notebook, run_dir=str(tmp_path / "workbook"), loss_t=[0.05, 0.5, 1.0])
     assert f"the workbook's continuous model: {model_dir}" in text  # no checkpoint given: run_dir's is used
     rows = re.findall(r"t=(\S+)\s+mse (\S+)\s+rounding CE (\S+)\s+accuracy (\S+)%", text)
     assert [float(r[0]) for r in rows] == [0.05, 0.5, 1.0]

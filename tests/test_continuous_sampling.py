@@ -34,7 +34,7 @@ def test_build_objective_and_loss_terms():
     cfg = get_config("tiny", {"num_timesteps": 100, "n_layers": 1, "d_model": 32, "n_heads": 2})
     obj = build_objective(cfg)
     assert isinstance(obj, ContinuousDiffusion) and obj.name == "continuous"
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     ids = torch.randint(3, 200, (8, 12))
     out = obj.loss(model, {"input_ids": ids}, torch.Generator().manual_seed(0))
     assert out["loss"].item() == pytest.approx((out["mse"] + out["rounding_ce"] + out["prior"]).item(), rel=1e-5)

@@ -67,7 +67,7 @@ def test_tiny_preset_learns_on_the_corpus(one_thread):
     cfg = get_config("tiny")
     tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
     torch.manual_seed(cfg.seed)
-    model, obj = Backbone(cfg.resolved_model), build_objective(cfg)
+    model, obj = Backbone.from_config(cfg), build_objective(cfg)
     val = next(iter(make_loader(cfg.data, tok, "validation", seed=0)))
     init = {t: _acc_ce(obj, model, val, t) for t in (0.1, 0.9)}
 

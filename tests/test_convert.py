@@ -11,7 +11,7 @@ from sunfish_lib.diffusion.masked import MaskedDiffusion
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.estimate import num_params
 from sunfish_lib.model import Backbone
-from sunfish_lib.train.checkpoint import load_for_inference
+from sunfish_lib.io.export import load_for_inference
 from sunfish_lib.train.optim import param_groups
 from tests.convert_helpers import save_hf_model, save_tokenizer_without_mask, text_sample
 from tests.helpers import run_cli
@@ -179,11 +179,11 @@ def test_training_starts_from_the_converted_weights(parents, tmp_path):
 def test_sunfish_ar_run_converts_exactly(tmp_path):
     from sunfish_lib.config import get_config
     from sunfish_lib.data import get_tokenizer
-    from sunfish_lib.train.checkpoint import export_model
+    from sunfish_lib.io.export import export_model
 
     cfg = get_config("tiny", {"objective": "ar", "sampler": "ar", "n_layers": 2, "d_model": 64})
     torch.manual_seed(0)
-    parent = Backbone(cfg.resolved_model).eval()
+    parent = Backbone.from_config(cfg).eval()
     export_model(parent, cfg, tmp_path / "ar", get_tokenizer("bpe", cfg.data.bpe_vocab_size))
     conv = convert(tmp_path / "ar", tmp_path / "out", check=True, time_conditioning=True)
     assert conv.parent == "sunfish-ar" and conv.check["max_abs_diff"] == 0.0 and conv.added_tokens == {}

@@ -29,7 +29,7 @@ CASES = [(a, o) for a in ARCHS for o in ("continuous", "masked", "ar")]
 def test_param_count_equals_built_model(arch, objective):
     cfg = config_for("tiny", objective, ARCHS[arch])
     with torch.device("meta"):
-        model = Backbone(cfg.resolved_model)
+        model = Backbone.from_config(cfg)
     assert num_params(cfg) == sum(p.numel() for p in model.parameters()) == built_params(cfg)
     assert block_params(cfg.resolved_model) == sum(p.numel() for p in model.blocks[0].parameters())
     matrices = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith(
@@ -54,7 +54,7 @@ def test_activation_model_equals_saved_tensors(arch):
     """The memory model counts exactly what autograd saves for the new options too."""
     cfg = config_for("tiny", "masked", {"n_layers": 2, "d_model": 64, "n_heads": 4, "seq_len": 64,
                                         "micro_batch_size": 3, **ARCHS[arch], "d_ff": None})
-    model = Backbone(cfg.resolved_model).train()
+    model = Backbone.from_config(cfg).train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved = {}
 
@@ -72,7 +72,7 @@ def test_activation_model_equals_saved_tensors(arch):
 
 def test_every_parameter_name_has_an_lr_category():
     cfg = config_for("tiny", "continuous", {**ARCHS["qwen_mqa_untied"], "self_conditioning": True})
-    cats = {n: categorize(n)[0] for n, _ in Backbone(cfg.resolved_model).named_parameters()}
+    cats = {n: categorize(n)[0] for n, _ in Backbone.from_config(cfg).named_parameters()}
     assert cats["blocks.0.attn.qkv.weight"] == cats["blocks.0.attn.qkv.bias"] == "attn"
     assert cats["blocks.0.mlp.fc1.weight"] == "mlp" and cats["blocks.0.ln1.weight"] == "norm"
     assert cats["lm_head.weight"] == "embed" and "pos_emb.weight" not in cats
@@ -93,7 +93,7 @@ def test_kv_cache_with_rope_and_gqa_matches_full_forward(arch):
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=64, n_layers=2, n_heads=4, d_model=32, max_seq_len=32, causal=True,
                       time_conditioning=False, **ARCHS[arch])
-    model = Backbone(cfg).eval()
+    model = Backbone(cfg.resolve("masked")).eval()
     tok = torch.randint(0, 64, (2, 10))
     full = model(tok)
     cache = KVCache(cfg.n_layers)
@@ -108,7 +108,7 @@ def test_gqa_equals_full_attention_with_repeated_kv_heads():
     torch.manual_seed(0)
     gqa_cfg = ModelConfig(vocab_size=64, n_layers=1, n_heads=4, d_model=32, max_seq_len=16, n_kv_heads=2,
                           causal=False, time_conditioning=False, pos_encoding="rope")
-    gqa, mha = Backbone(gqa_cfg), Backbone(replace(gqa_cfg, n_kv_heads=None))
+    gqa, mha = Backbone(gqa_cfg.resolve("masked")), Backbone(replace(gqa_cfg, n_kv_heads=None).resolve("masked"))
     sd = gqa.state_dict()
     q, k, v = sd["blocks.0.attn.qkv.weight"].split([32, 16, 16])
     rep = lambda w: w.view(2, 1, 8, 32).expand(2, 2, 8, 32).reshape(32, 32)  # kv head j -> query heads 2j, 2j+1
@@ -166,7 +166,7 @@ class _Shifted(torch.nn.Module):
 def _masked_model():
     torch.manual_seed(0)
     return Backbone(ModelConfig(vocab_size=32, n_layers=1, n_heads=2, d_model=16, max_seq_len=16, causal=False,
-                                time_conditioning=False)).eval()
+                                time_conditioning=False).resolve("masked")).eval()
 
 
 def test_shift_right_moves_rows_and_keeps_the_first():
@@ -203,6 +203,7 @@ def test_activation_checkpointing_same_grads_with_rope_gqa_swiglu():
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=64, n_layers=2, n_heads=4, d_model=32, max_seq_len=32, causal=False,
                       time_conditioning=True, **LLAMA)
+    cfg = cfg.resolve("masked")
     plain, ckpt = Backbone(cfg).train(), Backbone(replace(cfg, activation_checkpointing=True)).train()
     ckpt.load_state_dict(plain.state_dict())
     tok = torch.randint(0, 64, (2, 16))

@@ -1,13 +1,16 @@
 """Notebook 08 (AR -> diffusion) runs headlessly with smoke parameters; its figure reads back."""
 
+import pytest
 import json
 
-import nbformat
 
 from sunfish_lib.evaluate import evaluate_run
 from sunfish_lib.plots import conversion_curves
 from sunfish_lib.runs import run_notebooks
+from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS
+
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
 
 
 def test_ar_to_diffusion_notebook_smoke(tmp_path):
@@ -32,10 +35,8 @@ def test_ar_to_diffusion_notebook_smoke(tmp_path):
     cfg = json.loads((folder / "converted-r4" / "config.json").read_text())
     assert cfg["train"]["lr_mult_attn"] == 2.0 and cfg["train"]["lr_mult_mlp"] == 0.5
     assert cfg["train"]["init_from"].endswith("08_ar_to_diffusion/converted")
-    outputs = [o for c in nbformat.read(str(run_dir / nb.name), as_version=4).cells for o in c.get("outputs", [])]
-    text = "\n".join(o.get("text", "") for o in outputs)
-    kinds = [k for o in outputs for k in o.get("data", {})]
-    html_out = "\n".join(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
+    out = NotebookOutputs.read(run_dir / nb.name)
+    text, kinds, html_out = out.streams, out.kinds, out.html
     assert "max |logit diff|" in text and "from scratch" in html_out and "unigram entropy (nats)" in html_out
     assert html_out.count("judge perplexity") == 2 and "ar-parent" in html_out  # judged by the AR parent
     assert kinds.count("image/png") == 1 and not any("widget" in k for k in kinds)  # no progress-bar widgets

@@ -4,7 +4,6 @@ import json
 import time
 
 from sunfish_lib.cli import main
-from tests.data_fixtures import fineweb_dir  # noqa: F401
 from tests.helpers import run_cli
 
 

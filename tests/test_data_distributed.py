@@ -1,5 +1,6 @@
 """Two real ranks (gloo, CPU): disjoint data per rank, and the DataModule state gathered and restored per rank."""
 
+import pytest
 import os
 import socket
 
@@ -8,6 +9,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.data_fixtures import make_docs, write_jsonl
+
+pytestmark = pytest.mark.slow  # multi-process (2 CPU processes): outside the fast lane (-m 'not slow')
 
 TOTAL, K = 12, 5
 

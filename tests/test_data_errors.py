@@ -10,7 +10,7 @@ from sunfish_lib.data.pipeline import check_fits_model, make_loader
 from sunfish_lib.data.sources import iter_documents, parse_source
 from sunfish_lib.data.summary import summarize_source
 from sunfish_lib.errors import SunfishError
-from tests.data_fixtures import bpe, deadline, make_docs, write_fineweb_parquet, write_jsonl  # noqa: F401
+from tests.data_fixtures import deadline, make_docs, write_fineweb_parquet, write_jsonl
 
 
 def _one_line_error(fn, *match):

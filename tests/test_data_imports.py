@@ -13,7 +13,7 @@ class Block:
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
 import sunfish_lib.data
-from sunfish_lib.data import packing, loader, stream, sources, tokenizer, corpus, pipeline, summary, plots, throughput
+from sunfish_lib.data import packing, loader, stream, sources, tokenizer, corpus, pipeline, summary, plots
 from sunfish_lib.data.packing import PackSpec, make_batch
 import numpy as np
 spec = PackSpec(seq_len=4, batch_size=1, eos_id=0, pad_id=1)

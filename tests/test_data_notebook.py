@@ -1,28 +1,21 @@
 """The data notebook runs headlessly with smoke parameters and shows what it promises."""
 
-import json
-
-import nbformat
+import pytest
 
 from tests.helpers import NOTEBOOKS
+
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
 
 NB = NOTEBOOKS / "02_data_pipeline.ipynb"
 
 
-def test_data_notebook_smoke(tmp_path):
-    import papermill
-
-    out = tmp_path / NB.name
-    papermill.execute_notebook(str(NB), str(out), parameters={"smoke": True, "seq_len": 48},
-                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
-    nb = nbformat.read(str(out), as_version=4)
-    text = "\n".join(o.get("text", "") or json.dumps(o.get("data", {}).get("text/plain", ""))
-                     for c in nb.cells for o in c.get("outputs", []))
-    pngs = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+def test_data_notebook_smoke(run_notebook):
+    out = run_notebook(NB, seq_len=48)
+    text, pngs = out.text, out.count("image/png")
     assert "round trip: True" in text
     assert "4,096 tokens; EOS=0 [MASK]=1 [PAD]=2" in text
     assert "To|" in text or "|" in text  # token boundaries shown
-    md = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+    md = out.markdown
     efficiency = float(md.split("| packing efficiency | ")[1].split()[0])  # the statistics as a table
     assert "| skipped documents | none |" in md
     assert 0.95 < efficiency <= 1.0  # 1% of rows are cut short and padded (random_length_fraction=0.01)

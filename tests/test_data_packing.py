@@ -8,7 +8,7 @@ from sunfish_lib.config import DataConfig
 from sunfish_lib.data.packing import PackSpec, curriculum_length, make_batch, packing_stats, segment_ids
 from sunfish_lib.data.pipeline import make_loader
 from sunfish_lib.data.summary import collect_stats, summarize_source
-from tests.data_fixtures import bpe, make_docs, write_jsonl  # noqa: F401
+from tests.data_fixtures import make_docs, write_jsonl
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import torch
 from sunfish_lib.config import DataConfig
 from sunfish_lib.data.datamodule import SunfishDataModule
 from sunfish_lib.errors import SunfishError
-from tests.data_fixtures import bpe, make_docs, write_jsonl  # noqa: F401
+from tests.data_fixtures import make_docs, write_jsonl
 
 TOTAL = 26
 

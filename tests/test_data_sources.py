@@ -10,7 +10,7 @@ from sunfish_lib.config import DataConfig
 from sunfish_lib.data.pipeline import make_dataset, make_loader
 from sunfish_lib.data.sources import doc_hash, iter_documents, open_source, parse_source, split_files
 from sunfish_lib.errors import SunfishError
-from tests.data_fixtures import bpe, fineweb_dir, make_docs, write_fineweb_parquet, write_jsonl  # noqa: F401
+from tests.data_fixtures import make_docs, write_fineweb_parquet, write_jsonl
 
 
 def test_fineweb_parquet_reads_every_document_once_split_by_id_hash(fineweb_dir):

@@ -8,7 +8,6 @@ from sunfish_lib.data.corpus import shakespeare_files
 from sunfish_lib.data.tokenizer import (EOS, MASK, PAD, SunfishTokenizer, bpe_cache_dir, get_tokenizer,
                                         load_tokenizer, save_tokenizer, train_bpe)
 from sunfish_lib.errors import SunfishError
-from tests.data_fixtures import bpe  # noqa: F401
 
 NON_ASCII = [
     "naïve café, façade — “quoted” ‘single’ … end",

@@ -36,7 +36,7 @@ def _pair():
 @pytest.mark.parametrize("shift", [False, True])
 def test_masked_logits_do_not_depend_on_the_hidden_token(shift):
     torch.manual_seed(0)
-    model = Backbone(ModelConfig(vocab_size=32, n_layers=2, n_heads=2, d_model=16, max_seq_len=16))
+    model = Backbone(ModelConfig(vocab_size=32, n_layers=2, n_heads=2, d_model=16, max_seq_len=16).resolve("masked"))
     obj = MaskedDiffusion(DiffusionConfig(objective="masked", shift_logits=shift), mask_token_id=MASK)
     a, b, masked = _pair()
     z = torch.where(masked, torch.full_like(a, MASK), a)
@@ -63,7 +63,7 @@ def test_visible_eos_still_separates_documents():
 def test_elbo_at_fixed_masks_differs_only_by_the_hidden_tokens_own_term():
     """The evaluator's path (`loss_at`): same z, same t -> the ELBOs differ only in the hidden token's term."""
     torch.manual_seed(1)
-    model = Backbone(ModelConfig(vocab_size=32, n_layers=2, n_heads=2, d_model=16, max_seq_len=16))
+    model = Backbone(ModelConfig(vocab_size=32, n_layers=2, n_heads=2, d_model=16, max_seq_len=16).resolve("masked"))
     obj = MaskedDiffusion(DiffusionConfig(objective="masked"), mask_token_id=MASK)
     a, b, masked = _pair()
     t = torch.tensor([0.4])

@@ -42,7 +42,7 @@ def test_param_count_equals_built_model(preset, objective, variant):
         overrides.update(max_seq_len=2048, seq_len=1024)
     cfg = config_for(preset, objective, overrides)
     with torch.device("meta"):
-        model = Backbone(cfg.resolved_model)
+        model = Backbone.from_config(cfg)
     assert num_params(cfg) == sum(p.numel() for p in model.parameters()) == built_params(cfg)
 
 
@@ -82,7 +82,7 @@ def _measured_flops(cfg, B, device="cpu"):
     """
     T = cfg.data.seq_len
     with torch.device(device):
-        model = Backbone(cfg.resolved_model)
+        model = Backbone.from_config(cfg)
         tokens = torch.randint(0, cfg.model.vocab_size, (B, T))
         t = torch.rand(B) if cfg.resolved_model.time_conditioning else None
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
@@ -128,7 +128,7 @@ def test_activation_model_equals_saved_tensors(over):
     objective = over.pop("objective", "continuous")
     cfg = config_for("tiny", objective, {"n_layers": 2, "d_model": 64, "n_heads": 4, "seq_len": 64,
                                          "micro_batch_size": 3, **over})
-    model = Backbone(cfg.resolved_model).train()
+    model = Backbone.from_config(cfg).train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved = {}
 

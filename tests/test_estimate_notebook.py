@@ -2,31 +2,22 @@
 
 import json
 
-import nbformat
-import papermill as pm
+import pytest
 
 from sunfish_lib import plots
 from sunfish_lib.estimate import config_for, memory_sweep, num_params, report
 from sunfish_lib.memory import GiB
 from tests.helpers import NOTEBOOKS
 
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
+
 NB = NOTEBOOKS / "01_config_and_memory.ipynb"
 
 
-def _text(nb) -> str:
-    out = []
-    for c in nb.cells:
-        for o in c.get("outputs", []):
-            out.append(o.get("text", "") or o.get("data", {}).get("text/markdown", "") or "")
-    return "\n".join(out)
-
-
-def test_config_and_memory_notebook_smoke(tmp_path):
-    out = tmp_path / NB.name
-    pm.execute_notebook(str(NB), str(out), parameters={"smoke": True, "run_dir": str(tmp_path)},
-                        kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+def test_config_and_memory_notebook_smoke(run_notebook, tmp_path):
+    out = run_notebook(NB, cwd=NOTEBOOKS, run_dir=str(tmp_path))
     cfg = config_for("1.4B", "continuous")
-    text = _text(nbformat.read(str(out), as_version=4))
+    text = out.text + "\n" + out.markdown
     assert f"{num_params(cfg):,} params in the built model; the count matches" in text
     assert "| single | 1 | 48 |" in text and "fsdp:" in text
     # the fit table: each card in GiB with its own headroom; the 20 GiB card bounds FSDP (1.4B, bf16-mixed)

@@ -14,7 +14,7 @@ def test_ar_exact_nll_and_units():
     """The AR row of the table scores every token after its EOS-as-BOS; bytes are those of the scored tokens."""
     torch.manual_seed(0)
     m = Backbone(ModelConfig(vocab_size=30, n_layers=1, n_heads=2, d_model=16, max_seq_len=16,
-                             causal=True, time_conditioning=False))
+                             causal=True, time_conditioning=False).resolve("masked"))
     batches = [{"input_ids": torch.randint(0, 29, (4, 9))} for _ in range(3)]
     ar = Autoregressive(bos_token_id=29)
     res = evaluate_likelihood(m, ar, batches, token_bytes=[2] * 30)

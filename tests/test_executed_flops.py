@@ -22,7 +22,7 @@ def _count(fn) -> int:
 def test_mfu_counts_the_masked_head_only_at_masked_positions():
     B, T = 8, 250
     cfg = config_for("tiny", "masked", {**SHAPE, "seq_len": T, "micro_batch_size": B})
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     obj = build_objective(cfg, mask_token_id=511)
     x0 = torch.randint(0, 511, (B, T))
     frac = expected_mask_fraction(cfg)
@@ -42,7 +42,7 @@ def test_mfu_counts_self_conditionings_extra_forward():
         cfg = config_for("tiny", "continuous", {**SHAPE, "seq_len": T, "micro_batch_size": B,
                                                 "self_conditioning": self_cond, "embed_dim": 16})
         torch.manual_seed(0)
-        model = Backbone(cfg.resolved_model).train()
+        model = Backbone.from_config(cfg).train()
         obj = build_objective(cfg)
         batch = {"input_ids": torch.randint(0, 500, (B, T))}
         measured = _count(lambda: obj.loss(model, batch, torch.Generator().manual_seed(0))["loss"])

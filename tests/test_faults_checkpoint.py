@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from sunfish_lib.cli import main
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.train.checkpoint import AtomicCheckpointIO, load_for_inference
+from sunfish_lib.io.export import load_for_inference
+from sunfish_lib.train.checkpoint import AtomicCheckpointIO
 from tests.train_helpers import small_config
 
 

@@ -12,7 +12,7 @@ from sunfish_lib.config import ConfigError, DataConfig, get_config
 from sunfish_lib.data import retry
 from sunfish_lib.data.pipeline import make_loader
 from sunfish_lib.data.retry import DataStreamError, exhausted_error, is_transient
-from tests.data_fixtures import bpe, deadline, make_docs, write_jsonl  # noqa: F401
+from tests.data_fixtures import deadline, make_docs, write_jsonl
 
 BATCHES = 24  # ~2.5 passes over the training files: retries near the start, in a block and at a wrap
 VANISH_BATCHES = 80  # the stream reads up to 64 documents (~4.5 passes) ahead; a deleted file is missed after that

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from sunfish_lib.cli import main
 from sunfish_lib.config import Config
 from sunfish_lib.errors import ConfigError, SunfishError
+from sunfish_lib.io.files import fmt_bytes, human_bytes
 from sunfish_lib.train import diskspace
 from sunfish_lib.train.diskspace import SLACK
 from sunfish_lib.train.trainer import resolve_precision, train
@@ -123,7 +124,7 @@ def test_free_space_preflight_refuses_before_training(tmp_path, monkeypatch, cap
     need = parts["total"]
     assert parts["keep_best=2 checkpoints"] == parts["last.ckpt and its .tmp"]  # each is two whole checkpoints
     assert 0 < parts["export"] < parts["last.ckpt and its .tmp"] / 4  # fp32 weights vs 2 x (weights, EMA, AdamW)
-    mb = diskspace.human_bytes
+    mb = human_bytes
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need))
     diskspace.check_free_space(cfg, tmp_path, "32-true")  # exactly enough: no error
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need - 1))
@@ -131,8 +132,8 @@ def test_free_space_preflight_refuses_before_training(tmp_path, monkeypatch, cap
                  "--set", "keep_best=2", "--max-steps", "2", "--run-dir", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
-    assert err.endswith(f"run folder {tmp_path / 'run'} has {diskspace.fmt_bytes(need - 1)} free, but this run needs "
-                        f"about {diskspace.fmt_bytes(need)} (last.ckpt and its .tmp {mb(parts['last.ckpt and its .tmp'])}, "
+    assert err.endswith(f"run folder {tmp_path / 'run'} has {fmt_bytes(need - 1)} free, but this run needs "
+                        f"about {fmt_bytes(need)} (last.ckpt and its .tmp {mb(parts['last.ckpt and its .tmp'])}, "
                         f"keep_best=2 checkpoints {mb(parts['keep_best=2 checkpoints'])}, export {mb(parts['export'])}); "
                         "free space, lower train.keep_best, or pick another --run-dir")
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "train.log").exists()
@@ -146,7 +147,7 @@ def test_free_space_preflight_counts_files_a_resumed_run_overwrites(tmp_path, mo
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need - 300_000))
     diskspace.check_free_space(cfg, tmp_path, "32-true")
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need - 300_001))
-    with pytest.raises(SunfishError, match=re.escape(f"needs about {diskspace.fmt_bytes(need - 300_000)} (")):
+    with pytest.raises(SunfishError, match=re.escape(f"needs about {fmt_bytes(need - 300_000)} (")):
         diskspace.check_free_space(cfg, tmp_path, "32-true")
 
 
@@ -193,10 +194,10 @@ def test_disk_full_during_export_keeps_previous_export(tmp_path, monkeypatch):
     import safetensors.torch
 
     from sunfish_lib.model import Backbone
-    from sunfish_lib.train.checkpoint import MODEL_FILE, export_model
+    from sunfish_lib.io.export import MODEL_FILE, export_model
 
     cfg = small_config("masked")
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     export_model(model, cfg, tmp_path)
     before = load_file(str(tmp_path / MODEL_FILE))
 

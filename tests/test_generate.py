@@ -7,23 +7,14 @@ from sunfish_lib.config import DEFAULT_SAMPLERS
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling.generate import initial_ids
-from sunfish_lib.sampling.session import Loaded, sample
+from sunfish_lib.sampling.session import Loaded, sample, training_samples
 from sunfish_lib.train.trainer import train
 from tests.train_helpers import small_config
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from sunfish_lib.data import get_tokenizer
-
-    from sunfish_lib.config import PRESETS
-
-    return get_tokenizer("bpe", PRESETS["tiny"].data.bpe_vocab_size)
-
-
 def _model(cfg):
     torch.manual_seed(0)
-    return Backbone(cfg.resolved_model).eval()
+    return Backbone.from_config(cfg).eval()
 
 
 @pytest.mark.parametrize("objective,sampler", [("masked", "low_confidence"), ("masked", "ancestral"),
@@ -70,7 +61,9 @@ def test_generation_errors(tok):
 
 def test_periodic_samples_written_during_training(tmp_path):
     cfg = small_config("masked", sample_every=3, steps=4)
-    train(cfg, tmp_path, progress=False)
+    with pytest.raises(SunfishError, match="train.sample_every=3 needs a sample function"):
+        train(cfg, tmp_path / "no-fn", progress=False)  # training sits below sampling: the caller brings it
+    train(cfg, tmp_path, progress=False, sample_fn=training_samples)
     files = sorted((tmp_path / "samples").glob("step_*.txt"))
     assert [f.name for f in files] == ["step_000003.txt", "step_000006.txt"]
     text = files[-1].read_text()

@@ -19,7 +19,7 @@ from sunfish_lib.data import get_tokenizer
 from sunfish_lib.hf_folder import REMOTE_CODE, resolved_fields
 from sunfish_lib.hf_remote import modeling_sunfish
 from sunfish_lib.model import Backbone
-from sunfish_lib.train.checkpoint import export_model, load_for_inference
+from sunfish_lib.io.export import export_model, load_for_inference
 from tests.helpers import run_cli
 from tests.train_helpers import small_config
 
@@ -67,7 +67,7 @@ CHILD = textwrap.dedent('''
 def _random_model(cfg: Config, seed: int) -> Backbone:
     """Every parameter random (adaLN tables and time projection too), so no pathway hides behind a zero init."""
     torch.manual_seed(seed)
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
             gain = p.dim() == 1 and ("ln" in name or "norm" in name) and not name.endswith("bias")
@@ -112,7 +112,7 @@ def test_transformers_loads_exports_with_sunfish_logits(tmp_path):
 
 def test_export_folder_layout(tmp_path):
     cfg = small_config("ar")
-    export_model(Backbone(cfg.resolved_model), cfg, tmp_path / "e", get_tokenizer("bpe", 4096))
+    export_model(Backbone.from_config(cfg), cfg, tmp_path / "e", get_tokenizer("bpe", 4096))
     hf = json.loads((tmp_path / "e" / "config.json").read_text())
     assert hf["model_type"] == "sunfish" and hf["architectures"] == ["SunfishForCausalLM"]
     assert hf["auto_map"] == {"AutoConfig": "configuration_sunfish.SunfishConfig",

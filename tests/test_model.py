@@ -11,7 +11,7 @@ from sunfish_lib.model import Backbone, timestep_embedding
 def small(**kw) -> ModelConfig:
     base = dict(vocab_size=64, n_layers=2, n_heads=2, d_model=16, max_seq_len=32, time_conditioning=True, causal=False)
     base.update(kw)
-    return ModelConfig(**base)
+    return ModelConfig(**base).resolve("masked")  # the fields left None: off, as an explicit objective makes them
 
 
 def test_shapes_tokens_and_vectors():

@@ -7,7 +7,10 @@ import nbformat
 import pytest
 
 from sunfish_lib.runs import run_notebooks, workbook_notebooks
+from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS
+
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
 
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
@@ -38,11 +41,7 @@ def test_structure(path):
 
 
 def _text_outputs(nb) -> str:
-    out = []
-    for c in nb.cells:
-        for o in c.get("outputs", []):
-            out.append(o.get("text", "") or json.dumps(o.get("data", {}).get("text/plain", "")))
-    return "\n".join(out)
+    return NotebookOutputs(nb).text
 
 
 def test_setup_check_notebook_smoke(tmp_path):

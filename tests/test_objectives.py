@@ -186,7 +186,7 @@ def test_masked_loss_trains_on_backbone():
     # learned positions: here the absolute position alone names each token, which rotary positions (relative) cannot see
     cfg = get_config("tiny", {"objective": "masked", "sampler": "low_confidence", "model.n_layers": 2,
                               "model.vocab_size": 300, "bpe_vocab_size": 260, "pos_encoding": "learned"})
-    model = Backbone(cfg.resolved_model)
+    model = Backbone.from_config(cfg)
     assert model.time_emb is None  # masked: no time conditioning by default
     obj = build_objective(cfg, mask_token_id=299)
     x0 = (torch.arange(32) % 20).repeat(8, 1)  # position determines every token: learnable fast
@@ -204,7 +204,7 @@ def test_masked_loss_trains_on_backbone():
 def test_ar_loss_matches_manual_and_masks_padding():
     torch.manual_seed(0)
     m = Backbone(ModelConfig(vocab_size=40, n_layers=2, n_heads=2, d_model=16, max_seq_len=16,
-                             causal=True, time_conditioning=False))
+                             causal=True, time_conditioning=False).resolve("masked"))
     x = torch.randint(0, 40, (3, 10))
     out = Autoregressive().loss(m, {"input_ids": x})
     manual = F.cross_entropy(m(x)[:, :-1].flatten(0, 1), x[:, 1:].flatten())

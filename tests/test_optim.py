@@ -10,7 +10,7 @@ from sunfish_lib.train.optim import build_optimizer, build_scheduler, categorize
 def test_categories_cover_every_parameter():
     for objective, sampler in (("continuous", "ddim"), ("masked", "random"), ("ar", "ar")):
         cfg = get_config("tiny", {"objective": objective, "sampler": sampler, "embed_dim": 64, "tie_embeddings": False})
-        m = Backbone(cfg.resolved_model)
+        m = Backbone.from_config(cfg)
         cats = {categorize(n)[0] for n, _ in m.named_parameters()}
         assert cats <= {"attn", "mlp", "embed", "norm", "time"}
     assert categorize("blocks.3.attn.qkv.weight") == ("attn", 3)
@@ -23,7 +23,7 @@ def test_categories_cover_every_parameter():
 def test_layerwise_lr_and_weight_decay_rules():
     cfg = get_config("tiny", {"lr": 1e-3, "lr_mult_attn": 2.0, "lr_mult_mlp": 0.5, "lr_mult_embed": 0.1,
                               "lr_depth_decay": 0.5, "weight_decay": 0.1})
-    m = Backbone(cfg.resolved_model)
+    m = Backbone.from_config(cfg)
     groups, info = param_groups(m, cfg.train, cfg.model.n_layers)
     by_name = {n: g for g in groups for n in g["names"]}
     L = cfg.model.n_layers
@@ -56,7 +56,7 @@ def test_lr_schedule_warmup_cosine_linear():
 
 def test_optimizer_and_scheduler_step_lrs():
     cfg = get_config("tiny", {"lr": 1e-3, "lr_mult_mlp": 0.5, "warmup_steps": 10, "max_steps": 100})
-    m = Backbone(cfg.resolved_model)
+    m = Backbone.from_config(cfg)
     opt = build_optimizer(m, cfg.train, cfg.model.n_layers)
     sched = build_scheduler(opt, cfg.train)
     mlp = next(g for g in opt.param_groups if g["group_name"].startswith("mlp"))

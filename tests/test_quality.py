@@ -54,7 +54,7 @@ def test_a_sunfish_ar_judge_scores_like_the_ar_objective(tmp_path):
 
     run = make_run(tmp_path / "ar", "ar")
     judge = load_judge(run)
-    from sunfish_lib.train.checkpoint import load_for_inference
+    from sunfish_lib.io.export import load_for_inference
 
     model, cfg, tok = load_for_inference(run)
     text = "ROMEO: what light through yonder window"

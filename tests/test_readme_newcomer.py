@@ -89,7 +89,7 @@ def test_wandb_paragraph_matches_the_trainer():
 
 @pytest.mark.parametrize("line", [
     "sunfish train --resume runs/<id>",
-    ".venv/bin/torchrun --nproc-per-node 8 -m sunfish_lib.train --preset 350M --devices 8 --strategy fsdp",
+    ".venv/bin/torchrun --nproc-per-node 8 -m sunfish_lib.cli train --preset 350M --devices 8 --strategy fsdp",
 ])
 def test_fixed_commands_parse(line):
     """The resume and torchrun lines name flags the training command has (resume names the run folder,
@@ -99,7 +99,7 @@ def test_fixed_commands_parse(line):
     from sunfish_lib.cli import build_parser
 
     assert line in README
-    argv = line.split(" -m sunfish_lib.train ")[-1].split() if "torchrun" in line else line.split()[2:]
+    argv = line.split(" -m sunfish_lib.cli train ")[-1].split() if "torchrun" in line else line.split()[2:]
     args = build_parser().parse_args(["train", *[a.replace("<id>", "x") for a in argv]])
     assert args.resume == Path("runs/x") if "--resume" in line else args.devices == 8
     assert not re.search(r"sunfish train --run-dir \S+ --resume", README)  # the old shorthand trained `tiny`

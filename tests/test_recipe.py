@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from sunfish_lib.config import PRESETS, Config, get_config
@@ -20,6 +19,7 @@ from sunfish_lib.notebook_params import notebook_parameters
 from sunfish_lib.runs import run_notebooks
 from sunfish_lib.workbook import equal_budget, recipe_config, tokens_per_step, train_or_reuse
 from tests.data_fixtures import make_web_docs, write_fineweb_parquet
+from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS, ROOT, run_cli
 
 
@@ -33,12 +33,12 @@ def test_every_preset_defaults_to_rope_and_learned_stays_selectable():
 
 
 def test_tiny_recipe_defaults_are_pinned():
-    """bench/tiny_recipe.py's choice: RoPE, BPE-1024, lr 2e-3 after 50 warmup steps, 1000 steps of 16 x 128 tokens."""
+    """bench/tiny_recipe.py's choice: RoPE, BPE-1024, lr 2e-3 after 50 warmup steps, 1500 steps of 32 x 64 tokens."""
     t = PRESETS["tiny"]
     m, d, tr = t.model, t.data, t.train
     assert (m.pos_encoding, m.n_layers, m.d_model, m.n_heads, m.vocab_size) == ("rope", 4, 128, 4, 1024)
-    assert (d.tokenizer, d.bpe_vocab_size, d.seq_len, d.micro_batch_size) == ("bpe", 1024, 128, 16)
-    assert (tr.lr, tr.warmup_steps, tr.max_steps, tr.decay) == (2e-3, 50, 1000, "cosine")
+    assert (d.tokenizer, d.bpe_vocab_size, d.seq_len, d.micro_batch_size) == ("bpe", 1024, 64, 32)
+    assert (tr.lr, tr.warmup_steps, tr.max_steps, tr.decay) == (2e-3, 50, 1500, "cosine")
     masked = recipe_config("masked")
     assert masked.resolved_model.time_conditioning is False  # MDLM: no time conditioning for masked
     assert (masked.diffusion.mask_schedule, masked.diffusion.low_discrepancy) == ("linear", True)
@@ -144,8 +144,7 @@ def test_workbook_trains_each_objective_once_and_later_notebooks_reuse_them(tmp_
         assert (run_dir / "04_baselines" / objective / "export" / "model.safetensors").is_file()
     assert not list((run_dir / "07_denoising_trajectories").glob("tiny-*"))  # nothing trained in 07
     assert not (run_dir / "08_ar_to_diffusion" / "ar-parent").exists()  # 08's AR parent is the workbook's
-    text = "\n".join(o.get("text", "") for c in nbformat.read(str(run_dir / "08_ar_to_diffusion.ipynb"), 4).cells
-                     for o in c.get("outputs", []))
+    text = NotebookOutputs.read(run_dir / "08_ar_to_diffusion.ipynb").streams
     assert f"-> {run_dir / '04_baselines' / 'ar'}" in text  # "AR parent: N steps, validation NLL ... -> <folder>"
 
 

@@ -6,7 +6,7 @@ Run folders are made once for the module (`root`):
       04_train/                        a finished masked run (what notebook 04 trains there)
     ar-run/                            an ar run, trained 4 steps then resumed to 6 (other objective and lr)
     failed-run/                        training that raised at step 2 (an injected error)
-    sub-run/                           `python -m sunfish_lib.train` in a subprocess: running, then SIGKILLed
+    sub-run/                           `python -m sunfish_lib.cli train` in a subprocess: running, then SIGKILLed
     20260101-000001-dead-notebook/     run.json 'running' with the pid of a process that has exited
 """
 
@@ -23,7 +23,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import nbformat
 import pytest
 import pytorch_lightning as pl
 
@@ -31,13 +30,14 @@ from sunfish_lib.cli import main
 from sunfish_lib.compare import config_diff, pick_runs
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.evaluate import evaluate_run
-from sunfish_lib.registry import (format_table, infer_state, list_runs, process_identity, read_json,
-                                  read_training_run, write_json)
+from sunfish_lib.io.files import read_json, write_json
+from sunfish_lib.registry import format_table, infer_state, list_runs, process_identity, read_training_run
 from sunfish_lib.runs import record_environment, run_notebooks
 from sunfish_lib.sampling.analysis import token_entropy
 from sunfish_lib.train.launch import launch
-from sunfish_lib.train.metrics import read_metrics
+from sunfish_lib.io.metrics import read_metrics
 from sunfish_lib.train.trainer import train
+from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS
 from tests.train_helpers import small_config
 
@@ -259,13 +259,11 @@ def test_compare_notebook_headless(root, tmp_path):
     csv_lines = (out / "compare.csv").read_text().splitlines()
     assert csv_lines[0].startswith("run,objective,steps,tokens,wall_s") and len(csv_lines) == 3
     assert (out / "curves.png").stat().st_size > 10_000
-    executed = nbformat.read(str(run_dir / nb.name), as_version=4)
-    text = "\n".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
-    tables = "\n".join(o["data"]["text/html"] for c in executed.cells for o in c.get("outputs", [])
-                       if "text/html" in o.get("data", {}))
+    executed = NotebookOutputs.read(run_dir / nb.name)
+    text, tables = executed.streams, executed.html
     assert "comparing 2 runs" in text and "<th>nats/token</th>" in tables and "exact NLL" in tables
     assert "<td style='white-space:nowrap'>diffusion.objective</td>" in tables and "<th>ar-run</th>" in tables
-    assert sum("image/png" in o.get("data", {}) for c in executed.cells for o in c.get("outputs", [])) == 1
+    assert executed.count("image/png") == 1
     # the papermill run folder itself is in the registry, finished
     (rec,) = [r for r in list_runs([tmp_path]) if r.kind == "notebooks"]
     assert (rec.status, rec.notebooks) == ("finished", ["09_compare_runs.ipynb"])
@@ -273,7 +271,7 @@ def test_compare_notebook_headless(root, tmp_path):
 
 def test_overfit_checks_are_not_compared_by_default(root, tmp_path):
     """A run trained with overfit_batches (03_overfit) records it; pick_runs leaves it out unless named."""
-    from sunfish_lib.registry import write_json
+    from sunfish_lib.io.files import write_json
 
     wb = tmp_path / WORKBOOK
     shutil.copytree(root["root"] / WORKBOOK / "04_train", wb / "04_train")
@@ -296,7 +294,7 @@ def test_train_records_overfit_batches(tmp_path):
 
 
 def test_final_metrics_sample_with_the_requested_steps_and_curves_end_on_the_table_tokens(root, monkeypatch):
-    import sunfish_lib.sampling.session as gen_module
+    import sunfish_lib.compare as gen_module  # compare imports `sample` at its top: spy on its name
     from sunfish_lib.compare import curves, final_metrics
 
     run = root["root"] / WORKBOOK / "04_train"

@@ -8,13 +8,13 @@ from sunfish_lib.diffusion import ContinuousDiffusion
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling import ContinuousSampler
-from sunfish_lib.sampling.rounding import nearest_tokens, resolve_metric, snap_to_embeddings
+from sunfish_lib.diffusion.rounding import nearest_tokens, resolve_metric, snap_to_embeddings
 
 
 def _sampler(embed_norm: bool, sample_cfg=None) -> ContinuousSampler:
     torch.manual_seed(0)
     model = Backbone(ModelConfig(vocab_size=40, n_layers=1, n_heads=2, d_model=16, embed_dim=8, max_seq_len=16,
-                                 time_conditioning=True, time_freq_dim=16))
+                                 time_conditioning=True, time_freq_dim=16).resolve("masked"))
     obj = ContinuousDiffusion(DiffusionConfig(num_timesteps=50, embed_norm=embed_norm))
     if sample_cfg is not None:
         return ContinuousSampler.from_config(model, obj, sample_cfg)

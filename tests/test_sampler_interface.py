@@ -23,14 +23,6 @@ OBJECTIVE = {"ddpm": "continuous", "ddim": "continuous", "ancestral": "masked", 
              "random": "masked", "threshold": "masked", "ar": "ar"}
 
 
-@pytest.fixture
-def tok():
-    """The tokenizer of the small test config (the tiny recipe's BPE)."""
-    from sunfish_lib.data.tokenizer import get_tokenizer
-
-    return get_tokenizer("bpe", small_config().data.bpe_vocab_size)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs15")
@@ -39,7 +31,7 @@ def runs(tmp_path_factory):
 
 def _model(cfg):
     torch.manual_seed(0)
-    return Backbone(cfg.resolved_model).eval()
+    return Backbone.from_config(cfg).eval()
 
 
 def test_registry_names_every_sampler():

@@ -12,7 +12,7 @@ from sunfish_lib.diffusion.continuous import ContinuousDiffusion
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling import ContinuousSampler, MaskedSampler, Trajectory, sample_ar
-from sunfish_lib.sampling.rounding import nearest_tokens
+from sunfish_lib.diffusion.rounding import nearest_tokens
 
 VOCAB, MASK, PAD, EOS = 50, 49, 48, 47
 
@@ -20,7 +20,7 @@ VOCAB, MASK, PAD, EOS = 50, 49, 48, 47
 def tiny_masked(seed=0, **kw) -> Backbone:
     torch.manual_seed(seed)
     cfg = dict(vocab_size=VOCAB, n_layers=2, n_heads=2, d_model=32, max_seq_len=64, time_conditioning=False, causal=False)
-    return Backbone(ModelConfig(**{**cfg, **kw})).eval()
+    return Backbone(ModelConfig(**{**cfg, **kw}).resolve("masked")).eval()
 
 
 class FixedDist(nn.Module):
@@ -74,7 +74,7 @@ def test_temperature_0_top_k_1_is_identical_across_seeds(kind):
 def test_ar_greedy_identical_across_seeds_and_tempered_top_k_stays_in_top_k():
     torch.manual_seed(0)
     m = Backbone(ModelConfig(vocab_size=VOCAB, n_layers=1, n_heads=2, d_model=16, max_seq_len=32, causal=True,
-                             time_conditioning=False)).eval()
+                             time_conditioning=False).resolve("masked")).eval()
     prompt = torch.randint(0, 40, (4, 2))
     a, b = (sample_ar(m, prompt, 8, temperature=0, top_k=1, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
     assert torch.equal(a, b)
@@ -248,7 +248,7 @@ def test_samples_and_infills_never_contain_special_tokens(tok, objective, sample
 
     cfg = small_config(objective, sampler=sampler, steps=4)
     torch.manual_seed(0)
-    model = Backbone(cfg.resolved_model).eval()
+    model = Backbone.from_config(cfg).eval()
     _favour_specials(model, objective, tok)
     specials = torch.tensor([tok.mask_token_id, tok.pad_token_id, tok.eos_token_id])
     modes = [("uncond", "ROMEO:")] + ([] if objective == "ar" else [("infill", "To be [MASK] not to be")])

@@ -18,7 +18,7 @@ VOCAB, MASK = 50, 49
 def tiny_masked(seed=0) -> Backbone:
     torch.manual_seed(seed)
     return Backbone(ModelConfig(vocab_size=VOCAB, n_layers=2, n_heads=2, d_model=32, max_seq_len=64,
-                                time_conditioning=False, causal=False)).eval()
+                                time_conditioning=False, causal=False).resolve("masked")).eval()
 
 
 class FixedDist(nn.Module):
@@ -146,7 +146,7 @@ def test_bad_sampler_settings():
 def test_ar_sampling_kv_cache_equals_full_recompute():
     torch.manual_seed(0)
     m = Backbone(ModelConfig(vocab_size=VOCAB, n_layers=2, n_heads=2, d_model=32, max_seq_len=64,
-                             causal=True, time_conditioning=False)).eval()
+                             causal=True, time_conditioning=False).resolve("masked")).eval()
     prompt = torch.randint(0, VOCAB, (2, 3))
     out = sample_ar(m, prompt, 10, temperature=0)
     ref = prompt

@@ -1,9 +1,9 @@
 """Notebooks 06 (sampling panel) and 07 (denoising trajectories) run headlessly with smoke parameters."""
 
+import pytest
 import html
 import re
 
-import nbformat
 from PIL import Image
 
 from sunfish_lib.config import DEFAULT_SAMPLERS
@@ -11,21 +11,21 @@ from sunfish_lib.display import visible
 from sunfish_lib.runs import run_notebooks
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.trajectory import Trajectory
+from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS
 from tests.sampling_helpers import make_run
 
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
+
 
 def _outputs(path):
-    nb = nbformat.read(str(path), as_version=4)
-    outs = [o for c in nb.cells for o in c.get("outputs", [])]
-    return "\n".join(o.get("text", "") for o in outs), [k for o in outs for k in o.get("data", {})]
+    out = NotebookOutputs.read(path)
+    return out.streams, out.kinds
 
 
 def _html_text(path) -> str:
     """The text a reader sees in the notebook's HTML outputs (tags dropped, entities decoded)."""
-    nb = nbformat.read(str(path), as_version=4)
-    parts = [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
-    return html.unescape(re.sub("<[^>]+>", "", "\n".join("".join(p) if isinstance(p, list) else p for p in parts)))
+    return html.unescape(re.sub("<[^>]+>", "", NotebookOutputs.read(path).html))
 
 
 def test_sampling_notebook_uses_the_workbook_model_and_matches_the_cli(tmp_path):

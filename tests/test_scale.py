@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sunfish_lib.config import ConfigError, get_config
-from sunfish_lib.train.metrics import read_metrics
+from sunfish_lib.io.metrics import read_metrics
 from tests.helpers import run_cli
 from tests.train_helpers import SMALL_ARGS
 
@@ -113,7 +113,7 @@ def test_all_ranks_share_one_run_folder_under_lightning_launcher_and_torchrun(tm
 
             env = {**os.environ, "SUNFISH_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
             r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                                "--master-port", str(_free_port()), "-m", "sunfish_lib.train", *args], cwd=ROOT, env=env,
+                                "--master-port", str(_free_port()), "-m", "sunfish_lib.cli", "train", *args], cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         folders = _run_folders(runs)

@@ -3,7 +3,7 @@
 import json
 
 from sunfish_lib.config import get_config, short_run_rules
-from sunfish_lib.train.command import config_from_args
+from sunfish_lib.commands.train import config_from_args
 from tests.helpers import NOTEBOOKS
 
 

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling import MaskedSampler
-from sunfish_lib.train.checkpoint import load_for_inference
-from sunfish_lib.train.metrics import read_metrics, series
+from sunfish_lib.io.export import load_for_inference
+from sunfish_lib.io.metrics import read_metrics, series
 from sunfish_lib.train.trainer import train
 from tests.helpers import ROOT, run_cli
 from sunfish_lib.train.callbacks import StopAtStep as StopAt
@@ -99,7 +99,7 @@ def test_fsdp2_and_ddp_two_cpu_processes_agree_and_resume(tmp_path):
 @pytest.mark.slow
 def test_sigkill_resumes_from_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "sunfish_lib.train", "--preset", "tiny", "--objective", "masked", *SMALL_ARGS,
+    args = [sys.executable, "-m", "sunfish_lib.cli", "train", "--preset", "tiny", "--objective", "masked", *SMALL_ARGS,
             "--set", "ckpt_every=2", "--set", "val_every=100", "--max-steps", "400", "--run-dir", str(run_dir),
             "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

@@ -1,20 +1,22 @@
 """Notebooks 03 (overfit) and 04 (train) run headlessly with smoke parameters."""
 
+import pytest
 import json
 import math
 
-import nbformat
 
 from sunfish_lib.config import Config
 from sunfish_lib.runs import run_notebooks
-from sunfish_lib.train.metrics import read_metrics
+from sunfish_lib.io.metrics import read_metrics
 from sunfish_lib.workbook import tokens_per_step
+from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS
+
+pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
 
 
 def _text(nb_path) -> str:
-    nb = nbformat.read(str(nb_path), as_version=4)
-    return "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if "text" in o)
+    return NotebookOutputs.read(nb_path).streams
 
 
 def test_overfit_notebook_reaches_threshold(tmp_path):
@@ -47,8 +49,7 @@ def test_train_notebook_runs_and_resumes(tmp_path):
     assert table["masked"]["kind"] == "ELBO upper bound" and table["ar"]["kind"] == "exact NLL"
     assert table["masked"]["bits_per_byte"] > 0 and table["continuous"]["bits_per_byte"] is None
     assert 0 < table["unigram"]["nats_per_token"] < math.log(main.model.vocab_size)
-    shown = [o["data"]["text/markdown"] for c in nbformat.read(str(run_dir / nb.name), as_version=4).cells
-             for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
+    shown = NotebookOutputs.read(run_dir / nb.name).data("text/markdown")
     assert any("| masked | ELBO upper bound |" in m and "masked/AR perplexity ratio" in m for m in shown)
     # run it again on the same folder with more steps: it resumes
     from sunfish_lib.runs import execute_notebook

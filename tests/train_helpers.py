@@ -40,7 +40,7 @@ def export_of(run_dir) -> dict:
 def trained_straight(args: list[str], max_steps: int, run_dir) -> dict:
     """The export of the run `sunfish train ARGS --max-steps N` describes, trained in-process without a stop."""
     from sunfish_lib.cli import build_parser
-    from sunfish_lib.train.command import config_from_args
+    from sunfish_lib.commands.train import config_from_args
     from sunfish_lib.train.trainer import train
 
     cfg = config_from_args(build_parser().parse_args(["train", *args, "--max-steps", str(max_steps)]))

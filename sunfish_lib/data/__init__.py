@@ -1,4 +1,4 @@
-"""The data pipeline: text source -> tokenizer -> packer -> batches (see DESIGN.md, "Data flow").
+"""The data pipeline: text source -> tokenizer -> packer -> batches (`sources` -> `tokenizer` -> `packing` -> `loader`).
 
 Importing this package needs only torch; `datasets`, `tokenizers`, `transformers` and
 Lightning are imported where used. Main entry points:

@@ -15,6 +15,7 @@ import torch
 import pytorch_lightning as pl
 
 from sunfish_lib.config import Config, DataConfig
+from sunfish_lib.data.corpus import prepare_shakespeare
 from sunfish_lib.data.loader import ResumableLoader, ResumeTracker
 from sunfish_lib.data.pipeline import check_fits_model, make_dataset
 from sunfish_lib.data.sources import parse_source
@@ -48,8 +49,6 @@ class SunfishDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Fetch the embedded corpus and train/cache the BPE once per node (cached afterwards)."""
         if self.data.source == "shakespeare" or self.data.tokenizer == "bpe":
-            from sunfish_lib.data.corpus import prepare_shakespeare
-
             prepare_shakespeare()
         if self.tokenizer is None and self.data.tokenizer == "bpe":
             get_tokenizer("bpe", self.data.bpe_vocab_size)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
+from sunfish_lib.data.corpus import shakespeare_files
 from sunfish_lib.errors import SunfishError
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ def parse_source(source: str, text_field: str = "text") -> SourceSpec:
     """Turn `data.source` into a SourceSpec; raise SunfishError for unknown or missing sources."""
     source = source.strip()
     if source == "shakespeare":
-        from sunfish_lib.data.corpus import shakespeare_files
-
         files = tuple(str(p) for p in shakespeare_files())
         return SourceSpec(source, "embedded", "text", files=files, text_field="text")
     head, _, config = source.partition(":")

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from sunfish_lib.data.corpus import CORPUS_NAME, shakespeare_files
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.hf_hub import hub_offline
 from sunfish_lib.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -186,7 +188,7 @@ def _from_hf(name: str) -> SunfishTokenizer:
             hf_logging.set_verbosity_error()
         hf = AutoTokenizer.from_pretrained(name, **({"trust_remote_code": False} if export else {}))
     except (OSError, ValueError) as e:
-        hint = "the hub is offline or unreachable" if _hub_offline() else str(e).splitlines()[0][:200]
+        hint = "the hub is offline or unreachable" if hub_offline() else str(e).splitlines()[0][:200]
         raise SunfishError(
             f"data.tokenizer={name!r} could not be loaded ({hint}); use data.tokenizer=bpe (offline) "
             "or a local tokenizer folder"
@@ -208,17 +210,10 @@ def _from_hf(name: str) -> SunfishTokenizer:
                             pad_token=str(hf.pad_token), name=name)
 
 
-def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 # -- the offline BPE ------------------------------------------------------------------------
 
 def bpe_cache_dir(vocab_size: int) -> Path:
     """Cache folder of the offline BPE with `vocab_size` entries (specials included)."""
-    from sunfish_lib.data.corpus import CORPUS_NAME
-
     return cache_dir() / "tokenizers" / f"bpe-{CORPUS_NAME}-{vocab_size}"
 
 
@@ -234,7 +229,6 @@ def train_bpe(vocab_size: int = 4096, texts: Iterable[str] | None = None, folder
         folder = folder or bpe_cache_dir(vocab_size)
         if (folder / "tokenizer.json").is_file():
             return _load_saved_bpe(folder)
-        from sunfish_lib.data.corpus import shakespeare_files
 
         texts = (p.read_text(encoding="utf-8") for p in shakespeare_files())
     tok = SunfishTokenizer(_train_backend(texts, vocab_size), name=f"bpe-{vocab_size}")

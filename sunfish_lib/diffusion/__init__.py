@@ -1,8 +1,9 @@
 """Objectives on the one backbone: continuous (embedding) diffusion, masked diffusion, the AR baseline.
 
-An objective owns the forward process (noising or masking), its loss, and what the
-model's output means. `loss(model, batch, generator)` returns a dict with a scalar
-`loss` plus metrics.
+An objective owns the forward process (noising or masking), its loss, what the model's
+output means, its per-sequence likelihood (or bound, or stand-in), what the backbone is built
+with and which samplers fit it: the shared interface is `objective.Objective`. `OBJECTIVE_CLASSES`
+is the registry; nothing outside config branches on the objective's name to build one.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ from sunfish_lib.config import Config
 from sunfish_lib.diffusion.autoregressive import Autoregressive
 from sunfish_lib.diffusion.continuous import ContinuousDiffusion
 from sunfish_lib.diffusion.masked import MaskedDiffusion, MaskSchedule, subs_logits
+from sunfish_lib.diffusion.objective import Objective
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import ConfigError
+
+OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
+    "continuous": ContinuousDiffusion, "masked": MaskedDiffusion, "ar": Autoregressive,
+}
+"""The registry: `diffusion.objective` -> its class (the keys are `config.OBJECTIVES`)."""
 
 
 def build_objective(cfg: Config, mask_token_id: int | None = None, eos_token_id: int | None = None):
@@ -21,17 +28,16 @@ def build_objective(cfg: Config, mask_token_id: int | None = None, eos_token_id:
     `eos_token_id` is the AR baseline's BOS: with it the AR loss scores every token of a row,
     the same set as the masked ELBO (see `diffusion.autoregressive`).
     """
-    kind = cfg.diffusion.objective
-    if kind == "masked":
-        if mask_token_id is None:
-            raise ConfigError("objective 'masked' needs the tokenizer's [MASK] id; the tokenizer has no [MASK] token")
-        return MaskedDiffusion(cfg.diffusion, mask_token_id)
-    if kind == "ar":
-        return Autoregressive(cfg.diffusion, bos_token_id=eos_token_id)
-    if kind == "continuous":
-        return ContinuousDiffusion(cfg.diffusion)
-    raise ConfigError(f"diffusion.objective={kind!r} is not allowed; choose one of continuous, masked, ar")
+    return objective_class(cfg.diffusion.objective).from_config(cfg, mask_token_id=mask_token_id,
+                                                                 eos_token_id=eos_token_id)
 
 
-__all__ = ["Autoregressive", "ContinuousDiffusion", "MaskedDiffusion", "MaskSchedule", "NoiseSchedule",
-           "build_objective", "subs_logits"]
+def objective_class(name: str) -> type[Objective]:
+    """The class registered for `diffusion.objective=name`."""
+    if name not in OBJECTIVE_CLASSES:
+        raise ConfigError(f"diffusion.objective={name!r} is not allowed; choose one of {', '.join(OBJECTIVE_CLASSES)}")
+    return OBJECTIVE_CLASSES[name]
+
+
+__all__ = ["OBJECTIVE_CLASSES", "Autoregressive", "ContinuousDiffusion", "MaskedDiffusion", "MaskSchedule",
+           "NoiseSchedule", "Objective", "build_objective", "objective_class", "subs_logits"]

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import torch
 
 from sunfish_lib.diffusion.schedules import NoiseSchedule
-from sunfish_lib.sampling.rounding import nearest_tokens
+from sunfish_lib.diffusion.rounding import nearest_tokens
 
 
 def schedule_curves(kinds: Sequence[str] = ("linear", "cosine", "sqrt"), num_timesteps: int = 1000) -> dict:

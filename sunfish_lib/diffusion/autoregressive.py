@@ -16,17 +16,32 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sunfish_lib.config import DiffusionConfig
+from sunfish_lib.config import BACKBONE_NEEDS, SAMPLERS, DiffusionConfig
 
 
 class Autoregressive:
     """Next-token prediction on packed sequences (see the module docstring for which tokens are scored)."""
 
     name = "ar"
+    kind = "exact NLL"
+    samplers = SAMPLERS["ar"]
+    backbone_needs = BACKBONE_NEEDS["ar"]
 
     def __init__(self, cfg: DiffusionConfig | None = None, bos_token_id: int | None = None):
         self.cfg = cfg
         self.bos_id = bos_token_id
+
+    @classmethod
+    def from_config(cls, cfg, *, mask_token_id: int | None = None, eos_token_id: int | None = None):
+        """The AR baseline reads the EOS as BOS, so it scores every token (module docstring)."""
+        return cls(cfg.diffusion, bos_token_id=eos_token_id)
+
+    def t_draws(self, t_samples: int) -> int:
+        return 0  # exact: no noise levels to average
+
+    def sequence_nats(self, model, batch: dict, t_samples: int = 0, generator=None) -> torch.Tensor:
+        """-1/n sum_i log p(x_i | x_<i) of each sequence (B,), exact."""
+        return self.loss(model, batch)["nll_per_seq"].double()
 
     def scored(self, batch: dict) -> torch.Tensor:
         """(B, T) bool: positions whose token is a target of the loss."""

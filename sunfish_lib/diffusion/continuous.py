@@ -45,7 +45,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sunfish_lib.config import DiffusionConfig
+from sunfish_lib.config import BACKBONE_NEEDS, SAMPLERS, DiffusionConfig
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.diffusion.timesteps import sample_t
 from sunfish_lib.errors import ConfigError
@@ -101,6 +101,13 @@ class ContinuousDiffusion:
     """Gaussian diffusion on the backbone's token embeddings (see module docstring)."""
 
     name = "continuous"
+    kind = "rounding CE at t<=0.1 (not a likelihood)"
+    samplers = SAMPLERS["continuous"]
+    backbone_needs = BACKBONE_NEEDS["continuous"]
+
+    @classmethod
+    def from_config(cls, cfg, *, mask_token_id: int | None = None, eos_token_id: int | None = None):
+        return cls(cfg.diffusion)
 
     def __init__(self, cfg: DiffusionConfig | None = None):
         self.cfg = cfg = cfg or DiffusionConfig()
@@ -223,6 +230,13 @@ class ContinuousDiffusion:
         return x0_hat * use[:, None, None]
 
     # -- evaluation ------------------------------------------------------------------
+    def t_draws(self, t_samples: int) -> int:
+        return max(2, t_samples // 2 * 2)
+
+    def sequence_nats(self, model, batch: dict, t_samples: int = 8, generator=None) -> torch.Tensor:
+        """The rounding CE at small t of each sequence (B,): no likelihood bound here (module docstring)."""
+        return self.rounding_ce_small_t(model, batch, self.t_draws(t_samples), generator)
+
     @torch.no_grad()
     def rounding_ce_small_t(self, model, batch: dict, t_samples: int = 8, generator=None) -> torch.Tensor:
         """Rounding CE (nats/token) per sequence (B,), averaged over t ~ U(0, EVAL_T_MAX]: NOT a likelihood."""

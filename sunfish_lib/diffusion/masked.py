@@ -32,8 +32,9 @@ import math
 
 import torch
 
-from sunfish_lib.config import DiffusionConfig
+from sunfish_lib.config import BACKBONE_NEEDS, SAMPLERS, DiffusionConfig
 from sunfish_lib.diffusion.timesteps import sample_t
+from sunfish_lib.errors import ConfigError
 
 
 def visible_segments(segment_ids: torch.Tensor, masked: torch.Tensor,
@@ -104,11 +105,42 @@ class MaskedDiffusion:
     """The masked-diffusion objective: forward masking, SUBS, continuous-time ELBO."""
 
     name = "masked"
+    kind = "ELBO upper bound"
+    samplers = SAMPLERS["masked"]
+    backbone_needs = BACKBONE_NEEDS["masked"]
 
     def __init__(self, cfg: DiffusionConfig, mask_token_id: int):
         self.cfg = cfg
         self.mask_id = int(mask_token_id)
         self.schedule = MaskSchedule(cfg.mask_schedule)
+
+    @classmethod
+    def from_config(cls, cfg, *, mask_token_id: int | None = None, eos_token_id: int | None = None):
+        if mask_token_id is None:
+            raise ConfigError("objective 'masked' needs the tokenizer's [MASK] id; the tokenizer has no [MASK] token")
+        return cls(cfg.diffusion, mask_token_id)
+
+    def t_draws(self, t_samples: int) -> int:
+        return max(2, t_samples // 2 * 2)
+
+    @torch.no_grad()
+    def sequence_nats(self, model, batch: dict, t_samples: int = 8, generator=None) -> torch.Tensor:
+        """The continuous-time ELBO (MDLM Eq. 10) of each sequence (B,), nats/token: an upper bound on the NLL.
+
+        Monte Carlo over t with antithetic pairs (t, 1 - t) on stratified draws, t mapped into
+        [t_min, 1); the rows' t are shuffled so t does not follow row order.
+        """
+        x0 = batch["input_ids"]
+        B = x0.shape[0]
+        draws = []
+        for _ in range(self.t_draws(t_samples) // 2):
+            u = sample_t(B, t_min=0.0, generator=generator, device=x0.device)
+            where = generator.device if generator is not None else "cpu"
+            u = u[torch.randperm(B, generator=generator, device=where).to(x0.device)]  # decorrelate t from row order
+            for t in (u, 1.0 - u):  # antithetic pair
+                t = self.cfg.t_min + (1.0 - self.cfg.t_min) * t.clamp(0.0, 1.0 - 1e-7)
+                draws.append(self.loss_at(model, batch, t, generator=generator)["elbo_per_seq"].double())
+        return torch.stack(draws).mean(0)
 
     def scored(self, batch: dict) -> torch.Tensor:
         """(B, T) bool: the tokens the ELBO scores, every real one (`evaluate` counts their bytes)."""

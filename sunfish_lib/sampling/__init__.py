@@ -1,6 +1,6 @@
 """Reverse processes: continuous (DDPM/DDIM) and masked-diffusion samplers, AR sampling, rounding, trajectories.
 
-Names are imported on first use (PEP 562), so `sunfish_lib.sampling.command` (the CLI's
+Names are imported on first use (PEP 562), so `sunfish_lib.commands.sample` (the CLI's
 argument parser) loads without torch and every `sunfish` command starts fast.
 """
 

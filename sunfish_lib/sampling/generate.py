@@ -16,6 +16,7 @@ import torch
 
 from sunfish_lib.config import SampleConfig
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.sampling.infill import template_ids
 from sunfish_lib.sampling.trajectory import Trajectory
 
 MODES = ("uncond", "infill")
@@ -24,8 +25,6 @@ MODES = ("uncond", "infill")
 def initial_ids(tokenizer, *, mode: str, prompt: str = "", length: int, mask_length: int, num_samples: int,
                 max_len: int) -> torch.Tensor:
     """The (num_samples, T) ids to fill, [MASK] where text is to be generated."""
-    from sunfish_lib.sampling.infill import template_ids
-
     if mode not in MODES:
         raise SunfishError(f"mode={mode!r} is not allowed; choose uncond or infill")
     mask_tok = tokenizer.mask_token

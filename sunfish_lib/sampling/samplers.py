@@ -11,6 +11,8 @@ from typing import Callable
 
 from sunfish_lib.config import SAMPLERS as BY_OBJECTIVE
 from sunfish_lib.config import Config, SampleConfig
+from sunfish_lib.diffusion.continuous import ContinuousDiffusion
+from sunfish_lib.diffusion.masked import MaskSchedule
 from sunfish_lib.sampling.autoregressive import ARSampler
 from sunfish_lib.sampling.base import Sampler
 from sunfish_lib.sampling.continuous import ContinuousSampler
@@ -26,8 +28,6 @@ def never_emitted(tokenizer, vocab_size: int, allow_eos: bool = False) -> list[i
 
 
 def _masked(model, cfg: Config, tokenizer, s: SampleConfig, never: list[int]) -> Sampler:
-    from sunfish_lib.diffusion.masked import MaskSchedule
-
     return MaskedSampler(model, tokenizer.mask_token_id, kind=s.sampler, steps=s.steps, temperature=s.temperature,
                          top_k=s.top_k, top_p=s.top_p, block_length=s.block_length, threshold=s.threshold,
                          cfg_scale=s.cfg_scale, cache=s.cache, schedule=MaskSchedule(cfg.diffusion.mask_schedule),
@@ -35,8 +35,6 @@ def _masked(model, cfg: Config, tokenizer, s: SampleConfig, never: list[int]) ->
 
 
 def _continuous(model, cfg: Config, tokenizer, s: SampleConfig, never: list[int]) -> Sampler:
-    from sunfish_lib.diffusion.continuous import ContinuousDiffusion
-
     return ContinuousSampler.from_config(model, ContinuousDiffusion(cfg.diffusion), s,
                                          mask_id=tokenizer.mask_token_id, exclude_ids=never)
 

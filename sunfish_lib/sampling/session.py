@@ -17,7 +17,7 @@ padded batch. `render_ids` shows an intermediate sequence as text.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -25,8 +25,10 @@ from typing import Any, Callable
 import torch
 
 from sunfish_lib.config import SAMPLERS, Config
+from sunfish_lib.data.tokenizer import get_tokenizer
 from sunfish_lib.devices import resolve_device, resolve_dtype
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.io.export import load_for_inference
 from sunfish_lib.sampling.generate import Generation, initial_ids, pad_rows
 from sunfish_lib.sampling.samplers import build_sampler
 from sunfish_lib.sampling.settings import SETTINGS, check_names
@@ -62,8 +64,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
 
     device None or 'auto': the best available (`devices.best_device`); dtype: float32 (default),
     bfloat16 or float16 for the weights."""
-    from sunfish_lib.train.checkpoint import load_for_inference
-
     if not str(path).strip():
         raise SunfishError("no checkpoint given; pick a run folder, an exported model folder or a .ckpt file")
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -71,8 +71,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
     model, cfg, tok = load_for_inference(p, dev)
     model = model.to(dtype=dt)
     if tok is None:  # a checkpoint copied without its run folder: rebuild the tokenizer its config names
-        from sunfish_lib.data import get_tokenizer
-
         tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
     return Loaded(model, cfg, tok, p)
 
@@ -129,6 +127,17 @@ def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", prompts: l
     out = out.cpu()
     decoded = [tok.decode(row[:n].tolist()) for row, n in zip(out, lengths)]
     return Generation(out, x.cpu(), decoded, trajectory, passes, s, None if keys is None else lengths, positions)
+
+
+def training_samples(model, cfg: Config, tokenizer, *, seed: int, num_samples: int, length: int) -> list[str]:
+    """Unconditional samples of a model being trained, with its config's sampler (`train.samples.SampleFn`).
+
+    A masked sampler takes at most `length` steps (one token per step at most is all a row can use).
+    """
+    steps = min(cfg.sample.steps, length) if cfg.diffusion.objective == "masked" else cfg.sample.steps
+    gen = sample(Loaded(model, cfg, tokenizer), mode="uncond", seed=seed, num_samples=num_samples, length=length,
+                 steps=steps)
+    return gen.texts
 
 
 def _run(sampler, x, keys, lengths, generator, trajectory, callback, objective):
@@ -220,8 +229,3 @@ def _subdirs(d: Path) -> list[Path]:
         return [c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")]
     except OSError:
         return []
-
-
-def settings_of(cfg: Config) -> dict[str, Any]:
-    """The sampling settings of a config (SETTINGS fields of cfg.sample)."""
-    return {k: v for k, v in asdict(cfg.sample).items() if k in SETTINGS}

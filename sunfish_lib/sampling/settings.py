@@ -1,6 +1,6 @@
 """The one list of sampling settings: `SampleConfig`'s fields, their docstrings, what each acts on.
 
-`sunfish sample`'s flags (`sampling.command.add_setting_flags`), the panel's widgets
+`sunfish sample`'s flags (`commands.sample.add_setting_flags`), the panel's widgets
 (`widgets.SamplingPanel`) and `session.sample`'s keywords are generated from here, so a new
 `SampleConfig` field is reachable everywhere without another edit (a test enumerates them).
 The notebooks' `sampling` parameter (06, 07) is a dict of these settings, checked by
@@ -17,7 +17,9 @@ import inspect
 from functools import lru_cache
 from typing import Any, Mapping
 
-from sunfish_lib.config import CACHES, ROUNDINGS, SAMPLERS, Config, SampleConfig
+from sunfish_lib.config import (  # noqa: F401 (the CLI and the panel read the device names here)
+    CACHES, DEVICE_HELP, DTYPE_NAMES, ROUNDINGS, SAMPLERS, Config, SampleConfig,
+)
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.validation import check_sample_ranges
 
@@ -32,9 +34,6 @@ CHOICES = {"rounding": ROUNDINGS, "cache": CACHES}
 """Settings with a fixed set of values (a dropdown in the panel, argparse choices on the CLI)."""
 MODE_ONLY = {"length": "uncond", "mask_length": "infill"}
 """Settings that act in one mode only."""
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
-"""Inference dtypes of the weights (`devices.resolve_dtype`), named here so the CLI parser needs no torch."""
-DEVICE_HELP = "cuda, cuda:N, mps or cpu (default: the best available: CUDA, then MPS, then CPU)"
 
 
 def applies(name: str, objective: str | None, mode: str | None = None) -> bool:

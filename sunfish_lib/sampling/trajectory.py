@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.io.files import atomic_write
 
 
 @dataclass
@@ -61,10 +62,8 @@ class Trajectory:
             tensors["start"] = self.start.detach().to("cpu").contiguous()
         header = {"sampler": self.sampler, "times": json.dumps(self.times), "meta": json.dumps(self.meta),
                   "format": "sunfish-trajectory-1"}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=header)
-        tmp.replace(path)
-        return path
+        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), fsync=False,
+                            disk_errors=False)
 
     @classmethod
     def load(cls, path: str | Path) -> "Trajectory":

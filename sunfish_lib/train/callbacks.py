@@ -10,7 +10,8 @@ import pytorch_lightning as pl
 import torch
 
 from sunfish_lib.config import Config
-from sunfish_lib.estimate import executed_flops_per_token
+from sunfish_lib.counts import executed_flops_per_token
+from sunfish_lib.train.optim import format_groups, param_groups
 
 # Dense bf16 tensor-core peaks (FLOP/s) from vendor datasheets, without sparsity.
 GPU_PEAK_BF16 = {
@@ -64,7 +65,7 @@ def device_peak_flops(device: torch.device, precision: str) -> tuple[float, str]
 class ThroughputMonitor(pl.Callback):
     """Tokens/s and MFU = achieved FLOP/s / peak, per optimizer step.
 
-    FLOPs/token are the executed ones (`estimate.executed_flops_per_token`, the one convention).
+    FLOPs/token are the executed ones (`counts.executed_flops_per_token`, the one convention).
     """
 
     def __init__(self, cfg: Config):
@@ -172,11 +173,9 @@ class TextLog(pl.Callback):
 
     def on_train_start(self, trainer, pl_module):
         if trainer.is_global_zero:
-            from sunfish_lib.train.optim import format_groups, param_groups
-
             cfg = pl_module.cfg
             self.write(f"start: step {trainer.global_step}, {pl_module.model.num_params():,} params, "
-                       f"objective {cfg.diffusion.objective}, world size {trainer.world_size}, "
+                       f"objective {cfg.diffusion.objective}, world size {trainer.world_size}{_launcher(trainer)}, "
                        f"precision {trainer.precision}")
             self.write(f"tokens per optimizer step: {cfg.tokens_per_step:,} = micro-batch {cfg.data.micro_batch_size} "
                        f"x seq {cfg.data.seq_len} x accumulate {cfg.accumulation} x {trainer.world_size} processes")
@@ -218,6 +217,14 @@ class StopAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+def _launcher(trainer) -> str:
+    """' (2 nodes, launched by SLURM)': who started the processes (Lightning's cluster environment), if several."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if env is None or trainer.world_size == 1:
+        return ""
+    return f" ({trainer.num_nodes} nodes, launched by {type(env).__name__.removesuffix('Environment')})"
 
 
 class FinalCheckpoint(pl.Callback):

@@ -1,39 +1,24 @@
 """Disk space for a run: a free-space check before training, the one-line error when a write
-fails anyway (disk full mid-run), and the cleanup of writes a kill left half done.
+fails anyway (disk full mid-run: `sunfish_lib.io.files.write_failed`), and the cleanup of writes a kill left half done.
 
 What a run writes, at its peak (`run_bytes`): `checkpoints/last.ckpt` plus the `.tmp` copy it is
 rewritten through (atomic rename), `train.keep_best` best checkpoints, and `export/` (weights
 only). A checkpoint holds the weights, the two AdamW moments per parameter and the EMA copy when
-kept (`estimate.checkpoint_bytes`); logs, the tokenizer and the config fit in the fixed margin.
+kept (`counts.checkpoint_bytes`); logs, the tokenizer and the config fit in the fixed margin.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 from pathlib import Path
 
 from sunfish_lib.config import Config
+from sunfish_lib.counts import checkpoint_bytes
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.io.files import fmt_bytes, human_bytes
 
 SLACK = 1.10  # checkpoint metadata, loop state and filesystem blocks on top of the tensor bytes
 MARGIN_BYTES = 16 * 2**20  # logs, metrics, tokenizer, config, samples
-
-
-def human_bytes(n: int) -> str:
-    """'12.3 MB'."""
-    value, unit = float(n), "B"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            break
-        value /= 1000
-    return f"{value:.1f} {unit}"
-
-
-def fmt_bytes(n: int) -> str:
-    """'12,345,678 bytes (12.3 MB)': exact for tests and scripts, readable for people."""
-    return f"{n:,} bytes ({human_bytes(n)})"
 
 
 def run_bytes(cfg: Config, precision: str) -> dict[str, int]:
@@ -41,8 +26,6 @@ def run_bytes(cfg: Config, precision: str) -> dict[str, int]:
 
     `precision` is a resolved Lightning precision (not 'auto'): it sets the bytes per weight.
     """
-    from sunfish_lib.estimate import checkpoint_bytes
-
     t, m = cfg.train, cfg.resolved_model
     ckpt = checkpoint_bytes(m, precision, ema=t.ema_decay > 0)["with_optimizer"]
     export = checkpoint_bytes(m, precision)["weights"]
@@ -75,26 +58,3 @@ def remove_partial_writes(run_dir: Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
-
-
-def os_error_of(exc: BaseException) -> OSError | None:
-    """The OSError behind `exc` (torch.save reports a failed write as a RuntimeError raised from it)."""
-    while exc is not None:
-        if isinstance(exc, OSError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def write_failed(path: Path, tmp: Path, err: OSError) -> SunfishError:
-    """Remove the partial `tmp`; the one-line error naming the file, the reason and the free space."""
-    tmp.unlink(missing_ok=True)
-    try:
-        free = fmt_bytes(shutil.disk_usage(path.parent).free)
-    except OSError:
-        free = "unknown"
-    reason = os.strerror(err.errno) if err.errno else str(err)
-    hint = "free space, then resume with --resume" if err.errno in (errno.ENOSPC, errno.EDQUOT) \
-        else "check the folder, then resume with --resume"
-    kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-    return SunfishError(f"could not write {path}: {reason} ({free} free in {path.parent}); {kept}; {hint}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from sunfish_lib.train.checkpoint import export_model
+from sunfish_lib.io.export import export_model
 
 
 def full_state_dict(module) -> dict[str, torch.Tensor]:

@@ -154,6 +154,10 @@ def saved_step(path: Path) -> int | None:
     """global_step of a Lightning checkpoint, read without loading its tensors (mmap), or None."""
     import torch
 
+    from sunfish_lib.io.dcp import saved_step as folder_step
+
+    if Path(path).is_dir():  # a sharded (DCP) checkpoint folder
+        return folder_step(path)
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
     except Exception:  # missing or unreadable: the message says so

@@ -1,7 +1,7 @@
 """Launching training from a notebook: a subprocess (FSDP/DDP processes never live in a kernel).
 
 `launch(cfg, run_dir)` writes the run's config.json and starts `python -m
-sunfish_lib.train --config ... --run-dir ...` (with `--resume` when the folder already
+sunfish_lib.cli train --config ... --run-dir ...` (with `--resume` when the folder already
 holds a checkpoint, so re-running a notebook continues the run). Multi-GPU runs on one
 node use Lightning's own process launcher; pass `torchrun=True` for torchrun.
 `follow(proc, run_dir)` yields the run's metrics as they are written.
@@ -28,9 +28,10 @@ from typing import Iterator
 
 from sunfish_lib.config import Config, with_max_steps
 from sunfish_lib.errors import Interrupted, SunfishError
-from sunfish_lib.registry import STATUS_FILE, read_json
+from sunfish_lib.io.files import read_json
+from sunfish_lib.registry import STATUS_FILE
 from sunfish_lib.runlock import check_unlocked
-from sunfish_lib.train.metrics import read_metrics
+from sunfish_lib.io.metrics import read_metrics
 
 _LAUNCHED: "weakref.WeakSet[subprocess.Popen]" = weakref.WeakSet()
 
@@ -40,7 +41,7 @@ def training_command(cfg: Config, run_dir: Path, *, resume: bool, torchrun: bool
     """The argv that trains `cfg` into run_dir."""
     config_path = Path(run_dir) / "config.request.json"
     cfg.save(config_path)
-    args = ["-m", "sunfish_lib.train", "--config", str(config_path), "--run-dir", str(run_dir), "--no-progress"]
+    args = ["-m", "sunfish_lib.cli", "train", "--config", str(config_path), "--run-dir", str(run_dir), "--no-progress"]
     if resume:  # a resume keeps the saved max_steps unless told: pass the requested one
         args += ["--resume", "--max-steps", str(cfg.train.max_steps)]
     if stop_at_step:
@@ -60,7 +61,7 @@ def launch(cfg: Config, run_dir: str | Path, *, resume: bool | None = None, torc
     check_unlocked(run_dir)  # one writer per run folder: refuse before writing config.request.json
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
-        resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        resume = (run_dir / "checkpoints" / "last.ckpt").exists()  # a file, or a sharded folder
     cmd = training_command(cfg, run_dir, resume=resume, torchrun=torchrun, stop_at_step=stop_at_step)
     out = open(run_dir / "stdout.log", "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -144,6 +145,6 @@ def config_for_run(cfg: Config, run_dir: str | Path) -> tuple[Config, bool]:
     """(config to train, resuming?): a folder that already holds a run keeps its saved config,
     with only max_steps taken from `cfg` (so re-running a notebook continues the run)."""
     saved = Path(run_dir) / "config.json"
-    if saved.is_file() and (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
+    if saved.is_file() and (Path(run_dir) / "checkpoints" / "last.ckpt").exists():
         return with_max_steps(Config.load(saved), cfg.train.max_steps), True
     return cfg, False

@@ -18,6 +18,8 @@ from sunfish_lib.config import Config
 from sunfish_lib.diffusion import build_objective
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
+from sunfish_lib.train.callbacks import TextLog
+from sunfish_lib.train.dcp_strategy import uses_sharded_checkpoints
 from sunfish_lib.train.interrupt import agreed_signal
 from sunfish_lib.train.optim import build_optimizer, build_scheduler
 
@@ -59,6 +61,15 @@ def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return full.to(ref.device, ref.dtype)
 
 
+def fsdp_mixed_precision(precision: str):
+    """FSDP2's MixedPrecisionPolicy for the trainer's precision: bf16 (fp16) parameters for the
+    all-gather and the compute, fp32 gradient reductions; None (fp32 throughout) otherwise."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    low = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
+    return None if low is None else MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32)
+
+
 def compile_enabled(setting: bool | None, device: torch.device) -> bool:
     """train.compile: an explicit True/False, or None = on for CUDA devices only."""
     return bool(setting) if setting is not None else torch.device(device).type == "cuda"
@@ -71,7 +82,7 @@ class SunfishModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # plain dicts and ints: loadable with weights_only=True
         self.cfg = Config.from_dict(config).validate()
-        self.model = Backbone(self.cfg.resolved_model)
+        self.model = Backbone.from_config(self.cfg)
         self.objective = build_objective(self.cfg, mask_token_id, eos_token_id)  # eos: the AR baseline's BOS
         self.ema: EMA | None = None
         self._micro = 0  # micro-batches seen (restored from global_step on resume)
@@ -103,6 +114,9 @@ class SunfishModule(pl.LightningModule):
 
         dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
         kw = {"mesh": dp_mesh}
+        policy = fsdp_mixed_precision(self.trainer.precision if self._trainer is not None else "32-true")
+        if policy is not None:
+            kw["mp_policy"] = policy
         if self.cfg.train.cpu_offload:
             kw["offload_policy"] = CPUOffloadPolicy()
         for block in self.model.blocks:
@@ -196,8 +210,9 @@ class SunfishModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._ensure_ema()
-        if self.device.type == "cpu" and self.trainer.world_size > 1:
+        if self.device.type == "cpu" and self.trainer.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
             # several CPU processes on one node: split the cores instead of oversubscribing them
+            # (an explicit OMP_NUM_THREADS wins: torchrun sets it, and equal thread counts give equal sums)
             local = max(1, self.trainer.world_size // max(1, self.trainer.num_nodes))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
@@ -257,7 +272,6 @@ class SunfishModule(pl.LightningModule):
         if self._skips_in_a_row > limit:
             raise self._nan_error(value, step, f"training stopped after {self._skips_in_a_row} skipped steps "
                                                f"in a row (train.max_nan_skips={limit})")
-        from sunfish_lib.train.callbacks import TextLog
 
         for cb in self.trainer.callbacks if self.trainer.is_global_zero else ():
             if isinstance(cb, TextLog):
@@ -277,8 +291,9 @@ class SunfishModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sunfish"] = {"config": self.cfg.to_dict(), "format": 1}
         self._ensure_ema()
-        if self.ema is not None:
-            checkpoint["ema"] = [_full(s).cpu() for s in self.ema.shadow]
+        if self.ema is not None:  # DCP folders keep each rank's shards; one-file checkpoints the full tensors
+            sharded = self._trainer is not None and uses_sharded_checkpoints(self.trainer.strategy)
+            checkpoint["ema"] = [s.detach() if sharded else _full(s).cpu() for s in self.ema.shadow]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._micro = int(checkpoint.get("global_step", 0)) * self.cfg.train.accumulate_grad_batches

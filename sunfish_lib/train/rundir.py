@@ -14,7 +14,10 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from torch.distributed import TCPStore
+
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.paths import new_run_dir
 
 ENV = "SUNFISH_RUN_DIR"
 STORE_TIMEOUT_S = 600
@@ -22,8 +25,6 @@ STORE_TIMEOUT_S = 600
 
 def shared_run_dir(name: str) -> Path:
     """The fresh `runs/<timestamp>-<name>` folder of this run, the same path on every rank."""
-    from sunfish_lib.runs import new_run_dir
-
     if os.environ.get(ENV) and "LOCAL_RANK" in os.environ:  # a child started by Lightning's launcher
         return Path(os.environ[ENV])
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -37,10 +38,6 @@ def shared_run_dir(name: str) -> Path:
 
 
 def _from_torchrun_store(name: str) -> Path:
-    from torch.distributed import TCPStore
-
-    from sunfish_lib.runs import new_run_dir
-
     store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                      timeout=timedelta(seconds=STORE_TIMEOUT_S))
     key = f"sunfish/run_dir/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"

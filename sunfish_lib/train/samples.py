@@ -1,10 +1,18 @@
-"""Periodic samples during training, written to the run folder (samples/step_NNNNNN.txt)."""
+"""Periodic samples during training, written to the run folder (samples/step_NNNNNN.txt).
+
+Training sits below sampling, so the function that samples is given by the caller (`sunfish train`
+and the workbook pass `sunfish_lib.sampling.session.training_samples`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pytorch_lightning as pl
+
+SampleFn = Callable[..., list[str]]
+"""sample_fn(model, cfg, tokenizer, *, seed, num_samples, length) -> texts: unconditional samples with cfg's sampler."""
 
 
 class PeriodicSamples(pl.Callback):
@@ -14,8 +22,9 @@ class PeriodicSamples(pl.Callback):
     exported model samples after training).
     """
 
-    def __init__(self, folder: Path, every: int, num_samples: int = 2, length: int = 48, tokenizer=None):
-        self.folder, self.every = Path(folder), every
+    def __init__(self, folder: Path, every: int, sample_fn: SampleFn, num_samples: int = 2, length: int = 48,
+                 tokenizer=None):
+        self.folder, self.every, self.sample_fn = Path(folder), every, sample_fn
         self.num_samples, self.length, self.tokenizer = num_samples, length, tokenizer
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -24,14 +33,10 @@ class PeriodicSamples(pl.Callback):
             return
         if getattr(pl_module, "_sharded", False) or not trainer.is_global_zero:
             return
-        from sunfish_lib.sampling.session import Loaded, sample
-
         tok = self.tokenizer or trainer.datamodule.tokenizer
         cfg = pl_module.cfg
-        length = min(self.length, cfg.model.max_seq_len)
-        steps = min(cfg.sample.steps, length) if cfg.diffusion.objective == "masked" else cfg.sample.steps
-        gen = sample(Loaded(pl_module.model, cfg, tok), mode="uncond", seed=step, num_samples=self.num_samples,
-                       length=length, steps=steps)
+        texts = self.sample_fn(pl_module.model, cfg, tok, seed=step, num_samples=self.num_samples,
+                               length=min(self.length, cfg.model.max_seq_len))
         self.folder.mkdir(parents=True, exist_ok=True)
-        body = "\n\n".join(f"--- sample {i} ---\n{t}" for i, t in enumerate(gen.texts))
+        body = "\n\n".join(f"--- sample {i} ---\n{t}" for i, t in enumerate(texts))
         (self.folder / f"step_{step:06d}.txt").write_text(f"step {step}, sampler {cfg.sample.sampler}\n\n{body}\n")

@@ -32,7 +32,8 @@ from typing import Any
 import pytorch_lightning as pl
 
 from sunfish_lib.errors import Interrupted
-from sunfish_lib.registry import STATUS_FILE, process_identity, read_json, write_json
+from sunfish_lib.io.files import read_json, write_json
+from sunfish_lib.registry import STATUS_FILE, process_identity
 
 log = logging.getLogger(__name__)
 

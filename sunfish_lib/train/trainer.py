@@ -1,24 +1,50 @@
-"""Trainer factory and the training entry point (`sunfish train`, `python -m sunfish_lib.train`).
+"""Trainer factory and the training entry point (`sunfish train`, `python -m sunfish_lib.cli train`).
 
 Strategies: `auto`/`single` (one device), `ddp`, and `fsdp` = FSDP2 (`fully_shard` per
 block, in `SunfishModule.configure_model`) through Lightning's ModelParallelStrategy,
 which, unlike Lightning's older `"fsdp"` strategy, also runs on CPUs over gloo.
-Checkpoints are full (gathered) state dicts written atomically, so `last.ckpt` is one
-file that any single process can load for sampling.
+Checkpoints are full state dicts written atomically (`last.ckpt` is one file), except for FSDP
+on several processes, where `last.ckpt/` is a sharded DCP folder that each rank writes and reads
+its own part of (io/dcp.py); `load_for_inference` and `sunfish export` consolidate it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
+import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks.progress import ProgressBar
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy
 
 from sunfish_lib.config import Config, with_max_steps
+from sunfish_lib.data import SunfishDataModule, get_tokenizer, save_tokenizer
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.io.export import load_weights
+from sunfish_lib.runlock import RunLock
+from sunfish_lib.train.batches import fixed_batches
+from sunfish_lib.train.callbacks import FinalCheckpoint, MemoryMonitor, NormMonitor, TextLog, ThroughputMonitor
+from sunfish_lib.train.checkpoint import AtomicCheckpointIO
+from sunfish_lib.io.dcp import recover_swap
+from sunfish_lib.train.dcp_strategy import before_resume
+from sunfish_lib.train.diskspace import check_free_space, remove_partial_writes
+from sunfish_lib.train.export import export_final
+from sunfish_lib.train.faults import DataFaultCheckpoint
+from sunfish_lib.train.interrupt import (
+    Interruption, SaveAborted, aborted, disable_lightning_signals, quiet_exit_code, stopped,
+)
+from sunfish_lib.train.module import SunfishModule
+from sunfish_lib.train.samples import PeriodicSamples, SampleFn
+from sunfish_lib.train.status import RunStatus, is_rank_zero
 
 
 def resolve_precision(precision: str) -> str:
@@ -31,10 +57,6 @@ def resolve_precision(precision: str) -> str:
 
 
 def build_strategy(cfg: Config):
-    from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy
-
-    from sunfish_lib.train.checkpoint import AtomicCheckpointIO
-
     t = cfg.train
     world = t.devices * t.num_nodes
     kind = t.strategy
@@ -48,16 +70,20 @@ def build_strategy(cfg: Config):
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if kind == "ddp":
         return DDPStrategy(process_group_backend=backend, checkpoint_io=AtomicCheckpointIO())
-    strategy = ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
-                                     save_distributed_checkpoint=False, process_group_backend=backend)
+    if world > 1:  # sharded checkpoints: each rank writes and reads its own shards (io/dcp.py)
+        from sunfish_lib.train.dcp_strategy import ShardedModelParallelStrategy
+
+        strategy = ShardedModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
+                                                process_group_backend=backend)
+    else:
+        strategy = ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
+                                         save_distributed_checkpoint=False, process_group_backend=backend)
     strategy.checkpoint_io = AtomicCheckpointIO()
     return strategy
 
 
 def _progress_bar(enable: bool | None):
     """Rich in terminals, tqdm in Jupyter, none when piped (train.log has the numbers)."""
-    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
-
     if enable is False:
         return None
     if "ipykernel" in sys.modules:
@@ -72,10 +98,6 @@ WANDB_ID_FILE = "wandb_id"
 
 def wandb_run_id(run_dir: Path) -> str | None:
     """The W&B run id of this run folder: made on the first start, kept in run_dir/wandb_id, reused on resume."""
-    import uuid
-
-    from sunfish_lib.train.status import is_rank_zero
-
     path = run_dir / WANDB_ID_FILE
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
@@ -87,8 +109,6 @@ def wandb_run_id(run_dir: Path) -> str | None:
 
 
 def _loggers(cfg: Config, run_dir: Path, resume_step: int = 0) -> list:
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-
     # One CSV per attempt (logs/00, logs/01 after a resume, ...): Lightning's CSV logger
     # truncates an existing metrics.csv; `read_metrics` stitches the attempts together.
     attempt = len(list((run_dir / "logs").glob("[0-9][0-9]"))) if (run_dir / "logs").is_dir() else 0
@@ -108,12 +128,8 @@ def _loggers(cfg: Config, run_dir: Path, resume_step: int = 0) -> list:
     return loggers
 
 
-def _callbacks(cfg: Config, run_dir: Path, progress: bool | None, fast_dev_run: bool = False) -> list:
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-
-    from sunfish_lib.train.callbacks import MemoryMonitor, NormMonitor, TextLog, ThroughputMonitor
-    from sunfish_lib.train.faults import DataFaultCheckpoint
-
+def _callbacks(cfg: Config, run_dir: Path, progress: bool | None, fast_dev_run: bool = False,
+               sample_fn: SampleFn | None = None) -> list:
     t = cfg.train
     ckpt_dir = run_dir / "checkpoints"
     cbs = [] if fast_dev_run else [  # fast_dev_run: no checkpoints, no loggers
@@ -129,18 +145,16 @@ def _callbacks(cfg: Config, run_dir: Path, progress: bool | None, fast_dev_run: 
                                    save_top_k=t.keep_best, auto_insert_metric_name=False,
                                    enable_version_counter=False))
     if t.sample_every:
-        from sunfish_lib.train.samples import PeriodicSamples
-
-        cbs.append(PeriodicSamples(run_dir / "samples", t.sample_every))
+        if sample_fn is None:
+            raise SunfishError(f"train.sample_every={t.sample_every} needs a sample function; train with "
+                               "`sunfish train` or pass train(..., sample_fn=sampling.session.training_samples)")
+        cbs.append(PeriodicSamples(run_dir / "samples", t.sample_every, sample_fn))
     bar = _progress_bar(progress)
     return cbs + ([bar] if bar is not None else [])
 
 
 def _quiet_lightning() -> None:
     """Keep Lightning's banners and tips out of logs and notebooks (train.log has what matters)."""
-    import logging
-    import warnings
-
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -148,20 +162,12 @@ def _quiet_lightning() -> None:
 
 
 def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, progress: bool | None = None,
-                  extra_callbacks: tuple = (), max_steps: int | None = None, resume_step: int = 0):
+                  extra_callbacks: tuple = (), max_steps: int | None = None, resume_step: int = 0,
+                  sample_fn: SampleFn | None = None):
     """A configured `pl.Trainer` writing into run_dir (resume_step: the step a resumed run restarts from)."""
-    import pytorch_lightning as pl
-
     _quiet_lightning()
-
-    from sunfish_lib.train.callbacks import FinalCheckpoint
-
-    from pytorch_lightning.callbacks.progress import ProgressBar
-
-    from sunfish_lib.train.checkpoint import AtomicCheckpointIO
-
     t = cfg.train
-    callbacks = _callbacks(cfg, run_dir, progress, fast_dev_run) + list(extra_callbacks) \
+    callbacks = _callbacks(cfg, run_dir, progress, fast_dev_run, sample_fn) + list(extra_callbacks) \
         + ([] if fast_dev_run else [FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt")])
     strategy = build_strategy(cfg)
     return pl.Trainer(
@@ -204,8 +210,6 @@ def check_run_dir_writable(run_dir: Path) -> None:
 
 def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Config:
     """Write (or, when resuming, read back) the run's config.json; returns the config to train with."""
-    from sunfish_lib.train.status import is_rank_zero
-
     path = run_dir / "config.json"
     if resume and path.is_file():
         saved = with_max_steps(Config.load(path), cfg.train.max_steps)  # warmup capped if it no longer fits
@@ -229,8 +233,6 @@ def saved_max_steps(run_dir: Path) -> int | None:
 
 def announce_new_length(before: int | None, cfg: Config) -> None:
     """A resume that changes max_steps says so (rank 0, once the checkpoint has been accepted)."""
-    from sunfish_lib.train.status import is_rank_zero
-
     if before is not None and before != cfg.train.max_steps and is_rank_zero():
         print(f"resume: train.max_steps {before} -> {cfg.train.max_steps} (--max-steps changes the run's length; "
               f"the LR {cfg.train.decay} decay now ends at step {cfg.train.max_steps})")
@@ -250,17 +252,15 @@ def _differs(a: Config, b: Config) -> str:
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_run: bool = False,
           overfit_batches: int = 0, progress: bool | None = None, tokenizer=None,
-          callbacks: tuple = ()) -> dict[str, Any]:
+          callbacks: tuple = (), sample_fn: SampleFn | None = None) -> dict[str, Any]:
     """Train `cfg` into run_dir (resuming from checkpoints/last.ckpt when asked); returns a summary.
 
     run_dir/status.json records the run for `sunfish runs`: running, then finished, interrupted
     (a signal: train/interrupt.py) or failed with the one-line reason (sunfish_lib/train/status.py).
     Rank 0 holds the folder's writer lock (sunfish_lib/runlock.py) from before its first write to the end.
+    sample_fn: what writes `train.sample_every`'s periodic samples (`train.samples.SampleFn`; the callers above
+    training and sampling pass `sampling.session.training_samples`).
     """
-    from sunfish_lib.runlock import RunLock
-    from sunfish_lib.train.interrupt import Interruption, SaveAborted, aborted
-    from sunfish_lib.train.status import RunStatus, is_rank_zero
-
     run_dir = Path(run_dir)
     lock = RunLock(run_dir, "sunfish train").acquire() if is_rank_zero() else None
     interruption = Interruption(announce=is_rank_zero()).install()
@@ -270,7 +270,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
             try:
                 return _train(cfg, run_dir, resume=resume, fast_dev_run=fast_dev_run, overfit_batches=overfit_batches,
                               progress=progress, tokenizer=tokenizer, callbacks=callbacks, status=status,
-                              interruption=interruption)
+                              interruption=interruption, sample_fn=sample_fn)
             except SaveAborted as e:
                 raise aborted(e.signum, run_dir, show=is_rank_zero()) from None
     finally:
@@ -280,23 +280,14 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
 
 
 def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool, overfit_batches: int,
-           progress: bool | None, tokenizer, callbacks: tuple, status, interruption) -> dict[str, Any]:
-    import pytorch_lightning as pl
-
-    from sunfish_lib.data import SunfishDataModule, get_tokenizer, save_tokenizer
-    from sunfish_lib.train.module import SunfishModule
-    from sunfish_lib.train.export import export_final
-    from sunfish_lib.train.interrupt import quiet_exit_code, stopped
-    from sunfish_lib.train.status import is_rank_zero
-
+           progress: bool | None, tokenizer, callbacks: tuple, status, interruption,
+           sample_fn: SampleFn | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     check_run_dir_writable(run_dir)
     before = saved_max_steps(run_dir) if resume else None
     cfg = prepare_run(cfg.validate(), run_dir, resume).resolve_batch()  # config.json keeps the global batch
     status.begin(cfg, resume, overfit_batches)
     if not fast_dev_run:
-        from sunfish_lib.train.diskspace import check_free_space, remove_partial_writes
-
         remove_partial_writes(run_dir)  # *.tmp left by a write that was killed: never read, only in the way
         check_free_space(cfg, run_dir, resolve_precision(cfg.train.precision))
     tok = tokenizer or get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
@@ -305,21 +296,19 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id)
     module.interruption = interruption
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if resume and last.is_file() else None
+    last = run_dir / "checkpoints" / "last.ckpt"  # a file, or a sharded (DCP) folder for multi-process FSDP
+    recover_swap(last)
+    ckpt_path = str(last) if resume and last.exists() else None
     resume_step = 0
     if ckpt_path is not None:  # a truncated, tampered or foreign last.ckpt: one line, before Lightning reads it
-        from sunfish_lib.train.ckpt_verify import check_resume_checkpoint
-
-        resume_step = check_resume_checkpoint(last, module)
+        resume_step, checks = before_resume(last, module, cfg.train.devices * cfg.train.num_nodes)
+        callbacks = (*callbacks, *checks)  # several processes: rank 0 checks once the process group is up
         announce_new_length(before, cfg)
     if cfg.train.init_from and ckpt_path is None:  # a resumed run's checkpoint already holds the weights
-        from sunfish_lib.train.checkpoint import load_weights
-
         load_weights(module.model, cfg.train.init_from)
     dm = SunfishDataModule.from_config(cfg, tokenizer=tok)
     trainer = build_trainer(cfg, run_dir, fast_dev_run=fast_dev_run, progress=progress,
-                            extra_callbacks=(*callbacks, status), resume_step=resume_step)
+                            extra_callbacks=(*callbacks, status), resume_step=resume_step, sample_fn=sample_fn)
     _fit(trainer, module, dm, ckpt_path, overfit_batches)
     if module.stop_signal and trainer.global_step < trainer.max_steps:  # last.ckpt holds this step: no export
         raise stopped(module.stop_signal, trainer.global_step, run_dir, requeue_enabled=cfg.train.requeue,
@@ -334,12 +323,10 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, fast_dev_run: bool
 def _fit(trainer, module, dm, ckpt_path: str | None, overfit_batches: int) -> None:
     """trainer.fit under this run's signal handling (train/interrupt.py): Lightning's own handlers off;
     a save aborted by a third signal also ends the processes Lightning's launcher started."""
-    from sunfish_lib.train.interrupt import SaveAborted, disable_lightning_signals
 
     disable_lightning_signals(trainer)
     try:
         if overfit_batches:
-            from sunfish_lib.train.overfit import fixed_batches
 
             loader = fixed_batches(dm, overfit_batches)
             trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader, ckpt_path=ckpt_path,

@@ -1,7 +1,8 @@
 """Throughput: tokens/s the data pipeline yields vs tokens/s a training step consumes.
 
 The pipeline must never be what a run waits on; `bench/data_pipeline.py` and the data
-notebook compare the two on the same machine.
+notebook compare the two on the same machine. (Here, not in `data/`: `data` turns text into
+batches; measuring a training step builds the model and the objective.)
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import time
 
 import torch
+
+from sunfish_lib.diffusion import build_objective
+from sunfish_lib.model import Backbone
 
 
 def pipeline_tokens_per_s(loader, n_batches: int = 50, warmup: int = 2) -> dict:
@@ -27,13 +31,10 @@ def pipeline_tokens_per_s(loader, n_batches: int = 50, warmup: int = 2) -> dict:
 
 
 def train_tokens_per_s(cfg, steps: int = 10, warmup: int = 2, device: str = "cpu", mask_token_id: int = 1) -> dict:
-    """Tokens/s of forward + backward + AdamW on `Backbone(cfg.resolved_model)` with random batches of
-    `data.micro_batch_size x data.seq_len`; the loss is `cfg`'s objective when it can be built, else
-    cross-entropy on the logits."""
-    from sunfish_lib.model import Backbone
-
+    """Tokens/s of forward + backward + AdamW on `Backbone.from_config(cfg)` with random batches of
+    `data.micro_batch_size x data.seq_len`; the loss is `cfg`'s objective."""
     torch.manual_seed(cfg.seed)
-    model = Backbone(cfg.resolved_model).to(device)
+    model = Backbone.from_config(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     loss_fn, objective = _loss_fn(cfg, mask_token_id)
     B, T, V = cfg.data.micro_batch_size, cfg.data.seq_len, cfg.model.vocab_size
@@ -57,16 +58,8 @@ def train_tokens_per_s(cfg, steps: int = 10, warmup: int = 2, device: str = "cpu
 
 
 def _loss_fn(cfg, mask_token_id: int):
-    try:
-        from sunfish_lib.diffusion import build_objective
-
-        obj = build_objective(cfg, mask_token_id=mask_token_id)
-        return (lambda model, batch: obj.loss(model, batch)["loss"]), cfg.diffusion.objective
-    except ImportError:
-        def ce(model, batch):
-            logits = model(batch["input_ids"], t=torch.rand(batch["input_ids"].shape[0]))  # (B, T, V)
-            return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["input_ids"].flatten())
-        return ce, "cross-entropy"
+    obj = build_objective(cfg, mask_token_id=mask_token_id)
+    return (lambda model, batch: obj.loss(model, batch)["loss"]), cfg.diffusion.objective
 
 
 def _sync(device: str) -> None:

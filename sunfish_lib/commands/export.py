@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.hf_hub import hub_offline, hub_reachable
 
 
 def add_parser(sub) -> None:
@@ -25,7 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from sunfish_lib.train.checkpoint import export_model, load_for_inference
+    from sunfish_lib.io.export import export_model, load_for_inference
 
     src = Path(args.run).expanduser()
     if args.push_to_hub:
@@ -44,13 +45,10 @@ def run(args) -> int:
 
 
 def _check_hub(repo: str) -> None:
-    from sunfish_lib.convert import _hub_reachable
-    from sunfish_lib.data.tokenizer import _hub_offline
-
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise SunfishError(f"--push-to-hub {repo!r}: a Hub repo is ORG/NAME (e.g. alice/sunfish-tiny)")
-    if _hub_offline() or not _hub_reachable():
-        why = "HF_HUB_OFFLINE=1 is set" if _hub_offline() else "the hub is unreachable"
+    if hub_offline() or not hub_reachable():
+        why = "HF_HUB_OFFLINE=1 is set" if hub_offline() else "the hub is unreachable"
         raise SunfishError(f"--push-to-hub {repo}: {why}; export without it here and upload the folder from a "
                            "machine with network (`sunfish export RUN --push-to-hub REPO` or `hf upload REPO DIR`)")
 

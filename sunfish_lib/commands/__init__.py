@@ -1,0 +1,10 @@
+"""The `sunfish` subcommands that live in their own module: each has `add_parser(sub)` and `run(args)`.
+
+`sunfish_lib.cli` builds the parser from them. They sit above everything they drive (training,
+sampling, evaluation, conversion, the workbook helpers), below only `cli` itself.
+
+Their imports of what they drive sit inside `run(args)`, the one measured exception to imports at the
+top: `cli` imports every command module to build its parser, and `sunfish --help`, `--version` and
+`sunfish runs` must not pay for torch (2.4 s to import) or Lightning (6.6 s): tests/test_cli.py checks
+that building the parser imports neither.
+"""

@@ -1,0 +1,38 @@
+"""The interface every objective shares (continuous, masked, ar), so callers need not know which one they hold.
+
+- `name`: the `diffusion.objective` value; `samplers`: the sampler names it allows (`config.SAMPLERS`).
+- `backbone_needs`: what the backbone is built with (`validation.BACKBONE_NEEDS`, applied by
+  `ModelConfig.resolve` and `Backbone.from_config`).
+- `from_config(cfg, mask_token_id=, eos_token_id=)`: the objective of a run (`build_objective` picks the class).
+- `loss(model, batch, generator)`: the training loss, a dict with a scalar `loss` plus metrics.
+- `scored(batch)` (B, T) bool: the tokens a sequence figure covers.
+- `sequence_nats(model, batch, t_samples, generator)` (B,): nats per scored token of each sequence,
+  `kind` saying what that is (an exact NLL, a bound, or not a likelihood), `t_draws(t_samples)` how
+  many noise levels it averages. `evaluate.py` only aggregates these.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+
+class Objective(Protocol):
+    name: str
+    kind: str
+    samplers: tuple[str, ...]
+    backbone_needs: dict[str, bool]
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, mask_token_id: int | None = None,
+                    eos_token_id: int | None = None) -> "Objective": ...
+
+    def loss(self, model, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]: ...
+
+    def scored(self, batch: dict) -> torch.Tensor: ...
+
+    def sequence_nats(self, model, batch: dict, t_samples: int = 8,
+                      generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+    def t_draws(self, t_samples: int) -> int: ...

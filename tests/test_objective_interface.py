@@ -1,0 +1,51 @@
+"""Objectives share one interface and are built through one registry; the backbone is built resolved."""
+
+import pytest
+import torch
+
+from sunfish_lib.config import BACKBONE_NEEDS, OBJECTIVES, SAMPLERS, ModelConfig, get_config
+from sunfish_lib.diffusion import OBJECTIVE_CLASSES, build_objective, objective_class
+from sunfish_lib.errors import ConfigError
+from sunfish_lib.evaluate import evaluate_likelihood
+from sunfish_lib.model import Backbone
+
+SHAPE = {"n_layers": 1, "d_model": 32, "n_heads": 2, "seq_len": 16, "max_seq_len": 16, "length": 16, "vocab_size": 320,
+         "bpe_vocab_size": 300}
+
+
+def test_registry_covers_every_objective_and_each_class_states_its_samplers_and_backbone():
+    assert sorted(OBJECTIVE_CLASSES) == sorted(OBJECTIVES)
+    for name, cls in OBJECTIVE_CLASSES.items():
+        assert cls.name == name and objective_class(name) is cls
+        assert cls.samplers == SAMPLERS[name] and cls.backbone_needs == BACKBONE_NEEDS[name]
+    assert {cls.kind for cls in OBJECTIVE_CLASSES.values()} == {
+        "exact NLL", "ELBO upper bound", "rounding CE at t<=0.1 (not a likelihood)"}
+    with pytest.raises(ConfigError, match="diffusion.objective='bert' is not allowed; choose one of continuous"):
+        objective_class("bert")
+
+
+def test_from_config_builds_what_the_objective_needs_and_a_bare_unresolved_config_is_refused():
+    cont = Backbone.from_config(get_config("tiny", {**SHAPE, "objective": "continuous", "self_conditioning": True}))
+    assert cont.time_emb is not None and cont.self_cond_proj is not None and not cont.cfg.causal
+    ar = Backbone.from_config(get_config("tiny", {**SHAPE, "objective": "ar"}))
+    assert ar.cfg.causal and ar.time_emb is None
+    with pytest.raises(ValueError, match="model.time_conditioning is None: the objective decides it"):
+        Backbone(ModelConfig(vocab_size=64, n_layers=1, n_heads=2, d_model=32, max_seq_len=16))
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_evaluate_reports_what_the_objective_computes(objective):
+    """evaluate_likelihood only aggregates: its mean is the token-weighted mean of `sequence_nats`."""
+    cfg = get_config("tiny", {**SHAPE, "objective": objective})
+    torch.manual_seed(0)
+    model = Backbone.from_config(cfg).eval()
+    obj = build_objective(cfg, mask_token_id=1, eos_token_id=0)
+    batch = {"input_ids": torch.randint(3, 64, (3, 16)), "attention_mask": torch.ones(3, 16, dtype=torch.long)}
+    batch["attention_mask"][2, 10:] = 0
+    res = evaluate_likelihood(model, obj, [batch], t_samples=4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        per_seq = obj.sequence_nats(model, batch, 4, torch.Generator().manual_seed(0))
+    w = obj.scored(batch).sum(1).double()
+    assert per_seq.shape == (3,) and res.kind == obj.kind and res.t_samples == obj.t_draws(4)
+    assert res.nats_per_token == pytest.approx(float((per_seq * w).sum() / w.sum()), rel=1e-9)
+    assert res.tokens == int(w.sum()) == 16 + 16 + 10  # every real token, the same set for all three
