@@ -16,9 +16,9 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling import MaskedSampler
 from sunfish_lib.io import dcp
 from sunfish_lib.train import dcp_strategy
-from sunfish_lib.train.checkpoint import load_for_inference
-from sunfish_lib.train.ckpt_verify import _verified
-from sunfish_lib.train.metrics import read_metrics, series
+from sunfish_lib.io.export import load_for_inference
+from sunfish_lib.io.verify import _verified
+from sunfish_lib.io.metrics import read_metrics, series
 from sunfish_lib.train.module import SunfishModule, fsdp_mixed_precision
 from tests.helpers import run_cli
 from tests.train_helpers import SMALL_ARGS, small_config

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from sunfish_lib.io import dcp
-from sunfish_lib.train.metrics import read_metrics, series
+from sunfish_lib.io.metrics import read_metrics, series
 from tests.helpers import ROOT
 from tests.train_helpers import SMALL_ARGS
 
