@@ -194,7 +194,7 @@ class Backbone(nn.Module):
         if window and not kv_cache.recording:  # a window pass: attention_mask (B, T_full) masks keys only
             mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         else:
-            mask = self._attn_mask(segment_ids, attention_mask, T, x.device, kv_cache)
+            mask = self._attn_mask(segment_ids, attention_mask, T, x.device)
         causal = bool(self.cfg.causal)
         for i, blk in enumerate(self.blocks):
             if self.cfg.activation_checkpointing and self.training and kv_cache is None:
@@ -236,7 +236,7 @@ class Backbone(nn.Module):
         c = self.time_emb(t)  # (B, d)
         return self.time_mod(F.silu(c)).view(B, 4, -1).to(x.dtype)  # (B, 4, d)
 
-    def _attn_mask(self, segment_ids, attention_mask, T: int, device, kv_cache=None):
+    def _attn_mask(self, segment_ids, attention_mask, T: int, device):
         """True = may attend: None when nothing restricts attention (SDPA then keeps its flash /
         memory-efficient kernels, and causal models use is_causal); else a FlexAttention BlockMask
         or a dense (B, 1, T, T) mask, by `self.attention_kernel` (sunfish_lib/attention.py)."""
@@ -244,7 +244,7 @@ class Backbone(nn.Module):
         if segment_ids is None and attention_mask is None:
             return None
         dropout = self.cfg.dropout if self.training else 0.0
-        if kv_cache is None and use_flex(self.attention_kernel, device, dropout):
+        if use_flex(self.attention_kernel, device, dropout):  # (a KVCache pass has no mask; a BlockCache records T x T)
             return block_mask(segment_ids, attention_mask, bool(self.cfg.causal), T, device)
         return dense_mask(segment_ids, attention_mask, bool(self.cfg.causal), T, device)
 
