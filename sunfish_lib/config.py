@@ -152,9 +152,8 @@ class DiffusionConfig:
     mask_schedule: str = "linear"
     """Masked diffusion: linear (alpha_t = 1 - t) or loglinear."""
     masked_loss: str = "elbo"
-    """Masked training loss: elbo (MDLM Eq. 10: sum of w(t) CE over masked tokens / tokens) or masked_mean (each
-    sequence's mean CE over its masked tokens: the same ELBO in expectation up to the masked count's spread, with
-    far less variance at small t). Evaluation always reports the ELBO."""
+    """Masked training loss: elbo (MDLM Eq. 10) or masked_mean (each row's mean CE over its masked tokens: lower
+    variance at small t). Evaluation and val/loss always report the ELBO."""
     t_min: float = 1e-3
     """Masked: smallest t sampled in training (avoids the 1/t singularity); the continuous chain does not use it."""
     low_discrepancy: bool = True
@@ -446,9 +445,7 @@ def accumulation_for(global_batch_size: int, sequences_per_pass: int, accumulate
     return max(1, global_batch_size // sequences_per_pass)
 
 
-# ----------------------------------------------------------------------------
-# Presets
-# ----------------------------------------------------------------------------
+# -- presets ---------------------------------------------------------------------
 
 def _preset(model: dict, data: dict, train: dict, name: str) -> Config:
     """Every preset uses rotary positions unless it says otherwise (MDLM, LLaDA and Llama do; masked
@@ -462,10 +459,8 @@ def _preset(model: dict, data: dict, train: dict, name: str) -> Config:
 
 
 PRESETS: dict[str, Config] = {
-    # Trains on a laptop CPU in minutes on the embedded corpus with the offline BPE. The recipe (RoPE,
-    # BPE-1024, lr 2e-3 after a 50-step warmup, 1500 steps of 32 x 64 tokens) is the one bench/tiny_recipe.py
-    # measured best in held-out bits per byte (README, "What to expect on a CPU"): 64-token rows let a
-    # bidirectional model find its neighbours sooner than 128-token rows at the same tokens per step.
+    # A laptop CPU in minutes, embedded corpus, offline BPE. bench/tiny_recipe.py's best held-out bits/byte (README,
+    # "What to expect on a CPU"): 64-token rows let a bidirectional model find its neighbours sooner than 128.
     "tiny": _preset(
         dict(vocab_size=1024, n_layers=4, n_heads=4, d_model=128, max_seq_len=256),
         dict(source="shakespeare", tokenizer="bpe", bpe_vocab_size=1024, seq_len=64, micro_batch_size=32),

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from sunfish_lib.cli import main
+from sunfish_lib.config import PRESETS
 from sunfish_lib.notebook_params import check_params, notebook_parameters, parse_cli_params
 from sunfish_lib.runs import workbook_notebooks
 from tests.helpers import run_cli
@@ -54,7 +55,7 @@ CASES = [
     # notebook parameters: names, types, values (all refused before a kernel starts)
     (_run("00", "nonsense", "1"), "has no parameter 'nonsense'; its parameters are: smoke"),
     (_run("00", "smoke", "3"), "parameter smoke=3 is an int, but its default False is a bool"),
-    (_run("04", "max_steps", "abc"), "parameter max_steps='abc' is a string, but its default 1000 is an int"),
+    (_run("04", "max_steps", "abc"), f"parameter max_steps='abc' is a string, but its default {PRESETS['tiny'].train.max_steps} is an int"),
     (_run("04", "max_steps", "-5"), "parameter max_steps=-5 must be > 0"),
     (_run("04", "objective", "diffusion"), "'diffusion' is not allowed; choose one of continuous, masked, ar"),
     (_run("04", "strategy", "tpu"), "'tpu' is not allowed; choose one of auto, single, ddp, fsdp"),

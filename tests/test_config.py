@@ -53,7 +53,7 @@ def test_resolved_model_follows_objective():
 BAD = [
     ({"model.n_heads": 3}, "model.d_model=128 is not divisible by model.n_heads=3"),
     ({"seq_len": 1000}, "data.seq_len=1000 exceeds model.max_seq_len=256"),
-    ({"warmup_steps": 5000}, "train.warmup_steps=5000 is longer than train.max_steps=1000"),
+    ({"warmup_steps": 5000}, f"train.warmup_steps=5000 is longer than train.max_steps={PRESETS['tiny'].train.max_steps}"),
     ({"objective": "gaussian"}, "diffusion.objective='gaussian' is not allowed"),
     ({"schedule": "quadratic"}, "diffusion.schedule='quadratic' is not allowed"),
     ({"lr": 0}, "train.lr=0.0 must be > 0"),

@@ -18,7 +18,7 @@ def test_accumulation_derived_from_global_batch_on_any_world_size():
         assert cfg.resolve_batch().train.accumulate_grad_batches == acc
     # without a global batch the accumulation is as given, and the batch grows with devices
     legacy = get_config("tiny", devices=2, accumulate_grad_batches=3)
-    assert (legacy.accumulation, legacy.sequences_per_step) == (3, 16 * 3 * 2)
+    assert (legacy.accumulation, legacy.sequences_per_step) == (3, legacy.data.micro_batch_size * 3 * 2)
 
 
 def test_non_dividing_global_batch_is_one_line_error():
