@@ -10,7 +10,7 @@ from tests.helpers import NOTEBOOKS
 def _cli_config(*argv):
     import argparse
 
-    from sunfish_lib.train import command
+    from sunfish_lib.commands import train as command
 
     ap = argparse.ArgumentParser()
     command.add_parser(ap.add_subparsers())

@@ -25,7 +25,11 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
     A failed write (disk full) removes path.tmp and raises a one-line SunfishError; path is untouched.
     """
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: torch.save's writes go through it
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def safe_torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
