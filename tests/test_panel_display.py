@@ -44,6 +44,7 @@ def test_controls_that_do_not_apply_are_disabled(runs):
 def test_the_steps_actually_run_are_reported(runs):
     panel = SamplingPanel(checkpoint=runs["masked"])
     panel.mode.value, panel.prompt.value, panel.mask_length.value, panel.steps.value = "infill", "To [MASK] be", 3, 50
+    panel.sampler.value = "low_confidence"  # commits at least one position a step: 3 steps fill 3 masks
     panel.generate()
     assert panel.error is None and panel.steps_run == 3  # one masked position per step at most: 3, not 50
     assert "3 steps run of 50 requested" in panel.output.value

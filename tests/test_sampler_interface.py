@@ -203,7 +203,8 @@ def test_padding_is_masked_out_of_attention(runs):
     """Without the attention mask the short row would see the padding: its result changes (so the mask matters)."""
     loaded = load_checkpoint(runs["masked"])
     tok = loaded.tokenizer
-    s = build_sampler(loaded.model, loaded.cfg.override({"sample.temperature": 0.0}), tok)
+    s = build_sampler(loaded.model, loaded.cfg.override({"sample.temperature": 0.0, "sample.sampler": "low_confidence"}),
+                      tok)  # deterministic order: the same positions alone and in a batch
     long_, short = tok.encode(PROMPTS[1]) + [tok.mask_token_id] * 4, tok.encode(PROMPTS[0]) + [tok.mask_token_id] * 4
     x = torch.full((2, len(long_)), tok.pad_token_id)
     x[0], x[1, :len(short)] = torch.tensor(long_), torch.tensor(short)
@@ -219,7 +220,8 @@ def test_cli_prompts_file_lines_and_jsonl(runs, tmp_path, capsys):
     lines.write_text("\n".join(PROMPTS) + "\n")
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text("\n".join(json.dumps({"prompt": p}) for p in PROMPTS) + "\n")
-    common = ["--temperature", "0", "--length", "4", "--steps", "4", "--num-samples", "1", "--json", "--no-save"]
+    common = ["--sampler", "low_confidence", "--temperature", "0", "--length", "4", "--steps", "4", "--num-samples", "1",
+              "--json", "--no-save"]
     outs = []
     for f in (lines, jsonl):
         assert main(["sample", str(runs["masked"]), "--prompts", str(f), *common]) == 0
@@ -307,7 +309,8 @@ def test_cache_is_exact_where_kept_keys_cannot_change_and_runs_fewer_positions(t
 def test_cache_is_off_by_default_and_refreshes_per_block(runs):
     assert SampleConfig().cache == "none"
     loaded = load_checkpoint(runs["masked"])
-    gen = sample(loaded, prompt="ROMEO:", seed=0, length=12, steps=6, block_length=4, cache="prefix", record=True)
+    gen = sample(loaded, prompt="ROMEO:", seed=0, length=12, steps=6, block_length=4, cache="prefix", record=True,
+                 sampler="low_confidence")
     refreshed = gen.trajectory.stack("refreshed")[:, 0, 0]
     assert refreshed.tolist() == [True, False, True, False, True, False]  # 3 blocks of 2 steps
     with pytest.raises(SunfishError, match="sample.cache='ring' is not allowed; choose one of none, prefix, dual"):

@@ -72,6 +72,7 @@ def test_panel_streams_intermediate_text_and_progress(runs):
     seen = []
     panel.live.observe(lambda ch: seen.append(ch["new"]), "value")
     panel.prompt.value, panel.steps.value, panel.length.value, panel.num_samples.value = "ROMEO:", 4, 8, 1
+    panel.sampler.value = "low_confidence"  # commits exactly 2 of the 8 masks per step
     gen = panel.generate()
     streamed = [v for v in seen if v][:-1]
     assert "streamed 4 steps; the samples are below" in panel.live.value  # after: the samples are shown once
