@@ -61,10 +61,16 @@ CONFIGS: dict[str, dict] = {
 SMOKE_CONFIGS = ("base", "bpe1024")
 
 
+def overrides_of(name: str, smoke: bool) -> dict:
+    """CONFIGS[name], less its shape and length when smoke (the smoke shape and steps win)."""
+    return {k: v for k, v in CONFIGS[name].items()
+            if not (smoke and k in ("seq_len", "micro_batch_size", "max_steps"))}
+
+
 def run_config(name: str, objective: str, args) -> dict:
     """Train (or reuse) one config for one objective; its held-out figures and throughput."""
     cfg = recipe_config(objective, max_steps=args.steps, smoke=args.smoke,
-                        overrides={**CONFIGS[name], "val_batches": 4, "log_every": max(1, args.steps // 20),
+                        overrides={**overrides_of(name, args.smoke), "val_batches": 4, "log_every": max(1, args.steps // 20),
                                    "tensorboard": False, "keep_best": 0})
     folder = args.out / f"{name}-{objective}-{cfg.train.max_steps}"
     t0 = time.perf_counter()
@@ -115,7 +121,7 @@ def main() -> None:
             r = run_config(name, objective, args)
             key = r["bpe_vocab_size"]
             if key not in unigrams:
-                cfg = recipe_config("masked", smoke=args.smoke, overrides=CONFIGS[name])
+                cfg = recipe_config("masked", smoke=args.smoke, overrides=overrides_of(name, args.smoke))
                 tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
                 unigrams[key] = unigram_baseline(cfg, tok, val_batches=args.val_batches)
             r["unigram"] = unigrams[key]

@@ -275,7 +275,7 @@ def test_interrupting_follow_stops_training_with_a_checkpoint_and_relaunch_resum
 
     cfg = small_config("masked", max_steps=400, ckpt_every=1000, val_every=1000, keep_best=0, log_every=1)
     proc = launch(cfg, tmp_path)
-    rows = follow(proc, tmp_path, every=1.0)
+    rows = follow(proc, tmp_path, every=3.0)  # a long sleep: the signal below lands in it even on a loaded machine
     deadline = time.time() + 300
     while time.time() < deadline and not any(r.get("step", -1) >= 2 for r in next(rows)):
         assert proc.poll() is None, (tmp_path / "stdout.log").read_text()[-2000:]
