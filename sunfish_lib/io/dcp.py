@@ -39,6 +39,7 @@ import torch
 
 from sunfish_lib.config import Config
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.io.files import fsync_dir
 from sunfish_lib.io.verify import load_error, tensor_mismatch, verify_container
 from sunfish_lib.model import Backbone
 
@@ -257,11 +258,7 @@ def swap_in(tmp: Path, path: Path) -> None:
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
     remove_path(old)
 
 

@@ -51,12 +51,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, tmp: Path |
         tmp.unlink(missing_ok=True)
         raise
     if fsync:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """fsync a folder, so a rename inside it survives a power loss."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _disk_error(exc: BaseException) -> OSError | None:
