@@ -210,8 +210,9 @@ class MaskedDiffusion:
             "elbo_per_seq": per_seq / n_tok,  # (B,) nats/token, for Monte-Carlo evaluation
             "masked_ce": nll.mean() if nll.numel() else loss.new_zeros(()),
             "mask_fraction": masked.sum() / valid.sum().clamp(min=1),
-            "ce_per_seq": torch.zeros_like(per_seq).index_add_(0, rows, nll.to(torch.float32)),  # (B,) unweighted
-            "n_masked": masked.sum(1),  # (B,)
+            **({"ce_per_seq": torch.zeros_like(per_seq).index_add_(0, rows, nll.to(torch.float32)),  # (B,) unweighted
+                "n_masked": masked.sum(1)}  # (B,): what masked_mean reads, built only for it
+               if self.cfg.masked_loss == "masked_mean" else {}),
         }
 
 
