@@ -31,7 +31,7 @@ import torch
 from sunfish_lib.config import parse_set_args
 from sunfish_lib.data import get_tokenizer
 from sunfish_lib.evaluate import evaluate_run, unigram_baseline
-from sunfish_lib.workbook import recipe_config, tokens_per_step, train_or_reuse
+from sunfish_lib.workbook import recipe_config, train_or_reuse
 
 MDLM_RATIO = 23.21 / 17.54
 
@@ -70,7 +70,7 @@ def main() -> None:
     tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
     rows["unigram"] = {"objective": "unigram", "stderr": 0.0, **unigram_baseline(cfg, tok, val_batches=args.val_batches)}
     rows["unigram"]["perplexity"] = math.exp(rows["unigram"]["nats_per_token"])
-    per_step, steps = tokens_per_step(cfg), cfg.train.max_steps
+    per_step, steps = cfg.tokens_per_step, cfg.train.max_steps
     print(f"\n{'objective':<11}{'what':<42}{'nats/tok':>10}{'± SE':>8}{'ppl':>10}{'bits/byte':>11}{'tokens':>9}")
     for name, r in rows.items():
         bpb = f"{r['bits_per_byte']:.3f}" if r.get("bits_per_byte") is not None else "-"

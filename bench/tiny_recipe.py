@@ -28,7 +28,7 @@ import torch
 
 from sunfish_lib.data import get_tokenizer
 from sunfish_lib.evaluate import evaluate_run, unigram_baseline
-from sunfish_lib.workbook import recipe_config, tokens_per_step, train_or_reuse
+from sunfish_lib.workbook import recipe_config, train_or_reuse
 
 BPE = {"bpe_vocab_size": 1024, "vocab_size": 1024}
 BPE4096 = {"bpe_vocab_size": 4096, "vocab_size": 4096}
@@ -78,7 +78,7 @@ def run_config(name: str, objective: str, args) -> dict:
     train_or_reuse(cfg, folder, quiet=True)
     wall = time.perf_counter() - t0
     res = evaluate_run(folder, val_batches=args.val_batches, t_samples=args.t_samples)
-    tokens = tokens_per_step(cfg) * cfg.train.max_steps
+    tokens = cfg.tokens_per_step * cfg.train.max_steps
     return {"config": name, "objective": objective, "steps": cfg.train.max_steps, "tokens": tokens,
             "nats_per_token": res.nats_per_token, "stderr": res.stderr, "bits_per_byte": res.bits_per_byte,
             "tokens_per_s": tokens / wall if trained_here else None, "overrides": CONFIGS[name],

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from sunfish_lib.config import accumulation_for
+from sunfish_lib.config import Config
 from sunfish_lib.data.packing import curriculum_length
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.evaluate import evaluate_run
@@ -91,9 +91,7 @@ def run_labels(paths: Iterable[str | Path]) -> dict[str, Path]:
 
 def tokens_per_step(config: Mapping[str, Any]) -> int:
     """Tokens per optimizer step once any curriculum is over: micro-batch x seq_len x accumulation x devices x nodes."""
-    d, t = config["data"], config["train"]
-    per_pass = d["micro_batch_size"] * t["devices"] * t["num_nodes"]
-    return per_pass * d["seq_len"] * accumulation_for(t.get("global_batch_size", 0), per_pass, t["accumulate_grad_batches"])
+    return Config.from_dict(dict(config)).tokens_per_step  # the one rule (Config.tokens_per_step)
 
 
 def tokens_after(config: Mapping[str, Any], steps: int) -> int:

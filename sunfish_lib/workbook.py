@@ -156,11 +156,6 @@ def equal_budget(cfg: Config, objective: str) -> Config:
                          "time_conditioning": None, "causal": None, "self_cond_input": None}).validate()
 
 
-def tokens_per_step(cfg: Config) -> int:
-    """Tokens one optimizer step reads: micro_batch_size x seq_len x accumulation x devices x nodes."""
-    return cfg.tokens_per_step  # the one definition (Config.tokens_per_step)
-
-
 def likelihood_table(models: Mapping[str, str | Path], *, val_batches: int = 10, t_samples: int = 8) -> list[dict]:
     """Held-out NLL / ELBO +- SE and bits per byte of each model, then the unigram plateau of the first's tokenizer.
 

@@ -17,7 +17,7 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.evaluate import evaluate_run, unigram_baseline
 from sunfish_lib.notebook_params import notebook_parameters
 from sunfish_lib.runs import run_notebooks
-from sunfish_lib.workbook import equal_budget, recipe_config, tokens_per_step, train_or_reuse
+from sunfish_lib.workbook import equal_budget, recipe_config, train_or_reuse
 from tests.data_fixtures import make_web_docs, write_fineweb_parquet
 from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS, ROOT, run_cli
@@ -55,7 +55,7 @@ def test_equal_budget_changes_only_the_objective():
         other = equal_budget(masked, objective)
         assert other.diffusion.objective == objective and other.sample.sampler in ("ar", "ddim")
         assert other.data == masked.data and other.train == masked.train
-        assert tokens_per_step(other) == tokens_per_step(masked) == masked.data.micro_batch_size * masked.data.seq_len
+        assert other.tokens_per_step == masked.tokens_per_step == masked.data.micro_batch_size * masked.data.seq_len
     assert masked.train.warmup_steps == 4 and masked.train.val_every == 4  # a tenth of a short run
 
 

@@ -8,7 +8,6 @@ import math
 from sunfish_lib.config import Config
 from sunfish_lib.runs import run_notebooks
 from sunfish_lib.io.metrics import read_metrics
-from sunfish_lib.workbook import tokens_per_step
 from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS
 
@@ -43,7 +42,7 @@ def test_train_notebook_runs_and_resumes(tmp_path):
     for objective in ("ar", "continuous"):
         base = Config.load(run_dir / "04_baselines" / objective / "config.json")
         assert base.diffusion.objective == objective and base.train.max_steps == main.train.max_steps == 4
-        assert base.data == main.data and tokens_per_step(base) == tokens_per_step(main) == 4 * 32
+        assert base.data == main.data and base.tokens_per_step == main.tokens_per_step == 4 * 32
     table = {r["model"]: r for r in json.loads((folder / "likelihoods.json").read_text())}
     assert list(table) == ["masked", "ar", "continuous", "unigram"]
     assert table["masked"]["kind"] == "ELBO upper bound" and table["ar"]["kind"] == "exact NLL"
