@@ -1,14 +1,12 @@
 """Shared test setup: offline hub, deterministic torch, small thread counts, shared fixtures and
-the one way tests run and read notebooks (`run_notebook`, `NotebookOutputs`).
+the one way tests run notebooks (`run_notebook`; they read them with `tests.notebook_display.NotebookOutputs`).
 
 Fixtures for every test file: `bpe` and `fineweb_dir` (tests/data_fixtures.py, registered below),
 `tok` (the tiny preset's tokenizer; a file may define its own), `run_notebook` (papermill with
 smoke parameters into tmp_path).
 """
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 # Hub calls must fail fast (0.01 s) instead of waiting on the network.
@@ -16,9 +14,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import nbformat  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+from tests.notebook_display import NotebookOutputs  # noqa: E402
 
 pytest_plugins = ["tests.data_fixtures"]  # bpe, fineweb_dir: used without importing them by name
 
@@ -43,54 +42,6 @@ def tok():
     from sunfish_lib.data.tokenizer import get_tokenizer
 
     return get_tokenizer("bpe", PRESETS["tiny"].data.bpe_vocab_size)
-
-
-@dataclass
-class NotebookOutputs:
-    """What an executed notebook shows: its cells' outputs, read one way for every test."""
-
-    nb: nbformat.NotebookNode
-
-    @classmethod
-    def read(cls, path: str | Path) -> "NotebookOutputs":
-        return cls(nbformat.read(str(path), as_version=4))
-
-    @property
-    def outputs(self) -> list[dict]:
-        return [o for c in self.nb.cells for o in c.get("outputs", [])]
-
-    @property
-    def text(self) -> str:
-        """Streams, else the plain-text repr (JSON-quoted), one output a line."""
-        return "\n".join(o.get("text", "") or json.dumps(o.get("data", {}).get("text/plain", ""))
-                         for o in self.outputs)
-
-    @property
-    def streams(self) -> str:
-        """What the cells printed (stdout/stderr streams), one output a line."""
-        return "\n".join(o.get("text", "") for o in self.outputs if "text" in o)
-
-    @property
-    def markdown(self) -> str:
-        return "\n".join(self.data("text/markdown"))
-
-    @property
-    def html(self) -> str:
-        return "\n".join(self.data("text/html"))
-
-    @property
-    def kinds(self) -> list[str]:
-        """The MIME type of every rich output, in order (an output with an image and its repr counts twice)."""
-        return [k for o in self.outputs for k in o.get("data", {})]
-
-    def data(self, mime: str) -> list[str]:
-        """Each output's `mime` content (e.g. every text/markdown table), in order."""
-        return ["".join(v) if isinstance(v, list) else v
-                for o in self.outputs if (v := o.get("data", {}).get(mime)) is not None]
-
-    def count(self, mime: str) -> int:
-        """Outputs carrying `mime` (e.g. image/png)."""
-        return sum(mime in o.get("data", {}) for o in self.outputs)
 
 
 @pytest.fixture

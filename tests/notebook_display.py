@@ -7,10 +7,60 @@ workbook folder to check that one instead (e.g. a full run's).
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+
+@dataclass
+class NotebookOutputs:
+    """What an executed notebook shows: its cells' outputs, read one way for every test."""
+
+    nb: nbformat.NotebookNode
+
+    @classmethod
+    def read(cls, path: str | Path) -> "NotebookOutputs":
+        return cls(nbformat.read(str(path), as_version=4))
+
+    @property
+    def outputs(self) -> list[dict]:
+        return [o for c in self.nb.cells for o in c.get("outputs", [])]
+
+    @property
+    def text(self) -> str:
+        """Streams, else the plain-text repr (JSON-quoted), one output a line."""
+        return "\n".join(o.get("text", "") or json.dumps(o.get("data", {}).get("text/plain", ""))
+                         for o in self.outputs)
+
+    @property
+    def streams(self) -> str:
+        """What the cells printed (stdout/stderr streams), one output a line."""
+        return "\n".join(o.get("text", "") for o in self.outputs if "text" in o)
+
+    @property
+    def markdown(self) -> str:
+        return "\n".join(self.data("text/markdown"))
+
+    @property
+    def html(self) -> str:
+        return "\n".join(self.data("text/html"))
+
+    @property
+    def kinds(self) -> list[str]:
+        """The MIME type of every rich output, in order (an output with an image and its repr counts twice)."""
+        return [k for o in self.outputs for k in o.get("data", {})]
+
+    def data(self, mime: str) -> list[str]:
+        """Each output's `mime` content (e.g. every text/markdown table), in order."""
+        return ["".join(v) if isinstance(v, list) else v
+                for o in self.outputs if (v := o.get("data", {}).get(mime)) is not None]
+
+    def count(self, mime: str) -> int:
+        """Outputs carrying `mime` (e.g. image/png)."""
+        return sum(mime in o.get("data", {}) for o in self.outputs)
+
 
 FIGURE_TEXT = ("<Figure size", "<matplotlib.figure.Figure")
 
@@ -62,4 +112,4 @@ def smoke_workbook(tmp_parent: Path) -> Path:
 
 
 def read(path: Path):
-    return nbformat.read(str(path), as_version=4)
+    return NotebookOutputs.read(path).nb

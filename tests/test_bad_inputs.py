@@ -216,6 +216,7 @@ def test_table_covers_every_command():
     assert notebooks_in_cases == set(NB.values()), "a parameter case for every workbook notebook"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,needle", [
     (["run", "nope.ipynb"], "error: notebook nope.ipynb does not exist; see notebooks/ for the workbook"),
     (["run", "notebooks/04_train.ipynb", "-p", "max_steps", "abc"], "parameter max_steps='abc' is a string"),

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from sunfish_lib.cli import main
 from tests.helpers import ROOT, run_cli
 
@@ -14,6 +16,7 @@ def test_check_json_all_ok(capsys):
     assert "1,035,392 params" in tiny["detail"]
 
 
+@pytest.mark.slow
 def test_check_table_subprocess():
     r = run_cli("check")
     assert r.returncode == 0, r.stderr

@@ -216,6 +216,7 @@ def test_unsupported_parents_fail_in_one_line(parents, tok_dir, tmp_path):
         convert(folder, tmp_path / "e", objective="ar", shift_logits=True)
 
 
+@pytest.mark.slow
 def test_cli_hub_name_fails_fast_offline(tmp_path):
     import time
 
@@ -232,6 +233,7 @@ def test_dotted_hub_name_is_a_hub_name_not_a_path(tmp_path, monkeypatch):
         convert("Qwen/Qwen2.5-0.5B", tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_cli_local_folder_with_check(parents, tmp_path):
     r = run_cli("convert", "--from", str(parents["llama_gqa_untied"][0]), "--out", str(tmp_path / "o"), "--check",
                 "--keep-shift", "--set", "train.lr_mult_attn=2", "--json")
@@ -270,6 +272,7 @@ def test_newer_parents_need_their_features(name, field, plain, parents, tmp_path
         assert (without(ids)[..., :300] - ref).abs().max().item() > 1e-3  # the feature is not a no-op
 
 
+@pytest.mark.slow
 def test_convert_keeps_the_ar_shift_by_default(parents, tmp_path):
     """Issue 14.9: HF and Sunfish AR parents keep the shift unless --no-keep-shift (RND1, Dream, dllm)."""
     folder = parents["gpt2"][0]

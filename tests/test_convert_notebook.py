@@ -7,7 +7,7 @@ import json
 from sunfish_lib.evaluate import evaluate_run
 from sunfish_lib.plots import conversion_curves
 from sunfish_lib.runs import run_notebooks
-from tests.conftest import NotebookOutputs
+from tests.notebook_display import NotebookOutputs
 from tests.helpers import NOTEBOOKS
 
 pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')

@@ -3,6 +3,8 @@
 import json
 import time
 
+import pytest
+
 from sunfish_lib.cli import main
 from tests.helpers import run_cli
 
@@ -25,6 +27,7 @@ def test_data_text_on_fineweb_parquet(fineweb_dir, capsys):
     assert lines["seq len"] == "32" and float(lines["packing efficiency"]) == 1.0
 
 
+@pytest.mark.slow
 def test_data_hub_offline_is_a_fast_one_line_error():
     t0 = time.perf_counter()
     r = run_cli("data", "--source", "fineweb:sample-10BT", "--json")

@@ -28,6 +28,7 @@ def test_offline_bpe_has_the_configured_size_and_special_tokens(bpe):
     assert (bpe_cache_dir(4096) / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_round_trip_on_the_whole_corpus(bpe):
     files = shakespeare_files()
     texts = [p.read_text(encoding="utf-8") for p in files]

@@ -42,6 +42,7 @@ def test_masked_elbo_estimate_within_error_of_closed_form():
     assert res.nats_per_token > nll
 
 
+@pytest.mark.slow
 def test_evaluate_run_cli_on_trained_runs(tmp_path, capsys):
     import json
 

@@ -213,6 +213,7 @@ def test_every_strategy_loads_checkpoints_through_the_safe_io(tmp_path, strategy
     assert type(trainer_strategy.checkpoint_io).__name__ == "AtomicCheckpointIO"
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_crafted_last_ckpt_before_anything_runs(run, tmp_path, capsys):
     """`sunfish train --resume` in a real process: exit 2, one line, no marker, the run folder untouched."""
     from tests.helpers import run_cli

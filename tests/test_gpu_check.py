@@ -18,6 +18,7 @@ def _run(*args, timeout=120):
                           env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--presets", "125M,7B"], "error: --presets '7B' is not a preset; choose from tiny, 125M, 350M, 1.4B"),
     (["--device", "cuda"], "error: --device cuda: this torch build sees no CUDA GPU; use --device cpu"),

@@ -93,6 +93,7 @@ def _export_case(tmp_path, tok, name: str, objective: str, overrides: dict, seed
     return folder
 
 
+@pytest.mark.slow
 def test_transformers_loads_exports_with_sunfish_logits(tmp_path):
     """A fresh process that imports nothing from sunfish_lib: AutoModel* + AutoTokenizer on each export."""
     tok = get_tokenizer("bpe", 4096)
@@ -134,6 +135,7 @@ def test_remote_code_knows_every_backbone_field():
         assert not re.search(r"^\s*(from|import)\s+sunfish_lib", path.read_text(), re.M), path.name
 
 
+@pytest.mark.slow
 def test_sunfish_still_loads_old_layout_exports(tmp_path):
     """Format 1: Sunfish's config.json only, the tokenizer in tokenizer/ (exports written before the HF layout)."""
     from safetensors.torch import save_file
@@ -158,6 +160,7 @@ def test_sunfish_still_loads_old_layout_exports(tmp_path):
     assert torch.equal(load_for_inference(tmp_path / "new")[0](ids), model(ids))
 
 
+@pytest.mark.slow
 def test_push_to_hub_offline_is_one_line(tmp_path):
     from tests.sampling_helpers import make_run
 

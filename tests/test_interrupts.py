@@ -88,6 +88,7 @@ def _assert_one_line(stderr: str, pattern: str) -> None:
     assert "Traceback" not in stderr and "Received SIGTERM" not in stderr, stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, index", [("SIGINT", 0), ("SIGTERM", 1), ("SIGUSR1", 2)])
 def test_signal_saves_the_step_in_progress_and_resumes_exactly(tmp_path, straight, sig, index):
     """One process: the signal at micro-batch m; step m // 2 + 1 finishes and is saved; the line, the exit code
@@ -121,6 +122,7 @@ def test_signal_saves_the_step_in_progress_and_resumes_exactly(tmp_path, straigh
     assert _status(run)["state"] == "finished"
 
 
+@pytest.mark.slow
 def test_third_signal_aborts_the_save_and_keeps_the_previous_checkpoint(tmp_path):
     """SIGINT in step 6's micro-batch, twice more as its checkpoint write begins: the second says
     "saving checkpoint, press again to abort", the third aborts; last.ckpt keeps step 4 (ckpt_every=2)."""
@@ -152,6 +154,7 @@ def test_requeue_decision_needs_slurm_and_the_setting(monkeypatch):
 
 # -- one writer per run folder ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_second_writer_is_refused_before_the_first_checkpoint(tmp_path, straight, capsys):
     """Writer B starts while A sets up (no checkpoint yet): one line naming A, nothing of A's touched;
     A finishes as if alone, with no `-v1` files."""
@@ -250,6 +253,7 @@ def test_workbook_resume_into_a_live_folder_is_refused_by_its_lock(tmp_path, cap
         holder.wait()
 
 
+@pytest.mark.slow
 def test_no_checkpoint_name_gets_a_version_suffix(tmp_path):
     """Resuming from an older last.ckpt re-saves checkpoints whose files exist (a kill after `best-*` was written
     but before `last.ckpt`): they are overwritten in place, never written beside as `-v1`."""
@@ -268,6 +272,7 @@ def test_no_checkpoint_name_gets_a_version_suffix(tmp_path):
 
 # -- notebooks ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_interrupting_follow_stops_training_with_a_checkpoint_and_relaunch_resumes(tmp_path):
     """The notebook path without a kernel: Ctrl-C (SIGINT to this process) while `follow` waits stops the launched
     training through the same path (checkpoint, status, its line); launching again resumes from there."""

@@ -76,6 +76,7 @@ def counting_ar_run(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_local_task_beats_chance(counting_ar_run, capsys):
     """`sunfish eval-harness RUN --tasks ... --include-path DIR`: a learned model beats 1-in-4 chance."""
     root = counting_ar_run
@@ -160,6 +161,7 @@ def test_masked_elbo_of_one_token_matches_its_exact_log_prob(tmp_path):
         _exact_conditional_elbo(lm, x, 3), rel=0.02)
 
 
+@pytest.mark.slow
 def test_continuous_loglikelihood_is_a_one_line_error(tmp_path):
     run = make_run(tmp_path / "c", "continuous")
     lm = SunfishLM(str(run))

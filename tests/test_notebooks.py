@@ -3,11 +3,10 @@
 import ast
 import json
 
-import nbformat
 import pytest
 
 from sunfish_lib.runs import run_notebooks, workbook_notebooks
-from tests.conftest import NotebookOutputs
+from tests.notebook_display import NotebookOutputs
 from tests.helpers import NOTEBOOKS
 
 pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
@@ -23,7 +22,7 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", ALL, ids=[p.name for p in ALL])
 def test_structure(path):
-    nb = nbformat.read(str(path), as_version=4)
+    nb = NotebookOutputs.read(path).nb
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, "exactly one parameters cell"
     tree = ast.parse(params[0].source)
@@ -47,6 +46,6 @@ def _text_outputs(nb) -> str:
 def test_setup_check_notebook_smoke(tmp_path):
     nb_path = NOTEBOOKS / "00_setup_check.ipynb"
     run_dir = run_notebooks([nb_path], {nb_path.name: {"smoke": True}}, runs_parent=tmp_path)
-    text = _text_outputs(nbformat.read(str(run_dir / nb_path.name), as_version=4))
+    text = NotebookOutputs.read(run_dir / nb_path.name).text
     assert "all checks passed" in text and "ready" in text
     assert "1,035,392 params" in text

@@ -33,6 +33,7 @@ def test_preset_table_is_the_estimators():
     assert "Estimates, not measurements" in _section("What each preset needs and costs")
 
 
+@pytest.mark.slow
 def test_notebook_kernel_is_the_venv():
     """`jupyter lab` from .venv: the notebooks' kernel (python3) is the venv's interpreter."""
     kernel = json.loads((ROOT / "notebooks" / "04_train.ipynb").read_text())["metadata"]["kernelspec"]["name"]
@@ -73,6 +74,7 @@ def test_sunfish_runs_and_cache_variables(tmp_path):
     assert "SUNFISH_CACHE" in section and "SUNFISH_RUNS" in section and "HF_TOKEN" in section
 
 
+@pytest.mark.slow
 def test_fineweb_offline_is_one_line():
     r = run_cli("data", "--source", "fineweb:sample-10BT")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr

@@ -19,7 +19,7 @@ from sunfish_lib.notebook_params import notebook_parameters
 from sunfish_lib.runs import run_notebooks
 from sunfish_lib.workbook import equal_budget, recipe_config, train_or_reuse
 from tests.data_fixtures import make_web_docs, write_fineweb_parquet
-from tests.conftest import NotebookOutputs
+from tests.notebook_display import NotebookOutputs
 from tests.helpers import NOTEBOOKS, ROOT, run_cli
 
 

@@ -37,7 +37,7 @@ from sunfish_lib.sampling.analysis import token_entropy
 from sunfish_lib.train.launch import launch
 from sunfish_lib.io.metrics import read_metrics
 from sunfish_lib.train.trainer import train
-from tests.conftest import NotebookOutputs
+from tests.notebook_display import NotebookOutputs
 from tests.helpers import NOTEBOOKS
 from tests.train_helpers import small_config
 
@@ -233,6 +233,7 @@ def test_pick_runs_defaults(root, monkeypatch, tmp_path):
         pick_runs([], tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_compare_notebook_headless(root, tmp_path):
     base = root["root"]
     nb = NOTEBOOKS / "09_compare_runs.ipynb"

@@ -10,6 +10,7 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.registry import read_notebook_run
 from sunfish_lib.runs import NotebookFailed, notebook_parameters, parse_param_value, run_notebooks
 from tests.helpers import NOTEBOOKS, ROOT
+from tests.notebook_display import NotebookOutputs
 
 
 def _notebook(path, body: str, params: str = "smoke = False\nx = 1"):
@@ -32,6 +33,7 @@ def test_notebook_parameters_reads_literals():
     assert params == {"smoke": False}
 
 
+@pytest.mark.slow
 def test_run_folder_contents(tmp_path):
     nb = _notebook(tmp_path / "nb.ipynb", "open('out.txt', 'w').write(str(x * 2))\nprint('x is', x)")
     code = main(["run", str(nb), "-p", "x", "21", "--runs-dir", str(tmp_path / "runs")])
@@ -43,8 +45,7 @@ def test_run_folder_contents(tmp_path):
     assert info["status"] == "finished" and len(info["git"]["commit"]) == 40
     freeze = (run_dir / "pip-freeze.txt").read_text()
     assert "torch==2.13.0" in freeze and "papermill==2.7.0" in freeze
-    executed = nbformat.read(str(run_dir / "nb.ipynb"), as_version=4)
-    outputs = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    outputs = NotebookOutputs.read(run_dir / "nb.ipynb").streams
     assert "x is 21" in outputs
 
 
@@ -55,8 +56,7 @@ def test_failing_notebook_keeps_traceback_and_exits_nonzero(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "RuntimeError: boom at step 3" in err
     (run_dir,) = list((tmp_path / "runs").iterdir())
-    executed = nbformat.read(str(run_dir / "bad.ipynb"), as_version=4)
-    tb = json.dumps([o for c in executed.cells for o in c.get("outputs", [])])
+    tb = json.dumps(NotebookOutputs.read(run_dir / "bad.ipynb").outputs)
     assert "boom at step 3" in tb and "Traceback" in tb or "RuntimeError" in tb
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
 
@@ -80,6 +80,7 @@ def test_cell_raising_a_user_error_exits_2_with_its_line(tmp_path, capsys):
 COUNT = "import pathlib\nc = pathlib.Path('{name}.count')\nc.write_text(str(int(c.read_text() if c.exists() else 0) + 1))"
 
 
+@pytest.mark.slow
 def test_workbook_resume_skips_finished_notebooks_and_reruns_the_failed_one(tmp_path, capsys):
     """a ok, b fails (its marker file is missing), c never ran; --resume runs b and c only."""
     nbs = [_notebook(tmp_path / "a.ipynb", COUNT.format(name="a")),
@@ -110,9 +111,9 @@ def test_workbook_resume_skips_finished_notebooks_and_reruns_the_failed_one(tmp_
     assert [a["attempt"] for a in by_name["c.ipynb"]["attempts"]] == [3]
     assert by_name["b.ipynb"]["attempts"][0]["executed"] == "b.attempt1.ipynb"
     def outputs(name):
-        return json.dumps([o for c in nbformat.read(str(run_dir / name), as_version=4).cells for o in c.get("outputs", [])])
+        return json.dumps(NotebookOutputs.read(run_dir / name).outputs)
     assert "AssertionError" in outputs("b.attempt2.ipynb") and "AssertionError" not in outputs("b.ipynb")
-    executed_c = nbformat.read(str(run_dir / "c.ipynb"), as_version=4)
+    executed_c = NotebookOutputs.read(run_dir / "c.ipynb").nb
     assert "x = 7" in executed_c.cells[1].source  # the injected parameters came from params.json
 
     assert main(["run", "--resume", str(run_dir)]) == 0  # nothing left: nothing runs
@@ -130,6 +131,7 @@ def test_user_error_subclasses_are_known_by_name_without_their_modules():
     assert r.stdout.split() == ["True", "True", "False"], r.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_keeps_the_interrupted_copy(tmp_path):
     nb = _notebook(tmp_path / "b.ipynb", "import pathlib\nassert pathlib.Path('marker').exists(), 'no marker'")
     with pytest.raises(NotebookFailed):

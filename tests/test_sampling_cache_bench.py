@@ -12,6 +12,7 @@ from tests.helpers import ROOT
 from tests.sampling_helpers import make_run
 
 
+@pytest.mark.slow
 def test_sampling_cache_bench_smoke(tmp_path):
     masked, ar = make_run(tmp_path / "masked", "masked"), make_run(tmp_path / "ar", "ar")
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "sampling_cache.py"), "--run", str(masked),

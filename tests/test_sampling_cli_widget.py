@@ -117,6 +117,7 @@ def test_cli_bad_input_is_one_line_exit_2(runs, tmp_path, capsys, argv, message)
     assert out == "" and len(err.strip().splitlines()) == 1 and err.startswith("error: ") and message in err
 
 
+@pytest.mark.slow
 def test_cli_error_has_no_traceback_in_a_real_process(runs):
     r = subprocess.run([sys.executable, "-m", "sunfish_lib.cli", "sample", str(runs["masked"]), "--sampler", "ddpm"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -138,6 +138,7 @@ def test_a_bad_sampling_parameter_is_one_line(name, value, needle):
     assert message.startswith(f"{name}: parameter sampling: ") and needle in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_sunfish_run_refuses_a_bad_sampling_parameter_before_a_kernel(tmp_path):
     r = run_cli("run", "notebooks/06_sampling.ipynb", "-p", "sampling", "{'top_q': 0.9}", "--runs-dir", str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_sampling_overhead_bench_smoke():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "sampling_overhead.py"), "--smoke"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)

@@ -21,6 +21,7 @@ def test_accumulation_derived_from_global_batch_on_any_world_size():
     assert (legacy.accumulation, legacy.sequences_per_step) == (3, legacy.data.micro_batch_size * 3 * 2)
 
 
+@pytest.mark.slow
 def test_non_dividing_global_batch_is_one_line_error():
     with pytest.raises(ConfigError, match=r"train.global_batch_size=256 does not divide into data.micro_batch_size=3 "
                                           r"x train.devices=8 x train.num_nodes=1 = 24"):
@@ -122,6 +123,7 @@ def test_all_ranks_share_one_run_folder_under_lightning_launcher_and_torchrun(tm
         assert "world size 2" in (folders[0] / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_several_tasks_without_run_dir_is_one_line_error(tmp_path):
     r = run_cli("train", *TINY, "--fast-dev-run", env={"SLURM_NTASKS": "2", "SUNFISH_RUNS": str(tmp_path)},
                 timeout=120)
@@ -182,6 +184,7 @@ def test_tensorboard_purges_steps_trained_again_after_resume(tmp_path):
     assert all(v < 1e5 for _, v in points)  # the orphaned events are gone
 
 
+@pytest.mark.slow
 def test_compiled_and_eager_losses_and_grads_agree():
     import torch
 

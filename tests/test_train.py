@@ -27,6 +27,7 @@ def _max_diff(a: Path, b: Path) -> float:
     return max((sa[k] - sb[k]).abs().max().item() for k in sa)
 
 
+@pytest.mark.slow
 def test_resume_gives_identical_weights(tmp_path):
     """6 steps straight == 3 steps, stop, resume, 3 more (accumulation and EMA on): bitwise on CPU."""
     cfg = small_config("masked", accumulate_grad_batches=2, ema_decay=0.9)
@@ -133,6 +134,7 @@ def test_continuous_objective_fsdp2_matches_ddp(tmp_path):
     assert _max_diff(tmp_path / "ddp", tmp_path / "fsdp") < 1e-4
 
 
+@pytest.mark.slow
 def test_fast_dev_run_and_overfit_flags(tmp_path, capsys):
     from sunfish_lib.cli import main
 
