@@ -151,10 +151,9 @@ def sample_statistics(path: str | Path, *, num_samples: int = 4, length: int = 6
     text's, judge perplexity with the workbook's ar model or `judge`) and denoise_entropy."""
     loaded = load_checkpoint(path)
     cfg = loaded.cfg
-    diffusion = cfg.diffusion.objective != "ar"
-    extra = {"steps": min(steps, cfg.sample.steps)} if steps and diffusion else {}
+    extra = {"steps": min(steps, cfg.sample.steps)} if steps and loaded.iterative else {}
     gen = sample(loaded, mode="uncond", num_samples=num_samples, length=length, seed=seed,
-                 record=diffusion, **extra)
+                 record=loaded.iterative, **extra)
     q = quality_of(gen, loaded, judge=judge, run_dir=run_dir)
     denoise = None
     if gen.trajectory is not None and "entropy" in gen.trajectory.fields():

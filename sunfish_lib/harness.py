@@ -19,11 +19,10 @@ from __future__ import annotations
 import sys
 
 import torch
-import torch.nn.functional as F
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from sunfish_lib.diffusion.masked import MaskedDiffusion, shift_right
+from sunfish_lib.diffusion import build_objective
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.session import Loaded, sample
 from sunfish_lib.io.export import load_for_inference
@@ -46,7 +45,7 @@ class SunfishLM(LM):
         self.model, self.cfg, self.tok = load_for_inference(path, device)
         if self.tok is None:
             raise SunfishError(f"sunfish: {path} has no tokenizer; pass a run folder or an export")
-        self.objective = self.cfg.diffusion.objective
+        self.objective = build_objective(self.cfg, mask_token_id=self.tok.mask_token_id)
         self.draws, self.seed = int(draws), int(seed)
         if self.draws < 1:
             raise SunfishError(f"sunfish: draws={draws} must be >= 1 (Monte-Carlo samples of the masked ELBO)")
@@ -76,48 +75,17 @@ class SunfishLM(LM):
         ctx = self.tok.encode(context) if context else []
         return self._score_ids(ctx, self.tok.encode(continuation))
 
-    @torch.no_grad()
     def _score_ids(self, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
-        if self.objective == "continuous":
+        if not self.objective.likelihood:
             raise SunfishError(NO_LIKELIHOOD)
         if not cont:
             return 0.0, True
         cont = cont[-(self.max_len - 1):]
         ids = ([self.eos] + ctx)[-(self.max_len - len(cont)):] + cont  # EOS opens a document, as in training
         x = torch.tensor(ids, device=self.device)[None]  # (1, T)
-        n = len(cont)
-        if self.objective == "ar":
-            logp = F.log_softmax(self.model(x)[0, -n - 1:-1].float(), -1)  # (n, V): position i predicts i + 1
-            target = x[0, -n:]
-            return logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all())
-        return self._masked_elbo(x, n)
-
-    def _masked_elbo(self, x: torch.Tensor, n: int) -> tuple[float, bool]:
-        """Monte-Carlo ELBO of the last n tokens of x (1, T) given the rest; greedy: all masked, argmax = them.
-
-        LLaDA's conditional estimator (Nie et al. 2025, Eq. 6, used in their lm-eval code): per
-        draw, l ~ U{1..n} continuation tokens are masked uniformly at random and their NLLs are
-        summed with weight n / l; unbiased for the same bound as the continuous-time ELBO, with
-        far lower variance than w(t) = 1/t at small t. Time-conditioned models get t = l / n.
-        """
-        objective = MaskedDiffusion(self.cfg.diffusion, self.tok.mask_token_id)
         g = torch.Generator(device=self.device).manual_seed(self.seed)
-        T, total = x.shape[1], []
-        for B in [min(self.batch, self.draws - i) for i in range(0, self.draws, self.batch)]:
-            l = torch.randint(1, n + 1, (B,), generator=g, device=self.device)  # (B,) masked counts
-            rank = torch.rand(B, n, generator=g, device=self.device).argsort(-1).argsort(-1)  # random ranks
-            masked = torch.zeros(B, T, dtype=torch.bool, device=self.device)
-            masked[:, -n:] = rank < l[:, None]  # l random continuation positions per row
-            z = x.expand(B, -1).masked_fill(masked, objective.mask_id)
-            t = l.float() / n if self.model.cfg.time_conditioning else None
-            nll = objective.masked_nll(self.model, z, t, {"input_ids": x.expand(B, -1)}, masked)  # (N,)
-            per_row = torch.zeros(B, device=self.device).index_add_(0, masked.nonzero()[:, 0], nll.float())
-            total.append(per_row * n / l.float())  # (B,) nats of the continuation
-        z = x.masked_fill(torch.arange(T, device=self.device) >= T - n, objective.mask_id)
-        h = self.model.encode(z, t=torch.ones(1, device=self.device) if self.model.cfg.time_conditioning else None)
-        logits = self.model.logits((shift_right(h) if self.cfg.diffusion.shift_logits else h)[0, -n:]).float()
-        logits[:, objective.mask_id] = float("-inf")
-        return -torch.cat(total).mean().item(), bool((logits.argmax(-1) == x[0, -n:]).all())
+        return self.objective.continuation_score(self.model, x, len(cont), draws=self.draws, batch=self.batch,
+                                                 generator=g)
 
     # -- generation --------------------------------------------------------------
     def complete(self, context: str, gen_kwargs: dict) -> str:

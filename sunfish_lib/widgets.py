@@ -306,7 +306,7 @@ class SamplingPanel:
     def summary(self) -> str:
         """One line: objective, sampler, steps requested and run, forward passes, time."""
         s = self.last.sample
-        ran = f"{self.steps_run} steps run" + (f" of {s.steps} requested" if self.loaded.objective != "ar"
+        ran = f"{self.steps_run} steps run" + (f" of {s.steps} requested" if self.loaded.iterative
                                                and self.steps_run != s.steps else "")
         return (f"{self.loaded.objective} / {s.sampler}, {ran}, seed {self.seed.value}: "
                 f"{self.last.forward_passes} forward passes in {self.timings['total_s']:.2f} s")

@@ -24,6 +24,23 @@ def test_registry_covers_every_objective_and_each_class_states_its_samplers_and_
         objective_class("bert")
 
 
+def test_objectives_own_their_sampling_and_scoring_facts():
+    """What callers used to read off the objective's name: steps, scoring, key padding."""
+    from sunfish_lib.sampling.autoregressive import ARSampler
+    from sunfish_lib.sampling.continuous import ContinuousSampler
+    from sunfish_lib.sampling.masked import MaskedSampler
+
+    iterative = {n: c.iterative for n, c in OBJECTIVE_CLASSES.items()}
+    assert iterative == {"continuous": True, "masked": True, "ar": False}
+    likelihood = {n: c.likelihood for n, c in OBJECTIVE_CLASSES.items()}
+    assert likelihood == {"continuous": False, "masked": True, "ar": True}
+    assert all(hasattr(c, "continuation_score") == c.likelihood for c in OBJECTIVE_CLASSES.values())
+    assert objective_class("masked").sampling_steps(64, 16) == 16  # a step unmasks >= 1 of 16 tokens
+    assert objective_class("masked").sampling_steps(8, 16) == 8
+    assert objective_class("continuous").sampling_steps(64, 16) == 64
+    assert (MaskedSampler.key_padding, ContinuousSampler.key_padding, ARSampler.key_padding) == (True, False, False)
+
+
 def test_from_config_builds_what_the_objective_needs_and_a_bare_unresolved_config_is_refused():
     cont = Backbone.from_config(get_config("tiny", {**SHAPE, "objective": "continuous", "self_conditioning": True}))
     assert cont.time_emb is not None and cont.self_cond_proj is not None and not cont.cfg.causal

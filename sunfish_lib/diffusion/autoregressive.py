@@ -26,6 +26,12 @@ class Autoregressive:
     kind = "exact NLL"
     samplers = SAMPLERS["ar"]
     backbone_needs = BACKBONE_NEEDS["ar"]
+    iterative = False  # one token per forward pass: no denoising steps to choose or record
+    likelihood = True  # scores a continuation exactly (`continuation_score`)
+
+    @staticmethod
+    def sampling_steps(requested: int, length: int) -> int:
+        return requested  # unused: ar decodes `length` tokens one at a time
 
     def __init__(self, cfg: DiffusionConfig | None = None, bos_token_id: int | None = None):
         self.cfg = cfg
@@ -73,3 +79,10 @@ class Autoregressive:
         per_seq = (nll * scored).sum(1)  # (B,)
         n_tok = scored.sum(1).clamp(min=1).float()
         return {"loss": per_seq.sum() / n_tok.sum(), "nll_per_seq": per_seq / n_tok}
+
+    @torch.no_grad()
+    def continuation_score(self, model, x: torch.Tensor, n: int, **_mc) -> tuple[float, bool]:
+        """(log p of the last n tokens of x (1, T) given the rest, whether greedy decoding yields them): exact."""
+        logp = F.log_softmax(model(x)[0, -n - 1:-1].float(), -1)  # (n, V): position i predicts i + 1
+        target = x[0, -n:]
+        return logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all())

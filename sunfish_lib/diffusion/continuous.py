@@ -104,6 +104,12 @@ class ContinuousDiffusion:
     kind = "rounding CE at t<=0.1 (not a likelihood)"
     samplers = SAMPLERS["continuous"]
     backbone_needs = BACKBONE_NEEDS["continuous"]
+    iterative = True  # denoising steps: the sampler's `steps` knob and its trajectory
+    likelihood = False  # no token likelihood: the rounding CE bounds nothing, so no `continuation_score`
+
+    @staticmethod
+    def sampling_steps(requested: int, length: int) -> int:
+        return requested  # every step moves every position: more steps than tokens still help
 
     @classmethod
     def from_config(cls, cfg, *, mask_token_id: int | None = None, eos_token_id: int | None = None):

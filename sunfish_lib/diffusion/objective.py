@@ -3,6 +3,10 @@
 - `name`: the `diffusion.objective` value; `samplers`: the sampler names it allows (`config.SAMPLERS`).
 - `backbone_needs`: what the backbone is built with (`validation.BACKBONE_NEEDS`, applied by
   `ModelConfig.resolve` and `Backbone.from_config`).
+- `iterative`: sampling runs denoising steps (a `steps` knob, a trajectory); false for ar.
+  `sampling_steps(requested, length)`: the steps worth running for `length` new tokens.
+- `likelihood`: whether it scores text; then `continuation_score(model, x, n, draws=, batch=, generator=)`
+  gives (log p or its bound of the last n tokens of x given the rest, whether greedy decoding yields them).
 - `from_config(cfg, mask_token_id=, eos_token_id=)`: the objective of a run (`build_objective` picks the class).
 - `loss(model, batch, generator)`: the training loss, a dict with a scalar `loss` plus metrics.
 - `scored(batch)` (B, T) bool: the tokens a sequence figure covers.
@@ -23,6 +27,11 @@ class Objective(Protocol):
     kind: str
     samplers: tuple[str, ...]
     backbone_needs: dict[str, bool]
+    iterative: bool
+    likelihood: bool
+
+    @staticmethod
+    def sampling_steps(requested: int, length: int) -> int: ...
 
     @classmethod
     def from_config(cls, cfg: Any, *, mask_token_id: int | None = None,

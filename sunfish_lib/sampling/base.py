@@ -37,6 +37,9 @@ class Sampler:
     `mask_id` and `forward_passes`."""
 
     name = "sampler"
+    key_padding = False
+    """`generate` takes `attention_mask` (right padding never attended to), so rows of several lengths run
+    as one batch; otherwise the caller runs each length as its own batch."""
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None = None, *, seed: int = 0,
                  generator: torch.Generator | None = None, record: bool | Trajectory = False,

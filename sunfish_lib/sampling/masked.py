@@ -66,6 +66,7 @@ class MaskedSampler(Sampler):
     token positions the model ran (the cache's saving), `key_positions` the keys they attended to.
     """
 
+    key_padding = True  # generate(x, attention_mask=...): prompts of several lengths in one batch
     model: torch.nn.Module
     mask_id: int
     kind: str = "low_confidence"

@@ -26,6 +26,7 @@ import torch
 
 from sunfish_lib.config import SAMPLERS, Config
 from sunfish_lib.data.tokenizer import get_tokenizer
+from sunfish_lib.diffusion import objective_class
 from sunfish_lib.devices import resolve_device, resolve_dtype
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.export import load_for_inference
@@ -33,6 +34,7 @@ from sunfish_lib.sampling.generate import Generation, initial_ids, pad_rows
 from sunfish_lib.sampling.samplers import build_sampler
 from sunfish_lib.sampling.settings import SETTINGS, check_names
 from sunfish_lib.sampling.trajectory import Trajectory
+
 MASK_GLYPH = "░"
 
 
@@ -48,6 +50,11 @@ class Loaded:
     @property
     def objective(self) -> str:
         return self.cfg.diffusion.objective
+
+    @property
+    def iterative(self) -> bool:
+        """Sampling runs denoising steps (diffusion), not one token per pass (ar): `Objective.iterative`."""
+        return objective_class(self.objective).iterative
 
     @property
     def samplers(self) -> tuple[str, ...]:
@@ -120,8 +127,7 @@ def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", prompts: l
     was_training = model.training
     model.eval()
     try:
-        out, passes, positions = _run(sampler, x, keys, lengths, generator, trajectory, callback,
-                                      cfg.diffusion.objective)
+        out, passes, positions = _run(sampler, x, keys, lengths, generator, trajectory, callback)
     finally:
         model.train(was_training)
     out = out.cpu()
@@ -134,17 +140,17 @@ def training_samples(model, cfg: Config, tokenizer, *, seed: int, num_samples: i
 
     A masked sampler takes at most `length` steps (one token per step at most is all a row can use).
     """
-    steps = min(cfg.sample.steps, length) if cfg.diffusion.objective == "masked" else cfg.sample.steps
+    steps = objective_class(cfg.diffusion.objective).sampling_steps(cfg.sample.steps, length)
     gen = sample(Loaded(model, cfg, tokenizer), mode="uncond", seed=seed, num_samples=num_samples, length=length,
                  steps=steps)
     return gen.texts
 
 
-def _run(sampler, x, keys, lengths, generator, trajectory, callback, objective):
-    """Run the sampler over x; padded rows: masked models attend past the padding (one batch), the AR and
-    continuous samplers (no key-padding support) run each length as its own batch, in row order.
+def _run(sampler, x, keys, lengths, generator, trajectory, callback):
+    """Run the sampler over x; padded rows: samplers that take key padding (`Sampler.key_padding`: the masked
+    ones) attend past it in one batch, the others run each length as its own batch, in row order.
     Returns (ids, forward passes, positions run or None)."""
-    if keys is None or objective == "masked":
+    if keys is None or sampler.key_padding:
         res = sampler(x, generator=generator, record=False if trajectory is None else trajectory, callback=callback,
                       attention_mask=None if keys is None else keys.to(x.device))
         return res.ids, res.forward_passes, res.positions
