@@ -99,7 +99,7 @@ def test_kv_cache_with_rope_and_gqa_matches_full_forward(arch):
     cache = KVCache(cfg.n_layers)
     steps = [model(tok[:, :4], kv_cache=cache)]
     steps += [model(tok[:, i:i + 1], kv_cache=cache) for i in range(4, 10)]
-    assert cache.layers[0][0].shape == (2, cfg.kv_heads, 10, 8)  # keys stored with the kv heads only
+    assert cache.layers[0][0].shape == (2, cfg.n_kv_heads, 10, 8)  # keys stored with the kv heads only
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
 
 
