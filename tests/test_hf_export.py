@@ -122,7 +122,8 @@ def test_export_folder_layout(tmp_path):
         assert (tmp_path / "e" / f).is_file(), f
     assert not (tmp_path / "e" / "tokenizer").exists()
     assert Config.load(tmp_path / "e" / "config.json") == cfg  # `sunfish train --config` reads it too
-    assert hf["resolved_model"]["causal"] is True and hf["resolved_model"]["head_dim"] == cfg.resolved_model.head_dim == 8
+    resolved = hf["resolved_model"]
+    assert resolved["causal"] is True and resolved["head_dim"] == cfg.model.d_model // cfg.model.n_heads
 
 
 def test_remote_code_knows_every_backbone_field():
