@@ -24,7 +24,7 @@ def shape_parser(description: str, repeats: int) -> argparse.ArgumentParser:
 def backbone_and_tokens(args, causal: bool, device: str) -> tuple[Backbone, torch.Tensor]:
     """A 64-dim-head backbone without time conditioning, and a (batch, seq_len) token batch."""
     cfg = ModelConfig(vocab_size=4096, n_layers=args.layers, n_heads=args.d_model // 64, d_model=args.d_model,
-                      max_seq_len=args.seq_len, time_conditioning=False, causal=causal, self_cond_input=False)
+                      max_seq_len=args.seq_len, time_conditioning=False, causal=causal).resolve("masked")
     return Backbone(cfg).to(device), torch.randint(0, 4096, (args.batch, args.seq_len), device=device)
 
 

@@ -72,9 +72,9 @@ def reference_step(cfg, device, gather: bool = True):
     """BertForMaskedLM step; gather=True runs its MLM head on the masked positions only (equal head work)."""
     from transformers import BertConfig, BertForMaskedLM
 
-    m = cfg.model
+    m = cfg.resolved_model
     bert_cfg = BertConfig(vocab_size=m.vocab_size, hidden_size=m.d_model, num_hidden_layers=m.n_layers,
-                          num_attention_heads=m.n_heads, intermediate_size=m.ff_dim, max_position_embeddings=m.max_seq_len,
+                          num_attention_heads=m.n_heads, intermediate_size=m.d_ff, max_position_embeddings=m.max_seq_len,
                           type_vocab_size=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                           hidden_act="gelu_pytorch_tanh", attn_implementation="sdpa")
     torch.manual_seed(0)

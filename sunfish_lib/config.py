@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from sunfish_lib.errors import ConfigError
 from sunfish_lib.overrides import (  # noqa: F401 (parse_set_args, with_max_steps: callers import them here)
@@ -48,7 +48,7 @@ class ModelConfig:
     causal: bool | None = None
     """Causal attention mask. None: as the objective wants (ar on, diffusion off)."""
     self_cond_input: bool | None = None
-    """Build the self-conditioning input (a zero-init Linear emb_dim -> d_model for the previous x0 estimate). None: as diffusion.self_conditioning says."""
+    """Build the self-conditioning input (a zero-init Linear embed_dim -> d_model for the previous x0 estimate). None: as diffusion.self_conditioning says."""
     time_freq_dim: int = 256
     """Width of the sinusoidal timestep embedding fed to the time MLP."""
     bias: bool = False
@@ -74,7 +74,7 @@ class ModelConfig:
     """llama3 RoPE: wavelengths below rope_original_max_len / this are kept."""
     rope_original_max_len: int = 8192
     """llama3 RoPE: the context length the parent was pretrained at before scaling."""
-    attn_head_dim: int | None = None
+    head_dim: int | None = None
     """Width of one attention head; None means d_model // n_heads (Qwen3 sets it apart from d_model)."""
     embed_scale: float = 1.0
     """Token embeddings are multiplied by this before the first block (Gemma: sqrt(d_model)); 1 = off."""
@@ -93,42 +93,31 @@ class ModelConfig:
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward instead of storing them."""
 
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {"attn_head_dim": "head_dim"}
+    """Keys that older config.json files (run folders, checkpoints, exports) wrote, and the field each is now
+    (`overrides.from_dict` reads them)."""
+
     def validate(self) -> "ModelConfig":
         validate_model(self)
         return self
-
-    @property
-    def ff_dim(self) -> int:
-        return self.d_ff if self.d_ff is not None else 4 * self.d_model
-
-    @property
-    def emb_dim(self) -> int:
-        return self.embed_dim if self.embed_dim is not None else self.d_model
-
-    @property
-    def head_dim(self) -> int:
-        return self.attn_head_dim if self.attn_head_dim is not None else self.d_model // self.n_heads
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
 
     @property
     def gated_mlp(self) -> bool:
         """swiglu or geglu: fc1 holds the gate and up halves."""
         return self.mlp in ("swiglu", "geglu")
 
-    @property
-    def has_qkv_bias(self) -> bool:
-        return self.qkv_bias if self.qkv_bias is not None else self.bias
-
     def resolve(self, objective: str, self_conditioning: bool = False) -> "ModelConfig":
-        """Fill the objective-dependent `None` fields (time_conditioning, causal, self_cond_input): the one place."""
+        """Every `None` field filled, the one place: the widths (d_ff = 4 d_model, embed_dim = d_model,
+        head_dim = d_model // n_heads, n_kv_heads = n_heads, qkv_bias = bias) and what the objective decides
+        (time_conditioning, causal, self_cond_input). `Backbone` refuses a ModelConfig with a None left."""
         need = BACKBONE_NEEDS.get(objective, BACKBONE_NEEDS["masked"])  # an unknown name: validation names it
-        pick = lambda value, default: default if value is None else value  # noqa: E731
-        return replace(self, time_conditioning=pick(self.time_conditioning, need["time_conditioning"]),
-                       causal=pick(self.causal, need["causal"]),
-                       self_cond_input=pick(self.self_cond_input, need["self_cond"] and self_conditioning))
+        default = {
+            "d_ff": 4 * self.d_model, "embed_dim": self.d_model, "n_kv_heads": self.n_heads, "qkv_bias": self.bias,
+            "head_dim": self.d_model // self.n_heads if self.n_heads else None,  # n_heads 0: validation names it
+            "time_conditioning": need["time_conditioning"], "causal": need["causal"],
+            "self_cond_input": need["self_cond"] and self_conditioning,
+        }
+        return replace(self, **{name: value for name, value in default.items() if getattr(self, name) is None})
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ these with the memory model into reports; `perf/mfu` (train/callbacks.py) and th
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Sequence
 
 from sunfish_lib.config import Config, ModelConfig
@@ -17,12 +16,9 @@ from sunfish_lib.memory import PRECISIONS, attention_params, linear_params
 
 
 def model_of(cfg: Config | ModelConfig) -> ModelConfig:
-    """The ModelConfig that gets built; None switches count as off, as `Backbone` reads them."""
-    m = cfg.resolved_model if isinstance(cfg, Config) else cfg
-    m = replace(m, time_conditioning=bool(m.time_conditioning), causal=bool(m.causal))
-    if hasattr(m, "self_cond_input"):
-        m = replace(m, self_cond_input=bool(m.self_cond_input))
-    return m
+    """The ModelConfig that gets built, every None resolved (`ModelConfig.resolve`); a bare ModelConfig's
+    objective switches left None count as off (the masked objective's backbone)."""
+    return cfg.resolved_model if isinstance(cfg, Config) else cfg.resolve("masked")
 
 
 def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
@@ -34,15 +30,15 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
 def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
     """Parameters by component, exactly as `Backbone.from_config(cfg)` creates them."""
     m = model_of(cfg)
-    d, e, f, V, L, b = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size, m.n_layers, m.bias
+    d, e, f, V, L, b = m.d_model, m.embed_dim, m.d_ff, m.vocab_size, m.n_layers, m.bias
     tc = bool(m.time_conditioning)
-    kv = m.kv_heads * m.head_dim  # width of k (and of v): < d under grouped-query attention
+    kv = m.n_kv_heads * m.head_dim  # width of k (and of v): < d under grouped-query attention
     norm = d * (2 if b and m.norm == "layernorm" else 1)  # LayerNorm weight (+ bias); RMSNorm weight only
     up = 2 * f if m.gated_mlp else f  # SwiGLU's fc1 holds the gate and up halves
     return {
         "token_embedding": V * e,
         "in_proj": linear_params(e, d, b) if e != d else 0,
-        "self_cond_proj": linear_params(e, d, b) if getattr(m, "self_cond_input", False) else 0,
+        "self_cond_proj": linear_params(e, d, b) if m.self_cond_input else 0,
         "position_embedding": m.max_seq_len * d if m.pos_encoding == "learned" else 0,  # RoPE has no parameters
         "attention": L * attention_params(m),  # qkv + output projection (+ Qwen3 q/k norm gains)
         "mlp": L * (linear_params(d, up, b) + linear_params(f, d, b)),
@@ -68,7 +64,7 @@ def built_params(cfg: Config | ModelConfig) -> int:
     from sunfish_lib.model import Backbone  # same reason: model.py imports torch
 
     with torch.device("meta"):
-        model = Backbone(model_of(cfg))  # None switches as off, as the counts read them
+        model = Backbone(model_of(cfg))  # resolved as the counts read it
     return sum(p.numel() for p in model.parameters())
 
 
@@ -82,12 +78,12 @@ def matmul_params(cfg: Config | ModelConfig) -> int:
     `flops_breakdown`).
     """
     m = model_of(cfg)
-    d, e, f, V = m.d_model, m.emb_dim, m.ff_dim, m.vocab_size
-    kv = m.kv_heads * m.head_dim
-    proj = (2 * d * e if e != d else 0) + (e * d if getattr(m, "self_cond_input", False) else 0)
+    d, e, f, V = m.d_model, m.embed_dim, m.d_ff, m.vocab_size
+    kv = m.n_kv_heads * m.head_dim
+    proj = (2 * d * e if e != d else 0) + (e * d if m.self_cond_input else 0)
     head = V * e if m.tie_embeddings else V * d
     mlp = (3 if m.gated_mlp else 2) * d * f
-    q = m.n_heads * m.head_dim  # = d unless attn_head_dim sets it apart
+    q = m.n_heads * m.head_dim  # = d unless head_dim sets it apart
     return m.n_layers * (d * (q + 2 * kv) + q * d + mlp) + proj + head
 
 
@@ -141,7 +137,7 @@ def executed_flops_per_token(cfg: Config, seq_len: int | None = None, *, masked_
     Forward + backward matmul FLOPs (`flops_breakdown`: PaLM's 6N + attention + time MLP), except:
     - the vocabulary projection runs only where the objective computes logits: masked, at the
       masked positions (`masked_fraction`, default `expected_mask_fraction`); AR, at every
-      position; continuous, the rounding logits x0_hat @ table^T (V x emb_dim) at every position;
+      position; continuous, the rounding logits x0_hat @ table^T (V x embed_dim) at every position;
     - continuous: self_cond_proj's input carries no gradient (backward 2, not 4, FLOPs per
       weight); self-conditioning adds its gradient-free first forward on every row: 2 FLOPs
       per backbone weight (without the head) + the forward third of attention + the time MLP's
@@ -151,16 +147,16 @@ def executed_flops_per_token(cfg: Config, seq_len: int | None = None, *, masked_
     m = model_of(cfg)
     T = seq_len or cfg.data.seq_len
     fb = flops_breakdown(m, T)
-    head = m.vocab_size * (m.emb_dim if m.tie_embeddings else m.d_model)  # in matmul_params
+    head = m.vocab_size * (m.embed_dim if m.tie_embeddings else m.d_model)  # in matmul_params
     body = fb["total"] - 6 * head
     objective = cfg.diffusion.objective
     if objective == "masked":
         frac = expected_mask_fraction(cfg) if masked_fraction is None else masked_fraction
         return body + 6 * head * frac
     if objective == "continuous":
-        total = body + 6 * m.vocab_size * m.emb_dim
+        total = body + 6 * m.vocab_size * m.embed_dim
         if m.self_cond_input:  # its input (a detached x0_hat, or zeros) needs no gradient: backward 2 per weight, not 4
-            total -= 2 * m.emb_dim * m.d_model
+            total -= 2 * m.embed_dim * m.d_model
         if cfg.diffusion.self_conditioning:
             time_fwd = 2 * (m.time_freq_dim * m.d_model + 5 * m.d_model**2) / T if m.time_conditioning else 0.0
             total += 2 * (matmul_params(m) - head) + fb["attention"] / 3 + time_fwd

@@ -27,10 +27,8 @@ ARCHITECTURE = {"AutoModelForMaskedLM": "SunfishForMaskedLM", "AutoModelForCausa
 
 
 def resolved_fields(cfg: Config) -> dict:
-    """The backbone's fields as built (objective-dependent ones filled) plus its derived widths."""
-    m = cfg.resolved_model
-    return {**asdict(m), "ff_dim": m.ff_dim, "emb_dim": m.emb_dim, "head_dim": m.head_dim, "kv_heads": m.kv_heads,
-            "has_qkv_bias": m.has_qkv_bias, "gated_mlp": m.gated_mlp}
+    """The backbone's fields as built: every None filled (`Config.resolved_model`), so the remote code derives nothing."""
+    return asdict(cfg.resolved_model)
 
 
 def hf_config(cfg: Config) -> dict:

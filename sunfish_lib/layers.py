@@ -165,9 +165,9 @@ class SelfAttention(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_dim, self.kv_dim = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        self.qkv = nn.Linear(cfg.d_model, self.q_dim + 2 * self.kv_dim, bias=cfg.has_qkv_bias)
+        self.qkv = nn.Linear(cfg.d_model, self.q_dim + 2 * self.kv_dim, bias=cfg.qkv_bias)
         self.proj = nn.Linear(self.q_dim, cfg.d_model, bias=cfg.bias)
         # Qwen3: RMSNorm over each head's features (one gain of head_dim shared by the heads), before RoPE.
         self.q_norm = nn.RMSNorm(self.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
@@ -212,14 +212,14 @@ class MLP(nn.Module):
     """GELU MLP (GPT-2: fc2(gelu_tanh(fc1 x))), SwiGLU (Shazeer 2020, Eq. 6; Llama's LlamaMLP) or GeGLU (Gemma).
 
     SwiGLU fuses the gate and up projections into one `fc1` with rows [W_gate; W_up]:
-    fc2(silu(x W_gate) * x W_up), each half `ff_dim` wide.
+    fc2(silu(x W_gate) * x W_up), each half `d_ff` wide.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.kind = cfg.mlp
-        self.fc1 = nn.Linear(cfg.d_model, (2 if cfg.gated_mlp else 1) * cfg.ff_dim, bias=cfg.bias)
-        self.fc2 = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
+        self.fc1 = nn.Linear(cfg.d_model, (2 if cfg.gated_mlp else 1) * cfg.d_ff, bias=cfg.bias)
+        self.fc2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)  # (B, T, f) or (B, T, 2f)

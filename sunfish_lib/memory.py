@@ -1,6 +1,6 @@
 """Memory per GPU for one training step of the backbone: the model behind `estimate.report`.
 
-Pure arithmetic on a `ModelConfig` (no torch import). What is counted, per GPU:
+Pure arithmetic on a resolved `ModelConfig` (`ModelConfig.resolve`; no torch import). What is counted, per GPU:
 
 - weights, gradients, AdamW state (two moments): the bytes each precision keeps
   (`PRECISIONS`), divided by the GPU count under FSDP, moved to host RAM by CPU offload;
@@ -144,14 +144,14 @@ def linear_params(i: int, o: int, bias: bool) -> int:
 
 def attention_params(m: ModelConfig) -> int:
     """One block's attention: fused qkv (q: n_heads * head_dim wide), output projection, q/k norm gains."""
-    q, kv = m.n_heads * m.head_dim, m.kv_heads * m.head_dim
-    return linear_params(m.d_model, q + 2 * kv, m.has_qkv_bias) + linear_params(q, m.d_model, m.bias) \
+    q, kv = m.n_heads * m.head_dim, m.n_kv_heads * m.head_dim
+    return linear_params(m.d_model, q + 2 * kv, m.qkv_bias) + linear_params(q, m.d_model, m.bias) \
         + (2 * m.head_dim if m.qk_norm else 0)
 
 
 def block_params(m: ModelConfig) -> int:
     """Parameters of one transformer block (an FSDP unit)."""
-    d, f, b = m.d_model, m.ff_dim, m.bias
+    d, f, b = m.d_model, m.d_ff, m.bias
     norms = 2 * d * (2 if b and m.norm == "layernorm" else 1)
     table = 4 * d if m.time_conditioning else 0
     up = 2 * f if m.gated_mlp else f
@@ -165,13 +165,13 @@ def largest_optimizer_group(m: ModelConfig) -> int:
     embeddings, in/out projections, an untied lm_head), a block's MLP or attention
     matrices, or the time path's matrices.
     """
-    d, e, f, b = m.d_model, m.emb_dim, m.ff_dim, m.bias
+    d, e, f, b = m.d_model, m.embed_dim, m.d_ff, m.bias
     proj = (linear_params(e, d, b) + linear_params(d, e, b) if e != d else 0)
-    proj += linear_params(e, d, b) if getattr(m, "self_cond_input", False) else 0
+    proj += linear_params(e, d, b) if m.self_cond_input else 0
     pos = m.max_seq_len * d if m.pos_encoding == "learned" else 0
     embed = m.vocab_size * e + pos + proj + (0 if m.tie_embeddings else m.vocab_size * d)
     time = m.time_freq_dim * d + 5 * d * d if m.time_conditioning else 0
-    attn = d * (m.n_heads + 2 * m.kv_heads) * m.head_dim + m.n_heads * m.head_dim * d
+    attn = d * (m.n_heads + 2 * m.n_kv_heads) * m.head_dim + m.n_heads * m.head_dim * d
     mlp = (3 if m.gated_mlp else 2) * d * f
     return max(embed, mlp, attn, time)
 
@@ -202,8 +202,8 @@ def block_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
     """
     p = PRECISIONS[s.precision]
     a, c = p.residual, p.compute
-    B, T, d, f, h = s.micro_batch, s.seq_len, m.d_model, m.ff_dim, m.n_heads
-    n, kv = B * T, m.kv_heads * m.head_dim
+    B, T, d, f, h = s.micro_batch, s.seq_len, m.d_model, m.d_ff, m.n_heads
+    n, kv = B * T, m.n_kv_heads * m.head_dim
     kernel = attention_kernel(s, m.dropout)
     mask_b = 1 if s.device == "cuda" else c  # dropout masks: bool on CUDA, input dtype on CPU
     items = {
@@ -241,12 +241,12 @@ def head_activations(m: ModelConfig, s: Setup) -> dict[str, int]:
     """Bytes saved outside the blocks: input projections, final norm, output projection input, time path."""
     p = PRECISIONS[s.precision]
     a, c, n = p.residual, p.compute, s.micro_batch * s.seq_len
-    d, e = m.d_model, m.emb_dim
+    d, e = m.d_model, m.embed_dim
     items = {"final_norm": n * _norm_saved(m, a) + n * d * c}  # ln_f input (+stats), output kept by the logits
     if m.pos_encoding == "rope":  # fp32 cos and sin (T, hs), shared by blocks; 16-bit casts per rotation
         items["rope_tables"] = 2 * s.seq_len * m.head_dim * 4 + (
             m.n_layers * 4 * s.seq_len * m.head_dim * c if c != 4 else 0)
-    if getattr(m, "self_cond_input", False):
+    if m.self_cond_input:
         items["self_cond_input"] = n * e * c  # the previous x0 estimate, kept by self_cond_proj
     if e != d:
         items["in_proj_input"] = n * e * c
@@ -284,7 +284,7 @@ def activations(m: ModelConfig, s: Setup) -> dict[str, int]:
 def _backward_working_set(m: ModelConfig, s: Setup) -> int:
     """Gradient tensors alive inside one block's backward (MLP: d GELU-out and d fc1-out; attention: dq, dk, dv)."""
     p = PRECISIONS[s.precision]
-    n, d, f, c, a = s.micro_batch * s.seq_len, m.d_model, m.ff_dim, p.compute, p.residual
+    n, d, f, c, a = s.micro_batch * s.seq_len, m.d_model, m.d_ff, p.compute, p.residual
     mlp = n * ((4 if m.gated_mlp else 2) * f * c + 2 * d * a)
     attn = n * (3 * d * c + 4 * d + 2 * d * a)  # + the flash backward's fp32 dq accumulator
     ws = max(mlp, attn)
@@ -327,7 +327,7 @@ def loss_temporaries(m: ModelConfig, s: Setup) -> dict[str, int]:
     fwd = rv * ((c if c != 4 else 0) + 8)
     bwd = LOSS_BACKWARD_COPIES[s.objective] * rv * 4
     if s.objective == "continuous":
-        ne4 = s.micro_batch * s.seq_len * m.emb_dim * 4
+        ne4 = s.micro_batch * s.seq_len * m.embed_dim * 4
         fwd, bwd = fwd + CONTINUOUS_TENSORS["forward"] * ne4, bwd + CONTINUOUS_TENSORS["backward"] * ne4
     return {"forward": fwd, "backward": max(bwd, _backward_working_set(m, s))}
 
@@ -355,7 +355,7 @@ def autocast_copies(m: ModelConfig, s: Setup, matmul_params: int) -> dict[str, i
     p = PRECISIONS[s.precision]
     if not p.autocast:
         return {"forward": 0, "backward": 0}
-    head = m.vocab_size * (m.emb_dim if m.tie_embeddings else m.d_model)
+    head = m.vocab_size * (m.embed_dim if m.tie_embeddings else m.d_model)
     full = matmul_params * p.compute
     return {"forward": full, "backward": head * p.compute if s.activation_checkpointing else full}
 

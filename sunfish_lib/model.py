@@ -26,6 +26,7 @@ sublayers live in `sunfish_lib.layers`, the weight mapping in `sunfish_lib.conve
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
@@ -69,22 +70,18 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(h2))
 
 
-OBJECTIVE_FIELDS = ("time_conditioning", "causal", "self_cond_input")
-"""ModelConfig fields that None leaves to the objective; a Backbone is built only once they are resolved."""
-
-
 class Backbone(nn.Module):
     """Bidirectional (or causal) pre-LN transformer over token ids or embedding-space vectors."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        unresolved = [f for f in OBJECTIVE_FIELDS if getattr(cfg, f) is None]
-        if unresolved:  # the objective decides these (ModelConfig.resolve): None would silently mean "off"
-            raise ValueError(f"model.{unresolved[0]} is None: the objective decides it; build with "
+        unresolved = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None]
+        if unresolved:  # ModelConfig.resolve fills every None (the one place): here it would silently mean "off"
+            raise ValueError(f"model.{unresolved[0]} is None (an unresolved ModelConfig); build with "
                              "Backbone.from_config(cfg) or pass ModelConfig.resolve(objective)")
         self.cfg = cfg
         self.attention_kernel = "auto"  # "flex" / "sdpa" for document masks (sunfish_lib/attention.py); not a weight
-        d, e = cfg.d_model, cfg.emb_dim
+        d, e = cfg.d_model, cfg.embed_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, e)
         self.in_proj = nn.Linear(e, d, bias=cfg.bias) if e != d else None
         # Self-conditioning (Chen et al. 2022, Sec. 3.3): the previous x0 estimate enters through its own
@@ -107,7 +104,7 @@ class Backbone(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Backbone":
-        """The backbone of a run: every objective-dependent None field resolved (`Config.resolved_model`)."""
+        """The backbone of a run: every None field resolved (`Config.resolved_model`)."""
         return cls(cfg.resolved_model)
 
     # -- init ----------------------------------------------------------------------
@@ -136,14 +133,14 @@ class Backbone(nn.Module):
 
     # -- forward -------------------------------------------------------------------
     def embedding_weight(self) -> torch.Tensor:
-        """The token-embedding matrix (V, emb_dim): continuous diffusion's x_0 table.
+        """The token-embedding matrix (V, embed_dim): continuous diffusion's x_0 table.
 
         A method (not attribute access) so FSDP2 can gather it like a forward pass.
         """
         return self.tok_emb.weight
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) -> vectors in the embedding space (B, T, emb_dim)."""
+        """Token ids (B, T) -> vectors in the embedding space (B, T, embed_dim)."""
         return self.tok_emb(tokens)
 
     def encode(
@@ -159,14 +156,14 @@ class Backbone(nn.Module):
     ) -> torch.Tensor:
         """Final hidden states (B, T, d_model) after the final norm.
 
-        tokens: (B, T) ids, or vectors: (B, T, emb_dim); t: (B,) or scalar in [0, 1]
+        tokens: (B, T) ids, or vectors: (B, T, embed_dim); t: (B,) or scalar in [0, 1]
         (ignored when time conditioning is off); segment_ids: (B, T) document ids,
         attention stays within a document; attention_mask: (B, T) 1 for real tokens,
         0 for padding (padding is never attended to); kv_cache: a `KVCache` (causal models, for
         incremental decoding: positions continue after the cached ones) or a `BlockCache` (any
         model: a full pass records, then tokens are the window start..stop-1 and attention_mask
         stays (B, T_full)); self_cond:
-        (B, T, emb_dim) previous x0 estimate, only with `self_cond_input` (None feeds zeros).
+        (B, T, embed_dim) previous x0 estimate, only with `self_cond_input` (None feeds zeros).
         """
         if (tokens is None) == (vectors is None):
             raise ValueError("pass exactly one of tokens or vectors")
@@ -184,7 +181,7 @@ class Backbone(nn.Module):
         if self.in_proj is not None:
             x = self.in_proj(x)  # (B, T, d)
         if self.self_cond_proj is not None:
-            sc = self_cond if self_cond is not None else x.new_zeros(B, T, self.cfg.emb_dim)
+            sc = self_cond if self_cond is not None else x.new_zeros(B, T, self.cfg.embed_dim)
             x = x + self.self_cond_proj(sc.to(x.dtype))  # (B, T, d)
         elif self_cond is not None:
             raise ValueError("self_cond needs a backbone built with model.self_cond_input=True")
@@ -210,7 +207,7 @@ class Backbone(nn.Module):
         return self.to_embedding_space(h) @ self.tok_emb.weight.t()
 
     def to_embedding_space(self, h: torch.Tensor) -> torch.Tensor:
-        """Hidden (B, T, d) -> vectors in the token-embedding space (B, T, emb_dim)."""
+        """Hidden (B, T, d) -> vectors in the token-embedding space (B, T, embed_dim)."""
         return self.out_proj(h) if self.out_proj is not None else h
 
     def forward(self, tokens: torch.Tensor | None = None, **kw) -> torch.Tensor:

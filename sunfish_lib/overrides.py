@@ -161,6 +161,7 @@ def from_dict(cls, d: Mapping[str, Any], prefix: str = ""):
         raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'} must be an object, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
+    d = _renamed(cls, d, prefix)
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; known keys: {', '.join(sorted(known))}")
@@ -172,3 +173,12 @@ def from_dict(cls, d: Mapping[str, Any], prefix: str = ""):
         else:
             kwargs[name] = coerce(f"{prefix}{name}", value, hint)
     return cls(**kwargs)
+
+
+def _renamed(cls, d: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
+    """`d` with the keys older files wrote under `cls.LEGACY_KEYS` (old name -> field) given their current names."""
+    legacy = getattr(cls, "LEGACY_KEYS", {})
+    for old, new in legacy.items():
+        if old in d and new in d:
+            raise ConfigError(f"config has both '{prefix}{old}' (its old name) and '{prefix}{new}'; keep only {new}")
+    return {legacy.get(k, k): v for k, v in d.items()}

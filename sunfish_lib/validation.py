@@ -80,10 +80,11 @@ def _validate_architecture(m) -> None:
         _check(m.rope_high_freq_factor > m.rope_low_freq_factor, f"model.rope_high_freq_factor="
                f"{m.rope_high_freq_factor} must exceed model.rope_low_freq_factor={m.rope_low_freq_factor}")
     _positive("model.embed_scale", m.embed_scale)
-    if m.attn_head_dim is not None:
-        _positive("model.attn_head_dim", m.attn_head_dim)
+    if m.head_dim is not None:
+        _positive("model.head_dim", m.head_dim)
     if m.pos_encoding == "rope":
-        _check(m.head_dim % 2 == 0, f"model.pos_encoding='rope' needs an even head dim; d_model/n_heads = {m.head_dim}")
+        hd = m.resolve("masked").head_dim  # the widths do not depend on the objective
+        _check(hd % 2 == 0, f"model.pos_encoding='rope' needs an even head dim; d_model/n_heads = {hd}")
     if m.n_kv_heads is not None:
         _positive("model.n_kv_heads", m.n_kv_heads)
         _check(m.n_heads % m.n_kv_heads == 0,
@@ -104,7 +105,7 @@ def validate_model(m) -> None:
     """Shapes and init of the backbone."""
     for name in ("vocab_size", "n_layers", "n_heads", "d_model", "max_seq_len", "time_freq_dim"):
         _positive(f"model.{name}", getattr(m, name))
-    _check(m.attn_head_dim is not None or m.d_model % m.n_heads == 0,
+    _check(m.head_dim is not None or m.d_model % m.n_heads == 0,
            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; pick heads that divide it")
     _check(m.time_freq_dim % 2 == 0, f"model.time_freq_dim={m.time_freq_dim} must be even")
     if m.d_ff is not None:

@@ -21,7 +21,7 @@ def _model(self_cond=False, emb=8, **kw):
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=V, n_layers=1, n_heads=2, d_model=16, embed_dim=emb, max_seq_len=32,
                       time_conditioning=True, causal=False, self_cond_input=self_cond, time_freq_dim=16, **kw)
-    return Backbone(cfg)
+    return Backbone(cfg.resolve("continuous"))
 
 
 def _objective(**kw):
@@ -109,7 +109,7 @@ def test_self_conditioning_option():
     with pytest.raises(ConfigError, match="model.self_cond_input=False"):
         get_config("tiny", {"self_conditioning": True, "self_cond_input": False})
     plain, sc = _model(), _model(self_cond=True)
-    assert sc.num_params() - plain.num_params() == 8 * 16  # one Linear emb_dim -> d_model, no bias
+    assert sc.num_params() - plain.num_params() == 8 * 16  # one Linear embed_dim -> d_model, no bias
     assert sc.self_cond_proj.weight.abs().sum().item() == 0.0  # zero-init: a no-op at init
     x, t = torch.randn(2, 5, 8), torch.rand(2)
     sc.load_state_dict({**plain.state_dict(), "self_cond_proj.weight": sc.self_cond_proj.weight}, strict=True)

@@ -258,7 +258,7 @@ def test_newer_parents_need_their_features(name, field, plain, parents, tmp_path
     model, cfg, _ = load_for_inference(tmp_path / "out")
     m = cfg.model
     if name.startswith("qwen3"):
-        assert m.qk_norm and m.attn_head_dim == 24 and model.blocks[0].attn.qkv.weight.shape[0] == 24 * (4 + 2 + 2)
+        assert m.qk_norm and m.head_dim == 24 and model.blocks[0].attn.qkv.weight.shape[0] == 24 * (4 + 2 + 2)
     elif name.startswith("gemma"):
         assert m.mlp == "geglu" and m.embed_scale == pytest.approx(8.0) and m.tie_embeddings  # sqrt(64)
     else:

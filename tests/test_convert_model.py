@@ -79,7 +79,7 @@ def test_every_parameter_name_has_an_lr_category():
 
 
 def test_rope_rotates_pairs_and_scores_depend_on_offsets_only():
-    cos, sin = rope_cos_sin(torch.arange(6), rope_inv_freq(ModelConfig(d_model=8, n_heads=1)))
+    cos, sin = rope_cos_sin(torch.arange(6), rope_inv_freq(ModelConfig(d_model=8, n_heads=1).resolve("masked")))
     assert cos.shape == (6, 8) and torch.equal(cos[0], torch.ones(8)) and torch.equal(sin[0], torch.zeros(8))
     q, k = torch.randn(1, 1, 1, 8).expand(1, 1, 6, 8), torch.randn(1, 1, 1, 8).expand(1, 1, 6, 8)
     rq, rk = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -99,7 +99,7 @@ def test_kv_cache_with_rope_and_gqa_matches_full_forward(arch):
     cache = KVCache(cfg.n_layers)
     steps = [model(tok[:, :4], kv_cache=cache)]
     steps += [model(tok[:, i:i + 1], kv_cache=cache) for i in range(4, 10)]
-    assert cache.layers[0][0].shape == (2, cfg.kv_heads, 10, 8)  # keys stored with the kv heads only
+    assert cache.layers[0][0].shape == (2, cfg.n_kv_heads, 10, 8)  # keys stored with the kv heads only
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
 
 

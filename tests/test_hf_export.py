@@ -27,7 +27,7 @@ from tests.train_helpers import small_config
 CASES = [
     ("masked-learned", "masked", {}),
     ("masked-rope-gqa-qknorm", "masked", {"pos_encoding": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_heads": 4,
-                                          "n_kv_heads": 2, "qk_norm": True, "attn_head_dim": 8,
+                                          "n_kv_heads": 2, "qk_norm": True, "head_dim": 8,
                                           "tie_embeddings": False}),
     ("masked-gemma-style", "masked", {"pos_encoding": "rope", "norm": "rmsnorm", "mlp": "geglu", "embed_scale": 8.0}),
     ("masked-time", "masked", {"time_conditioning": True, "pos_encoding": "rope", "rope_type": "llama3",
@@ -84,7 +84,7 @@ def _export_case(tmp_path, tok, name: str, objective: str, overrides: dict, seed
     ids = torch.randint(0, cfg.model.vocab_size, (2, 24), generator=g)
     m = cfg.resolved_model
     t = torch.rand(2, generator=g) if m.time_conditioning else None
-    vectors = torch.randn(2, 24, m.emb_dim, generator=g)
+    vectors = torch.randn(2, 24, m.embed_dim, generator=g)
     with torch.no_grad():
         logits = model(vectors=vectors, t=t) if objective == "continuous" else model(ids, t=t)
     text_ids = tok.encode("To be, or not to be: that is the question.")
@@ -123,7 +123,8 @@ def test_export_folder_layout(tmp_path):
         assert (tmp_path / "e" / f).is_file(), f
     assert not (tmp_path / "e" / "tokenizer").exists()
     assert Config.load(tmp_path / "e" / "config.json") == cfg  # `sunfish train --config` reads it too
-    assert hf["resolved_model"]["causal"] is True and hf["resolved_model"]["head_dim"] == cfg.model.head_dim
+    resolved = hf["resolved_model"]
+    assert resolved["causal"] is True and resolved["head_dim"] == cfg.model.d_model // cfg.model.n_heads
 
 
 def test_remote_code_knows_every_backbone_field():

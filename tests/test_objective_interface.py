@@ -46,7 +46,7 @@ def test_from_config_builds_what_the_objective_needs_and_a_bare_unresolved_confi
     assert cont.time_emb is not None and cont.self_cond_proj is not None and not cont.cfg.causal
     ar = Backbone.from_config(get_config("tiny", {**SHAPE, "objective": "ar"}))
     assert ar.cfg.causal and ar.time_emb is None
-    with pytest.raises(ValueError, match="model.time_conditioning is None: the objective decides it"):
+    with pytest.raises(ValueError, match=r"model.d_ff is None \(an unresolved ModelConfig\); build with Backbone"):
         Backbone(ModelConfig(vocab_size=64, n_layers=1, n_heads=2, d_model=32, max_seq_len=16))
 
 

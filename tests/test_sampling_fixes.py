@@ -187,7 +187,8 @@ def test_cfg_matches_the_two_pass_formula():
 def test_self_conditioning_at_sampling_feeds_the_unclamped_estimate():
     torch.manual_seed(0)
     model = Backbone(ModelConfig(vocab_size=20, n_layers=1, n_heads=2, d_model=16, embed_dim=8, max_seq_len=16,
-                                 time_conditioning=True, causal=False, self_cond_input=True, time_freq_dim=16)).eval()
+                                 time_conditioning=True, causal=False, self_cond_input=True,
+                                 time_freq_dim=16).resolve("continuous")).eval()
     obj = ContinuousDiffusion(DiffusionConfig(num_timesteps=20, self_conditioning=True))
     seen = []
     real = model.encode

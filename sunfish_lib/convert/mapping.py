@@ -85,7 +85,7 @@ def model_config_from_hf(c, family: str, vocab_size: int) -> ModelConfig:
     return ModelConfig(
         vocab_size=vocab_size, n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads, d_model=c.hidden_size,
         d_ff=c.intermediate_size, max_seq_len=max_len, n_kv_heads=c.num_key_value_heads,
-        attn_head_dim=None if head_dim * c.num_attention_heads == c.hidden_size else head_dim,
+        head_dim=None if head_dim * c.num_attention_heads == c.hidden_size else head_dim,
         qk_norm=c.model_type == "qwen3", **_rope_fields(c), **_gemma_fields(c),
         norm="rmsnorm", pos_encoding="rope", norm_eps=c.rms_norm_eps,
         bias=attn_bias or mlp_bias,  # biases the parent lacks start at zero

@@ -3,7 +3,7 @@
 Forward process (Ho et al. 2020, Eq. 4) on the backbone's own token embeddings, learned
 jointly with the denoiser (end-to-end, as Diffusion-LM Sec. 4.1 proposes):
 
-    x_0 = EMB(w) / init_std    (or, with embed_norm, EMB(w) L2-normalised to norm sqrt(emb_dim): Plaid / CDCD)
+    x_0 = EMB(w) / init_std    (or, with embed_norm, EMB(w) L2-normalised to norm sqrt(embed_dim): Plaid / CDCD)
     x_k = sqrt(alpha_bar_k) x_0 + sqrt(1 - alpha_bar_k) eps,    eps ~ N(0, I)
 
 Dividing by `model.init_std` turns the backbone's N(0, 0.02^2) init into Diffusion-LM's
@@ -19,9 +19,9 @@ Its output, in the embedding space, is one of (`DiffusionConfig.prediction`):
 
 Loss per token, averaged over real tokens:
 
-    || out - target ||^2 / emb_dim                 simplified DDPM MSE in the chosen parameterisation
+    || out - target ||^2 / embed_dim               simplified DDPM MSE in the chosen parameterisation
     + rounding_weight * CE(logits(x0_hat), w)      rounding: logits_v = -||x0_hat - e_v||^2
-    + KL(q(x_T | x_0) || N(0, I)) / emb_dim        prior term at T
+    + KL(q(x_T | x_0) || N(0, I)) / embed_dim      prior term at T
 
 This is NOT Diffusion-LM's L_e2e (Sec. 4.1), whose rounding term decodes the word from
 x_0 = EMB(w) + sigma_0 eps (a fixed small noise level, `training_losses_e2e`) plus a t_0

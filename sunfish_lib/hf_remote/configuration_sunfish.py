@@ -2,8 +2,8 @@
 
 config.json holds Sunfish's whole run config (model, diffusion, data, train, sample
 sections: what the Sunfish loader rebuilds the run from) plus `resolved_model`, the
-backbone's fields with the objective-dependent ones filled in and the derived widths
-written out, so this file needs no Sunfish logic to build the model.
+backbone's fields with every default filled in (widths and the objective's switches),
+so this file needs no Sunfish logic to build the model.
 """
 
 from transformers import PretrainedConfig

@@ -30,19 +30,32 @@ KNOWN_FIELDS = frozenset({
     "vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_seq_len", "embed_dim", "time_conditioning",
     "causal", "self_cond_input", "time_freq_dim", "bias", "qkv_bias", "norm", "mlp", "pos_encoding", "rope_theta",
     "rope_type", "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len",
-    "attn_head_dim", "qk_norm", "embed_scale", "gated_mlp", "n_kv_heads", "tie_embeddings", "dropout", "norm_eps", "init_std",
-    "activation_checkpointing", "ff_dim", "emb_dim", "head_dim", "kv_heads", "has_qkv_bias",
+    "head_dim", "qk_norm", "embed_scale", "n_kv_heads", "tie_embeddings", "dropout", "norm_eps", "init_std",
+    "activation_checkpointing",
 })
-"""The backbone fields this file knows; an export with others needs a newer copy of this file."""
+"""The backbone fields this file knows (Sunfish's ModelConfig, every None resolved); an export with others needs a
+newer copy of this file."""
+LEGACY_WIDTHS = {"ff_dim": "d_ff", "emb_dim": "embed_dim", "kv_heads": "n_kv_heads", "has_qkv_bias": "qkv_bias",
+                 "attn_head_dim": None, "gated_mlp": None}
+"""Exports written before every field was resolved: each derived width (old key -> the field it fills; None: dropped,
+`head_dim` and `mlp` carry it)."""
 TIME_SCALE = 1000.0
 
 
 def _fields(config: SunfishConfig) -> SimpleNamespace:
     m = dict(config.resolved_model)
+    for old, new in LEGACY_WIDTHS.items():
+        if old in m:
+            value = m.pop(old)
+            if new is not None and m.get(new) is None:
+                m[new] = value
     unknown = sorted(set(m) - KNOWN_FIELDS)
     if unknown:
         raise ValueError(f"config.json has model fields {unknown} this modeling_sunfish.py does not know; "
                          "re-export with the Sunfish version that trained it")
+    unresolved = sorted(k for k in KNOWN_FIELDS if m.get(k) is None)
+    if unresolved:
+        raise ValueError(f"config.json's resolved_model leaves {unresolved} unset; re-export the model with Sunfish")
     return SimpleNamespace(**m)
 
 
@@ -90,9 +103,9 @@ class SunfishAttention(nn.Module):
 
     def __init__(self, c):
         super().__init__()
-        self.n_heads, self.n_kv, self.hd = c.n_heads, c.kv_heads, c.head_dim
+        self.n_heads, self.n_kv, self.hd = c.n_heads, c.n_kv_heads, c.head_dim
         self.q_dim, self.kv_dim = self.n_heads * self.hd, self.n_kv * self.hd
-        self.qkv = nn.Linear(c.d_model, self.q_dim + 2 * self.kv_dim, bias=c.has_qkv_bias)
+        self.qkv = nn.Linear(c.d_model, self.q_dim + 2 * self.kv_dim, bias=c.qkv_bias)
         self.proj = nn.Linear(self.q_dim, c.d_model, bias=c.bias)
         self.q_norm = nn.RMSNorm(self.hd, eps=c.norm_eps) if c.qk_norm else None
         self.k_norm = nn.RMSNorm(self.hd, eps=c.norm_eps) if c.qk_norm else None
@@ -119,8 +132,8 @@ class SunfishMLP(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.kind = c.mlp
-        self.fc1 = nn.Linear(c.d_model, (2 if c.mlp != "gelu" else 1) * c.ff_dim, bias=c.bias)
-        self.fc2 = nn.Linear(c.ff_dim, c.d_model, bias=c.bias)
+        self.fc1 = nn.Linear(c.d_model, (2 if c.mlp != "gelu" else 1) * c.d_ff, bias=c.bias)
+        self.fc2 = nn.Linear(c.d_ff, c.d_model, bias=c.bias)
 
     def forward(self, x):
         h = self.fc1(x)
@@ -154,7 +167,7 @@ class SunfishBlock(nn.Module):
 
 @dataclass
 class SunfishOutput(ModelOutput):
-    """logits (B, T, V); x0: the output in the embedding space (B, T, emb_dim), what continuous diffusion predicts."""
+    """logits (B, T, V); x0: the output in the embedding space (B, T, embed_dim), what continuous diffusion predicts."""
 
     loss: Optional[torch.Tensor] = None
     logits: Optional[torch.Tensor] = None
@@ -170,7 +183,7 @@ class SunfishPreTrainedModel(PreTrainedModel):
     def __init__(self, config: SunfishConfig):
         super().__init__(config)
         c = self.fields = _fields(config)
-        e, d = c.emb_dim, c.d_model
+        e, d = c.embed_dim, c.d_model
         self.tok_emb = nn.Embedding(c.vocab_size, e)
         self.in_proj = nn.Linear(e, d, bias=c.bias) if e != d else None
         self.self_cond_proj = nn.Linear(e, d, bias=c.bias) if c.self_cond_input else None
@@ -207,7 +220,7 @@ class SunfishPreTrainedModel(PreTrainedModel):
         if self.in_proj is not None:
             x = self.in_proj(x)
         if self.self_cond_proj is not None:
-            sc = self_cond if self_cond is not None else x.new_zeros(B, T, c.emb_dim)
+            sc = self_cond if self_cond is not None else x.new_zeros(B, T, c.embed_dim)
             x = x + self.self_cond_proj(sc.to(x.dtype))
         pos = torch.arange(T, device=x.device)
         rope = None
