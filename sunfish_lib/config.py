@@ -488,6 +488,13 @@ PRESETS: dict[str, Config] = {
         "1.4B",
     ),
 }
+# Seconds on a CPU (tests, notebooks' and benches' smoke runs, `recipe_config(..., smoke=True)`): tiny's data
+# and tokenizer at 2 layers x 64 wide on 4 x 32-token rows, 8 steps, validating and saving every 4.
+PRESETS["smoke"] = replace(PRESETS["tiny"].override({
+    "model.n_layers": 2, "model.d_model": 64, "model.n_heads": 2, "data.seq_len": 32, "data.micro_batch_size": 4,
+    "train.max_steps": 8, "train.warmup_steps": 1, "train.log_every": 2, "train.val_every": 4, "train.ckpt_every": 4,
+    "train.val_batches": 2, "train.tensorboard": False,
+}), preset="smoke")
 
 
 def get_config(preset: str = "tiny", overrides: Mapping[str, Any] | None = None, **kw: Any) -> Config:

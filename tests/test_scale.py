@@ -46,7 +46,7 @@ def test_estimate_prints_tokens_per_step_independent_of_gpu_count():
 @pytest.mark.slow
 def test_one_process_and_two_ddp_processes_train_the_same_tokens_per_step(tmp_path):
     """1 process x micro 16 and 2 gloo DDP processes x micro 8: same global batch, same LR schedule."""
-    common = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "global_batch_size=32",
+    common = ["--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "global_batch_size=32",
               "--set", "warmup_steps=2", "--set", "log_every=1", "--max-steps", "4", "--no-progress"]
     for name, devices, micro, acc in (("one", 1, 16, 2), ("two", 2, 8, 2)):
         r = run_cli("train", *common, "--devices", str(devices), "--strategy", "ddp" if devices > 1 else "auto",
@@ -62,7 +62,7 @@ def test_one_process_and_two_ddp_processes_train_the_same_tokens_per_step(tmp_pa
     assert len(lrs["one"]) == 4 and len(set(lrs["one"].values())) == 3 and lrs["one"] == lrs["two"]
 
 
-TINY = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "val_every=100", "--no-progress"]
+TINY = ["--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "val_every=100", "--no-progress"]
 
 
 @pytest.mark.slow
