@@ -1,10 +1,12 @@
 """Objectives share one interface and are built through one registry; the backbone is built resolved."""
 
+import inspect
+
 import pytest
 import torch
 
 from sunfish_lib.config import BACKBONE_NEEDS, OBJECTIVES, SAMPLERS, ModelConfig, get_config
-from sunfish_lib.diffusion import OBJECTIVE_CLASSES, build_objective, objective_class
+from sunfish_lib.diffusion import OBJECTIVE_CLASSES, DiffusionObjective, build_objective, objective_class
 from sunfish_lib.errors import ConfigError
 from sunfish_lib.evaluate import evaluate_likelihood
 from sunfish_lib.model import Backbone
@@ -22,6 +24,15 @@ def test_registry_covers_every_objective_and_each_class_states_its_samplers_and_
         "exact NLL", "ELBO upper bound", "rounding CE at t<=0.1 (not a likelihood)"}
     with pytest.raises(ConfigError, match="diffusion.objective='bert' is not allowed; choose one of continuous"):
         objective_class("bert")
+
+
+def test_the_diffusion_objectives_share_loss_at_and_ar_has_none():
+    """One `loss_at(model, batch, t, generator)`: t (B,) in (0, 1] for both diffusion objectives."""
+    params = {name: list(inspect.signature(cls.loss_at).parameters) for name, cls in OBJECTIVE_CLASSES.items()
+              if hasattr(cls, "loss_at")}
+    assert params == {"masked": ["self", "model", "batch", "t", "generator"],
+                      "continuous": ["self", "model", "batch", "t", "generator"]}
+    assert [n for n in DiffusionObjective.__dict__ if not n.startswith("_")] == ["loss_at"]
 
 
 def test_from_config_builds_what_the_objective_needs_and_a_bare_unresolved_config_is_refused():
