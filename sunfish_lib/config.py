@@ -488,13 +488,10 @@ PRESETS: dict[str, Config] = {
         "1.4B",
     ),
 }
-# Seconds on a CPU (tests, notebooks' and benches' smoke runs, `recipe_config(..., smoke=True)`): tiny's data
-# and tokenizer at 2 layers x 64 wide on 4 x 32-token rows, 8 steps, validating and saving every 4.
+# Seconds on a CPU (tests, smoke runs, `recipe_config(smoke=True)`): tiny's data at 2 layers x 64, 4 x 32 tokens, 8 steps.
 PRESETS["smoke"] = replace(PRESETS["tiny"].override({
-    "model.n_layers": 2, "model.d_model": 64, "model.n_heads": 2, "data.seq_len": 32, "data.micro_batch_size": 4,
-    "train.max_steps": 8, "train.warmup_steps": 1, "train.log_every": 2, "train.val_every": 4, "train.ckpt_every": 4,
-    "train.val_batches": 2, "train.tensorboard": False,
-}), preset="smoke")
+    "n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 4, "max_steps": 8, "warmup_steps": 1,
+    "log_every": 2, "val_every": 4, "ckpt_every": 4, "val_batches": 2, "tensorboard": False}), preset="smoke")
 
 
 def get_config(preset: str = "tiny", overrides: Mapping[str, Any] | None = None, **kw: Any) -> Config:
