@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--t-samples", type=int, default=16, help="t draws per sequence for the masked ELBO")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-objectives"))
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--smoke", action="store_true", help="smoke shapes and a few steps (the test)")
+    ap.add_argument("--smoke", action="store_true", help="the smoke preset, a few steps (the test)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for all three runs, e.g. lr=2e-3")
     args = ap.parse_args()

@@ -62,7 +62,7 @@ SMOKE_CONFIGS = ("base", "bpe1024")
 
 
 def overrides_of(name: str, smoke: bool) -> dict:
-    """CONFIGS[name], less its shape and length when smoke (the smoke shape and steps win)."""
+    """CONFIGS[name], less its shape and length when smoke (the smoke preset's shape and steps win)."""
     return {k: v for k, v in CONFIGS[name].items()
             if not (smoke and k in ("seq_len", "micro_batch_size", "max_steps"))}
 
@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--t-samples", type=int, default=8, help="t draws per sequence for the masked ELBO")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-tiny-recipe"))
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the machine may be shared)")
-    ap.add_argument("--smoke", action="store_true", help="2 configs, smoke shapes, a few steps (the test)")
+    ap.add_argument("--smoke", action="store_true", help="2 configs on the smoke preset, a few steps (the test)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     names = list(SMOKE_CONFIGS) if args.smoke else [n.strip() for n in args.configs.split(",") if n.strip()]

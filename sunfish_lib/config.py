@@ -477,6 +477,10 @@ PRESETS: dict[str, Config] = {
         "1.4B",
     ),
 }
+# Seconds on a CPU (tests, smoke runs, `recipe_config(smoke=True)`): tiny's data at 2 layers x 64, 4 x 32 tokens, 8 steps.
+PRESETS["smoke"] = replace(PRESETS["tiny"].override({
+    "n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 4, "max_steps": 8, "warmup_steps": 1,
+    "log_every": 2, "val_every": 4, "ckpt_every": 4, "val_batches": 2, "tensorboard": False}), preset="smoke")
 
 
 def get_config(preset: str = "tiny", overrides: Mapping[str, Any] | None = None, **kw: Any) -> Config:

@@ -17,8 +17,6 @@ from typing import Any, Mapping
 from sunfish_lib.config import DEFAULT_SAMPLERS, PRESETS, Config, get_config, with_max_steps
 from sunfish_lib.errors import SunfishError
 
-SMOKE_SHAPE = {"n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 4}
-"""The shape smoke runs (tests) shrink a preset to: seconds on a CPU."""
 MAIN_RUN = "04_train"
 """Subfolder of a workbook run folder holding 04's model."""
 BASELINES = "04_baselines"
@@ -32,21 +30,22 @@ def recipe_config(objective: str, preset: str = "tiny", max_steps: int | None = 
     Only the objective (and its default sampler) changes between objectives, so runs built with
     the same preset, steps and overrides see the same tokens. Warmup follows
     `config.short_run_rules` (through `get_config`); validation and checkpoints happen every
-    tenth of the run (>= 1).
+    tenth of the run (>= 1). smoke: the `smoke` preset in place of `preset` (seconds on a CPU),
+    at most its 8 steps, validating and saving every half of the run.
     """
+    if smoke:
+        preset = "smoke"
     if preset not in PRESETS:
         raise SunfishError(f"preset={preset!r} is not allowed; choose one of {', '.join(PRESETS)}")
     base = PRESETS[preset]
     steps = int(max_steps if max_steps is not None else base.train.max_steps)
     if smoke:
-        steps = min(steps, 8)
-    every = max(1, steps // 10) if not smoke else max(1, steps // 2)
+        steps = min(steps, base.train.max_steps)
+    every = max(1, steps // 2 if smoke else steps // 10)
     settings: dict[str, Any] = {
         "objective": objective, "sampler": DEFAULT_SAMPLERS.get(objective, base.sample.sampler), "max_steps": steps,
         "val_every": every, "ckpt_every": every,
     }
-    if smoke:
-        settings.update({**SMOKE_SHAPE, "log_every": 2, "val_batches": 2, "tensorboard": False})
     return get_config(preset, {**settings, **dict(overrides or {})})
 
 

@@ -24,7 +24,7 @@ def workbook_checkpoint(checkpoint: str | Path | None, run_dir: str | Path | Non
 
 def tiny_checkpoint(folder: str | Path, objective: str = "masked", max_steps: int = 200, *, smoke: bool = False,
                     sample: dict | None = None) -> Path:
-    """Train the tiny recipe (smoke: 2 layers x 64 wide) for max_steps into folder, or reuse it; returns it.
+    """Train the tiny recipe (smoke: the `smoke` preset) for max_steps into folder, or reuse it; returns it.
 
     `sample` sets the checkpoint's default sampling settings (e.g. steps, length).
     """

@@ -37,11 +37,11 @@ def _cleanup_process_group():
 
 @pytest.fixture(scope="session")
 def tok():
-    """The tiny preset's tokenizer (the offline BPE-1024): what `train_helpers.small_config` runs use."""
+    """The smoke (and tiny) preset's tokenizer (the offline BPE-1024): what `train_helpers.small_config` runs use."""
     from sunfish_lib.config import PRESETS
     from sunfish_lib.data.tokenizer import get_tokenizer
 
-    return get_tokenizer("bpe", PRESETS["tiny"].data.bpe_vocab_size)
+    return get_tokenizer("bpe", PRESETS["smoke"].data.bpe_vocab_size)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import torch
 
 from sunfish_lib.config import ConfigError, DiffusionConfig, ModelConfig, get_config
 from sunfish_lib.diffusion import ContinuousDiffusion, build_objective
+from sunfish_lib.diffusion.analysis import loss_by_t
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.evaluate import evaluate_likelihood
@@ -62,9 +63,51 @@ def test_loss_target_matches_parameterisation(prediction):
         return {"x0": x0, "eps": eps, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}[prediction]
 
     obj.model_output = oracle.__get__(obj)
-    out = obj.loss_at(model, {"input_ids": ids}, k, torch.Generator().manual_seed(1))
+    out = obj.loss_at(model, {"input_ids": ids}, obj.schedule.model_time(k), torch.Generator().manual_seed(1))
     assert out["mse"].item() < 1e-8
     assert out["rounding_acc"].item() == 1.0  # the exact x0 rounds to the right tokens
+
+
+def test_step_of_inverts_model_time_and_takes_a_time_to_its_nearest_step():
+    for T in (1, 7, 100, 1000, 4000):
+        sched = NoiseSchedule("sqrt", T)
+        k = torch.arange(T)
+        assert torch.equal(sched.step_of(sched.model_time(k)), k)  # float32 times
+        assert torch.equal(sched.step_of((k.double() + 1) / T), k)  # float64 times
+    sched = NoiseSchedule("sqrt", 100)
+    t = torch.tensor([0.0, 1e-9, 0.004, 0.006, 0.104, 0.106, 1.0, 1.5])
+    assert sched.step_of(t).tolist() == [0, 0, 0, 0, 9, 10, 99, 99]
+
+
+def test_loss_at_a_time_is_the_loss_at_its_step_and_loss_is_loss_at_its_drawn_times():
+    """loss_at(t = (k + 1) / T) is bit-identical to the per-step path it replaced, and training's loss
+    is loss_at at the stratified steps it draws from the same generator."""
+    model, obj = _model(), _objective()
+    model.eval()  # no dropout: both paths see the same network
+    batch = {"input_ids": torch.randint(3, V, (4, 6))}
+    k = torch.tensor([0, 30, 60, 99])
+    with torch.no_grad():
+        by_step = obj._loss_at_step(model, batch, k, torch.Generator().manual_seed(1))
+        by_time = obj.loss_at(model, batch, obj.schedule.model_time(k), torch.Generator().manual_seed(1))
+        trained = obj.loss(model, batch, torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(5)
+        drawn = obj.sample_steps(4, "cpu", g)
+        again = obj.loss_at(model, batch, obj.schedule.model_time(drawn), g)
+    for a, b in ((by_step, by_time), (trained, again)):
+        assert sorted(a) == sorted(b)
+        assert all(torch.equal(a[key], b[key]) for key in a), [key for key in a if not torch.equal(a[key], b[key])]
+    assert torch.equal(by_time["t"], obj.schedule.model_time(k))
+
+
+def test_loss_by_t_takes_each_t_to_its_step():
+    model, obj = _model(), _objective()
+    batch = {"input_ids": torch.randint(3, V, (2, 6))}
+    res = loss_by_t(obj, model, [batch], [0.104, 0.5], seed=3)
+    assert res["t"] == [0.1, 0.5]
+    model.eval()
+    with torch.no_grad():
+        want = obj._loss_at_step(model, batch, torch.full((2,), 9), torch.Generator().manual_seed(3))
+    assert res["mse"][0] == want["mse"].item() and res["rounding_ce"][0] == want["rounding_ce"].item()
 
 
 def test_padding_is_ignored():
@@ -74,9 +117,9 @@ def test_padding_is_ignored():
     am[:, 6:] = 0
     other = ids.clone()
     other[:, 6:] = 5
-    k = torch.tensor([10, 50])
-    a = obj.loss_at(model, {"input_ids": ids, "attention_mask": am}, k, torch.Generator().manual_seed(2))
-    b = obj.loss_at(model, {"input_ids": other, "attention_mask": am}, k, torch.Generator().manual_seed(2))
+    t = torch.tensor([0.11, 0.51])  # steps 10 and 50 of T = 100
+    a = obj.loss_at(model, {"input_ids": ids, "attention_mask": am}, t, torch.Generator().manual_seed(2))
+    b = obj.loss_at(model, {"input_ids": other, "attention_mask": am}, t, torch.Generator().manual_seed(2))
     assert a["loss"].item() == pytest.approx(b["loss"].item(), rel=1e-6)
 
 

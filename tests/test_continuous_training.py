@@ -35,10 +35,10 @@ def _entropy_bits(ids) -> float:
 
 
 def _acc_ce(obj, model, batch, t):
-    k = torch.full((batch["input_ids"].shape[0],), int(t * obj.num_timesteps) - 1)
     model.eval()
     with torch.no_grad():
-        out = obj.loss_at(model, batch, k, torch.Generator().manual_seed(1))
+        out = obj.loss_at(model, batch, torch.full((batch["input_ids"].shape[0],), t, dtype=torch.float64),
+                          torch.Generator().manual_seed(1))
     model.train()
     return out["rounding_acc"].item(), out["rounding_ce"].item()
 

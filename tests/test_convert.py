@@ -181,7 +181,7 @@ def test_sunfish_ar_run_converts_exactly(tmp_path):
     from sunfish_lib.data import get_tokenizer
     from sunfish_lib.io.export import export_model
 
-    cfg = get_config("tiny", {"objective": "ar", "sampler": "ar", "n_layers": 2, "d_model": 64})
+    cfg = get_config("smoke", {"objective": "ar", "sampler": "ar"})
     torch.manual_seed(0)
     parent = Backbone.from_config(cfg).eval()
     export_model(parent, cfg, tmp_path / "ar", get_tokenizer("bpe", cfg.data.bpe_vocab_size))

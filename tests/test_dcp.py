@@ -153,7 +153,7 @@ def test_fsdp2_mixed_precision_policy_follows_the_trainer_precision():
 
 
 def _train(run_dir, *extra, devices=2):
-    r = run_cli("train", "--preset", "tiny", "--objective", "masked", "--devices", str(devices), "--strategy", "fsdp",
+    r = run_cli("train", "--preset", "smoke", "--objective", "masked", "--devices", str(devices), "--strategy", "fsdp",
                 *SMALL_ARGS, "--max-steps", "6", "--set", "ema_decay=0.9", "--run-dir", str(run_dir), "--no-progress",
                 *extra, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -128,7 +128,7 @@ def test_free_space_preflight_refuses_before_training(tmp_path, monkeypatch, cap
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need))
     diskspace.check_free_space(cfg, tmp_path, "32-true")  # exactly enough: no error
     monkeypatch.setattr(shutil, "disk_usage", _disk_with_free(need - 1))
-    code = main(["train", "--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ema_decay=0.9",
+    code = main(["train", "--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "ema_decay=0.9",
                  "--set", "keep_best=2", "--max-steps", "2", "--run-dir", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
@@ -174,7 +174,7 @@ def test_disk_full_mid_training_keeps_last_checkpoint_and_exits_2(tmp_path, monk
 
     monkeypatch.setattr(torch, "save", save)
     run = tmp_path / "run"
-    args = ["train", "--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2",
+    args = ["train", "--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2",
             "--set", "keep_best=0", "--set", "val_every=100", "--max-steps", "6", "--run-dir", str(run),
             "--no-progress"]
     assert main(args) == 2
@@ -232,7 +232,7 @@ def test_checkpoint_size_estimate_covers_real_files(tmp_path):
 
 # -- SIGKILL at any point --------------------------------------------------------------------
 
-KILL_ARGS = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2", "--set", "keep_best=0",
+KILL_ARGS = ["--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2", "--set", "keep_best=0",
              "--set", "val_every=100", "--no-progress"]
 KILL_STEPS = 20  # long enough that a kill a few steps in lands before the end (a step takes ~50 ms)
 

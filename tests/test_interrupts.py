@@ -33,7 +33,7 @@ from tests.helpers import ROOT
 from tests.train_helpers import SMALL_ARGS, export_of, small_config, trained_straight
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-ARGS = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "accumulate_grad_batches=2",
+ARGS = ["--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "accumulate_grad_batches=2",
         "--set", "ckpt_every=2", "--set", "keep_best=0", "--set", "val_every=100", "--no-progress"]
 STEPS = 8
 CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGUSR1": 138}

@@ -67,10 +67,9 @@ def counting_ar_run(tmp_path_factory):
     """A 2-layer ar model trained 100 steps on the counting corpus (seconds on a CPU)."""
     root = tmp_path_factory.mktemp("count")
     _counting_corpus(root / "count.jsonl")
-    cfg = get_config("tiny", {"objective": "ar", "sampler": "ar", "source": str(root / "count.jsonl"),
-                              "n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 16,
-                              "max_steps": 100, "lr": 3e-3, "warmup_steps": 10, "val_every": 100, "ckpt_every": 100,
-                              "log_every": 50, "val_batches": 1, "tensorboard": False, "keep_best": 0})
+    cfg = get_config("smoke", {"objective": "ar", "sampler": "ar", "source": str(root / "count.jsonl"),
+                               "micro_batch_size": 16, "max_steps": 100, "lr": 3e-3, "warmup_steps": 10,
+                               "val_every": 100, "ckpt_every": 100, "log_every": 50, "val_batches": 1, "keep_best": 0})
     train(cfg, root / "run", progress=False)
     _task(root / "tasks")
     return root

@@ -29,7 +29,7 @@ NODE_COMMAND = ("torchrun --nnodes {nodes} --node-rank {rank} --nproc-per-node {
                 "--strategy fsdp --run-dir {run}")
 ONE_NODE_COMMAND = "torchrun --nproc-per-node {gpus} -m sunfish_lib.cli train {train} --devices {gpus} --strategy fsdp --run-dir {run}"
 SBATCH_COMMAND = "sbatch --nodes={nodes} scripts/sunfish.sbatch {run} {train}"
-TRAIN = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2", "--set", "val_every=100",
+TRAIN = ["--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2", "--set", "val_every=100",
          "--set", "keep_best=0", "--set", "ema_decay=0.9", "--no-progress", "--max-steps", "300"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 

@@ -1,10 +1,12 @@
 """Objectives share one interface and are built through one registry; the backbone is built resolved."""
 
+import inspect
+
 import pytest
 import torch
 
 from sunfish_lib.config import BACKBONE_NEEDS, OBJECTIVES, SAMPLERS, ModelConfig, get_config
-from sunfish_lib.diffusion import OBJECTIVE_CLASSES, build_objective, objective_class
+from sunfish_lib.diffusion import OBJECTIVE_CLASSES, DiffusionObjective, build_objective, objective_class
 from sunfish_lib.errors import ConfigError
 from sunfish_lib.evaluate import evaluate_likelihood
 from sunfish_lib.model import Backbone
@@ -39,6 +41,15 @@ def test_objectives_own_their_sampling_and_scoring_facts():
     assert objective_class("masked").sampling_steps(8, 16) == 8
     assert objective_class("continuous").sampling_steps(64, 16) == 64
     assert (MaskedSampler.key_padding, ContinuousSampler.key_padding, ARSampler.key_padding) == (True, False, False)
+
+
+def test_the_diffusion_objectives_share_loss_at_and_ar_has_none():
+    """One `loss_at(model, batch, t, generator)`: t (B,) in (0, 1] for both diffusion objectives."""
+    params = {name: list(inspect.signature(cls.loss_at).parameters) for name, cls in OBJECTIVE_CLASSES.items()
+              if hasattr(cls, "loss_at")}
+    assert params == {"masked": ["self", "model", "batch", "t", "generator"],
+                      "continuous": ["self", "model", "batch", "t", "generator"]}
+    assert [n for n in DiffusionObjective.__dict__ if not n.startswith("_")] == ["loss_at"]
 
 
 def test_from_config_builds_what_the_objective_needs_and_a_bare_unresolved_config_is_refused():

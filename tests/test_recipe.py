@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sunfish_lib.compare import flatten
 from sunfish_lib.config import PRESETS, Config, get_config
 from sunfish_lib.convert import model_config_from_hf
 from sunfish_lib.data import load_tokenizer
@@ -47,6 +48,22 @@ def test_tiny_recipe_defaults_are_pinned():
     assert masked.sample.sampler == "ancestral" and masked.diffusion.masked_loss == "elbo"
     # notebook 04 trains the preset's budget by default
     assert notebook_parameters(NOTEBOOKS / "04_train.ipynb")["max_steps"] == tr.max_steps
+
+
+def test_smoke_preset_is_tiny_at_a_seconds_long_shape_and_the_smoke_recipe_starts_from_it():
+    """smoke differs from tiny only in shape and run length (same data, tokenizer, vocabulary and optimiser)."""
+    tiny, smoke = (flatten(json.loads(PRESETS[name].to_json())) for name in ("tiny", "smoke"))
+    assert {k: smoke[k] for k in tiny if smoke[k] != tiny[k]} == {
+        "preset": "smoke", "model.n_layers": 2, "model.d_model": 64, "model.n_heads": 2,
+        "data.seq_len": 32, "data.micro_batch_size": 4, "train.max_steps": 8, "train.warmup_steps": 1,
+        "train.log_every": 2, "train.val_every": 4, "train.ckpt_every": 4, "train.val_batches": 2,
+        "train.tensorboard": False}
+    assert get_config("smoke") == PRESETS["smoke"]  # valid as it stands
+    for steps in (None, 2, 100):  # at most the preset's 8 steps, validating and saving every half
+        cfg = recipe_config("continuous", "125M", steps, smoke=True)
+        n = min(steps or 8, 8)
+        assert cfg.preset == "smoke" and cfg.train.max_steps == n and cfg.train.val_every == max(1, n // 2)
+        assert cfg.model.d_model == 64 and cfg.sample.sampler == "ddim" and cfg.train.warmup_steps == 1
 
 
 def test_equal_budget_changes_only_the_objective():

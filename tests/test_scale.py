@@ -47,7 +47,7 @@ def test_estimate_prints_tokens_per_step_independent_of_gpu_count():
 @pytest.mark.slow
 def test_one_process_and_two_ddp_processes_train_the_same_tokens_per_step(tmp_path):
     """1 process x micro 16 and 2 gloo DDP processes x micro 8: same global batch, same LR schedule."""
-    common = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "global_batch_size=32",
+    common = ["--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "global_batch_size=32",
               "--set", "warmup_steps=2", "--set", "log_every=1", "--max-steps", "4", "--no-progress"]
     for name, devices, micro, acc in (("one", 1, 16, 2), ("two", 2, 8, 2)):
         r = run_cli("train", *common, "--devices", str(devices), "--strategy", "ddp" if devices > 1 else "auto",
@@ -63,13 +63,13 @@ def test_one_process_and_two_ddp_processes_train_the_same_tokens_per_step(tmp_pa
     assert len(lrs["one"]) == 4 and len(set(lrs["one"].values())) == 3 and lrs["one"] == lrs["two"]
 
 
-TINY = ["--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "val_every=100", "--no-progress"]
+SMOKE_RUN = ["--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "val_every=100", "--no-progress"]
 
 
 @pytest.mark.slow
 def test_resume_run_dir_alone_continues_and_max_steps_extends_explicitly(tmp_path):
     run = tmp_path / "run"
-    r = run_cli("train", *TINY, "--max-steps", "4", "--stop-at-step", "2", "--run-dir", str(run), timeout=300)
+    r = run_cli("train", *SMOKE_RUN, "--max-steps", "4", "--stop-at-step", "2", "--run-dir", str(run), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     saved = (run / "config.json").read_text()
     r = run_cli("train", "--resume", str(run), "--no-progress", timeout=300)  # no preset, no flags: the saved run
@@ -102,7 +102,7 @@ def _run_folders(parent):
 def test_all_ranks_share_one_run_folder_under_lightning_launcher_and_torchrun(tmp_path):
     for launcher in ("lightning", "torchrun"):
         runs = tmp_path / launcher
-        args = [*TINY, "--devices", "2", "--strategy", "ddp", "--max-steps", "2"]
+        args = [*SMOKE_RUN, "--devices", "2", "--strategy", "ddp", "--max-steps", "2"]
         if launcher == "lightning":
             r = run_cli("train", *args, env={"SUNFISH_RUNS": str(runs)}, timeout=300)
         else:
@@ -125,7 +125,7 @@ def test_all_ranks_share_one_run_folder_under_lightning_launcher_and_torchrun(tm
 
 @pytest.mark.slow
 def test_several_tasks_without_run_dir_is_one_line_error(tmp_path):
-    r = run_cli("train", *TINY, "--fast-dev-run", env={"SLURM_NTASKS": "2", "SUNFISH_RUNS": str(tmp_path)},
+    r = run_cli("train", *SMOKE_RUN, "--fast-dev-run", env={"SLURM_NTASKS": "2", "SUNFISH_RUNS": str(tmp_path)},
                 timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "pass --run-dir runs/NAME" in r.stderr
@@ -168,7 +168,7 @@ def test_tensorboard_purges_steps_trained_again_after_resume(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
     run = tmp_path / "run"
-    args = [*TINY, "--set", "tensorboard=true", "--max-steps", "5", "--run-dir", str(run)]
+    args = [*SMOKE_RUN, "--set", "tensorboard=true", "--max-steps", "5", "--run-dir", str(run)]
     r = run_cli("train", *args, "--stop-at-step", "2", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     # what a run killed after step 4 would have left: events of steps 2-4 that the resume trains again

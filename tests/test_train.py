@@ -74,7 +74,7 @@ def test_guards_nan_unwritable_and_config_mismatch(tmp_path):
 
 
 def _train_cli(run_dir, *extra, devices=2, strategy="fsdp"):
-    r = run_cli("train", "--preset", "tiny", "--objective", "masked", "--devices", str(devices),
+    r = run_cli("train", "--preset", "smoke", "--objective", "masked", "--devices", str(devices),
                 "--strategy", strategy, *SMALL_ARGS, "--max-steps", "6", "--set", "ema_decay=0.9", "--run-dir", str(run_dir),
                 "--no-progress", *extra, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -100,7 +100,7 @@ def test_fsdp2_and_ddp_two_cpu_processes_agree_and_resume(tmp_path):
 @pytest.mark.slow
 def test_sigkill_resumes_from_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "sunfish_lib.cli", "train", "--preset", "tiny", "--objective", "masked", *SMALL_ARGS,
+    args = [sys.executable, "-m", "sunfish_lib.cli", "train", "--preset", "smoke", "--objective", "masked", *SMALL_ARGS,
             "--set", "ckpt_every=2", "--set", "val_every=100", "--max-steps", "400", "--run-dir", str(run_dir),
             "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -116,7 +116,7 @@ def test_sigkill_resumes_from_last_checkpoint(tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     saved_step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert saved_step >= 6 and saved_step % 2 == 0
-    r = run_cli("train", "--preset", "tiny", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2",
+    r = run_cli("train", "--preset", "smoke", "--objective", "masked", *SMALL_ARGS, "--set", "ckpt_every=2",
                 "--set", "val_every=100", "--max-steps", str(saved_step + 2), "--run-dir", str(run_dir),
                 "--resume", "--no-progress", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -128,7 +128,7 @@ def test_sigkill_resumes_from_last_checkpoint(tmp_path):
 def test_continuous_objective_fsdp2_matches_ddp(tmp_path):
     """Continuous diffusion reads the embedding table outside `forward`: FSDP2 must still gather it."""
     for strategy in ("ddp", "fsdp"):
-        r = run_cli("train", "--preset", "tiny", "--objective", "continuous", "--devices", "2", "--strategy", strategy,
+        r = run_cli("train", "--preset", "smoke", "--objective", "continuous", "--devices", "2", "--strategy", strategy,
                     *SMALL_ARGS, "--max-steps", "4", "--run-dir", str(tmp_path / strategy), "--no-progress", timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
     assert _max_diff(tmp_path / "ddp", tmp_path / "fsdp") < 1e-4
@@ -138,11 +138,11 @@ def test_continuous_objective_fsdp2_matches_ddp(tmp_path):
 def test_fast_dev_run_and_overfit_flags(tmp_path, capsys):
     from sunfish_lib.cli import main
 
-    code = main(["train", "--preset", "tiny", "--objective", "ar", *SMALL_ARGS, "--fast-dev-run",
+    code = main(["train", "--preset", "smoke", "--objective", "ar", *SMALL_ARGS, "--fast-dev-run",
                  "--run-dir", str(tmp_path / "dev"), "--no-progress"])
     assert code == 0 and "trained to step 1" in capsys.readouterr().out
     assert not (tmp_path / "dev" / "checkpoints").exists()  # nothing written but config and tokenizer
-    code = main(["train", "--preset", "tiny", "--objective", "ar", *SMALL_ARGS, "--overfit-batches", "1",
+    code = main(["train", "--preset", "smoke", "--objective", "ar", *SMALL_ARGS, "--overfit-batches", "1",
                  "--max-steps", "40", "--set", "lr=0.01", "--set", "decay=constant", "--run-dir",
                  str(tmp_path / "of"), "--no-progress", "--json"])
     assert code == 0

@@ -6,16 +6,16 @@ import pytorch_lightning as pl
 
 from sunfish_lib.config import DEFAULT_SAMPLERS, get_config
 
-SMALL = {"n_layers": 2, "d_model": 64, "n_heads": 2, "seq_len": 32, "micro_batch_size": 4, "max_steps": 6,
-         "warmup_steps": 2, "val_every": 3, "ckpt_every": 3, "log_every": 1, "val_batches": 2,
-         "tensorboard": False, "keep_best": 1}
+SMALL = {"max_steps": 6, "warmup_steps": 2, "val_every": 3, "ckpt_every": 3, "log_every": 1, "keep_best": 1}
+"""The training tests' run settings on the `smoke` preset (its shape, data and validation batches)."""
 
 SMALL_ARGS = [a for k, v in SMALL.items() if k != "max_steps" for a in ("--set", f"{k}={v}")]
+"""SMALL as `sunfish train --preset smoke` flags (max_steps left to each test's --max-steps)."""
 
 
 def small_config(objective: str = "masked", **extra):
     sampler = DEFAULT_SAMPLERS[objective]
-    return get_config("tiny", {**SMALL, "objective": objective, "sampler": sampler, **extra})
+    return get_config("smoke", {**SMALL, "objective": objective, "sampler": sampler, **extra})
 
 
 class BreakWeights(pl.Callback):

@@ -12,7 +12,7 @@ from sunfish_lib.config import Config
 from sunfish_lib.diffusion.autoregressive import Autoregressive
 from sunfish_lib.diffusion.continuous import ContinuousDiffusion
 from sunfish_lib.diffusion.masked import MaskedDiffusion, MaskSchedule, subs_logits
-from sunfish_lib.diffusion.objective import Objective
+from sunfish_lib.diffusion.objective import DiffusionObjective, Objective  # noqa: F401 (DiffusionObjective: importable here)
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import ConfigError
 

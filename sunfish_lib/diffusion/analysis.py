@@ -64,14 +64,14 @@ def loss_by_t(objective, model, batches: Iterable[dict], t_values: Sequence[floa
     was_training = model.training
     model.eval()
     for t in t_values:
-        k = min(max(int(round(t * T)) - 1, 0), T - 1)
+        t = (int(objective.schedule.step_of(torch.tensor(t, dtype=torch.float64))) + 1) / T  # the nearest step's t
         g = torch.Generator().manual_seed(seed)
         sums = {name: 0.0 for name in ("mse", "rounding_ce", "rounding_acc")}
         for b in batches:
-            res = objective.loss_at(model, b, torch.full((b["input_ids"].shape[0],), k), g)
+            res = objective.loss_at(model, b, torch.full((b["input_ids"].shape[0],), t, dtype=torch.float64), g)
             for name in sums:
                 sums[name] += res[name].item() / len(batches)
-        out["t"].append((k + 1) / T)
+        out["t"].append(t)
         for name, v in sums.items():
             out[name].append(v)
     model.train(was_training)

@@ -179,15 +179,21 @@ class ContinuousDiffusion:
         """Training loss at random steps; see `loss_at` for the returned metrics."""
         ids = batch["input_ids"]
         k = self.sample_steps(ids.shape[0], ids.device, generator)
-        return self.loss_at(model, batch, k, generator)
+        return self._loss_at_step(model, batch, k, generator)
 
-    def loss_at(self, model, batch: dict, k: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
-        """Loss at given step indices k (B,).
+    def loss_at(self, model, batch: dict, t: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
+        """Loss at given times t (B,) in (0, 1] (the `Objective` interface's `loss_at`).
 
-        Returns `loss`; `mse`, `rounding_ce`, `prior`, `rounding_acc` (token-weighted
-        scalars); `mse_per_seq`, `ce_per_seq` (B,) and `t` (B,); and per-bucket
+        The chain is discrete: each t is taken to its nearest step, k + 1 = round(t T) clamped to
+        1..T (`NoiseSchedule.step_of`), so t = (k + 1) / T (`model_time`, what the returned `t`
+        holds) gives step k exactly. Returns `loss`; `mse`, `rounding_ce`, `prior`, `rounding_acc`
+        (token-weighted scalars); `mse_per_seq`, `ce_per_seq` (B,) and `t` (B,); and per-bucket
         `mse/t0.00-0.25`-style scalars for the buckets present in this batch.
         """
+        return self._loss_at_step(model, batch, self.schedule.step_of(t), generator)
+
+    def _loss_at_step(self, model, batch: dict, k: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
+        """`loss_at` at step indices k (B,) in 0..T-1."""
         ids = batch["input_ids"]  # (B, T)
         valid = _valid(batch, ids)
         table = self.embedding_table(model)  # (V, e)
@@ -251,7 +257,7 @@ class ContinuousDiffusion:
         draws = []
         for _ in range(max(1, t_samples)):
             k = torch.randint(0, k_max, (ids.shape[0],), device=ids.device, generator=generator)
-            draws.append(self.loss_at(model, batch, k, generator)["ce_per_seq"].double())
+            draws.append(self._loss_at_step(model, batch, k, generator)["ce_per_seq"].double())
         return torch.stack(draws).mean(0)
 
 

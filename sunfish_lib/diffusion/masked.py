@@ -186,10 +186,9 @@ class MaskedDiffusion:
     def loss(self, model, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """ELBO per real token (a training loss and, averaged over t, an NLL upper bound)."""
         x0 = batch["input_ids"]  # (B, T)
-        valid = _valid(batch, x0)
         t = sample_t(x0.shape[0], t_min=self.cfg.t_min, low_discrepancy=self.cfg.low_discrepancy,
                      device=x0.device, generator=generator)
-        out = self.loss_at(model, batch, t, valid, generator)
+        out = self.loss_at(model, batch, t, generator)
         if self.cfg.masked_loss == "masked_mean":
             # Each sequence's mean CE over its masked tokens: since E[#masked] = t * n_tok, this is
             # the ELBO's per-sequence term sum_masked CE / t / n_tok (linear schedule) with the 1/t
@@ -200,10 +199,10 @@ class MaskedDiffusion:
             out["loss"] = (out["ce_per_seq"][has] / n_masked[has]).sum() / has.sum().clamp(min=1)
         return out
 
-    def loss_at(self, model, batch, t, valid=None, generator=None) -> dict[str, torch.Tensor]:
-        """The ELBO estimate at given times t (B,): also used by evaluation (antithetic t)."""
+    def loss_at(self, model, batch, t, generator=None) -> dict[str, torch.Tensor]:
+        """The ELBO estimate at given times t (B,) in (0, 1]: also used by evaluation (antithetic t)."""
         x0 = batch["input_ids"]
-        valid = _valid(batch, x0) if valid is None else valid
+        valid = _valid(batch, x0)
         z, masked = self.mask(x0, t, valid, generator)
         nll = self.masked_nll(model, z, t, batch, masked)  # (N,)
         w = self.schedule.weight(t)[:, None].expand_as(x0)[masked]  # (N,)

@@ -9,6 +9,10 @@
   gives (log p or its bound of the last n tokens of x given the rest, whether greedy decoding yields them).
 - `from_config(cfg, mask_token_id=, eos_token_id=)`: the objective of a run (`build_objective` picks the class).
 - `loss(model, batch, generator)`: the training loss, a dict with a scalar `loss` plus metrics.
+- `loss_at(model, batch, t, generator)` (the diffusion objectives, `DiffusionObjective`): that loss's
+  dict at given noise levels t (B,) in (0, 1] instead of random ones (evaluation, loss against t).
+  Continuous diffusion's chain is discrete and takes each t to its nearest step (`NoiseSchedule.step_of`).
+  `ar` has none: next-token prediction has no noise level.
 - `scored(batch)` (B, T) bool: the tokens a sequence figure covers.
 - `sequence_nats(model, batch, t_samples, generator)` (B,): nats per scored token of each sequence,
   `kind` saying what that is (an exact NLL, a bound, or not a likelihood), `t_draws(t_samples)` how
@@ -45,3 +49,10 @@ class Objective(Protocol):
                       generator: torch.Generator | None = None) -> torch.Tensor: ...
 
     def t_draws(self, t_samples: int) -> int: ...
+
+
+class DiffusionObjective(Objective, Protocol):
+    """An objective that corrupts with a noise level t (masked, continuous)."""
+
+    def loss_at(self, model, batch: dict, t: torch.Tensor,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]: ...

@@ -97,6 +97,14 @@ class NoiseSchedule(nn.Module):
         """Step index k (B,) -> the model's t = (k + 1) / T in (0, 1] (float32)."""
         return (k.float() + 1.0) / self.num_timesteps
 
+    def step_of(self, t: torch.Tensor) -> torch.Tensor:
+        """Model time t (B,) in (0, 1] -> the nearest step index k (long): round(t T) - 1, clamped to 0..T-1.
+
+        The inverse of `model_time`: step_of(model_time(k)) == k for every k (t T lands within
+        float rounding of the integer k + 1); a t between two steps takes the nearer one.
+        """
+        return (t * self.num_timesteps).round().long().sub_(1).clamp_(0, self.num_timesteps - 1)
+
     def coef(self, name: str, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Buffer `name` at indices k (B,), shaped (B, 1, ..., 1) to broadcast against `like`."""
         buf = getattr(self, name).to(like.device)[k.to(like.device)]
