@@ -62,7 +62,7 @@ def parse_param_value(text: str, default: Any = None) -> Any:
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
     """Name -> default value of the notebook's `parameters` cell (literals only)."""
-    import nbformat  # lazy: optional (the GPU image lacks it), and 1.7 s to import
+    import nbformat
 
     try:
         nb = nbformat.read(str(path), as_version=4)
