@@ -27,8 +27,9 @@ EXEMPT = {
                           "(torch and Lightning stay off `sunfish --help`); cli.py's commands are moving there in "
                           "this round, so their lines get tagged after that merge",
     "sunfish_lib/commands/": "as cli.py",
-    "sunfish_lib/notebook_params.py": "its one lazy import, nbformat (optional: the GPU image lacks it; 1.7 s to import), "
-                                      "sits in a function the cli change rewrites this round; tag it after that merge",
+    "sunfish_lib/notebook_params.py": "its one lazy import, nbformat (optional: the GPU image lacks it; 1.7 s to "
+                                      "import), sits in a function the cli change rewrites this round; tag it after "
+                                      "that merge",
 }
 
 
@@ -110,7 +111,8 @@ def test_the_check_finds_untagged_imports_and_accepts_tagged_ones(tmp_path):
         "import os\n"
         "try:\n    import numpy\nexcept ImportError:\n    numpy = None\n"  # module level: fine
         "def f():\n    import json\n    return json\n"  # untagged: line 7
-        "class C:\n    def g(self):\n        if True:\n            from pathlib import Path\n        return Path\n"  # line 12
+        "class C:\n    def g(self):\n        if True:\n"
+        "            from pathlib import Path\n        return Path\n"  # a method, in a branch: line 12
         "def h():\n    try:\n        pass\n    except Exception:\n        import sys\n"  # in a handler: line 18
         "def t():\n    # lazy: numpy costs 0.1 s and this path must stay light\n    import math\n    import cmath\n"
         "    x = 1\n    import re\n"  # a statement between: the comment above no longer covers it (line 24)
