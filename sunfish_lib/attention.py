@@ -20,6 +20,7 @@ import functools
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 KERNELS = ("auto", "flex", "sdpa")
 
@@ -47,8 +48,6 @@ def dense_mask(segment_ids, attention_mask, causal: bool, T: int, device) -> tor
 
 def block_mask(segment_ids, attention_mask, causal: bool, T: int, device):
     """The same predicate as `dense_mask`, as a FlexAttention BlockMask (B, 1 head broadcast, T, T)."""
-    from torch.nn.attention.flex_attention import create_block_mask  # 0.14 s of import, only for flex passes
-
     B = (segment_ids if segment_ids is not None else attention_mask).shape[0]
     keep = attention_mask.bool() if attention_mask is not None else None
 
@@ -69,8 +68,6 @@ def block_mask(segment_ids, attention_mask, causal: bool, T: int, device):
 @functools.cache
 def _compiled_flex():
     """flex_attention compiled once (on CUDA it is only fused, and fast, when compiled)."""
-    from torch.nn.attention.flex_attention import flex_attention
-
     return torch.compile(flex_attention, dynamic=False)
 
 
@@ -84,8 +81,6 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, causal: bool
     if is_block_mask(mask):
         if q.is_cuda:
             return _compiled_flex()(q, k, v, block_mask=mask, enable_gqa=enable_gqa)
-        from torch.nn.attention.flex_attention import flex_attention  # see block_mask
-
         return flex_attention(q, k, v, block_mask=mask, enable_gqa=enable_gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                           is_causal=causal and mask is None, enable_gqa=enable_gqa)

@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
+from sunfish_lib.config import get_config
+
 # (module, what it's for, required?)
 PACKAGES = [
     ("torch", "tensors, autograd, SDPA", True),
@@ -60,7 +62,7 @@ def _check_import(module: str, purpose: str, required: bool) -> CheckResult:
 
 
 def _check_torch_version() -> CheckResult:
-    import torch
+    import torch  # lazy: a missing or broken torch is reported by _check_import, not an import error here
 
     base = torch.__version__.split("+")[0]
     ok = base == TORCH_PIN
@@ -70,7 +72,7 @@ def _check_torch_version() -> CheckResult:
 
 
 def _check_devices() -> CheckResult:
-    import torch
+    import torch  # lazy: a missing or broken torch is reported by _check_import, not an import error here
 
     parts = []
     if torch.cuda.is_available():
@@ -86,7 +88,7 @@ def _check_devices() -> CheckResult:
 
 
 def _check_threads() -> CheckResult:
-    import torch
+    import torch  # lazy: a missing or broken torch is reported by _check_import, not an import error here
 
     n = torch.get_num_threads()
     cores = os.cpu_count() or 1
@@ -98,10 +100,10 @@ def _check_threads() -> CheckResult:
 def _check_tiny_model() -> CheckResult:
     """Build the tiny preset, run forward and backward, check the loss is finite and grads flow."""
     try:
+        # lazy: torch (model.py imports it) may be missing or broken: then this check fails, the others report
         import torch
         import torch.nn.functional as F
 
-        from sunfish_lib.config import get_config
         from sunfish_lib.model import Backbone
 
         cfg = get_config("tiny").resolved_model

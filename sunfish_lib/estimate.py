@@ -11,6 +11,8 @@ Units: bytes everywhere; GPU sizes are given in GB as cards are sold, read as Gi
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sunfish_lib.config import PRESETS, SAMPLERS, Config, ModelConfig, accumulation_for
@@ -290,9 +292,6 @@ def markdown_table(rows: list[dict], columns: Sequence[str] | None = None) -> st
 
 def save_estimate(run_dir, rep: dict, advice: dict | None = None, fig=None) -> dict:
     """Write estimate.json (the report, and the advice if given) and memory.png (if a figure) into run_dir."""
-    import json
-    from pathlib import Path
-
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "estimate.json"}

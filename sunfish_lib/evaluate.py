@@ -25,6 +25,7 @@ attention mask changes nothing.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
@@ -138,8 +139,6 @@ def unigram_baseline(cfg, tok, *, val_batches: int = 20, train_batches: int = 20
     "corpus unigram entropy" a masked ELBO is compared with, in the same token units), bits
     per byte (comparable across tokenizers) and the token count.
     """
-    from collections import Counter
-
     counts: Counter = Counter()
     for i, b in enumerate(make_loader(cfg.data, tok, "train", seed=cfg.seed, num_workers=0)):
         if i == train_batches:

@@ -42,7 +42,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 @contextmanager
 def quiet_transformers():
     """No progress bars and only errors from transformers inside (they clutter notebooks and logs)."""
-    from transformers.utils import logging as hf_logging  # lazily: see the module docstring
+    from transformers.utils import logging as hf_logging  # lazy: 2.4 s to import (see the module docstring)
 
     bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()

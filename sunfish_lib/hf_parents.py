@@ -6,7 +6,7 @@ scaling), Qwen2, Qwen3 or Mistral of the real
 classes (`transformers` config + `AutoModelForCausalLM.from_config`) and save it, with a
 tokenizer, into a folder that converts exactly like a downloaded checkpoint would.
 Every parameter is drawn at random (biases and norm gains included), so a weight-mapping
-error cannot hide behind zero biases or unit gains. Transformers is imported inside.
+error cannot hide behind zero biases or unit gains.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GemmaConfig, GPT2Config, LlamaConfig, MistralConfig,
+                          Qwen2Config, Qwen3Config)
 
 from sunfish_lib.hf_hub import quiet_transformers
 
@@ -31,8 +33,6 @@ def tiny_hf_config(family: str, vocab_size: int, *, n_layers: int = 2, d_model: 
     Llama-3.1 scaling with the original context at max_len, so the tiny model's frequencies
     fall in all three bands (kept, smoothed, slowed by the factor 4).
     """
-    from transformers import GemmaConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
-
     if family not in FAMILIES:
         raise ValueError(f"family={family!r}: choose one of {', '.join(FAMILIES)}")
     common = dict(vocab_size=vocab_size, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=0)
@@ -73,8 +73,6 @@ def save_random_hf_parent(folder: str | Path, family: str, tokenizer, *, extra_r
     `shape` goes to `tiny_hf_config` (n_layers, d_model, n_heads, n_kv_heads, tied, max_len, rope_theta,
     head_dim, rope_type).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(tokenizer, (str, Path)):

@@ -6,10 +6,12 @@ arrays) produced by the library, so a figure can be tested by reading its artist
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.figure import Figure
 
 GiB = 2**30
@@ -63,8 +65,6 @@ SCHEDULE_COLORS = {"linear": "#4C72B0", "cosine": "#55A868", "sqrt": "#C44E52"}
 
 def schedule_curves_figure(curves: dict) -> Figure:
     """alpha_bar, log10 SNR and beta against t, one line per schedule (`analysis.schedule_curves`)."""
-    import math
-
     fig = Figure(figsize=(13.0, 3.6), layout="constrained")
     axes = fig.subplots(1, 3)
     for kind, c in curves.items():
@@ -264,8 +264,6 @@ def layout_tokens(tokens: Sequence[tuple[str, str]], width: int = 64) -> list[tu
 def denoising_animation(frames: Sequence[Sequence[tuple[str, str]]], *, width: int = 64, title: str = "",
                         interval_ms: int = 300):
     """A matplotlib FuncAnimation with one frame per step; tokens coloured by state (STATE_COLORS)."""
-    from matplotlib.animation import FuncAnimation
-
     layouts = [layout_tokens(f, width) for f in frames]
     lines = max([1] + [lay[-1][0] + 1 for lay in layouts if lay])
     fig_w = 0.085 * width + 0.4
@@ -292,8 +290,6 @@ def denoising_animation(frames: Sequence[Sequence[tuple[str, str]]], *, width: i
 def save_denoising_gif(frames: Sequence[Sequence[tuple[str, str]]], path: str | Path, *, fps: int = 4,
                        width: int = 64, title: str = "") -> Path:
     """Write the denoising animation as a GIF (matplotlib's PillowWriter); returns the path."""
-    from matplotlib.animation import PillowWriter
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, anim = denoising_animation(frames, width=width, title=title)

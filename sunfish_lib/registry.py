@@ -34,6 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+import psutil
+
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.files import read_json
 from sunfish_lib.io.metrics import read_metrics
@@ -47,16 +49,12 @@ _NOT_RUNS = {"checkpoints", "logs", "export", "tokenizer", "samples", "tensorboa
 
 def process_identity() -> dict[str, Any]:
     """pid, its creation time and the host name: enough to tell later whether this process still runs."""
-    import psutil
-
     proc = psutil.Process()
     return {"pid": proc.pid, "pid_created": proc.create_time(), "hostname": socket.gethostname()}
 
 
 def process_alive(pid: int | None, created: float | None = None) -> bool:
     """True when `pid` runs on this host (not a zombie) and, if `created` is given, is that same process."""
-    import psutil
-
     if not pid:
         return False
     try:

@@ -40,7 +40,6 @@ class RunLock:
     def __init__(self, folder: str | Path, what: str = "training"):
         self.folder, self.what = Path(folder), what
         self.path = self.folder / LOCK_FILE
-        self.took_over: dict | None = None  # the dead holder's record, when this lock was taken over
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
@@ -68,7 +67,6 @@ class RunLock:
             return
         if _live_here(previous):
             raise SunfishError(refusal(self.folder, previous))
-        self.took_over = previous
         log.warning("%s: took over the lock of %s (pid %s on %s, started %s), which ended without releasing it",
                     self.folder, previous.get("what", "a run"), previous.get("pid"), previous.get("hostname"),
                     previous.get("started"))

@@ -90,7 +90,7 @@ def execute_notebook(
     run folder, so its outputs land next to the executed copy. `on_cell_execute(cell=, cell_index=)`
     runs before each cell (nbclient's hook).
     """
-    import papermill as pm
+    import papermill as pm  # lazy: optional (the GPU image lacks it), and 1.9 s to import
 
     nb_path = Path(notebook)
     params = _resolved_params(nb_path, run_dir, params)

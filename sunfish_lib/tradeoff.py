@@ -28,6 +28,8 @@ from typing import Any, Mapping, Sequence
 from matplotlib.figure import Figure
 
 from sunfish_lib.display import table_html, visible
+from sunfish_lib.quality import quality_of
+from sunfish_lib.sampling.session import sample
 from sunfish_lib.sampling.settings import SETTINGS
 
 TEXT_CHARS = 72  # of the first sample, in the table
@@ -174,10 +176,6 @@ def figure_png(fig: Figure, dpi: int = 90) -> str:
 def sweep(loaded, grid: Sequence[Mapping[str, Any]], *, mode: str = "uncond", prompt: str = "", seed: int = 0,
           judge=None, run_dir=None, log: TradeoffLog | None = None) -> TradeoffLog:
     """Draw each settings dict of `grid` on the same prompt and seed through `session.sample`; one point each."""
-    # torch comes with these two; the view above (table, figure) needs none, so the panel's import stays light
-    from sunfish_lib.quality import quality_of
-    from sunfish_lib.sampling.session import sample
-
     log = log if log is not None else TradeoffLog()
     for settings in grid:
         t0 = time.perf_counter()

@@ -27,8 +27,13 @@ import shlex
 import time
 from pathlib import Path
 
+import ipywidgets as W
+
 from sunfish_lib.display import SamplesView
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.quality import quality_of
+from sunfish_lib.sampling.analysis import step_html, tokens
+from sunfish_lib.sampling.session import find_checkpoints, load_checkpoint, render_ids, sample
 from sunfish_lib.sampling.settings import (CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, check_settings,
                                            defaults, field_docs)
 from sunfish_lib.tradeoff import TradeoffLog
@@ -45,8 +50,6 @@ def _pre(text: str) -> str:
 
 def checkpoint_options(runs_root: str | Path | None) -> list[tuple[str, str]]:
     """Dropdown (label, path) pairs: folders with a model under runs_root, nested ones included, newest first."""
-    from sunfish_lib.sampling.session import find_checkpoints
-
     if runs_root is None:
         return []
     root = Path(runs_root)
@@ -113,8 +116,6 @@ class SamplingPanel:
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self, runs_root) -> None:
-        import ipywidgets as W
-
         wide = W.Layout(width="95%")
         self.picker = W.Dropdown(options=[("(pick a run)", "")] + checkpoint_options(runs_root),
                                  description="run", layout=wide)
@@ -200,8 +201,6 @@ class SamplingPanel:
         return (*_checkpoint_key(path), self.device.value.strip(), self.dtype.value)
 
     def _load(self, path: str):
-        from sunfish_lib.sampling.session import load_checkpoint
-
         key = self._key(path)
         if key not in self._cache:
             self._cache = {key: load_checkpoint(str(path), device=self.device.value.strip() or None,
@@ -256,9 +255,6 @@ class SamplingPanel:
 
     def generate(self):
         """What the Generate button does: sample with the panel's settings; returns the Generation or None."""
-        from sunfish_lib.quality import quality_of
-        from sunfish_lib.sampling.session import sample
-
         self.generate_button.disabled = True
         self.live.value, self.timings, self.steps_run = "", {}, 0
         self._t0 = self._last_stream = time.perf_counter()
@@ -290,8 +286,6 @@ class SamplingPanel:
 
     def _on_step(self, step: int, total: int, x) -> None:
         """Sampler callback: move the progress bar; stream the intermediate text (throttled)."""
-        from sunfish_lib.sampling.session import render_ids
-
         self.steps_run = step
         self.progress.max, self.progress.value = total, step
         now = time.perf_counter()
@@ -326,10 +320,6 @@ class TrajectoryViewer:
     """A step slider over a recorded trajectory (row `row`), showing `analysis.step_html` at each step."""
 
     def __init__(self, trajectory, tokenizer, row: int = 0):
-        import ipywidgets as W
-
-        from sunfish_lib.sampling.analysis import tokens
-
         tokens(trajectory, row)  # checks the row and that there are steps
         self.trajectory, self.tokenizer, self.row = trajectory, tokenizer, row
         self.slider = W.IntSlider(value=len(trajectory), min=1, max=len(trajectory), description="step",
@@ -341,7 +331,5 @@ class TrajectoryViewer:
 
     def show(self, step: int) -> str:
         """Render step `step` (1-based, as on the slider) into the HTML widget; returns the HTML."""
-        from sunfish_lib.sampling.analysis import step_html
-
         self.html.value = step_html(self.tokenizer, self.trajectory, step - 1, self.row)
         return self.html.value

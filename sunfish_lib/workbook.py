@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sunfish_lib.config import DEFAULT_SAMPLERS, PRESETS, Config, get_config, with_max_steps
+from sunfish_lib.data import load_tokenizer
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.train.launch import check_ended, config_for_run, launch
 
 MAIN_RUN = "04_train"
 """Subfolder of a workbook run folder holding 04's model."""
@@ -56,8 +58,8 @@ def train_or_reuse(cfg: Config, folder: str | Path, *, quiet: bool = False) -> P
     one whose config.json differs in anything else is an error naming the field: reusing it
     would silently compare unequal budgets.
     """
-    # Imported here: notebooks import this module for its tables, and Lightning (via the trainer)
-    # takes ~4.5 s to import (`python -c 'import pytorch_lightning'`: 6.6 s vs 2.4 s for torch alone).
+    # lazy: the trainer takes 9.3 s to import (Lightning, torch), the session 1.7 s (torch); notebooks
+    # import this module for its tables and recipes without torch
     from sunfish_lib.sampling.session import training_samples
     from sunfish_lib.train.trainer import _differs, train
 
@@ -91,8 +93,6 @@ def launch_equal_budget(cfg: Config, run_dir: str | Path, objectives, *, threads
     Returns {objective: (process or None, folder)}: None where the folder already holds that run's
     export (reused, as `train_or_reuse` would). Wait for them with `wait_for`.
     """
-    from sunfish_lib.train.launch import config_for_run, launch
-
     started = {}
     for objective in objectives:
         folder = baseline_folder(run_dir, objective)
@@ -108,8 +108,6 @@ def launch_equal_budget(cfg: Config, run_dir: str | Path, objectives, *, threads
 
 def wait_for(started: Mapping[str, tuple]) -> dict[str, Path]:
     """Wait for `launch_equal_budget`'s processes; {objective: folder}. A failed run raises its one line."""
-    from sunfish_lib.train.launch import check_ended
-
     for proc, folder in started.values():
         if proc is not None:
             proc.wait()
@@ -134,21 +132,6 @@ def reuse_model(run_dir: str | Path | None, objective: str) -> Path | None:
     return folder if (folder / "export" / "model.safetensors").is_file() else None
 
 
-def workbook_model(run_dir: str | Path, objective: str, *, like: Config | None = None, smoke: bool = False) -> Path:
-    """The workbook's model of `objective` under run_dir, trained at 04's budget when missing.
-
-    `like` (default: 04's saved config) fixes the preset, steps, data and shape; only the
-    objective and its sampler change, so the budget in tokens is equal.
-    """
-    folder = baseline_folder(run_dir, objective)
-    if (folder / "export" / "model.safetensors").is_file():
-        return folder
-    if like is None:
-        main = Path(run_dir) / MAIN_RUN / "config.json"
-        like = Config.load(main) if main.is_file() else recipe_config(objective, smoke=smoke)
-    return train_or_reuse(equal_budget(like, objective), folder)
-
-
 def equal_budget(cfg: Config, objective: str) -> Config:
     """`cfg` with only the objective (and its default sampler) changed: same data, steps and tokens."""
     return cfg.override({"objective": objective, "sampler": DEFAULT_SAMPLERS[objective],
@@ -161,8 +144,7 @@ def likelihood_table(models: Mapping[str, str | Path], *, val_batches: int = 10,
     Rows: objective, kind, nats_per_token, stderr, perplexity, bits_per_byte (None where the
     figure is not a likelihood), tokens; last row the unigram model (no context) on the same text.
     """
-    from sunfish_lib.data import load_tokenizer  # here: as train_or_reuse, the tables import no torch
-    from sunfish_lib.evaluate import evaluate_run, unigram_baseline
+    from sunfish_lib.evaluate import evaluate_run, unigram_baseline  # lazy: torch, 6.9 s (see train_or_reuse)
 
     rows = [{"model": name, **evaluate_run(path, val_batches=val_batches, t_samples=t_samples).to_dict()}
             for name, path in models.items()]

@@ -81,6 +81,7 @@ def resolve_source(name: str) -> Path:
         return path
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # hub names are NAME or ORG/NAME (dots allowed)
         raise SunfishError(f"--from {name}: no such folder; pass a `save_pretrained` folder or a hub name")
+    # lazy: transformers takes 2.6 s to import after this module; converting a Sunfish run never needs it
     from transformers import AutoConfig
 
     offline = "offline (HF_HUB_OFFLINE=1)" if hub_offline() else None if hub_reachable() else "unreachable"
@@ -93,13 +94,14 @@ def resolve_source(name: str) -> Path:
             f"--from {name!r} is not a local folder and {why}; where the hub is reachable run "
             f"`AutoModelForCausalLM.from_pretrained({name!r}).save_pretrained(DIR)` and the same for AutoTokenizer, "
             "then pass --from DIR") from None
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # lazy: 1.0 s to import; only hub names need it
 
     return Path(snapshot_download(name, local_files_only=bool(offline)))
 
 
 def load_hf_parent(source: str | Path):
     """(HF causal LM in fp32, eval mode; its family) from a folder or a cached hub name."""
+    # lazy: transformers takes 2.6 s to import after this module; converting a Sunfish run never needs it
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve_source(str(source))
@@ -144,6 +146,7 @@ def _round_up(n: int, k: int = 64) -> int:
 
 def _hf_tokenizer(path: Path, tokenizer: str | None):
     """(SunfishTokenizer with EOS/[MASK]/[PAD] added where missing, length of the parent's own tokenizer)."""
+    # lazy: transformers takes 2.6 s to import after this module; converting a Sunfish run never needs it
     from transformers import AutoTokenizer
 
     name = tokenizer or str(path)

@@ -47,6 +47,7 @@ class PackedDataset(IterableDataset):
         global_id, total = self.rank * num_workers + logical, self.world_size * num_workers
         ds = self.hf_ds
         if ds is not None:  # always a fresh object: its state_dict() must start at the beginning
+            # lazy: datasets is optional: the GPU image lacks it (tests/test_data_imports.py)
             from datasets.distributed import split_dataset_by_node
 
             # Whole files (shards) per stream whenever there are enough, even if unevenly: with

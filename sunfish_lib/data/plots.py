@@ -6,7 +6,7 @@ import numpy as np
 
 
 def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.2):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: the data package imports with torch alone (tests/test_data_imports.py)
 
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
@@ -31,6 +31,7 @@ def document_length_figure(doc_chars, doc_tokens, bins: int = 30, title: str | N
 
 def packed_batch_figure(batch: dict, eos_id: int, pad_id: int | None = None):
     """A packed batch as an image: rows x positions, colored by document, EOS marked, padding white."""
+    # lazy: the data package imports with torch alone (tests/test_data_imports.py)
     from matplotlib.colors import ListedColormap
 
     ids = np.asarray(batch["input_ids"])

@@ -181,6 +181,7 @@ def open_source(spec: SourceSpec, split: str = "train", val_fraction: float = 0.
 
 
 def _open_local(spec: SourceSpec, files: list[str]):
+    # lazy: datasets is optional: the GPU image lacks it (tests/test_data_imports.py)
     import datasets
 
     kwargs = {}
@@ -204,7 +205,7 @@ def _open_local(spec: SourceSpec, files: list[str]):
 
 
 def _parquet_columns(spec: SourceSpec, files: list[str]) -> list[str]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: the data package imports with torch alone (tests/test_data_imports.py)
 
     try:
         names = pq.read_schema(files[0]).names
@@ -248,6 +249,7 @@ def _open_hub(spec: SourceSpec):
     if why:
         raise SunfishError(f"data.source={spec.source!r} needs the Hugging Face hub, which is unreachable ({why}); "
                            f"{REMEDY}")
+    # lazy: datasets is optional: the GPU image lacks it (tests/test_data_imports.py)
     import datasets
 
     _quiet(datasets)

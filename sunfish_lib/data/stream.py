@@ -37,7 +37,6 @@ class BlockReader:
     def __init__(self, ds, rows: RowFilter, spec: SourceSpec, *, stream: int, seed: int = 0, loop: bool = True,
                  block_rows: int = 1000, pull: int = 64, shuffle: bool = True, retry: RetryPolicy = RetryPolicy()):
         self.ds, self.rows, self.spec, self.retry = ds, rows, spec, retry
-        self.retries_used = 0  # retries that succeeded or are in progress, over this reader's life
         self.stream, self.seed, self.loop, self.shuffle = stream, seed, loop, shuffle
         self.pull = max(1, min(pull, block_rows))
         self.block_rows = max(block_rows, 1)
@@ -114,7 +113,6 @@ class BlockReader:
                 retry.log_retry(self.spec.source, e, attempt, self.retry.retries, delay)
                 retry.sleep(delay)
                 waited += delay
-                self.retries_used += 1
                 # A generator that raised is finished: reopen the stream where the last batch ended.
                 self.ds.load_state_dict(self._hf_state if self._hf_state is not None else self._init_state)
                 self._it = self.ds.iter(batch_size=self.pull)

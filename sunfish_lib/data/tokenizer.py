@@ -131,6 +131,7 @@ class SunfishTokenizer:
     @property
     def hf(self):
         """The same tokenizer as a `transformers.PreTrainedTokenizerFast`."""
+        # lazy: the data package imports with torch alone (tests/test_data_imports.py)
         from transformers import PreTrainedTokenizerFast
 
         backend = copy.deepcopy(self.backend)
@@ -176,6 +177,7 @@ def save_tokenizer(tok: SunfishTokenizer, run_dir: str | Path) -> Path:
 
 def _from_hf(name: str) -> SunfishTokenizer:
     """Any HF tokenizer with a fast backend; adds EOS/[MASK]/[PAD] where missing."""
+    # lazy: the data package imports with torch alone (tests/test_data_imports.py)
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -238,6 +240,7 @@ def train_bpe(vocab_size: int = 4096, texts: Iterable[str] | None = None, folder
 
 
 def _train_backend(texts: Iterable[str], vocab_size: int):
+    # lazy: the data package imports with torch alone (tests/test_data_imports.py)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     backend = Tokenizer(models.BPE())
@@ -262,7 +265,7 @@ def _save_atomic(tok: SunfishTokenizer, folder: Path) -> None:
 
 def _load_saved_bpe(folder: Path) -> SunfishTokenizer:
     """Our own BPE folders load with `tokenizers` alone (no transformers import)."""
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # lazy: the data package imports with torch alone (tests/test_data_imports.py)
 
     cfg = json.loads((folder / "tokenizer_config.json").read_text())
     specials = {k: cfg.get(k) for k in ("eos_token", "mask_token", "pad_token")}

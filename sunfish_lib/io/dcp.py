@@ -96,9 +96,9 @@ def read_index(path: Path):
 
 @functools.cache
 def _safe_io():
-    """(SafeReader, SafeLoadPlanner) classes. torch.distributed.checkpoint is imported here, not at the top:
-    it took 1.3 s of the 3.4 s that importing sunfish_lib.train.checkpoint took on a shared 2-core CPU,
-    and sampling from an export never needs it."""
+    """(SafeReader, SafeLoadPlanner) classes."""
+    # lazy: torch.distributed.checkpoint takes 4.4 s to import after io.export (shared 2-core CPU), and
+    # sampling from an export (load_for_inference) never needs it
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint._traverse import set_element
     from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
@@ -132,7 +132,7 @@ def _safe_io():
 
 def load_into(state: dict, path: Path, *, no_dist: bool = False) -> None:
     """DCP load of `state` (tensors and DTensors filled in place) from a checkpoint folder."""
-    import torch.distributed.checkpoint as dist_cp  # see _safe_io
+    import torch.distributed.checkpoint as dist_cp  # lazy: 4.4 s, as in _safe_io
 
     reader, planner = _safe_io()
     with warnings.catch_warnings():  # no_dist: DCP warns that it "assumes" one process, which is the point

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.files import atomic_write
@@ -54,8 +56,6 @@ class Trajectory:
         return sorted({k for s in self.steps for k in s})
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
         path = Path(path)
         tensors = {f"{i:05d}.{k}": v.contiguous() for i, s in enumerate(self.steps) for k, v in s.items()}
         if self.start is not None:
@@ -67,8 +67,6 @@ class Trajectory:
 
     @classmethod
     def load(cls, path: str | Path) -> "Trajectory":
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise SunfishError(f"trajectory file {path} does not exist")

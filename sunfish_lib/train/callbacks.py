@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
 import pytorch_lightning as pl
 import torch
 
@@ -77,7 +78,7 @@ class ThroughputMonitor(pl.Callback):
         self.mfu = float("nan")
 
     def on_train_start(self, trainer, pl_module):
-        self.peak, self.peak_source = device_peak_flops(pl_module.device, str(trainer.precision))
+        self.peak = device_peak_flops(pl_module.device, str(trainer.precision))[0]
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -149,8 +150,6 @@ class MemoryMonitor(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every:
             return
-        import psutil
-
         pl_module.log("mem/rss_gib", psutil.Process().memory_info().rss / 2**30, batch_size=1)
         if pl_module.device.type == "cuda":
             pl_module.log("mem/gpu_allocated_gib", torch.cuda.memory_allocated() / 2**30, batch_size=1)

@@ -25,6 +25,9 @@ from torch.distributed.checkpoint.state_dict import (
 
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io import dcp
+from sunfish_lib.io.verify import mark_verified
+from sunfish_lib.train.ckpt_verify import check_resume_checkpoint
+from sunfish_lib.train.interrupt import saved_step
 
 
 class ShardedModelParallelStrategy(ModelParallelStrategy):
@@ -96,8 +99,6 @@ class RankZeroResumeCheck(pl.Callback):
         if error:
             raise SunfishError(error)
         if not dcp.is_sharded(self.path):
-            from sunfish_lib.io.verify import mark_verified
-
             mark_verified(self.path)  # rank 0 read its CRCs: the others' safe_torch_load skips that pass
 
 
@@ -105,15 +106,11 @@ def check_resume(path: Path, module) -> int:
     """The full check of a checkpoint to resume `module` from (a DCP folder or a one-file .ckpt); its step."""
     if dcp.is_sharded(path):
         return dcp.check_folder_fits(path, module)
-    from sunfish_lib.train.ckpt_verify import check_resume_checkpoint
-
     return check_resume_checkpoint(path, module)
 
 
 def resume_step(path: Path) -> int:
     """The step a checkpoint holds, read without checking it (the check runs on rank 0 in the process group)."""
-    from sunfish_lib.train.interrupt import saved_step
-
     return saved_step(path) or 0
 
 

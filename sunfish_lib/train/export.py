@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from sunfish_lib.io.export import export_model
 
@@ -20,8 +21,6 @@ def full_state_dict(module) -> dict[str, torch.Tensor]:
         module.ema.swap(list(model.parameters()))
     try:
         if getattr(module, "_sharded", False):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
             sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         else:
             sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -30,7 +30,12 @@ import subprocess
 import threading
 from pathlib import Path
 
+import torch
+from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
+
 from sunfish_lib.errors import Interrupted
+from sunfish_lib.io.dcp import saved_step as folder_step
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # order = which one a mixed vote reports
 
@@ -87,8 +92,6 @@ def agreed_signal(votes) -> int:
 
 def disable_lightning_signals(trainer) -> None:
     """Keep Lightning from installing its SIGTERM/SIGUSR1 handlers when `fit` starts (see module docstring)."""
-    from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
-
     class _NoSignals(_SignalConnector):
         def register_signal_handlers(self) -> None:
             self.received_sigterm = False
@@ -106,8 +109,6 @@ def resume_command(run_dir: Path) -> str:
 
 def slurm_job_id() -> str | None:
     """The job to requeue when Lightning's SLURM environment is detected (array jobs: JOB_TASK)."""
-    from lightning_fabric.plugins.environments import SLURMEnvironment
-
     if not SLURMEnvironment.detect():
         return None
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
@@ -152,10 +153,6 @@ def aborted(signum: int, run_dir: Path, *, show: bool) -> Interrupted:
 
 def saved_step(path: Path) -> int | None:
     """global_step of a Lightning checkpoint, read without loading its tensors (mmap), or None."""
-    import torch
-
-    from sunfish_lib.io.dcp import saved_step as folder_step
-
     if Path(path).is_dir():  # a sharded (DCP) checkpoint folder
         return folder_step(path)
     try:
@@ -167,7 +164,5 @@ def saved_step(path: Path) -> int | None:
 def quiet_exit_code(trainer) -> int | None:
     """0 for processes that Lightning's own launcher started (local rank > 0): their launcher kills
     the main process when one of them exits non-zero, before it can report; None = 128 + signal."""
-    from lightning_fabric.plugins.environments import LightningEnvironment
-
     env = getattr(trainer.strategy, "cluster_environment", None)
     return 0 if isinstance(env, LightningEnvironment) and trainer.local_rank != 0 else None

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from torch.distributed.tensor import distribute_tensor
 
 from sunfish_lib.config import Config
 from sunfish_lib.diffusion import build_objective
@@ -55,8 +57,6 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """`full` laid out like `ref` (re-sharded when ref is a DTensor)."""
     if hasattr(ref, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
-
         return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
     return full.to(ref.device, ref.dtype)
 
@@ -64,8 +64,6 @@ def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 def fsdp_mixed_precision(precision: str):
     """FSDP2's MixedPrecisionPolicy for the trainer's precision: bf16 (fp16) parameters for the
     all-gather and the compute, fp32 gradient reductions; None (fp32 throughout) otherwise."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy
-
     low = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
     return None if low is None else MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32)
 
@@ -110,8 +108,6 @@ class SunfishModule(pl.LightningModule):
         mesh = getattr(self, "_device_mesh", None)
         if mesh is None or getattr(self, "_sharded", False):
             return
-        from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard, register_fsdp_forward_method
-
         dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
         kw = {"mesh": dp_mesh}
         policy = fsdp_mixed_precision(self.trainer.precision if self._trainer is not None else "32-true")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from sunfish_lib.errors import Interrupted
 from sunfish_lib.io.files import read_json, write_json
@@ -52,8 +53,6 @@ def error_line(exc: BaseException) -> str:
 
 def is_rank_zero() -> bool:
     """Before the trainer exists: rank 0 of node 0 by the launchers' environment variables."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0 and os.environ.get("NODE_RANK", "0") == "0"
 
 

@@ -35,7 +35,7 @@ from sunfish_lib.train.batches import fixed_batches
 from sunfish_lib.train.callbacks import FinalCheckpoint, MemoryMonitor, NormMonitor, TextLog, ThroughputMonitor
 from sunfish_lib.train.checkpoint import AtomicCheckpointIO
 from sunfish_lib.io.dcp import recover_swap
-from sunfish_lib.train.dcp_strategy import before_resume
+from sunfish_lib.train.dcp_strategy import ShardedModelParallelStrategy, before_resume
 from sunfish_lib.train.diskspace import check_free_space, remove_partial_writes
 from sunfish_lib.train.export import export_final
 from sunfish_lib.train.faults import DataFaultCheckpoint
@@ -71,8 +71,6 @@ def build_strategy(cfg: Config):
     if kind == "ddp":
         return DDPStrategy(process_group_backend=backend, checkpoint_io=AtomicCheckpointIO())
     if world > 1:  # sharded checkpoints: each rank writes and reads its own shards (io/dcp.py)
-        from sunfish_lib.train.dcp_strategy import ShardedModelParallelStrategy
-
         strategy = ShardedModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
                                                 process_group_backend=backend)
     else:
@@ -118,6 +116,7 @@ def _loggers(cfg: Config, run_dir: Path, resume_step: int = 0) -> list:
                                          **({"purge_step": resume_step} if resume_step else {})))
     if cfg.train.wandb:
         try:
+            # lazy: wandb is optional (not a dependency) and Lightning's WandbLogger needs it
             from pytorch_lightning.loggers import WandbLogger
             import wandb  # noqa: F401
         except ImportError:
