@@ -16,14 +16,11 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.notebook_params import check_params, notebook_parameters, notebook_rules, parse_rule
 from sunfish_lib.runs import workbook_notebooks
 from sunfish_lib.validation import CHOICES
+from tests.helpers import write_notebook
 
 
 def _notebook(path, params: str, body: str = "print('ran')"):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
-    return path
+    return write_notebook(path, params, body)
 
 
 def _parameters_source(nb_path) -> str:
