@@ -6,40 +6,43 @@ start and a failed notebook:
 - names: only the names the `parameters` cell declares;
 - types: a value must have the type of the declared default (an int where the default
   is a float is fine; anything goes where the default is None);
-- values, for the workbook's own notebooks (`notebooks/NN_*.ipynb`): names that map onto
-  config fields or choices (preset, objective, strategy, steps, fractions, overrides,
-  checkpoint paths) are checked the way the config checks them; the sampling notebooks'
-  `sampling` dict is checked against SampleConfig's fields and rules
-  (`sampling.settings.check_settings`).
+- values: the rule a parameter declares as its annotation, beside its default, so a renamed
+  parameter keeps its check (a parameter without one is type-checked only):
+
+      max_steps: "> 0" = 1500                           # numbers (each item of a list): > N, >= N
+      noise_t: "[0, 1]" = [0.05, 0.5]                   # in an interval: [LO, HI], (LO, HI], ...
+      checkpoint: "path" = None                         # an existing file or folder (relative: from the notebook)
+      mode: "uncond | infill" = "uncond"                # one of these words
+      objective: "config:diffusion.objective" = "ar"    # one of the config's allowed values for that key
+      preset: "config:preset" = "tiny"                  # a preset name
+      overrides: "config" = {}                          # config overrides, checked by Config.override
+      sampling: "config:sample" = {}                    # SampleConfig fields, checked by `sampling.settings`
+
+  The config's allowed values come from `validation.CHOICES` (one map, also what the config's own
+  checks read). A rule that is none of these is refused in one line.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from sunfish_lib.config import Config, NOISE_SCHEDULES, OBJECTIVES, PRECISIONS, PRESETS, ROUNDINGS, STRATEGIES
+from sunfish_lib.config import Config, PRESETS
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.paths import repo_root
 from sunfish_lib.sampling.settings import check_settings
+from sunfish_lib.validation import CHOICES
 
-_POSITIVE = {"max_steps", "seq_len", "batch_size", "bpe_vocab_size", "num_timesteps", "n_batches", "mask_length",
-             "steps", "ar_steps", "train_steps", "embed_dim", "recovery_points", "recovery_tokens", "val_batches",
-             "t_samples", "devices", "lr", "poll_seconds", "threshold", "gpus", "seq_lens", "lr_ratios",
-             "num_samples", "sample_length", "sample_steps"}
-"""Numbers (or lists of numbers) that must be > 0."""
-_NON_NEGATIVE = {"max_docs", "num_workers", "seed", "row"}
-_FRACTIONS = {"random_length_fraction", "noise_t", "loss_t"}
-"""Numbers (or lists of numbers) in [0, 1]."""
-_PATHS = {"checkpoint", "other_checkpoint", "runs"}
-"""Paths (or lists of paths) that must exist when given (relative ones from the notebook's folder, the kernel's working directory)."""
+Check = Callable[[Path, str, Any], None]
+"""(notebook, parameter name, value) -> None, or a one-line SunfishError naming the parameter."""
 
-
-def _choices() -> dict[str, tuple]:
-    return {"preset": tuple(PRESETS), "objective": OBJECTIVES, "strategy": STRATEGIES, "precision": PRECISIONS,
-            "mode": ("uncond", "infill"), "rounding": ROUNDINGS, "schedules": NOISE_SCHEDULES,
-            "hf_families": ("gpt2", "llama", "qwen2", "mistral")}
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"
+_BOUND = re.compile(rf"^(>=|>)\s*({_NUMBER})$")
+_INTERVAL = re.compile(rf"^([\[(])\s*({_NUMBER})\s*,\s*({_NUMBER})\s*([\])])$")
+_WORDS = re.compile(r"^[\w.\-]+(?:\s*\|\s*[\w.\-]+)+$")
+RULE_FORMS = "'> N', '>= N', '[LO, HI]', 'path', 'A | B | ...', 'config', 'config:sample' or 'config:KEY'"
 
 
 def parse_param_value(text: str, default: Any = None) -> Any:
@@ -60,8 +63,8 @@ def parse_param_value(text: str, default: Any = None) -> Any:
         return text
 
 
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """Name -> default value of the notebook's `parameters` cell (literals only)."""
+def _parameters_cell(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The notebook's `parameters` cell: name -> default (literals only), name -> declared rule text."""
     import nbformat
 
     try:
@@ -72,15 +75,40 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     if len(cells) != 1:
         raise SunfishError(f"{path} has {len(cells)} cells tagged 'parameters'; it needs exactly one")
     params: dict[str, Any] = {}
+    rules: dict[str, str] = {}
     try:
         for node in ast.parse(cells[0].source).body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 params[node.targets[0].id] = ast.literal_eval(node.value)
             elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
                 params[node.target.id] = ast.literal_eval(node.value)
+                note = node.annotation
+                rules[node.target.id] = note.value if isinstance(note, ast.Constant) else ast.unparse(note)
     except (ValueError, SyntaxError) as e:
         raise SunfishError(f"{path}: the parameters cell must hold literals only ({type(e).__name__}: {e})") from None
-    return params
+    return params, rules
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """Name -> default value of the notebook's `parameters` cell (literals only)."""
+    return _parameters_cell(path)[0]
+
+
+def notebook_rules(path: Path) -> dict[str, Check]:
+    """Name -> the check its declared rule stands for (names without a rule are absent)."""
+    return _checks(Path(path), _parameters_cell(path)[1])
+
+
+def _checks(path: Path, texts: Mapping[str, Any]) -> dict[str, Check]:
+    """The declared rules parsed; an unknown one is refused in one line naming the notebook and the parameter."""
+    checks = {}
+    for name, text in texts.items():
+        check = parse_rule(text) if isinstance(text, str) else None
+        if check is None:
+            raise SunfishError(f"{path.name}: parameter {name} declares the rule {text!r}, which is not one; "
+                               f"write {RULE_FORMS} (KEY: preset, {', '.join(CHOICES)})")
+        checks[name] = check
+    return checks
 
 
 def _kind(value: Any) -> str:
@@ -114,40 +142,79 @@ def _items(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _check_value(nb: Path, name: str, value: Any) -> None:
-    """Range, choice and path checks of the workbook's parameters (one line naming the parameter)."""
-    where = f"{nb.name}: parameter {name}={value!r}"
-    allowed = _choices().get(name)
-    if allowed is not None:
+def _where(nb: Path, name: str, value: Any) -> str:
+    return f"{nb.name}: parameter {name}={value!r}"
+
+
+def _numbers(value: Any) -> list:
+    return [v for v in _items(value) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def _one_of(allowed) -> Check:
+    def check(nb: Path, name: str, value: Any) -> None:
         bad = [v for v in _items(value) if v not in allowed]
         if bad:
-            raise SunfishError(f"{where}: {bad[0]!r} is not allowed; choose one of {', '.join(allowed)}")
-    numbers = [v for v in _items(value) if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if name in _POSITIVE and any(v <= 0 for v in numbers):
-        raise SunfishError(f"{where} must be > 0")
-    if name in _NON_NEGATIVE and any(v < 0 for v in numbers):
-        raise SunfishError(f"{where} must be >= 0")
-    if name in _FRACTIONS and any(not 0 <= v <= 1 for v in numbers):
-        raise SunfishError(f"{where} must be in [0, 1]")
-    not_paths = [p for p in _items(value) if name in _PATHS and p is not None and not isinstance(p, str)]
+            raise SunfishError(f"{_where(nb, name, value)}: {bad[0]!r} is not allowed; choose one of {', '.join(allowed)}")
+    return check
+
+
+def _in_range(ok: Callable[[float], bool], says: str) -> Check:
+    def check(nb: Path, name: str, value: Any) -> None:
+        if any(not ok(v) for v in _numbers(value)):
+            raise SunfishError(f"{_where(nb, name, value)} must be {says}")
+    return check
+
+
+def _path(nb: Path, name: str, value: Any) -> None:
+    """Paths (or lists of paths) that must exist when given (relative ones from the notebook's folder, the kernel's
+    working directory)."""
+    where = _where(nb, name, value)
+    not_paths = [p for p in _items(value) if p is not None and not isinstance(p, str)]
     if not_paths:
         raise SunfishError(f"{where}: {not_paths[0]!r} is not a path; give a run folder, an exported model "
                            "folder or a .ckpt, as a string")
-    missing = [p for p in _items(value) if name in _PATHS and p is not None and not _exists(nb, p)]
+    missing = [p for p in _items(value) if p is not None and not _exists(nb, p)]
     if missing:
         item = f" {missing[0]!r}:" if isinstance(value, (list, tuple)) else ""
         raise SunfishError(f"{where}:{item} no such file or folder (relative paths start in "
                            f"{nb.resolve().parent}); give a run folder, an exported model folder or a .ckpt")
-    if name == "sampling":
-        try:
-            check_settings(value)
-        except SunfishError as e:
-            raise SunfishError(f"{nb.name}: parameter sampling: {e}") from None
-    if name == "overrides" and value:
+
+
+def _config_overrides(nb: Path, name: str, value: Any) -> None:
+    if value:
         try:
             Config().override(value)  # unknown keys and values of the wrong type
         except SunfishError as e:
-            raise SunfishError(f"{nb.name}: parameter overrides: {e}") from None
+            raise SunfishError(f"{nb.name}: parameter {name}: {e}") from None
+
+
+def _sample_settings(nb: Path, name: str, value: Any) -> None:
+    try:
+        check_settings(value)
+    except SunfishError as e:
+        raise SunfishError(f"{nb.name}: parameter {name}: {e}") from None
+
+
+@lru_cache(maxsize=None)
+def parse_rule(text: str) -> Check | None:
+    """The check a declared rule stands for (grammar: the module docstring), or None when it is no rule."""
+    text = text.strip()
+    if m := _BOUND.match(text):
+        op, bound = m[1], float(m[2])
+        return _in_range((lambda v: v > bound) if op == ">" else (lambda v: v >= bound), f"{op} {m[2]}")
+    if m := _INTERVAL.match(text):
+        lo, hi, closed_lo, closed_hi = float(m[2]), float(m[3]), m[1] == "[", m[4] == "]"
+        return _in_range(lambda v: (lo <= v if closed_lo else lo < v) and (v <= hi if closed_hi else v < hi),
+                         f"in {m[1]}{m[2]}, {m[3]}{m[4]}")
+    if _WORDS.match(text):
+        return _one_of(tuple(w.strip() for w in text.split("|")))
+    named = {"path": _path, "config": _config_overrides, "config:sample": _sample_settings}
+    if text in named:
+        return named[text]
+    key = text.removeprefix("config:")
+    if text.startswith("config:") and (key == "preset" or key in CHOICES):
+        return _one_of(tuple(PRESETS) if key == "preset" else CHOICES[key])
+    return None
 
 
 def _exists(nb: Path, path: str) -> bool:
@@ -155,15 +222,12 @@ def _exists(nb: Path, path: str) -> bool:
     return (p if p.is_absolute() else nb.resolve().parent / p).exists()
 
 
-def _is_workbook_notebook(nb: Path) -> bool:
-    return nb.resolve().parent == (repo_root() / "notebooks").resolve() and nb.name[:2].isdigit()
-
-
 def check_params(notebook: Path, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Refuse unknown names, values of the wrong type and (workbook notebooks) out-of-range values; return
+    """Refuse unknown names, values of the wrong type and values their declared rule refuses; return
     the declared defaults."""
     notebook = Path(notebook)
-    declared = notebook_parameters(notebook)
+    declared, texts = _parameters_cell(notebook)
+    rules = _checks(notebook, texts)
     unknown = sorted(set(params) - set(declared))
     if unknown:
         raise SunfishError(
@@ -174,9 +238,9 @@ def check_params(notebook: Path, params: Mapping[str, Any]) -> dict[str, Any]:
         if not _type_ok(value, default):
             raise SunfishError(f"{notebook.name}: parameter {name}={value!r} is {_kind(value)}, but its default "
                                f"{default!r} is {_kind(default)}; e.g. -p {name} {default!r}")
-    if _is_workbook_notebook(notebook):
-        for name, value in params.items():
-            _check_value(notebook, name, value)
+    for name, value in params.items():
+        if name in rules:
+            rules[name](notebook, name, value)
     return declared
 
 

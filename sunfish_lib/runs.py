@@ -12,6 +12,7 @@ ran and rebuild it:
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -80,6 +81,21 @@ def record_environment(run_dir: Path, command: list[str] | None = None) -> dict[
     return info
 
 
+class _RulesAreNotTypes(logging.Filter):
+    """Drops papermill's two warnings about annotated parameters.
+
+    papermill reads a parameters cell with a regex that takes an annotation for a type name, so a declared
+    rule (`max_steps: "> 0" = 1500`, `seed: ">= 0" = 0`; see notebook_params) makes it warn "Unable to parse
+    line" and "Passed unknown parameter". `check_params` has already checked every name and value before the
+    kernel starts; those warnings would only be noise on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Unable to parse line", "Passed unknown parameter"))
+
+
+_RULES_ARE_NOT_TYPES = _RulesAreNotTypes()
+
+
 def execute_notebook(
     notebook: str | Path, run_dir: Path, params: Mapping[str, Any] | None = None, *, log_output: bool = False,
     on_cell_execute=None,
@@ -92,6 +108,8 @@ def execute_notebook(
     """
     import papermill as pm  # lazy: optional (the GPU image lacks it), and 1.9 s to import
 
+    for name in ("papermill", "papermill.translators"):  # the loggers of papermill's execute and inspection
+        logging.getLogger(name).addFilter(_RULES_ARE_NOT_TYPES)  # the same object: added once
     nb_path = Path(notebook)
     params = _resolved_params(nb_path, run_dir, params)
     out = run_dir / nb_path.name

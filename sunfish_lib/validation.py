@@ -31,6 +31,15 @@ SAMPLERS = {
     "masked": ("ancestral", "low_confidence", "random", "threshold"),
     "ar": ("ar",),
 }
+CHOICES = {
+    "model.norm": NORMS, "model.mlp": MLPS, "model.pos_encoding": POS_ENCODINGS, "model.rope_type": ("default", "llama3"),
+    "diffusion.objective": OBJECTIVES, "diffusion.schedule": NOISE_SCHEDULES, "diffusion.mask_schedule": MASK_SCHEDULES,
+    "diffusion.masked_loss": MASKED_LOSSES, "diffusion.prediction": PREDICTIONS,
+    "train.decay": LR_DECAYS, "train.nan_policy": NAN_POLICIES, "train.precision": PRECISIONS, "train.strategy": STRATEGIES,
+    "sample.rounding": ROUNDINGS, "sample.cache": CACHES,
+}
+"""Config key -> its allowed values: the one map the section checks below and the notebooks' `config:KEY`
+parameter rules (`notebook_params`) both read."""
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 """Inference dtypes of the weights (`devices.resolve_dtype`), named here so the CLI parser needs no torch."""
 DEVICE_HELP = "cuda, cuda:N, mps or cpu (default: the best available: CUDA, then MPS, then CPU)"
@@ -54,7 +63,8 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-def _one_of(name: str, value: Any, allowed) -> None:
+def _one_of(name: str, value: Any) -> None:
+    allowed = CHOICES[name]
     _check(value in allowed, f"{name}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 
 
@@ -69,11 +79,11 @@ def _fraction(name: str, value: float, hi_open: bool = False) -> None:
 
 def _validate_architecture(m) -> None:
     """The options that make GPT-2 and Llama-family models representable (sunfish_lib/convert.py)."""
-    _one_of("model.norm", m.norm, NORMS)
-    _one_of("model.mlp", m.mlp, MLPS)
-    _one_of("model.pos_encoding", m.pos_encoding, POS_ENCODINGS)
+    _one_of("model.norm", m.norm)
+    _one_of("model.mlp", m.mlp)
+    _one_of("model.pos_encoding", m.pos_encoding)
     _positive("model.rope_theta", m.rope_theta)
-    _one_of("model.rope_type", m.rope_type, ("default", "llama3"))
+    _one_of("model.rope_type", m.rope_type)
     if m.rope_type == "llama3":
         for name in ("rope_factor", "rope_low_freq_factor", "rope_original_max_len"):
             _positive(f"model.{name}", getattr(m, name))
@@ -120,11 +130,11 @@ def validate_model(m) -> None:
 
 def validate_diffusion(d, m) -> None:
     """The objective and its fit with the model."""
-    _one_of("diffusion.objective", d.objective, OBJECTIVES)
-    _one_of("diffusion.schedule", d.schedule, NOISE_SCHEDULES)
-    _one_of("diffusion.mask_schedule", d.mask_schedule, MASK_SCHEDULES)
-    _one_of("diffusion.masked_loss", d.masked_loss, MASKED_LOSSES)
-    _one_of("diffusion.prediction", d.prediction, PREDICTIONS)
+    _one_of("diffusion.objective", d.objective)
+    _one_of("diffusion.schedule", d.schedule)
+    _one_of("diffusion.mask_schedule", d.mask_schedule)
+    _one_of("diffusion.masked_loss", d.masked_loss)
+    _one_of("diffusion.prediction", d.prediction)
     _positive("diffusion.num_timesteps", d.num_timesteps)
     _check(0.0 < d.t_min < 1.0, f"diffusion.t_min={d.t_min!r} must be in (0, 1)")
     _check(d.rounding_weight >= 0, f"diffusion.rounding_weight={d.rounding_weight!r} must be >= 0")
@@ -174,7 +184,7 @@ def validate_train(t) -> None:
     _check(t.warmup_steps <= t.max_steps,
            f"train.warmup_steps={t.warmup_steps} is longer than train.max_steps={t.max_steps}; shorten warmup")
     _fraction("train.min_lr_ratio", t.min_lr_ratio)
-    _one_of("train.decay", t.decay, LR_DECAYS)
+    _one_of("train.decay", t.decay)
     _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
     _fraction("train.beta1", t.beta1, hi_open=True)
     _fraction("train.beta2", t.beta2, hi_open=True)
@@ -182,13 +192,13 @@ def validate_train(t) -> None:
            "train.init_from is empty; give an exported model folder or null")
     _check(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0 disables clipping)")
     _positive("train.accumulate_grad_batches", t.accumulate_grad_batches)
-    _one_of("train.nan_policy", t.nan_policy, NAN_POLICIES)
+    _one_of("train.nan_policy", t.nan_policy)
     _check(t.max_nan_skips >= 0, f"train.max_nan_skips={t.max_nan_skips} must be >= 0 (0: stop at the first)")
     _check(t.nan_policy != "skip" or t.precision != "16-mixed",
            "train.nan_policy='skip' does not combine with precision '16-mixed' (its loss scaler skips "
            "non-finite steps itself); use nan_policy='stop' or precision 'bf16-mixed'")
-    _one_of("train.precision", t.precision, PRECISIONS)
-    _one_of("train.strategy", t.strategy, STRATEGIES)
+    _one_of("train.precision", t.precision)
+    _one_of("train.strategy", t.strategy)
     _positive("train.devices", t.devices)
     _positive("train.num_nodes", t.num_nodes)
     _fraction("train.ema_decay", t.ema_decay, hi_open=True)
@@ -247,13 +257,13 @@ def check_sample_ranges(num_timesteps: int | None = None, max_seq_len: int | Non
         "length": lambda v: _positive("sample.length", v),
         "num_samples": lambda v: _positive("sample.num_samples", v),
         "mask_length": lambda v: _positive("sample.mask_length", v),
-        "rounding": lambda v: _one_of("sample.rounding", v, ROUNDINGS),
+        "rounding": lambda v: _one_of("sample.rounding", v),
         "block_length": lambda v: _check(v >= 0, f"sample.block_length={v} must be >= 0 (0: one block)"),
         "threshold": lambda v: _check(0.0 < v <= 1.0, f"sample.threshold={v} must be in (0, 1]"),
         "cfg_scale": lambda v: _check(v >= 0, f"sample.cfg_scale={v} must be >= 0"),
         "allow_eos": lambda v: _check(isinstance(v, bool), f"sample.allow_eos={v!r} must be true or false"),
         "clamp": lambda v: _check(isinstance(v, bool), f"sample.clamp={v!r} must be true or false"),
-        "cache": lambda v: _one_of("sample.cache", v, CACHES),
+        "cache": lambda v: _one_of("sample.cache", v),
     }
     for name, value in fields.items():
         rules.get(name, lambda v: None)(value)

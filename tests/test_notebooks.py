@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from sunfish_lib.notebook_params import notebook_rules
 from sunfish_lib.runs import run_notebooks, workbook_notebooks
 from tests.notebook_display import NotebookOutputs
 from tests.helpers import NOTEBOOKS
@@ -28,10 +29,13 @@ def test_structure(path):
     tree = ast.parse(params[0].source)
     names = set()
     for node in tree.body:
-        assert isinstance(node, ast.Assign), "parameters cell holds assignments only"
+        assert isinstance(node, (ast.Assign, ast.AnnAssign)), "parameters cell holds assignments only"
         ast.literal_eval(node.value)  # literals only
-        names.add(node.targets[0].id)
+        if isinstance(node, ast.AnnAssign):  # `name: "RULE" = default`: the rule is a string (notebook_params)
+            assert isinstance(node.annotation, ast.Constant) and isinstance(node.annotation.value, str)
+        names.add(node.target.id if isinstance(node, ast.AnnAssign) else node.targets[0].id)
     assert "smoke" in names
+    notebook_rules(path)  # every declared rule is one notebook_params knows
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "opens with a title"
     raw = json.loads(path.read_text())
     for c in raw["cells"]:

@@ -2,23 +2,18 @@ import json
 import subprocess
 import sys
 
-import nbformat
 import pytest
 
 from sunfish_lib.cli import main
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.registry import read_notebook_run
 from sunfish_lib.runs import NotebookFailed, notebook_parameters, parse_param_value, run_notebooks
-from tests.helpers import NOTEBOOKS, ROOT
+from tests.helpers import NOTEBOOKS, ROOT, write_notebook
 from tests.notebook_display import NotebookOutputs
 
 
 def _notebook(path, body: str, params: str = "smoke = False\nx = 1"):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
-    return path
+    return write_notebook(path, params, body)
 
 
 def test_parse_param_value():

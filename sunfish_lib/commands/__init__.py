@@ -1,6 +1,7 @@
-"""The `sunfish` subcommands that live in their own module: each has `add_parser(sub)` and `run(args)`.
+"""The `sunfish` subcommands, one module each, all of one shape: `add_parser(sub)` and `run(args)`.
 
-`sunfish_lib.cli` builds the parser from them. They sit above everything they drive (training,
+`sunfish_lib.cli` builds the parser from them (its COMMANDS list); `run` and `workbook` share
+`notebook_runs` (resume a run folder, report how it went). They sit above everything they drive (training,
 sampling, evaluation, conversion, the workbook helpers), below only `cli` itself.
 
 Their imports of what they drive sit inside `run(args)`, the one measured exception to imports at the
