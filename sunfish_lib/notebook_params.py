@@ -65,6 +65,7 @@ def parse_param_value(text: str, default: Any = None) -> Any:
 
 def _parameters_cell(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The notebook's `parameters` cell: name -> default (literals only), name -> declared rule text."""
+    # lazy: nbformat is optional (the GPU image lacks it) and only notebooks need it
     import nbformat
 
     try:

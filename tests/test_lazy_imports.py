@@ -22,15 +22,8 @@ from tests.helpers import ROOT
 
 TAG = re.compile(r"#\s*lazy:\s*\S.{9,}")  # `# lazy:` and a reason of at least ten characters
 
-EXEMPT = {
-    "sunfish_lib/cli.py": "the command modules' lazy imports are explained once in sunfish_lib/commands/__init__.py "
-                          "(torch and Lightning stay off `sunfish --help`); cli.py's commands are moving there in "
-                          "this round, so their lines get tagged after that merge",
-    "sunfish_lib/commands/": "as cli.py",
-    "sunfish_lib/notebook_params.py": "its one lazy import, nbformat (optional: the GPU image lacks it; 1.7 s to "
-                                      "import), sits in a function the cli change rewrites this round; tag it after "
-                                      "that merge",
-}
+EXEMPT: dict[str, str] = {}
+"""Paths the check skips, each with its reason (none today)."""
 
 
 def _bodies(node: ast.AST):

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 
+from rich.console import Console
+from rich.table import Table
+
+from sunfish_lib.check import all_ok, run_checks
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("check", help="installation check: imports, torch, devices, a tiny forward/backward")
@@ -12,11 +17,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from sunfish_lib.check import all_ok, run_checks
-
     results = run_checks()
     ok = all_ok(results)
     if args.json:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.config import parse_set_args
 
 
 def add_parser(sub) -> None:
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from sunfish_lib.config import parse_set_args
+    # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
     from sunfish_lib.convert import convert
 
     if args.tol <= 0:

@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
     from sunfish_lib.data.summary import summarize_source
 
     if args.seq_len <= 0 or args.max_docs < 0:

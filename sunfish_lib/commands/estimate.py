@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 
+from rich.console import Console
+from rich.table import Table
+
+from sunfish_lib.config import PRESETS, parse_set_args
+from sunfish_lib.estimate import advise, config_for, report
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("estimate", help="parameters, FLOPs/token, memory per GPU and fits/does-not-fit verdicts")
-    p.add_argument("--preset", required=True, help="tiny, 125M, 350M or 1.4B")
+    p.add_argument("--preset", required=True, help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--objective", help="continuous, masked or ar (default: the preset's)")
     p.add_argument("--gpus", help="GPU memory sizes in GB, comma-separated, e.g. 48,20")
     p.add_argument("--strategy", help="single, ddp or fsdp (default: train.strategy; auto = ddp on several GPUs)")
@@ -22,12 +28,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from sunfish_lib.config import parse_set_args
-    from sunfish_lib.estimate import advise, config_for, report
-
     cfg = config_for(args.preset, args.objective, parse_set_args(args.set))
     rep = report(cfg, strategy=args.strategy, precision=args.precision, micro_batch=args.micro_batch,
                  seq_len=args.seq_len, activation_checkpointing=args.activation_checkpointing,

@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
     from sunfish_lib.evaluate import evaluate_run
 
     res = evaluate_run(args.path, val_batches=args.batches, t_samples=args.t_samples, seed=args.seed,

@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
     from sunfish_lib.io.export import export_model, load_for_inference
 
     src = Path(args.run).expanduser()
@@ -55,6 +56,7 @@ def _check_hub(repo: str) -> None:
 
 def push_to_hub(folder: str | Path, repo: str, *, private: bool = False, token: str | None = None) -> str:
     """Upload an export folder to the Hub repo `repo` (created if missing); returns the repo's URL."""
+    # lazy: HfApi loads the hub client; only --push-to-hub needs it
     from huggingface_hub import HfApi
 
     _check_hub(repo)

@@ -30,9 +30,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     try:
+        # lazy: lm_eval is optional (the eval extra) and imports torch and datasets
         import lm_eval
         from lm_eval.tasks import TaskManager
 
+        # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
         import sunfish_lib.harness  # noqa: F401 (registers the `sunfish` model)
     except ImportError as e:
         raise SunfishError(f"eval-harness needs lm-eval ({e.name} is missing); install it with "

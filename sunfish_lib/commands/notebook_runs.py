@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.runs import NotebookFailed, resume_run
 
 
 def resume(command: str, args, **conflicting) -> int:
     """`sunfish run|workbook --resume RUN_DIR`; the folder's run.json and params.json say what runs."""
-    from sunfish_lib.runs import resume_run
 
     given = [flag for flag, value in conflicting.items() if value]
     if given:
@@ -24,7 +24,6 @@ def report(command: str, execute, resumed: bool = False) -> int:
     A cell that raised a SunfishError is a user error: its one line, where the executed copy
     is, exit 2. Any other failing cell exits 1. Either way `--resume RUN_DIR` continues.
     """
-    from sunfish_lib.runs import NotebookFailed
 
     try:
         run_dir, executed = execute()

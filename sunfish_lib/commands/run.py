@@ -6,6 +6,8 @@ from pathlib import Path
 
 from sunfish_lib.commands.notebook_runs import report, resume
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.notebook_params import parse_cli_params
+from sunfish_lib.runs import run_notebooks
 
 
 def add_parser(sub) -> None:
@@ -20,9 +22,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from sunfish_lib.notebook_params import parse_cli_params
-    from sunfish_lib.runs import run_notebooks
-
     if args.resume is not None:
         return resume("run", args, notebook=args.notebook, **{"-p": args.parameter, "--runs-dir": args.runs_dir})
     if args.notebook is None:

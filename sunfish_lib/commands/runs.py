@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.registry import format_table, list_runs
 
 
 def add_parser(sub) -> None:
@@ -22,8 +23,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from sunfish_lib.registry import format_table, list_runs
-
     states = [s.strip() for arg in args.status for s in arg.split(",") if s.strip()]
     if args.stale_minutes <= 0:
         raise SunfishError(f"--stale-minutes {args.stale_minutes:g} must be > 0")

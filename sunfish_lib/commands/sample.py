@@ -15,6 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors import SafetensorError
+
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.settings import APPLIES, CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, defaults, field_docs
 
@@ -125,9 +129,6 @@ class ProgressBar:
         if not self.enabled:
             return
         if self.progress is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), console=Console(stderr=True), transient=False)
             self.progress.start()
@@ -151,8 +152,7 @@ def _writable_folder(folder: Path, flag: str) -> None:
 
 
 def run(args) -> int:
-    from safetensors import SafetensorError
-
+    # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
     from sunfish_lib.display import SamplesView
     from sunfish_lib.quality import quality_of
     from sunfish_lib.sampling.session import load_checkpoint, sample, sample_record, save_samples

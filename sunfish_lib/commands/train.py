@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.config import PRESETS, Config, get_config, parse_set_args, short_run_rules, with_max_steps
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (any objective) into a run folder; resumable")
-    p.add_argument("--preset", help="tiny (default), 125M, 350M or 1.4B")
+    p.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default tiny)")
     p.add_argument("--objective", help="continuous, masked or ar (default: the preset's)")
     p.add_argument("--data", help="shakespeare, fineweb[:CONFIG], fineweb-edu[:CONFIG] or a path/glob")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override; repeatable")
@@ -37,7 +38,6 @@ def config_from_args(args, saved=None):
     `saved`: a resumed run's config.json; it is the starting config unless --preset/--config is given,
     and its max_steps holds unless --max-steps (or --set max_steps) changes it explicitly.
     """
-    from sunfish_lib.config import Config, get_config, parse_set_args, short_run_rules, with_max_steps
 
     if args.config and args.preset:
         raise SunfishError(f"--preset {args.preset} and --config {args.config} both choose the starting config; "
@@ -78,9 +78,8 @@ def resumed_folder(args) -> Path | None:
 
 
 def run(args) -> int:
-    # Imported here, as in every command module: building the parser stays free of torch and
-    # Lightning (tests/test_cli.py; importing Lightning takes ~4.5 s on top of torch's ~2.4 s).
-    from sunfish_lib.config import Config
+    # lazy: torch and Lightning are behind these: building the parser stays free of them (tests/test_cli.py;
+    # importing Lightning takes ~4.5 s on top of torch's ~2.4 s)
     from sunfish_lib.sampling.session import training_samples
     from sunfish_lib.train.callbacks import StopAtStep
     from sunfish_lib.train.rundir import shared_run_dir

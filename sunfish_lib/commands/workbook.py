@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sunfish_lib.commands.notebook_runs import report, resume
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.runs import run_notebooks, workbook_notebooks
 
 
 def add_parser(sub) -> None:
@@ -21,8 +22,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from sunfish_lib.runs import run_notebooks, workbook_notebooks
-
     if args.resume is not None:
         return resume("workbook", args, **{"--smoke": args.smoke, "--only": args.only, "--runs-dir": args.runs_dir})
     notebooks = workbook_notebooks()
