@@ -31,7 +31,7 @@ def param_counts(cfg: Config | ModelConfig) -> dict[str, int]:
     """Parameters by component, exactly as `Backbone.from_config(cfg)` creates them."""
     m = model_of(cfg)
     d, e, f, V, L, b = m.d_model, m.embed_dim, m.d_ff, m.vocab_size, m.n_layers, m.bias
-    tc = bool(m.time_conditioning)
+    tc = m.time_conditioning
     kv = m.n_kv_heads * m.head_dim  # width of k (and of v): < d under grouped-query attention
     norm = d * (2 if b and m.norm == "layernorm" else 1)  # LayerNorm weight (+ bias); RMSNorm weight only
     up = 2 * f if m.gated_mlp else f  # SwiGLU's fc1 holds the gate and up halves

@@ -29,7 +29,7 @@ from sunfish_lib.runlock import LOCK_FILE, RunLock, check_unlocked
 from sunfish_lib.train.callbacks import StopAtStep
 from sunfish_lib.train.interrupt import slurm_job_id
 from sunfish_lib.train.trainer import train
-from tests.helpers import ROOT
+from tests.helpers import ROOT, write_notebook
 from tests.train_helpers import SMALL_ARGS, export_of, small_config, trained_straight
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -227,12 +227,7 @@ def test_live_holder_is_refused_even_without_its_flock(tmp_path):
 
 def test_workbook_resume_into_a_live_folder_is_refused_by_its_lock(tmp_path, capsys):
     """Two `sunfish workbook --resume` of one failed run: the second finds the first's lock and says who holds it."""
-    import nbformat
-
-    nb = tmp_path / "a.ipynb"
-    book = nbformat.v4.new_notebook()
-    book.cells = [nbformat.v4.new_code_cell("smoke = False", metadata={"tags": ["parameters"]})]
-    nbformat.write(book, str(nb))
+    nb = write_notebook(tmp_path / "a.ipynb", "smoke = False")
     run = tmp_path / "run"
     run.mkdir()
     info = {"status": "failed", "plan": [{"notebook": "a.ipynb", "path": str(nb)}], "attempt": 1,
