@@ -33,12 +33,12 @@ from pathlib import Path
 
 from sunfish_lib.convert import continuation_config, convert
 from sunfish_lib.data import get_tokenizer
-from sunfish_lib.evaluate import evaluate_run
-from sunfish_lib.workbook import recipe_config, train_or_reuse
+from sunfish_lib.eval.evaluate import evaluate_run
+from sunfish_lib.notebook.workbook import recipe_config, train_or_reuse
 
 
 def configs(ar_steps: int, steps: int):
-    """The AR parent and the masked scratch run: the tiny recipe (`sunfish_lib.workbook.recipe_config`)."""
+    """The AR parent and the masked scratch run: the tiny recipe (`sunfish_lib.notebook.workbook.recipe_config`)."""
     common = {"tensorboard": False, "keep_best": 0, "log_every": 10}
     return recipe_config("ar", "tiny", ar_steps, overrides=common), recipe_config("masked", "tiny", steps, overrides=common)
 

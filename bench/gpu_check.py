@@ -11,7 +11,7 @@ bf16 autocast, the preset's micro-batch and sequence length):
     (`estimate.executed_flops_per_token`: the head only at masked positions) vs the datasheet
     bf16 peak (the step runs under bf16 autocast, so the bf16 peak is the right one; the
     fp32/TF32 choice of `callbacks.gpu_peak_flops` does not arise here);
-  - torch.cuda.max_memory_allocated() vs `sunfish_lib.estimate.report(...)` total (single GPU);
+  - torch.cuda.max_memory_allocated() vs `sunfish_lib.sizing.estimate.report(...)` total (single GPU);
   each block torch.compile'd (train.compile's default on CUDA) and SDPA held to the flash kernel
   (no mask: all-ones rows need none);
 then FlexAttention's block mask against SDPA's dense mask on packed documents (logits, gradients,
@@ -33,7 +33,8 @@ import torch
 
 from sunfish_lib.config import get_config
 from sunfish_lib.diffusion import build_objective
-from sunfish_lib.estimate import executed_flops_per_token, report
+from sunfish_lib.sizing.counts import executed_flops_per_token
+from sunfish_lib.sizing.estimate import report
 from sunfish_lib.model import Backbone
 from sunfish_lib.train.callbacks import device_peak_flops
 

@@ -81,7 +81,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from sunfish_lib.config import get_config
-    from sunfish_lib.estimate import checkpoint_bytes
+    from sunfish_lib.sizing.counts import checkpoint_bytes
 
     runs = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,7 @@ The step mirrors Lightning's automatic optimisation at precision 32-true: traini
 (the objective's own `loss(model, batch)` from sunfish_lib.diffusion), then
 zero_grad(set_to_none=True), backward, clip_grad_norm_, and the project's AdamW
 (`sunfish_lib.train.optim.build_optimizer`: layer-wise groups, foreach on CPU).
-The estimate is `sunfish_lib.estimate.report(..., device="cpu")`. Target: within +-15%.
+The estimate is `sunfish_lib.sizing.estimate.report(..., device="cpu")`. Target: within +-15%.
 The last line printed is one JSON object.
 """
 
@@ -52,7 +52,7 @@ PHASES = ("forward", "backward", "optimizer_step")
 
 
 def _config(case: str):
-    from sunfish_lib.estimate import config_for
+    from sunfish_lib.sizing.estimate import config_for
 
     spec = CASES[case]
     return config_for(spec["preset"], spec.get("objective"), spec["overrides"])
@@ -111,7 +111,7 @@ def measure(case: str) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from sunfish_lib.diffusion import build_objective
-    from sunfish_lib.estimate import estimate_memory, make_setup, report
+    from sunfish_lib.sizing.estimate import estimate_memory, make_setup, report
     from sunfish_lib.model import Backbone
     from sunfish_lib.train.optim import build_optimizer
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/objectives_table.py [--steps N] [--val-batches 20] [--out runs/bench-objectives]
         [--set KEY=VALUE ...] [--smoke]
 
-Each objective trains the `tiny` recipe (`sunfish_lib.workbook.recipe_config`: the preset's
+Each objective trains the `tiny` recipe (`sunfish_lib.notebook.workbook.recipe_config`: the preset's
 steps unless --steps, same batch, sequence length, optimizer and schedule, so the same tokens)
 with the real trainer, or reuses the run already in --out, then is evaluated on the same
 held-out batches:
@@ -30,8 +30,8 @@ import torch
 
 from sunfish_lib.config import parse_set_args
 from sunfish_lib.data import get_tokenizer
-from sunfish_lib.evaluate import evaluate_run, unigram_baseline
-from sunfish_lib.workbook import recipe_config, train_or_reuse
+from sunfish_lib.eval.evaluate import evaluate_run, unigram_baseline
+from sunfish_lib.notebook.workbook import recipe_config, train_or_reuse
 
 MDLM_RATIO = 23.21 / 17.54
 

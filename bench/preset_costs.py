@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/preset_costs.py            # markdown table, then one JSON line
 
-All figures are ESTIMATES until measured: memory per GPU is `sunfish_lib.estimate.report`
+All figures are ESTIMATES until measured: memory per GPU is `sunfish_lib.sizing.estimate.report`
 (masked objective, bf16-mixed, one GPU, the preset's micro-batch; then with activation
 checkpointing); throughput assumes one RTX A6000 (154.8 TFLOP/s dense bf16 tensor peak,
 NVIDIA's datasheet) at 40% model-FLOPs utilisation: tokens/s = 0.4 x peak / (training
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 from sunfish_lib.config import PRESETS
-from sunfish_lib.estimate import report
+from sunfish_lib.sizing.estimate import report
 
 PEAK_FLOPS = 154.8e12  # RTX A6000, dense bf16 tensor cores
 MFU = 0.40

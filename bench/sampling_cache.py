@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from sunfish_lib.quality import judge_for, load_judge, sample_quality
+from sunfish_lib.eval.quality import judge_for, load_judge, sample_quality
 from sunfish_lib.sampling.session import Loaded, load_checkpoint, sample
-from sunfish_lib.workbook import equal_budget, recipe_config, train_or_reuse
+from sunfish_lib.notebook.workbook import equal_budget, recipe_config, train_or_reuse
 
 MODES = ("none", "prefix", "dual")
 

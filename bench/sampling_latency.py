@@ -40,7 +40,7 @@ def tiny_export(folder: Path, objective: str) -> Path:
 
 def time_panel(checkpoint: Path, repeats: int) -> dict:
     """Click the panel's Generate (defaults) 1 + repeats times; the first click is a warm-up."""
-    from sunfish_lib.widgets import SamplingPanel
+    from sunfish_lib.notebook.widgets import SamplingPanel
 
     panel = SamplingPanel(checkpoint=checkpoint)
     if panel.loaded is None:

@@ -5,7 +5,7 @@
 
 Every config is the `tiny` preset (RoPE) plus the overrides named in CONFIGS, trained with the
 real trainer for --steps optimizer steps on the embedded Shakespeare corpus, then scored on the
-same held-out documents with `sunfish_lib.evaluate.evaluate_run`: the masked ELBO (MDLM Eq. 10,
+same held-out documents with `sunfish_lib.eval.evaluate.evaluate_run`: the masked ELBO (MDLM Eq. 10,
 an upper bound on the NLL) and, for --ar-configs, the AR model's exact NLL at the same budget.
 Beside each: the unigram model of that tokenizer (token frequencies of the training split,
 add-1/2 smoothed, scored on the same held-out tokens) — the plateau a model that has learned
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from sunfish_lib.data import get_tokenizer
-from sunfish_lib.evaluate import evaluate_run, unigram_baseline
-from sunfish_lib.workbook import recipe_config, train_or_reuse
+from sunfish_lib.eval.evaluate import evaluate_run, unigram_baseline
+from sunfish_lib.notebook.workbook import recipe_config, train_or_reuse
 
 BPE = {"bpe_vocab_size": 1024, "vocab_size": 1024}
 BPE4096 = {"bpe_vocab_size": 4096, "vocab_size": 4096}

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from sunfish_lib.config import get_config
 from sunfish_lib.diffusion import build_objective
-from sunfish_lib.estimate import executed_flops_per_token, flops_per_token
+from sunfish_lib.sizing.counts import executed_flops_per_token, flops_per_token
 from sunfish_lib.model import Backbone
 from sunfish_lib.train.callbacks import device_peak_flops, measure_cpu_matmul_peak
 

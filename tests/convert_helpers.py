@@ -31,7 +31,7 @@ def save_tokenizer_without_mask(folder: Path, vocab_size: int = 300):
 
 
 def save_hf_model(folder: Path, family: str, tokenizer_folder: Path, *, extra_rows: int = 0, seed: int = 0, **kw):
-    """A tiny random causal LM of `family` saved with its tokenizer (see sunfish_lib.hf_parents)."""
-    from sunfish_lib.hf_parents import save_random_hf_parent
+    """A tiny random causal LM of `family` saved with its tokenizer (see sunfish_lib.hf.parents)."""
+    from sunfish_lib.hf.parents import save_random_hf_parent
 
     return save_random_hf_parent(folder, family, tokenizer_folder, extra_rows=extra_rows, seed=seed, **kw)

@@ -103,7 +103,7 @@ def smoke_workbook(tmp_parent: Path) -> Path:
     if given:
         return Path(given)
     if "run" not in _RUN:
-        from sunfish_lib.runs import run_notebooks, workbook_notebooks
+        from sunfish_lib.notebook.runner import run_notebooks, workbook_notebooks
 
         nbs = workbook_notebooks()
         _RUN["run"] = run_notebooks(nbs, {n.name: {"smoke": True} for n in nbs}, name="workbook",

@@ -15,8 +15,8 @@ import pytest
 
 from sunfish_lib.cli import main
 from sunfish_lib.config import PRESETS
-from sunfish_lib.notebook_params import check_params, notebook_parameters, parse_cli_params
-from sunfish_lib.runs import workbook_notebooks
+from sunfish_lib.notebook.params import check_params, notebook_parameters, parse_cli_params
+from sunfish_lib.notebook.runner import workbook_notebooks
 from tests.helpers import run_cli
 
 NB = {p.name[:2]: f"notebooks/{p.name}" for p in workbook_notebooks()}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sunfish_lib.config import DiffusionConfig, ModelConfig, get_config
 from sunfish_lib.data.tokenizer import train_bpe
 from sunfish_lib.diffusion import Autoregressive, MaskedDiffusion, build_objective
-from sunfish_lib.evaluate import evaluate_likelihood
+from sunfish_lib.eval.evaluate import evaluate_likelihood
 from sunfish_lib.model import Backbone
 
 TEXT = "Café naïve — 日本語 text, ok? Ünïcödé again: café, 日本.\n" * 3

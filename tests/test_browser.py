@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sunfish_lib.display import visible as visible_text
+from sunfish_lib.notebook.display import visible as visible_text
 from tests.helpers import NOTEBOOKS, run_cli
 from tests.notebook_display import executed_notebooks, figure_cells, read, smoke_workbook
 from tests.sampling_helpers import make_run

@@ -11,8 +11,8 @@ import torch
 
 from sunfish_lib.config import Config, ModelConfig, get_config
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.hf_remote.configuration_sunfish import SunfishConfig
-from sunfish_lib.hf_remote.modeling_sunfish import SunfishForMaskedLM
+from sunfish_lib.hf.remote.configuration_sunfish import SunfishConfig
+from sunfish_lib.hf.remote.modeling_sunfish import SunfishForMaskedLM
 from sunfish_lib.io.export import export_model, load_for_inference
 from sunfish_lib.model import Backbone
 from tests.helpers import ROOT
@@ -51,7 +51,7 @@ def test_backbone_refuses_an_unresolved_config_naming_the_field(name):
 
 
 def test_counts_read_the_resolved_widths_as_the_backbone_builds_them():
-    from sunfish_lib.counts import built_params, num_params
+    from sunfish_lib.sizing.counts import built_params, num_params
 
     for m in (BARE, replace(BARE, d_ff=24, embed_dim=16, head_dim=6, n_kv_heads=2, qkv_bias=True, mlp="swiglu")):
         built = sum(p.numel() for p in Backbone(m.resolve("masked")).parameters())

@@ -10,7 +10,7 @@ from sunfish_lib.diffusion import ContinuousDiffusion, build_objective
 from sunfish_lib.diffusion.analysis import loss_by_t
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.evaluate import evaluate_likelihood
+from sunfish_lib.eval.evaluate import evaluate_likelihood
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling import ContinuousSampler, Trajectory, expand_masks, mask_spans, template_ids
 from sunfish_lib.sampling import continuous as continuous_sampling

@@ -9,7 +9,7 @@ import torch
 from sunfish_lib.convert import HF_FAMILIES, Conversion, convert
 from sunfish_lib.diffusion.masked import MaskedDiffusion
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.estimate import num_params
+from sunfish_lib.sizing.counts import num_params
 from sunfish_lib.model import Backbone
 from sunfish_lib.io.export import load_for_inference
 from sunfish_lib.train.optim import param_groups

@@ -8,9 +8,10 @@ import torch
 from sunfish_lib.config import DiffusionConfig, ModelConfig, get_config
 from sunfish_lib.diffusion.masked import MaskedDiffusion, shift_right
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.estimate import built_params, config_for, make_setup, matmul_params, num_params, param_counts
-from sunfish_lib.layers import apply_rope, rope_cos_sin, rope_inv_freq
-from sunfish_lib.memory import activations, block_params
+from sunfish_lib.sizing.counts import built_params, matmul_params, num_params, param_counts
+from sunfish_lib.sizing.estimate import config_for, make_setup
+from sunfish_lib.model.layers import apply_rope, rope_cos_sin, rope_inv_freq
+from sunfish_lib.sizing.memory import activations, block_params
 from sunfish_lib.model import Backbone, KVCache
 from sunfish_lib.sampling.masked import MaskedSampler
 from sunfish_lib.train.optim import categorize

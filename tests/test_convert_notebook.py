@@ -4,9 +4,9 @@ import pytest
 import json
 
 
-from sunfish_lib.evaluate import evaluate_run
-from sunfish_lib.plots import conversion_curves
-from sunfish_lib.runs import run_notebooks
+from sunfish_lib.eval.evaluate import evaluate_run
+from sunfish_lib.notebook.plots import conversion_curves
+from sunfish_lib.notebook.runner import run_notebooks
 from tests.notebook_display import NotebookOutputs
 from tests.helpers import NOTEBOOKS
 

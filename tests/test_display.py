@@ -1,4 +1,4 @@
-"""The one samples view (sunfish_lib.display) and tables: what a reader sees."""
+"""The one samples view (sunfish_lib.notebook.display) and tables: what a reader sees."""
 
 import html
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sunfish_lib.data import get_tokenizer
-from sunfish_lib.display import SamplesView, decode_pieces, sample_segments, short_labels, table_html
+from sunfish_lib.notebook.display import SamplesView, decode_pieces, sample_segments, short_labels, table_html
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_table_html_and_short_labels():
 
 
 def test_compare_curves_keeps_objectives_apart_with_units_and_the_legend_outside():
-    from sunfish_lib.plots import compare_curves
+    from sunfish_lib.notebook.plots import compare_curves
 
     rows = lambda loss: [{"step": s, "tokens": 128 * (s + 1), "train/loss": loss - s / 100} for s in range(5)] + \
         [{"step": 4, "tokens": 640, "val/loss": loss}]  # noqa: E731

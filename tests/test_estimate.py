@@ -11,11 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sunfish_lib.config import PRESETS, ModelConfig
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.estimate import (
-    advise, built_params, checkpoint_bytes, config_for, estimate_memory, flops_breakdown, flops_per_token,
-    make_setup, matmul_params, needed_bytes, num_params, param_counts, param_table, report, verdicts,
-)
-from sunfish_lib.memory import GiB, activations, autocast_copies, block_activations
+from sunfish_lib.sizing.counts import built_params, checkpoint_bytes, flops_breakdown, flops_per_token, matmul_params, num_params, param_counts
+from sunfish_lib.sizing.estimate import advise, config_for, estimate_memory, make_setup, needed_bytes, param_table, report, verdicts
+from sunfish_lib.sizing.memory import GiB, activations, autocast_copies, block_activations
 from sunfish_lib.model import Backbone
 from tests.helpers import run_cli
 

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from sunfish_lib import plots
-from sunfish_lib.estimate import config_for, memory_sweep, num_params, report
-from sunfish_lib.memory import GiB
+from sunfish_lib.notebook import plots
+from sunfish_lib.sizing.counts import num_params
+from sunfish_lib.sizing.estimate import config_for, memory_sweep, report
+from sunfish_lib.sizing.memory import GiB
 from tests.helpers import NOTEBOOKS
 
 pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')

@@ -5,7 +5,7 @@ import torch
 
 from sunfish_lib.config import DiffusionConfig, ModelConfig
 from sunfish_lib.diffusion import Autoregressive, MaskedDiffusion
-from sunfish_lib.evaluate import evaluate_likelihood
+from sunfish_lib.eval.evaluate import evaluate_likelihood
 from sunfish_lib.model import Backbone
 from tests.test_objectives import MASK, ToyConditional, _closed_form_elbo, _dirichlet
 

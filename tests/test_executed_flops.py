@@ -6,7 +6,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from sunfish_lib.diffusion import build_objective
-from sunfish_lib.estimate import config_for, executed_flops_per_token, expected_mask_fraction, flops_per_token
+from sunfish_lib.sizing.counts import executed_flops_per_token, expected_mask_fraction, flops_per_token
+from sunfish_lib.sizing.estimate import config_for
 from sunfish_lib.model import Backbone
 from sunfish_lib.train.callbacks import ThroughputMonitor, gpu_peak_flops
 

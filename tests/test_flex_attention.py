@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sunfish_lib.attention import is_block_mask, use_flex
+from sunfish_lib.model.attention import is_block_mask, use_flex
 from sunfish_lib.model import Backbone
 from tests.train_helpers import small_config
 

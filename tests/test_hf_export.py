@@ -16,8 +16,8 @@ import torch
 
 from sunfish_lib.config import Config, ModelConfig
 from sunfish_lib.data import get_tokenizer
-from sunfish_lib.hf_folder import REMOTE_CODE, resolved_fields
-from sunfish_lib.hf_remote import modeling_sunfish
+from sunfish_lib.hf.folder import REMOTE_CODE, resolved_fields
+from sunfish_lib.hf.remote import modeling_sunfish
 from sunfish_lib.model import Backbone
 from sunfish_lib.io.export import export_model, load_for_inference
 from tests.helpers import run_cli

@@ -24,8 +24,8 @@ import torch
 from sunfish_lib.cli import main
 from sunfish_lib.config import Config
 from sunfish_lib.errors import Interrupted, SunfishError
-from sunfish_lib.registry import list_runs, process_identity
-from sunfish_lib.runlock import LOCK_FILE, RunLock, check_unlocked
+from sunfish_lib.runs.registry import list_runs, process_identity
+from sunfish_lib.runs.lock import LOCK_FILE, RunLock, check_unlocked
 from sunfish_lib.train.callbacks import StopAtStep
 from sunfish_lib.train.interrupt import slurm_job_id
 from sunfish_lib.train.trainer import train
@@ -194,14 +194,14 @@ def test_stale_lock_is_taken_over_and_logged(tmp_path, caplog):
     dead = {"pid": _dead_pid(), "pid_created": 1.0, "hostname": host, "what": "sunfish train",
             "started": "2026-01-01T00:00:00+00:00"}
     (tmp_path / LOCK_FILE).write_text(json.dumps(dead))
-    with caplog.at_level("WARNING", logger="sunfish_lib.runlock"):
+    with caplog.at_level("WARNING", logger="sunfish_lib.runs.lock"):
         train(small_config("masked", max_steps=2, val_every=100, keep_best=0), tmp_path, progress=False)
     assert f"took over the lock of sunfish train (pid {dead['pid']} on {host}, started 2026-01-01T00:00:00+00:00)" \
         in caplog.text
     record = json.loads((tmp_path / LOCK_FILE).read_text())
     assert record["pid"] == os.getpid() and record["released"]
     caplog.clear()
-    with caplog.at_level("WARNING", logger="sunfish_lib.runlock"), RunLock(tmp_path):
+    with caplog.at_level("WARNING", logger="sunfish_lib.runs.lock"), RunLock(tmp_path):
         pass  # a released record is taken silently
     assert "took over" not in caplog.text
 
@@ -234,7 +234,7 @@ def test_workbook_resume_into_a_live_folder_is_refused_by_its_lock(tmp_path, cap
             "notebooks": [{"notebook": "a.ipynb", "status": "failed", "attempts": [{"attempt": 1, "status": "failed"}]}]}
     (run / "run.json").write_text(json.dumps(info))
     (run / "params.json").write_text("{}")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sunfish_lib.runlock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sunfish_lib.runs.lock import RunLock; "
                                f"RunLock({str(run)!r}, 'sunfish workbook --resume').acquire(); print('held'); "
                                "sys.stdout.flush(); time.sleep(60)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

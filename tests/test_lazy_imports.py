@@ -125,10 +125,11 @@ def test_exempt_paths_exist():
 
 @pytest.mark.parametrize("modules, absent", [
     # torch-free: `sunfish --help`/`runs`/`estimate` and the notebooks' recipes and tables (the `# lazy:` reasons)
-    (["check", "estimate", "counts", "runs", "notebook_params", "registry", "hf_hub", "workbook"],
+    (["check", "sizing.estimate", "sizing.counts", "notebook.runner", "notebook.params", "runs.registry", "hf.hub",
+      "notebook.workbook"],
      ["torch", "pytorch_lightning", "transformers", "huggingface_hub", "papermill", "nbformat", "datasets"]),
     # sampling from an export: no DCP, no transformers (a Hugging Face judge or parent imports it when used)
-    (["io.export", "sampling.session", "quality", "convert"],
+    (["io.export", "sampling.session", "eval.quality", "convert"],
      ["torch.distributed.checkpoint", "transformers", "huggingface_hub", "pytorch_lightning", "datasets"]),
 ])
 def test_modules_with_lazy_imports_stay_light(modules, absent):

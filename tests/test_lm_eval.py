@@ -13,7 +13,7 @@ lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is in the dev extra; ru
 
 from sunfish_lib.config import get_config  # noqa: E402
 from sunfish_lib.errors import SunfishError  # noqa: E402
-from sunfish_lib.harness import SunfishLM  # noqa: E402
+from sunfish_lib.eval.harness import SunfishLM  # noqa: E402
 from sunfish_lib.train.trainer import train  # noqa: E402
 from tests.helpers import run_cli  # noqa: E402
 from tests.sampling_helpers import make_run  # noqa: E402
@@ -90,7 +90,7 @@ def test_local_task_beats_chance(counting_ar_run, capsys):
 
 @pytest.mark.slow
 def test_lm_eval_command_line_with_sunfish_registered(counting_ar_run):
-    """The README's `python -m sunfish_lib.harness --model sunfish ...` line: lm_eval's own CLI, same score."""
+    """The README's `python -m sunfish_lib.eval.harness --model sunfish ...` line: lm_eval's own CLI, same score."""
     import subprocess
     import sys
 
@@ -98,7 +98,7 @@ def test_lm_eval_command_line_with_sunfish_registered(counting_ar_run):
 
     root = counting_ar_run
     out = root / "lm_eval_out"
-    r = subprocess.run([sys.executable, "-m", "sunfish_lib.harness", "--model", "sunfish", "--model_args",
+    r = subprocess.run([sys.executable, "-m", "sunfish_lib.eval.harness", "--model", "sunfish", "--model_args",
                         f"path={root / 'run'},draws=8", "--tasks", "sunfish_count", "--include_path",
                         str(root / "tasks"), "--output_path", str(out)], cwd=ROOT, capture_output=True, text=True,
                        timeout=900, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})

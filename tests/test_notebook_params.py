@@ -13,9 +13,9 @@ import pytest
 from sunfish_lib.cli import main
 from sunfish_lib.config import PRESETS, Config
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.notebook_params import check_params, notebook_parameters, notebook_rules, parse_rule
-from sunfish_lib.runs import workbook_notebooks
-from sunfish_lib.validation import CHOICES
+from sunfish_lib.notebook.params import check_params, notebook_parameters, notebook_rules, parse_rule
+from sunfish_lib.notebook.runner import workbook_notebooks
+from sunfish_lib.config.validation import CHOICES
 from tests.helpers import write_notebook
 
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from sunfish_lib.notebook_params import notebook_rules
-from sunfish_lib.runs import run_notebooks, workbook_notebooks
+from sunfish_lib.notebook.params import notebook_rules
+from sunfish_lib.notebook.runner import run_notebooks, workbook_notebooks
 from tests.notebook_display import NotebookOutputs
 from tests.helpers import NOTEBOOKS
 

@@ -8,7 +8,7 @@ import torch
 from sunfish_lib.config import BACKBONE_NEEDS, OBJECTIVES, SAMPLERS, ModelConfig, get_config
 from sunfish_lib.diffusion import OBJECTIVE_CLASSES, DiffusionObjective, build_objective, objective_class
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.evaluate import evaluate_likelihood
+from sunfish_lib.eval.evaluate import evaluate_likelihood
 from sunfish_lib.model import Backbone
 
 SHAPE = {"n_layers": 1, "d_model": 32, "n_heads": 2, "seq_len": 16, "max_seq_len": 16, "length": 16, "vocab_size": 320,

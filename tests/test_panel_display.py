@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 from sunfish_lib.config import SampleConfig
-from sunfish_lib.widgets import SETTING_WIDGETS, SamplingPanel, checkpoint_options, field_docs
+from sunfish_lib.notebook.widgets import SETTING_WIDGETS, SamplingPanel, checkpoint_options, field_docs
 from tests.sampling_helpers import make_run
 
 

@@ -1,4 +1,4 @@
-"""Sample quality (sunfish_lib.quality) on hand-made inputs with known values, and where it is shown."""
+"""Sample quality (sunfish_lib.eval.quality) on hand-made inputs with known values, and where it is shown."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import torch
 
 from sunfish_lib.cli import main
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.quality import Judge, distinct_n, find_judge, load_judge, sample_quality, token_measures, unigram_entropy
+from sunfish_lib.eval.quality import Judge, distinct_n, find_judge, load_judge, sample_quality, token_measures, unigram_entropy
 from tests.sampling_helpers import make_run
 
 
@@ -134,7 +134,7 @@ def test_an_overfit_check_is_no_judge(tmp_path):
 
 
 def test_held_out_windows_may_be_longer_than_a_training_row(tmp_path):
-    from sunfish_lib.quality import reference_windows
+    from sunfish_lib.eval.quality import reference_windows
     from sunfish_lib.sampling.session import load_checkpoint
 
     loaded = load_checkpoint(make_run(tmp_path / "m", "masked"))

@@ -66,7 +66,7 @@ def test_tensorboard_reads_a_run_folder(tmp_path):
 
 
 def test_sunfish_runs_and_cache_variables(tmp_path):
-    code = "from sunfish_lib.paths import cache_dir, runs_dir; print(cache_dir()); print(runs_dir())"
+    code = "from sunfish_lib.data.cache import cache_dir; from sunfish_lib.runs.paths import runs_dir; print(cache_dir()); print(runs_dir())"
     env = {**os.environ, "SUNFISH_CACHE": str(tmp_path / "cache"), "SUNFISH_RUNS": str(tmp_path / "runs")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == [str(tmp_path / "cache"), str(tmp_path / "runs")]

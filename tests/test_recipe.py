@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from sunfish_lib.compare import flatten
+from sunfish_lib.eval.compare import flatten
 from sunfish_lib.config import PRESETS, Config, get_config
 from sunfish_lib.convert import model_config_from_hf
 from sunfish_lib.data import load_tokenizer
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.evaluate import evaluate_run, unigram_baseline
-from sunfish_lib.notebook_params import notebook_parameters
-from sunfish_lib.runs import run_notebooks
-from sunfish_lib.workbook import equal_budget, recipe_config, train_or_reuse
+from sunfish_lib.eval.evaluate import evaluate_run, unigram_baseline
+from sunfish_lib.notebook.params import notebook_parameters
+from sunfish_lib.notebook.runner import run_notebooks
+from sunfish_lib.notebook.workbook import equal_budget, recipe_config, train_or_reuse
 from tests.data_fixtures import make_web_docs, write_fineweb_parquet
 from tests.notebook_display import NotebookOutputs
 from tests.helpers import NOTEBOOKS, ROOT, run_cli
@@ -168,7 +168,7 @@ def test_workbook_trains_each_objective_once_and_later_notebooks_reuse_them(tmp_
 def test_equal_budget_runs_share_the_cores(tmp_path, monkeypatch):
     """04 starts the other objectives beside its own run: each process gets its share of the cores
     (OMP_NUM_THREADS), a folder already holding the run is reused, not relaunched."""
-    from sunfish_lib import workbook
+    from sunfish_lib.notebook import workbook
     from sunfish_lib.train import launch as launch_mod
 
     monkeypatch.setattr(workbook.os, "cpu_count", lambda: 8)

@@ -27,12 +27,12 @@ import pytest
 import pytorch_lightning as pl
 
 from sunfish_lib.cli import main
-from sunfish_lib.compare import config_diff, pick_runs
+from sunfish_lib.eval.compare import config_diff, pick_runs
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.evaluate import evaluate_run
+from sunfish_lib.eval.evaluate import evaluate_run
 from sunfish_lib.io.files import read_json, write_json
-from sunfish_lib.registry import format_table, infer_state, list_runs, process_identity, read_training_run
-from sunfish_lib.runs import record_environment, run_notebooks
+from sunfish_lib.runs.registry import format_table, infer_state, list_runs, process_identity, read_training_run
+from sunfish_lib.notebook.runner import record_environment, run_notebooks
 from sunfish_lib.sampling.analysis import token_entropy
 from sunfish_lib.train.launch import launch
 from sunfish_lib.io.metrics import read_metrics
@@ -295,8 +295,8 @@ def test_train_records_overfit_batches(tmp_path):
 
 
 def test_final_metrics_sample_with_the_requested_steps_and_curves_end_on_the_table_tokens(root, monkeypatch):
-    import sunfish_lib.compare as gen_module  # compare imports `sample` at its top: spy on its name
-    from sunfish_lib.compare import curves, final_metrics
+    import sunfish_lib.eval.compare as gen_module  # compare imports `sample` at its top: spy on its name
+    from sunfish_lib.eval.compare import curves, final_metrics
 
     run = root["root"] / WORKBOOK / "04_train"
     seen = {}

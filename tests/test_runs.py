@@ -6,8 +6,9 @@ import pytest
 
 from sunfish_lib.cli import main
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.registry import read_notebook_run
-from sunfish_lib.runs import NotebookFailed, notebook_parameters, parse_param_value, run_notebooks
+from sunfish_lib.runs.registry import read_notebook_run
+from sunfish_lib.notebook.params import notebook_parameters, parse_param_value
+from sunfish_lib.notebook.runner import NotebookFailed, run_notebooks
 from tests.helpers import NOTEBOOKS, ROOT, write_notebook
 from tests.notebook_display import NotebookOutputs
 
@@ -151,7 +152,7 @@ def test_resume_refuses_a_run_alive_on_another_host_until_its_files_go_stale(tmp
     import os
     import time
 
-    from sunfish_lib.runs import _resumable_info
+    from sunfish_lib.notebook.runner import _resumable_info
 
     run = tmp_path / "run"
     run.mkdir()

@@ -15,7 +15,7 @@ from sunfish_lib.sampling.masked import MaskedSampler
 from sunfish_lib.sampling.samplers import SAMPLERS, build_sampler
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.settings import SETTINGS, applies
-from sunfish_lib.widgets import SamplingPanel
+from sunfish_lib.notebook.widgets import SamplingPanel
 from tests.sampling_helpers import make_run
 from tests.train_helpers import small_config
 
@@ -77,7 +77,7 @@ def test_masked_step_alone(tok):
 
 def test_range_checks_have_one_wording():
     """The samplers use the config's rules: the same message whether the config or the sampler sees the value."""
-    from sunfish_lib.validation import check_sample_ranges
+    from sunfish_lib.config.validation import check_sample_ranges
 
     cfg = small_config("masked")
     for field, bad in [("steps", 0), ("threshold", 1.5), ("top_p", 0.0), ("cfg_scale", -1.0), ("block_length", -2)]:
@@ -147,7 +147,7 @@ def test_bad_values_are_one_line_exit_2(runs, tmp_path, capsys, argv, message):
 
 
 def test_device_defaults_to_the_best_available(monkeypatch):
-    from sunfish_lib import devices
+    from sunfish_lib.model import devices
 
     assert devices.resolve_device(None).type == ("cuda" if torch.cuda.is_available() else devices.best_device())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -272,7 +272,7 @@ def _one_layer(tok, time_conditioning):
 @pytest.mark.parametrize("kind", ["prefix", "dual"])
 def test_block_cache_window_pass_equals_the_full_pass_on_unchanged_input(tok, kind):
     """Recorded keys/values + the window's fresh ones give exactly the full pass's hidden states there."""
-    from sunfish_lib.layers import BlockCache
+    from sunfish_lib.model.layers import BlockCache
 
     cfg = small_config("masked")
     model = _model(cfg)

@@ -11,9 +11,9 @@ import torch
 
 from sunfish_lib.config import DEFAULT_SAMPLERS
 from sunfish_lib.cli import main
-from sunfish_lib.display import visible
+from sunfish_lib.notebook.display import visible
 from sunfish_lib.sampling.trajectory import Trajectory
-from sunfish_lib.widgets import SamplingPanel
+from sunfish_lib.notebook.widgets import SamplingPanel
 from tests.helpers import ROOT
 from tests.sampling_helpers import make_run
 

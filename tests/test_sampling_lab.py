@@ -6,12 +6,12 @@ import re
 import pytest
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.notebook_params import check_params, notebook_parameters
-from sunfish_lib.quality import quality_of
+from sunfish_lib.notebook.params import check_params, notebook_parameters
+from sunfish_lib.eval.quality import quality_of
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.settings import check_settings
-from sunfish_lib.tradeoff import TradeoffLog, scatter, sweep
-from sunfish_lib.widgets import SamplingPanel
+from sunfish_lib.notebook.tradeoff import TradeoffLog, scatter, sweep
+from sunfish_lib.notebook.widgets import SamplingPanel
 from tests.helpers import NOTEBOOKS, run_cli
 from tests.sampling_helpers import make_run
 

@@ -7,8 +7,8 @@ import re
 from PIL import Image
 
 from sunfish_lib.config import DEFAULT_SAMPLERS
-from sunfish_lib.display import visible
-from sunfish_lib.runs import run_notebooks
+from sunfish_lib.notebook.display import visible
+from sunfish_lib.notebook.runner import run_notebooks
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.trajectory import Trajectory
 from tests.conftest import NotebookOutputs

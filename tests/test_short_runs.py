@@ -25,7 +25,7 @@ def _notebook04_config(**params):
     code_index = sum(1 for c in nb["cells"][:param_cell] if c["cell_type"] == "code")
     config_cell = next(c for c in cells if "cfg = recipe_config(" in c)
     ns: dict = {}
-    exec("from pathlib import Path\nfrom sunfish_lib.workbook import recipe_config", ns)
+    exec("from pathlib import Path\nfrom sunfish_lib.notebook.workbook import recipe_config", ns)
     exec(cells[code_index], ns)
     ns.update(params)
     exec(config_cell.split("\nfolder =")[0], ns)

@@ -29,7 +29,7 @@ def test_cfg_scale_is_refused_where_no_sampler_reads_it():
 
 
 def test_compare_counts_the_tokens_the_curriculum_actually_fed():
-    from sunfish_lib.compare import tokens_after
+    from sunfish_lib.eval.compare import tokens_after
 
     cfg = get_config("tiny", seq_len=128, micro_batch_size=2, curriculum_steps=4, curriculum_start_len=64).to_dict()
     assert tokens_after(cfg, 6) == 2 * (64 + 80 + 96 + 112) + 2 * 2 * 128  # not 6 x 256

@@ -6,7 +6,7 @@ import math
 
 
 from sunfish_lib.config import Config
-from sunfish_lib.runs import run_notebooks
+from sunfish_lib.notebook.runner import run_notebooks
 from sunfish_lib.io.metrics import read_metrics
 from tests.conftest import NotebookOutputs
 from tests.helpers import NOTEBOOKS
@@ -51,7 +51,7 @@ def test_train_notebook_runs_and_resumes(tmp_path):
     shown = NotebookOutputs.read(run_dir / nb.name).data("text/markdown")
     assert any("| masked | ELBO upper bound |" in m and "masked/AR perplexity ratio" in m for m in shown)
     # run it again on the same folder with more steps: it resumes
-    from sunfish_lib.runs import execute_notebook
+    from sunfish_lib.notebook.runner import execute_notebook
 
     execute_notebook(nb, run_dir, {"smoke": True, "max_steps": 8, "poll_seconds": 0.5, "run_dir": str(run_dir)})
     text = _text(run_dir / nb.name)

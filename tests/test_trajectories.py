@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.plots import entropy_curves, layout_tokens, save_denoising_gif, trajectory_heatmap, \
+from sunfish_lib.notebook.plots import entropy_curves, layout_tokens, save_denoising_gif, trajectory_heatmap, \
     trajectory_heatmaps
 from sunfish_lib.sampling import analysis as A
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.trajectory import Trajectory
-from sunfish_lib.widgets import TrajectoryViewer
+from sunfish_lib.notebook.widgets import TrajectoryViewer
 from tests.sampling_helpers import make_run
 
 M = 7  # [MASK] id of the synthetic trajectories

@@ -1,4 +1,4 @@
-"""`sunfish estimate`: parameters, FLOPs/token, memory per GPU and fits/does-not-fit verdicts (sunfish_lib/estimate.py)."""
+"""`sunfish estimate`: parameters, FLOPs/token, memory per GPU and fits/does-not-fit verdicts (sunfish_lib/sizing/estimate.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sunfish_lib.config import PRESETS, parse_set_args
-from sunfish_lib.estimate import advise, config_for, report
+from sunfish_lib.sizing.estimate import advise, config_for, report
 
 
 def add_parser(sub) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sunfish_lib.sampling.settings import DEVICE_HELP, DTYPE_NAMES
+from sunfish_lib.config import DEVICE_HELP, DTYPE_NAMES
 
 
 def add_parser(sub) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
-    from sunfish_lib.evaluate import evaluate_run
+    from sunfish_lib.eval.evaluate import evaluate_run
 
     res = evaluate_run(args.path, val_batches=args.batches, t_samples=args.t_samples, seed=args.seed,
                        device=args.device, dtype=args.dtype)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.hf_hub import hub_offline, hub_reachable
+from sunfish_lib.hf.hub import hub_offline, hub_reachable
 
 
 def add_parser(sub) -> None:

@@ -1,6 +1,6 @@
 """`sunfish eval-harness RUN --tasks ...`: lm-evaluation-harness tasks on a Sunfish run (the `sunfish` lm_eval model).
 
-Needs the `eval` extra (`pip install -e ".[eval]"`); a run's scores mean what `sunfish_lib.harness`
+Needs the `eval` extra (`pip install -e ".[eval]"`); a run's scores mean what `sunfish_lib.eval.harness`
 says: exact log-likelihoods for ar, Monte-Carlo ELBOs for masked.
 """
 
@@ -35,7 +35,7 @@ def run(args) -> int:
         from lm_eval.tasks import TaskManager
 
         # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
-        import sunfish_lib.harness  # noqa: F401 (registers the `sunfish` model)
+        import sunfish_lib.eval.harness  # noqa: F401 (registers the `sunfish` model)
     except ImportError as e:
         raise SunfishError(f"eval-harness needs lm-eval ({e.name} is missing); install it with "
                            "`pip install -e \".[eval]\"`") from None

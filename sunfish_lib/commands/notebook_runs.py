@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.runs import NotebookFailed, resume_run
+from sunfish_lib.notebook.runner import NotebookFailed, resume_run
 
 
 def resume(command: str, args, **conflicting) -> int:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sunfish_lib.commands.notebook_runs import report, resume
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.notebook_params import parse_cli_params
-from sunfish_lib.runs import run_notebooks
+from sunfish_lib.notebook.params import parse_cli_params
+from sunfish_lib.notebook.runner import run_notebooks
 
 
 def add_parser(sub) -> None:

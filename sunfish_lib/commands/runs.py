@@ -1,4 +1,4 @@
-"""`sunfish runs`: the run registry as a table or JSON (sunfish_lib/registry.py does the work)."""
+"""`sunfish runs`: the run registry as a table or JSON (sunfish_lib/runs/registry.py does the work)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.registry import format_table, list_runs
+from sunfish_lib.runs.registry import format_table, list_runs
 
 
 def add_parser(sub) -> None:

@@ -20,7 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors import SafetensorError
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling.settings import APPLIES, CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, defaults, field_docs
+from sunfish_lib.config import DEVICE_HELP, DTYPE_NAMES
+from sunfish_lib.sampling.settings import APPLIES, CHOICES, SETTINGS, applies, defaults, field_docs
 
 
 def add_parser(sub) -> None:
@@ -153,8 +154,8 @@ def _writable_folder(folder: Path, flag: str) -> None:
 
 def run(args) -> int:
     # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
-    from sunfish_lib.display import SamplesView
-    from sunfish_lib.quality import quality_of
+    from sunfish_lib.notebook.display import SamplesView
+    from sunfish_lib.eval.quality import quality_of
     from sunfish_lib.sampling.session import load_checkpoint, sample, sample_record, save_samples
 
     if args.trajectory is not None and args.trajectory.suffix != ".safetensors":

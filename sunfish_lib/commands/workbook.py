@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sunfish_lib.commands.notebook_runs import report, resume
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.runs import run_notebooks, workbook_notebooks
+from sunfish_lib.notebook.runner import run_notebooks, workbook_notebooks
 
 
 def add_parser(sub) -> None:

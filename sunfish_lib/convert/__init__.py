@@ -39,7 +39,7 @@ from sunfish_lib.convert.mapping import (  # noqa: F401 (re-exported: the mappin
 )
 from sunfish_lib.data.tokenizer import get_tokenizer
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.hf_hub import hub_offline, hub_reachable, quiet_transformers
+from sunfish_lib.hf.hub import hub_offline, hub_reachable, quiet_transformers
 from sunfish_lib.io.export import export_model, load_for_inference
 from sunfish_lib.io.verify import load_error
 

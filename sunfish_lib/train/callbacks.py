@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from sunfish_lib.config import Config
-from sunfish_lib.counts import executed_flops_per_token
+from sunfish_lib.sizing.counts import executed_flops_per_token
 from sunfish_lib.train.optim import format_groups, param_groups
 
 # Dense bf16 tensor-core peaks (FLOP/s) from vendor datasheets, without sparsity.

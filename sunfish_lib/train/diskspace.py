@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from sunfish_lib.config import Config
-from sunfish_lib.counts import checkpoint_bytes
+from sunfish_lib.sizing.counts import checkpoint_bytes
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.files import fmt_bytes, human_bytes
 

@@ -29,8 +29,8 @@ from typing import Iterator
 from sunfish_lib.config import Config, with_max_steps
 from sunfish_lib.errors import Interrupted, SunfishError
 from sunfish_lib.io.files import read_json
-from sunfish_lib.registry import STATUS_FILE
-from sunfish_lib.runlock import check_unlocked
+from sunfish_lib.runs.registry import STATUS_FILE
+from sunfish_lib.runs.lock import check_unlocked
 from sunfish_lib.io.metrics import read_metrics
 
 _LAUNCHED: "weakref.WeakSet[subprocess.Popen]" = weakref.WeakSet()

@@ -17,7 +17,7 @@ from pathlib import Path
 from torch.distributed import TCPStore
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.paths import new_run_dir
+from sunfish_lib.runs.paths import new_run_dir
 
 ENV = "SUNFISH_RUN_DIR"
 STORE_TIMEOUT_S = 600

@@ -15,7 +15,7 @@ train() keeps it in the run folder, written atomically (temp file + rename) by r
     signal, message  interrupted: SIGINT, SIGTERM or SIGUSR1 and the line printed (with the resume command)
 
 Times are UTC ISO 8601. A run recorded as running whose process is gone is *killed*:
-`sunfish_lib.registry.infer_state` decides that when the folder is read.
+`sunfish_lib.runs.registry.infer_state` decides that when the folder is read.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from sunfish_lib.errors import Interrupted
 from sunfish_lib.io.files import read_json, write_json
-from sunfish_lib.registry import STATUS_FILE, process_identity
+from sunfish_lib.runs.registry import STATUS_FILE, process_identity
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from sunfish_lib.config import Config, with_max_steps
 from sunfish_lib.data import SunfishDataModule, get_tokenizer, save_tokenizer
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.export import load_weights
-from sunfish_lib.runlock import RunLock
+from sunfish_lib.runs.lock import RunLock
 from sunfish_lib.train.batches import fixed_batches
 from sunfish_lib.train.callbacks import FinalCheckpoint, MemoryMonitor, NormMonitor, TextLog, ThroughputMonitor
 from sunfish_lib.train.checkpoint import AtomicCheckpointIO
@@ -256,7 +256,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, fast_dev_ru
 
     run_dir/status.json records the run for `sunfish runs`: running, then finished, interrupted
     (a signal: train/interrupt.py) or failed with the one-line reason (sunfish_lib/train/status.py).
-    Rank 0 holds the folder's writer lock (sunfish_lib/runlock.py) from before its first write to the end.
+    Rank 0 holds the folder's writer lock (sunfish_lib/runs/lock.py) from before its first write to the end.
     sample_fn: what writes `train.sample_every`'s periodic samples (`train.samples.SampleFn`; the callers above
     training and sampling pass `sampling.session.training_samples`).
     """

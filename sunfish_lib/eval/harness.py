@@ -2,7 +2,7 @@
 
 Importing this module registers it with lm_eval (`lm_eval.simple_evaluate(model="sunfish",
 model_args={"path": RUN})`); `sunfish eval-harness RUN --tasks ...` does that for you, and
-`python -m sunfish_lib.harness --model sunfish --model_args path=RUN --tasks ...` is the
+`python -m sunfish_lib.eval.harness --model sunfish --model_args path=RUN --tasks ...` is the
 lm_eval command line with the model registered.
 
 What a score means, by objective:

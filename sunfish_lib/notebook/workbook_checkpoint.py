@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sunfish_lib.workbook import MAIN_RUN, recipe_config, train_or_reuse
+from sunfish_lib.notebook.workbook import MAIN_RUN, recipe_config, train_or_reuse
 
 
 def workbook_checkpoint(checkpoint: str | Path | None, run_dir: str | Path | None) -> str | None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sunfish_lib.attention import attend
+from sunfish_lib.model.attention import attend
 from sunfish_lib.config import ModelConfig
 
 TIME_SCALE = 1000.0

@@ -1,4 +1,4 @@
-"""Where Sunfish keeps things: the download/tokenizer cache and the runs folder."""
+"""Where Sunfish keeps runs: the checkout, the runs folder, a fresh run folder."""
 
 from __future__ import annotations
 
@@ -9,21 +9,9 @@ from pathlib import Path
 from sunfish_lib.errors import SunfishError
 
 
-def cache_dir() -> Path:
-    """Cache for fetched corpora and trained tokenizers (never in git).
-
-    `$SUNFISH_CACHE` if set, else `$XDG_CACHE_HOME/sunfish`, else `~/.cache/sunfish`.
-    """
-    env = os.environ.get("SUNFISH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sunfish"
-
-
 def repo_root() -> Path:
     """The checkout this package lives in (for runs/ and notebooks/ defaults)."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def runs_dir() -> Path:

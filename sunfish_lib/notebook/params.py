@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from sunfish_lib.config import Config, PRESETS
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.settings import check_settings
-from sunfish_lib.validation import CHOICES
+from sunfish_lib.config.validation import CHOICES
 
 Check = Callable[[Path, str, Any], None]
 """(notebook, parameter name, value) -> None, or a one-line SunfishError naming the parameter."""

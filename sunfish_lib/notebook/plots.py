@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 GiB = 2**30
 
 # ----------------------------------------------------------------------------
-# 01 · config and memory (data from sunfish_lib.estimate)
+# 01 · config and memory (data from sunfish_lib.sizing.estimate)
 # ----------------------------------------------------------------------------
 
 MEMORY_COMPONENTS = ("weights", "grads", "optimizer", "activations", "temporaries")
@@ -298,7 +298,7 @@ def save_denoising_gif(frames: Sequence[Sequence[tuple[str, str]]], path: str | 
 
 
 # ----------------------------------------------------------------------------
-# 09 · comparing runs (data from sunfish_lib.compare.curves: metric rows with `tokens`, `wall_s`)
+# 09 · comparing runs (data from sunfish_lib.eval.compare.curves: metric rows with `tokens`, `wall_s`)
 # ----------------------------------------------------------------------------
 
 COMPARE_X = (("step", "step"), ("tokens", "tokens"), ("wall_s", "wall time (s)"))

@@ -25,11 +25,11 @@ import numpy as np
 from sunfish_lib.config import Config
 from sunfish_lib.data.packing import curriculum_length
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.evaluate import evaluate_run
+from sunfish_lib.eval.evaluate import evaluate_run
 from sunfish_lib.io.files import read_json, write_json
-from sunfish_lib.paths import runs_dir
-from sunfish_lib.quality import quality_of
-from sunfish_lib.registry import is_training_run, list_runs
+from sunfish_lib.runs.paths import runs_dir
+from sunfish_lib.eval.quality import quality_of
+from sunfish_lib.runs.registry import is_training_run, list_runs
 from sunfish_lib.io.metrics import read_metrics
 from sunfish_lib.sampling.analysis import step_entropy
 from sunfish_lib.sampling.session import load_checkpoint, sample

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.overrides import (  # noqa: F401 (parse_set_args, with_max_steps: callers import them here)
+from sunfish_lib.config.overrides import (  # noqa: F401 (parse_set_args, with_max_steps: callers import them here)
     from_dict, parse_set_args, set_key, short_run_rules, with_max_steps,
 )
-from sunfish_lib.validation import (  # noqa: F401 (the allowed values: callers import them from config)
+from sunfish_lib.config.validation import (  # noqa: F401 (the allowed values: callers import them from config)
     BACKBONE_NEEDS, CACHES, DEFAULT_SAMPLERS, DEVICE_HELP, DTYPE_NAMES, LR_DECAYS, MASK_SCHEDULES, MASKED_LOSSES, MLPS,
     NAN_POLICIES,
     NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS, PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES,

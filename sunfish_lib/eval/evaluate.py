@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 import torch
 
 from sunfish_lib.data import make_loader
-from sunfish_lib.devices import resolve_device, resolve_dtype
+from sunfish_lib.model.devices import resolve_device, resolve_dtype
 from sunfish_lib.diffusion import build_objective
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.export import load_for_inference

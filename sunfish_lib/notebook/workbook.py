@@ -144,7 +144,7 @@ def likelihood_table(models: Mapping[str, str | Path], *, val_batches: int = 10,
     Rows: objective, kind, nats_per_token, stderr, perplexity, bits_per_byte (None where the
     figure is not a likelihood), tokens; last row the unigram model (no context) on the same text.
     """
-    from sunfish_lib.evaluate import evaluate_run, unigram_baseline  # lazy: torch, 6.9 s (see train_or_reuse)
+    from sunfish_lib.eval.evaluate import evaluate_run, unigram_baseline  # lazy: torch, 6.9 s (see train_or_reuse)
 
     rows = [{"model": name, **evaluate_run(path, val_batches=val_batches, t_samples=t_samples).to_dict()}
             for name, path in models.items()]

@@ -20,7 +20,7 @@ zero-initialised, so at init the modulation is exactly the identity; with
 
 Architecture options (`ModelConfig.norm`, `mlp`, `pos_encoding`, `n_kv_heads`,
 `qkv_bias`) make GPT-2 and Llama/Qwen/Mistral-family models representable; the
-sublayers live in `sunfish_lib.layers`, the weight mapping in `sunfish_lib.convert`.
+sublayers live in `sunfish_lib.model.layers`, the weight mapping in `sunfish_lib.convert`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from sunfish_lib.attention import block_mask, dense_mask, use_flex
+from sunfish_lib.model.attention import block_mask, dense_mask, use_flex
 from sunfish_lib.config import Config, ModelConfig
-from sunfish_lib.layers import (  # noqa: F401 (re-exported: callers import them from here)
+from sunfish_lib.model.layers import (  # noqa: F401 (re-exported: callers import them from here)
     MLP, TIME_SCALE, BlockCache, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
     timestep_embedding,
 )
@@ -80,7 +80,7 @@ class Backbone(nn.Module):
             raise ValueError(f"model.{unresolved[0]} is None (an unresolved ModelConfig); build with "
                              "Backbone.from_config(cfg) or pass ModelConfig.resolve(objective)")
         self.cfg = cfg
-        self.attention_kernel = "auto"  # "flex" / "sdpa" for document masks (sunfish_lib/attention.py); not a weight
+        self.attention_kernel = "auto"  # "flex" / "sdpa" for document masks (sunfish_lib/model/attention.py); not a weight
         d, e = cfg.d_model, cfg.embed_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, e)
         self.in_proj = nn.Linear(e, d, bias=cfg.bias) if e != d else None
@@ -236,7 +236,7 @@ class Backbone(nn.Module):
     def _attn_mask(self, segment_ids, attention_mask, T: int, device):
         """True = may attend: None when nothing restricts attention (SDPA then keeps its flash /
         memory-efficient kernels, and causal models use is_causal); else a FlexAttention BlockMask
-        or a dense (B, 1, T, T) mask, by `self.attention_kernel` (sunfish_lib/attention.py)."""
+        or a dense (B, 1, T, T) mask, by `self.attention_kernel` (sunfish_lib/model/attention.py)."""
         segment_ids, attention_mask = self._restricting(segment_ids, attention_mask)
         if segment_ids is None and attention_mask is None:
             return None

@@ -24,11 +24,11 @@ from typing import Any, Mapping
 
 from sunfish_lib.errors import SunfishError, is_user_error_name
 from sunfish_lib.io.files import write_json as _write_json
-from sunfish_lib.notebook_interrupt import KernelInterrupt
-from sunfish_lib.notebook_params import check_params, notebook_parameters, parse_param_value  # noqa: F401 (re-exported)
-from sunfish_lib.paths import new_run_dir, repo_root
-from sunfish_lib.registry import process_identity, read_notebook_run
-from sunfish_lib.runlock import RunLock
+from sunfish_lib.notebook.interrupt import KernelInterrupt
+from sunfish_lib.notebook.params import check_params
+from sunfish_lib.runs.paths import new_run_dir, repo_root
+from sunfish_lib.runs.registry import process_identity, read_notebook_run
+from sunfish_lib.runs.lock import RunLock
 
 
 class NotebookFailed(Exception):

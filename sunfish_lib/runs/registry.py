@@ -39,7 +39,7 @@ import psutil
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.files import read_json
 from sunfish_lib.io.metrics import read_metrics
-from sunfish_lib.paths import runs_dir
+from sunfish_lib.runs.paths import runs_dir
 
 STATUS_FILE = "status.json"
 STATES = ("running", "finished", "interrupted", "failed", "killed", "unknown")

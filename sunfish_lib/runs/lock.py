@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.registry import process_alive, process_identity
+from sunfish_lib.runs.registry import process_alive, process_identity
 
 LOCK_FILE = ".lock"
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ One helper for samples, used by notebooks 04, 06, 07, 08 and `sunfish sample`'s 
 - newlines show as a visible mark (`↵`, tabs `→`), so a sample takes a few lines, not hundreds;
 - each sample sits in a fixed-height box that scrolls;
 - prompt, infilled span and generated tokens have distinct styles (grey / green / black);
-- the quality figures (`sunfish_lib.quality`) stand beside the samples, the held-out text's
+- the quality figures (`sunfish_lib.eval.quality`) stand beside the samples, the held-out text's
   beside them: entropy always, judge perplexity only next to it (MDLM's caveat).
 
 Text is decoded for display per token without splitting a UTF-8 character across tokens
@@ -22,7 +22,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from sunfish_lib.pieces import NEWLINE, decode_pieces
+from sunfish_lib.data.pieces import NEWLINE, decode_pieces
 from sunfish_lib.sampling.analysis import step_html
 
 KINDS = ("prompt", "infill", "generated")

@@ -19,7 +19,7 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GemmaConfig, GPT2Config, LlamaConfig, MistralConfig,
                           Qwen2Config, Qwen3Config)
 
-from sunfish_lib.hf_hub import quiet_transformers
+from sunfish_lib.hf.hub import quiet_transformers
 
 FAMILIES = ("gpt2", "llama", "qwen2", "qwen3", "mistral", "gemma")
 

@@ -2,7 +2,7 @@
 
 Everything is arithmetic on the config (torch is not imported), so a 1.4B model can be
 sized on a laptop. `report(cfg, ...)` gathers it all into one JSON-able dict; the memory
-model itself lives in `sunfish_lib.memory`; `advise(cfg, [48, 20])` says which
+model itself lives in `sunfish_lib.sizing.memory`; `advise(cfg, [48, 20])` says which
 strategies fit a set of GPUs and what to change when none does.
 
 Units: bytes everywhere; GPU sizes are given in GB as cards are sold, read as GiB
@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sunfish_lib.config import PRESETS, SAMPLERS, Config, ModelConfig, accumulation_for
-from sunfish_lib.counts import (  # noqa: F401 (re-exported: the estimator's counts are imported from here)
-    built_params, checkpoint_bytes, executed_flops_per_token, expected_mask_fraction, flops_breakdown,
-    check_choice, flops_per_token, matmul_params, model_of, num_params, param_counts,
+from sunfish_lib.sizing.counts import (
+    checkpoint_bytes, flops_breakdown, check_choice, flops_per_token, matmul_params, model_of, num_params, param_counts,
 )
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, memory_per_gpu
+from sunfish_lib.sizing.memory import GiB, PRECISIONS, STRATEGIES, MemoryEstimate, Setup, memory_per_gpu
 
 CUDA_CONTEXT_BYTES = GiB // 2
 """Assumed: CUDA context + cuBLAS/cuDNN workspaces outside torch's allocator (not measured here)."""

@@ -29,14 +29,14 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from sunfish_lib.display import SamplesView
+from sunfish_lib.notebook.display import SamplesView
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.quality import quality_of
+from sunfish_lib.eval.quality import quality_of
 from sunfish_lib.sampling.analysis import step_html, tokens
 from sunfish_lib.sampling.session import find_checkpoints, load_checkpoint, render_ids, sample
-from sunfish_lib.sampling.settings import (CHOICES, DEVICE_HELP, DTYPE_NAMES, SETTINGS, applies, check_settings,
-                                           defaults, field_docs)
-from sunfish_lib.tradeoff import TradeoffLog
+from sunfish_lib.config import DEVICE_HELP, DTYPE_NAMES
+from sunfish_lib.sampling.settings import CHOICES, SETTINGS, applies, check_settings, defaults, field_docs
+from sunfish_lib.notebook.tradeoff import TradeoffLog
 
 SETTING_WIDGETS = SETTINGS
 """SampleConfig fields the panel shows, in order: all of them (`sampling.settings`); each widget is
@@ -101,7 +101,7 @@ class SamplingPanel:
                  device: str = "", dtype: str = "float32"):
         self.loaded = None
         self.last = None  # the last Generation
-        self.quality: dict | None = None  # its quality figures (sunfish_lib.quality)
+        self.quality: dict | None = None  # its quality figures (sunfish_lib.eval.quality)
         self.tradeoffs = TradeoffLog()  # every generation of this panel: the speed-quality view
         self.steps_run = 0  # reverse steps the last generation actually ran
         self.error: str | None = None

@@ -4,7 +4,7 @@ Layout written by `export_model` (format 2):
 
     model.safetensors            the backbone's weights (the same names in Sunfish and in transformers)
     config.json                  Sunfish's run config + model_type "sunfish", auto_map, resolved_model
-    configuration_sunfish.py     remote code (torch + transformers only), copied from sunfish_lib/hf_remote
+    configuration_sunfish.py     remote code (torch + transformers only), copied from sunfish_lib/hf/remote
     modeling_sunfish.py
     tokenizer.json, tokenizer_config.json, ...   at the root, for AutoTokenizer
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sunfish_lib.config import Config
 
-REMOTE_CODE = Path(__file__).parent / "hf_remote"
+REMOTE_CODE = Path(__file__).parent / "remote"
 REMOTE_FILES = ("configuration_sunfish.py", "modeling_sunfish.py")
 AUTO_CLASS = {"masked": "AutoModelForMaskedLM", "continuous": "AutoModelForMaskedLM", "ar": "AutoModelForCausalLM"}
 ARCHITECTURE = {"AutoModelForMaskedLM": "SunfishForMaskedLM", "AutoModelForCausalLM": "SunfishForCausalLM"}

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from sunfish_lib.config import Config, ModelConfig
 from sunfish_lib.errors import ConfigError
-from sunfish_lib.memory import PRECISIONS, attention_params, linear_params
+from sunfish_lib.sizing.memory import PRECISIONS, attention_params, linear_params
 
 
 def model_of(cfg: Config | ModelConfig) -> ModelConfig:

@@ -1,0 +1,1 @@
+"""Evaluation: likelihoods with their SE and kind, sample quality, the lm-eval harness adapter, comparisons."""

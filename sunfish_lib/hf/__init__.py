@@ -1,0 +1,1 @@
+"""The Hugging Face side: hub reachability, the exported folder's HF files, AR parents, and the remote code."""

@@ -1,0 +1,1 @@
+"""Sizing without torch: parameter and FLOP counts, memory per GPU, fits/does-not-fit estimates."""
