@@ -12,7 +12,8 @@ _WHERE = {
     "filter_logits": "filters", "gumbel_noise": "filters", "sample_categorical": "filters",
     "expand_masks": "infill", "mask_spans": "infill", "template_ids": "infill",
     "MASKED_SAMPLERS": "masked", "MaskedSampler": "masked",
-    "nearest_tokens": "rounding", "snap_to_embeddings": "rounding",
+    # rounding (Diffusion-LM's clamp to the nearest embedding) is defined with the objective it inverts
+    "nearest_tokens": "sunfish_lib.diffusion.rounding", "snap_to_embeddings": "sunfish_lib.diffusion.rounding",
     "Trajectory": "trajectory",
 }
 
@@ -22,7 +23,8 @@ __all__ = sorted(_WHERE)
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    where = _WHERE[name]
+    return getattr(import_module(where if "." in where else f"{__name__}.{where}"), name)
 
 
 def __dir__() -> list[str]:
