@@ -24,7 +24,6 @@ REPORT = "report.html"
 PAGES = "report"
 """Subfolder of the run folder holding one rendered page per executed notebook."""
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-_TEXT_KINDS = ("text/markdown", "text/plain")
 
 
 def closing_text(notebook: Path, max_lines: int = 12) -> str:
@@ -38,16 +37,19 @@ def closing_text(notebook: Path, max_lines: int = 12) -> str:
             if out.get("output_type") == "stream" and out.get("name") == "stdout":
                 parts.append(out.get("text", ""))
             data = out.get("data", {})
-            if WIDGET_VIEW in data:
-                continue
-            kind = next((k for k in _TEXT_KINDS if k in data), None)
-            if kind:
-                parts.append(data[kind] if isinstance(data[kind], str) else "".join(data[kind]))
+            if "text/markdown" in data:
+                parts.append(_text(data["text/markdown"]))
+            elif "text/plain" in data and set(data) == {"text/plain"}:  # else its repr stands in for a figure,
+                parts.append(_text(data["text/plain"]))  # a table or a widget, which the report page shows
         text = "\n".join(p.strip() for p in parts if p.strip())
         if text:
             lines = text.splitlines()
             return "\n".join(lines[:max_lines] + (["…"] if len(lines) > max_lines else []))
     return ""
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else "".join(value)
 
 
 def _notebook_rows(run_dir: Path, info: dict) -> list[dict[str, Any]]:
