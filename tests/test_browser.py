@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from sunfish_lib.notebook.display import visible as visible_text
+from sunfish_lib.notebook.report import write_report
 from tests.helpers import NOTEBOOKS, run_cli
 from tests.notebook_display import executed_notebooks, figure_cells, read, smoke_workbook
 from tests.sampling_helpers import make_run
@@ -352,3 +353,41 @@ def test_executed_workbook_renders_in_jupyterlab(tmp_path_factory):
     (shots / "timing.txt").write_text(f"{len(notebooks)} notebooks opened and checked in {seconds:.1f} s\n")
     assert problems == {}
     assert all((shots / f"{p.stem}.png").stat().st_size > 20_000 for p in notebooks)
+
+
+def test_workbook_report_opens_from_disk_with_every_figure_an_image(tmp_path_factory):
+    """report.html of the smoke workbook, opened as a file (no server): each notebook page linked from the index
+    shows every figure cell's image decoded, HTML tables as tables, and no raw widget repr."""
+    reason = _missing_browser()
+    if reason:
+        pytest.skip(reason)
+    run = smoke_workbook(tmp_path_factory.mktemp("workbook"))
+    summary, index = write_report(run)
+    tmp = tmp_path_factory.mktemp("report")
+    driver, problems = _browser(tmp), {}
+    try:
+        driver.get(index.as_uri())
+        links = driver.execute_script("return Array.from(document.querySelectorAll('li a')).map(a => a.href);")
+        assert len(links) == len(executed_notebooks(run))
+        assert driver.execute_script("return document.querySelectorAll('table').length;") >= 2  # the summary's
+        for href, nb_path in zip(links, executed_notebooks(run)):
+            driver.get(href)
+            nb = read(nb_path)
+            found = driver.execute_script("""
+                const imgs = Array.from(document.querySelectorAll('.jp-OutputArea-output img'));
+                return {images: imgs.length, decoded: imgs.filter(im => im.complete && im.naturalWidth > 0).length,
+                        tables: document.querySelectorAll('.jp-OutputArea-output table').length,
+                        text: Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+                                  .map(o => o.innerText).join(' ')};""")
+            tables = sum("<table" in "".join(o.get("data", {}).get("text/html", "")) for c in nb.cells
+                         for o in c.get("outputs", []))
+            if found["decoded"] != found["images"] or found["images"] < len(figure_cells(nb)):
+                problems[nb_path.name] = f"{found['decoded']}/{found['images']} images decoded, " \
+                                         f"{len(figure_cells(nb))} figure cells"
+            if found["tables"] < tables:
+                problems[nb_path.name] = f"{found['tables']} tables shown of {tables}"
+            if "VBox(children" in found["text"] or "Tab(children" in found["text"]:
+                problems[nb_path.name] = "a raw widget repr"
+    finally:
+        driver.quit()
+    assert problems == {}

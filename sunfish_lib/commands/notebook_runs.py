@@ -28,6 +28,7 @@ def report(command: str, execute, resumed: bool = False) -> int:
     try:
         run_dir, executed = execute()
     except NotebookFailed as e:
+        summarize(e.output.parent, quiet=True)
         again = f"fix it, then: sunfish {command} --resume {e.output.parent}"
         if e.user_error:
             print(f"error: {e.evalue} (in {e.notebook.name}; executed copy: {e.output}; {again})", file=sys.stderr)
@@ -38,5 +39,17 @@ def report(command: str, execute, resumed: bool = False) -> int:
         print(f"nothing to resume: every notebook in {run_dir} finished ok")
     for name in executed:
         print(f"executed {name} -> {run_dir / name}")
+    summarize(run_dir)
     print(f"run folder: {run_dir}")
     return 0
+
+
+def summarize(run_dir, *, quiet: bool = False) -> None:
+    """Write the run's summary.md and report.html, and print the summary (unless quiet)."""
+    # lazy: nbformat, nbconvert and the workbook tables, needed only once a run has ended (`sunfish --help` stays light)
+    from sunfish_lib.notebook.report import write_report
+
+    summary, page = write_report(run_dir)
+    if not quiet:
+        print(summary.read_text())
+    print(f"summary: {summary}\nreport: {page} (open it in a browser)")

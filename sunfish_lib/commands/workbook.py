@@ -6,6 +6,8 @@ from pathlib import Path
 
 from sunfish_lib.commands.notebook_runs import report, resume
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.notebook.params import notebook_parameters
+from sunfish_lib.notebook.workbook import training_estimate
 from sunfish_lib.notebook.runner import run_notebooks, workbook_notebooks
 
 
@@ -30,5 +32,9 @@ def run(args) -> int:
         if not notebooks:
             raise SunfishError(f"--only {' '.join(args.only)} matches no notebook in notebooks/")
     params = {n.name: {"smoke": True} for n in notebooks} if args.smoke else {}
+    train = next((n for n in notebooks if n.name.startswith("04_")), None)
+    if train is not None and not args.smoke:
+        p = notebook_parameters(train)
+        print(training_estimate(p["objective"], p["preset"], p["max_steps"], p["baselines"]), flush=True)
     return report("workbook", lambda: (run_notebooks(notebooks, params, name="workbook", runs_parent=args.runs_dir,
                                                      log_output=args.log_output), [n.name for n in notebooks]))

@@ -29,6 +29,7 @@ from sunfish_lib.notebook.params import check_params
 from sunfish_lib.runs.paths import new_run_dir, repo_root
 from sunfish_lib.runs.registry import process_identity, read_notebook_run
 from sunfish_lib.runs.lock import RunLock
+from sunfish_lib.runs.progress import TrainingWatch, notebook_line
 
 
 class NotebookFailed(Exception):
@@ -95,6 +96,10 @@ class _RulesAreNotTypes(logging.Filter):
 
 _RULES_ARE_NOT_TYPES = _RulesAreNotTypes()
 
+KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]
+"""Kernel arguments: ipykernel's start-up warnings ("Kernel is running over TCP without encryption", once per
+notebook) stay off the console; its errors still reach it."""
+
 
 def execute_notebook(
     notebook: str | Path, run_dir: Path, params: Mapping[str, Any] | None = None, *, log_output: bool = False,
@@ -120,6 +125,7 @@ def execute_notebook(
         pm.execute_notebook(
             str(nb_path), str(out), parameters=params, kernel_name="python3",
             cwd=str(nb_path.resolve().parent), log_output=log_output, progress_bar=False,
+            extra_arguments=KERNEL_QUIET,
             **({"on_cell_execute": on_cell_execute} if on_cell_execute else {}),
         )
     except pm.PapermillExecutionError as e:
@@ -180,13 +186,20 @@ def _execute_plan(run_dir: Path, info: dict, paths: list[Path], log_output: bool
     """
     params = _read_json(run_dir / "params.json")
     t0, executed = time.perf_counter(), []
+    plan = [e["notebook"] for e in info.get("plan", [])] or [p.name for p in paths]
     with KernelInterrupt() as stop:
         for p in paths:
+            index = plan.index(p.name) + 1 if p.name in plan else len(executed) + 1
             records = _start_attempt(run_dir, info, p.name)
             t1 = time.perf_counter()
+            print(notebook_line(index, len(plan), p.name, "started", elapsed=t1 - t0), flush=True)
             try:
-                execute_notebook(p, run_dir, params.get(p.name, {}), log_output=log_output, on_cell_execute=stop.check)
+                with TrainingWatch(run_dir):
+                    execute_notebook(p, run_dir, params.get(p.name, {}), log_output=log_output,
+                                     on_cell_execute=stop.check)
             except BaseException as e:
+                status = "interrupted" if stop.signum else "failed"
+                print(notebook_line(index, len(plan), p.name, status, seconds=time.perf_counter() - t1), flush=True)
                 if stop.signum:
                     _end_run(run_dir, info, records, "interrupted", signal=signal.Signals(stop.signum).name)
                     raise stop.interrupted(run_dir, p.name) from None
@@ -195,6 +208,8 @@ def _execute_plan(run_dir: Path, info: dict, paths: list[Path], log_output: bool
                 raise
             for record in records:
                 record.update(status="ok", seconds=round(time.perf_counter() - t1, 2))
+            print(notebook_line(index, len(plan), p.name, "ok", seconds=time.perf_counter() - t1,
+                                elapsed=time.perf_counter() - t0), flush=True)
             executed.append(p.name)
             _write_json(run_dir / "run.json", info)
             if stop.signum and p != paths[-1]:

@@ -164,3 +164,23 @@ def likelihood_markdown(rows: list[dict]) -> str:
         bpb = f"{r['bits_per_byte']:.3f}" if r.get("bits_per_byte") is not None else "-"
         out.append(f"| {r['model']} | {r['kind']} | {r['nats_per_token']:.3f} | {r['stderr']:.3f} | {ppl} | {bpb} |")
     return "\n".join(out)
+
+
+def training_estimate(objective: str, preset: str, max_steps: int, others, *, cpus: int | None = None) -> str:
+    """What 04 is about to train and how long that takes here, measured: one line, printed before it starts.
+
+    The rate is one process's measured tokens/s (`train.pace`) at the threads 04 gives each run
+    (`cores_each`), slowed by the share of the cores the runs have to split when they outnumber them.
+    """
+    # lazy: torch and the backbone (1.7 s); the workbook command pays it once, only when 04 is about to train
+    from sunfish_lib.train.pace import tokens_per_second
+
+    cfg = recipe_config(objective, preset, max_steps)
+    models = 1 + len([o for o in others if o != objective])
+    threads = cores_each(models)
+    rate = tokens_per_second(cfg, threads)
+    share = min(1.0, (cpus or os.cpu_count() or 1) / (models * threads))
+    seconds = cfg.train.max_steps * cfg.tokens_per_step / (rate * share)
+    return (f"04 trains {models} models x {cfg.train.max_steps:,} steps ({preset}, {cfg.tokens_per_step:,} tokens/step): "
+            f"about {seconds / 60:.0f} min on this machine (measured {rate:,.0f} tokens/s per run at {threads} "
+            f"thread{'s' if threads > 1 else ''}, {models} runs sharing {cpus or os.cpu_count()} cores)")
