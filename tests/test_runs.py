@@ -92,9 +92,12 @@ def test_workbook_resume_skips_finished_notebooks_and_reruns_the_failed_one(tmp_
 
     assert main(["workbook", "--resume", str(run_dir)]) == 1  # still failing: a skipped again, b attempt 2
     (tmp_path / "marker").write_text("")
+    capsys.readouterr()  # what the first run and the failed resume printed
     assert main(["workbook", "--resume", str(run_dir)]) == 0
     out = capsys.readouterr().out
-    assert "executed b.ipynb" in out and "executed c.ipynb" in out and "a.ipynb" not in out
+    assert "executed b.ipynb" in out and "executed c.ipynb" in out and "executed a.ipynb" not in out
+    assert "[2/3] b.ipynb started" in out and "[3/3] c.ipynb ok in" in out and "a.ipynb started" not in out
+    assert "| a.ipynb | ok |" in (run_dir / "summary.md").read_text()  # the summary covers the whole plan
     counts = {n: int((tmp_path / f"{n}.count").read_text()) for n in "abc"}
     assert counts == {"a": 1, "b": 3, "c": 1}
     info = json.loads((run_dir / "run.json").read_text())
