@@ -59,29 +59,47 @@ def _fields(config: SunfishConfig) -> SimpleNamespace:
     unresolved = sorted(k for k in KNOWN_FIELDS if m.get(k) is None)
     if unresolved:
         raise ValueError(f"config.json's resolved_model leaves {unresolved} unset; re-export the model with Sunfish")
-    return SimpleNamespace(**m)
+    return SimpleNamespace(**m, gated_mlp=m["mlp"] in ("swiglu", "geglu"))  # ModelConfig.gated_mlp
 
 
-def _norm(c, dim: int) -> nn.Module:
-    return nn.RMSNorm(dim, eps=c.norm_eps) if c.norm == "rmsnorm" else nn.LayerNorm(dim, eps=c.norm_eps, bias=c.bias)
+# Copied from sunfish_lib.layers.make_norm with make_norm->_norm, cfg->c
+def _norm(c: SimpleNamespace, dim: int) -> nn.Module:
+    """LayerNorm (GPT-2; bias only with `c.bias`) or RMSNorm (Zhang & Sennrich 2019; Llama's LlamaRMSNorm).
+
+    RMSNorm: x / sqrt(mean(x^2) + eps) * g, no mean subtraction and no bias.
+    """
+    if c.norm == "rmsnorm":
+        return nn.RMSNorm(dim, eps=c.norm_eps)
+    return nn.LayerNorm(dim, eps=c.norm_eps, bias=c.bias)
 
 
-def _inv_freq(c) -> torch.Tensor:
-    """RoPE frequencies theta^(-2i/hd) (RoFormer Eq. 15); llama3: Llama 3.1's low-frequency scaling."""
-    inv = 1.0 / (c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.float32) / c.head_dim))
+# Copied from sunfish_lib.layers.rope_inv_freq with rope_inv_freq->_inv_freq, cfg->c
+def _inv_freq(c: SimpleNamespace, device=None) -> torch.Tensor:
+    """RoPE frequencies (head_dim/2,): theta^(-2i/head_dim) (RoFormer Eq. 15), llama3-scaled if asked.
+
+    llama3 (Llama 3.1; HF `_compute_llama3_parameters`): wavelengths 2 pi / f longer than
+    L / low_freq_factor are slowed by `rope_factor`, those shorter than L / high_freq_factor
+    kept, and the band between interpolates linearly in L / wavelength (L = the original context).
+    """
+    hd = c.head_dim
+    inv_freq = 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32, device=device) / hd))
     if c.rope_type != "llama3":
-        return inv
+        return inv_freq
     L, lo, hi, factor = c.rope_original_max_len, c.rope_low_freq_factor, c.rope_high_freq_factor, c.rope_factor
-    wavelen = 2 * math.pi / inv
-    scaled = torch.where(wavelen > L / lo, inv / factor, inv)
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > L / lo, inv_freq / factor, inv_freq)
     smooth = (L / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     medium = (wavelen >= L / hi) & (wavelen <= L / lo)
-    return torch.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+    return torch.where(medium, smoothed, scaled)
 
 
+# Copied from sunfish_lib.layers.apply_rope with apply_rope->_rotate
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)  # rotate-half convention (HF apply_rotary_pos_emb)
-    return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
+    """Rotate (B, h, T, hs) queries or keys by position: x cos + rotate_half(x) sin (HF apply_rotary_pos_emb)."""
+    x1, x2 = x.chunk(2, dim=-1)  # (B, h, T, hs/2) each
+    rotated = torch.cat([-x2, x1], dim=-1)  # (B, h, T, hs)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
 def _attention_mask(attention_mask, causal: bool, past: int, T: int, device):
@@ -101,20 +119,27 @@ def _attention_mask(attention_mask, causal: bool, past: int, T: int, device):
     return mask | (key_pos == query_pos)
 
 
-class SunfishTimeEmbedding(nn.Module):
-    """t in [0, 1] -> sinusoid of t * 1000 (Vaswani et al. 2017) -> Linear -> SiLU -> Linear."""
+# Copied from sunfish_lib.layers.timestep_embedding
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of t in [0, 1] (Vaswani et al. 2017, Sec. 3.5): (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = (t.float() * TIME_SCALE)[:, None] * freqs[None, :]  # (B, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
-    def __init__(self, c):
+
+# Copied from sunfish_lib.layers.TimeEmbedding with TimeEmbedding->SunfishTimeEmbedding, cfg->c
+class SunfishTimeEmbedding(nn.Module):
+    """t -> sinusoid -> Linear -> SiLU -> Linear -> c (B, d_model)."""
+
+    def __init__(self, c: SimpleNamespace):
         super().__init__()
         self.freq_dim = c.time_freq_dim
         self.fc1 = nn.Linear(c.time_freq_dim, c.d_model, bias=c.bias)
         self.fc2 = nn.Linear(c.d_model, c.d_model, bias=c.bias)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        args = (t.float() * TIME_SCALE)[:, None] * freqs[None, :]  # (B, half)
-        h = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.fc1.weight.dtype)
+        h = timestep_embedding(t, self.freq_dim).to(self.fc1.weight.dtype)
         return self.fc2(F.silu(self.fc1(h)))
 
 
@@ -149,19 +174,24 @@ class SunfishAttention(nn.Module):
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, self.q_dim))
 
 
+# Copied from sunfish_lib.layers.MLP with MLP->SunfishMLP, cfg->c
 class SunfishMLP(nn.Module):
-    """GELU (tanh form) MLP, or SwiGLU / GeGLU with fc1 rows [W_gate; W_up] (Shazeer 2020, Eq. 6)."""
+    """GELU MLP (GPT-2: fc2(gelu_tanh(fc1 x))), SwiGLU (Shazeer 2020, Eq. 6; Llama's LlamaMLP) or GeGLU (Gemma).
 
-    def __init__(self, c):
+    SwiGLU fuses the gate and up projections into one `fc1` with rows [W_gate; W_up]:
+    fc2(silu(x W_gate) * x W_up), each half `d_ff` wide.
+    """
+
+    def __init__(self, c: SimpleNamespace):
         super().__init__()
         self.kind = c.mlp
-        self.fc1 = nn.Linear(c.d_model, (2 if c.mlp != "gelu" else 1) * c.d_ff, bias=c.bias)
+        self.fc1 = nn.Linear(c.d_model, (2 if c.gated_mlp else 1) * c.d_ff, bias=c.bias)
         self.fc2 = nn.Linear(c.d_ff, c.d_model, bias=c.bias)
 
-    def forward(self, x):
-        h = self.fc1(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)  # (B, T, f) or (B, T, 2f)
         if self.kind != "gelu":
-            gate, up = h.chunk(2, dim=-1)
+            gate, up = h.chunk(2, dim=-1)  # (B, T, f) each
             act = F.silu(gate) if self.kind == "swiglu" else F.gelu(gate, approximate="tanh")  # geglu: Gemma
             return self.fc2(act * up)
         return self.fc2(F.gelu(h, approximate="tanh"))
@@ -170,10 +200,15 @@ class SunfishMLP(nn.Module):
 class SunfishBlock(nn.Module):
     """x + Attn(mod(norm(x))), then x + MLP(mod(norm(x))); mod = LN(x) * (1 + scale) + shift (DiT, Sec. 3.2)."""
 
-    def __init__(self, c):
+    # Copied from sunfish_lib.model.Block.__init__ with make_norm->_norm, SelfAttention->SunfishAttention, MLP->SunfishMLP, cfg->c
+    def __init__(self, c: SimpleNamespace):
         super().__init__()
-        self.ln1, self.attn, self.ln2, self.mlp = _norm(c, c.d_model), SunfishAttention(c), _norm(c, c.d_model), SunfishMLP(c)
+        self.ln1 = _norm(c, c.d_model)
+        self.attn = SunfishAttention(c)
+        self.ln2 = _norm(c, c.d_model)
+        self.mlp = SunfishMLP(c)
         self.drop = nn.Dropout(c.dropout)
+        # Per-block adaLN-single table: rows = shift_attn, scale_attn, shift_mlp, scale_mlp.
         self.mod_table = nn.Parameter(torch.zeros(4, c.d_model)) if c.time_conditioning else None
 
     def forward(self, x, mod, mask, causal, rope, cache=None, layer_idx: int = 0):
