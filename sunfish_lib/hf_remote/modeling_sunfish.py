@@ -27,7 +27,7 @@ from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_sunfish import SunfishConfig
-from .sampling_sunfish import MASK_RATE, MaskedSettings, masked_generate
+from .sampling_sunfish import MASK_RATE, ContinuousSettings, MaskedSettings, ddim_generate, masked_generate
 
 KNOWN_FIELDS = frozenset({
     "vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_seq_len", "embed_dim", "time_conditioning",
@@ -348,18 +348,23 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
 
     @torch.no_grad()
     def diffusion_generate(self, input_ids=None, max_new_tokens: int = 0, steps=None, sampler=None, temperature=None,
-                           top_k=None, top_p=None, block_length=None, threshold=None, cfg_scale=None,
-                           allow_eos=None, attention_mask=None, generator=None, seed: int = 0, num_samples: int = 1):
+                           top_k=None, top_p=None, block_length=None, threshold=None, cfg_scale=None, eta=None,
+                           clamp=None, rounding=None, allow_eos=None, attention_mask=None, generator=None,
+                           seed: int = 0, num_samples: int = 1):
         """Generate with Sunfish's samplers: ids (B, P + max_new_tokens), every [MASK] filled.
 
         input_ids (B, P): the prompt, kept exactly; `max_new_tokens` [MASK] are appended after it. Infill: put
         `mask_token_id` where text goes (max_new_tokens may be 0). `num_samples` rows per prompt (no input_ids:
-        rows of max_new_tokens [MASK] only), drawn as one batch as `sunfish sample --num-samples` draws them. The settings are Sunfish's (`sunfish sample --help`); None keeps the run's own
-        (config.json's `sample`). `generator` (or `seed`, as `sunfish sample --seed`) makes it reproducible.
+        rows of max_new_tokens [MASK] only), drawn as one batch as `sunfish sample --num-samples` draws them.
+        The settings are Sunfish's (`sunfish sample --help`; masked: sampler, steps, temperature, top_k, top_p,
+        block_length, threshold, cfg_scale; continuous: ddim with steps, eta, clamp, rounding); None keeps the
+        run's own (config.json's `sample`). `generator` (or `seed`, as `sunfish sample --seed`) makes it
+        reproducible: the same seed gives Sunfish's tokens.
         """
         cfg = {**self.config.sample, **{k: v for k, v in dict(
             steps=steps, sampler=sampler, temperature=temperature, top_k=top_k, top_p=top_p,
-            block_length=block_length, threshold=threshold, cfg_scale=cfg_scale, allow_eos=allow_eos).items()
+            block_length=block_length, threshold=threshold, cfg_scale=cfg_scale, eta=eta, clamp=clamp,
+            rounding=rounding, allow_eos=allow_eos).items()
             if v is not None}}
         mask_id = self.config.mask_token_id
         if mask_id is None:
@@ -380,20 +385,31 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
         if generator is None:
             generator = torch.Generator(device=device).manual_seed(seed)
         never = self.never_emitted(bool(cfg.get("allow_eos", False)))
-        if self.config.objective == "continuous":
-            raise ValueError("diffusion_generate of continuous exports needs a newer Sunfish export")
+        was_training = self.training
+        self.eval()
+        try:
+            if self.config.objective == "continuous":
+                return self._ddim(x, cfg, never, generator)
+            return self._masked(x, cfg, never, mask_id, attention_mask, generator)
+        finally:
+            self.train(was_training)
+
+    def _ddim(self, x, cfg: dict, never, generator):
+        if cfg["sampler"] != "ddim":
+            raise ValueError(f"sampler={cfg['sampler']!r}: a continuous export samples with ddim here "
+                             "(eta=1 is DDPM's law; `sunfish sample` has ddpm itself)")
+        settings = ContinuousSettings(self, self.config.diffusion, never, steps=cfg["steps"], eta=cfg.get("eta", 0.0),
+                                      clamp=bool(cfg.get("clamp", False)), rounding=cfg.get("rounding", "auto"))
+        return ddim_generate(settings, x, x != self.config.mask_token_id, generator)
+
+    def _masked(self, x, cfg: dict, never, mask_id: int, attention_mask, generator):
         settings = MaskedSettings(self, mask_id, never, sampler=cfg["sampler"], steps=cfg["steps"],
                                   temperature=cfg["temperature"], top_k=cfg["top_k"], top_p=cfg["top_p"],
                                   block_length=cfg["block_length"], threshold=cfg["threshold"],
                                   cfg_scale=cfg["cfg_scale"], rate=MASK_RATE[self.config.diffusion.get(
                                       "mask_schedule", "linear")], shift_logits=bool(self.config.diffusion.get(
                                           "shift_logits", False)), attention_mask=attention_mask)
-        was_training = self.training
-        self.eval()
-        try:
-            return masked_generate(settings, x, generator)
-        finally:
-            self.train(was_training)
+        return masked_generate(settings, x, generator)
 
 
 class SunfishForCausalLM(SunfishPreTrainedModel, GenerationMixin):
