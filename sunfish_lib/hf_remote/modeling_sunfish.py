@@ -312,6 +312,8 @@ class SunfishPreTrainedModel(PreTrainedModel):
             t = torch.as_tensor(timesteps, device=x.device, dtype=torch.float32)
             t = t.expand(B) if t.dim() == 0 else t
             mod = self.time_mod(F.silu(self.time_emb(t))).view(B, 4, -1).to(x.dtype)  # (B, 4, d)
+        if attention_mask is not None and bool(attention_mask.all()):  # restricts nothing: SDPA's fast path, as Sunfish
+            attention_mask = None
         mask = _attention_mask(attention_mask, bool(c.causal), past, T, x.device)
         for i, blk in enumerate(self.blocks):
             x = blk(x, mod, mask, bool(c.causal) and past == 0, rope, cache, i)  # one new query sees every cached key
