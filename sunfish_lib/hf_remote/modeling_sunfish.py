@@ -45,7 +45,7 @@ LEGACY_WIDTHS = {"ff_dim": "d_ff", "emb_dim": "embed_dim", "kv_heads": "n_kv_hea
 TIME_SCALE = 1000.0
 
 
-def _fields(config: SunfishConfig) -> SimpleNamespace:
+def _fields(config: SunfishConfig) -> "Fields":
     m = dict(config.resolved_model)
     for old, new in LEGACY_WIDTHS.items():
         if old in m:
@@ -59,7 +59,16 @@ def _fields(config: SunfishConfig) -> SimpleNamespace:
     unresolved = sorted(k for k in KNOWN_FIELDS if m.get(k) is None)
     if unresolved:
         raise ValueError(f"config.json's resolved_model leaves {unresolved} unset; re-export the model with Sunfish")
-    return SimpleNamespace(**m, gated_mlp=m["mlp"] in ("swiglu", "geglu"))  # ModelConfig.gated_mlp
+    return Fields(**m)
+
+
+class Fields(SimpleNamespace):
+    """The backbone's resolved fields (config.json's resolved_model), read as attributes like `ModelConfig`."""
+
+    @property
+    def gated_mlp(self) -> bool:
+        """swiglu or geglu: fc1 holds the gate and up halves (`ModelConfig.gated_mlp`)."""
+        return self.mlp in ("swiglu", "geglu")
 
 
 # Copied from sunfish_lib.layers.make_norm with make_norm->_norm, cfg->c
