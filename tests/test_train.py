@@ -1,5 +1,6 @@
 """Training: exact resume, FSDP2/DDP on 2 CPU processes, SIGKILL recovery, guards."""
 
+import json
 import os
 import signal
 import subprocess
@@ -57,6 +58,8 @@ def test_run_outputs_and_export_load(tmp_path):
     assert {"train/loss", "perf/tokens_per_s", "perf/mfu", "train/grad_norm"} <= set().union(*rows)
     assert any("val/loss" in r for r in rows)
     assert out["metrics"]["train/loss"] > 0
+    steps = json.loads((tmp_path / "status.json").read_text())["step"]  # the model card counts the run's steps
+    assert steps > 0 and f"| trained | {steps} steps, tokens not measured |" in (tmp_path / "export" / "README.md").read_text()
 
 
 def test_guards_nan_unwritable_and_config_mismatch(tmp_path):

@@ -1,7 +1,10 @@
 """`sunfish export RUN`: a run (or an older export) -> a Hugging Face folder, optionally pushed to the Hub.
 
 The folder loads in `transformers` with trust_remote_code=True (AutoModelForMaskedLM for masked
-and continuous models, AutoModelForCausalLM for ar) and in Sunfish (`load_for_inference`).
+and continuous models, AutoModelForCausalLM for ar) and in Sunfish (`load_for_inference`). Its
+README.md model card holds the run's figures (`run_facts`): steps and tokens trained (status.json),
+the held-out likelihood with its kind and SE when `--eval-batches` asks for it, and the sample
+quality of the run's newest `sunfish sample` record that measured it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ def add_parser(sub) -> None:
     p.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this Hub repo (ORG/NAME), "
                                                          "created if missing; needs network and HF_TOKEN")
     p.add_argument("--private", action="store_true", help="create the Hub repo private")
+    p.add_argument("--eval-batches", type=int, default=0, metavar="N",
+                   help="measure the held-out likelihood (kind, SE, bits/byte) on N validation batches for the model "
+                        "card (default 0: the card says 'not measured')")
+    p.add_argument("--license", default="other", help="the card's license (a Hub license id; default other)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -30,6 +37,8 @@ def run(args) -> int:
     from sunfish_lib.io.export import export_model, load_for_inference
 
     src = Path(args.run).expanduser()
+    if args.eval_batches < 0:
+        raise SunfishError(f"--eval-batches {args.eval_batches} must be >= 0 (0: no held-out likelihood on the card)")
     if args.push_to_hub:
         _check_hub(args.push_to_hub)  # before any work: offline fails in one line
     model, cfg, tok = load_for_inference(src)
@@ -37,12 +46,40 @@ def run(args) -> int:
     if tok is None:
         raise SunfishError(f"{src} has no tokenizer (tokenizer/ or tokenizer.json); the export needs one for "
                            "AutoTokenizer: export from the run folder")
-    export_model(model, cfg, Path(out), tok)
+    facts = run_facts(src, cfg.to_dict(), eval_batches=args.eval_batches)
+    export_model(model, cfg, Path(out), tok, card=facts, model_id=args.push_to_hub, license=args.license)
     url = push_to_hub(out, args.push_to_hub, private=args.private) if args.push_to_hub else None
-    summary = {"out": str(out), "objective": cfg.diffusion.objective, "pushed": url}
+    summary = {"out": str(out), "objective": cfg.diffusion.objective, "pushed": url,
+               "card": {k: facts.get(k) for k in ("steps", "tokens", "likelihood", "quality")}}
     print(json.dumps(summary) if args.json else f"exported {src} -> {out} ({cfg.diffusion.objective})"
           + (f"; pushed to {url}" if url else ""))
     return 0
+
+
+def run_facts(src: Path, config: dict, *, eval_batches: int = 0) -> dict:
+    """The model card's figures, read from the run folder of `src` (absent ones stay absent: "not measured")."""
+    # lazy: compare and evaluate import torch and the data stack; the parser above must not
+    from sunfish_lib.eval.compare import tokens_after
+    from sunfish_lib.eval.evaluate import evaluate_run
+    from sunfish_lib.io.files import read_json
+    from sunfish_lib.sampling.session import run_folder_of
+
+    run_dir = run_folder_of(src) or (src if src.is_dir() else None)
+    facts: dict = {}
+    status = read_json(run_dir / "status.json") if run_dir is not None else {}
+    if status.get("step") is not None:
+        facts["steps"] = int(status["step"])
+        facts["tokens"] = tokens_after(config, facts["steps"])
+    if eval_batches:
+        facts["likelihood"] = {**evaluate_run(src, val_batches=eval_batches).to_dict(), "val_batches": eval_batches}
+    records = sorted((run_dir / "samples").glob("sample-*.json"), key=lambda f: f.stat().st_mtime) if run_dir else []
+    for f in reversed(records):  # the newest record that measured quality
+        rec = read_json(f)
+        if rec.get("quality"):
+            scalars = {k: v for k, v in rec["quality"].items() if not isinstance(v, (list, dict))}
+            facts["quality"] = {**scalars, "settings": rec.get("settings"), "file": f"samples/{f.name}"}
+            break
+    return facts
 
 
 def _check_hub(repo: str) -> None:

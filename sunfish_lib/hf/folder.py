@@ -6,6 +6,7 @@ Layout written by `export_model` (format 2):
     config.json                  Sunfish's run config + model_type "sunfish", auto_map, resolved_model
     configuration_sunfish.py     remote code (torch + transformers only), copied from sunfish_lib/hf/remote
     modeling_sunfish.py
+    sampling_sunfish.py          the diffusion samplers behind `diffusion_generate`
     tokenizer.json, tokenizer_config.json, ...   at the root, for AutoTokenizer
 
 Older exports (format 1: Sunfish's config.json only, the tokenizer in tokenizer/) still load.
@@ -21,7 +22,7 @@ from pathlib import Path
 from sunfish_lib.config import Config
 
 REMOTE_CODE = Path(__file__).parent / "remote"
-REMOTE_FILES = ("configuration_sunfish.py", "modeling_sunfish.py")
+REMOTE_FILES = ("configuration_sunfish.py", "modeling_sunfish.py", "sampling_sunfish.py")
 AUTO_CLASS = {"masked": "AutoModelForMaskedLM", "continuous": "AutoModelForMaskedLM", "ar": "AutoModelForCausalLM"}
 ARCHITECTURE = {"AutoModelForMaskedLM": "SunfishForMaskedLM", "AutoModelForCausalLM": "SunfishForCausalLM"}
 
@@ -31,17 +32,26 @@ def resolved_fields(cfg: Config) -> dict:
     return asdict(cfg.resolved_model)
 
 
-def hf_config(cfg: Config) -> dict:
-    """config.json: Sunfish's config (what `Config.load` reads back) plus what transformers needs."""
+def hf_config(cfg: Config, tokenizer=None) -> dict:
+    """config.json: Sunfish's config (what `Config.load` reads back) plus what transformers needs.
+
+    With the tokenizer: its special ids and size, which `generate` / `diffusion_generate` read to never emit
+    [MASK], [PAD], EOS (unless `sample.allow_eos`) or ids past the tokenizer, as Sunfish's samplers do.
+    """
     auto = AUTO_CLASS[cfg.diffusion.objective]
     arch = ARCHITECTURE[auto]
-    return {**cfg.to_dict(), "model_type": "sunfish", "architectures": [arch], "resolved_model": resolved_fields(cfg),
-            "auto_map": {"AutoConfig": "configuration_sunfish.SunfishConfig", auto: f"modeling_sunfish.{arch}"}}
+    out = {**cfg.to_dict(), "model_type": "sunfish", "architectures": [arch], "resolved_model": resolved_fields(cfg),
+           "auto_map": {"AutoConfig": "configuration_sunfish.SunfishConfig", auto: f"modeling_sunfish.{arch}"}}
+    if tokenizer is not None:  # an ar model starts an empty prompt from EOS (`ARSampler`): EOS is its BOS
+        out.update(mask_token_id=tokenizer.mask_token_id, pad_token_id=tokenizer.pad_token_id,
+                   eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+                   tokenizer_size=len(tokenizer))
+    return out
 
 
 def write_hf_files(out_dir: Path, cfg: Config, tokenizer=None) -> None:
     """config.json, the remote code and (when given) the tokenizer at the root of out_dir."""
-    (out_dir / "config.json").write_text(json.dumps(hf_config(cfg), indent=2, sort_keys=True) + "\n")
+    (out_dir / "config.json").write_text(json.dumps(hf_config(cfg, tokenizer), indent=2, sort_keys=True) + "\n")
     for name in REMOTE_FILES:
         shutil.copyfile(REMOTE_CODE / name, out_dir / name)
     if tokenizer is not None:

@@ -24,6 +24,7 @@ from sunfish_lib.hf.folder import tokenizer_dir, write_hf_files
 from sunfish_lib.io.checkpoint import load_lightning_checkpoint, load_state
 from sunfish_lib.io.dcp import is_sharded, load_sharded
 from sunfish_lib.io.files import atomic_write
+from sunfish_lib.io.model_card import write_model_card
 from sunfish_lib.io.verify import check_crc32, safetensors_error, tensor_mismatch, tensors_crc32
 from sunfish_lib.model import Backbone
 
@@ -32,8 +33,10 @@ CONFIG_FILE = "config.json"
 
 
 def export_model(model: torch.nn.Module, cfg: Config, out_dir: Path, tokenizer=None,
-                 state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write a Hugging Face folder (model.safetensors, config.json, remote code, tokenizer) into out_dir; returns it."""
+                 state_dict: dict[str, torch.Tensor] | None = None, *, card: dict | None = None,
+                 model_id: str | None = None, license: str = "other") -> Path:
+    """Write a Hugging Face folder (model.safetensors, config.json, remote code, tokenizer, README.md model card)
+    into out_dir; returns it. `card`: the run's figures (`io.model_card`); what it lacks reads "not measured"."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sd = state_dict if state_dict is not None else model.state_dict()
@@ -43,6 +46,9 @@ def export_model(model: torch.nn.Module, cfg: Config, out_dir: Path, tokenizer=N
     meta = {"format": "pt", "sunfish": "1", "crc32": tensors_crc32(sd)}
     atomic_write(out_dir / MODEL_FILE, lambda tmp: save_file(sd, str(tmp), metadata=meta), fsync=False)
     write_hf_files(out_dir, cfg, tokenizer)  # config.json, remote code, tokenizer at the root (sunfish_lib/hf/folder.py)
+    facts = {"params": sum(p.numel() for p in model.parameters()), **({} if tokenizer is None else
+                                                               {"tokenizer_size": len(tokenizer)}), **(card or {})}
+    write_model_card(out_dir, cfg, facts, model_id=model_id, license=license)
     return out_dir
 
 

@@ -31,8 +31,9 @@ def full_state_dict(module) -> dict[str, torch.Tensor]:
 
 
 def export_final(module, cfg, out_dir: Path, tokenizer, trainer) -> Path | None:
-    """Write out_dir/{model.safetensors, config.json, tokenizer/} on rank 0."""
+    """Write out_dir (model.safetensors, config.json, tokenizer, remote code, model card) on rank 0."""
     sd = full_state_dict(module)
     if trainer.is_global_zero:
-        return export_model(module.model, cfg, out_dir, tokenizer, state_dict=sd)
+        return export_model(module.model, cfg, out_dir, tokenizer, state_dict=sd,
+                            card={"steps": int(trainer.global_step)})  # `sunfish export RUN` adds tokens, eval
     return None

@@ -13,10 +13,13 @@ class SunfishConfig(PretrainedConfig):
     model_type = "sunfish"
 
     def __init__(self, resolved_model=None, model=None, diffusion=None, data=None, train=None, sample=None,
-                 seed=0, preset="custom", **kwargs):
+                 seed=0, preset="custom", mask_token_id=None, tokenizer_size=None,
+                 pad_token_id=None, eos_token_id=None, bos_token_id=None, **kwargs):
         self.resolved_model = dict(resolved_model or {})
         self.model, self.diffusion, self.data = model or {}, diffusion or {}, data or {}
         self.train, self.sample, self.seed, self.preset = train or {}, sample or {}, seed, preset
+        self.mask_token_id, self.tokenizer_size = mask_token_id, tokenizer_size  # [MASK] and len(tokenizer)
+        self.pad_token_id, self.eos_token_id, self.bos_token_id = pad_token_id, eos_token_id, bos_token_id
         m = self.resolved_model
         # The names generic transformers utilities read.
         self.vocab_size = m.get("vocab_size")

@@ -1,0 +1,486 @@
+"""Diffusion sampling for exported Sunfish models, from plain `transformers` (torch only; remote code).
+
+`SunfishForMaskedLM.diffusion_generate` runs these loops. The blocks marked "# Copied from" are
+copies of Sunfish's own sampler code (tests/test_hf_copies.py fails when one drifts from its
+source); the loops below them restate `sunfish_lib.sampling.masked.MaskedSampler` without its
+caches, trajectories and callbacks, and tests/test_hf_generate.py checks they give Sunfish's tokens.
+
+- low_confidence / random / threshold: LLaDA's remasking samplers (Nie et al. 2025, Sec. 2.4, App. B.3)
+  and Fast-dLLM's threshold decoding (Wu et al. 2025, Sec. 3.3), with semi-autoregressive blocks
+  (`block_length`) and classifier-free guidance (LLaDA App. B.5).
+- ancestral: the absorbing-state reverse process (MDLM, Sahoo et al. 2024, Eq. 7).
+- ddim (continuous exports): DDIM in the embedding space (Song et al. 2021, Eq. 12/16), on the x0 output the
+  model exposes (`forward(...).x0`), rounded to the nearest embedding; infill holds the known positions.
+
+Draws: one float64 uniform per decided position, inverted through the CDF of the tempered,
+top-k/top-p filtered softmax (`inverse_cdf`), so a seed gives the same tokens as in Sunfish.
+"""
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+CHUNK = 256  # vocabulary chunk of the two-level inverse-CDF search
+MASK_RATE = {"linear": 1.0, "loglinear": 1.0 - 1e-3}
+"""alpha_t = 1 - rate t: Sunfish's `MaskSchedule` (MDLM App. C's loglinear keeps 1e-3 of tokens at t = 1)."""
+MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold")
+SCHEDULES = ("linear", "cosine", "sqrt")  # Sunfish's noise schedules (diffusion/schedules.py)
+MAX_BETA = 0.999
+METRICS = ("cosine", "euclidean")  # rounding to the nearest embedding (diffusion/rounding.py)
+ROW_BLOCK = 4096
+MAX_ELEMENTS = 1 << 24
+
+
+# Copied from sunfish_lib.sampling.filters.inverse_cdf
+def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (N, V) of float32 logits (-inf = never), uniforms u (N,) in [0, 1) -> (token (N,), its probability (N,) float64).
+
+    The token is the one whose CDF bin holds u. Two levels: chunk sums (float32, each
+    exact to ~1e-7 relative, the precision of the logits themselves), located in their
+    float64 cumulative sum, then a float64 cumulative sum inside the one chunk, rescaled to
+    that chunk's float64 mass. So every token, the rarest included, is drawn with its
+    probability to float32 relative precision; no tail is cut as low-precision Gumbel noise
+    would. Never returns a zero-probability token. `overwrite`: reuse the logits' memory for
+    the exponentials (the caller's tensor is destroyed).
+    """
+    N, V = logits.shape
+    m = logits.amax(-1, keepdim=True)  # (N, 1)
+    e = (logits.sub_(m) if overwrite else logits - m).exp_()  # (N, V) unnormalised, max entry 1
+    full = V // CHUNK * CHUNK
+    sums = e[:, :full].view(N, -1, CHUNK).sum(-1)  # (N, V // CHUNK)
+    if full < V:
+        sums = torch.cat([sums, e[:, full:].sum(-1, keepdim=True)], 1)
+    cum = sums.double().cumsum(-1)  # (N, C)
+    total = cum[:, -1]
+    target = u * total  # (N,) in [0, Z)
+    last_c = (cum < total[:, None]).sum(-1)  # the last chunk with mass
+    c = torch.searchsorted(cum, target[:, None], right=True).squeeze(-1).clamp_max(last_c)  # (N,)
+    before = torch.where(c > 0, cum.gather(-1, (c - 1).clamp_min(0)[:, None]).squeeze(-1), torch.zeros_like(target))
+    idx = c[:, None] * CHUNK + torch.arange(CHUNK, device=e.device)  # (N, CHUNK) the chunk's token ids
+    inner = e.gather(-1, idx.clamp_max(V - 1)).masked_fill(idx >= V, 0.0).double().cumsum(-1)  # (N, CHUNK)
+    last_k = (inner < inner[:, -1:]).sum(-1)  # the chunk's last token with mass
+    chunk_mass = sums.gather(-1, c[:, None]).squeeze(-1).double()  # (N,) the float32 mass the first level used
+    r = (target - before) / chunk_mass * inner[:, -1]  # (N,) position inside the chunk, on its float64 scale
+    k = torch.searchsorted(inner, r[:, None], right=True).squeeze(-1).clamp_max(last_k)
+    tok = c * CHUNK + k
+    return tok, e.gather(-1, tok[:, None]).squeeze(-1).double() / total
+
+
+# Copied from sunfish_lib.sampling.filters.logsumexp
+def logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """log sum exp over the last axis, (...): max-shifted (torch.logsumexp is several times slower on CPU)."""
+    m = x.amax(-1, keepdim=True)
+    return ((x - m).exp_().sum(-1).log_() + m.squeeze(-1))
+
+
+# Copied from sunfish_lib.sampling.filters._nucleus_count
+def _nucleus_count(sorted_logits: torch.Tensor, lse: torch.Tensor, top_p: float) -> torch.Tensor:
+    """How many of the descending logits (N, k) the nucleus keeps: tokens whose mass before them is < top_p."""
+    p = (sorted_logits.double() - lse[:, None]).exp()  # (N, k) true probabilities of the k best
+    before = p.cumsum(-1) - p
+    return (before < top_p).sum(-1)  # (N,) >= 1
+
+
+# Copied from sunfish_lib.sampling.filters._candidates
+def _candidates(scaled: torch.Tensor, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The kept tokens as (logits (N, k), ids (N, k)) with -inf beyond each row's cut; None: keep all V."""
+    N, V = scaled.shape
+    if (not top_k or top_k >= V) and top_p >= 1.0:
+        return None
+    if top_p >= 1.0:
+        return torch.topk(scaled, top_k, dim=-1)
+    cap = top_k if top_k and top_k < V else V
+    # the nucleus is taken within the top-k (filter order: top-k, then top-p), so its mass is relative to it
+    lse = logsumexp(torch.topk(scaled, cap, dim=-1).values if cap < V else scaled).double()  # (N,)
+    k = min(cap, 64)
+    while True:  # grow k until every row's nucleus fits: exact, and usually far below V
+        vals, ids = torch.topk(scaled, k, dim=-1) if k < V else torch.sort(scaled, dim=-1, descending=True)
+        n = _nucleus_count(vals, lse, top_p)
+        if k >= cap or bool((n < k).all()):
+            break
+        k = min(cap, 4 * k)
+    keep = torch.arange(vals.shape[1], device=vals.device)[None] < n[:, None]
+    return vals.masked_fill(~keep, float("-inf")), ids
+
+
+# Copied from sunfish_lib.sampling.filters.decide
+def decide(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top_k: int = 0,
+           top_p: float = 1.0, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure step math (what `torch.compile` may fuse): logits (N, V), uniforms u (N,) float64 or None for greedy.
+
+    Returns tokens (N,) and confidence (N,) float64 = p(token) under softmax(logits).
+    `overwrite`: the logits may be destroyed (saves a (N, V) buffer).
+    """
+    logits = logits.float()
+    V = logits.shape[-1]
+    if u is None or temperature == 0:
+        tok = logits.argmax(-1)
+        return tok, (logits.gather(-1, tok[:, None]).squeeze(-1) - logsumexp(logits)).double().exp()
+    if temperature == 1 and (not top_k or top_k >= V) and top_p >= 1.0:
+        return inverse_cdf(logits, u, overwrite)  # drawn from the untempered softmax: its p is the confidence
+    lse = logsumexp(logits)  # (N,) the untempered normaliser, for the confidence
+    scaled = logits / temperature
+    cand = _candidates(scaled, top_k, top_p)
+    if cand is None:
+        tok = inverse_cdf(scaled, u, overwrite=True)[0]
+    else:
+        vals, ids = cand
+        tok = ids.gather(-1, inverse_cdf(vals, u, overwrite=True)[0][:, None]).squeeze(-1)
+    return tok, (logits.gather(-1, tok[:, None]).squeeze(-1) - lse).double().exp()
+
+
+# Copied from sunfish_lib.sampling.filters.sample_tokens
+def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  generator: torch.Generator | None = None, step=decide,
+                  overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row of logits (N, V) and its untempered confidence (N,) float64 (see module docstring).
+
+    temperature 0: argmax (top-k/top-p cannot change an argmax). `step` is `decide` or a
+    compiled copy of it; the random numbers are drawn here, eagerly, so both give the same tokens.
+    `overwrite`: the caller's logits may be destroyed.
+    """
+    if logits.shape[0] == 0:
+        return logits.new_zeros(0, dtype=torch.long), logits.new_zeros(0, dtype=torch.float64)
+    u = None
+    if temperature > 0:
+        u = torch.rand(logits.shape[0], dtype=torch.float64, device=logits.device, generator=generator)
+    return step(logits, u, temperature, top_k, top_p, overwrite)
+
+
+# Copied from sunfish_lib.sampling.masked._split_steps with SunfishError->ValueError
+def _split_steps(steps: int, n_blocks: int, block_length: int) -> list[int]:
+    """`steps` spread over the semi-AR blocks, the remainder to the first ones; none dropped."""
+    if n_blocks > steps:
+        raise ValueError(f"steps={steps} is fewer than the {n_blocks} semi-autoregressive blocks of "
+                           f"block_length={block_length}; use steps >= {n_blocks} or a larger block_length")
+    return [steps // n_blocks + (b < steps % n_blocks) for b in range(n_blocks)]
+
+
+# Copied from sunfish_lib.sampling.masked._transfer_schedule
+def _transfer_schedule(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
+    """Split each row's masked count over `steps` as evenly as possible, remainder first (LLaDA)."""
+    base = n_masked[:, None] // steps  # (B, 1)
+    rem = n_masked[:, None] % steps
+    return base + (torch.arange(steps, device=n_masked.device)[None] < rem).long()  # (B, steps)
+
+
+# Copied from sunfish_lib.sampling.masked._topk_commit
+def _topk_commit(score: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Boolean (B, T): the k[b] highest-scoring positions of each row."""
+    order = score.argsort(-1, descending=True)
+    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
+    return ranks < k[:, None]
+
+
+# Copied from sunfish_lib.sampling.masked._threshold_commit
+def _threshold_commit(score: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Positions above the threshold; rows with none commit their single best (Fast-dLLM)."""
+    commit = score > threshold
+    has_mask = torch.isfinite(score).any(-1)
+    best = torch.zeros_like(commit).scatter_(-1, score.argmax(-1, keepdim=True), True)
+    need = has_mask & ~commit.any(-1)
+    return torch.where(need[:, None], best, commit)
+
+
+# Copied from sunfish_lib.sampling.masked.MaskedSampler._blocks with self.mask_id->mask_id, self.block_length->block_length
+def _blocks(x: torch.Tensor, mask_id: int, block_length: int) -> list[torch.Tensor]:
+    """Per-row block masks (B, T): block b of a row covers [first + b L, first + (b + 1) L), first its first [MASK]."""
+    masked = x == mask_id
+    if not block_length:
+        return [torch.ones_like(masked)]
+    T = x.shape[1]
+    first = torch.where(masked.any(1), masked.int().argmax(1), torch.full_like(masked[:, 0], T, dtype=torch.long))
+    rel = torch.arange(T, device=x.device)[None] - first[:, None]  # (B, T) offset from the first mask
+    block = torch.where(rel >= 0, rel // block_length, torch.full_like(rel, -1))
+    n_blocks = int(block[masked].max()) + 1 if masked.any() else 0  # blocks that hold a [MASK]
+    return [block == b for b in range(n_blocks)]
+
+
+class MaskedSettings:
+    """What a masked-diffusion loop needs: the model, the ids it never emits and Sunfish's sampling settings."""
+
+    def __init__(self, model, mask_id: int, never, *, sampler: str, steps: int, temperature: float, top_k: int,
+                 top_p: float, block_length: int, threshold: float, cfg_scale: float, rate: float,
+                 shift_logits: bool, attention_mask=None):
+        if sampler not in MASKED_SAMPLERS:
+            raise ValueError(f"sampler={sampler!r} is not a masked-diffusion sampler; choose one of "
+                             f"{', '.join(MASKED_SAMPLERS)}")
+        if sampler == "ancestral" and block_length:
+            raise ValueError("block_length applies to low_confidence/random/threshold; use 0 with ancestral")
+        self.model, self.mask_id, self.never = model, mask_id, sorted({int(mask_id), *(int(i) for i in never)})
+        self.kind, self.steps, self.temperature, self.top_k, self.top_p = sampler, steps, temperature, top_k, top_p
+        self.block_length, self.threshold, self.cfg_scale, self.rate = block_length, threshold, cfg_scale, rate
+        self.shift_logits, self.attention_mask = shift_logits, attention_mask
+
+    def hidden(self, x: torch.Tensor, prompt: torch.Tensor, t: torch.Tensor):
+        """One forward of x (B, T) (+ its prompt-masked copy for CFG): (states (B', T, d), guided)."""
+        guided = self.cfg_scale > 0 and bool(prompt.any())
+        keys = self.attention_mask
+        if guided:
+            x, t = torch.cat([x, x.masked_fill(prompt, self.mask_id)]), torch.cat([t, t])  # (2B, T)
+            keys = None if keys is None else torch.cat([keys, keys])
+        h = self.model.encode(x, attention_mask=keys, timesteps=t)
+        if self.shift_logits:  # the token at i is read from the output at i - 1, as in training
+            h = torch.cat([h[:, :1], h[:, :-1]], dim=1)
+        return h, guided
+
+    def rows(self, hidden, sel: torch.Tensor) -> torch.Tensor:
+        """float32 logits (N, V) at the N positions of sel (B, T): head, CFG, never-emitted ids at -inf."""
+        h, guided = hidden
+        B = sel.shape[0]
+        out = self.model.logits_of(h[:B][sel])[1].float()
+        if guided:  # LLaDA App. B.5: un + (w + 1) (cond - un)
+            un = self.model.logits_of(h[B:][sel])[1].float()
+            out = un + (self.cfg_scale + 1) * (out - un)
+        out[:, self.never] = float("-inf")
+        return out
+
+    def time(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """(B,) schedule time whose p_mask is the masked fraction of the generated positions."""
+        frac = ((x == self.mask_id) & region).sum(1) / region.sum(1).clamp(min=1)
+        return (frac / self.rate).clamp(max=1.0).float()
+
+
+@torch.no_grad()
+def masked_generate(s: MaskedSettings, x: torch.Tensor, generator=None) -> torch.Tensor:
+    """Fill every [MASK] of x (B, T) as `MaskedSampler.generate` does; other tokens are kept exactly."""
+    x = x.clone()
+    prompt = x != s.mask_id  # (B, T) positions given by the caller
+    if s.kind == "ancestral":
+        return _ancestral(s, x, prompt, generator)
+    blocks = _blocks(x, s.mask_id, s.block_length)
+    for in_block, steps in zip(blocks, _split_steps(s.steps, len(blocks), s.block_length)):
+        k_per_step = _transfer_schedule(((x == s.mask_id) & in_block).sum(1), steps)  # (B, steps)
+        i = 0
+        while ((x == s.mask_id) & in_block).any():
+            masked = (x == s.mask_id) & in_block
+            k = k_per_step[:, i] if i < steps else masked.sum(1)  # (B,) then every remaining mask
+            _confidence_step(s, x, prompt, masked, k, generator)
+            i += 1
+    return x
+
+
+def _confidence_step(s: MaskedSettings, x, prompt, masked, k, generator) -> None:
+    """Commit k (B,) of the `masked` positions of x in place: the most confident (low_confidence), uniform
+    ones (random) or every one above the threshold, at least one (threshold)."""
+    if s.kind == "random":  # positions first, tokens only there
+        score = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
+        sel = commit = _topk_commit(score.masked_fill(~masked, -1.0), k) & masked
+    else:
+        sel = masked & (k > 0)[:, None] if s.kind == "low_confidence" else masked
+    if not sel.any():
+        return
+    hidden = s.hidden(x, prompt, s.time(x, ~prompt))
+    tok, conf = sample_tokens(s.rows(hidden, sel), s.temperature, s.top_k, s.top_p, generator, overwrite=True)
+    if s.kind != "random":
+        score = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
+        score[sel] = conf
+        commit = (_threshold_commit(score, s.threshold) if s.kind == "threshold" else _topk_commit(score, k)) & sel
+    proposal = torch.full_like(x, -1)
+    proposal[sel] = tok
+    x[commit] = proposal[commit]
+
+
+def _ancestral(s: MaskedSettings, x, prompt, generator) -> torch.Tensor:
+    """MDLM Eq. 7: from t to s a [MASK] unmasks with probability (alpha_s - alpha_t) / (1 - alpha_t), to a token
+    drawn from p_theta (one Bernoulli per masked position, then a token only where it fired)."""
+    for k in range(s.steps):
+        t = torch.tensor(1 - k / s.steps, dtype=torch.float64)
+        t_next = torch.tensor(1 - (k + 1) / s.steps, dtype=torch.float64)
+        masked = x == s.mask_id
+        if not masked.any():
+            break
+        a_t, a_s = 1.0 - s.rate * t, 1.0 - s.rate * t_next
+        p_unmask = 1.0 if k == s.steps - 1 else float((a_s - a_t) / (1 - a_t))
+        u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
+        commit = masked & (u < p_unmask)  # (B, T) the positions that leave [MASK] at this step
+        if commit.any():
+            hidden = s.hidden(x, prompt, torch.full((x.shape[0],), float(t), device=x.device))
+            tok, _ = sample_tokens(s.rows(hidden, commit), s.temperature, s.top_k, s.top_p, generator,
+                                   overwrite=True)
+            x[commit] = tok
+    return x
+
+
+# Copied from sunfish_lib.diffusion.schedules._betas_from_alpha_bar
+def _betas_from_alpha_bar(fn: Callable[[float], float], T: int) -> torch.Tensor:
+    """beta_k = min(1 - alpha_bar((k+1)/T) / alpha_bar(k/T), MAX_BETA), k = 0..T-1."""
+    return torch.tensor([min(1.0 - fn((k + 1) / T) / fn(k / T), MAX_BETA) for k in range(T)], dtype=torch.float64)
+
+
+# Copied from sunfish_lib.diffusion.schedules.make_betas with ConfigError->ValueError
+def make_betas(kind: str, num_timesteps: int) -> torch.Tensor:
+    """beta_1..beta_T of the named schedule, float64 (T,)."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"diffusion.schedule={kind!r} is not allowed; choose one of {', '.join(SCHEDULES)}")
+    if not isinstance(num_timesteps, int) or num_timesteps < 1:
+        raise ValueError(f"diffusion.num_timesteps={num_timesteps!r} must be an integer >= 1")
+    T = num_timesteps
+    if kind == "linear":
+        scale = 1000.0 / T
+        return torch.linspace(scale * 1e-4, min(scale * 0.02, MAX_BETA), T, dtype=torch.float64)
+    if kind == "cosine":
+        s = 0.008
+        return _betas_from_alpha_bar(lambda t: math.cos((t + s) / (1 + s) * math.pi / 2) ** 2, T)
+    s = 1e-4
+    return _betas_from_alpha_bar(lambda t: 1.0 - math.sqrt(t + s), T)
+
+
+# Copied from sunfish_lib.diffusion.continuous.to_x0_eps
+def to_x0_eps(out: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction: str):
+    """Model output in `prediction` -> (x0_hat, eps_hat); alpha_bar broadcasts against x_t."""
+    a, s = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
+    if prediction == "x0":
+        return out, (x_t - a * out) / s
+    if prediction == "eps":
+        return (x_t - s * out) / a, out  # inverts Ho et al. 2020, Eq. 4
+    if prediction == "v":
+        return a * x_t - s * out, s * x_t + a * out  # x0 = a z - s v, eps = s z + a v
+    raise ValueError(f"prediction {prediction!r}: choose eps, v or x0")
+
+
+# Copied from sunfish_lib.diffusion.continuous.eps_from_x0
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """eps implied by x_t and an x0 estimate (Ho et al. 2020, Eq. 4 solved for eps)."""
+    return (x_t - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
+
+
+# Copied from sunfish_lib.diffusion.rounding._check_metric with SunfishError->ValueError
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"rounding={metric!r} is not allowed; choose one of {', '.join(METRICS)}")
+
+
+# Copied from sunfish_lib.diffusion.rounding.nearest_tokens
+@torch.no_grad()
+def nearest_tokens(
+    x: torch.Tensor,
+    table: torch.Tensor,
+    metric: str = "euclidean",
+    *,
+    exclude_ids: Sequence[int] = (),
+    max_elements: int = MAX_ELEMENTS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest token to each vector: x (..., e), table (V, e) -> ids (...) and euclidean distance (...).
+
+    cosine: argmax of x.e_v / (|x| |e_v|); euclidean: argmin |x - e_v|, computed as the
+    argmax of 2 x.e_v - |e_v|^2 (|x|^2 is the same for every v). Ties go to the lower id.
+    `exclude_ids` (e.g. [MASK], [PAD]) are never chosen. The distance is to the chosen
+    embedding whatever the metric (what trajectories record).
+    """
+    _check_metric(metric)
+    e = table.shape[1]
+    flat = x.reshape(-1, e).float()  # (N, e)
+    keys = table.float()
+    if metric == "cosine":
+        q, keys, bias = F.normalize(flat, dim=-1), F.normalize(keys, dim=-1), None
+    else:
+        q, bias = 2.0 * flat, -keys.pow(2).sum(-1)  # (V,)
+    ex = torch.as_tensor(list(exclude_ids), dtype=torch.long, device=keys.device)
+    N, V = flat.shape[0], keys.shape[0]
+    rows = min(max(N, 1), ROW_BLOCK)
+    chunk = max(1, min(V, max_elements // rows))
+    ids = torch.empty(N, dtype=torch.long, device=flat.device)
+    for r0 in range(0, N, rows):
+        best = torch.full((min(rows, N - r0),), float("-inf"), device=flat.device)
+        arg = torch.zeros_like(best, dtype=torch.long)
+        for v0 in range(0, V, chunk):
+            s = q[r0:r0 + rows] @ keys[v0:v0 + chunk].t()  # (rows, chunk)
+            if bias is not None:
+                s = s + bias[v0:v0 + chunk]
+            if ex.numel():
+                local = ex[(ex >= v0) & (ex < v0 + chunk)] - v0
+                s[:, local] = float("-inf")
+            m, a = s.max(-1)
+            better = m > best  # strict: an earlier chunk (lower id) wins ties
+            best = torch.where(better, m, best)
+            arg = torch.where(better, a + v0, arg)
+        ids[r0:r0 + rows] = arg
+    dist = (flat - table.float()[ids]).norm(dim=-1)  # (N,)
+    return ids.view(x.shape[:-1]), dist.view(x.shape[:-1])
+
+
+# Copied from sunfish_lib.diffusion.rounding.snap_to_embeddings
+def snap_to_embeddings(x: torch.Tensor, table: torch.Tensor, metric: str = "euclidean",
+                       exclude_ids: Sequence[int] = ()) -> torch.Tensor:
+    """The clamping trick (Diffusion-LM Sec. 4.2): replace each vector by its nearest embedding, (..., e)."""
+    ids, _ = nearest_tokens(x, table, metric, exclude_ids=exclude_ids)
+    return table[ids].to(x.dtype)
+
+
+class ContinuousSettings:
+    """What the DDIM loop needs (Sunfish's `ContinuousSampler` with sampler ddim): the model, its diffusion
+    section (schedule, num_timesteps, prediction, embed_norm, self_conditioning) and the sampling settings."""
+
+    def __init__(self, model, diffusion: dict, never, *, steps: int, eta: float, clamp: bool, rounding: str):
+        self.model, self.never, self.steps, self.eta, self.clamp = model, list(never), steps, float(eta), clamp
+        self.prediction = diffusion.get("prediction", "x0")
+        self.embed_norm, self.self_conditioning = diffusion.get("embed_norm", False), diffusion.get("self_conditioning", False)
+        self.metric = ("cosine" if self.embed_norm else "euclidean") if rounding == "auto" else rounding
+        self.T = diffusion.get("num_timesteps", 1000)
+        self.alpha_bar = torch.cumprod(1.0 - make_betas(diffusion.get("schedule", "sqrt"), self.T), 0)  # float64 (T,)
+        n = steps  # trailing spacing (Lin et al. 2024, Sec. 3.3): the first step is always T - 1
+        self.timesteps = [int(round(self.T - i * self.T / n)) - 1 for i in range(n)]
+
+    def ab(self, k: int) -> float:
+        return 1.0 if k < 0 else float(self.alpha_bar[k])  # alpha_bar before the chain is 1
+
+    def table(self) -> torch.Tensor:
+        """x_0 of every token (V, e): EMB / init_std, or rows of norm sqrt(e) with embed_norm (`embedding_table`)."""
+        w = self.model.tok_emb.weight.float()
+        if self.embed_norm:
+            return F.normalize(w, dim=-1) * math.sqrt(w.shape[1])
+        return w / self.model.fields.init_std
+
+    def predict(self, x, k: int, table, self_cond):
+        """(raw output, x0_hat) (B, T, e) at step k: the input scaled to unit variance (CDCD Sec. 3), t = (k + 1) / T."""
+        kk = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
+        sigma2 = torch.linalg.vector_norm(table).square() / table.numel()
+        ab = self.alpha_bar.to(x.device)[kk].to(x.dtype).view(-1, 1, 1)  # (B, 1, 1)
+        x_in = (x * (ab * sigma2 + 1.0 - ab).rsqrt()).to(self.model.tok_emb.weight.dtype)
+        h = self.model.encode(inputs_embeds=x_in, timesteps=(kk.float() + 1.0) / self.T, self_cond=self_cond)
+        out = self.model.logits_of(h)[0].float()  # the model's x0 output (B, T, e), what `forward(...).x0` returns
+        return out, to_x0_eps(out, x, ab, self.prediction)[0]
+
+
+@torch.no_grad()
+def ddim_generate(s: ContinuousSettings, x_ids: torch.Tensor, known: torch.Tensor, generator=None) -> torch.Tensor:
+    """DDIM (Song et al. 2021, Eq. 12, sigma of Eq. 16 with eta) from x_T ~ N(0, I) in the embedding space, rounded
+    to the nearest embedding; `known` positions are reset to q(x_s | x_0) of their tokens after every step."""
+    table = s.table().detach()  # (V, e)
+    x0_known = F.embedding(x_ids.clamp(0, table.shape[0] - 1), table).float() if known.any() else None
+    x = torch.randn((*x_ids.shape, table.shape[1]), device=table.device, generator=generator)  # x_T
+    x = _hold(s, x, x0_known, known, s.timesteps[0], generator)
+    self_cond = None
+    for i, k in enumerate(s.timesteps):
+        prev = s.timesteps[i + 1] if i + 1 < len(s.timesteps) else -1
+        out, raw_x0 = s.predict(x, k, table, self_cond)
+        ab_t, ab_s = torch.tensor(s.ab(k), dtype=x.dtype, device=x.device), s.ab(prev)
+        x0, eps = to_x0_eps(out, x, ab_t, s.prediction)
+        if s.clamp:  # Diffusion-LM Sec. 4.2: snap x0_hat to the nearest embedding, eps from it
+            x0 = snap_to_embeddings(x0, table, s.metric, s.never)
+            eps = eps_from_x0(x, x0, ab_t)
+        var = s.eta ** 2 * (1.0 - ab_s) / (1.0 - s.ab(k)) * (1.0 - s.ab(k) / ab_s)  # Eq. 16
+        x = math.sqrt(ab_s) * x0 + math.sqrt(max(1.0 - ab_s - var, 0.0)) * eps  # Eq. 12
+        if var > 0:
+            x = x + math.sqrt(var) * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        x = _hold(s, x, x0_known, known, prev, generator)
+        if s.self_conditioning:
+            self_cond = raw_x0  # the unclamped estimate, as training feeds it
+    ids, _ = nearest_tokens(x, table, s.metric, exclude_ids=s.never)
+    return torch.where(known, x_ids, ids)
+
+
+def _hold(s: ContinuousSettings, x, x0_known, known, k: int, generator):
+    """Known positions <- a fresh draw of q(x_k | x_0) (x_0 itself at k = -1)."""
+    if x0_known is None:
+        return x
+    if k < 0:
+        held = x0_known
+    else:
+        noise = torch.randn(x.shape, device=x.device, generator=generator)
+        ab = torch.tensor(s.ab(k), dtype=x0_known.dtype, device=x.device)
+        held = ab.sqrt() * x0_known + (1.0 - ab).sqrt() * noise  # Ho et al. 2020, Eq. 4
+    return torch.where(known[..., None], held, x)
