@@ -226,8 +226,8 @@ class MaskedSampler(Sampler):
             if out is not None and trajectory is not None:
                 commit, c, e = out
                 extra = {} if self._cache is None else {"refreshed": torch.full_like(commit, refresh)}
-                if again is not None:
-                    extra["remasked"] = again
+                if self.remask:
+                    extra["remasked"] = again if again is not None else torch.zeros_like(commit)
                 trajectory.record(1 - (done + 1) / max(self.steps, done + 1), tokens=x, confidence=c,
                                   masked=x == self.mask_id, committed=commit, entropy=e, **extra)
             i += 1
