@@ -32,7 +32,7 @@ from sunfish_lib.task_eval import evaluate_task
 from sunfish_lib.tasks import make_task
 from sunfish_lib.train.trainer import train
 
-MODEL = {"model.n_layers": 4, "model.d_model": 128, "model.n_heads": 4, "model.vocab_size": 128,
+MODEL = {"model.n_layers": 3, "model.d_model": 64, "model.n_heads": 4, "model.vocab_size": 128,
          "model.max_seq_len": 64}
 _TASKS = {
     "reversal": {"params": {"n_facts": 200, "pool": 30, "qa_share": 0.8}, "seq_len": 8, "batch": 64},
@@ -41,7 +41,7 @@ _TASKS = {
     "sudoku": {"params": {"n_train": 4000, "n_test": 200, "size": 4, "givens": [6, 9]}, "seq_len": 34, "batch": 32},
 }
 SETUPS = {
-    "full": {"tasks": _TASKS, "stages": [250, 500, 1000, 2000, 4000], "minutes": 10.0, "limit": None},
+    "full": {"tasks": _TASKS, "stages": [250, 500, 1000, 2000, 4000, 8000], "minutes": 10.0, "limit": None},
     "workbook": {"tasks": {k: v for k, v in _TASKS.items() if k != "sudoku"}, "stages": [150, 300],
                  "minutes": 1.0, "limit": 100},
     "smoke": {"tasks": {"reversal": {**_TASKS["reversal"], "params": {"n_facts": 20, "pool": 10, "qa_share": 0.8}},
@@ -92,7 +92,7 @@ def jobs(root: str | Path, scale: str, seed: int = 0) -> list[dict]:
                     "sample.sampler": "margin" if objective == "masked" else "ar",
                     "data.source": str(folder / "train.jsonl"), "data.tokenizer": str(folder / "tokenizer"),
                     "data.seq_len": spec["seq_len"], "sample.length": spec["seq_len"],
-                    "data.micro_batch_size": spec["batch"], "train.lr": 1e-3, "train.warmup_steps": 50,
+                    "data.micro_batch_size": spec["batch"], "train.lr": 2e-3, "train.warmup_steps": 50,
                     "train.decay": "constant", "train.weight_decay": 0.0, "train.val_batches": 2, "seed": seed}
             out.append({"task": name, "label": label, "task_dir": str(folder), "run_dir": str(Path(root) / "runs" /
                         f"{name}-{label}"), "overrides": over, "stages": setup["stages"], "minutes": setup["minutes"],
@@ -104,11 +104,11 @@ def jobs(root: str | Path, scale: str, seed: int = 0) -> list[dict]:
 def run_job(job: dict) -> dict:
     """Train `job` in stages and score it after each; returns the job with its `curve` (one row per stage)."""
     torch.set_num_threads(1)
-    start, curve = time.time(), []
+    start, curve, first = time.time(), [], job["stages"][0]
+    fixed = {"train.warmup_steps": min(job["overrides"]["train.warmup_steps"], max(1, first // 4)),
+             "train.val_every": first, "train.ckpt_every": first}  # a resumed run may change max_steps alone
     for i, steps in enumerate(job["stages"]):
-        warm = min(job["overrides"]["train.warmup_steps"], max(1, steps // 4))
-        cfg = get_config("tiny", {**job["overrides"], "train.max_steps": steps, "train.warmup_steps": warm,
-                                  "train.val_every": steps, "train.ckpt_every": steps})
+        cfg = get_config("tiny", {**job["overrides"], **fixed, "train.max_steps": steps})
         train(cfg, job["run_dir"], resume=i > 0, progress=False)
         minutes = (time.time() - start) / 60
         bundle = load_for_inference(job["run_dir"])
@@ -119,8 +119,9 @@ def run_job(job: dict) -> dict:
             row[order] = {"accuracy": res.accuracy, "stderr": res.stderr, "n": res.n, "ar_ness": res.ar_ness,
                           "examples": res.examples[:4]}
         curve.append(row)
-        if minutes > job["minutes"]:
-            break
+        nxt = job["stages"][i + 1] if i + 1 < len(job["stages"]) else None
+        if nxt is None or (time.time() - start) / 60 * nxt / steps > job["minutes"]:
+            break  # the next stage would end past the budget (stage time grows with its steps)
     return {**job, "curve": curve, "minutes": round((time.time() - start) / 60, 2)}
 
 
