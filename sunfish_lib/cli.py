@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from sunfish_lib.commands import (
-    check, convert, data, estimate, evaluate, export, harness, run, runs, sample, train, workbook,
+    check, convert, data, estimate, evaluate, export, harness, run, runs, sample, tasks, train, workbook,
 )
 from sunfish_lib.errors import Interrupted, SunfishError
 
@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
         raise SunfishError(f"{self.prog}: {message}; see `{self.prog} --help`")
 
 
-COMMANDS = [check, run, workbook, data, estimate, train, evaluate, sample, convert, runs, export, harness]
+COMMANDS = [check, run, workbook, data, estimate, train, evaluate, sample, convert, runs, export, harness, tasks]
 """The subcommands, in `sunfish --help` order: each module has `add_parser(sub)` and `run(args)`."""
 
 

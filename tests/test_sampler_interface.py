@@ -20,7 +20,7 @@ from tests.sampling_helpers import make_run
 from tests.train_helpers import small_config
 
 OBJECTIVE = {"ddpm": "continuous", "ddim": "continuous", "ancestral": "masked", "low_confidence": "masked",
-             "random": "masked", "threshold": "masked", "ar": "ar"}
+             "random": "masked", "threshold": "masked", "margin": "masked", "ar": "ar"}
 
 
 @pytest.fixture(scope="module")

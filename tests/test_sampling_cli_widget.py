@@ -151,7 +151,7 @@ def test_panel_sampler_choices_follow_the_objective(runs, tmp_path):
     from traitlets import TraitError
 
     panel = SamplingPanel(checkpoint=runs["masked"])
-    assert panel.sampler.options == ("ancestral", "low_confidence", "random", "threshold")
+    assert panel.sampler.options == ("ancestral", "low_confidence", "random", "threshold", "margin")
     with pytest.raises(TraitError):
         panel.sampler.value = "ddim"  # the dropdown only offers what the objective supports
     panel.path.value = str(runs["continuous"])

@@ -284,7 +284,8 @@ class SampleConfig:
     """Generation settings (the sampler names depend on the objective)."""
 
     sampler: str = "ddim"
-    """continuous: ddpm, ddim; masked: ancestral, low_confidence, random, threshold; ar: ar."""
+    """continuous: ddpm, ddim; masked: ancestral, low_confidence (top probability), random, threshold, margin
+    (top-probability margin, Kim et al. 2025); ar: ar."""
     steps: int = 50
     """Reverse steps (continuous: <= num_timesteps)."""
     eta: float = 0.0
@@ -316,6 +317,8 @@ class SampleConfig:
     """Let samples contain EOS (variable-length generation); off: EOS, like [MASK] and [PAD], never appears."""
     cache: str = "none"
     """Masked low_confidence/random/threshold: Fast-dLLM's approximate KV cache, refreshed per block: none, prefix (prompt and committed blocks) or dual (the suffix too)."""
+    remask: float = 0.0
+    """Masked low_confidence/random/margin: ReMDM-style remasking, the chance per step that a committed generated token is masked again (0: off)."""
 
     def validate(self, diffusion: DiffusionConfig, model: ModelConfig) -> "SampleConfig":
         validate_sample(self, diffusion, model)

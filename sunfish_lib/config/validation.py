@@ -28,7 +28,7 @@ MLPS = ("gelu", "swiglu", "geglu")
 POS_ENCODINGS = ("learned", "rope")
 SAMPLERS = {
     "continuous": ("ddpm", "ddim"),
-    "masked": ("ancestral", "low_confidence", "random", "threshold"),
+    "masked": ("ancestral", "low_confidence", "random", "threshold", "margin"),
     "ar": ("ar",),
 }
 CHOICES = {
@@ -264,6 +264,7 @@ def check_sample_ranges(num_timesteps: int | None = None, max_seq_len: int | Non
         "allow_eos": lambda v: _check(isinstance(v, bool), f"sample.allow_eos={v!r} must be true or false"),
         "clamp": lambda v: _check(isinstance(v, bool), f"sample.clamp={v!r} must be true or false"),
         "cache": lambda v: _one_of("sample.cache", v),
+        "remask": lambda v: _check(0.0 <= v < 1.0, f"sample.remask={v} must be in [0, 1) (0: off)"),
     }
     for name, value in fields.items():
         rules.get(name, lambda v: None)(value)

@@ -11,6 +11,7 @@ from dataclasses import replace
 from sunfish_lib.config import DataConfig
 from sunfish_lib.data.loader import PackedDataset, ResumableLoader, ResumeTracker
 from sunfish_lib.data.packing import PackSpec
+from sunfish_lib.data.pairs import PairsDataset, is_pairs_file, load_pairs
 from sunfish_lib.data.retry import RetryPolicy
 from sunfish_lib.data.sources import SourceSpec, open_source, parse_source
 from sunfish_lib.data.tokenizer import SunfishTokenizer, get_tokenizer
@@ -48,12 +49,22 @@ def pack_spec(data: DataConfig, tokenizer: SunfishTokenizer, *, seed: int = 0, b
 
 def make_dataset(data: DataConfig, tokenizer: SunfishTokenizer, split: str = "train", *, seed: int = 0,
                  rank: int = 0, world_size: int = 1, batches_per_step: int = 1, source: SourceSpec | None = None,
-                 loop: bool | None = None, **pack_overrides) -> PackedDataset:
-    """A PackedDataset of `split`; training loops over the data forever, validation makes one pass."""
+                 loop: bool | None = None, **pack_overrides) -> PackedDataset | PairsDataset:
+    """A PackedDataset of `split`; training loops over the data forever, validation makes one pass.
+
+    A .jsonl of prompt/completion (or messages) rows is conditional (SFT) data: a `PairsDataset`, one
+    pair per row with a completion-only `loss_mask` (`data/pairs.py`).
+    """
+    train = split == "train"
+    if is_pairs_file(data.source):
+        rows = load_pairs(data.source, tokenizer, pack_overrides.get("seq_len") or data.seq_len, split=split,
+                          val_fraction=data.val_fraction)
+        return PairsDataset(rows, pack_overrides.get("batch_size") or data.micro_batch_size,
+                            loop=train if loop is None else loop, shuffle=train, seed=seed, rank=rank,
+                            world_size=world_size)
     source = source or parse_source(data.source, data.text_field)
     hf_ds, rows = open_source(source, split, data.val_fraction)
     pack = pack_spec(data, tokenizer, seed=seed, batches_per_step=batches_per_step, split=split, **pack_overrides)
-    train = split == "train"
     return PackedDataset(source, hf_ds, rows, tokenizer, pack, rank=rank, world_size=world_size,
                          loop=train if loop is None else loop,
                          shuffle_buffer=data.shuffle_buffer if train else 0, seed=seed,

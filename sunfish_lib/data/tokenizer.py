@@ -51,6 +51,7 @@ class SunfishTokenizer:
     mask_token: str = MASK
     pad_token: str = PAD
     name: str = "bpe"
+    chat_template: str | None = None  # jinja template of a chat tokenizer (SFT `messages` rows, data/pairs.py)
     _token_bytes: list[int] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -209,7 +210,8 @@ def _from_hf(name: str) -> SunfishTokenizer:
     if added:
         hf.add_special_tokens(added)
     return SunfishTokenizer(hf.backend_tokenizer, eos_token=str(hf.eos_token), mask_token=str(hf.mask_token),
-                            pad_token=str(hf.pad_token), name=name)
+                            pad_token=str(hf.pad_token), name=name,
+                            chat_template=getattr(hf, "chat_template", None) or None)
 
 
 # -- the offline BPE ------------------------------------------------------------------------

@@ -51,8 +51,10 @@ class Autoregressive:
 
     def scored(self, batch: dict) -> torch.Tensor:
         """(B, T) bool: positions whose token is a target of the loss."""
-        x, am = batch["input_ids"], batch.get("attention_mask")
+        x, am, lm = batch["input_ids"], batch.get("attention_mask"), batch.get("loss_mask")
         real = torch.ones_like(x, dtype=torch.bool) if am is None else am.bool()
+        if lm is not None:
+            real = real & lm.bool()  # conditional data: the loss on the completion only (the prompt is context)
         if self.bos_id is not None:
             return real
         return torch.cat([torch.zeros_like(real[:, :1]), real[:, 1:] & real[:, :-1]], 1)

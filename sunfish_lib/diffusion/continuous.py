@@ -201,6 +201,8 @@ class ContinuousDiffusion:
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
         ab = self.schedule.coef("alpha_bar", k, x0)  # (B, 1, 1)
         x_t = self.schedule.q_sample(x0, k, noise)
+        if batch.get("loss_mask") is not None:  # SFT: the prompt is clean x0 (infill-style conditioning), no loss
+            x_t = torch.where(batch["loss_mask"].bool()[..., None], x_t, x0)
         if batch.get("segment_ids") is not None:  # x_t shows no EOS: clean-x0 document ids would leak x0
             raise ConfigError("data.cross_document_attention=False does not combine with objective 'continuous'; "
                               "set it to true")
@@ -262,8 +264,10 @@ class ContinuousDiffusion:
 
 
 def _valid(batch: dict, ids: torch.Tensor) -> torch.Tensor:
-    am = batch.get("attention_mask")
-    return torch.ones_like(ids, dtype=torch.float32) if am is None else am.float()
+    """(B, T) float: real tokens; with conditional data (`loss_mask`) the completion only."""
+    am, lm = batch.get("attention_mask"), batch.get("loss_mask")
+    valid = torch.ones_like(ids, dtype=torch.float32) if am is None else am.float()
+    return valid if lm is None else valid * lm.float()
 
 
 def _bucketed(t: torch.Tensor, mse: torch.Tensor, ce: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -150,7 +150,7 @@ class MaskedDiffusion:
         return torch.stack(draws).mean(0)
 
     def scored(self, batch: dict) -> torch.Tensor:
-        """(B, T) bool: the tokens the ELBO scores, every real one (`evaluate` counts their bytes)."""
+        """(B, T) bool: the tokens the ELBO scores, every real one of the completion (`evaluate` counts their bytes)."""
         return _valid(batch, batch["input_ids"])
 
     def mask(self, x0: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, generator=None):
@@ -253,8 +253,15 @@ class MaskedDiffusion:
 
 
 def _valid(batch: dict, x0: torch.Tensor) -> torch.Tensor:
-    am = batch.get("attention_mask")
-    return torch.ones_like(x0, dtype=torch.bool) if am is None else am.bool()
+    """(B, T) bool: the positions the forward process may mask and the ELBO scores.
+
+    Real tokens (`attention_mask`), and with conditional data only the completion (`loss_mask`, LLaDA
+    SFT, Nie et al. 2025 Sec. 2.3): the prompt is never masked, so it conditions every term and the
+    bound is one on -log p(completion | prompt), per completion token.
+    """
+    am, lm = batch.get("attention_mask"), batch.get("loss_mask")
+    valid = torch.ones_like(x0, dtype=torch.bool) if am is None else am.bool()
+    return valid if lm is None else valid & lm.bool()
 
 
 def elbo_closed_form_weight(k: int, L: int) -> float:

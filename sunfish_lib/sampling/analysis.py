@@ -150,3 +150,25 @@ def token_entropy(ids: torch.Tensor, keep: torch.Tensor | None = None) -> list[f
         p = torch.unique(row, return_counts=True)[1].double() / row.numel()
         out.append(float(-(p * p.log()).sum()))
     return out
+
+
+def commit_order(traj, row: int = 0) -> torch.Tensor:
+    """(T,) long: the step at which each position was (last) committed; -1 where it never was (given text)."""
+    committed = traj.stack("committed")[:, row].bool()  # (S, T)
+    steps = torch.arange(committed.shape[0])[:, None].expand_as(committed)
+    return torch.where(committed, steps, torch.full_like(steps, -1)).max(0).values
+
+
+def ar_ness(traj) -> float:
+    """Share of commits that fill the leftmost open positions (DiffuCoder's local AR-ness, Gong et al. 2025,
+    arXiv 2506.20639, Sec. 3): a step that commits n tokens scores the ones among the n leftmost positions
+    still masked before it. 1.0 is left-to-right decoding; a random order on T positions gives about 1/T-ish."""
+    committed = traj.stack("committed").bool()  # (S, B, T)
+    masked_after = traj.stack("masked").bool()
+    remasked = traj.stack("remasked").bool() if "remasked" in traj.fields() else torch.zeros_like(committed)
+    open_before = (masked_after & ~remasked) | committed  # (S, B, T)
+    rank = open_before.long().cumsum(-1)  # 1-based rank among open positions, left to right
+    n = committed.sum(-1, keepdim=True)  # (S, B, 1) commits of the step
+    hits = (committed & (rank <= n)).sum()
+    total = committed.sum()
+    return float(hits) / float(total) if total else float("nan")

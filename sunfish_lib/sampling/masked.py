@@ -12,6 +12,13 @@
   App. B.3): each step predicts every masked token and commits the k most confident
   (or k random) ones; k splits the block's masks evenly over its steps. `random` picks its
   k positions first and draws tokens only there.
+- `margin`: like low_confidence, ranked by the top-probability margin p(top1) - p(top2) instead of
+  p(top1) (Kim et al. ICML 2025, "Train for the Worst, Plan for the Best", arXiv 2502.06768, Sec. 4:
+  it commits first the positions the model is least torn about, which solves hard Sudoku).
+- `remask` > 0 (low_confidence/random/margin): ReMDM-style remasking (Wang et al. 2025, arXiv 2503.00307,
+  Sec. 3, the constant-sigma case): after each step but the last, each generated token committed on an
+  earlier step is masked again with probability `remask`; the next step commits enough to stay on the
+  transfer schedule, so the block still ends fully unmasked after its steps.
 - `threshold`: confidence-threshold parallel decoding (Fast-dLLM, Wu et al. 2025,
   Sec. 3.3): commit every masked position whose confidence exceeds `threshold`, at
   least one per step.
@@ -52,7 +59,8 @@ from sunfish_lib.sampling.filters import compiled_step, filter_logits, sample_to
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
 from sunfish_lib.config.validation import check_sample_ranges
 
-MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold")
+MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold", "margin")
+REMASKING = ("low_confidence", "random", "margin")
 
 
 @dataclass
@@ -78,6 +86,7 @@ class MaskedSampler(Sampler):
     threshold: float = 0.9
     cfg_scale: float = 0.0
     cache: str = "none"
+    remask: float = 0.0
     schedule: MaskSchedule | None = None
     use_cache: bool = True
     shift_logits: bool = False
@@ -89,7 +98,9 @@ class MaskedSampler(Sampler):
             raise SunfishError(f"sampler {self.kind!r} is not a masked-diffusion sampler; choose one of {', '.join(MASKED_SAMPLERS)}")
         check_sample_ranges(steps=self.steps, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
                             block_length=self.block_length, threshold=self.threshold, cfg_scale=self.cfg_scale,
-                            cache=self.cache)
+                            cache=self.cache, remask=self.remask)
+        if self.remask and self.kind not in REMASKING:
+            raise SunfishError(f"sample.remask={self.remask} applies to {', '.join(REMASKING)}; use 0 with {self.kind}")
         if self.cache != "none" and (self.kind == "ancestral" or self.shift_logits or
                                      not hasattr(self.model, "encode")):
             raise SunfishError(f"sample.cache={self.cache!r} needs low_confidence/random/threshold on a Sunfish "
@@ -201,16 +212,22 @@ class MaskedSampler(Sampler):
     def _fill_block(self, x, prompt, in_block, steps, generator, trajectory, callback, done) -> int:
         """The loop over one block: k per step from the transfer schedule, then every remaining mask."""
         k_per_step = _transfer_schedule(((x == self.mask_id) & in_block).sum(1), steps)  # (B, steps)
+        left_after = ((x == self.mask_id) & in_block).sum(1)[:, None] - k_per_step.cumsum(1)  # (B, steps) on schedule
         self._cache = self._block_cache(x, in_block)
         i = 0
         while ((x == self.mask_id) & in_block).any():
             masked = (x == self.mask_id) & in_block
             k = k_per_step[:, i] if i < steps else masked.sum(1)  # (B,)
+            if self.remask and i < steps:  # remasked tokens are committed again: back on the schedule
+                k = (masked.sum(1) - left_after[:, i]).clamp(min=0)
             refresh = self._cache is not None and self._cache.recording  # this pass refills the cache
             out = self.step(x, prompt, masked, k, generator, record=trajectory is not None)
+            again = self._remask(x, prompt, in_block, out, generator) if self.remask and i < steps - 1 else None
             if out is not None and trajectory is not None:
                 commit, c, e = out
                 extra = {} if self._cache is None else {"refreshed": torch.full_like(commit, refresh)}
+                if self.remask:
+                    extra["remasked"] = again if again is not None else torch.zeros_like(commit)
                 trajectory.record(1 - (done + 1) / max(self.steps, done + 1), tokens=x, confidence=c,
                                   masked=x == self.mask_id, committed=commit, entropy=e, **extra)
             i += 1
@@ -219,6 +236,16 @@ class MaskedSampler(Sampler):
                 callback(done, self.steps, x)
         self._cache = None
         return done
+
+    def _remask(self, x, prompt, in_block, out, generator) -> torch.Tensor:
+        """ReMDM (constant sigma): mask again, with probability `remask` each, the generated tokens of the block
+        committed before this step; in place on x. Returns the (B, T) remasked positions."""
+        just = out[0] if out is not None else torch.zeros_like(prompt)
+        earlier = in_block & ~prompt & (x != self.mask_id) & ~just
+        u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
+        again = earlier & (u < self.remask)
+        x[again] = self.mask_id
+        return again
 
     def _block_cache(self, x: torch.Tensor, in_block: torch.Tensor):
         """A fresh `BlockCache` for this block (None: cache off): the window runs from the block's first column
@@ -242,16 +269,17 @@ class MaskedSampler(Sampler):
             score = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
             sel = commit = _topk_commit(score.masked_fill(~masked, -1.0), k) & masked
         else:
-            sel = masked & (k > 0)[:, None] if self.kind == "low_confidence" else masked
+            sel = masked & (k > 0)[:, None] if self.kind in ("low_confidence", "margin") else masked
         if not sel.any():
             return None
         hidden = self._hidden(x, prompt, self._time(x, ~prompt))
         logits = self._rows(hidden, sel)  # (N, V)
         ent = self._entropy(logits) if record else None  # before the draw uses logits up
+        top2 = logits.softmax(-1).topk(2, -1).values.double() if self.kind == "margin" else None  # (N, 2)
         tok, conf = self._draw(logits, generator)  # (N,), (N,)
         if self.kind != "random":
             score = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
-            score[sel] = conf
+            score[sel] = conf if top2 is None else top2[:, 0] - top2[:, 1]  # margin: Kim et al. 2025, Sec. 4
             commit = (_threshold_commit(score, self.threshold) if self.kind == "threshold"
                       else _topk_commit(score, k)) & sel
         proposal = torch.full_like(x, -1)

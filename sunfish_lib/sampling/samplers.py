@@ -30,7 +30,7 @@ def never_emitted(tokenizer, vocab_size: int, allow_eos: bool = False) -> list[i
 def _masked(model, cfg: Config, tokenizer, s: SampleConfig, never: list[int]) -> Sampler:
     return MaskedSampler(model, tokenizer.mask_token_id, kind=s.sampler, steps=s.steps, temperature=s.temperature,
                          top_k=s.top_k, top_p=s.top_p, block_length=s.block_length, threshold=s.threshold,
-                         cfg_scale=s.cfg_scale, cache=s.cache, schedule=MaskSchedule(cfg.diffusion.mask_schedule),
+                         cfg_scale=s.cfg_scale, cache=s.cache, remask=s.remask, schedule=MaskSchedule(cfg.diffusion.mask_schedule),
                          shift_logits=cfg.diffusion.shift_logits, exclude_ids=never)
 
 

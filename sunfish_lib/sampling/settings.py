@@ -26,7 +26,8 @@ SETTINGS = tuple(f.name for f in dataclasses.fields(SampleConfig))
 APPLIES = {"eta": ("continuous",), "steps": ("masked", "continuous"), "temperature": ("masked", "ar"),
            "top_k": ("masked", "ar"), "top_p": ("masked", "ar"), "block_length": ("masked",),
            "threshold": ("masked",), "cfg_scale": ("masked",), "clamp": ("continuous",),
-           "rounding": ("continuous",), "cache": ("masked",)}
+           "rounding": ("continuous",), "cache": ("masked",),
+           "remask": ("masked",)}
 """Objectives a setting acts on (absent: all)."""
 CHOICES = {"rounding": ROUNDINGS, "cache": CACHES}
 """Settings with a fixed set of values (a dropdown in the panel, argparse choices on the CLI)."""
