@@ -26,6 +26,21 @@ from typing import Any, Protocol
 import torch
 
 
+def antithetic_draws(t_samples: int) -> int:
+    """How many noise levels a Monte-Carlo sequence figure averages: `t_samples` rounded down to even, at least 2.
+
+    The masked ELBO draws antithetic pairs (t, 1 - t); continuous diffusion uses the same count, so
+    a `t_samples` setting means the same work for both.
+    """
+    return max(2, t_samples // 2 * 2)
+
+
+def real_tokens(batch: dict, ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: the batch's real tokens (its attention_mask), every one of `ids` when it has none."""
+    am = batch.get("attention_mask")
+    return torch.ones_like(ids, dtype=torch.bool) if am is None else am.bool()
+
+
 class Objective(Protocol):
     name: str
     kind: str
