@@ -113,3 +113,9 @@ def test_choosing_only_an_objective_brings_its_default_sampler():
     assert get_config("tiny", {"objective": "masked", "sampler": "threshold"}).sample.sampler == "threshold"
     with pytest.raises(ConfigError, match="does not fit objective 'masked'"):
         get_config("tiny", {"objective": "masked", "sampler": "ddim"})
+
+
+def test_cfg_scale_is_refused_where_no_sampler_reads_it():
+    with pytest.raises(ConfigError, match="sample.cfg_scale=2.0 applies to the masked samplers"):
+        get_config("tiny", cfg_scale=2.0)  # continuous
+    assert get_config("tiny", objective="masked", sampler="random", cfg_scale=2.0).sample.cfg_scale == 2.0

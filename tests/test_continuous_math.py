@@ -194,19 +194,21 @@ def _library_ddim(x, T, n, eta, prediction, seed):
 
 GOLDEN = {  # sum of the final sample of a 10-step loop from x_T = randn(2, 4, 3) with seed 0, float64
     ("x0", 0.0): -2.9492202862195156,
-    ("eps", 0.0): -12675.014906681346,  # eps-prediction of a dummy net: x0_hat = (x - s eps)/sqrt(alpha_bar) blows up at T
     ("v", 0.0): -3.2917425663331716,
     ("x0", 0.5): -0.7628102592644677,
 }
+"""eps-prediction has no golden: with a dummy net x0_hat = (x - s eps) / sqrt(alpha_bar) blows up near T (a sum
+of about -1.3e4), so its last digits pin float rounding, not the math; it is checked against the reference loop."""
 
 
-@pytest.mark.parametrize("prediction,eta", list(GOLDEN))
+@pytest.mark.parametrize("prediction,eta", [*GOLDEN, ("eps", 0.0)])
 def test_ddim_loop_golden_and_reference(prediction, eta):
     x_T = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
     got, noises = _library_ddim(x_T, 1000, 10, eta, prediction, seed=1)
     ref = _reference_ddim(x_T.copy(), 1000, 10, eta, prediction, noises)
     assert np.allclose(got, ref, rtol=1e-10, atol=1e-10)
-    assert got.sum() == pytest.approx(GOLDEN[(prediction, eta)], rel=1e-9)
+    if (prediction, eta) in GOLDEN:
+        assert got.sum() == pytest.approx(GOLDEN[(prediction, eta)], rel=1e-9)
 
 
 @pytest.mark.parametrize("kind,eta", [("ddim", 0.0), ("ddim", 1.0), ("ddpm", 0.0)])

@@ -90,7 +90,7 @@ def test_local_task_beats_chance(counting_ar_run, capsys):
 
 @pytest.mark.slow
 def test_lm_eval_command_line_with_sunfish_registered(counting_ar_run):
-    """The README's `python -m sunfish_lib.eval.harness --model sunfish ...` line: lm_eval's own CLI, same score."""
+    """docs/exports-and-evaluation.md's `python -m sunfish_lib.eval.harness --model sunfish ...` line: lm_eval's own CLI, same score."""
     import subprocess
     import sys
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from sunfish_lib.config import ModelConfig, get_config
 from sunfish_lib.model import Backbone, timestep_embedding
+from sunfish_lib.model.attention import dense_mask
 
 
 def small(**kw) -> ModelConfig:
@@ -177,18 +178,6 @@ def test_kv_cache_matches_full_forward():
         Backbone(small(time_conditioning=False))(tok, kv_cache=KVCache(2))
 
 
-def _dense_mask(m, segment_ids, attention_mask, T):
-    """The mask the backbone built before it dropped restrictions that restrict nothing."""
-    mask = torch.ones(1, 1, T, T, dtype=torch.bool)
-    if segment_ids is not None:
-        mask = mask & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
-    if attention_mask is not None:
-        mask = mask & attention_mask.bool()[:, None, None, :]
-    if m.cfg.causal:
-        mask = mask & torch.ones(T, T, dtype=torch.bool).tril()
-    return mask | torch.eye(T, dtype=torch.bool)
-
-
 @pytest.mark.parametrize("causal", [False, True])
 def test_no_dense_mask_when_nothing_is_restricted_and_logits_unchanged(causal, monkeypatch):
     torch.manual_seed(0)
@@ -213,7 +202,8 @@ def test_no_dense_mask_when_nothing_is_restricted_and_logits_unchanged(causal, m
     monkeypatch.undo()
     # the same logits as the dense mask gave (real positions; pads are never scored)
     for seg, am in ((one_doc, ones), (None, right)):
-        monkeypatch.setattr(Backbone, "_attn_mask", lambda self, s, a, T, d: _dense_mask(self, s, a, T))
+        monkeypatch.setattr(Backbone, "_attn_mask",  # the full mask, with nothing dropped
+                            lambda self, s, a, T, d: dense_mask(s, a, bool(self.cfg.causal), T, d))
         dense = m(tok, segment_ids=seg, attention_mask=am)
         monkeypatch.undo()
         out = fast if seg is not None else m(tok, attention_mask=am)

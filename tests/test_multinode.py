@@ -1,8 +1,8 @@
 """Several nodes on one machine: two torchrun "nodes", and a 2-task SLURM job through the sbatch template.
 
-The command lines are the README's (`scripts/sunfish.sbatch`, the torchrun lines of "How training
+The command lines are docs/training-at-scale.md's (`scripts/sunfish.sbatch`, the torchrun lines of "How training
 scales out") with small numbers: `test_readme_gives_the_commands_these_tests_run` checks that the
-README shows the same templates filled in for 1 node x 8 GPUs and 4 nodes x 8 GPUs.
+The page shows the same templates filled in for 1 node x 8 GPUs and 4 nodes x 8 GPUs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sunfish_lib.io.metrics import read_metrics, series
 from tests.helpers import ROOT
 from tests.train_helpers import SMALL_ARGS
 
-# What a node runs (README: "4 nodes x 8 GPUs"); the test fills in 2 nodes x 1 process on 127.0.0.1.
+# What a node runs (docs/training-at-scale.md: "4 nodes x 8 GPUs"); the test fills in 2 nodes x 1 process on 127.0.0.1.
 NODE_COMMAND = ("torchrun --nnodes {nodes} --node-rank {rank} --nproc-per-node {gpus} --master-addr {head} "
                 "--master-port {port} -m sunfish_lib.cli train {train} --devices {gpus} --num-nodes {nodes} "
                 "--strategy fsdp --run-dir {run}")
@@ -97,7 +97,7 @@ def test_two_torchrun_nodes_killed_and_resumed_finish_equal_to_one_node(tmp_path
     assert out.count(f"trained to step {stop}") == 1
     log = (run / "train.log").read_text()
     assert f"start: step {saved}," in log and "world size 2 (2 nodes, launched by TorchElastic)" in log
-    # the same run on one node with 2 processes (the README's one-node line), never interrupted
+    # the same run on one node with 2 processes (the one-node line of docs/training-at-scale.md), never interrupted
     ref = tmp_path / "one-node"
     argv = ONE_NODE_COMMAND.format(gpus=2, train="{train}", run=ref).split()
     i = argv.index("{train}")
@@ -167,7 +167,7 @@ def test_sbatch_template_trains_through_lightnings_slurm_environment(tmp_path):
 
 
 def test_readme_gives_the_commands_these_tests_run():
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "docs" / "training-at-scale.md").read_text().split())
     big = NODE_COMMAND.format(nodes=4, rank="$NODE_RANK", gpus=8, head="$HEAD", port=29500,
                               train="--preset 1.4B", run="runs/big")
     one = ONE_NODE_COMMAND.format(gpus=8, train="--preset 350M", run="runs/350m")

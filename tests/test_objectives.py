@@ -151,15 +151,24 @@ def test_masked_elbo_bounds_exact_nll_toy(ignore_context):
     assert mean > nll - 4 * se
 
 
-def test_subs_keeps_unmasked_and_never_predicts_mask():
-    logits = torch.randn(2, 5, 6)
-    z = torch.tensor([[0, 5, 2, 5, 1], [5, 5, 5, 3, 4]])
-    out = subs_logits(logits, z, mask_id=5)
-    assert torch.isinf(out[..., 5]).all() and (out[..., 5] < 0).all()
-    keep = z != 5
-    assert torch.equal(out.argmax(-1)[keep], z[keep])
-    assert (out[keep].softmax(-1).max(-1).values == 1).all()
-    assert torch.equal(out[~keep][:, :5], logits[~keep][:, :5])
+def test_subs_puts_no_mass_on_the_never_ids_and_leaves_the_rest():
+    logits = torch.randn(7, 6)
+    out = subs_logits(logits.clone(), [5, 2])
+    assert torch.isneginf(out[:, [5, 2]]).all()
+    assert torch.equal(out[:, [0, 1, 3, 4]], logits[:, [0, 1, 3, 4]])
+    assert torch.allclose(out.softmax(-1).sum(-1), torch.ones(7))
+
+
+def test_the_masked_objective_never_predicts_mask():
+    """SUBS inside the loss: the logits at masked positions give [MASK] no mass."""
+    cfg = get_config("smoke", objective="masked", sampler="ancestral")
+    model = Backbone.from_config(cfg).eval()
+    obj = build_objective(cfg, mask_token_id=cfg.model.vocab_size - 1)
+    x0 = torch.randint(0, cfg.model.vocab_size - 1, (2, 16), generator=torch.Generator().manual_seed(0))
+    z, masked = obj.mask(x0, torch.tensor([0.5, 0.9]), torch.ones_like(x0, dtype=torch.bool))
+    logits = obj.masked_logits(model, z, None, {"input_ids": x0}, masked)
+    assert logits.shape == (int(masked.sum()), cfg.model.vocab_size)
+    assert torch.isneginf(logits[:, obj.mask_id]).all() and torch.isfinite(logits[:, :obj.mask_id]).all()
 
 
 def test_masking_rate_and_padding_excluded():

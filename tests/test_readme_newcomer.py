@@ -1,4 +1,4 @@
-"""The README's newcomer sections: the commands they give work as written (or as their offline twin)."""
+"""The README's and docs/ pages' newcomer sections: the commands they give work as written (or as their offline twin)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,26 @@ import pytest
 from tests.helpers import ROOT, run_cli
 
 VENV_BIN = os.path.dirname(sys.executable)
-README = (ROOT / "README.md").read_text()
+PAGES = {path.name: path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
+"""The README and the docs/ pages it links (one per topic)."""
+DOCS = "\n".join(PAGES.values())
 
 
 def _section(title: str) -> str:
-    start = README.index(f"## {title}")
-    return README[start:README.index("\n## ", start + 3)]
+    """The `## title` section of whichever page holds it (exactly one does)."""
+    (text,) = [t for t in PAGES.values() if f"\n## {title}" in t]
+    start = text.index(f"\n## {title}") + 1
+    end = text.find("\n## ", start + 3)
+    return text[start:end if end >= 0 else len(text)]
+
+
+def test_readme_is_short_and_links_every_docs_page():
+    readme = PAGES["README.md"]
+    assert len(readme.splitlines()) <= 250
+    pages = sorted(name for name in PAGES if name != "README.md")
+    assert pages == ["cli.md", "exports-and-evaluation.md", "notebooks.md", "reliability.md", "sampling.md",
+                     "training-at-scale.md"]
+    assert all(f"](docs/{name})" in readme for name in pages)
 
 
 def test_preset_table_is_the_estimators():
@@ -100,8 +114,8 @@ def test_fixed_commands_parse(line):
 
     from sunfish_lib.cli import build_parser
 
-    assert line in README
+    assert line in DOCS
     argv = line.split(" -m sunfish_lib.cli train ")[-1].split() if "torchrun" in line else line.split()[2:]
     args = build_parser().parse_args(["train", *[a.replace("<id>", "x") for a in argv]])
     assert args.resume == Path("runs/x") if "--resume" in line else args.devices == 8
-    assert not re.search(r"sunfish train --run-dir \S+ --resume", README)  # the old shorthand trained `tiny`
+    assert not re.search(r"sunfish train --run-dir \S+ --resume", DOCS)  # the old shorthand trained `tiny`

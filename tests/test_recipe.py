@@ -33,21 +33,11 @@ def test_every_preset_defaults_to_rope_and_learned_stays_selectable():
     assert model_config_from_hf(gpt2, "gpt2", 64).pos_encoding == "learned"  # GPT-2's absolute positions stay exact
 
 
-def test_tiny_recipe_defaults_are_pinned():
-    """bench/tiny_recipe.py's choice: RoPE, BPE-1024, lr 2e-3 after 50 warmup steps, 1500 steps of 32 x 64 tokens."""
-    t = PRESETS["tiny"]
-    m, d, tr = t.model, t.data, t.train
-    assert (m.pos_encoding, m.n_layers, m.d_model, m.n_heads, m.vocab_size) == ("rope", 4, 128, 4, 1024)
-    assert (d.tokenizer, d.bpe_vocab_size, d.seq_len, d.micro_batch_size) == ("bpe", 1024, 64, 32)
-    assert (tr.lr, tr.warmup_steps, tr.max_steps, tr.decay) == (2e-3, 50, 1500, "cosine")
+def test_the_masked_recipe_is_mdlm_and_notebook_04_trains_the_preset_budget():
     masked = recipe_config("masked")
     assert masked.resolved_model.time_conditioning is False  # MDLM: no time conditioning for masked
-    assert (masked.diffusion.mask_schedule, masked.diffusion.low_discrepancy) == ("linear", True)
-    # samples drawn from the model's own distribution (MDLM's ancestral sampler): confidence-ordered
-    # decoding of this model gave 0.63x the held-out text's unigram entropy, ancestral 1.07x
-    assert masked.sample.sampler == "ancestral" and masked.diffusion.masked_loss == "elbo"
     # notebook 04 trains the preset's budget by default
-    assert notebook_parameters(NOTEBOOKS / "04_train.ipynb")["max_steps"] == tr.max_steps
+    assert notebook_parameters(NOTEBOOKS / "04_train.ipynb")["max_steps"] == PRESETS["tiny"].train.max_steps
 
 
 def test_smoke_preset_is_tiny_at_a_seconds_long_shape_and_the_smoke_recipe_starts_from_it():
@@ -101,9 +91,7 @@ def test_tiny_recipe_bench_smoke(tmp_path):
     assert set(rows) == {("base", "masked"), ("base", "ar"), ("bpe1024", "masked"), ("bpe1024", "ar")}
     for r in rows.values():
         assert r["steps"] == 8 and r["tokens"] == 8 * 4 * 32 and r["bits_per_byte"] > 0
-        assert r["elbo_over_unigram"] == pytest.approx(r["nats_per_token"] / r["unigram"]["nats_per_token"])
     assert rows[("bpe1024", "masked")]["unigram"] != rows[("base", "masked")]["unigram"]  # one per tokenizer
-    assert res["best_bits_per_byte"] == min(rows[(c, "masked")]["bits_per_byte"] for c in ("base", "bpe1024"))
 
 
 @pytest.mark.slow

@@ -22,5 +22,4 @@ def test_sampling_overhead_bench_smoke():
     for r in rows + result["reference"]:
         assert 0 < r["model_s"] <= r["wall_s"] and r["forward_passes"] >= 1
         assert 0 < r["model_fraction"] <= 1
-    assert result["model_fraction_min"] == min(r["model_fraction"] for r in rows)
     assert result["speedup_vs_reference"] > 0 and result["speedup_vocab"] == 600

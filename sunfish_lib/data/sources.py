@@ -21,14 +21,13 @@ import hashlib
 import logging
 import math
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlparse
 
 from sunfish_lib.data.corpus import shakespeare_files
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.hf.hub import hub_offline, hub_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -223,29 +222,11 @@ def _quiet(datasets) -> None:
     datasets.disable_progress_bars()
 
 
-def hub_offline() -> bool:
-    """True when the HF offline variables are set (then hub sources fail at once)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def _probe_hub(timeout: float = 3.0) -> str | None:
-    """None if the hub endpoint accepts a TCP connection within `timeout` s, else the reason."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # a proxy may reach what a direct connection cannot; let datasets try
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except OSError as e:
-        return f"cannot connect to {url.hostname}: {e.strerror or e}"
-    return None
-
-
 def _open_hub(spec: SourceSpec):
     if hub_offline():
         raise SunfishError(f"data.source={spec.source!r} needs the Hugging Face hub, but offline mode is on "
-                           f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE); {REMEDY}")
-    why = _probe_hub()
+                           f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE/TRANSFORMERS_OFFLINE); {REMEDY}")
+    why = hub_unreachable()
     if why:
         raise SunfishError(f"data.source={spec.source!r} needs the Hugging Face hub, which is unreachable ({why}); "
                            f"{REMEDY}")

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from sunfish_lib.config import BACKBONE_NEEDS, SAMPLERS, DiffusionConfig
 from sunfish_lib.diffusion.schedules import NoiseSchedule
+from sunfish_lib.diffusion.objective import antithetic_draws, real_tokens
 from sunfish_lib.diffusion.timesteps import sample_t
 from sunfish_lib.errors import ConfigError
 
@@ -163,7 +164,7 @@ class ContinuousDiffusion:
 
     def scored(self, batch: dict) -> torch.Tensor:
         """(B, T) bool: the tokens the rounding CE scores, every real one."""
-        return _valid(batch, batch["input_ids"]).bool()
+        return real_tokens(batch, batch["input_ids"])
 
     # -- loss ------------------------------------------------------------------------
     def sample_steps(self, batch_size: int, device, generator=None) -> torch.Tensor:
@@ -195,7 +196,7 @@ class ContinuousDiffusion:
     def _loss_at_step(self, model, batch: dict, k: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
         """`loss_at` at step indices k (B,) in 0..T-1."""
         ids = batch["input_ids"]  # (B, T)
-        valid = _valid(batch, ids)
+        valid = real_tokens(batch, ids).float()
         table = self.embedding_table(model)  # (V, e)
         x0 = self.x0_of(model, ids, table)  # (B, T, e)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
@@ -244,8 +245,7 @@ class ContinuousDiffusion:
         return x0_hat * use[:, None, None]
 
     # -- evaluation ------------------------------------------------------------------
-    def t_draws(self, t_samples: int) -> int:
-        return max(2, t_samples // 2 * 2)
+    t_draws = staticmethod(antithetic_draws)
 
     def sequence_nats(self, model, batch: dict, t_samples: int = 8, generator=None) -> torch.Tensor:
         """The rounding CE at small t of each sequence (B,): no likelihood bound here (module docstring)."""
@@ -261,13 +261,6 @@ class ContinuousDiffusion:
             k = torch.randint(0, k_max, (ids.shape[0],), device=ids.device, generator=generator)
             draws.append(self._loss_at_step(model, batch, k, generator)["ce_per_seq"].double())
         return torch.stack(draws).mean(0)
-
-
-def _valid(batch: dict, ids: torch.Tensor) -> torch.Tensor:
-    """(B, T) float: real tokens; with conditional data (`loss_mask`) the completion only."""
-    am, lm = batch.get("attention_mask"), batch.get("loss_mask")
-    valid = torch.ones_like(ids, dtype=torch.float32) if am is None else am.float()
-    return valid if lm is None else valid * lm.float()
 
 
 def _bucketed(t: torch.Tensor, mse: torch.Tensor, ce: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -33,6 +33,7 @@ import math
 import torch
 
 from sunfish_lib.config import BACKBONE_NEEDS, SAMPLERS, DiffusionConfig
+from sunfish_lib.diffusion.objective import antithetic_draws, real_tokens
 from sunfish_lib.diffusion.timesteps import sample_t
 from sunfish_lib.errors import ConfigError
 
@@ -86,19 +87,15 @@ def shift_right(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[:, :1], x[:, :-1]], dim=1)
 
 
-def subs_logits(logits: torch.Tensor, z: torch.Tensor, mask_id: int) -> torch.Tensor:
-    """SUBS parameterisation (MDLM Sec. 3.2.3) on full logits (B, T, V) -> (B, T, V).
+def subs_logits(logits: torch.Tensor, never) -> torch.Tensor:
+    """SUBS zero-masking (MDLM Sec. 3.2.3) on logits (..., V), in place: the ids `never` get -inf.
 
-    [MASK] gets -inf everywhere; unmasked positions become a point mass on their token.
+    `never` is the [MASK] id (the model never predicts [MASK]); a sampler adds [PAD]/EOS when it
+    excludes them. SUBS's other half, carry-over unmasking (an unmasked token stays itself), is
+    structural here: logits are computed only at masked positions and unmasked ones are copied from z_t.
     """
-    out = logits.clone()
-    out[..., mask_id] = float("-inf")
-    unmasked = z != mask_id  # (B, T)
-    if unmasked.any():
-        point = torch.full_like(out[unmasked], float("-inf"))  # (N, V)
-        point.scatter_(-1, z[unmasked][:, None], 0.0)
-        out[unmasked] = point
-    return out
+    logits[..., never] = float("-inf")
+    return logits
 
 
 class MaskedDiffusion:
@@ -127,8 +124,7 @@ class MaskedDiffusion:
             raise ConfigError("objective 'masked' needs the tokenizer's [MASK] id; the tokenizer has no [MASK] token")
         return cls(cfg.diffusion, mask_token_id)
 
-    def t_draws(self, t_samples: int) -> int:
-        return max(2, t_samples // 2 * 2)
+    t_draws = staticmethod(antithetic_draws)
 
     @torch.no_grad()
     def sequence_nats(self, model, batch: dict, t_samples: int = 8, generator=None) -> torch.Tensor:
@@ -151,7 +147,7 @@ class MaskedDiffusion:
 
     def scored(self, batch: dict) -> torch.Tensor:
         """(B, T) bool: the tokens the ELBO scores, every real one of the completion (`evaluate` counts their bytes)."""
-        return _valid(batch, batch["input_ids"])
+        return real_tokens(batch, batch["input_ids"])
 
     def mask(self, x0: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, generator=None):
         """Forward process q(z_t | x0): (B, T) ids, (B,) times -> (z_t, masked bool (B, T))."""
@@ -173,9 +169,7 @@ class MaskedDiffusion:
         h = model.encode(z, t=t, segment_ids=seg, attention_mask=am)
         if self.cfg.shift_logits:
             h = shift_right(h)  # (B, T, d): row i now holds position i-1's output, which scores token i
-        logits = model.logits(h[masked]).float()  # (N, V)
-        logits[:, self.mask_id] = float("-inf")  # SUBS: never predict [MASK]
-        return logits
+        return subs_logits(model.logits(h[masked]).float(), self.mask_id)  # (N, V)
 
     def masked_nll(self, model, z, t, batch, masked) -> torch.Tensor:
         """-log p_theta(x0_i | z_t) at the masked positions only: (N,) for N = masked.sum()."""
@@ -202,7 +196,7 @@ class MaskedDiffusion:
     def loss_at(self, model, batch, t, generator=None) -> dict[str, torch.Tensor]:
         """The ELBO estimate at given times t (B,) in (0, 1]: also used by evaluation (antithetic t)."""
         x0 = batch["input_ids"]
-        valid = _valid(batch, x0)
+        valid = real_tokens(batch, x0)
         z, masked = self.mask(x0, t, valid, generator)
         nll = self.masked_nll(model, z, t, batch, masked)  # (N,)
         w = self.schedule.weight(t)[:, None].expand_as(x0)[masked]  # (N,)
@@ -247,21 +241,8 @@ class MaskedDiffusion:
             total.append(per_row * n / l.float())  # (B,) nats of the continuation
         z = x.masked_fill(torch.arange(T, device=dev) >= T - n, self.mask_id)
         h = model.encode(z, t=torch.ones(1, device=dev) if timed else None)
-        logits = model.logits((shift_right(h) if self.cfg.shift_logits else h)[0, -n:]).float()
-        logits[:, self.mask_id] = float("-inf")
+        logits = subs_logits(model.logits((shift_right(h) if self.cfg.shift_logits else h)[0, -n:]).float(), self.mask_id)
         return -torch.cat(total).mean().item(), bool((logits.argmax(-1) == x[0, -n:]).all())
-
-
-def _valid(batch: dict, x0: torch.Tensor) -> torch.Tensor:
-    """(B, T) bool: the positions the forward process may mask and the ELBO scores.
-
-    Real tokens (`attention_mask`), and with conditional data only the completion (`loss_mask`, LLaDA
-    SFT, Nie et al. 2025 Sec. 2.3): the prompt is never masked, so it conditions every term and the
-    bound is one on -log p(completion | prompt), per completion token.
-    """
-    am, lm = batch.get("attention_mask"), batch.get("loss_mask")
-    valid = torch.ones_like(x0, dtype=torch.bool) if am is None else am.bool()
-    return valid if lm is None else valid & lm.bool()
 
 
 def elbo_closed_form_weight(k: int, L: int) -> float:

@@ -26,6 +26,27 @@ from typing import Any, Protocol
 import torch
 
 
+def antithetic_draws(t_samples: int) -> int:
+    """How many noise levels a Monte-Carlo sequence figure averages: `t_samples` rounded down to even, at least 2.
+
+    The masked ELBO draws antithetic pairs (t, 1 - t); continuous diffusion uses the same count, so
+    a `t_samples` setting means the same work for both.
+    """
+    return max(2, t_samples // 2 * 2)
+
+
+def real_tokens(batch: dict, ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: the tokens an objective noises and scores: the batch's real ones (its attention_mask; every
+    one of `ids` when it has none) and, with conditional data (`loss_mask`), the completion only.
+
+    LLaDA SFT (Nie et al. 2025, Sec. 2.3): the prompt is never masked or noised, so it conditions every term and
+    the bound is one on -log p(completion | prompt), per completion token.
+    """
+    am, lm = batch.get("attention_mask"), batch.get("loss_mask")
+    real = torch.ones_like(ids, dtype=torch.bool) if am is None else am.bool()
+    return real if lm is None else real & lm.bool()
+
+
 class Objective(Protocol):
     name: str
     kind: str

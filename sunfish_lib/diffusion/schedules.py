@@ -30,9 +30,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from sunfish_lib.config import NOISE_SCHEDULES
 from sunfish_lib.errors import ConfigError
 
-SCHEDULES = ("linear", "cosine", "sqrt")
 MAX_BETA = 0.999
 
 
@@ -43,8 +43,8 @@ def _betas_from_alpha_bar(fn: Callable[[float], float], T: int) -> torch.Tensor:
 
 def make_betas(kind: str, num_timesteps: int) -> torch.Tensor:
     """beta_1..beta_T of the named schedule, float64 (T,)."""
-    if kind not in SCHEDULES:
-        raise ConfigError(f"diffusion.schedule={kind!r} is not allowed; choose one of {', '.join(SCHEDULES)}")
+    if kind not in NOISE_SCHEDULES:
+        raise ConfigError(f"diffusion.schedule={kind!r} is not allowed; choose one of {', '.join(NOISE_SCHEDULES)}")
     if not isinstance(num_timesteps, int) or num_timesteps < 1:
         raise ConfigError(f"diffusion.num_timesteps={num_timesteps!r} must be an integer >= 1")
     T = num_timesteps

@@ -32,9 +32,8 @@ import torch
 from sunfish_lib.data import get_tokenizer, make_loader
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.export import load_for_inference
-from sunfish_lib.io.files import read_json
+from sunfish_lib.runs.discovery import find_model, model_stamp, workbook_folder
 from sunfish_lib.sampling.analysis import token_entropy
-from sunfish_lib.sampling.session import find_checkpoints
 
 DISTINCT_N = (2, 3)
 REFERENCE_WINDOWS = 8  # held-out windows behind each reference figure
@@ -117,8 +116,7 @@ def load_judge(path: str | Path) -> Judge:
     if not p.exists():
         raise SunfishError(f"judge {path} does not exist; pass an ar run folder, its export/ or a "
                            "Hugging Face causal-LM folder")
-    files = [p, p / "export" / "model.safetensors", p / "model.safetensors", p / "checkpoints" / "last.ckpt"]
-    key = (str(p), max(f.stat().st_mtime_ns for f in files if f.exists()))
+    key = model_stamp(p)
     if key not in _JUDGES:
         _JUDGES.clear()
         _JUDGES[key] = _load_judge(p)
@@ -159,42 +157,6 @@ def _hf_judge(path: Path) -> Judge:
 def find_judge(roots: Sequence[str | Path | None], exclude: str | Path | None = None) -> Path | None:
     """The AR model under `roots` (nested run folders included) nearest the top, newest first; not `exclude`."""
     return find_model(roots, "ar", exclude)
-
-
-def find_model(roots: Sequence[str | Path | None], objective: str, exclude: str | Path | None = None) -> Path | None:
-    """A run folder with a model of `objective` under the first of `roots` that has one (nearest the top)."""
-    skip = Path(exclude).resolve() if exclude else None
-    for root in (Path(r) for r in roots if r):
-        found = [d for d in find_checkpoints(root, depth=3)
-                 if _objective(d) == objective and d.resolve() != skip and not _overfit(d)]
-        if found:
-            return min(found, key=lambda d: len(d.relative_to(root).parts))  # stable: find_checkpoints sorts
-    return None
-
-
-def _overfit(run: Path) -> bool:
-    """An overfit check (notebook 03): it memorised a few batches, so it judges nothing."""
-    return bool(read_json(run / "status.json").get("overfit_batches"))
-
-
-def _objective(run: Path) -> str | None:
-    for cfg in (run / "export" / "config.json", run / "config.json"):
-        try:
-            return json.loads(cfg.read_text())["diffusion"]["objective"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return None
-
-
-def workbook_folder(path: str | Path | None) -> Path | None:
-    """The notebook run folder (one with run.json) holding `path`, at most three levels up."""
-    if not path:
-        return None
-    p = Path(path).resolve()
-    for d in [p, *p.parents][:4]:
-        if (d / "run.json").is_file():
-            return d
-    return None
 
 
 # ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The Hugging Face hub from Sunfish's side: whether it may be used, whether it answers, and quiet transformers.
 
 `hub_offline` is the one reading of the offline switches (`HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE`,
-`TRANSFORMERS_OFFLINE`); `hub_reachable` probes the host so a machine without network fails in
+`TRANSFORMERS_OFFLINE`); `hub_unreachable` probes the host so a machine without network fails in
 seconds instead of waiting on retries. transformers is imported inside `quiet_transformers` only
 (importing it takes seconds; the modules that import this one need only the standard library).
 """
@@ -21,22 +21,34 @@ def hub_offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub's host takes a TCP connection within `timeout` s (DNS included): fail fast without network."""
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    ok: list[bool] = []
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """None when the hub's host takes a TCP connection within `timeout` s (DNS included), else why not.
+
+    Behind a proxy (HTTPS_PROXY, ALL_PROXY) a direct connection says nothing, so the answer is None
+    and the library that uses the hub tries through the proxy.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or 443
+    why: list[str] = [f"no answer from {host} within {timeout:g} s"]
 
     def probe() -> None:
         try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
+            socket.create_connection((host, port), timeout=timeout).close()
+            why[0] = ""
+        except OSError as e:
+            why[0] = f"cannot connect to {host}: {e.strerror or e}"
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     thread.join(timeout)
-    return bool(ok)
+    return why[0] or None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers (`hub_unreachable` is None): fail fast without network."""
+    return hub_unreachable(timeout) is None
 
 
 @contextmanager

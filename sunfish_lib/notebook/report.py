@@ -17,7 +17,8 @@ import nbformat
 
 from sunfish_lib.io.files import read_json
 from sunfish_lib.runs.progress import duration
-from sunfish_lib.notebook.workbook import MAIN_RUN, likelihood_markdown
+from sunfish_lib.notebook.workbook import likelihood_markdown
+from sunfish_lib.runs.discovery import MAIN_RUN
 
 SUMMARY = "summary.md"
 REPORT = "report.html"

@@ -22,7 +22,6 @@ the next click works as before.
 from __future__ import annotations
 
 import html
-import json
 import shlex
 import time
 from pathlib import Path
@@ -33,7 +32,8 @@ from sunfish_lib.notebook.display import SamplesView
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.eval.quality import quality_of
 from sunfish_lib.sampling.analysis import step_html, tokens
-from sunfish_lib.sampling.session import find_checkpoints, load_checkpoint, render_ids, sample
+from sunfish_lib.runs.discovery import find_checkpoints, model_stamp, run_objective
+from sunfish_lib.sampling.session import load_checkpoint, render_ids, sample
 from sunfish_lib.config import DEVICE_HELP, DTYPE_NAMES
 from sunfish_lib.sampling.settings import CHOICES, SETTINGS, applies, check_settings, defaults, field_docs
 from sunfish_lib.notebook.tradeoff import TradeoffLog
@@ -55,23 +55,9 @@ def checkpoint_options(runs_root: str | Path | None) -> list[tuple[str, str]]:
     root = Path(runs_root)
     out = []
     for d in find_checkpoints(root, depth=PICKER_DEPTH):
-        objective = ""
-        for cfg in (d / "export" / "config.json", d / "config.json"):
-            if cfg.is_file():
-                try:
-                    objective = f" ({json.loads(cfg.read_text())['diffusion']['objective']})"
-                except (OSError, ValueError, KeyError, TypeError):
-                    pass
-                break
-        out.append((f"{d.relative_to(root)}{objective}", str(d)))
+        objective = run_objective(d)
+        out.append((f"{d.relative_to(root)}{f' ({objective})' if objective else ''}", str(d)))
     return out
-
-
-def _checkpoint_key(path: str) -> tuple:
-    """(path, newest mtime of the model files behind it): changes when the checkpoint is re-written."""
-    p = Path(str(path).strip()).expanduser()
-    files = [p, p / "model.safetensors", p / "export" / "model.safetensors", p / "checkpoints" / "last.ckpt"]
-    return str(p), max((f.stat().st_mtime_ns for f in files if f.exists()), default=None)
 
 
 def _setting_widget(W, name: str):
@@ -198,7 +184,7 @@ class SamplingPanel:
         return True
     def _key(self, path: str) -> tuple:
         """What a loaded model depends on: the checkpoint files, the device and the dtype."""
-        return (*_checkpoint_key(path), self.device.value.strip(), self.dtype.value)
+        return (*model_stamp(path), self.device.value.strip(), self.dtype.value)
 
     def _load(self, path: str):
         key = self._key(path)

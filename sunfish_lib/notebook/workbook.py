@@ -17,13 +17,8 @@ from typing import Any, Mapping
 from sunfish_lib.config import DEFAULT_SAMPLERS, PRESETS, Config, get_config, with_max_steps
 from sunfish_lib.data import load_tokenizer
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.runs.discovery import baseline_folder, has_export
 from sunfish_lib.train.launch import check_ended, config_for_run, launch
-
-MAIN_RUN = "04_train"
-"""Subfolder of a workbook run folder holding 04's model."""
-BASELINES = "04_baselines"
-"""Subfolder of a workbook run folder holding the equal-budget models of the other objectives."""
-
 
 def recipe_config(objective: str, preset: str = "tiny", max_steps: int | None = None, *, smoke: bool = False,
                   overrides: Mapping[str, Any] | None = None) -> Config:
@@ -64,7 +59,7 @@ def train_or_reuse(cfg: Config, folder: str | Path, *, quiet: bool = False) -> P
     from sunfish_lib.train.trainer import _differs, train
 
     folder = Path(folder)
-    if (folder / "export" / "model.safetensors").is_file():
+    if has_export(folder):
         saved = Config.load(folder / "config.json")
         diff = _differs(with_max_steps(saved, cfg.train.max_steps), cfg)  # warmup capped if it no longer fits
         if diff:
@@ -97,7 +92,7 @@ def launch_equal_budget(cfg: Config, run_dir: str | Path, objectives, *, threads
     for objective in objectives:
         folder = baseline_folder(run_dir, objective)
         want = equal_budget(cfg, objective)
-        if (folder / "export" / "model.safetensors").is_file():
+        if has_export(folder):
             train_or_reuse(want, folder, quiet=True)  # same run already trained (or a one-line error)
             started[objective] = (None, folder)
             continue
@@ -113,23 +108,6 @@ def wait_for(started: Mapping[str, tuple]) -> dict[str, Path]:
             proc.wait()
             check_ended(proc, folder)
     return {o: folder for o, (_, folder) in started.items()}
-
-
-def baseline_folder(run_dir: str | Path, objective: str) -> Path:
-    """Where the workbook keeps its model of `objective`: 04's folder for its own, else 04_baselines/<objective>."""
-    run_dir = Path(run_dir)
-    main = run_dir / MAIN_RUN
-    if (main / "config.json").is_file() and Config.load(main / "config.json").diffusion.objective == objective:
-        return main
-    return run_dir / BASELINES / objective
-
-
-def reuse_model(run_dir: str | Path | None, objective: str) -> Path | None:
-    """The workbook's exported model of `objective` under run_dir (04's or its baselines'), or None."""
-    if not run_dir:
-        return None
-    folder = baseline_folder(run_dir, objective)
-    return folder if (folder / "export" / "model.safetensors").is_file() else None
 
 
 def equal_budget(cfg: Config, objective: str) -> Config:

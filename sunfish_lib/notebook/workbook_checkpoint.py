@@ -1,25 +1,16 @@
-"""Which checkpoint a sampling notebook uses: the one asked for, the workbook's, or a tiny one trained here.
+"""A tiny checkpoint for the sampling notebooks when neither a `checkpoint` nor the workbook's model is there.
 
-Notebooks 06 and 07 take a `checkpoint` parameter; under `sunfish workbook` they receive
-the run folder as `run_dir` and use `run_dir/04_train` when notebook 04 exported a model
-there. Otherwise `tiny_checkpoint` trains a small model of the wanted objective into a
-folder (skipped when that folder already holds one), in seconds with `smoke` shapes.
+Notebooks 06 and 07 take a `checkpoint` parameter; under `sunfish workbook` they use the
+workbook's model (`runs.discovery.workbook_checkpoint`). Otherwise `tiny_checkpoint` trains a
+small model of the wanted objective into a folder (skipped when that folder already holds one),
+in seconds with `smoke` shapes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sunfish_lib.notebook.workbook import MAIN_RUN, recipe_config, train_or_reuse
-
-
-def workbook_checkpoint(checkpoint: str | Path | None, run_dir: str | Path | None) -> str | None:
-    """`checkpoint` if given, else the workbook's `run_dir/04_train` when it holds an exported model."""
-    if checkpoint:
-        return str(checkpoint)
-    if run_dir and (Path(run_dir) / MAIN_RUN / "export" / "model.safetensors").is_file():
-        return str(Path(run_dir) / MAIN_RUN)
-    return None
+from sunfish_lib.notebook.workbook import recipe_config, train_or_reuse
 
 
 def tiny_checkpoint(folder: str | Path, objective: str = "masked", max_steps: int = 200, *, smoke: bool = False,

@@ -39,6 +39,7 @@ import psutil
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.files import read_json
 from sunfish_lib.io.metrics import read_metrics
+from sunfish_lib.runs.discovery import has_export
 from sunfish_lib.runs.paths import runs_dir
 
 STATUS_FILE = "status.json"
@@ -161,7 +162,7 @@ def read_training_run(folder: Path, *, now: datetime | None = None, stale_s: flo
     if status:
         state = infer_state(status, now=now, stale_s=stale_s)
     else:
-        state = "finished" if (folder / "export" / "model.safetensors").is_file() else "unknown"
+        state = "finished" if has_export(folder) else "unknown"
     wall = status.get("elapsed_s", metrics.get("time/elapsed_s"))
     return RunRecord(
         path=str(folder), kind="train", status=state,

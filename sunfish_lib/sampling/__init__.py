@@ -8,10 +8,10 @@ from importlib import import_module
 
 _WHERE = {
     "sample_ar": "autoregressive",
-    "CONTINUOUS_SAMPLERS": "continuous", "ContinuousSampler": "continuous", "GaussianScheduler": "continuous",
+    "ContinuousSampler": "continuous", "GaussianScheduler": "continuous",
     "filter_logits": "filters", "gumbel_noise": "filters", "sample_categorical": "filters",
     "expand_masks": "infill", "mask_spans": "infill", "template_ids": "infill",
-    "MASKED_SAMPLERS": "masked", "MaskedSampler": "masked",
+    "MaskedSampler": "masked",
     # rounding (Diffusion-LM's clamp to the nearest embedding) is defined with the objective it inverts
     "nearest_tokens": "sunfish_lib.diffusion.rounding", "snap_to_embeddings": "sunfish_lib.diffusion.rounding",
     "Trajectory": "trajectory",

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import torch
 
 from sunfish_lib.diffusion.continuous import ContinuousDiffusion, eps_from_x0, to_x0_eps
+from sunfish_lib.config import SAMPLERS
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.base import Sampler
@@ -40,15 +41,13 @@ from sunfish_lib.diffusion.rounding import nearest_tokens, resolve_metric, snap_
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
 from sunfish_lib.config.validation import check_sample_ranges
 
-CONTINUOUS_SAMPLERS = ("ddpm", "ddim")
-
 
 class GaussianScheduler:
     """Reverse steps of a Gaussian chain (see module docstring); kind is ddpm or ddim."""
 
     def __init__(self, schedule: NoiseSchedule, prediction: str = "x0", kind: str = "ddim", eta: float = 0.0):
-        if kind not in CONTINUOUS_SAMPLERS:
-            raise SunfishError(f"sample.sampler={kind!r} is not a continuous sampler; choose one of ddpm, ddim")
+        if kind not in SAMPLERS["continuous"]:
+            raise SunfishError(f"sample.sampler={kind!r} is not a continuous sampler; choose one of {', '.join(SAMPLERS['continuous'])}")
         check_sample_ranges(eta=eta)
         self.schedule, self.prediction, self.kind, self.eta = schedule, prediction, kind, float(eta)
         self.num_train_timesteps = schedule.num_timesteps

@@ -51,7 +51,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from sunfish_lib.diffusion.masked import MaskSchedule, shift_right
+from sunfish_lib.config import SAMPLERS
+from sunfish_lib.diffusion.masked import MaskSchedule, shift_right, subs_logits
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model.layers import BlockCache
 from sunfish_lib.sampling.base import Sampler
@@ -59,8 +60,8 @@ from sunfish_lib.sampling.filters import compiled_step, filter_logits, sample_to
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
 from sunfish_lib.config.validation import check_sample_ranges
 
-MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold", "margin")
 REMASKING = ("low_confidence", "random", "margin")
+"""The orders ReMDM-style remasking applies to (`sample.remask`)."""
 
 
 @dataclass
@@ -94,8 +95,8 @@ class MaskedSampler(Sampler):
     compile: bool | None = None
 
     def __post_init__(self):
-        if self.kind not in MASKED_SAMPLERS:
-            raise SunfishError(f"sampler {self.kind!r} is not a masked-diffusion sampler; choose one of {', '.join(MASKED_SAMPLERS)}")
+        if self.kind not in SAMPLERS["masked"]:
+            raise SunfishError(f"sampler {self.kind!r} is not a masked-diffusion sampler; choose one of {', '.join(SAMPLERS['masked'])}")
         check_sample_ranges(steps=self.steps, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
                             block_length=self.block_length, threshold=self.threshold, cfg_scale=self.cfg_scale,
                             cache=self.cache, remask=self.remask)
@@ -151,8 +152,7 @@ class MaskedSampler(Sampler):
         if guided:
             un = head(h[B:][sel]).float()
             out = un + (self.cfg_scale + 1) * (out - un)
-        out[:, self._never] = float("-inf")  # SUBS: never [MASK]; nor [PAD]/EOS when excluded
-        return out
+        return subs_logits(out, self._never)  # never [MASK]; nor [PAD]/EOS when excluded
 
     def _draw(self, logits: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (N,) from the tempered, filtered rows and their untempered confidence (N,) float64; uses up logits."""

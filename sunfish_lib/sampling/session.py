@@ -215,23 +215,3 @@ def save_samples(folder: str | Path, record: dict) -> tuple[Path, Path]:
 def format_samples(texts: list[str]) -> str:
     """Samples as plain text, one `--- sample i ---` header each."""
     return "\n\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(texts))
-
-
-def find_checkpoints(root: str | Path, depth: int = 2) -> list[Path]:
-    """Run folders under root (and one level deeper, e.g. a workbook's 04_train/) with export/ or checkpoints/last.ckpt, newest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found, level = [], [root]
-    for _ in range(depth):
-        level = [c for d in level for c in _subdirs(d)]
-        found += [d for d in level if (d / "export" / "model.safetensors").is_file()
-                  or (d / "checkpoints" / "last.ckpt").is_file()]
-    return sorted(found, key=lambda d: d.stat().st_mtime, reverse=True)
-
-
-def _subdirs(d: Path) -> list[Path]:
-    try:
-        return [c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")]
-    except OSError:
-        return []

@@ -92,13 +92,15 @@ class SunfishModule(pl.LightningModule):
         self._skips_in_a_row = 0
         self.interruption = None  # train/interrupt.py Interruption of this process (set by train())
         self.stop_signal = 0  # the signal all ranks agreed to stop for (0: none)
+        self._compiled = False  # blocks wrapped by torch.compile (configure_model runs once per fit)
+        self._sharded = False  # FSDP2 applied (then the optimizer is not fused and samples skip)
 
     # -- parallelism -------------------------------------------------------------------
     def configure_model(self) -> None:
         """FSDP2 sharding (when a mesh is given), then torch.compile per block (train.compile)."""
         self._shard()
         device = self._trainer.strategy.root_device if self._trainer is not None else self.device  # not moved yet
-        if compile_enabled(self.cfg.train.compile, device) and not getattr(self, "_compiled", False):
+        if compile_enabled(self.cfg.train.compile, device) and not self._compiled:
             for block in self.model.blocks:  # in place: parameter names (checkpoints) stay as they are
                 block.compile()
             self._compiled = True
@@ -106,7 +108,7 @@ class SunfishModule(pl.LightningModule):
     def _shard(self) -> None:
         """FSDP2: `fully_shard` each block, then the root (ModelParallelStrategy provides the mesh)."""
         mesh = getattr(self, "_device_mesh", None)
-        if mesh is None or getattr(self, "_sharded", False):
+        if mesh is None or self._sharded:
             return
         dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
         kw = {"mesh": dp_mesh}
@@ -176,7 +178,7 @@ class SunfishModule(pl.LightningModule):
     # -- optimizer ---------------------------------------------------------------------
     def configure_optimizers(self):
         opt = build_optimizer(self.model, self.cfg.train, self.cfg.model.n_layers,
-                              fused=None if not getattr(self, "_sharded", False) else False)
+                              fused=None if not self._sharded else False)
         sched = build_scheduler(opt, self.cfg.train)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 

@@ -31,7 +31,7 @@ class PeriodicSamples(pl.Callback):
         step = trainer.global_step
         if step == 0 or step % self.every or pl_module._micro % pl_module.cfg.train.accumulate_grad_batches:
             return
-        if getattr(pl_module, "_sharded", False) or not trainer.is_global_zero:
+        if pl_module._sharded or not trainer.is_global_zero:
             return
         tok = self.tokenizer or trainer.datamodule.tokenizer
         cfg = pl_module.cfg

@@ -1,10 +1,10 @@
-"""Issue 14 sweep: validation losses weighted by scored tokens; a setting that applies to one objective says so."""
+"""Token counts: validation losses weighted by the tokens they score; tokens trained on while the curriculum runs."""
 
 import pytest
 import torch
 
 from sunfish_lib.config import get_config
-from sunfish_lib.errors import ConfigError
+from sunfish_lib.eval.compare import tokens_after
 from sunfish_lib.train.module import SunfishModule
 from tests.train_helpers import small_config
 
@@ -22,15 +22,7 @@ def test_val_loss_is_weighted_by_scored_tokens(objective):
     assert logged["val/loss"] == 3 * 32 + 5  # scored tokens, not rows: batches with padding count less
 
 
-def test_cfg_scale_is_refused_where_no_sampler_reads_it():
-    with pytest.raises(ConfigError, match="sample.cfg_scale=2.0 applies to the masked samplers"):
-        get_config("tiny", cfg_scale=2.0)  # continuous
-    assert get_config("tiny", objective="masked", sampler="random", cfg_scale=2.0).sample.cfg_scale == 2.0
-
-
 def test_compare_counts_the_tokens_the_curriculum_actually_fed():
-    from sunfish_lib.eval.compare import tokens_after
-
     cfg = get_config("tiny", seq_len=128, micro_batch_size=2, curriculum_steps=4, curriculum_start_len=64).to_dict()
     assert tokens_after(cfg, 6) == 2 * (64 + 80 + 96 + 112) + 2 * 2 * 128  # not 6 x 256
     assert tokens_after(get_config("tiny").to_dict(), 3) == 3 * 16 * 128
