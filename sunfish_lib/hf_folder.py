@@ -22,7 +22,8 @@ from sunfish_lib.config import Config
 
 REMOTE_CODE = Path(__file__).parent / "hf_remote"
 REMOTE_FILES = ("configuration_sunfish.py", "modeling_sunfish.py")
-AUTO_CLASS = {"masked": "AutoModelForMaskedLM", "continuous": "AutoModelForMaskedLM", "ar": "AutoModelForCausalLM"}
+AUTO_CLASS = {"masked": "AutoModelForMaskedLM", "continuous": "AutoModelForMaskedLM", "ar": "AutoModelForCausalLM",
+              "block": "AutoModelForMaskedLM"}  # block: the weights and config; the remote forward is bidirectional
 ARCHITECTURE = {"AutoModelForMaskedLM": "SunfishForMaskedLM", "AutoModelForCausalLM": "SunfishForCausalLM"}
 
 
