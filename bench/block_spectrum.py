@@ -47,6 +47,7 @@ def train_all(cfgs: dict, out: Path, parallel: int) -> dict:
     """Train what --out does not hold yet, `parallel` 1-thread processes at a time; name -> folder."""
     folders = {name: out / name for name in cfgs}
     todo = [n for n in cfgs if not (folders[n] / "export" / "model.safetensors").is_file()]
+    todo.sort(key=lambda n: n not in ("ar", "block4"))  # the gap_closed_block4 trio first, block 16 last
     running: list = []
     while todo or running:
         while todo and len(running) < parallel:
@@ -115,7 +116,8 @@ def main() -> None:
     for name, q in samples.items():
         print(f"{name:>8} samples: entropy {q['entropy']:.3f} (held-out {q['reference_entropy']:.3f}), judge ppl "
               f"{q['judge_ppl']:.1f} (held-out {q['reference_judge_ppl']:.1f}) {q['text0']!r}")
-    print(json.dumps({"steps": args.steps, "tokens_per_step": 32 * 64 if not args.smoke else None,
+    first = next(iter(cfgs.values()))
+    print(json.dumps({"steps": first.train.max_steps, "tokens_per_step": first.data.seq_len * first.data.micro_batch_size,
                       "nats_per_token": {n: r["nats_per_token"] for n, r in rows.items()},
                       "stderr": {n: r["stderr"] for n, r in rows.items()},
                       "bits_per_byte": {n: r["bits_per_byte"] for n, r in rows.items()},

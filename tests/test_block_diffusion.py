@@ -156,7 +156,7 @@ def test_config_rules():
     assert cfg.diffusion.t_clip == (0.3, 0.8) and cfg.sample.sampler == "ancestral"
     assert not cfg.resolved_model.causal and not cfg.resolved_model.time_conditioning
     obj = build_objective(cfg, mask_token_id=3)
-    assert isinstance(obj, BlockDiffusion) and obj.kind == "NELBO upper bound"
+    assert isinstance(obj, BlockDiffusion) and obj.kind == "ELBO upper bound"
     with pytest.raises(ConfigError, match=r"diffusion.block_size=5 does not divide data.seq_len=64; pick a divisor"):
         get_config("tiny", {"objective": "block", "block_size": 5, "seq_len": 64})
     with pytest.raises(ConfigError, match=r"diffusion.t_clip=\[0.8, 0.3\] must be \[low, high\]"):

@@ -89,7 +89,7 @@ class BlockDiffusion(MaskedDiffusion):
     forward pass, loss and scores."""
 
     name = "block"
-    kind = "NELBO upper bound"
+    kind = "ELBO upper bound"  # the per-block NELBO: a bound, as the masked one (evaluate.is_likelihood)
     samplers = SAMPLERS["block"]
     backbone_needs = BACKBONE_NEEDS["block"]
 
