@@ -45,7 +45,7 @@ def configs(args) -> dict:
 
 def train_all(cfgs: dict, out: Path, parallel: int) -> dict:
     """Train what --out does not hold yet, `parallel` 1-thread processes at a time; name -> folder."""
-    folders = {name: out / name for name in cfgs}
+    folders = {name: out.resolve() / name for name in cfgs}  # absolute: the trainer runs in its folder
     todo = [n for n in cfgs if not (folders[n] / "export" / "model.safetensors").is_file()]
     todo.sort(key=lambda n: n not in ("ar", "block4"))  # the gap_closed_block4 trio first, block 16 last
     running: list = []

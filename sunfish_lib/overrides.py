@@ -159,11 +159,10 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
 
 def _coerce_tuple(key: str, value: Any, items: tuple) -> tuple:
     """A fixed-length tuple field (e.g. diffusion.t_clip) from a list/tuple, or a string "0.3,0.8" / "[0.3, 0.8]"."""
-    if isinstance(value, str):
-        value = [v for v in value.strip().strip("[]()").split(",") if v.strip()]
-    if not isinstance(value, (list, tuple)) or len(value) != len(items):
+    parts = [v for v in value.strip().strip("[]()").split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or len(parts) != len(items):
         raise ConfigError(f"{key}={value!r} must be a list of {len(items)} values, e.g. [0.3, 0.8]")
-    return tuple(coerce(f"{key}[{i}]", v, hint) for i, (v, hint) in enumerate(zip(value, items)))
+    return tuple(coerce(f"{key}[{i}]", v, hint) for i, (v, hint) in enumerate(zip(parts, items)))
 
 
 def from_dict(cls, d: Mapping[str, Any], prefix: str = ""):

@@ -79,3 +79,18 @@ def test_generation_stops_after_the_block_that_emits_eos():
     out = s(start(2, 2), seed=0)
     assert (out.ids[:, K:] == EOS).all()  # the rest filled with EOS, never generated
     assert out.forward_passes <= K  # one block of steps, not four
+
+
+def test_a_block_run_samples_through_the_session_with_a_whole_row_trajectory(tmp_path):
+    from sunfish_lib.sampling.session import load_checkpoint, sample
+    from tests.sampling_helpers import make_run
+
+    loaded = load_checkpoint(make_run(tmp_path / "run", "block", block_size=4))
+    gen = sample(loaded, mode="uncond", num_samples=2, length=10, steps=10, seed=0, record=True,
+                 sampler="low_confidence")
+    assert gen.ids.shape == (2, 10) and not (gen.ids == loaded.tokenizer.mask_token_id).any()
+    masked = gen.trajectory.stack("masked")  # (steps, B, T): whole rows at every step
+    # 3 blocks (4, 4, 2 columns), steps 4 + 3 + 3: the last block's 2 masks need only 2 of its 3
+    assert masked.shape == (9, 2, 10) and masked.sum((1, 2)).tolist() == [18, 16, 14, 12, 8, 6, 4, 2, 0]
+    again = sample(loaded, mode="uncond", num_samples=2, length=10, steps=10, seed=0, sampler="low_confidence")
+    assert torch.equal(gen.ids, again.ids)  # recording changes nothing

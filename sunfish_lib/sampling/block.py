@@ -48,25 +48,22 @@ class BlockSampler(MaskedSampler):
         if self.block_size < 1:
             raise ValueError(f"block_size={self.block_size} must be >= 1")
         self._prefix: PrefixCache | None = None
-        self._window = (0, 0)
+        self._window, self._x = (0, 0), None  # the current block's columns, the whole rows being filled
 
     # -- model call ------------------------------------------------------------------
     def _hidden(self, x: torch.Tensor, prompt: torch.Tensor, t: torch.Tensor):
-        """States (B, T, d) at the current block's columns (zeros elsewhere): cached or uncached pass."""
-        (c0, c1), (B, T) = self._window, x.shape
+        """States (B, K, d) of the current block x (B, K) (a view into the whole row): cached or uncached pass."""
+        (c0, c1), B = self._window, x.shape[0]
         self.forward_passes += 1
         if self._prefix is not None:
-            h = self.model.encode(x[:, c0:c1], t=t, kv_cache=self._prefix)  # (B, c1 - c0, d) keys: cache + block
+            h = self.model.encode(x, t=t, kv_cache=self._prefix)  # (B, c1 - c0, d) keys: cache + block
             self.positions += B * (c1 - c0)
             self.key_positions += B * (c1 - c0) * c1
-        else:
-            h = self.model.encode(x[:, :c1], t=t, attn_mask=block_causal_mask(c1, self.block_size, x.device))
-            h = h[:, c0:c1]  # (B, c1 - c0, d): the prefix recomputed at every step
-            self.positions += B * c1
-            self.key_positions += B * c1 * c1
-        out = torch.zeros(B, T, h.shape[2], dtype=h.dtype, device=h.device)
-        out[:, c0:c1] = h
-        return out, False
+            return h, False
+        h = self.model.encode(self._x[:, :c1], t=t, attn_mask=block_causal_mask(c1, self.block_size, x.device))
+        self.positions += B * c1  # the prefix recomputed at every step
+        self.key_positions += B * c1 * c1
+        return h[:, c0:c1], False
 
     def _extend_cache(self, x: torch.Tensor, stop: int, t: torch.Tensor) -> None:
         """Append the clean keys/values of columns [cached, stop) (the prompt, or the block just finished)."""
@@ -99,20 +96,23 @@ class BlockSampler(MaskedSampler):
         done = 0
         for b, steps in zip(blocks, _split_steps(self.steps, len(blocks), K) if blocks else []):
             c0, c1 = b * K, min((b + 1) * K, T)
-            self._window = (c0, c1)
+            self._window, self._x = (c0, c1), x
             if self._prefix is not None:
                 self._extend_cache(x, c0, t1)  # clean blocks before this one (the prompt at the first)
-            in_block = torch.zeros_like(prompt)
-            in_block[:, c0:c1] = True
+            # The masked sampler works on the block's columns only (a view: its commits land in x), so a
+            # step's bookkeeping costs K columns, not T; trajectory and callback still see whole rows.
+            xw, pw = x[:, c0:c1], prompt[:, c0:c1]
+            placed = None if trajectory is None else _Placed(trajectory, x, c0, c1, self.mask_id)
+            cb = None if callback is None else (lambda i, n, _w: callback(i, n, x))
             if self.kind == "ancestral":
-                self._ancestral(x, prompt, generator, trajectory, callback, region=in_block, steps=steps, done=done)
+                self._ancestral(xw, pw, generator, placed, cb, steps=steps, done=done)
                 done += steps
             else:
-                done = self._fill_block(x, prompt, in_block, steps, generator, trajectory, callback, done)
+                done = self._fill_block(xw, pw, torch.ones_like(pw), steps, generator, placed, cb, done)
             if self._all_ended(x, prompt, c1):
                 x[:, c1:] = torch.where(x[:, c1:] == self.mask_id, self.eos_id, x[:, c1:])
                 break
-        self._prefix = None
+        self._prefix = self._x = None
         return x
 
     def _all_ended(self, x: torch.Tensor, prompt: torch.Tensor, stop: int) -> bool:
@@ -121,3 +121,24 @@ class BlockSampler(MaskedSampler):
             return False
         emitted = (x[:, :stop] == self.eos_id) & ~prompt[:, :stop]
         return bool(emitted.any(1).all())
+
+
+class _Placed:
+    """A trajectory seen through one block: each recorded (B, K) map is placed at the block's columns of a
+    (B, T) one; tokens and the [MASK] state are read off the whole rows."""
+
+    def __init__(self, trajectory: Trajectory, x: torch.Tensor, c0: int, c1: int, mask_id: int):
+        self.trajectory, self.x, self.cols, self.mask_id = trajectory, x, slice(c0, c1), mask_id
+
+    def record(self, t: float, **fields: torch.Tensor) -> None:
+        whole = {}
+        for name, value in fields.items():
+            if name == "tokens":
+                whole[name] = self.x
+            elif name == "masked":
+                whole[name] = self.x == self.mask_id
+            else:
+                full = torch.zeros(self.x.shape, dtype=value.dtype, device=value.device)
+                full[:, self.cols] = value
+                whole[name] = full
+        self.trajectory.record(t, **whole)
