@@ -1,7 +1,7 @@
 """The line from autoregressive to masked diffusion on one backbone: AR, block diffusion (K = 4, 16), masked.
 
     .venv/bin/python bench/block_spectrum.py [--steps 1500] [--blocks 4 16] [--val-batches 10] [--t-samples 8]
-        [--parallel 2] [--out runs/bench-block-spectrum] [--samples 2] [--smoke]
+        [--parallel 2] [--out runs/bench-block-spectrum] [--samples 2] [--no-train] [--smoke]
 
 Each model trains the workbook's `tiny` recipe (`workbook.recipe_config`: BPE-1024, 32 x 64 tokens a step,
 --steps steps; only the objective and block size differ, so all see the same tokens) in its own 1-thread
@@ -12,6 +12,8 @@ bound) and bits per byte, beside BD3-LM's LM1B perplexities (Arriola et al. 2025
 unigram entropy and the AR model's perplexity as judge, and the same for held-out text.
 Targets (issue #28): AR <= block 4 <= block 16 <= masked within noise (a pair is ordered when
 a <= b + 2 SE of the difference), gap_closed_block4 = (masked - block4) / (masked - ar) >= 0.5.
+--no-train evaluates what --out holds: a run still training is read from its last checkpoint, and its row
+says at which step (`steps_trained`): not the equal budget, labelled as such.
 Last line: JSON with `nats_per_token` per model and `gap_closed_block4`.
 """
 
@@ -61,6 +63,18 @@ def train_all(cfgs: dict, out: Path, parallel: int) -> dict:
     return folders
 
 
+def evaluable(folders: dict, max_steps: int) -> dict:
+    """name -> (path to evaluate, steps it trained): the export, else the last checkpoint (a run in progress)."""
+    out = {}
+    for name, folder in folders.items():
+        if (folder / "export" / "model.safetensors").is_file():
+            out[name] = (folder, max_steps)
+        elif (folder / "checkpoints" / "last.ckpt").exists():
+            out[name] = (folder / "checkpoints" / "last.ckpt",
+                         json.loads((folder / "status.json").read_text())["checkpoint_step"])
+    return out
+
+
 def ordered(a: dict, b: dict) -> bool:
     """a <= b within noise: a's value is below b's plus 2 SE of the difference."""
     return a["nats_per_token"] <= b["nats_per_token"] + 2 * math.hypot(a["stderr"], b["stderr"])
@@ -91,33 +105,42 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-block-spectrum"))
+    ap.add_argument("--no-train", action="store_true", help="evaluate what --out holds (runs in progress: last checkpoint)")
     ap.add_argument("--smoke", action="store_true", help="the smoke preset: seconds, for the test")
     args = ap.parse_args()
     cfgs = configs(args)
-    folders = train_all(cfgs, args.out, args.parallel)
+    if args.no_train:
+        folders = {name: args.out.resolve() / name for name in cfgs}
+    else:
+        folders = train_all(cfgs, args.out, args.parallel)
+    first = next(iter(cfgs.values()))
+    paths = evaluable(folders, first.train.max_steps)
+    folders = {n: f for n, f in folders.items() if n in paths}
     rows = {}
-    for name, folder in folders.items():
-        r = evaluate_run(folder, val_batches=args.val_batches, t_samples=args.t_samples, device="cpu").to_dict()
-        rows[name] = {k: r[k] for k in ("kind", "nats_per_token", "stderr", "bits_per_byte", "tokens")}
-    print(f"{'model':>8} | {'kind':>18} | nats/token ± SE | bits/byte | ppl   | LM1B ppl (BD3-LM, 110M, 65B tokens: context)")
+    for name, (path, steps) in paths.items():
+        r = evaluate_run(path, val_batches=args.val_batches, t_samples=args.t_samples, device="cpu").to_dict()
+        rows[name] = {**{k: r[k] for k in ("kind", "nats_per_token", "stderr", "bits_per_byte", "tokens")},
+                      "steps_trained": steps}
+    print(f"{'model':>8} | steps | {'kind':>16} | nats/token ± SE | bits/byte | ppl    | LM1B ppl (BD3-LM, 110M, "
+          "65B tokens: context)")
     for name, r in rows.items():
         lm1b = LM1B_PPL.get(name)
-        print(f"{name:>8} | {r['kind']:>18} | {r['nats_per_token']:.3f} ± {r['stderr']:.3f} | {r['bits_per_byte']:.3f}"
-              f"     | {math.exp(r['nats_per_token']):5.1f} | {'-' if lm1b is None else lm1b}")
-    names = list(rows)
+        print(f"{name:>8} | {r['steps_trained']:>5} | {r['kind']:>16} | {r['nats_per_token']:.3f} ± {r['stderr']:.3f} | "
+              f"{r['bits_per_byte']:.3f}     | {math.exp(r['nats_per_token']):6.1f} | {'-' if lm1b is None else lm1b}")
+    names = [n for n in rows if rows[n]["steps_trained"] == first.train.max_steps]  # the equal-budget ones
     chain = [ordered(rows[a], rows[b]) for a, b in zip(names, names[1:])]
     gap = None
-    if "block4" in rows:
+    if {"ar", "block4", "masked"} <= set(names):
         gap = (rows["masked"]["nats_per_token"] - rows["block4"]["nats_per_token"]) / (
             rows["masked"]["nats_per_token"] - rows["ar"]["nats_per_token"])
     print(f"ordered {' <= '.join(names)} within 2 SE: {all(chain)} (pairs {chain}); gap_closed_block4 "
           f"{'n/a' if gap is None else f'{gap:.2f}'} (target >= 0.5)")
-    samples = sample_rows(folders, args.samples, args.smoke) if args.samples else {}
+    exported = {n: f for n, f in folders.items() if paths[n][0] == f}
+    samples = sample_rows(exported, args.samples, args.smoke) if args.samples and "ar" in exported else {}
     for name, q in samples.items():
         print(f"{name:>8} samples: entropy {q['entropy']:.3f} (held-out {q['reference_entropy']:.3f}), judge ppl "
               f"{q['judge_ppl']:.1f} (held-out {q['reference_judge_ppl']:.1f}) {q['text0']!r}")
-    first = next(iter(cfgs.values()))
-    print(json.dumps({"steps": first.train.max_steps, "tokens_per_step": first.data.seq_len * first.data.micro_batch_size,
+    print(json.dumps({"steps": first.train.max_steps, "steps_trained": {n: r["steps_trained"] for n, r in rows.items()}, "tokens_per_step": first.data.seq_len * first.data.micro_batch_size,
                       "nats_per_token": {n: r["nats_per_token"] for n, r in rows.items()},
                       "stderr": {n: r["stderr"] for n, r in rows.items()},
                       "bits_per_byte": {n: r["bits_per_byte"] for n, r in rows.items()},
