@@ -55,17 +55,18 @@ def test_one_block_is_the_masked_objective_at_the_same_t_and_masks(t):
     assert torch.allclose(a["elbo_per_seq"], b["elbo_per_seq"], atol=1e-5, rtol=0)
 
 
-def ar_nll_by_prefixes(model: Backbone, x: torch.Tensor) -> torch.Tensor:
+def ar_nll_by_prefixes(model: Backbone, x: torch.Tensor, per_position: bool = False) -> torch.Tensor:
     """-log p(x_i | x_<i) per row (B,), nats/token, one plain causal pass per position over [x_<i, MASK]:
     the autoregressive model the block-1 weights define, computed without the [z, x0] machinery."""
-    B, total = x.shape[0], torch.zeros(x.shape[0], dtype=torch.float64)
-    for i in range(L):
+    B, total, each = x.shape[0], torch.zeros(x.shape[0], dtype=torch.float64), []
+    for i in range(x.shape[1]):
         inp = torch.cat([x[:, :i], torch.full((B, 1), MASK)], 1)  # (B, i + 1)
         causal = torch.ones(i + 1, i + 1, dtype=torch.bool).tril()[None, None]
         logits = model(inp, attn_mask=causal)[:, -1].double()  # (B, V)
         logits[:, MASK] = float("-inf")
-        total += torch.logsumexp(logits, -1) - logits.gather(-1, x[:, i:i + 1]).squeeze(-1)
-    return total / L
+        each.append(torch.logsumexp(logits, -1) - logits.gather(-1, x[:, i:i + 1]).squeeze(-1))
+        total += each[-1]
+    return torch.stack(each, 1) if per_position else total / x.shape[1]
 
 
 def test_block_size_one_is_ar_exactly_at_t_one():
@@ -149,6 +150,15 @@ def test_sequence_nats_and_continuation_score_are_finite_bounds_above_the_ar_lim
     score, greedy = obj.continuation_score(model, x[:1, :10], 5, draws=8, batch=4,
                                            generator=torch.Generator().manual_seed(0))
     assert score < 0 and isinstance(greedy, bool)
+
+
+def test_block_size_one_scores_a_continuation_exactly_as_ar():
+    """K = 1: every continuation block is one token, always masked, weight 1: the score is the AR log-likelihood."""
+    model, x = model_of(), tokens(1)[:, :12]
+    score, _ = block_objective(1).continuation_score(model, x, 5, draws=4, batch=2,
+                                                     generator=torch.Generator().manual_seed(0))
+    nll = ar_nll_by_prefixes(model, x, per_position=True)[0, -5:]  # (5,)
+    assert abs(score + float(nll.sum())) < 1e-4
 
 
 def test_config_rules():
