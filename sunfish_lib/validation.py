@@ -151,8 +151,8 @@ def validate_diffusion(d, m) -> None:
                "model.time_conditioning=False but objective 'continuous' needs the timestep; set it to true or null")
         _check(not d.self_conditioning or m.self_cond_input is not False,
                "model.self_cond_input=False but diffusion.self_conditioning=True needs it; set it to true or null")
-    _check(not d.shift_logits or d.objective == "masked",
-           f"diffusion.shift_logits=True applies to the masked objective, not {d.objective!r}; set it to false")
+    _check(not d.shift_logits or d.objective in ("masked", "block"),
+           f"diffusion.shift_logits=True applies to the masked and block objectives, not {d.objective!r}; set it to false")
     _validate_block(d, m)
     if d.objective == "ar":
         _check(m.causal is not False, "model.causal=False but objective 'ar' needs causal attention; set it to true or null")

@@ -173,3 +173,48 @@ def test_config_rules():
         get_config("tiny", {"objective": "block", "t_clip": [0.8, 0.3]})
     with pytest.raises(ConfigError, match="model.time_conditioning=True does not combine with objective 'block'"):
         get_config("tiny", {"objective": "block", "model.time_conditioning": True})
+
+
+def test_kept_shift_with_block_size_one_is_the_ar_parent_exactly():
+    """shift_logits, K = 1: token i is scored by the clean block-causal stream at i - 1, i.e. the AR objective
+    (no BOS) of the same weights on tokens 1..L-1, at t = 1; earlier blocks still never see later ones."""
+    from sunfish_lib.diffusion import Autoregressive
+
+    model, x = model_of(), tokens(3)
+    obj = BlockDiffusion(DiffusionConfig(objective="block", block_size=1, shift_logits=True, mask_schedule="linear"),
+                         MASK)
+    z = torch.full_like(x, MASK)
+    with torch.no_grad():
+        h = obj.noisy_hidden(model, z, x)  # (B, L, d)
+        logits = model.logits(h[:, 1:]).double()
+        logits[..., MASK] = float("-inf")
+        block_nll = torch.logsumexp(logits, -1) - logits.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, L-1)
+        causal = torch.ones(L, L, dtype=torch.bool).tril()[None, None]
+        ar_logits = model(x, attn_mask=causal)[:, :-1].double()  # the parent read causally: i-1 predicts i
+        ar_logits[..., MASK] = float("-inf")
+        ar_nll = torch.logsumexp(ar_logits, -1) - ar_logits.gather(-1, x[:, 1:, None]).squeeze(-1)
+    assert torch.allclose(block_nll, ar_nll, atol=1e-5, rtol=0)
+    assert Autoregressive().scored({"input_ids": x})[:, 1:].all()  # the same L-1 targets the bare AR scores
+    x2 = x.clone()
+    x2[:, 8:] = (x[:, 8:] + 3) % MASK
+    with torch.no_grad():
+        assert torch.equal(obj.noisy_hidden(model, z, x)[:, :9], obj.noisy_hidden(model, z, x2)[:, :9])
+
+
+def test_convert_an_ar_run_to_block_keeps_the_parent_exactly_at_block_size_one(tmp_path):
+    """`sunfish convert --objective block --block-size 1`: the converted model's scores are the parent's."""
+    from sunfish_lib.convert import convert
+    from sunfish_lib.io.export import load_for_inference
+    from tests.sampling_helpers import make_run
+
+    run = make_run(tmp_path / "ar", "ar")
+    conv = convert(run, tmp_path / "block", objective="block", block_size=1)
+    assert (conv.config.diffusion.objective, conv.config.diffusion.block_size) == ("block", 1)
+    assert conv.config.diffusion.shift_logits and not conv.config.resolved_model.causal
+    parent, _, tok = load_for_inference(run)
+    child, cfg, _ = load_for_inference(tmp_path / "block")
+    obj = build_objective(cfg, mask_token_id=tok.mask_token_id)
+    x = torch.randint(5, 200, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h = obj.noisy_hidden(child, torch.full_like(x, tok.mask_token_id), x)
+        assert torch.allclose(child.logits(h[:, 1:]), parent(x)[:, :-1], atol=1e-4, rtol=0)

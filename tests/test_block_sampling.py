@@ -94,3 +94,14 @@ def test_a_block_run_samples_through_the_session_with_a_whole_row_trajectory(tmp
     assert masked.shape == (9, 2, 10) and masked.sum((1, 2)).tolist() == [18, 16, 14, 12, 8, 6, 4, 2, 0]
     again = sample(loaded, mode="uncond", num_samples=2, length=10, steps=10, seed=0, sampler="low_confidence")
     assert torch.equal(gen.ids, again.ids)  # recording changes nothing
+
+
+@pytest.mark.parametrize("kind", ["low_confidence", "ancestral"])
+def test_kept_shift_cached_equals_uncached(kind):
+    model = model_of(1)
+    ids = []
+    for cached in (True, False):
+        s = BlockSampler(model, MASK, kind=kind, steps=L, temperature=0.0, block_size=K, exact_cache=cached,
+                         exclude_ids=[EOS], shift_logits=True)
+        ids.append(s(start(2, 3), seed=1).ids)
+    assert torch.equal(ids[0], ids[1]) and not (ids[0] == MASK).any()

@@ -29,6 +29,10 @@ Clipped schedule (`diffusion.t_clip = [low, high]`, BD3-LM Sec. 5.2): training d
 instead of [0, 1] (the paper names the variance of the NELBO's gradient as the gap to AR at small K;
 clipping removes the rarely-masked and all-masked extremes). Evaluation (`loss_at`, `sequence_nats`) always
 integrates t over the whole [t_min, 1], so it stays the bound.
+
+Keep-the-shift (`diffusion.shift_logits`, for models converted from an AR parent: `sunfish convert
+--objective block`): token i is scored by the state at i - 1 (`block_shift`); a block's first token by the
+clean stream's last state of the block before, which sees only clean blocks < b, so no peeking.
 """
 
 from __future__ import annotations
@@ -80,6 +84,18 @@ def block_causal_mask(T: int, K: int, device) -> torch.Tensor:
     """Dense bool (1, 1, T, T): position q sees the positions of blocks <= its block (M_BC on one stream)."""
     blk = torch.arange(T, device=device) // K
     return (blk[None, :] <= blk[:, None])[None, None]
+
+
+def block_shift(noisy: torch.Tensor, clean: torch.Tensor, K: int) -> torch.Tensor:
+    """Keep the AR shift inside block diffusion (Fast-dLLM v2 / dllm's A2D): (B, L, d) states where row i holds
+    the state that scores token i: the noisy stream's i - 1 inside a block, the clean stream's i - 1 (the last
+    token of the clean block before) at a block's first position, its own at position 0. With K = 1 every row
+    but the first reads the clean block-causal stream: exactly the AR parent's next-token state."""
+    L = noisy.shape[1]
+    prev = torch.cat([noisy[:, :1], noisy[:, :-1]], 1)  # (B, L, d): noisy i - 1
+    prev_clean = torch.cat([noisy[:, :1], clean[:, :-1]], 1)  # (B, L, d): clean i - 1
+    first = (torch.arange(L, device=noisy.device) % K == 0)[None, :, None]  # a block's first position
+    return torch.where(first, prev_clean, prev)
 
 
 class BlockDiffusion(MaskedDiffusion):
@@ -139,7 +155,7 @@ class BlockDiffusion(MaskedDiffusion):
             mask = bd3_dense_mask(L, self.block_size, z.device, attention_mask)
         pos = torch.arange(L, device=z.device).repeat(2)  # (2L,): z and x0 at the same positions
         h = model.encode(torch.cat([z, x0], 1), positions=pos, attn_mask=mask)  # (B, 2L, d)
-        return h[:, :L]
+        return block_shift(h[:, :L], h[:, L:], self.block_size) if self.cfg.shift_logits else h[:, :L]
 
     def masked_nll(self, model, z, x0, masked, attention_mask=None) -> torch.Tensor:
         """-log p_theta(x0_i | z^b, x0^{<b}) at the masked positions: (N,) for N = masked.sum()."""

@@ -8,6 +8,8 @@ random, threshold: `sampling.masked`), each step a forward of only the block's K
 the cache and to each other (M_BD + M_OBC). No approximation: a clean block's keys/values depend only on
 blocks <= it, so the cached path computes the same function as the uncached one (`cache=False`: every step
 reruns the whole prefix + block under the block-causal mask); greedy samples are equal token for token.
+With `shift_logits` (an AR parent's shift kept, `diffusion.block.block_shift`) token j of a block is read
+from j - 1, the block's first from the clean pass of the block before, exactly as in training.
 
 `steps` is the total, spread over the blocks (`masked._split_steps`). Variable length: with EOS allowed
 (`sample.allow_eos`), generation stops after the block in which every row has emitted an EOS; the
@@ -49,6 +51,7 @@ class BlockSampler(MaskedSampler):
             raise ValueError(f"block_size={self.block_size} must be >= 1")
         self._prefix: PrefixCache | None = None
         self._window, self._x = (0, 0), None  # the current block's columns, the whole rows being filled
+        self._clean_last = None  # the last clean position's state (shift_logits)
 
     # -- model call ------------------------------------------------------------------
     def _hidden(self, x: torch.Tensor, prompt: torch.Tensor, t: torch.Tensor):
@@ -59,11 +62,15 @@ class BlockSampler(MaskedSampler):
             h = self.model.encode(x, t=t, kv_cache=self._prefix)  # (B, c1 - c0, d) keys: cache + block
             self.positions += B * (c1 - c0)
             self.key_positions += B * (c1 - c0) * c1
-            return h, False
-        h = self.model.encode(self._x[:, :c1], t=t, attn_mask=block_causal_mask(c1, self.block_size, x.device))
-        self.positions += B * c1  # the prefix recomputed at every step
-        self.key_positions += B * c1 * c1
-        return h[:, c0:c1], False
+            clean_last = self._clean_last
+        else:
+            full = self.model.encode(self._x[:, :c1], t=t, attn_mask=block_causal_mask(c1, self.block_size, x.device))
+            self.positions += B * c1  # the prefix recomputed at every step
+            self.key_positions += B * c1 * c1
+            h, clean_last = full[:, c0:c1], full[:, c0 - 1:c0] if c0 else None
+        if self.shift_logits:  # token j read from j - 1; the block's first from the clean state before it
+            h = torch.cat([h[:, :1] if clean_last is None else clean_last, h[:, :-1]], 1)
+        return h, False
 
     def _extend_cache(self, x: torch.Tensor, stop: int, t: torch.Tensor) -> None:
         """Append the clean keys/values of columns [cached, stop) (the prompt, or the block just finished)."""
@@ -71,9 +78,10 @@ class BlockSampler(MaskedSampler):
         if start >= stop:
             return
         self._prefix.append = True
-        self.model.encode(x[:, start:stop], t=t, kv_cache=self._prefix,
-                          attn_mask=prefix_mask(start, stop, self.block_size, x.device))
+        h = self.model.encode(x[:, start:stop], t=t, kv_cache=self._prefix,
+                              attn_mask=prefix_mask(start, stop, self.block_size, x.device))
         self._prefix.append = False
+        self._clean_last = h[:, -1:]  # (B, 1, d): scores the next block's first token under the kept shift
         self.forward_passes += 1
         self.positions += x.shape[0] * (stop - start)
         self.key_positions += x.shape[0] * (stop - start) * stop
@@ -92,6 +100,7 @@ class BlockSampler(MaskedSampler):
         has_mask = (x == self.mask_id).any(0)  # (T,)
         blocks = [b for b in range(-(-T // K)) if bool(has_mask[b * K:(b + 1) * K].any())]
         self._prefix = PrefixCache(len(self.model.blocks)) if self.exact_cache else None
+        self._clean_last = None
         t1 = torch.ones(B, device=x.device)
         done = 0
         for b, steps in zip(blocks, _split_steps(self.steps, len(blocks), K) if blocks else []):

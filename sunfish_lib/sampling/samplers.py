@@ -50,7 +50,8 @@ def _block(model, cfg: Config, tokenizer, s: SampleConfig, never: list[int]) -> 
     return BlockSampler(model, tokenizer.mask_token_id, kind=s.sampler, steps=s.steps, temperature=s.temperature,
                         top_k=s.top_k, top_p=s.top_p, threshold=s.threshold,
                         schedule=MaskSchedule(cfg.diffusion.mask_schedule), exclude_ids=never,
-                        block_size=cfg.diffusion.block_size, eos_id=tokenizer.eos_token_id)
+                        block_size=cfg.diffusion.block_size, eos_id=tokenizer.eos_token_id,
+                        shift_logits=cfg.diffusion.shift_logits)
 
 
 _BUILDERS = {"masked": _masked, "continuous": _continuous, "ar": _ar, "block": _block}
