@@ -75,6 +75,17 @@ def evaluable(folders: dict, max_steps: int) -> dict:
     return out
 
 
+def evaluated(folder: Path, path: Path, steps: int, args) -> dict:
+    """`evaluate_run` of path, kept in folder/spectrum_eval.json and reused while steps and settings match."""
+    key = {"path": str(path), "steps": steps, "val_batches": args.val_batches, "t_samples": args.t_samples}
+    cache = folder / "spectrum_eval.json"
+    if cache.is_file() and json.loads(cache.read_text())["key"] == key:
+        return json.loads(cache.read_text())["result"]
+    r = evaluate_run(path, val_batches=args.val_batches, t_samples=args.t_samples, device="cpu").to_dict()
+    cache.write_text(json.dumps({"key": key, "result": r}))
+    return r
+
+
 def ordered(a: dict, b: dict) -> bool:
     """a <= b within noise: a's value is below b's plus 2 SE of the difference."""
     return a["nats_per_token"] <= b["nats_per_token"] + 2 * math.hypot(a["stderr"], b["stderr"])
@@ -118,7 +129,7 @@ def main() -> None:
     folders = {n: f for n, f in folders.items() if n in paths}
     rows = {}
     for name, (path, steps) in paths.items():
-        r = evaluate_run(path, val_batches=args.val_batches, t_samples=args.t_samples, device="cpu").to_dict()
+        r = evaluated(folders[name], path, steps, args)
         rows[name] = {**{k: r[k] for k in ("kind", "nats_per_token", "stderr", "bits_per_byte", "tokens")},
                       "steps_trained": steps}
     print(f"{'model':>8} | steps | {'kind':>16} | nats/token ± SE | bits/byte | ppl    | LM1B ppl (BD3-LM, 110M, "
