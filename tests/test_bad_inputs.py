@@ -102,6 +102,10 @@ CASES = [
     (["estimate", "--preset", "tiny", "--set", "model.n_layers=two"], "model.n_layers='two' is not a valid int"),
     (["estimate", "--preset", "tiny", "--set", "n_layers"], "--set 'n_layers' is not key=value"),
     (["estimate", "--preset", "tiny", "--set", "model.n_heads=5"], "is not divisible by model.n_heads=5"),
+    (["estimate", "--preset", "tiny", "--objective", "block", "--set", "block_size=5"],
+     "diffusion.block_size=5 does not divide data.seq_len=64; pick a divisor of seq_len"),
+    (["estimate", "--preset", "tiny", "--objective", "block", "--set", "t_clip=0.9"],
+     "diffusion.t_clip='0.9' must be a list of 2 values"),
     (["estimate", "--preset", "tiny", "--cpu-offload", "--strategy", "ddp"], "cpu_offload=True needs strategy='fsdp'"),
     # sunfish train (all refused before a run folder or a model exists)
     (["train", "--preset", "7B"], "unknown preset '7B'; choose one of tiny"),

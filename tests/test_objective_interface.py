@@ -32,9 +32,9 @@ def test_objectives_own_their_sampling_and_scoring_facts():
     from sunfish_lib.sampling.masked import MaskedSampler
 
     iterative = {n: c.iterative for n, c in OBJECTIVE_CLASSES.items()}
-    assert iterative == {"continuous": True, "masked": True, "ar": False}
+    assert iterative == {"continuous": True, "masked": True, "ar": False, "block": True}
     likelihood = {n: c.likelihood for n, c in OBJECTIVE_CLASSES.items()}
-    assert likelihood == {"continuous": False, "masked": True, "ar": True}
+    assert likelihood == {"continuous": False, "masked": True, "ar": True, "block": True}
     assert all(hasattr(c, "continuation_score") == c.likelihood for c in OBJECTIVE_CLASSES.values())
     assert objective_class("masked").sampling_steps(64, 16) == 16  # a step unmasks >= 1 of 16 tokens
     assert objective_class("masked").sampling_steps(8, 16) == 8
@@ -47,7 +47,8 @@ def test_the_diffusion_objectives_share_loss_at_and_ar_has_none():
     params = {name: list(inspect.signature(cls.loss_at).parameters) for name, cls in OBJECTIVE_CLASSES.items()
               if hasattr(cls, "loss_at")}
     assert params == {"masked": ["self", "model", "batch", "t", "generator"],
-                      "continuous": ["self", "model", "batch", "t", "generator"]}
+                      "continuous": ["self", "model", "batch", "t", "generator"],
+                      "block": ["self", "model", "batch", "t", "generator"]}
     assert [n for n in DiffusionObjective.__dict__ if not n.startswith("_")] == ["loss_at"]
 
 

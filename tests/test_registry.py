@@ -264,7 +264,11 @@ def test_compare_notebook_headless(root, tmp_path):
     text, tables = executed.streams, executed.html
     assert "comparing 2 runs" in text and "<th>nats/token</th>" in tables and "exact NLL" in tables
     assert "<td style='white-space:nowrap'>diffusion.objective</td>" in tables and "<th>ar-run</th>" in tables
-    assert executed.count("image/png") == 1
+    assert executed.count("image/png") == 2  # the curves and the speed–quality plane
+    assert (out / "speed_quality.png").stat().st_size > 5_000
+    assert all(r["passes_per_token"] > 0 for r in (masked, ar)) and ar["passes_per_token"] == 1.0
+    shown = "\n".join(executed.data("text/markdown"))
+    assert f"{ar['nats_per_token']:.3f} ± {ar['stderr']:.3f} nats/token" in shown
     # the papermill run folder itself is in the registry, finished
     (rec,) = [r for r in list_runs([tmp_path]) if r.kind == "notebooks"]
     assert (rec.status, rec.notebooks) == ("finished", ["09_compare_runs.ipynb"])

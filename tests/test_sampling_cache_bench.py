@@ -54,3 +54,21 @@ def test_sampling_cache_bench_trains_its_models_when_given_no_run(tmp_path):
     _, again = _bench("--smoke", "--out", tmp_path)  # reused, not retrained
     assert (masked / "export" / "model.safetensors").stat().st_mtime_ns == mtime
     assert [m["forward_passes"] for m in again["modes"]] == [m["forward_passes"] for m in result["modes"]]
+
+
+@pytest.mark.slow
+def test_sampling_cache_bench_block_objective_exact_cache(tmp_path):
+    """--objective block: cached and uncached greedy samples identical; the cache runs fewer positions."""
+    run = make_run(tmp_path / "block", "block", block_size=4)
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "sampling_cache.py"), "--objective", "block", "--run",
+                          str(run), "--length", "16", "--samples", "1", "--batch", "2", "--device", "cpu"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    none, exact = result["modes"]
+    assert (none["cache"], exact["cache"]) == ("none", "exact") and result["identical_greedy"] is True
+    assert result["block_size"] == 4 and result["batch"] == 2
+    # one token a step: 16 steps of the 4-token block + the 12 clean positions once, against 4 steps per block
+    # over the whole prefix + block (4, 8, 12, 16 positions); 2 rows
+    assert exact["positions"] == 2 * (4 * 16 + 12) and none["positions"] == 2 * 4 * (4 + 8 + 12 + 16)
+    assert result["speedup"] > 0 and isinstance(result["target_met"], bool)

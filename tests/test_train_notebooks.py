@@ -37,19 +37,23 @@ def test_train_notebook_runs_and_resumes(tmp_path):
     assert (folder / "export" / "model.safetensors").is_file()
     samples = (folder / "samples.txt").read_text()
     assert "--- unconditional 1 ---" in samples and "--- infill ---" in samples and "ROMEO:" in samples
-    # the AR and continuous baselines trained at the same budget (same tokens), and one likelihood table
+    # the AR, continuous and block baselines trained at the same budget (same tokens), and one likelihood table
     main = Config.load(folder / "config.json")
-    for objective in ("ar", "continuous"):
+    for objective in ("ar", "continuous", "block"):
         base = Config.load(run_dir / "04_baselines" / objective / "config.json")
         assert base.diffusion.objective == objective and base.train.max_steps == main.train.max_steps == 4
         assert base.data == main.data and base.tokens_per_step == main.tokens_per_step == 4 * 32
     table = {r["model"]: r for r in json.loads((folder / "likelihoods.json").read_text())}
-    assert list(table) == ["masked", "ar", "continuous", "unigram"]
+    assert list(table) == ["masked", "ar", "continuous", "block", "unigram"]
+    assert table["block"]["kind"] == "ELBO upper bound" and table["block"]["bits_per_byte"] > 0
     assert table["masked"]["kind"] == "ELBO upper bound" and table["ar"]["kind"] == "exact NLL"
     assert table["masked"]["bits_per_byte"] > 0 and table["continuous"]["bits_per_byte"] is None
     assert 0 < table["unigram"]["nats_per_token"] < math.log(main.model.vocab_size)
     shown = NotebookOutputs.read(run_dir / nb.name).data("text/markdown")
     assert any("| masked | ELBO upper bound |" in m and "masked/AR perplexity ratio" in m for m in shown)
+    gap = (table["masked"]["nats_per_token"] - table["block"]["nats_per_token"]) / (
+        table["masked"]["nats_per_token"] - table["ar"]["nats_per_token"])
+    assert any(f"block 4 closes {gap:.2f} of the masked-AR gap" in m for m in shown)
     # run it again on the same folder with more steps: it resumes
     from sunfish_lib.notebook.runner import execute_notebook
 
@@ -61,6 +65,6 @@ def test_train_notebook_runs_and_resumes(tmp_path):
     steps = [r["step"] for r in read_metrics(folder) if "train/loss" in r]
     assert max(steps) == 7 and len(steps) == len(set(steps))
     # the baselines follow to the new budget (resumed, not retrained)
-    for objective in ("ar", "continuous"):
+    for objective in ("ar", "continuous", "block"):
         assert Config.load(run_dir / "04_baselines" / objective / "config.json").train.max_steps == 8
         assert "end: step 8" in (run_dir / "04_baselines" / objective / "train.log").read_text()

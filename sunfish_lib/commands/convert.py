@@ -18,10 +18,12 @@ def add_parser(sub) -> None:
                         "or a Sunfish ar run")
     p.add_argument("--out", type=Path, required=True,
                    help="folder to write: a Hugging Face folder (model.safetensors, config.json, remote code, tokenizer)")
-    p.add_argument("--objective", default="masked", help="masked (bidirectional, default) or ar (kept causal)")
+    p.add_argument("--objective", default="masked",
+                   help="masked (bidirectional, default), ar (kept causal) or block (BD3-LM blocks, the shift kept)")
+    p.add_argument("--block-size", type=int, default=4, help="--objective block: tokens per block (diffusion.block_size)")
     p.add_argument("--keep-shift", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the AR shift: the token at i is scored by the logits at i-1 (diffusion.shift_logits); "
-                        "default: on for --objective masked; --no-keep-shift opts out")
+                        "default: on for --objective masked and block; --no-keep-shift opts out")
     p.add_argument("--time-conditioning", action="store_true", help="build the adaLN time pathway (a no-op at start)")
     p.add_argument("--tokenizer", help="the parent's tokenizer (name or folder) when --from has none")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -39,7 +41,7 @@ def run(args) -> int:
     if args.tol <= 0:
         raise SunfishError(f"--tol={args.tol} must be > 0")
     conv = convert(args.source, args.out, objective=args.objective, shift_logits=args.keep_shift,
-                   time_conditioning=args.time_conditioning, tokenizer=args.tokenizer,
+                   time_conditioning=args.time_conditioning, tokenizer=args.tokenizer, block_size=args.block_size,
                    overrides=parse_set_args(args.set), check=args.check)
     ok = conv.check is None or conv.check["max_abs_diff"] <= args.tol
     if args.json:

@@ -125,7 +125,8 @@ class DiffusionConfig:
     """The objective: what the forward process is and what the model predicts."""
 
     objective: str = "continuous"
-    """One of continuous (Gaussian diffusion on embeddings), masked (absorbing state), ar (next token)."""
+    """One of continuous (Gaussian diffusion on embeddings), masked (absorbing state), ar (next token),
+    block (BD3-LM block diffusion: blocks left to right, masked diffusion inside each)."""
     schedule: str = "sqrt"
     """Continuous noise schedule: linear, cosine, or sqrt (Diffusion-LM)."""
     num_timesteps: int = 1000
@@ -147,6 +148,11 @@ class DiffusionConfig:
     """Masked: smallest t sampled in training (avoids the 1/t singularity); the continuous chain does not use it."""
     low_discrepancy: bool = True
     """Stratified (low-discrepancy) timestep sampling across the batch."""
+    block_size: int = 4
+    """Block: tokens per block (a divisor of data.seq_len); 1 is autoregressive, seq_len is masked diffusion."""
+    t_clip: tuple[float, float] = (0.0, 1.0)
+    """Block: training draws each block's masking rate 1 - alpha_t from [low, high] (BD3-LM's clipped schedule,
+    Arriola et al. 2025 Sec. 5.2: lower gradient variance); evaluation always integrates the whole [t_min, 1]."""
     shift_logits: bool = False
     """Masked: keep the AR parent's shift (RND1; dllm's right_shift_logits): the token at position i is scored
     by the logits at position i - 1 (position 0, having no left neighbour, by its own); training and sampling alike."""

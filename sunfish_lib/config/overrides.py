@@ -104,6 +104,8 @@ def set_key(cfg, key: str, value: Any):
 
 def coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (maybe a CLI string) to the field's type, or raise ConfigError."""
+    if typing.get_origin(hint) is tuple:
+        return _coerce_tuple(key, value, typing.get_args(hint))
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
@@ -153,6 +155,14 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     else:
         return value
     raise ConfigError(f"{key}={value!r} is not a valid {base.__name__}{' or null' if optional else ''}")
+
+
+def _coerce_tuple(key: str, value: Any, items: tuple) -> tuple:
+    """A fixed-length tuple field (e.g. diffusion.t_clip) from a list/tuple, or a string "0.3,0.8" / "[0.3, 0.8]"."""
+    parts = [v for v in value.strip().strip("[]()").split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or len(parts) != len(items):
+        raise ConfigError(f"{key}={value!r} must be a list of {len(items)} values, e.g. [0.3, 0.8]")
+    return tuple(coerce(f"{key}[{i}]", v, hint) for i, (v, hint) in enumerate(zip(parts, items)))
 
 
 def from_dict(cls, d: Mapping[str, Any], prefix: str = ""):

@@ -12,7 +12,7 @@ from typing import Any
 
 from sunfish_lib.errors import ConfigError
 
-OBJECTIVES = ("continuous", "masked", "ar")
+OBJECTIVES = ("continuous", "masked", "ar", "block")
 NOISE_SCHEDULES = ("linear", "cosine", "sqrt")
 MASK_SCHEDULES = ("linear", "loglinear")
 MASKED_LOSSES = ("elbo", "masked_mean")
@@ -30,6 +30,7 @@ SAMPLERS = {
     "continuous": ("ddpm", "ddim"),
     "masked": ("ancestral", "low_confidence", "random", "threshold", "margin"),
     "ar": ("ar",),
+    "block": ("ancestral", "low_confidence", "random", "threshold"),
 }
 CHOICES = {
     "model.norm": NORMS, "model.mlp": MLPS, "model.pos_encoding": POS_ENCODINGS, "model.rope_type": ("default", "llama3"),
@@ -47,11 +48,12 @@ BACKBONE_NEEDS = {
     "continuous": {"time_conditioning": True, "causal": False, "self_cond": True},
     "masked": {"time_conditioning": False, "causal": False, "self_cond": False},
     "ar": {"time_conditioning": False, "causal": True, "self_cond": False},
+    "block": {"time_conditioning": False, "causal": False, "self_cond": False},
 }
 """What each objective's backbone is built with where the model section leaves it None (`ModelConfig.resolve`,
 the one place): the timestep pathway, the causal mask, and whether self_cond_input follows
 diffusion.self_conditioning (self_cond) or stays off. Each objective class exposes its row (`backbone_needs`)."""
-DEFAULT_SAMPLERS = {"continuous": "ddim", "masked": "ancestral", "ar": "ar"}
+DEFAULT_SAMPLERS = {"continuous": "ddim", "masked": "ancestral", "ar": "ar", "block": "ancestral"}
 """The sampler a run gets when only its objective is chosen. Masked: ancestral (MDLM's reverse process, which
 draws from the model's own distribution); confidence-ordered decoding (low_confidence, threshold) trades sample
 entropy for speed and stays one setting away (measured in bench/sampling_masked.py)."""
@@ -108,6 +110,12 @@ def validate_run(cfg) -> None:
     _check(cfg.diffusion.objective != "continuous" or cfg.data.cross_document_attention,
            "data.cross_document_attention=False does not combine with objective 'continuous' (its noisy input "
            "shows no EOS, so the document mask would leak x0); set it to true")
+    if cfg.diffusion.objective == "block":
+        _check(cfg.data.cross_document_attention, "data.cross_document_attention=False does not combine with objective "
+               "'block' (its attention is the BD3-LM block mask); set it to true")
+        _check(cfg.data.seq_len % cfg.diffusion.block_size == 0,
+               f"diffusion.block_size={cfg.diffusion.block_size} does not divide data.seq_len={cfg.data.seq_len}; "
+               "pick a divisor of seq_len")
     _validate_global_batch(cfg)
 
 
@@ -143,12 +151,23 @@ def validate_diffusion(d, m) -> None:
                "model.time_conditioning=False but objective 'continuous' needs the timestep; set it to true or null")
         _check(not d.self_conditioning or m.self_cond_input is not False,
                "model.self_cond_input=False but diffusion.self_conditioning=True needs it; set it to true or null")
-    _check(not d.shift_logits or d.objective == "masked",
-           f"diffusion.shift_logits=True applies to the masked objective, not {d.objective!r}; set it to false")
+    _check(not d.shift_logits or d.objective in ("masked", "block"),
+           f"diffusion.shift_logits=True applies to the masked and block objectives, not {d.objective!r}; set it to false")
+    _validate_block(d, m)
     if d.objective == "ar":
         _check(m.causal is not False, "model.causal=False but objective 'ar' needs causal attention; set it to true or null")
     elif m.causal:
         _check(False, f"model.causal=True but objective {d.objective!r} is bidirectional; set it to false or null")
+
+
+def _validate_block(d, m) -> None:
+    """Block diffusion (BD3-LM): block size, the clipped schedule, and no per-row time pathway."""
+    _check(d.block_size >= 1, f"diffusion.block_size={d.block_size!r} must be >= 1 (1: autoregressive, seq_len: masked)")
+    lo, hi = d.t_clip
+    _check(0.0 <= lo < hi <= 1.0, f"diffusion.t_clip={list(d.t_clip)!r} must be [low, high] with 0 <= low < high <= 1")
+    if d.objective == "block":
+        _check(m.time_conditioning is not True, "model.time_conditioning=True does not combine with objective 'block' "
+               "(each block has its own t, the time pathway one per row); set it to false or null")
 
 
 def validate_data(da, m) -> None:

@@ -43,8 +43,8 @@ from sunfish_lib.hf.hub import hub_offline, hub_reachable, quiet_transformers
 from sunfish_lib.io.export import export_model, load_for_inference
 from sunfish_lib.io.verify import load_error
 
-OBJECTIVES = ("masked", "ar")
-SAMPLER = {"masked": "low_confidence", "ar": "ar"}
+OBJECTIVES = ("masked", "ar", "block")
+SAMPLER = {"masked": "low_confidence", "ar": "ar", "block": "low_confidence"}
 
 
 @dataclass
@@ -204,23 +204,25 @@ def _is_sunfish(source: str | Path) -> bool:
 # ----------------------------------------------------------------------------
 
 def export_config(parent: _Parent, out_dir: Path, *, objective: str, shift_logits: bool, time_conditioning: bool,
-                  overrides: Mapping[str, Any] | None = None) -> Config:
+                  overrides: Mapping[str, Any] | None = None, block_size: int = 4) -> Config:
     """config.json of the converted model: the parent's shape, the new objective, `train.init_from` = out_dir."""
     m = replace(parent.model, time_conditioning=True if time_conditioning else None)
     data = parent.data or DataConfig(tokenizer=str(out_dir), seq_len=min(256, m.max_seq_len))
-    cfg = Config(model=m, diffusion=DiffusionConfig(objective=objective, shift_logits=shift_logits), data=data,
+    diffusion = DiffusionConfig(objective=objective, shift_logits=shift_logits, block_size=block_size)
+    cfg = Config(model=m, diffusion=diffusion, data=data,
                  sample=SampleConfig(sampler=SAMPLER[objective], length=min(64, m.max_seq_len)),
                  preset=f"converted-{parent.kind}")
     return cfg.override({"train.init_from": str(out_dir)}).override(dict(overrides or {})).validate()
 
 
 def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked", shift_logits: bool | None = None,
-            time_conditioning: bool = False, tokenizer: str | None = None,
+            time_conditioning: bool = False, tokenizer: str | None = None, block_size: int = 4,
             overrides: Mapping[str, Any] | None = None, check: bool = False, check_seq_len: int = 32) -> Conversion:
     """Convert an AR parent (HF folder/cached hub name, or a Sunfish ar run) into an exported Sunfish folder.
 
-    objective: masked (bidirectional attention) or ar (kept causal: the parent repackaged, an
-    AR baseline); shift_logits: keep the AR shift (`diffusion.shift_logits`); None (default) keeps
+    objective: masked (bidirectional attention), ar (kept causal: the parent repackaged, an
+    AR baseline) or block (BD3-LM blocks of `block_size`, Fast-dLLM v2 / dllm A2D: the shift kept, so with
+    block_size 1 it is the parent exactly); shift_logits: keep the AR shift (`diffusion.shift_logits`); None (default) keeps
     it for the masked objective, as RND1, Dream and dllm do: every parent is an AR model whose
     position i-1 names token i (before any masked training the ELBO is 6.32 nats with the
     shift vs 7.48 without, bench/convert_vs_scratch.py); time_conditioning:
@@ -228,13 +230,13 @@ def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked
     (e.g. {"train.lr_mult_attn": 2.0}); check: compare logits with the parent (`check_logits`).
     """
     if objective not in OBJECTIVES:
-        raise SunfishError(f"--objective {objective!r} is not allowed; choose masked or ar")
+        raise SunfishError(f"--objective {objective!r} is not allowed; choose masked, ar or block")
     if shift_logits is None:
-        shift_logits = objective == "masked"
+        shift_logits = objective in ("masked", "block")
     out_dir = Path(out_dir).expanduser().resolve()
     parent = _sunfish_parent(source) if _is_sunfish(source) else _hf_parent(source, tokenizer)
     cfg = export_config(parent, out_dir, objective=objective, shift_logits=shift_logits,
-                        time_conditioning=time_conditioning, overrides=overrides)
+                        time_conditioning=time_conditioning, overrides=overrides, block_size=block_size)
     m = cfg.resolved_model
     sd = assemble_state_dict(m, parent.mapped, parent.n_keep, seed=cfg.seed)
     result = check_logits(parent.logits, sd, m, n_compare=parent.n_keep, vocab=parent.n_keep,

@@ -1,4 +1,4 @@
-"""Objectives on the one backbone: continuous (embedding) diffusion, masked diffusion, the AR baseline.
+"""Objectives on the one backbone: continuous (embedding) diffusion, masked diffusion, block diffusion, the AR baseline.
 
 An objective owns the forward process (noising or masking), its loss, what the model's
 output means, its per-sequence likelihood (or bound, or stand-in), what the backbone is built
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sunfish_lib.config import Config
 from sunfish_lib.diffusion.autoregressive import Autoregressive
+from sunfish_lib.diffusion.block import BlockDiffusion
 from sunfish_lib.diffusion.continuous import ContinuousDiffusion
 from sunfish_lib.diffusion.masked import MaskedDiffusion, MaskSchedule, subs_logits
 from sunfish_lib.diffusion.objective import DiffusionObjective, Objective  # noqa: F401 (DiffusionObjective: importable here)
@@ -18,6 +19,7 @@ from sunfish_lib.errors import ConfigError
 
 OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
     "continuous": ContinuousDiffusion, "masked": MaskedDiffusion, "ar": Autoregressive,
+    "block": BlockDiffusion,
 }
 """The registry: `diffusion.objective` -> its class (the keys are `config.OBJECTIVES`)."""
 
@@ -39,5 +41,5 @@ def objective_class(name: str) -> type[Objective]:
     return OBJECTIVE_CLASSES[name]
 
 
-__all__ = ["OBJECTIVE_CLASSES", "Autoregressive", "ContinuousDiffusion", "MaskedDiffusion", "MaskSchedule",
+__all__ = ["OBJECTIVE_CLASSES", "Autoregressive", "BlockDiffusion", "ContinuousDiffusion", "MaskedDiffusion", "MaskSchedule",
            "NoiseSchedule", "Objective", "build_objective", "objective_class", "subs_logits"]

@@ -121,7 +121,7 @@ class MaskedDiffusion:
     @classmethod
     def from_config(cls, cfg, *, mask_token_id: int | None = None, eos_token_id: int | None = None):
         if mask_token_id is None:
-            raise ConfigError("objective 'masked' needs the tokenizer's [MASK] id; the tokenizer has no [MASK] token")
+            raise ConfigError(f"objective {cls.name!r} needs the tokenizer's [MASK] id; the tokenizer has no [MASK] token")
         return cls(cfg.diffusion, mask_token_id)
 
     t_draws = staticmethod(antithetic_draws)

@@ -36,13 +36,13 @@ from sunfish_lib.sampling.session import load_checkpoint, sample
 
 METRIC_COLUMNS = ("run", "objective", "steps", "tokens", "wall_s", "train_loss", "val_loss", "eval_kind",
                   "nats_per_token", "stderr", "perplexity", "bits_per_byte", "sample_entropy", "reference_entropy",
-                  "distinct_2", "judge_ppl", "reference_judge_ppl", "denoise_entropy")
+                  "distinct_2", "judge_ppl", "reference_judge_ppl", "denoise_entropy", "passes_per_token")
 
 METRIC_HEADERS = {"wall_s": "wall (s)", "train_loss": "train loss", "val_loss": "val loss", "eval_kind": "held-out kind",
                   "nats_per_token": "nats/token", "stderr": "± SE", "perplexity": "ppl", "bits_per_byte": "bits/byte",
                   "sample_entropy": "sample entropy (nats)", "reference_entropy": "held-out entropy (nats)",
                   "distinct_2": "distinct-2", "judge_ppl": "judge ppl", "reference_judge_ppl": "judge ppl of held-out",
-                  "denoise_entropy": "denoise entropy (nats)"}
+                  "denoise_entropy": "denoise entropy (nats)", "passes_per_token": "passes / token"}
 """Column headers with units for the metrics table (notebook 09)."""
 
 
@@ -160,7 +160,8 @@ def sample_statistics(path: str | Path, *, num_samples: int = 4, length: int = 6
         denoise = float(np.mean([np.mean(step_entropy(gen.trajectory, b)) for b in range(num_samples)]))
     return {"sample_entropy": q["entropy"], "reference_entropy": q["reference_entropy"],
             "distinct_2": q["distinct_2"], "judge_ppl": q["judge_ppl"],
-            "reference_judge_ppl": q["reference_judge_ppl"], "denoise_entropy": denoise}
+            "reference_judge_ppl": q["reference_judge_ppl"], "denoise_entropy": denoise,
+            "passes_per_token": gen.forward_passes / length}  # a pass runs the batch: per sample (tradeoff.Point)
 
 
 def final_metrics(path: str | Path, *, val_batches: int = 10, t_samples: int = 8, num_samples: int = 4,

@@ -36,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from sunfish_lib.model.attention import block_mask, dense_mask, use_flex
 from sunfish_lib.config import Config, ModelConfig
 from sunfish_lib.model.layers import (  # noqa: F401 (re-exported: callers import them from here)
-    MLP, TIME_SCALE, BlockCache, KVCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
+    MLP, TIME_SCALE, BlockCache, KVCache, PrefixCache, SelfAttention, TimeEmbedding, apply_rope, make_norm, rope_cos_sin, rope_inv_freq,
     timestep_embedding,
 )
 
@@ -151,8 +151,10 @@ class Backbone(nn.Module):
         t: torch.Tensor | float | None = None,
         segment_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        kv_cache: KVCache | BlockCache | None = None,
+        kv_cache: KVCache | BlockCache | PrefixCache | None = None,
         self_cond: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states (B, T, d_model) after the final norm.
 
@@ -162,8 +164,12 @@ class Backbone(nn.Module):
         0 for padding (padding is never attended to); kv_cache: a `KVCache` (causal models, for
         incremental decoding: positions continue after the cached ones) or a `BlockCache` (any
         model: a full pass records, then tokens are the window start..stop-1 and attention_mask
-        stays (B, T_full)); self_cond:
-        (B, T, embed_dim) previous x0 estimate, only with `self_cond_input` (None feeds zeros).
+        stays (B, T_full)), or a `PrefixCache` (any model: the fed tokens follow the cached ones and
+        see them all; block diffusion's exact cache); self_cond:
+        (B, T, embed_dim) previous x0 estimate, only with `self_cond_input` (None feeds zeros);
+        positions: (T,) position ids (default: start..start+T-1; block diffusion feeds x_t and x0
+        at the same positions); attn_mask: a ready mask, dense bool (B or 1, 1, T, T_keys) or a
+        FlexAttention BlockMask, True = may attend, used instead of the one segment_ids/attention_mask build.
         """
         if (tokens is None) == (vectors is None):
             raise ValueError("pass exactly one of tokens or vectors")
@@ -172,10 +178,11 @@ class Backbone(nn.Module):
             x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)
         B, T = x.shape[:2]
         start = kv_cache.length if kv_cache is not None else 0
-        if start + T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {start + T} exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        end = start + T if positions is None else int(positions.max()) + 1
+        if end > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {end} exceeds model.max_seq_len={self.cfg.max_seq_len}")
         window = isinstance(kv_cache, BlockCache)
-        if kv_cache is not None and not window and (not self.cfg.causal or segment_ids is not None
+        if kv_cache is not None and not window and not isinstance(kv_cache, PrefixCache) and (not self.cfg.causal or segment_ids is not None
                                                     or attention_mask is not None):
             raise ValueError("kv_cache needs a causal model and no segment_ids/attention_mask")
         if self.in_proj is not None:
@@ -185,10 +192,12 @@ class Backbone(nn.Module):
             x = x + self.self_cond_proj(sc.to(x.dtype))  # (B, T, d)
         elif self_cond is not None:
             raise ValueError("self_cond needs a backbone built with model.self_cond_input=True")
-        x, rope = self._positions(x, start)
+        x, rope = self._positions(x, start, positions)
         x = self.drop(x)
         mod = self._time_modulation(t, B, x)
-        if window and not kv_cache.recording:  # a window pass: attention_mask (B, T_full) masks keys only
+        if attn_mask is not None:
+            mask = attn_mask
+        elif window and not kv_cache.recording:  # a window pass: attention_mask (B, T_full) masks keys only
             mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         else:
             mask = self._attn_mask(segment_ids, attention_mask, T, x.device)
@@ -215,9 +224,11 @@ class Backbone(nn.Module):
         return self.logits(self.encode(tokens, **kw))
 
     # -- helpers -------------------------------------------------------------------
-    def _positions(self, x: torch.Tensor, start: int):
-        """Positions start.. (after any cached ones): added as learned embeddings, or RoPE tables (T, hs) for attention."""
-        positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
+    def _positions(self, x: torch.Tensor, start: int, positions: torch.Tensor | None = None):
+        """Positions start.. (after any cached ones) or the given ones: added as learned embeddings, or RoPE
+        tables (T, hs) for attention."""
+        if positions is None:
+            positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
         if self.pos_emb is not None:
             return x + self.pos_emb(positions), None
         return x, rope_cos_sin(positions, rope_inv_freq(self.cfg, x.device))

@@ -155,6 +155,27 @@ class BlockCache:
         return torch.cat([kb, k, ka], dim=2), torch.cat([vb, v, va], dim=2)
 
 
+class PrefixCache(KVCache):
+    """BD3-LM's exact KV cache (Arriola et al. 2025, Sec. 3.1): keys/values of the finished clean blocks.
+
+    A pass with `append=True` (the prompt, or a block just finished) adds its keys/values for good; other
+    passes (the noisy block being denoised) attend to cache + themselves and leave the cache as it was.
+    Exact, not an approximation: under the block-causal mask a clean block's keys/values depend on no
+    later position, so computing them once equals recomputing them at every step.
+    """
+
+    def __init__(self, n_layers: int):
+        super().__init__(n_layers)
+        self.append = False
+
+    def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values (B, n_kv, T_past + T, hs) of cache + the fed (B, n_kv, T, hs); kept when `append`."""
+        past = self.layers[i]
+        if self.append or past is None:
+            return super().update(i, k, v) if self.append else (k, v)
+        return torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention over SDPA; one fused q/k/v projection.
 
@@ -176,7 +197,7 @@ class SelfAttention(nn.Module):
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None, causal: bool,
-        kv: tuple[KVCache | BlockCache, int] | None = None,
+        kv: tuple[KVCache | BlockCache | PrefixCache, int] | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
@@ -189,7 +210,7 @@ class SelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if kv is not None and isinstance(kv[0], BlockCache):
+        if kv is not None and isinstance(kv[0], (BlockCache, PrefixCache)):
             k, v = kv[0].update(kv[1], k, v)  # (B, n_kv, T_keys, hs)
         elif kv is not None:
             cache, layer = kv

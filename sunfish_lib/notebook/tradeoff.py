@@ -166,6 +166,39 @@ def scatter(rows: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
+OBJECTIVE_COLORS = {"ar": "#C44E52", "block": "#8172B2", "masked": "#4C72B0", "continuous": "#55A868"}
+
+
+def models_scatter(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """The speed–quality plane across models (notebook 09): forward passes per generated token against judge
+    perplexity and entropy, one point per run, coloured by objective, so AR, block and masked models sit on
+    one plot. rows: `compare.final_metrics` rows (`run`, `objective`, `passes_per_token`, `judge_ppl`,
+    `sample_entropy`); the held-out text's judge perplexity and entropy are dashed lines (the scale)."""
+    panels = [("sample_entropy", "reference_entropy", "unigram entropy (nats)")]
+    if any(r.get("judge_ppl") is not None for r in rows):
+        panels.insert(0, ("judge_ppl", "reference_judge_ppl", "judge perplexity (lower: likelier text)"))
+    fig = Figure(figsize=(4.4 * len(panels), 3.6), layout="constrained")
+    for ax, (key, ref, ylabel) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        for r in rows:
+            if r.get(key) is None or r.get("passes_per_token") is None:
+                continue
+            ax.scatter([r["passes_per_token"]], [r[key]], s=36, zorder=2, label=r["objective"],
+                       color=OBJECTIVE_COLORS.get(r["objective"], "#555555"))
+            ax.annotate(str(r["run"]), (r["passes_per_token"], r[key]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+        refs = [r[ref] for r in rows if r.get(ref) is not None]
+        if refs:
+            ax.axhline(refs[0], color="#777777", ls="--", lw=1, label="held-out text")
+        handles, labels = ax.get_legend_handles_labels()
+        keep = {lab: h for h, lab in zip(handles, labels)}  # one legend entry per objective
+        ax.legend(keep.values(), keep.keys(), fontsize=7)
+        ax.set_xlabel("forward passes per generated token (left: faster)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle("speed vs quality across models (one point per run)", fontsize=10)
+    return fig
+
+
 def figure_png(fig: Figure, dpi: int = 90) -> str:
     """The figure as a base64 PNG (for an <img> in a widget's HTML)."""
     buf = io.BytesIO()

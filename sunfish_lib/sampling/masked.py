@@ -292,17 +292,21 @@ class MaskedSampler(Sampler):
         return commit, c, e
 
     # -- ancestral ---------------------------------------------------------------------
-    def _ancestral(self, x, prompt, generator, trajectory, callback) -> torch.Tensor:
+    def _ancestral(self, x, prompt, generator, trajectory, callback, region=None, steps=None,
+                   done: int = 0) -> torch.Tensor:
+        """The reverse chain over `steps` (default: self.steps) on the [MASK]s inside region (B, T) (default: all);
+        `done` steps ran before (block diffusion runs one chain per block)."""
         hidden = None  # hidden states of the current x (ddpm_cache); None once x changed
         time_conditioned = bool(getattr(getattr(self.model, "cfg", None), "time_conditioning", False))
-        for k in range(self.steps):
-            t = torch.tensor(1 - k / self.steps, dtype=torch.float64)
-            s = torch.tensor(1 - (k + 1) / self.steps, dtype=torch.float64)
-            masked = x == self.mask_id
+        steps = steps or self.steps
+        for k in range(steps):
+            t = torch.tensor(1 - k / steps, dtype=torch.float64)
+            s = torch.tensor(1 - (k + 1) / steps, dtype=torch.float64)
+            masked = (x == self.mask_id) if region is None else (x == self.mask_id) & region
             if not masked.any():
                 break
             a_t, a_s = self.schedule.alpha(t), self.schedule.alpha(s)
-            p_unmask = 1.0 if k == self.steps - 1 else float((a_s - a_t) / (1 - a_t))  # MDLM Eq. 7
+            p_unmask = 1.0 if k == steps - 1 else float((a_s - a_t) / (1 - a_t))  # MDLM Eq. 7
             u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
             commit = masked & (u < p_unmask)  # (B, T) the positions that leave [MASK] at this step
             t_b = torch.full((x.shape[0],), float(t), device=x.device)
@@ -322,7 +326,7 @@ class MaskedSampler(Sampler):
             if commit.any():
                 hidden = None  # the input changed: the next step that needs the model runs it again
             if callback is not None:
-                callback(k + 1, self.steps, x)
+                callback(done + k + 1, self.steps, x)
         return x
 
 

@@ -15,6 +15,7 @@ from sunfish_lib.diffusion.continuous import ContinuousDiffusion
 from sunfish_lib.diffusion.masked import MaskSchedule
 from sunfish_lib.sampling.autoregressive import ARSampler
 from sunfish_lib.sampling.base import Sampler
+from sunfish_lib.sampling.block import BlockSampler
 from sunfish_lib.sampling.continuous import ContinuousSampler
 from sunfish_lib.sampling.masked import MaskedSampler
 from sunfish_lib.config.validation import check_sampler_fits
@@ -44,14 +45,27 @@ def _ar(model, cfg: Config, tokenizer, s: SampleConfig, never: list[int]) -> Sam
                      exclude_ids=never)
 
 
-_BUILDERS = {"masked": _masked, "continuous": _continuous, "ar": _ar}
-SAMPLERS: dict[str, Callable[..., Sampler]] = {name: _BUILDERS[obj] for obj, names in BY_OBJECTIVE.items()
-                                               for name in names}
-"""Every sampler name -> its builder (model, cfg, tokenizer, SampleConfig, never-emitted ids)."""
+def _block(model, cfg: Config, tokenizer, s: SampleConfig, never: list[int]) -> Sampler:
+    """The masked samplers run block by block with the exact prefix cache (`sampling.block`)."""
+    return BlockSampler(model, tokenizer.mask_token_id, kind=s.sampler, steps=s.steps, temperature=s.temperature,
+                        top_k=s.top_k, top_p=s.top_p, threshold=s.threshold,
+                        schedule=MaskSchedule(cfg.diffusion.mask_schedule), exclude_ids=never,
+                        block_size=cfg.diffusion.block_size, eos_id=tokenizer.eos_token_id,
+                        shift_logits=cfg.diffusion.shift_logits)
+
+
+_BUILDERS = {"masked": _masked, "continuous": _continuous, "ar": _ar, "block": _block}
+SAMPLERS: dict[str, Callable[..., Sampler]] = {}
+for _obj, _names in BY_OBJECTIVE.items():  # a name two objectives share (block reuses masked's) keeps the first
+    for _name in _names:
+        SAMPLERS.setdefault(_name, _BUILDERS[_obj])
+"""Every sampler name -> its builder (model, cfg, tokenizer, SampleConfig, never-emitted ids); `build_sampler`
+picks by the run's objective, so block diffusion's `ancestral` is its block-by-block one."""
 
 
 def build_sampler(model, cfg: Config, tokenizer, sample: SampleConfig | None = None) -> Sampler:
     """The sampler `sample.sampler` names, for the objective the model was trained with."""
     s = sample or cfg.sample
     check_sampler_fits(s.sampler, cfg.diffusion.objective)
-    return SAMPLERS[s.sampler](model, cfg, tokenizer, s, never_emitted(tokenizer, cfg.model.vocab_size, s.allow_eos))
+    builder = _BUILDERS[cfg.diffusion.objective]
+    return builder(model, cfg, tokenizer, s, never_emitted(tokenizer, cfg.model.vocab_size, s.allow_eos))

@@ -154,6 +154,9 @@ def executed_flops_per_token(cfg: Config, seq_len: int | None = None, *, masked_
     if objective == "masked":
         frac = expected_mask_fraction(cfg) if masked_fraction is None else masked_fraction
         return body + 6 * head * frac
+    if objective == "block":  # [z, x0]: 2T positions per T scored, each attending densely to 2T keys
+        frac = expected_mask_fraction(cfg) if masked_fraction is None else masked_fraction
+        return 2 * (body - fb["attention"]) + 4 * fb["attention"] + 6 * head * frac
     if objective == "continuous":
         total = body + 6 * m.vocab_size * m.embed_dim
         if m.self_cond_input:  # its input (a detached x0_hat, or zeros) needs no gradient: backward 2 per weight, not 4

@@ -60,12 +60,13 @@ PRECISIONS: dict[str, Precision] = {
 }
 STRATEGIES = ("single", "ddp", "fsdp")
 
-LOSS_BACKWARD_COPIES = {"continuous": 3, "ar": 3, "masked": 5}
+LOSS_BACKWARD_COPIES = {"continuous": 3, "ar": 3, "masked": 5, "block": 5}
 """fp32 (rows, V) tensors alive at the start of backward. Cross-entropy (continuous
 rounding, AR): the log-softmax output (saved), its gradient, the logits' gradient.
 Masked (`MaskedDiffusion.masked_nll`, logsumexp - gather): the saved logits,
 logsumexp's (x - lse) and exp(), gather's scattered gradient and the clone made by
-the in-place -inf on [MASK]. Counted op by op, then checked by bench/memory_estimate.py."""
+the in-place -inf on [MASK]. Counted op by op, then checked by bench/memory_estimate.py. Block diffusion's
+`masked_nll` is the same ops (its 2L activations are not counted here)."""
 CONTINUOUS_TENSORS = {"forward": 9, "backward": 3}
 """fp32 (B, T, e) tensors of the continuous objective alive at the loss / at the start of
 backward (x0, noise, x_t, the scaled input, output, x0_hat, target, its error, the prior's
