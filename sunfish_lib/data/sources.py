@@ -78,7 +78,9 @@ def parse_source(source: str, text_field: str = "text") -> SourceSpec:
                 raise SunfishError(f"data.source={source!r}: expected hf:OWNER/NAME[:CONFIG]")
         return SourceSpec(source, "hub", repo, repo=repo, config=config or None, text_field=text_field)
     files = _resolve_local(source)
-    return SourceSpec(source, "local", _builder_for(source, files), files=tuple(files), text_field=text_field)
+    builder = _builder_for(source, files)
+    return SourceSpec(source, "local", builder, files=tuple(_with_content(source, files, builder)),
+                      text_field=text_field)
 
 
 def _resolve_local(source: str) -> list[str]:
@@ -97,6 +99,28 @@ def _resolve_local(source: str) -> list[str]:
     if not found:
         raise SunfishError(f"data.source={source!r} matches no .txt/.jsonl/.json/.parquet file; check the path or glob")
     return found
+
+
+def _blank(path: str) -> bool:
+    """A file of 0 bytes, or (small and uncompressed) only whitespace: it holds no document or record."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return True
+    if size > (1 << 20) or path.endswith(_COMPRESSED):
+        return False
+    with open(path, "rb") as f:
+        return not f.read().strip()
+
+
+def _with_content(source: str, files: list[str], builder: str) -> list[str]:
+    """`files` less the blank ones for record builders (the json builder stops on an empty file: issue #31);
+    a source whose every file is blank is refused here, before a run folder or a model exists."""
+    kept = [f for f in files if not _blank(f)]
+    if not kept:
+        which = f"{files[0]} is" if len(files) == 1 else f"all {len(files)} files of it are"
+        raise SunfishError(f"data.source={source!r} holds no documents: {which} empty or whitespace only; "
+                           "point it at files with documents (e.g. a .jsonl of {\"text\": ...} lines)")
+    return files if builder == "text" else kept  # text: file names fix the val split, so keep them all
 
 
 def _suffix(name: str) -> str:
