@@ -152,7 +152,9 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         pass
     else:
         return value
-    raise ConfigError(f"{key}={value!r} is not a valid {base.__name__}{' or null' if optional else ''}")
+    example = {bool: "true", int: "8", float: "0.5", str: "text"}.get(base, "...")
+    raise ConfigError(f"{key}={value!r} is not a valid {base.__name__}{' or null' if optional else ''}; "
+                      f"give one, e.g. {key}={example}")
 
 
 def from_dict(cls, d: Mapping[str, Any], prefix: str = ""):
