@@ -75,8 +75,8 @@ def pytest_terminal_summary(terminalreporter):
     rep = oracle.report()
     terminalreporter.section("fuzz report")
     for name, s in rep["surfaces"].items():
-        terminalreporter.write_line(f"{name:<22} {s['inputs']:>6} inputs  {s['failures']:>3} failures  {s['seconds']:>7.1f} s")
-    terminalreporter.write_line(f"{'total':<22} {rep['total_inputs']:>6} inputs  {rep['total_failures']:>3} failures")
+        terminalreporter.write_line(f"{name:<30} {s['inputs']:>6} inputs  {s['failures']:>3} failures  {s['seconds']:>7.1f} s")
+    terminalreporter.write_line(f"{'total':<30} {rep['total_inputs']:>6} inputs  {rep['total_failures']:>3} failures")
     path = os.environ.get("SUNFISH_FUZZ_REPORT") or ("runs/fuzz-report.json" if oracle.in_lane() else "")
     if path:
         oracle.write_report(Path(path))

@@ -73,7 +73,8 @@ def tree_hashes(root: Path, skip: Path | None = None) -> dict[str, str]:
 
 FIX_WORDS = (";", " give ", " use ", " pick ", " choose ", " set ", " pass ", " check ", " drop ", " fix ",
              " write ", " add ", " remove ", " convert ", " must ", " needs ", " expected ", " see ", " allowed",
-             " try ", " rerun ", " run ", " point ", " start ", " install ", " free ", " shorten ")
+             " try ", " rerun ", " run ", " point ", " start ", " install ", " free ", " shorten ", " e.g.",
+             " are: ", " one of ")
 
 
 def verdict(code, out: str, err: str) -> list[str]:
@@ -125,6 +126,9 @@ def call(surface: str, argv: list[str], sandbox: Path, *, run_dir: Path | None =
     tried[surface] += 1
     if problems:
         failures.setdefault(surface, []).append({"argv": [str(a) for a in argv], "problems": problems})
+        if os.environ.get("SUNFISH_FUZZ_LOG"):  # as they happen: a long lane shows its finds before it ends
+            with open(os.environ["SUNFISH_FUZZ_LOG"], "a") as f:
+                f.write(json.dumps({"surface": surface, **failures[surface][-1]}) + "\n")
         raise AssertionError(f"sunfish {' '.join(map(str, argv))[:400]}: {'; '.join(problems)}")
     return code, out.getvalue(), err.getvalue()
 

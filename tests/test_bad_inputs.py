@@ -152,6 +152,15 @@ CASES = [
     (["evaluate", "{run}", "--batches", "0"], "val_batches=0 and t_samples=16 must both be >= 1"),
     (["evaluate", "{run}", "--t-samples", "0"], "val_batches=20 and t_samples=0 must both be >= 1"),
     (["evaluate", "{run}", "--t-samples", "abc"], "argument --t-samples: invalid int value: 'abc'"),
+    # found by the fuzz lane (tests/test_fuzz_*.py, issue #31)
+    (["train", "--preset", "smoke", "--data", "{empty_jsonl}"], "holds no documents"),
+    (["data", "--source", "{blank_txt}"], "is empty or whitespace only"),
+    (["estimate", "--preset", "tiny", "--set", "data.bpe_vocab_size="], "is not a valid int; give one, e.g."),
+    (["convert", "--from", "{run}", "--out", "{tmp}/c", "--tol", "nan"], "--tol=nan must be > 0"),
+    (["runs", "{tmp}", "--stale-minutes", "nan"], "--stale-minutes nan must be > 0"),
+    (["eval-harness", "{run}", "--tasks", "x", "--draws", "0"], "--draws=0 must be >= 1"),
+    (["eval-harness", "{run}", "--tasks", "x", "--limit", "-1"], "--limit=-1.0 must be a positive number"),
+    (["evaluate", "{run}", "--seed", "-1"], "seed=-1 must be an integer in [0, 2**32 - 1]"),
 ]
 
 
@@ -182,11 +191,14 @@ def files(tmp_path_factory):
     (tmp / "hf-bad").mkdir()
     (tmp / "hf-bad" / "config.json").write_text("{not json")
     (tmp / "corrupt.ipynb").write_text("{ this is not a notebook")
+    (tmp / "empty.jsonl").write_text("")
+    (tmp / "blank.txt").write_text(" \n\t\n")
     return {
         "tmp": str(tmp), "run": str(make_run(tmp / "run", "masked")), "empty": str(tmp / "empty"),
         "corrupt_json": str(tmp / "corrupt.json"), "unknown_key_json": str(tmp / "unknown.json"),
         "list_json": str(tmp / "list.json"), "docs_jsonl": str(tmp / "docs.jsonl"),
         "hf_bad_config": str(tmp / "hf-bad"), "corrupt_nb": str(tmp / "corrupt.ipynb"),
+        "empty_jsonl": str(tmp / "empty.jsonl"), "blank_txt": str(tmp / "blank.txt"),
         "two_params_nb": _notebook(tmp / "two.ipynb", "x = 1", "y = 2"),
         "bad_json_run": _run_folder(tmp / "bad-json-run", "{"),
         "old_run": _run_folder(tmp / "old-run", {"status": "failed", "notebooks": []}),

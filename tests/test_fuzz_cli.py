@@ -2,7 +2,7 @@
 command, and notebook parameters (`sunfish run NB -p NAME VALUE`), all judged by tests/fuzz_oracle.py.
 
 Training and notebook execution are replaced by dry twins (`dry_train`: the trainer's own run-folder and
-config checks, the tokenizer, the model built on the meta device; `run_notebooks`: records the parameters),
+config checks, the tokenizer, the model built on the meta device; `checked_only`: `run_notebooks`' parameter checks),
 so an accepted input costs milliseconds; everything a command checks before that work runs for real.
 The default suite runs a few seeded examples per property; `bash scripts/test.sh -m fuzz` runs hundreds of random ones.
 """
@@ -20,6 +20,7 @@ from sunfish_lib.config import PRESETS
 from sunfish_lib.data.tokenizer import get_tokenizer
 from sunfish_lib.model import Backbone
 from sunfish_lib.notebook_params import notebook_parameters
+from sunfish_lib import runs
 from sunfish_lib.runs import workbook_notebooks
 from sunfish_lib.train import trainer
 from tests import fuzz_oracle as oracle
@@ -74,7 +75,7 @@ def _then_resume(sandbox: Path, run_dir: Path) -> None:
     shutil.rmtree(run_dir.parent, ignore_errors=True)
 
 
-@oracle.examples(8, 1500)
+@oracle.examples(8, 2000)
 @given(pairs=st.lists(set_pair(), min_size=1, max_size=3))
 def test_set_overrides_estimate(pairs, dry):
     argv = ["estimate", "--preset", "smoke", "--json"]
@@ -83,7 +84,7 @@ def test_set_overrides_estimate(pairs, dry):
     oracle.call("--set (estimate)", argv, dry)
 
 
-@oracle.examples(6, 900)
+@oracle.examples(6, 1200)
 @given(pairs=st.lists(set_pair(), min_size=1, max_size=3), preset=st.sampled_from(["smoke", "tiny", "1.4B"]))
 def test_set_overrides_train(pairs, preset, dry):
     run_dir = _fresh(dry)
@@ -102,13 +103,17 @@ NUMERIC_FLAGS = {
     "sample": (["sample", "{sandbox}/masked", "--no-save", "--no-quality", "--json"],
                ["--seed", "--steps", "--length", "--num-samples", "--top-k", "--top-p", "--temperature",
                 "--mask-length", "--block-length", "--threshold"]),
-    "evaluate": (["evaluate", "{sandbox}/masked", "--json"], ["--batches", "--t-samples", "--seed"]),
+    "evaluate": (["evaluate", "{sandbox}/masked", "--json", "--batches", "1", "--t-samples", "2"],
+                 ["--batches", "--t-samples", "--seed"]),
     "runs": (["runs", "{sandbox}", "--json"], ["--stale-minutes"]),
     "convert": (["convert", "--from", "{sandbox}/nowhere", "--out", "{sandbox}/conv"], ["--tol"]),
     "eval-harness": (["eval-harness", "{sandbox}/masked", "--tasks", "no_such_task_xyz"],
                      ["--draws", "--num-fewshot", "--limit", "--batch-size", "--seed"]),
 }
 """command -> (argv before the flags, its numeric flags); the fuzz gives each flag a value or leaves it out."""
+
+LANE_EXAMPLES = {"sample": 60, "evaluate": 25, "eval-harness": 15}
+"""Lane examples of the commands whose every call loads a model (eval-harness: lm_eval's task index too)."""
 
 SMALL = {"--steps": 8, "--length": 16, "--num-samples": 4, "--batches": 2, "--t-samples": 4, "--mask-length": 8,
          "--max-docs": 50, "--max-steps": 50, "--block-length": 16, "--seq-len": 64}
@@ -132,9 +137,12 @@ def _large(text: str, cap: int) -> bool:
 
 @pytest.mark.parametrize("command", sorted(NUMERIC_FLAGS))
 def test_numeric_flags(command, dry):
+    if command == "eval-harness" and not oracle.in_lane():
+        pytest.skip("lm_eval's import and task index take about a minute; the fuzz lane runs it "
+                    "(its number checks are in tests/test_bad_inputs.py)")
     head, flags = NUMERIC_FLAGS[command]
 
-    @oracle.examples(2, 60 if command in ("sample", "evaluate", "eval-harness") else 150)
+    @oracle.examples(2, LANE_EXAMPLES.get(command, 150))
     @given(values=st.fixed_dictionaries({}, optional={f: _numeric(f) for f in flags}))
     def check(values):
         run_dir = _fresh(dry)
@@ -164,12 +172,16 @@ def _param_value(default):
 def test_notebook_parameters(name, dry, monkeypatch):
     nb = NOTEBOOKS[name]
     defaults = notebook_parameters(nb)
-    executed = []
-    monkeypatch.setattr("sunfish_lib.commands.run.run_notebooks",
-                        lambda paths, params, **kw: (executed.append(params) or dry, []))
+    def checked_only(paths, params, **_):
+        """`runs.run_notebooks` up to the kernel: every notebook's parameters resolved and checked."""
+        for p in paths:
+            runs._resolved_params(p, Path("."), params.get(p.name, {}))
+        return dry
+
+    monkeypatch.setattr("sunfish_lib.commands.run.run_notebooks", checked_only)
     names = sorted(defaults) + ["nonsense", "", "smoke "]
 
-    @oracle.examples(2, 100)
+    @oracle.examples(2, 60)
     @given(params=st.lists(st.sampled_from(names).flatmap(
         lambda n: st.tuples(st.just(n), _param_value(defaults.get(n)))), min_size=1, max_size=3))
     def check(params):

@@ -5,6 +5,7 @@ parents (config fields missing or contradictory, shapes that do not fit the weig
 Every generated file lives in the module's sandbox; the oracle checks that nothing else there changed.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,11 +41,19 @@ def sandbox(tmp_path_factory):
 
 @pytest.fixture
 def box(sandbox, monkeypatch):
+    """Each example's own folder: `with box() as (sandbox, work):` (a fixture would serve every example of a test)."""
     monkeypatch.chdir(sandbox)
     monkeypatch.setenv("SUNFISH_RUNS", str(sandbox / "runs"))
-    work = Path(tempfile.mkdtemp(dir=sandbox, prefix="case-"))
-    yield sandbox, work
-    shutil.rmtree(work, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def case():
+        work = Path(tempfile.mkdtemp(dir=sandbox, prefix="case-"))
+        try:
+            yield sandbox, work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return case
 
 
 # -- data files -------------------------------------------------------------------------------------------
@@ -114,18 +123,18 @@ def data_source(draw, work: Path) -> str:
     return str(path)
 
 
-@oracle.examples(6, 400)
+@oracle.examples(6, 250)
 @given(data=st.data())
 def test_data_files(data, box):
-    sandbox, work = box
-    source = data.draw(data_source(work))
-    field = data.draw(st.sampled_from(["text", "text", "body", "id", "", "no such"]))
-    oracle.call("data files (data)", ["data", "--source", source, "--text-field", field, "--max-docs", "20",
-                                      "--seq-len", "32", "--json"], sandbox, run_dir=work, timeout=120)
-    run_dir = work / "run"
-    oracle.call("data files (train)", ["train", "--preset", "smoke", "--data", source, "--set", f"text_field={field}",
-                                       "--fast-dev-run", "--no-progress", "--run-dir", run_dir], sandbox,
-                run_dir=work, timeout=120) if data.draw(st.integers(0, 7)) == 0 else None
+    with box() as (sandbox, work):
+        source = data.draw(data_source(work))
+        field = data.draw(st.sampled_from(["text", "text", "body", "id", "", "no such"]))
+        oracle.call("data files (data)", ["data", "--source", source, "--text-field", field, "--max-docs", "20",
+                                          "--seq-len", "32", "--json"], sandbox, run_dir=work, timeout=120)
+        run_dir = work / "run"
+        oracle.call("data files (train)", ["train", "--preset", "smoke", "--data", source, "--set", f"text_field={field}",
+                                           "--fast-dev-run", "--no-progress", "--run-dir", run_dir], sandbox,
+                    run_dir=work, timeout=120) if data.draw(st.integers(0, 7)) == 0 else None
 
 
 # -- prompts ----------------------------------------------------------------------------------------------
@@ -145,21 +154,21 @@ prompt_file = st.one_of(
 )
 
 
-@oracle.examples(5, 300)
+@oracle.examples(5, 200)
 @given(data=st.data())
 def test_prompts(data, box):
-    sandbox, work = box
-    run = sandbox / data.draw(st.sampled_from(["masked", "ar"]))
-    argv = ["sample", run, "--no-save", "--no-quality", "--json", "--mode", data.draw(st.sampled_from(["uncond",
-                                                                                                      "infill"]))]
-    if data.draw(st.booleans()):
-        prompt = data.draw(prompt_text)
-        argv += [f"--prompt={prompt}"]
-    else:
-        path = work / data.draw(st.sampled_from(["prompts.txt", "prompts.jsonl", "p"]))
-        path.write_bytes(data.draw(prompt_file))
-        argv += ["--prompts", path]
-    oracle.call("prompts (sample)", argv, sandbox, run_dir=work, timeout=120)
+    with box() as (sandbox, work):
+        run = sandbox / data.draw(st.sampled_from(["masked", "ar"]))
+        argv = ["sample", run, "--no-save", "--no-quality", "--json", "--mode", data.draw(st.sampled_from(["uncond",
+                                                                                                          "infill"]))]
+        if data.draw(st.booleans()):
+            prompt = data.draw(prompt_text)
+            argv += [f"--prompt={prompt}"]
+        else:
+            path = work / data.draw(st.sampled_from(["prompts.txt", "prompts.jsonl", "p"]))
+            path.write_bytes(data.draw(prompt_file))
+            argv += ["--prompts", path]
+        oracle.call("prompts (sample)", argv, sandbox, run_dir=work, timeout=120)
 
 
 # -- run folders and checkpoints --------------------------------------------------------------------------
@@ -184,32 +193,32 @@ def _mutate(path: Path, how: str, data) -> None:
                                                    '"bogus"}}', json.dumps({"model": {"n_layers": -1}})])))
 
 
-@oracle.examples(4, 200)
+@oracle.examples(4, 120)
 @given(data=st.data())
 def test_run_folders(data, box):
-    sandbox, work = box
-    source = data.draw(st.sampled_from(["masked", "ar"]))
-    run = work / "run"
-    shutil.copytree(sandbox / source, run)
-    files = sorted(p for p in run.rglob("*") if p.is_file())
-    for _ in range(data.draw(st.integers(1, 2))):
-        target = data.draw(st.sampled_from(files + [run / "export", run / "export" / "tokenizer.json",
-                                                     run / "config.json", run / "tokenizer"]))
-        if target.exists():
-            how = data.draw(st.sampled_from(["delete", "empty", "truncate", "flip", "junk json"]))
-            _mutate(target, how, data)
-    if data.draw(st.integers(0, 4)) == 0:  # another objective's export in this folder
-        other = "ar" if source == "masked" else "masked"
-        shutil.rmtree(run / "export", ignore_errors=True)
-        shutil.copytree(sandbox / other / "export", run / "export")
-    path = data.draw(st.sampled_from([run, run / "export", run / "checkpoints" / "last.ckpt", work / "nowhere",
-                                      run / "config.json"]))
-    command = data.draw(st.sampled_from(["sample", "evaluate", "export", "train"]))
-    argv = {"sample": ["sample", path, "--no-save", "--no-quality", "--json", "--steps", "2", "--length", "8"],
-            "evaluate": ["evaluate", path, "--batches", "1", "--t-samples", "1", "--json"],
-            "export": ["export", path, "--out", work / "exported", "--json"],
-            "train": ["train", "--resume", path, "--max-steps", "1", "--fast-dev-run", "--no-progress"]}[command]
-    oracle.call(f"run folders ({command})", argv, sandbox, run_dir=work, timeout=180)
+    with box() as (sandbox, work):
+        source = data.draw(st.sampled_from(["masked", "ar"]))
+        run = work / "run"
+        shutil.copytree(sandbox / source, run)
+        files = sorted(p for p in run.rglob("*") if p.is_file())
+        for _ in range(data.draw(st.integers(1, 2))):
+            target = data.draw(st.sampled_from(files + [run / "export", run / "export" / "tokenizer.json",
+                                                         run / "config.json", run / "tokenizer"]))
+            if target.exists():
+                how = data.draw(st.sampled_from(["delete", "empty", "truncate", "flip", "junk json"]))
+                _mutate(target, how, data)
+        if data.draw(st.integers(0, 4)) == 0:  # another objective's export in this folder
+            other = "ar" if source == "masked" else "masked"
+            shutil.rmtree(run / "export", ignore_errors=True)
+            shutil.copytree(sandbox / other / "export", run / "export")
+        path = data.draw(st.sampled_from([run, run / "export", run / "checkpoints" / "last.ckpt", work / "nowhere",
+                                          run / "config.json"]))
+        command = data.draw(st.sampled_from(["sample", "evaluate", "export", "train"]))
+        argv = {"sample": ["sample", path, "--no-save", "--no-quality", "--json", "--steps", "2", "--length", "8"],
+                "evaluate": ["evaluate", path, "--batches", "1", "--t-samples", "1", "--json"],
+                "export": ["export", path, "--out", work / "exported", "--json"],
+                "train": ["train", "--resume", path, "--max-steps", "1", "--fast-dev-run", "--no-progress"]}[command]
+        oracle.call(f"run folders ({command})", argv, sandbox, run_dir=work, timeout=180)
 
 
 # -- convert parents --------------------------------------------------------------------------------------
@@ -223,26 +232,26 @@ config_value = st.one_of(st.integers(-2, 600), st.sampled_from([0, 1, 3, 7, 2**3
                                                                                   "silu", "gelu_new", ["X"], {}]))
 
 
-@oracle.examples(2, 80)
+@oracle.examples(2, 50)
 @given(data=st.data())
 def test_convert_parents(data, box):
-    sandbox, work = box
-    family = data.draw(st.sampled_from(["gpt2", "llama"]))
-    parent = work / "parent"
-    shutil.copytree(sandbox / f"parent-{family}", parent)
-    cfg_path = parent / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    for _ in range(data.draw(st.integers(1, 3))):
-        key = data.draw(st.sampled_from(CONFIG_KEYS))
-        if data.draw(st.booleans()) and key in cfg:
-            del cfg[key]
-        else:
-            cfg[key] = data.draw(config_value)
-    cfg_path.write_text(json.dumps(cfg))
-    if data.draw(st.integers(0, 5)) == 0:
-        _mutate(parent / "model.safetensors", data.draw(st.sampled_from(["delete", "truncate", "flip"])), data)
-    if data.draw(st.integers(0, 5)) == 0:
-        (parent / "tokenizer.json").unlink()
-    argv = ["convert", "--from", parent, "--out", work / "out", "--json",
-            "--objective", data.draw(st.sampled_from(["masked", "ar"]))]
-    oracle.call("convert parents", argv, sandbox, run_dir=work, timeout=180)
+    with box() as (sandbox, work):
+        family = data.draw(st.sampled_from(["gpt2", "llama"]))
+        parent = work / "parent"
+        shutil.copytree(sandbox / f"parent-{family}", parent)
+        cfg_path = parent / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        for _ in range(data.draw(st.integers(1, 3))):
+            key = data.draw(st.sampled_from(CONFIG_KEYS))
+            if data.draw(st.booleans()) and key in cfg:
+                del cfg[key]
+            else:
+                cfg[key] = data.draw(config_value)
+        cfg_path.write_text(json.dumps(cfg))
+        if data.draw(st.integers(0, 5)) == 0:
+            _mutate(parent / "model.safetensors", data.draw(st.sampled_from(["delete", "truncate", "flip"])), data)
+        if data.draw(st.integers(0, 5)) == 0:
+            (parent / "tokenizer.json").unlink()
+        argv = ["convert", "--from", parent, "--out", work / "out", "--json",
+                "--objective", data.draw(st.sampled_from(["masked", "ar"]))]
+        oracle.call("convert parents", argv, sandbox, run_dir=work, timeout=180)
