@@ -74,7 +74,7 @@ def tree_hashes(root: Path, skip: Path | None = None) -> dict[str, str]:
 FIX_WORDS = (";", " give ", " use ", " pick ", " choose ", " set ", " pass ", " check ", " drop ", " fix ",
              " write ", " add ", " remove ", " convert ", " must ", " needs ", " expected ", " see ", " allowed",
              " try ", " rerun ", " run ", " point ", " start ", " install ", " free ", " shorten ", " e.g.",
-             " are: ", " one of ")
+             " are: ", " one of ", " put ")
 
 
 def verdict(code, out: str, err: str) -> list[str]:

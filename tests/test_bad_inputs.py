@@ -161,6 +161,9 @@ CASES = [
     (["eval-harness", "{run}", "--tasks", "x", "--draws", "0"], "--draws=0 must be >= 1"),
     (["eval-harness", "{run}", "--tasks", "x", "--limit", "-1"], "--limit=-1.0 must be a positive number"),
     (["evaluate", "{run}", "--seed", "-1"], "seed=-1 must be an integer in [0, 2**32 - 1]"),
+    (["data", "--source", "{not_gzip}"], "has a compressed file that cannot be read (BadGzipFile"),
+    (["estimate", "--preset", "tiny", "--set", f"micro_batch_size={2**64}"], "is out of range; give an integer below 2**63"),
+    (["sample", "{ar_run}", "--mode", "infill", "--prompt", "a [MASK] b"], "put every [MASK] at the end"),
 ]
 
 
@@ -193,12 +196,14 @@ def files(tmp_path_factory):
     (tmp / "corrupt.ipynb").write_text("{ this is not a notebook")
     (tmp / "empty.jsonl").write_text("")
     (tmp / "blank.txt").write_text(" \n\t\n")
+    (tmp / "not-gzip.jsonl.gz").write_bytes(b'{"text": "plain, not gzip"}\n')
     return {
         "tmp": str(tmp), "run": str(make_run(tmp / "run", "masked")), "empty": str(tmp / "empty"),
         "corrupt_json": str(tmp / "corrupt.json"), "unknown_key_json": str(tmp / "unknown.json"),
         "list_json": str(tmp / "list.json"), "docs_jsonl": str(tmp / "docs.jsonl"),
         "hf_bad_config": str(tmp / "hf-bad"), "corrupt_nb": str(tmp / "corrupt.ipynb"),
         "empty_jsonl": str(tmp / "empty.jsonl"), "blank_txt": str(tmp / "blank.txt"),
+        "not_gzip": str(tmp / "not-gzip.jsonl.gz"), "ar_run": str(make_run(tmp / "ar-run", "ar")),
         "two_params_nb": _notebook(tmp / "two.ipynb", "x = 1", "y = 2"),
         "bad_json_run": _run_folder(tmp / "bad-json-run", "{"),
         "old_run": _run_folder(tmp / "old-run", {"status": "failed", "notebooks": []}),

@@ -17,11 +17,14 @@ hash; record sources hold out records whose `id` (else text) hashes below `val_f
 from __future__ import annotations
 
 import glob
+import gzip
 import hashlib
 import logging
+import lzma
 import math
 import os
 import socket
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -314,6 +317,9 @@ def input_error(spec: SourceSpec, err: BaseException) -> SunfishError | None:
         return err
     if isinstance(err, UnicodeDecodeError):
         return explain_decode_error(spec, err)
+    if isinstance(err, (gzip.BadGzipFile, zlib.error, lzma.LZMAError, EOFError)):  # a .gz that is not one, or cut short
+        return SunfishError(f"data.source={spec.source!r} has a compressed file that cannot be read "
+                            f"({type(err).__name__}: {' '.join(str(err).split())[:120]}); recompress or remove it")
     if type(err).__module__.split(".")[0] not in ("pyarrow", "datasets", "json"):
         return None
     msg = " ".join(str(err).split())[:200] or type(err).__name__
