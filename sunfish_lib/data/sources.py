@@ -16,6 +16,7 @@ hash; record sources hold out records whose `id` (else text) hashes below `val_f
 
 from __future__ import annotations
 
+import bz2
 import glob
 import gzip
 import hashlib
@@ -104,15 +105,46 @@ def _resolve_local(source: str) -> list[str]:
     return found
 
 
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_PEEK = 1 << 20
+
+
 def _blank(path: str) -> bool:
-    """A file of 0 bytes, or (small and uncompressed) only whitespace: it holds no document or record."""
-    size = os.path.getsize(path)
-    if size == 0:
+    """A file of 0 bytes, or (its first MiB, decompressed) only whitespace: it holds no document or record."""
+    if os.path.getsize(path) == 0:
         return True
-    if size > (1 << 20) or path.endswith(_COMPRESSED):
+    opener = next((o for suffix, o in _OPENERS.items() if path.endswith(suffix)), None)
+    if path.endswith(".zst") or (opener is None and os.path.getsize(path) > _PEEK):
         return False
-    with open(path, "rb") as f:
-        return not f.read().strip()
+    try:
+        with (opener or open)(path, "rb") as f:
+            head = f.read(_PEEK + 1)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error):
+        return False  # unreadable: the reader says so in one line (input_error)
+    return len(head) <= _PEEK and not head.strip()
+
+
+def _head(path: str, n: int = 1 << 16) -> bytes:
+    """The first `n` bytes of a file, decompressed (b"" when it cannot be read: the reader reports that)."""
+    opener = next((o for suffix, o in _OPENERS.items() if path.endswith(suffix)), open)
+    try:
+        with opener(path, "rb") as f:
+            return f.read(n)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error):
+        return b""
+
+
+def _check_records(source: str, files: list[str]) -> None:
+    """JSON files must hold objects ({...} per line, or a [...] of them): a bare `null` or number crashes
+    pyarrow's JSON reader with a segmentation fault (the fuzz lane found it: issue #31)."""
+    for path in files:
+        if path.endswith(".zst"):
+            continue
+        head = _head(path).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head and head[:1] not in (b"{", b"["):
+            shown = head.split(b"\n", 1)[0][:20].decode("utf-8", "replace")
+            raise SunfishError(f"data.source={source!r}: {path} does not hold JSON records (it starts with {shown!r}); "
+                               'write one JSON object per line, e.g. {"text": "..."}')
 
 
 def _with_content(source: str, files: list[str], builder: str) -> list[str]:
@@ -123,6 +155,8 @@ def _with_content(source: str, files: list[str], builder: str) -> list[str]:
         which = f"{files[0]} is" if len(files) == 1 else f"all {len(files)} files of it are"
         raise SunfishError(f"data.source={source!r} holds no documents: {which} empty or whitespace only; "
                            "point it at files with documents (e.g. a .jsonl of {\"text\": ...} lines)")
+    if builder == "json":
+        _check_records(source, kept)
     return files if builder == "text" else kept  # text: file names fix the val split, so keep them all
 
 
@@ -245,8 +279,8 @@ def _parquet_columns(spec: SourceSpec, files: list[str]) -> list[str]:
 
 
 def _quiet(datasets) -> None:
-    """No per-call progress bars or info logs from `datasets` (sources are opened often)."""
-    datasets.logging.set_verbosity_error()
+    """No per-call progress bars or logs from `datasets` (sources are opened often; errors become SunfishErrors)."""
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a bad record is our one line, not its log too
     datasets.disable_progress_bars()
 
 
@@ -317,6 +351,9 @@ def input_error(spec: SourceSpec, err: BaseException) -> SunfishError | None:
         return err
     if isinstance(err, UnicodeDecodeError):
         return explain_decode_error(spec, err)
+    if isinstance(err, RuntimeError) and isinstance(err.__cause__, StopIteration):  # the json builder on a file
+        return SunfishError(f"data.source={spec.source!r} has a file with no records (empty or whitespace only?); "
+                            "remove it or add documents")
     if isinstance(err, (gzip.BadGzipFile, zlib.error, lzma.LZMAError, EOFError)):  # a .gz that is not one, or cut short
         return SunfishError(f"data.source={spec.source!r} has a compressed file that cannot be read "
                             f"({type(err).__name__}: {' '.join(str(err).split())[:120]}); recompress or remove it")
