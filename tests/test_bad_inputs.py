@@ -165,7 +165,7 @@ CASES = [
     (["data", "--source", "{not_gzip}"], "has a compressed file that cannot be read (BadGzipFile"),
     (["data", "--source", "{empty_gzip}"], "is empty or whitespace only"),
     (["data", "--source", "{null_jsonl}"], "does not hold JSON records (it starts with 'null')"),
-    (["data", "--source", "{gzip_not_json}"], "has an unreadable record (JSON parse error"),
+    (["data", "--source", "{gzip_not_json}"], "does not hold JSON records (it starts with 'not json')"),
     (["estimate", "--preset", "tiny", "--set", f"micro_batch_size={2**64}"], "is out of range; give an integer below 2**63"),
     (["sample", "{ar_run}", "--mode", "infill", "--prompt", "a [MASK] b"], "put every [MASK] at the end"),
 ]
