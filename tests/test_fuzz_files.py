@@ -123,7 +123,7 @@ def data_source(draw, work: Path) -> str:
     return str(path)
 
 
-@oracle.examples(6, 250)
+@oracle.examples(6, 150)
 @given(data=st.data())
 def test_data_files(data, box):
     with box() as (sandbox, work):
@@ -154,7 +154,7 @@ prompt_file = st.one_of(
 )
 
 
-@oracle.examples(5, 200)
+@oracle.examples(5, 120)
 @given(data=st.data())
 def test_prompts(data, box):
     with box() as (sandbox, work):
@@ -193,7 +193,7 @@ def _mutate(path: Path, how: str, data) -> None:
                                                    '"bogus"}}', json.dumps({"model": {"n_layers": -1}})])))
 
 
-@oracle.examples(4, 120)
+@oracle.examples(4, 80)
 @given(data=st.data())
 def test_run_folders(data, box):
     with box() as (sandbox, work):
@@ -232,7 +232,7 @@ config_value = st.one_of(st.integers(-2, 600), st.sampled_from([0, 1, 3, 7, 2**3
                                                                                   "silu", "gelu_new", ["X"], {}]))
 
 
-@oracle.examples(2, 50)
+@oracle.examples(2, 40)
 @given(data=st.data())
 def test_convert_parents(data, box):
     with box() as (sandbox, work):

@@ -25,6 +25,7 @@ import lzma
 import math
 import os
 import socket
+import traceback
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,8 +358,10 @@ def input_error(spec: SourceSpec, err: BaseException) -> SunfishError | None:
     if isinstance(err, (gzip.BadGzipFile, zlib.error, lzma.LZMAError, EOFError)):  # a .gz that is not one, or cut short
         return SunfishError(f"data.source={spec.source!r} has a compressed file that cannot be read "
                             f"({type(err).__name__}: {' '.join(str(err).split())[:120]}); recompress or remove it")
-    if type(err).__module__.split(".")[0] not in ("pyarrow", "datasets", "json"):
-        return None
+    raised_in = traceback.extract_tb(err.__traceback__)[-1].filename if err.__traceback__ else ""
+    from_reader = any(f"{os.sep}{lib}{os.sep}" in raised_in for lib in ("datasets", "pyarrow"))
+    if type(err).__module__.split(".")[0] not in ("pyarrow", "datasets", "json") and not from_reader:
+        return None  # a TypeError/ValueError raised by the reader on a record counts too (found by the fuzz lane)
     msg = " ".join(str(err).split())[:200] or type(err).__name__
     return SunfishError(f"data.source={spec.source!r} has an unreadable record ({msg}); fix or remove the file")
 
