@@ -56,3 +56,28 @@ def run_notebook(tmp_path):
         return NotebookOutputs.read(out)
 
     return run
+
+
+def pytest_configure(config):
+    """`-m fuzz` (the fuzz lane: bash scripts/test.sh -m fuzz) runs the generators at their large example counts."""
+    expr = (config.option.markexpr or "").replace(" ", "")
+    if "fuzz" in expr and "notfuzz" not in expr:
+        os.environ["SUNFISH_FUZZ_LANE"] = "1"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzz report: inputs tried and failures per surface (the lane also writes it as JSON)."""
+    import sys
+
+    oracle = sys.modules.get("tests.fuzz_oracle")
+    if oracle is None or not oracle.tried:
+        return
+    rep = oracle.report()
+    terminalreporter.section("fuzz report")
+    for name, s in rep["surfaces"].items():
+        terminalreporter.write_line(f"{name:<30} {s['inputs']:>6} inputs  {s['failures']:>3} failures  {s['seconds']:>7.1f} s")
+    terminalreporter.write_line(f"{'total':<30} {rep['total_inputs']:>6} inputs  {rep['total_failures']:>3} failures")
+    path = os.environ.get("SUNFISH_FUZZ_REPORT") or ("runs/fuzz-report.json" if oracle.in_lane() else "")
+    if path:
+        oracle.write_report(Path(path))
+        terminalreporter.write_line(f"fuzz report written to {path}")

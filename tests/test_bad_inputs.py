@@ -5,6 +5,7 @@ the message. Expected: exit code 2, exactly one line on stderr, no traceback. Ca
 in-process (milliseconds); a few run as subprocesses to prove no traceback reaches stderr.
 """
 
+import gzip
 import json
 import os
 import re
@@ -156,6 +157,21 @@ CASES = [
     (["evaluate", "{run}", "--batches", "0"], "val_batches=0 and t_samples=16 must both be >= 1"),
     (["evaluate", "{run}", "--t-samples", "0"], "val_batches=20 and t_samples=0 must both be >= 1"),
     (["evaluate", "{run}", "--t-samples", "abc"], "argument --t-samples: invalid int value: 'abc'"),
+    # found by the fuzz lane (tests/test_fuzz_*.py, issue #31)
+    (["train", "--preset", "smoke", "--data", "{empty_jsonl}"], "holds no documents"),
+    (["data", "--source", "{blank_txt}"], "is empty or whitespace only"),
+    (["estimate", "--preset", "tiny", "--set", "data.bpe_vocab_size="], "is not a valid int; give one, e.g."),
+    (["convert", "--from", "{run}", "--out", "{tmp}/c", "--tol", "nan"], "--tol=nan must be > 0"),
+    (["runs", "{tmp}", "--stale-minutes", "nan"], "--stale-minutes nan must be > 0"),
+    (["eval-harness", "{run}", "--tasks", "x", "--draws", "0"], "--draws=0 must be >= 1"),
+    (["eval-harness", "{run}", "--tasks", "x", "--limit", "-1"], "--limit=-1.0 must be a positive number"),
+    (["evaluate", "{run}", "--seed", "-1"], "seed=-1 must be an integer in [0, 2**32 - 1]"),
+    (["data", "--source", "{not_gzip}"], "has a compressed file that cannot be read (BadGzipFile"),
+    (["data", "--source", "{empty_gzip}"], "is empty or whitespace only"),
+    (["data", "--source", "{null_jsonl}"], "does not hold JSON records (it starts with 'null')"),
+    (["data", "--source", "{gzip_not_json}"], "does not hold JSON records (it starts with 'not json')"),
+    (["estimate", "--preset", "tiny", "--set", f"micro_batch_size={2**64}"], "is out of range; give an integer below 2**63"),
+    (["sample", "{ar_run}", "--mode", "infill", "--prompt", "a [MASK] b"], "put every [MASK] at the end"),
 ]
 
 
@@ -186,11 +202,21 @@ def files(tmp_path_factory):
     (tmp / "hf-bad").mkdir()
     (tmp / "hf-bad" / "config.json").write_text("{not json")
     (tmp / "corrupt.ipynb").write_text("{ this is not a notebook")
+    (tmp / "empty.jsonl").write_text("")
+    (tmp / "blank.txt").write_text(" \n\t\n")
+    (tmp / "not-gzip.jsonl.gz").write_bytes(b'{"text": "plain, not gzip"}\n')
+    (tmp / "empty.jsonl.gz").write_bytes(gzip.compress(b""))
+    (tmp / "null.jsonl").write_text("null")  # pyarrow's JSON reader segfaulted on it
+    (tmp / "not-json.jsonl.gz").write_bytes(gzip.compress(b"not json\n"))
     return {
         "tmp": str(tmp), "run": str(make_run(tmp / "run", "masked")), "empty": str(tmp / "empty"),
         "corrupt_json": str(tmp / "corrupt.json"), "unknown_key_json": str(tmp / "unknown.json"),
         "list_json": str(tmp / "list.json"), "docs_jsonl": str(tmp / "docs.jsonl"),
         "hf_bad_config": str(tmp / "hf-bad"), "corrupt_nb": str(tmp / "corrupt.ipynb"),
+        "empty_jsonl": str(tmp / "empty.jsonl"), "blank_txt": str(tmp / "blank.txt"),
+        "not_gzip": str(tmp / "not-gzip.jsonl.gz"), "empty_gzip": str(tmp / "empty.jsonl.gz"),
+        "null_jsonl": str(tmp / "null.jsonl"),
+        "gzip_not_json": str(tmp / "not-json.jsonl.gz"), "ar_run": str(make_run(tmp / "ar-run", "ar")),
         "two_params_nb": _notebook(tmp / "two.ipynb", "x = 1", "y = 2"),
         "bad_json_run": _run_folder(tmp / "bad-json-run", "{"),
         "old_run": _run_folder(tmp / "old-run", {"status": "failed", "notebooks": []}),

@@ -38,7 +38,7 @@ def run(args) -> int:
     # lazy: torch and Lightning are behind these; `sunfish --help` and `runs` must not import them
     from sunfish_lib.convert import convert
 
-    if args.tol <= 0:
+    if not args.tol > 0:  # NaN too: no difference is <= NaN, so every --check would fail
         raise SunfishError(f"--tol={args.tol} must be > 0")
     conv = convert(args.source, args.out, objective=args.objective, shift_logits=args.keep_shift,
                    time_conditioning=args.time_conditioning, tokenizer=args.tokenizer, block_size=args.block_size,

@@ -28,7 +28,21 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def check_numbers(args) -> None:
+    """The numeric flags, checked before lm_eval (seconds to import) is loaded."""
+    for flag, value in (("--draws", args.draws), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise SunfishError(f"{flag}={value} must be >= 1")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise SunfishError(f"--num-fewshot={args.num_fewshot} must be >= 0")
+    if args.limit is not None and not 0 < args.limit < float("inf"):
+        raise SunfishError(f"--limit={args.limit} must be a positive number of documents (or a fraction < 1)")
+    if not 0 <= args.seed < 2**32:
+        raise SunfishError(f"--seed={args.seed} must be an integer in [0, 2**32 - 1]")
+
+
 def run(args) -> int:
+    check_numbers(args)
     try:
         # lazy: lm_eval is optional (the eval extra) and imports torch and datasets
         import lm_eval

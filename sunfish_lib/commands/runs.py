@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     states = [s.strip() for arg in args.status for s in arg.split(",") if s.strip()]
-    if args.stale_minutes <= 0:
+    if not 0 < args.stale_minutes < float("inf"):  # NaN and inf too
         raise SunfishError(f"--stale-minutes {args.stale_minutes:g} must be > 0")
     records = list_runs(args.roots or None, status=states or None, stale_s=args.stale_minutes * 60)
     if args.json:

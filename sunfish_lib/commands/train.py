@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.data.sources import parse_source
 from sunfish_lib.config import PRESETS, Config, get_config, parse_set_args, short_run_rules, with_max_steps
 
 
@@ -42,13 +43,7 @@ def config_from_args(args, saved=None):
     if args.config and args.preset:
         raise SunfishError(f"--preset {args.preset} and --config {args.config} both choose the starting config; "
                            "give one (change a loaded config with --set)")
-    if args.config or args.preset or saved is None:
-        cfg = Config.load(args.config) if args.config else get_config(args.preset or "tiny")
-    else:
-        cfg = saved
-    overrides: dict = {}
-    if saved is not None:
-        overrides["train.max_steps"] = saved.train.max_steps
+    overrides: dict = {}  # what the command line names, nothing else
     if args.objective:
         overrides["diffusion.objective"] = args.objective  # brings its default sampler (Config.override)
     for flag, key in (("data", "data.source"), ("devices", "train.devices"), ("num_nodes", "train.num_nodes"),
@@ -56,11 +51,18 @@ def config_from_args(args, saved=None):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     overrides.update(parse_set_args(args.set))
-    cfg = cfg.override(overrides)
-    if saved is None:
-        cfg = short_run_rules(cfg, overrides)
-    elif not {str(k).split(".")[-1] for k in overrides} & {"warmup_steps"}:
-        cfg = with_max_steps(cfg, cfg.train.max_steps)  # a resumed run keeps its warmup unless it no longer fits
+    named = {str(k).split(".")[-1] for k in overrides}
+    if saved is not None and not (args.config or args.preset):  # `--resume RUN [flags]`: the saved config, changed where named
+        cfg = saved.override(overrides)
+        if "warmup_steps" not in named:
+            cfg = with_max_steps(cfg, cfg.train.max_steps)  # a resumed run keeps its warmup unless it no longer fits
+        return cfg.validate()
+    # The starting config and the flags, with the short-run rule: a pure function of the command line, so the
+    # command that started a run, re-run with --resume appended, builds the very config the run saved (issue #31).
+    cfg = Config.load(args.config) if args.config else get_config(args.preset or "tiny")
+    cfg = short_run_rules(cfg.override(overrides), overrides)
+    if saved is not None and "max_steps" not in named:
+        cfg = with_max_steps(cfg, saved.train.max_steps)  # the run's length holds unless --max-steps changes it
     return cfg.validate()
 
 
@@ -95,6 +97,7 @@ def run(args) -> int:
     if args.stop_at_step is not None and args.stop_at_step > cfg.train.max_steps:
         raise SunfishError(f"--stop-at-step={args.stop_at_step} is beyond train.max_steps={cfg.train.max_steps}; "
                            "it stops a run early, so give a step <= max_steps")
+    parse_source(cfg.data.source, cfg.data.text_field)  # a missing or empty local source: one line, no run folder yet
     run_dir = resume_dir or args.run_dir or shared_run_dir(f"train-{cfg.preset}-{cfg.diffusion.objective}")
     extra = (StopAtStep(args.stop_at_step),) if args.stop_at_step else ()
     summary = train(cfg, run_dir, resume=bool(args.resume), fast_dev_run=args.fast_dev_run, callbacks=extra,

@@ -127,21 +127,11 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 return bool(value)
             raise ValueError
         if base is int:
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError
-                return int(value)
-            if isinstance(value, str):
-                try:
-                    return int(value)
-                except ValueError:  # allow "1e5"-style integers
-                    f = float(value)
-                    if not f.is_integer():
-                        raise
-                    return int(f)
-            return int(value)
+            number = _as_int(value)
+            if -(2**63) <= number < 2**63:
+                return number
+            # beyond int64, torch, numpy and float arithmetic overflow later (the fuzz lane found one: issue #31)
+            raise ConfigError(f"{key}={number} is out of range; give an integer below 2**63")
         if base is float:
             if isinstance(value, bool):
                 raise ValueError
@@ -150,11 +140,34 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
+    except ConfigError:
+        raise
     except (ValueError, TypeError):
         pass
     else:
         return value
-    raise ConfigError(f"{key}={value!r} is not a valid {base.__name__}{' or null' if optional else ''}")
+    example = {bool: "true", int: "8", float: "0.5", str: "text"}.get(base, "...")
+    raise ConfigError(f"{key}={value!r} is not a valid {base.__name__}{' or null' if optional else ''}; "
+                      f"give one, e.g. {key}={example}")
+
+
+def _as_int(value: Any) -> int:
+    """An int from an int, an integral float or text ("6", "1e5"); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:  # allow "1e5"-style integers
+            f = float(value)
+            if not f.is_integer():
+                raise
+            return int(f)
+    return int(value)
 
 
 def _coerce_tuple(key: str, value: Any, items: tuple) -> tuple:

@@ -16,11 +16,16 @@ hash; record sources hold out records whose `id` (else text) hashes below `val_f
 
 from __future__ import annotations
 
+import bz2
 import glob
+import gzip
 import hashlib
 import logging
+import lzma
 import math
 import os
+import traceback
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -77,7 +82,9 @@ def parse_source(source: str, text_field: str = "text") -> SourceSpec:
                 raise SunfishError(f"data.source={source!r}: expected hf:OWNER/NAME[:CONFIG]")
         return SourceSpec(source, "hub", repo, repo=repo, config=config or None, text_field=text_field)
     files = _resolve_local(source)
-    return SourceSpec(source, "local", _builder_for(source, files), files=tuple(files), text_field=text_field)
+    builder = _builder_for(source, files)
+    return SourceSpec(source, "local", builder, files=tuple(_with_content(source, files, builder)),
+                      text_field=text_field)
 
 
 def _resolve_local(source: str) -> list[str]:
@@ -96,6 +103,61 @@ def _resolve_local(source: str) -> list[str]:
     if not found:
         raise SunfishError(f"data.source={source!r} matches no .txt/.jsonl/.json/.parquet file; check the path or glob")
     return found
+
+
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_PEEK = 1 << 20
+
+
+def _blank(path: str) -> bool:
+    """A file of 0 bytes, or (its first MiB, decompressed) only whitespace: it holds no document or record."""
+    if os.path.getsize(path) == 0:
+        return True
+    opener = next((o for suffix, o in _OPENERS.items() if path.endswith(suffix)), None)
+    if path.endswith(".zst") or (opener is None and os.path.getsize(path) > _PEEK):
+        return False
+    try:
+        with (opener or open)(path, "rb") as f:
+            head = f.read(_PEEK + 1)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error):
+        return False  # unreadable: the reader says so in one line (input_error)
+    return len(head) <= _PEEK and not head.strip()
+
+
+def _head(path: str, n: int = 1 << 16) -> bytes:
+    """The first `n` bytes of a file, decompressed (b"" when it cannot be read: the reader reports that)."""
+    opener = next((o for suffix, o in _OPENERS.items() if path.endswith(suffix)), open)
+    try:
+        with opener(path, "rb") as f:
+            return f.read(n)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error):
+        return b""
+
+
+def _check_records(source: str, files: list[str]) -> None:
+    """JSON files must hold objects ({...} per line, or a [...] of them): a bare `null` or number crashes
+    pyarrow's JSON reader with a segmentation fault (the fuzz lane found it: issue #31)."""
+    for path in files:
+        if path.endswith(".zst"):
+            continue
+        head = _head(path).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head and head[:1] not in (b"{", b"["):
+            shown = head.split(b"\n", 1)[0][:20].decode("utf-8", "replace")
+            raise SunfishError(f"data.source={source!r}: {path} does not hold JSON records (it starts with {shown!r}); "
+                               'write one JSON object per line, e.g. {"text": "..."}')
+
+
+def _with_content(source: str, files: list[str], builder: str) -> list[str]:
+    """`files` less the blank ones for record builders (the json builder stops on an empty file: issue #31);
+    a source whose every file is blank is refused here, before a run folder or a model exists."""
+    kept = [f for f in files if not _blank(f)]
+    if not kept:
+        which = f"{files[0]} is" if len(files) == 1 else f"all {len(files)} files of it are"
+        raise SunfishError(f"data.source={source!r} holds no documents: {which} empty or whitespace only; "
+                           "point it at files with documents (e.g. a .jsonl of {\"text\": ...} lines)")
+    if builder == "json":
+        _check_records(source, kept)
+    return files if builder == "text" else kept  # text: file names fix the val split, so keep them all
 
 
 def _suffix(name: str) -> str:
@@ -217,8 +279,8 @@ def _parquet_columns(spec: SourceSpec, files: list[str]) -> list[str]:
 
 
 def _quiet(datasets) -> None:
-    """No per-call progress bars or info logs from `datasets` (sources are opened often)."""
-    datasets.logging.set_verbosity_error()
+    """No per-call progress bars or logs from `datasets` (sources are opened often; errors become SunfishErrors)."""
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a bad record is our one line, not its log too
     datasets.disable_progress_bars()
 
 
@@ -271,8 +333,16 @@ def input_error(spec: SourceSpec, err: BaseException) -> SunfishError | None:
         return err
     if isinstance(err, UnicodeDecodeError):
         return explain_decode_error(spec, err)
-    if type(err).__module__.split(".")[0] not in ("pyarrow", "datasets", "json"):
-        return None
+    if isinstance(err, RuntimeError) and isinstance(err.__cause__, StopIteration):  # the json builder on a file
+        return SunfishError(f"data.source={spec.source!r} has a file with no records (empty or whitespace only?); "
+                            "remove it or add documents")
+    if isinstance(err, (gzip.BadGzipFile, zlib.error, lzma.LZMAError, EOFError)):  # a .gz that is not one, or cut short
+        return SunfishError(f"data.source={spec.source!r} has a compressed file that cannot be read "
+                            f"({type(err).__name__}: {' '.join(str(err).split())[:120]}); recompress or remove it")
+    raised_in = traceback.extract_tb(err.__traceback__)[-1].filename if err.__traceback__ else ""
+    from_reader = any(f"{os.sep}{lib}{os.sep}" in raised_in for lib in ("datasets", "pyarrow"))
+    if type(err).__module__.split(".")[0] not in ("pyarrow", "datasets", "json") and not from_reader:
+        return None  # a TypeError/ValueError raised by the reader on a record counts too (found by the fuzz lane)
     msg = " ".join(str(err).split())[:200] or type(err).__name__
     return SunfishError(f"data.source={spec.source!r} has an unreadable record ({msg}); fix or remove the file")
 

@@ -114,6 +114,8 @@ def evaluate_run(path, *, val_batches: int = 20, t_samples: int = 16, seed: int 
     """
     if val_batches < 1 or t_samples < 1:
         raise SunfishError(f"val_batches={val_batches} and t_samples={t_samples} must both be >= 1")
+    if not 0 <= seed < 2**32:
+        raise SunfishError(f"seed={seed} must be an integer in [0, 2**32 - 1] (the range torch seeds from)")
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     model, cfg, tok = load_for_inference(path, dev)
     model = model.to(dtype=dt)
