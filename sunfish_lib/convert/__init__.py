@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -117,7 +118,8 @@ def load_hf_parent(source: str | Path):
                            f"convert handles {', '.join(HF_FAMILIES)}")
     why = unsupported(hf_cfg, family)
     if why:  # before reading the weights
-        raise SunfishError(f"this {hf_cfg.model_type} model cannot be converted exactly: {why}")
+        raise SunfishError(f"this {hf_cfg.model_type} model cannot be converted exactly: {why}; check its config.json "
+                           "(convert takes the parent as its save_pretrained wrote it)")
     with quiet_transformers():
         try:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, weights_only=True)
@@ -215,6 +217,30 @@ def export_config(parent: _Parent, out_dir: Path, *, objective: str, shift_logit
     return cfg.override({"train.init_from": str(out_dir)}).override(dict(overrides or {})).validate()
 
 
+_PARENT_FAULTS = (ValueError, TypeError, RuntimeError, ArithmeticError, KeyError, IndexError, AttributeError)
+_PARENT_FAULT_NAMES = ("StrictDataclass", "SafetensorError")  # huggingface_hub's config validation, safetensors
+"""What transformers, huggingface_hub, safetensors and torch raise on a parent whose config.json and weights do
+not make one consistent model (a wrong field type, heads that do not divide the width, a cut weights file, a
+weight of the wrong shape); named, not imported, so this module stays free of huggingface_hub."""
+
+
+@contextmanager
+def parent_faults(source: str | Path):
+    """A parent folder that does not describe a consistent model is a one-line SunfishError, not a traceback
+    (found by the fuzz lane: tests/test_fuzz_files.py::test_convert_parents)."""
+    try:
+        yield
+    except SunfishError:
+        raise
+    except Exception as e:
+        if not isinstance(e, _PARENT_FAULTS) and not type(e).__name__.startswith(_PARENT_FAULT_NAMES):
+            raise
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise SunfishError(f"--from {source}: its config.json and weights do not make a model that can be converted "
+                           f"({type(e).__name__}: {reason}); pass an unmodified save_pretrained folder of a causal LM"
+                           ) from None
+
+
 def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked", shift_logits: bool | None = None,
             time_conditioning: bool = False, tokenizer: str | None = None, block_size: int = 4,
             overrides: Mapping[str, Any] | None = None, check: bool = False, check_seq_len: int = 32) -> Conversion:
@@ -234,14 +260,15 @@ def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked
     if shift_logits is None:
         shift_logits = objective in ("masked", "block")
     out_dir = Path(out_dir).expanduser().resolve()
-    parent = _sunfish_parent(source) if _is_sunfish(source) else _hf_parent(source, tokenizer)
-    cfg = export_config(parent, out_dir, objective=objective, shift_logits=shift_logits,
-                        time_conditioning=time_conditioning, overrides=overrides, block_size=block_size)
-    m = cfg.resolved_model
-    sd = assemble_state_dict(m, parent.mapped, parent.n_keep, seed=cfg.seed)
-    result = check_logits(parent.logits, sd, m, n_compare=parent.n_keep, vocab=parent.n_keep,
-                          seq_len=check_seq_len) if check else None
-    model = backbone_from(m, sd)
+    with parent_faults(source):
+        parent = _sunfish_parent(source) if _is_sunfish(source) else _hf_parent(source, tokenizer)
+        cfg = export_config(parent, out_dir, objective=objective, shift_logits=shift_logits,
+                            time_conditioning=time_conditioning, overrides=overrides, block_size=block_size)
+        m = cfg.resolved_model
+        sd = assemble_state_dict(m, parent.mapped, parent.n_keep, seed=cfg.seed)
+        result = check_logits(parent.logits, sd, m, n_compare=parent.n_keep, vocab=parent.n_keep,
+                              seq_len=check_seq_len) if check else None
+        model = backbone_from(m, sd)
     export_model(model, cfg, out_dir, parent.tokenizer)
     conv = Conversion(out_dir, cfg, parent.kind, model.num_params(), parent.added or {}, parent.vocab, result)
     (out_dir / "conversion.json").write_text(json.dumps(conv.summary(), indent=2) + "\n")
