@@ -80,6 +80,7 @@ CASES = [
     (_run("08", "hf_families", "['gpt3']"), "'gpt3' is not allowed; choose one of gpt2, llama"),
     (_run("09", "runs", "['/nonexistent/run']"), "'/nonexistent/run': no such file or folder"),
     (_run("09", "sample_steps", "0"), "parameter sample_steps=0 must be > 0"),
+    (_run("10", "parallel", "0"), "parameter parallel=0 must be > 0"),
     # sunfish data
     (["data", "--seq-len", "0"], "--seq-len must be > 0"),
     (["data", "--seq-len", "abc"], "argument --seq-len: invalid int value: 'abc'"),

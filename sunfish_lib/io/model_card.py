@@ -20,8 +20,10 @@ OBJECTIVES = {
     "masked": "masked (absorbing-state) diffusion: MDLM (Sahoo et al. 2024) / LLaDA (Nie et al. 2025)",
     "continuous": "continuous diffusion in the embedding space: Diffusion-LM (Li et al. 2022)",
     "ar": "autoregressive (next-token) baseline",
+    "block": "block diffusion: BD3-LM (Arriola et al. 2025), blocks left to right, masked diffusion inside each",
 }
-PIPELINE_TAG = {"ar": "text-generation", "masked": "fill-mask", "continuous": "text-generation"}
+PIPELINE_TAG = {"ar": "text-generation", "masked": "fill-mask", "continuous": "text-generation",
+                "block": "fill-mask"}
 NOT_MEASURED = "not measured"
 
 
@@ -109,7 +111,9 @@ def model_card(cfg: Config, facts: Mapping[str, Any], *, model_id: str, license:
             ("training data", d.source), ("trained", trained), ("default sampler", cfg.sample.sampler)]
     how = "`generate()` and `pipeline(\"text-generation\")`" if obj == "ar" else (
         "`diffusion_generate(input_ids, max_new_tokens, steps, sampler, temperature, top_k, top_p, block_length, ...)`"
-        " (Sunfish's sampling settings; put the tokenizer's mask token in the prompt to infill)")
+        " (Sunfish's sampling settings; put the tokenizer's mask token in the prompt to infill)") + (
+        "; the remote code runs a block model as a plain bidirectional one, so sample block by block with "
+        "`sunfish sample`" if obj == "block" else "")
     return "\n".join([
         _yaml(cfg, license), "", f"# {model_id.rstrip('/').split('/')[-1]}", "",
         f"A {obj} language model trained with Sunfish. It loads in plain `transformers` "
