@@ -137,7 +137,14 @@ class DiffusionConfig:
     self_conditioning: bool = False
     """Feed the previous x0 estimate back as input (continuous, Chen et al. 2022)."""
     rounding_weight: float = 1.0
-    """Weight of the rounding cross-entropy in the continuous loss."""
+    """Weight of the rounding cross-entropy in the continuous loss (continuous_loss=mse)."""
+    continuous_loss: str = "mse"
+    """Continuous training loss: mse (Diffusion-LM: MSE in the prediction's space + rounding CE + prior KL) or ce
+    (CDCD, Dieleman et al. 2022: the backbone's token logits trained with cross-entropy, x0_hat = softmax @ embeddings,
+    "score interpolation"; needs prediction=x0)."""
+    time_warping: bool = False
+    """Continuous: CDCD's time warping (Dieleman et al. 2022, Sec. 6.1): draw training noise levels with density
+    proportional to the slope of a running, monotone fit of the loss against t (where the loss changes most)."""
     mask_schedule: str = "linear"
     """Masked diffusion: linear (alpha_t = 1 - t) or loglinear."""
     masked_loss: str = "elbo"
