@@ -38,10 +38,11 @@ from sunfish_lib.quality import load_judge, sample_quality, token_measures
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.workbook import recipe_config, train_or_reuse
 
-CDCD = {"continuous_loss": "ce", "embed_norm": True}
+PLAIN = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False}
+CDCD = {**PLAIN, "continuous_loss": "ce", "embed_norm": True}
 CONFIGS: dict[str, dict] = {
-    "plain": {},  # Diffusion-LM as the seed had it: sqrt schedule, x0 MSE + rounding CE, embeddings at d_model
-    "ce": {"continuous_loss": "ce"},  # + CDCD's cross-entropy on token logits, x0_hat by score interpolation
+    "plain": PLAIN,  # Diffusion-LM as the seed had it: sqrt schedule, x0 MSE + rounding CE, embeddings at d_model
+    "ce": {**PLAIN, "continuous_loss": "ce"},  # + CDCD's cross-entropy on token logits, x0_hat by score interpolation
     "ce-norm": CDCD,  # + L2-normalised embeddings scaled to sqrt(e)
     "ce-norm-e16": {**CDCD, "embed_dim": 16},
     "ce-norm-e64": {**CDCD, "embed_dim": 64},

@@ -132,17 +132,18 @@ class DiffusionConfig:
     """T, steps of the discrete forward chain used in training (continuous)."""
     prediction: str = "x0"
     """What the continuous model outputs: eps, v or x0."""
-    embed_norm: bool = False
-    """L2-normalise token embeddings and scale them by sqrt(embed_dim) (Plaid/CDCD style)."""
-    self_conditioning: bool = False
+    embed_norm: bool = True
+    """L2-normalise token embeddings and scale them by sqrt(embed_dim) (Plaid/CDCD style). The continuous default
+    recipe (CDCD: ce + embed_norm + self_conditioning + time_warping) is bench/continuous_recipe.py's choice."""
+    self_conditioning: bool = True
     """Feed the previous x0 estimate back as input (continuous, Chen et al. 2022)."""
     rounding_weight: float = 1.0
     """Weight of the rounding cross-entropy in the continuous loss (continuous_loss=mse)."""
-    continuous_loss: str = "mse"
+    continuous_loss: str = "ce"
     """Continuous training loss: mse (Diffusion-LM: MSE in the prediction's space + rounding CE + prior KL) or ce
     (CDCD, Dieleman et al. 2022: the backbone's token logits trained with cross-entropy, x0_hat = softmax @ embeddings,
     "score interpolation"; needs prediction=x0)."""
-    time_warping: bool = False
+    time_warping: bool = True
     """Continuous: CDCD's time warping (Dieleman et al. 2022, Sec. 6.1): draw training noise levels with density
     proportional to the slope of a running, monotone fit of the loss against t (where the loss changes most)."""
     mask_schedule: str = "linear"

@@ -49,7 +49,8 @@ def posterior_logits(z: torch.Tensor, ab: torch.Tensor, table: torch.Tensor) -> 
 
 def toy_objective(schedule="cosine", T=20, shrink=1.0, loss="ce"):
     """A `ContinuousDiffusion` whose denoiser is the exact posterior, its x0_hat scaled by `shrink`."""
-    obj = ContinuousDiffusion(DiffusionConfig(schedule=schedule, num_timesteps=T, continuous_loss=loss))
+    obj = ContinuousDiffusion(DiffusionConfig(schedule=schedule, num_timesteps=T, continuous_loss=loss,
+                                              embed_norm=False, self_conditioning=False, time_warping=False))
 
     def forward(self, model, z, k, table, self_cond=None, **kw):
         ab = self.schedule.coef("alpha_bar", k, z)  # (B, 1, 1)
@@ -164,3 +165,17 @@ def test_bound_is_the_table_figure_with_se_and_kind():
     assert res.tokens == 5 and res.sequences == 2 and res.bytes == 1 + 2 + 2 + 2 + 1
     assert res.nats_per_token >= math.log(2) - 4 * res.stderr and res.stderr > 0
     assert res.bits_per_byte == pytest.approx(res.nats_per_token * 5 / math.log(2) / 8)
+
+
+def test_time_warp_follows_the_rise_of_the_loss():
+    """CDCD's time warping: a loss that rises only in the middle of the chain draws most t there."""
+    from sunfish_lib.diffusion.time_warp import TimeWarp
+
+    warp = TimeWarp(1000, n_bins=10, decay=0.0, floor=0.1)
+    k = torch.arange(0, 1000, 10)
+    loss = torch.where(k < 400, 0.0, torch.where(k < 500, 0.5, 1.0)).double()  # bins 4 and 5 each rise by 0.5
+    warp.update(k, loss)
+    ks = warp.steps_of(torch.rand(20000, generator=torch.Generator().manual_seed(0)))
+    inside = ((ks >= 400) & (ks < 600)).double().mean().item()
+    assert ks.min() >= 0 and ks.max() <= 999
+    assert inside == pytest.approx(0.9 + 0.1 * 0.2, abs=0.02)  # all of the rise plus the floor's share

@@ -26,26 +26,41 @@ def _model(self_cond=False, emb=8, **kw):
     return Backbone(cfg.resolve("continuous"))
 
 
+PLAIN = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False}
+"""The plain Diffusion-LM recipe these mechanics tests were written for (the default is CDCD's since #26)."""
+
+
 def _objective(**kw):
-    return ContinuousDiffusion(DiffusionConfig(num_timesteps=kw.pop("T", 100), **kw))
+    return ContinuousDiffusion(DiffusionConfig(num_timesteps=kw.pop("T", 100), **{**PLAIN, **kw}))
 
 
 # -- objective --------------------------------------------------------------------------
 
-def test_build_objective_and_loss_terms():
-    cfg = get_config("tiny", {"num_timesteps": 100, "n_layers": 1, "d_model": 32, "n_heads": 2})
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_build_objective_and_loss_terms(loss):
+    """mse (Diffusion-LM): MSE + rounding CE + prior; ce (CDCD, the default): the token cross-entropy + prior."""
+    cfg = get_config("tiny", {"num_timesteps": 100, "n_layers": 1, "d_model": 32, "n_heads": 2,
+                              "continuous_loss": loss, "time_warping": False})
     obj = build_objective(cfg)
     assert isinstance(obj, ContinuousDiffusion) and obj.name == "continuous"
     model = Backbone.from_config(cfg)
     ids = torch.randint(3, 200, (8, 12))
     out = obj.loss(model, {"input_ids": ids}, torch.Generator().manual_seed(0))
-    assert out["loss"].item() == pytest.approx((out["mse"] + out["rounding_ce"] + out["prior"]).item(), rel=1e-5)
+    terms = out["rounding_ce"] + out["prior"] + (out["mse"] if loss == "mse" else 0)
+    assert out["loss"].item() == pytest.approx(terms.item(), rel=1e-5)
     assert out["t"].shape == (8,) and out["mse_per_seq"].shape == (8,)
     # stratified t: two rows per quarter of (0, 1], so all four buckets are reported
     assert sorted(k for k in out if k.startswith("mse/")) == ["mse/t0.00-0.25", "mse/t0.25-0.50",
                                                               "mse/t0.50-0.75", "mse/t0.75-1.00"]
     assert (out["t"] * 4).floor().long().bincount().tolist() == [2, 2, 2, 2]
     assert 0 < out["prior"].item() < 1e-3  # alpha_bar_T of sqrt is ~0: the prior KL is small but present
+    if loss == "ce":  # score interpolation: x0_hat is the expectation of the embedding under the token logits
+        table = obj.embedding_table(model)
+        x_t = torch.randn(2, 5, table.shape[1])
+        k = torch.tensor([10, 90])
+        out_vec, x0_hat, logits = obj.forward(model, x_t, k, table)
+        assert torch.allclose(x0_hat, logits.softmax(-1) @ table, atol=1e-5) and torch.equal(out_vec, x0_hat)
+        assert torch.allclose(table.norm(dim=-1), torch.full((table.shape[0],), table.shape[1] ** 0.5))
     out["loss"].backward()
     assert model.tok_emb.weight.grad.abs().sum() > 0  # embeddings learn jointly (end to end)
 
@@ -148,7 +163,8 @@ def test_input_is_unit_variance_at_every_t():
 def test_self_conditioning_option():
     cfg = get_config("tiny", {"self_conditioning": True})
     assert cfg.resolved_model.self_cond_input is True
-    assert get_config("tiny").resolved_model.self_cond_input is False
+    assert get_config("tiny").resolved_model.self_cond_input is True  # the default recipe (CDCD) self-conditions
+    assert get_config("tiny", self_conditioning=False).resolved_model.self_cond_input is False
     assert get_config("tiny", objective="masked", sampler="random", self_conditioning=True).resolved_model.self_cond_input is False
     with pytest.raises(ConfigError, match="model.self_cond_input=False"):
         get_config("tiny", {"self_conditioning": True, "self_cond_input": False})
