@@ -49,6 +49,8 @@ CONFIGS: dict[str, dict] = {
     "ce-norm-sc": {**CDCD, "self_conditioning": True},  # + self-conditioning
     "ce-norm-sc-warp": {**CDCD, "self_conditioning": True, "time_warping": True},  # + time warping (CDCD)
     "ce-norm-warp": {**CDCD, "time_warping": True},
+    "ce-norm-sc-warp-ev": {**CDCD, "self_conditioning": True, "time_warping": True, "own_evidence": True},
+    "ce-norm-ev": {**CDCD, "own_evidence": True},
     "ce-norm-cosine": {**CDCD, "schedule": "cosine"},
 }
 JUDGE = "judge-ar"

@@ -179,3 +179,15 @@ def test_time_warp_follows_the_rise_of_the_loss():
     inside = ((ks >= 400) & (ks < 600)).double().mean().item()
     assert ks.min() >= 0 and ks.max() <= 999
     assert inside == pytest.approx(0.9 + 0.1 * 0.2, abs=0.02)  # all of the rise plus the floor's share
+
+
+def test_own_evidence_logits_are_the_exact_gaussian_posterior():
+    """own_evidence: log q(x_t,i | w) added to the logits; with no context (zero network logits) the softmax is
+    Bayes' posterior over the table under a uniform prior, computed here from the normal densities."""
+    obj = ContinuousDiffusion(DiffusionConfig(num_timesteps=50, continuous_loss="ce", own_evidence=True))
+    table = torch.randn(7, 3)
+    x_t, k = torch.randn(2, 4, 3), torch.tensor([3, 30])
+    post = obj.evidence_logits(x_t, k, table).softmax(-1)  # (2, 4, 7)
+    ab = obj.schedule.alpha_bar[k].float()[:, None, None, None]  # (2, 1, 1, 1)
+    dens = torch.distributions.Normal(ab.sqrt() * table, (1 - ab).sqrt()).log_prob(x_t[:, :, None, :]).sum(-1).exp()
+    assert torch.allclose(post, dens / dens.sum(-1, keepdim=True), atol=1e-4)

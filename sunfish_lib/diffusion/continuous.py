@@ -1,4 +1,15 @@
-"""Continuous (embedding-space) diffusion: Diffusion-LM (Li et al. 2022) on the shared backbone.
+"""Continuous (embedding-space) diffusion on the shared backbone: CDCD's recipe (the default) or plain Diffusion-LM.
+
+Two training losses (`DiffusionConfig.continuous_loss`):
+
+- ce (the default since #26; CDCD, Dieleman et al. 2022): the backbone reads x_t and outputs token
+  logits, trained with cross-entropy; x0_hat = softmax(logits) @ table ("score interpolation", Sec. 3.1),
+  with L2-normalised embeddings, self-conditioning and time warping (Sec. 6.1, `time_warp.py`) on by default.
+  `own_evidence` adds each position's exact Gaussian evidence log q(x_t,i | w) to its logits.
+- mse (Diffusion-LM, Li et al. 2022): the backbone outputs a vector, loss below.
+
+Either way the model's likelihood figure is the chain's variational bound (`continuous_bound.py`).
+The rest of this docstring describes the mse loss and the shared forward process.
 
 Forward process (Ho et al. 2020, Eq. 4) on the backbone's own token embeddings, learned
 jointly with the denoiser (end-to-end, as Diffusion-LM Sec. 4.1 proposes):
@@ -168,11 +179,19 @@ class ContinuousDiffusion:
         """
         if self.cfg.continuous_loss == "ce":
             logits = model.logits(self.hidden_states(model, x_t, k, table, self_cond=self_cond, **kw)).float()
+            if self.cfg.own_evidence:
+                logits = logits + self.evidence_logits(x_t, k, table)
             x0_hat = logits.softmax(-1) @ table.float()  # (B, T, V) @ (V, e) -> (B, T, e)
             return x0_hat, x0_hat, logits
         out = self.model_output(model, x_t, k, table, self_cond=self_cond, **kw)
         x0_hat, _ = to_x0_eps(out, x_t, self.schedule.coef("alpha_bar", k, x_t), self.prediction)
         return out, x0_hat, None
+
+    def evidence_logits(self, x_t: torch.Tensor, k: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """log q(x_t,i | w = v) up to a constant in v, (B, T, V): (sqrt(ab) x.e_v - ab |e_v|^2 / 2) / (1 - ab)."""
+        ab = self.schedule.coef("alpha_bar", k, x_t)  # (B, 1, 1)
+        table = table.float()
+        return (ab.sqrt() * (x_t.float() @ table.t()) - 0.5 * ab * table.pow(2).sum(-1)) / (1.0 - ab)
 
     def predict(self, model, x_t, k, table, *, self_cond=None, **kw) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw model output, x0_hat), both (B, T, e)."""
@@ -194,21 +213,23 @@ class ContinuousDiffusion:
         return _valid(batch, batch["input_ids"]).bool()
 
     # -- loss ------------------------------------------------------------------------
-    def sample_steps(self, batch_size: int, device, generator=None) -> torch.Tensor:
-        """Step indices k (B,), uniform over {0..T-1}, stratified across the batch (MDLM Sec. 3.5.1).
+    def sample_steps(self, batch_size: int, device, generator=None, warped: bool = True) -> torch.Tensor:
+        """Step indices k (B,), uniform over {0..T-1}, stratified across the batch (MDLM Sec. 3.5.1);
+        with time_warping and `warped`, drawn from the learned density instead (`time_warp.TimeWarp`).
 
         `DiffusionConfig.t_min` is not used: it guards masked diffusion's 1/t weight, and the
         discrete chain has no singularity (its first step, t = 1/T, is a valid training point).
         """
         u = sample_t(batch_size, t_min=0.0, low_discrepancy=self.cfg.low_discrepancy, device=device, generator=generator)
-        if self.warp is not None:
+        if self.warp is not None and warped:
             return self.warp.steps_of(u)
         return (u * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1)
 
     def loss(self, model, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Training loss at random steps; see `loss_at` for the returned metrics."""
         ids = batch["input_ids"]
-        k = self.sample_steps(ids.shape[0], ids.device, generator)
+        # validation (eval mode) draws uniform t, so val/loss stays one estimator while the warp moves
+        k = self.sample_steps(ids.shape[0], ids.device, generator, warped=model.training)
         return self._loss_at_step(model, batch, k, generator)
 
     def loss_at(self, model, batch: dict, t: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
