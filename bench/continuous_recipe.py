@@ -66,7 +66,7 @@ SAMPLERS: dict[str, dict] = {
 
 
 def config_of(name: str, objective: str, args):
-    overrides = {} if objective == "ar" else CONFIGS[name]
+    overrides = PLAIN if objective == "ar" else CONFIGS[name]  # continuous-only fields: as the judge was trained
     return recipe_config(objective, max_steps=args.steps, smoke=args.smoke,
                          overrides={**overrides, "val_batches": 4, "log_every": max(1, args.steps // 30),
                                     "tensorboard": False, "keep_best": 0})
@@ -114,6 +114,7 @@ def sample_row(folder: Path, judge, args, settings: dict) -> dict:
 
 def val_curve(folder: Path) -> list[tuple[int, float]]:
     """(step, val/loss) of a run: the training loss on held-out batches (a learning curve, not the bound)."""
+    folder = folder.parent.parent if folder.suffix == ".ckpt" else folder
     return [(int(r["step"]), round(float(r["val/loss"]), 4)) for r in curves(folder) if "val/loss" in r]
 
 
@@ -128,9 +129,21 @@ def score_row(name: str, folder: Path, tps, judge, args, uni: dict, settings: di
 
 def print_row(r: dict) -> None:
     tps = f"{r['tokens_per_s']:.0f}" if r.get("tokens_per_s") else "reused"
-    label = r["config"] + ("" if not r["sampler"] else " " + ",".join(f"{k}={v}" for k, v in r["sampler"].items()))
+    label = r["config"] + f"@{r['steps_done']}" + ("" if not r["sampler"] else " " + ",".join(f"{k}={v}" for k, v in r["sampler"].items()))
     print(f"{label:<44}{r['nats_per_token']:>8.3f}{r['stderr']:>7.3f}{r['bits_per_byte']:>7.3f}"
           f"{r['entropy']:>7.2f}{r['judge_ppl']:>9.0f}{tps:>8}{r['sample_tokens_per_s']:>8.0f}", flush=True)
+
+
+def trained(name: str, objective: str, args) -> tuple[Path, float | None, int]:
+    """(model path, training tokens/s, steps done): `train`'s export, or with --partial a run still training's
+    last checkpoint (a row at fewer steps than its schedule's, labelled by `steps_done`)."""
+    cfg = config_of(name, objective, args)
+    folder = args.out / f"{name}-{cfg.train.max_steps}"
+    ckpt = folder / "checkpoints" / "last.ckpt"
+    if args.partial and not (folder / "export" / "model.safetensors").is_file() and ckpt.is_file():
+        return ckpt, None, int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    path, tps = train(name, objective, args)
+    return path, tps, cfg.train.max_steps
 
 
 def parse(argv=None):
@@ -140,6 +153,7 @@ def parse(argv=None):
     ap.add_argument("--samplers", default=",".join(SAMPLERS), help="sampler rows, on the chosen config")
     ap.add_argument("--train-only", action="store_true", help="train the configs (and the judge with --judge) only")
     ap.add_argument("--judge", action="store_true", help="with --train-only: train the AR judge")
+    ap.add_argument("--partial", action="store_true", help="score a run still training at its last checkpoint")
     ap.add_argument("--val-batches", type=int, default=8)
     ap.add_argument("--t-samples", type=int, default=8, help="noise-level draws per sequence for the bound")
     ap.add_argument("--samples", type=int, default=16, help="unconditional samples per row")
@@ -174,8 +188,8 @@ def main(argv=None) -> None:
     print(f"{'config / sampler':<44}{'nats/tok':>8}{'± SE':>7}{'bpb':>7}{'H':>7}{'judge':>9}{'tok/s':>8}{'samp/s':>8}")
     rows = []
     for n in names:
-        folder, tps = train(n, "continuous", args)
-        rows.append(score_row(n, folder, tps, judge, args, uni, {}))
+        folder, tps, done = trained(n, "continuous", args)
+        rows.append({**score_row(n, folder, tps, judge, args, uni, {}), "steps_done": done, "path": str(folder)})
         print_row(rows[-1])
     # chosen by bits/byte and judge perplexity together: the lowest sum of their ranks (ties: lower bits/byte)
     rank = {id(r): i for i, r in enumerate(sorted(rows, key=lambda r: r["bits_per_byte"]))}
@@ -183,7 +197,7 @@ def main(argv=None) -> None:
     best = min(rows, key=lambda r: (rank[id(r)] + jrank[id(r)], r["bits_per_byte"]))
     sampler_rows = []
     for sname in ([] if args.smoke else [n.strip() for n in args.samplers.split(",") if n.strip()]):
-        folder = args.out / f"{best['config']}-{args.steps}"
+        folder = Path(best["path"])
         r = {**best, "sampler": SAMPLERS[sname], **sample_row(folder, judge, args, SAMPLERS[sname])}
         sampler_rows.append(r)
         print_row(r)

@@ -56,7 +56,10 @@ class LikelihoodResult:
 
     @property
     def perplexity(self) -> float | None:
-        return math.exp(self.nats_per_token) if self.is_likelihood else None
+        if not self.is_likelihood:
+            return None
+        # a loose bound (an untrained continuous model's runs to hundreds of nats/token) is an infinite perplexity
+        return math.exp(self.nats_per_token) if self.nats_per_token < 700 else math.inf
 
     @property
     def bits_per_byte(self) -> float | None:
