@@ -38,7 +38,8 @@ from sunfish_lib.quality import load_judge, sample_quality, token_measures
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.workbook import recipe_config, train_or_reuse
 
-PLAIN = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False}
+PLAIN = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False,
+         "own_evidence": False}
 CDCD = {**PLAIN, "continuous_loss": "ce", "embed_norm": True}
 CONFIGS: dict[str, dict] = {
     "plain": PLAIN,  # Diffusion-LM as the seed had it: sqrt schedule, x0 MSE + rounding CE, embeddings at d_model
@@ -66,7 +67,8 @@ SAMPLERS: dict[str, dict] = {
 
 
 def config_of(name: str, objective: str, args):
-    overrides = PLAIN if objective == "ar" else CONFIGS[name]  # continuous-only fields: as the judge was trained
+    # the judge pins the continuous-only fields it was first trained with (they change nothing for ar)
+    overrides = {k: v for k, v in PLAIN.items() if k != "own_evidence"} if objective == "ar" else CONFIGS[name]
     return recipe_config(objective, max_steps=args.steps, smoke=args.smoke,
                          overrides={**overrides, "val_batches": 4, "log_every": max(1, args.steps // 30),
                                     "tensorboard": False, "keep_best": 0})

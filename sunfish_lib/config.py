@@ -141,7 +141,7 @@ class DiffusionConfig:
     continuous_loss: str = "ce"
     """Continuous: mse (Diffusion-LM: MSE + rounding CE + prior KL) or ce (CDCD: token logits trained with cross-entropy,
     x0_hat = softmax @ embeddings, score interpolation; needs prediction=x0). See diffusion/continuous.py."""
-    own_evidence: bool = False
+    own_evidence: bool = True
     """ce: add each position's exact evidence log q(x_t,i | w) to its logits: p(w_i | x_t) = p(w_i | x_t,-i) q(x_t,i | w_i)/Z
     (x_t,i depends on the rest only through w_i), so the network models the context's part only."""
     time_warping: bool = True
