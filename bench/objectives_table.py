@@ -9,8 +9,7 @@ with the real trainer, or reuses the run already in --out, then is evaluated on 
 held-out batches:
 - AR: exact NLL;
 - masked: the ELBO (an upper bound on the NLL) by antithetic Monte Carlo over t, with its SE;
-- continuous: its rounding cross-entropy at small t: not a likelihood, labelled as such, so it
-  has no perplexity or bits per byte.
+- continuous: the chain's variational bound (`diffusion.continuous_bound`), an upper bound on the NLL.
 Beside them, the unigram model of the same tokenizer (the plateau). Also: the real tokens per
 step read from the config, and the masked/AR perplexity ratio at this budget; MDLM's 1.32
 (Sahoo et al. 2024, Table 1: 23.21 / 17.54 on OpenWebText) is context at 1M steps of a 110M

@@ -53,4 +53,5 @@ def test_noise_schedule_notebook_uses_the_workbooks_continuous_model(run_noteboo
     assert [float(r[0]) for r in rows] == [0.05, 0.5, 1.0]
     acc = [float(r[3]) for r in rows]
     assert acc[0] > acc[2]  # even an untrained model's x0 (about x_t itself) rounds right at small t
-    assert pngs == 3
+    assert pngs == 4  # + rounding recovery on the model's own embeddings
+    assert "own embeddings: rounding x_t recovers" in text

@@ -8,6 +8,7 @@ import torch
 from sunfish_lib.config import ConfigError, DiffusionConfig, ModelConfig, get_config
 from sunfish_lib.diffusion import ContinuousDiffusion, build_objective
 from sunfish_lib.diffusion.analysis import loss_by_t
+from sunfish_lib.diffusion.continuous_bound import bound_terms
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.eval.evaluate import evaluate_likelihood
@@ -25,26 +26,41 @@ def _model(self_cond=False, emb=8, **kw):
     return Backbone(cfg.resolve("continuous"))
 
 
+PLAIN = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False}
+"""The plain Diffusion-LM recipe these mechanics tests were written for (the default is CDCD's since #26)."""
+
+
 def _objective(**kw):
-    return ContinuousDiffusion(DiffusionConfig(num_timesteps=kw.pop("T", 100), **kw))
+    return ContinuousDiffusion(DiffusionConfig(num_timesteps=kw.pop("T", 100), **{**PLAIN, **kw}))
 
 
 # -- objective --------------------------------------------------------------------------
 
-def test_build_objective_and_loss_terms():
-    cfg = get_config("tiny", {"num_timesteps": 100, "n_layers": 1, "d_model": 32, "n_heads": 2})
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_build_objective_and_loss_terms(loss):
+    """mse (Diffusion-LM): MSE + rounding CE + prior; ce (CDCD, the default): the token cross-entropy + prior."""
+    cfg = get_config("tiny", {"num_timesteps": 100, "n_layers": 1, "d_model": 32, "n_heads": 2,
+                              "continuous_loss": loss, "time_warping": False})
     obj = build_objective(cfg)
     assert isinstance(obj, ContinuousDiffusion) and obj.name == "continuous"
     model = Backbone.from_config(cfg)
     ids = torch.randint(3, 200, (8, 12))
     out = obj.loss(model, {"input_ids": ids}, torch.Generator().manual_seed(0))
-    assert out["loss"].item() == pytest.approx((out["mse"] + out["rounding_ce"] + out["prior"]).item(), rel=1e-5)
+    terms = out["rounding_ce"] + out["prior"] + (out["mse"] if loss == "mse" else 0)
+    assert out["loss"].item() == pytest.approx(terms.item(), rel=1e-5)
     assert out["t"].shape == (8,) and out["mse_per_seq"].shape == (8,)
     # stratified t: two rows per quarter of (0, 1], so all four buckets are reported
     assert sorted(k for k in out if k.startswith("mse/")) == ["mse/t0.00-0.25", "mse/t0.25-0.50",
                                                               "mse/t0.50-0.75", "mse/t0.75-1.00"]
     assert (out["t"] * 4).floor().long().bincount().tolist() == [2, 2, 2, 2]
     assert 0 < out["prior"].item() < 1e-3  # alpha_bar_T of sqrt is ~0: the prior KL is small but present
+    if loss == "ce":  # score interpolation: x0_hat is the expectation of the embedding under the token logits
+        table = obj.embedding_table(model)
+        x_t = torch.randn(2, 5, table.shape[1])
+        k = torch.tensor([10, 90])
+        out_vec, x0_hat, logits = obj.forward(model, x_t, k, table)
+        assert torch.allclose(x0_hat, logits.softmax(-1) @ table, atol=1e-5) and torch.equal(out_vec, x0_hat)
+        assert torch.allclose(table.norm(dim=-1), torch.full((table.shape[0],), table.shape[1] ** 0.5))
     out["loss"].backward()
     assert model.tok_emb.weight.grad.abs().sum() > 0  # embeddings learn jointly (end to end)
 
@@ -147,7 +163,8 @@ def test_input_is_unit_variance_at_every_t():
 def test_self_conditioning_option():
     cfg = get_config("tiny", {"self_conditioning": True})
     assert cfg.resolved_model.self_cond_input is True
-    assert get_config("tiny").resolved_model.self_cond_input is False
+    assert get_config("tiny").resolved_model.self_cond_input is True  # the default recipe (CDCD) self-conditions
+    assert get_config("tiny", self_conditioning=False).resolved_model.self_cond_input is False
     assert get_config("tiny", objective="masked", sampler="random", self_conditioning=True).resolved_model.self_cond_input is False
     with pytest.raises(ConfigError, match="model.self_cond_input=False"):
         get_config("tiny", {"self_conditioning": True, "self_cond_input": False})
@@ -284,13 +301,14 @@ def test_infill_templates():
 
 # -- evaluation -------------------------------------------------------------------------------
 
-def test_evaluate_reports_rounding_ce_labelled_honestly():
+def test_evaluate_reports_the_variational_bound():
+    """The table's continuous figure is the chain's bound (`continuous_bound`), labelled an upper bound."""
     model, obj = _model(), _objective(T=100)
     batches = [{"input_ids": torch.randint(3, V, (4, 6))} for _ in range(2)]
     res = evaluate_likelihood(model, obj, batches, t_samples=4, generator=torch.Generator().manual_seed(9))
-    assert res.kind == "rounding CE at t<=0.1 (not a likelihood)" and res.t_samples == 4
+    assert res.kind == "ELBO upper bound" and res.is_likelihood and res.t_samples == 4
     g = torch.Generator().manual_seed(9)
     model.eval()
-    manual = torch.cat([obj.rounding_ce_small_t(model, b, 4, g) for b in batches]).mean().item()
+    manual = torch.cat([bound_terms(obj, model, b, 4, g)["bound"] for b in batches]).mean().item()
     assert res.nats_per_token == pytest.approx(manual, rel=1e-6)
     assert res.nats_per_token > 0 and res.stderr > 0

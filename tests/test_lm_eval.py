@@ -161,11 +161,14 @@ def test_masked_elbo_of_one_token_matches_its_exact_log_prob(tmp_path):
 
 
 @pytest.mark.slow
-def test_continuous_loglikelihood_is_a_one_line_error(tmp_path):
+def test_continuous_loglikelihood_is_its_conditional_bound(tmp_path):
+    """A continuous run scores a continuation by the chain's variational bound (#26): a lower bound on log p,
+    so at most 0, and a longer continuation costs more."""
     run = make_run(tmp_path / "c", "continuous")
-    lm = SunfishLM(str(run))
-    with pytest.raises(SunfishError, match="no token likelihood"):
-        lm.loglikelihood([_Req(("a", " b"))])
+    lm = SunfishLM(str(run), draws=8)
+    (one, _), (two, _) = lm.loglikelihood([_Req(("To be", " or")), _Req(("To be", " or not to be"))])
+    assert one < 0 and two < one
+    assert SunfishLM(str(run), draws=8, seed=3).score("To be", " or")[0] <= 0  # every draw of the bound is >= 0 nats
     r = run_cli("eval-harness", str(run), "--tasks", "no_such_task")
     assert r.returncode == 2 and "unknown task 'no_such_task'" in r.stderr and "Traceback" not in r.stderr
 

@@ -20,7 +20,7 @@ def test_registry_covers_every_objective_and_each_class_states_its_samplers_and_
     for name, cls in OBJECTIVE_CLASSES.items():
         assert cls.name == name and objective_class(name) is cls
     assert {cls.kind for cls in OBJECTIVE_CLASSES.values()} == {
-        "exact NLL", "ELBO upper bound", "rounding CE at t<=0.1 (not a likelihood)"}
+        "exact NLL", "ELBO upper bound"}
     with pytest.raises(ConfigError, match="diffusion.objective='bert' is not allowed; choose one of continuous"):
         objective_class("bert")
 
@@ -34,7 +34,7 @@ def test_objectives_own_their_sampling_and_scoring_facts():
     iterative = {n: c.iterative for n, c in OBJECTIVE_CLASSES.items()}
     assert iterative == {"continuous": True, "masked": True, "ar": False, "block": True}
     likelihood = {n: c.likelihood for n, c in OBJECTIVE_CLASSES.items()}
-    assert likelihood == {"continuous": False, "masked": True, "ar": True, "block": True}
+    assert likelihood == {"continuous": True, "masked": True, "ar": True, "block": True}
     assert all(hasattr(c, "continuation_score") == c.likelihood for c in OBJECTIVE_CLASSES.values())
     assert objective_class("masked").sampling_steps(64, 16) == 16  # a step unmasks >= 1 of 16 tokens
     assert objective_class("masked").sampling_steps(8, 16) == 8

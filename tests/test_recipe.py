@@ -95,12 +95,29 @@ def test_tiny_recipe_bench_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_continuous_recipe_bench_smoke(tmp_path):
+    """bench/continuous_recipe.py: per row the bound (bits/byte of the scored tokens), sample entropy and judge ppl,
+    beside held-out text and unigram noise measured in the same run; the choice weighs bits/byte and judge ppl."""
+    res = _bench("continuous_recipe.py", "--smoke", "--out", str(tmp_path), "--samples", "2", "--length", "8",
+                 "--val-batches", "1", "--t-samples", "2")
+    rows = {r["config"]: r for r in res["rows"]}
+    assert set(rows) == {"plain", "ce-norm"} and res["best"] in rows and res["steps"] == 8
+    for r in rows.values():
+        assert r["kind"] == "ELBO upper bound" and r["bits_per_byte"] > 0 and r["stderr"] > 0
+        assert r["entropy"] >= 0 and r["judge_ppl"] > 1 and r["heldout_judge_ppl"] > 1
+    assert res["unigram_noise_judge_ppl"] > 1 and res["heldout_entropy"] > 0
+    assert res["bits_per_byte"] == rows[res["best"]]["bits_per_byte"] and res["judge_ppl"] == rows[res["best"]]["judge_ppl"]
+    assert res["targets"]["bound_below_unigram"] == (res["bits_per_byte"] < res["unigram_bits_per_byte"])
+
+
+@pytest.mark.slow
 def test_objectives_table_bench_smoke(tmp_path):
     res = _bench("objectives_table.py", "--smoke", "--out", str(tmp_path), "--threads", "1")
     assert res["tokens_per_step"] == 4 * 32 and res["tokens"] == res["steps"] * 4 * 32
     rows = res["objectives"]
     assert [rows[k]["kind"] for k in ("ar", "masked")] == ["exact NLL", "ELBO upper bound"]
-    assert rows["continuous"]["bits_per_byte"] is None and rows["unigram"]["bits_per_byte"] > 0
+    assert rows["continuous"]["kind"] == "ELBO upper bound"  # the chain's variational bound (#26)
+    assert rows["continuous"]["bits_per_byte"] > 0 and rows["unigram"]["bits_per_byte"] > 0
     assert res["masked_ar_ppl_ratio"] == pytest.approx(rows["masked"]["perplexity"] / rows["ar"]["perplexity"])
     assert res["mdlm_context_ratio_1m_steps"] == pytest.approx(23.21 / 17.54)
 

@@ -47,13 +47,15 @@ def test_train_notebook_runs_and_resumes(tmp_path):
     assert list(table) == ["masked", "ar", "continuous", "block", "unigram"]
     assert table["block"]["kind"] == "ELBO upper bound" and table["block"]["bits_per_byte"] > 0
     assert table["masked"]["kind"] == "ELBO upper bound" and table["ar"]["kind"] == "exact NLL"
-    assert table["masked"]["bits_per_byte"] > 0 and table["continuous"]["bits_per_byte"] is None
+    assert table["continuous"]["kind"] == "ELBO upper bound"  # the chain's variational bound (#26)
+    assert table["masked"]["bits_per_byte"] > 0 and table["continuous"]["bits_per_byte"] > 0
     assert 0 < table["unigram"]["nats_per_token"] < math.log(main.model.vocab_size)
     shown = NotebookOutputs.read(run_dir / nb.name).data("text/markdown")
     assert any("| masked | ELBO upper bound |" in m and "masked/AR perplexity ratio" in m for m in shown)
     gap = (table["masked"]["nats_per_token"] - table["block"]["nats_per_token"]) / (
         table["masked"]["nats_per_token"] - table["ar"]["nats_per_token"])
     assert any(f"block 4 closes {gap:.2f} of the masked-AR gap" in m for m in shown)
+    assert any("| continuous | ELBO upper bound |" in m and "continuous bound / unigram NLL" in m for m in shown)
     # run it again on the same folder with more steps: it resumes
     from sunfish_lib.notebook.runner import execute_notebook
 

@@ -9,7 +9,7 @@ from sunfish_lib.config import DEVICE_HELP, DTYPE_NAMES
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="validation NLL / ELBO / rounding CE, perplexity and bits per byte of a run")
+    p = sub.add_parser("evaluate", help="validation NLL / ELBO (masked, continuous), perplexity and bits per byte of a run")
     p.add_argument("path", type=Path, help="run folder, exported model folder or .ckpt")
     p.add_argument("--batches", type=int, default=20, help="validation batches")
     p.add_argument("--t-samples", type=int, default=16, help="Monte-Carlo t draws per sequence (diffusion)")

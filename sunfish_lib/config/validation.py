@@ -17,6 +17,7 @@ NOISE_SCHEDULES = ("linear", "cosine", "sqrt")
 MASK_SCHEDULES = ("linear", "loglinear")
 MASKED_LOSSES = ("elbo", "masked_mean")
 PREDICTIONS = ("eps", "v", "x0")
+CONTINUOUS_LOSSES = ("mse", "ce")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 LR_DECAYS = ("cosine", "linear", "constant")
@@ -36,6 +37,7 @@ CHOICES = {
     "model.norm": NORMS, "model.mlp": MLPS, "model.pos_encoding": POS_ENCODINGS, "model.rope_type": ("default", "llama3"),
     "diffusion.objective": OBJECTIVES, "diffusion.schedule": NOISE_SCHEDULES, "diffusion.mask_schedule": MASK_SCHEDULES,
     "diffusion.masked_loss": MASKED_LOSSES, "diffusion.prediction": PREDICTIONS,
+    "diffusion.continuous_loss": CONTINUOUS_LOSSES,
     "train.decay": LR_DECAYS, "train.nan_policy": NAN_POLICIES, "train.precision": PRECISIONS, "train.strategy": STRATEGIES,
     "sample.rounding": ROUNDINGS, "sample.cache": CACHES,
 }
@@ -143,6 +145,9 @@ def validate_diffusion(d, m) -> None:
     _one_of("diffusion.mask_schedule", d.mask_schedule)
     _one_of("diffusion.masked_loss", d.masked_loss)
     _one_of("diffusion.prediction", d.prediction)
+    _one_of("diffusion.continuous_loss", d.continuous_loss)
+    _check(d.continuous_loss != "ce" or d.prediction == "x0",
+           f"diffusion.continuous_loss='ce' predicts x0 by score interpolation, not {d.prediction!r}; set prediction=x0")
     _positive("diffusion.num_timesteps", d.num_timesteps)
     _check(0.0 < d.t_min < 1.0, f"diffusion.t_min={d.t_min!r} must be in (0, 1)")
     _check(d.rounding_weight >= 0, f"diffusion.rounding_weight={d.rounding_weight!r} must be >= 0")

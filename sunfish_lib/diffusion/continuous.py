@@ -1,4 +1,19 @@
-"""Continuous (embedding-space) diffusion: Diffusion-LM (Li et al. 2022) on the shared backbone.
+"""Continuous (embedding-space) diffusion on the shared backbone: CDCD's recipe (the default) or plain Diffusion-LM.
+
+Two training losses (`DiffusionConfig.continuous_loss`):
+
+- ce (the default since #26; CDCD, Dieleman et al. 2022): the backbone reads x_t and outputs token
+  logits, trained with cross-entropy; x0_hat = softmax(logits) @ table ("score interpolation", Sec. 3.1),
+  with L2-normalised embeddings, self-conditioning and time warping (Sec. 6.1, `time_warp.py`) on by default,
+  and `own_evidence` (default on): each position's exact Gaussian evidence log q(x_t,i | w) added to its logits,
+  so p(w_i | x_t) = p(w_i | x_t,-i) q(x_t,i | w_i) / Z and the network models only the context's part. Without
+  it, a CE-trained softmax keeps a few % of mass off the right token even at SNR 40, and the bound's
+  0.5 dSNR ||x_0 - x0_hat||^2 terms charge that at every high-SNR step (9.3 nats/token at 400 steps, against
+  4.4 with it at 160; bench/continuous_recipe.py).
+- mse (Diffusion-LM, Li et al. 2022): the backbone outputs a vector, loss below.
+
+Either way the model's likelihood figure is the chain's variational bound (`continuous_bound.py`).
+The rest of this docstring describes the mse loss and the shared forward process.
 
 Forward process (Ho et al. 2020, Eq. 4) on the backbone's own token embeddings, learned
 jointly with the denoiser (end-to-end, as Diffusion-LM Sec. 4.1 proposes):
@@ -46,8 +61,10 @@ import torch
 import torch.nn.functional as F
 
 from sunfish_lib.config import BACKBONE_NEEDS, SAMPLERS, DiffusionConfig
+from sunfish_lib.diffusion.continuous_bound import bound_terms
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.diffusion.objective import antithetic_draws, real_tokens
+from sunfish_lib.diffusion.time_warp import TimeWarp
 from sunfish_lib.diffusion.timesteps import sample_t
 from sunfish_lib.errors import ConfigError
 
@@ -102,11 +119,11 @@ class ContinuousDiffusion:
     """Gaussian diffusion on the backbone's token embeddings (see module docstring)."""
 
     name = "continuous"
-    kind = "rounding CE at t<=0.1 (not a likelihood)"
+    kind = "ELBO upper bound"  # the chain's variational bound (`continuous_bound`)
     samplers = SAMPLERS["continuous"]
     backbone_needs = BACKBONE_NEEDS["continuous"]
     iterative = True  # denoising steps: the sampler's `steps` knob and its trajectory
-    likelihood = False  # no token likelihood: the rounding CE bounds nothing, so no `continuation_score`
+    likelihood = True  # scores text by its variational bound (`sequence_nats`, `continuation_score`)
 
     @staticmethod
     def sampling_steps(requested: int, length: int) -> int:
@@ -123,6 +140,10 @@ class ContinuousDiffusion:
         self.schedule = NoiseSchedule(cfg.schedule, cfg.num_timesteps)
         self.num_timesteps = cfg.num_timesteps
         self.prediction = cfg.prediction
+        if cfg.continuous_loss == "ce" and cfg.prediction != "x0":
+            raise ConfigError(f"diffusion.continuous_loss='ce' predicts x0 by score interpolation, not "
+                              f"{cfg.prediction!r}; set prediction=x0")
+        self.warp = TimeWarp(cfg.num_timesteps) if cfg.time_warping else None
 
     # -- the embedding space ---------------------------------------------------------
     def embedding_table(self, model) -> torch.Tensor:
@@ -143,18 +164,48 @@ class ContinuousDiffusion:
         ab = self.schedule.coef("alpha_bar", k, like)
         return (ab * sigma2 + 1.0 - ab).rsqrt()
 
-    def model_output(self, model, x_t, k, table, *, self_cond=None, segment_ids=None, attention_mask=None):
-        """The backbone's raw output (B, T, e) for noisy x_t at step indices k (B,)."""
+    def hidden_states(self, model, x_t, k, table, *, self_cond=None, segment_ids=None, attention_mask=None):
+        """The backbone's final hidden states (B, T, d) for noisy x_t at step indices k (B,)."""
         x_in = (x_t * self.input_scale(k, table, x_t)).to(next(model.parameters()).dtype)
-        h = model.encode(vectors=x_in, t=self.schedule.model_time(k), self_cond=self_cond,
-                         segment_ids=segment_ids, attention_mask=attention_mask)
-        return model.to_embedding_space(h).float()
+        return model.encode(vectors=x_in, t=self.schedule.model_time(k), self_cond=self_cond,
+                            segment_ids=segment_ids, attention_mask=attention_mask)
+
+    def model_output(self, model, x_t, k, table, **kw):
+        """The backbone's raw output in the embedding space (B, T, e) (continuous_loss=mse)."""
+        return model.to_embedding_space(self.hidden_states(model, x_t, k, table, **kw)).float()
+
+    def forward(self, model, x_t, k, table, *, self_cond=None, **kw):
+        """(raw output in the prediction's space, x0_hat, token logits or None), (B, T, e) / (B, T, V).
+
+        continuous_loss=mse: the backbone outputs a vector in the embedding space (eps, v or x0).
+        continuous_loss=ce: it outputs token logits and x0_hat = softmax(logits) @ table, the
+        expectation of the embedding under the model's p(w | x_t) (CDCD's score interpolation,
+        Dieleman et al. 2022, Sec. 3.1); the raw output is that x0_hat (prediction=x0).
+        """
+        if self.cfg.continuous_loss == "ce":
+            logits = model.logits(self.hidden_states(model, x_t, k, table, self_cond=self_cond, **kw)).float()
+            if self.cfg.own_evidence:
+                logits = logits + self.evidence_logits(x_t, k, table)
+            x0_hat = logits.softmax(-1) @ table.float()  # (B, T, V) @ (V, e) -> (B, T, e)
+            return x0_hat, x0_hat, logits
+        out = self.model_output(model, x_t, k, table, self_cond=self_cond, **kw)
+        x0_hat, _ = to_x0_eps(out, x_t, self.schedule.coef("alpha_bar", k, x_t), self.prediction)
+        return out, x0_hat, None
+
+    def evidence_logits(self, x_t: torch.Tensor, k: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """log q(x_t,i | w = v) up to a constant in v, (B, T, V): (sqrt(ab) x.e_v - ab |e_v|^2 / 2) / (1 - ab)."""
+        ab = self.schedule.coef("alpha_bar", k, x_t)  # (B, 1, 1)
+        table = table.float()
+        return (ab.sqrt() * (x_t.float() @ table.t()) - 0.5 * ab * table.pow(2).sum(-1)) / (1.0 - ab)
 
     def predict(self, model, x_t, k, table, *, self_cond=None, **kw) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw model output, x0_hat), both (B, T, e)."""
-        out = self.model_output(model, x_t, k, table, self_cond=self_cond, **kw)
-        x0_hat, _ = to_x0_eps(out, x_t, self.schedule.coef("alpha_bar", k, x_t), self.prediction)
+        out, x0_hat, _ = self.forward(model, x_t, k, table, self_cond=self_cond, **kw)
         return out, x0_hat
+
+    def decoder_logits(self, x0_hat: torch.Tensor, logits: torch.Tensor | None, table: torch.Tensor) -> torch.Tensor:
+        """Token logits (..., V) read from a prediction: the model's own (ce) or the rounding logits of x0_hat (mse)."""
+        return logits if logits is not None else self.rounding_logits(x0_hat, table)
 
     @staticmethod
     def rounding_logits(x0_hat: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -163,23 +214,27 @@ class ContinuousDiffusion:
         return 2.0 * x0_hat @ table.t() - table.pow(2).sum(-1)
 
     def scored(self, batch: dict) -> torch.Tensor:
-        """(B, T) bool: the tokens the rounding CE scores, every real one."""
+        """(B, T) bool: the tokens the bound scores, every real one (of the completion, with conditional data)."""
         return real_tokens(batch, batch["input_ids"])
 
     # -- loss ------------------------------------------------------------------------
-    def sample_steps(self, batch_size: int, device, generator=None) -> torch.Tensor:
-        """Step indices k (B,), uniform over {0..T-1}, stratified across the batch (MDLM Sec. 3.5.1).
+    def sample_steps(self, batch_size: int, device, generator=None, warped: bool = True) -> torch.Tensor:
+        """Step indices k (B,), uniform over {0..T-1}, stratified across the batch (MDLM Sec. 3.5.1);
+        with time_warping and `warped`, drawn from the learned density instead (`time_warp.TimeWarp`).
 
         `DiffusionConfig.t_min` is not used: it guards masked diffusion's 1/t weight, and the
         discrete chain has no singularity (its first step, t = 1/T, is a valid training point).
         """
         u = sample_t(batch_size, t_min=0.0, low_discrepancy=self.cfg.low_discrepancy, device=device, generator=generator)
+        if self.warp is not None and warped:
+            return self.warp.steps_of(u)
         return (u * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1)
 
     def loss(self, model, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Training loss at random steps; see `loss_at` for the returned metrics."""
         ids = batch["input_ids"]
-        k = self.sample_steps(ids.shape[0], ids.device, generator)
+        # validation (eval mode) draws uniform t, so val/loss stays one estimator while the warp moves
+        k = self.sample_steps(ids.shape[0], ids.device, generator, warped=model.training)
         return self._loss_at_step(model, batch, k, generator)
 
     def loss_at(self, model, batch: dict, t: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
@@ -209,15 +264,23 @@ class ContinuousDiffusion:
                               "set it to true")
         kw = dict(attention_mask=batch.get("attention_mask"))
         self_cond = self._self_cond(model, x_t, k, table, generator, **kw)
-        out, x0_hat = self.predict(model, x_t, k, table, self_cond=self_cond, **kw)
+        out, x0_hat, token_logits = self.forward(model, x_t, k, table, self_cond=self_cond, **kw)
         mse = (out - target_of(x0, noise, ab, self.prediction)).pow(2).mean(-1)  # (B, T)
-        # eps-prediction's x0_hat = (x_t - s eps)/sqrt(alpha_bar) explodes at large t; bound it for the CE only
-        bound = 2.0 * table.detach().abs().max().float()
-        logits = self.rounding_logits(x0_hat.clamp(-bound, bound), table)  # (B, T, V)
+        if token_logits is None:
+            # eps-prediction's x0_hat = (x_t - s eps)/sqrt(alpha_bar) explodes at large t; bound it for the CE only
+            bound = 2.0 * table.detach().abs().max().float()
+            logits = self.rounding_logits(x0_hat.clamp(-bound, bound), table)  # (B, T, V)
+        else:
+            logits = token_logits
         ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none").view_as(ids)
         ab_T = self.schedule.alpha_bar[-1].to(x0)
         prior = gaussian_kl_to_standard(ab_T.sqrt() * x0, (1.0 - ab_T).expand_as(x0)).mean(-1)  # (B, T)
-        total = mse + self.cfg.rounding_weight * ce + prior
+        if self.cfg.continuous_loss == "ce":  # CDCD: cross-entropy only (the prior keeps free embeddings bounded)
+            total = ce + prior
+        else:
+            total = mse + self.cfg.rounding_weight * ce + prior
+        if self.warp is not None and model.training:
+            self.warp.update(k, ((ce * valid).sum(1) / valid.sum(1).clamp(min=1)).detach())
         n_seq = valid.sum(1).clamp(min=1).float()  # (B,)
         n_all = n_seq.sum()
 
@@ -248,12 +311,39 @@ class ContinuousDiffusion:
     t_draws = staticmethod(antithetic_draws)
 
     def sequence_nats(self, model, batch: dict, t_samples: int = 8, generator=None) -> torch.Tensor:
-        """The rounding CE at small t of each sequence (B,): no likelihood bound here (module docstring)."""
-        return self.rounding_ce_small_t(model, batch, self.t_draws(t_samples), generator)
+        """The variational bound of each sequence (B,), nats/token: an upper bound on its NLL
+        (`continuous_bound.bound_terms`, `t_draws(t_samples)` draws of the chain's KL terms)."""
+        return bound_terms(self, model, batch, self.t_draws(t_samples), generator)["bound"]
+
+    @torch.no_grad()
+    def continuation_score(self, model, x: torch.Tensor, n: int, *, draws: int, batch: int,
+                           generator: torch.Generator) -> tuple[float, bool]:
+        """(minus the bound on -log p of the last n tokens of x (1, T) given the rest, whether greedy decoding
+        yields them: the decoder's argmax from pure noise on them, the context held as the infill sampler holds it).
+
+        The conditional bound of `continuous_bound` (module docstring: `conditional`), `draws` KL draws per row,
+        rows in batches of `batch`.
+        """
+        T = x.shape[1]
+        cont = torch.arange(T, device=x.device) >= T - n  # (T,)
+        total = []
+        for B in [min(batch, draws - i) for i in range(0, draws, batch)]:
+            rows = {"input_ids": x.expand(B, -1)}
+            nats = bound_terms(self, model, rows, 1, generator, scored=cont.expand(B, -1))["bound"]
+            total.append(nats * n)  # (B,) nats of the continuation
+        table = self.embedding_table(model).detach()
+        k = torch.full((1,), self.num_timesteps - 1, device=x.device)
+        z = torch.where(cont[None, :, None], torch.randn((1, T, table.shape[1]), device=x.device, generator=generator),
+                        self.schedule.q_sample(self.x0_of(model, x, table), k, torch.randn(
+                            (1, T, table.shape[1]), device=x.device, generator=generator)))
+        x0_hat, logits = self.forward(model, z, k, table, self_cond=self._self_cond(model, z, k, table, generator))[1:]
+        greedy = self.decoder_logits(x0_hat, logits, table)[0, -n:].argmax(-1)
+        return -torch.cat(total).mean().item(), bool((greedy == x[0, -n:]).all())
 
     @torch.no_grad()
     def rounding_ce_small_t(self, model, batch: dict, t_samples: int = 8, generator=None) -> torch.Tensor:
-        """Rounding CE (nats/token) per sequence (B,), averaged over t ~ U(0, EVAL_T_MAX]: NOT a likelihood."""
+        """Rounding CE (nats/token) per sequence (B,), averaged over t ~ U(0, EVAL_T_MAX]: NOT a likelihood
+        (a diagnostic of how well the denoiser names tokens from lightly noised embeddings)."""
         ids = batch["input_ids"]
         k_max = max(1, int(round(EVAL_T_MAX * self.num_timesteps)))
         draws = []

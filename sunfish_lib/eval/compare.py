@@ -4,7 +4,7 @@
   tokens per optimizer step from its config) and `wall_s` (`time/elapsed_s`, the training
   wall time status.py logs, interpolated onto validation rows, which Lightning logs apart).
 - final metrics: the held-out likelihood from `evaluate.evaluate_run` (exact NLL for ar, ELBO
-  bound for masked, rounding CE for continuous; bits per byte where it is a likelihood) and
+  bound for masked and continuous; bits per byte where it is a likelihood) and
   sample statistics of unconditional samples: `sample_entropy`, the mean entropy of each
   sample's token histogram (`sampling.analysis.token_entropy`; repetitive text scores low),
   and `denoise_entropy`, the mean entropy of the distributions the sampler drew from

@@ -10,8 +10,9 @@ What a score means, by objective:
 - masked: a Monte-Carlo ELBO, a lower bound on log p(continuation | context): the context
   stays clean and only continuation tokens are masked, `draws` times (LLaDA's estimator,
   Nie et al. 2025, Eq. 6, as their lm-eval integration computes it);
-- continuous: no likelihood (its rounding cross-entropy bounds nothing), so the
-  loglikelihood requests fail in one line; generate_until still works.
+- continuous: the chain's variational bound on log p(continuation | context)
+  (`diffusion.continuous_bound`): only continuation positions are scored, the context is
+  noised afresh at each level as the infill sampler holds it; `draws` KL draws.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.session import Loaded, sample
 from sunfish_lib.io.export import load_for_inference
 
-NO_LIKELIHOOD = ("sunfish: a continuous (embedding-space) diffusion model has no token likelihood to score "
-                 "(its rounding cross-entropy bounds nothing); use generation tasks, or a masked or ar run")
+NO_LIKELIHOOD = ("sunfish: this model's objective has no token likelihood or bound to score with; "
+                 "use generation tasks, or a masked, continuous or ar run")
 
 
 @register_model("sunfish")

@@ -304,7 +304,7 @@ def save_denoising_gif(frames: Sequence[Sequence[tuple[str, str]]], path: str | 
 COMPARE_X = (("step", "step"), ("tokens", "tokens"), ("wall_s", "wall time (s)"))
 LOSS_AXIS = {"ar": "AR loss: exact NLL (nats/token)", "masked": "masked loss: ELBO estimate (nats/token)",
              "block": "block loss: NELBO estimate (nats/token)",
-             "continuous": "continuous loss: MSE + rounding CE\n(not a likelihood)", "": "loss"}
+             "continuous": "continuous training loss\n(not a likelihood: `sunfish evaluate` gives the bound)", "": "loss"}
 """y-axis label per objective: their losses are not on one scale, so each gets its own row."""
 
 
