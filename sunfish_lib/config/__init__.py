@@ -15,12 +15,11 @@ from typing import Any, ClassVar, Mapping
 
 from sunfish_lib.errors import ConfigError
 from sunfish_lib.config.overrides import (  # noqa: F401 (parse_set_args, with_max_steps: callers import them here)
-    from_dict, parse_set_args, set_key, short_run_rules, with_max_steps,
+    accumulation_for, from_dict, parse_set_args, set_key, short_run_rules, with_max_steps,
 )
 from sunfish_lib.config.validation import (  # noqa: F401 (the allowed values: callers import them from config)
     BACKBONE_NEEDS, CACHES, DEFAULT_SAMPLERS, DEVICE_HELP, DTYPE_NAMES, LR_DECAYS, MASK_SCHEDULES, MASKED_LOSSES, MLPS,
-    NAN_POLICIES,
-    NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS, PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES,
+    NAN_POLICIES, NOISE_SCHEDULES, NORMS, OBJECTIVES, POS_ENCODINGS, PRECISIONS, PREDICTIONS, ROUNDINGS, SAMPLERS, STRATEGIES,
     validate_data, validate_diffusion, validate_model, validate_run, validate_sample, validate_train,
 )
 
@@ -441,14 +440,6 @@ class Config:
         self.sample.validate(self.diffusion, self.model)
         validate_run(self)
         return self
-
-
-def accumulation_for(global_batch_size: int, sequences_per_pass: int, accumulate_grad_batches: int = 1) -> int:
-    """Micro-batches per optimizer step that keep `global_batch_size` sequences per step
-    (0: no global batch fixed, `accumulate_grad_batches` as given)."""
-    if not global_batch_size:
-        return accumulate_grad_batches
-    return max(1, global_batch_size // sequences_per_pass)
 
 
 # -- presets ---------------------------------------------------------------------

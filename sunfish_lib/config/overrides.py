@@ -16,6 +16,14 @@ from typing import Any, Mapping
 from sunfish_lib.errors import ConfigError
 
 
+def accumulation_for(global_batch_size: int, sequences_per_pass: int, accumulate_grad_batches: int = 1) -> int:
+    """Micro-batches per optimizer step that keep `global_batch_size` sequences per step
+    (0: no global batch fixed, `accumulate_grad_batches` as given)."""
+    if not global_batch_size:
+        return accumulate_grad_batches
+    return max(1, global_batch_size // sequences_per_pass)
+
+
 def short_run_rules(cfg, overrides: Mapping[str, Any]):
     """The one place the short-run rule lives (CLI, notebooks, benches all go through it).
 
