@@ -203,9 +203,14 @@ CONTINUOUS_CASES = {
 }
 
 
+PLAIN = {"continuous_loss": "mse", "own_evidence": False, "time_warping": False, "embed_norm": False}
+"""The plain Diffusion-LM recipe: what the remote DDIM copies (CDCD's default refuses, below)."""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides, spread", [({"embed_dim": 16, "self_conditioning": True}, 1),
-                                               ({"pos_encoding": "rope", "prediction": "eps", "schedule": "cosine"}, 4)],
+@pytest.mark.parametrize("overrides, spread", [({**PLAIN, "embed_dim": 16, "self_conditioning": True}, 1),
+                                               ({**PLAIN, "pos_encoding": "rope", "prediction": "eps",
+                                                 "schedule": "cosine"}, 4)],
                          ids=["self-cond", "eps-cosine"])
 def test_continuous_export_ddim_like_sunfish(tmp_path, overrides, spread):
     """DDIM from the model's x0 output: Sunfish's tokens at eta 0 (deterministic after x_T) and, for the same seed,
@@ -222,3 +227,28 @@ def test_continuous_export_ddim_like_sunfish(tmp_path, overrides, spread):
         assert res[name] == ref.ids.tolist(), name
         assert res[name][0][:len(prompt_ids)] == prompt_ids and loaded.tokenizer.mask_token_id not in res[name][0]
         assert len(set(res[name][0][len(prompt_ids):])) >= spread, name
+
+
+REFUSAL_CHILD = BLOCKER + textwrap.dedent('''
+    import json, torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    folder, out_path = sys.argv[1], sys.argv[2]
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    try:
+        model.diffusion_generate(tok("ROMEO:", return_tensors="pt").input_ids, max_new_tokens=4, steps=2)
+        out = {"refused": None}
+    except NotImplementedError as e:
+        out = {"refused": str(e)}
+    out["sunfish_imported"] = sorted(m for m in sys.modules if m.startswith("sunfish_lib"))
+    open(out_path, "w").write(json.dumps(out))
+''')
+
+
+@pytest.mark.slow
+def test_a_cdcd_continuous_export_refuses_the_plain_ddim_copy(tmp_path):
+    """The default continuous recipe (CDCD: cross-entropy, score interpolation, own evidence) is not in the remote
+    copy: diffusion_generate says so and names `sunfish sample`, rather than sampling another chain."""
+    folder = _export(tmp_path, "continuous", 9)
+    res = _child(REFUSAL_CHILD, tmp_path, str(folder))
+    assert "continuous_loss=ce" in res["refused"] and "sunfish sample" in res["refused"]
