@@ -310,7 +310,7 @@ def _betas_from_alpha_bar(fn: Callable[[float], float], T: int) -> torch.Tensor:
     return torch.tensor([min(1.0 - fn((k + 1) / T) / fn(k / T), MAX_BETA) for k in range(T)], dtype=torch.float64)
 
 
-# Copied from sunfish_lib.diffusion.schedules.make_betas with ConfigError->ValueError
+# Copied from sunfish_lib.diffusion.schedules.make_betas with ConfigError->ValueError, NOISE_SCHEDULES->SCHEDULES
 def make_betas(kind: str, num_timesteps: int) -> torch.Tensor:
     """beta_1..beta_T of the named schedule, float64 (T,)."""
     if kind not in SCHEDULES:
