@@ -39,13 +39,13 @@ import torch
 
 from sunfish_lib.eval.compare import curves
 from sunfish_lib.data import make_loader
+from sunfish_lib.diffusion.continuous import PLAIN_RECIPE
 from sunfish_lib.eval.evaluate import evaluate_run, unigram_baseline
 from sunfish_lib.eval.quality import load_judge, sample_quality, token_measures
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.notebook.workbook import recipe_config, train_or_reuse
 
-PLAIN = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False,
-         "own_evidence": False}
+PLAIN = PLAIN_RECIPE
 CDCD = {**PLAIN, "continuous_loss": "ce", "embed_norm": True}
 CONFIGS: dict[str, dict] = {
     # Diffusion-LM as the seed had it: sqrt schedule, x0 MSE + rounding CE, embeddings at d_model.

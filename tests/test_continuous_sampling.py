@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from sunfish_lib.diffusion.continuous import PLAIN_RECIPE
 from sunfish_lib.config import ConfigError, DiffusionConfig, ModelConfig, get_config
 from sunfish_lib.diffusion import ContinuousDiffusion, build_objective
 from sunfish_lib.diffusion.analysis import loss_by_t
@@ -26,7 +27,7 @@ def _model(self_cond=False, emb=8, **kw):
     return Backbone(cfg.resolve("continuous"))
 
 
-PLAIN = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False}
+PLAIN = PLAIN_RECIPE
 """The plain Diffusion-LM recipe these mechanics tests were written for (the default is CDCD's since #26)."""
 
 

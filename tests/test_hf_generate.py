@@ -16,6 +16,7 @@ import textwrap
 import pytest
 import torch
 
+from sunfish_lib.diffusion.continuous import PLAIN_RECIPE
 from sunfish_lib.data import get_tokenizer
 from sunfish_lib.io.export import export_model
 from sunfish_lib.sampling.session import load_checkpoint, sample
@@ -203,8 +204,7 @@ CONTINUOUS_CASES = {
 }
 
 
-PLAIN = {"continuous_loss": "mse", "own_evidence": False, "time_warping": False, "embed_norm": False}
-"""The plain Diffusion-LM recipe: what the remote DDIM copies (CDCD's default refuses, below)."""
+PLAIN = PLAIN_RECIPE  # what the remote DDIM copies (CDCD's default refuses, below)
 
 
 @pytest.mark.slow

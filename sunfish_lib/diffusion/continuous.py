@@ -115,6 +115,12 @@ def gaussian_kl_to_standard(mean: torch.Tensor, var: torch.Tensor) -> torch.Tens
 # The objective
 # ----------------------------------------------------------------------------
 
+PLAIN_RECIPE = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False,
+                "own_evidence": False}
+"""Diffusion-LM as the seed had it (x0 MSE + rounding CE, raw embeddings): the overrides that undo the CDCD default;
+the recipe study's first row and what the exported remote DDIM copies."""
+
+
 class ContinuousDiffusion:
     """Gaussian diffusion on the backbone's token embeddings (see module docstring)."""
 
