@@ -247,8 +247,8 @@ REFUSAL_CHILD = BLOCKER + textwrap.dedent('''
 
 @pytest.mark.slow
 def test_a_cdcd_continuous_export_refuses_the_plain_ddim_copy(tmp_path):
-    """The default continuous recipe (CDCD: cross-entropy, score interpolation, own evidence) is not in the remote
+    """The CDCD continuous recipe (cross-entropy, score interpolation, own evidence) is not in the remote
     copy: diffusion_generate says so and names `sunfish sample`, rather than sampling another chain."""
-    folder = _export(tmp_path, "continuous", 9)
+    folder = _export(tmp_path, "continuous", 9, continuous_loss="ce", embed_norm=True)
     res = _child(REFUSAL_CHILD, tmp_path, str(folder))
     assert "continuous_loss=ce" in res["refused"] and "sunfish sample" in res["refused"]

@@ -1,7 +1,7 @@
 """The same flags build the same config (issue #31): every training command the README shows, re-run with
 `--resume` appended, is accepted by the run it started; and a zero-byte data file is one line, exit 2.
 
-The README's commands are read from README.md itself, so a command added there is replayed here too.
+The README's commands are read from README.md and docs/*.md themselves, so a command added there is replayed here too.
 The config half runs no training (`config_from_args` + the trainer's `prepare_run`, the check that refused
 the replay); one end-to-end case trains the issue's own command for a step and resumes it in-process.
 """
@@ -24,8 +24,9 @@ SHRINK = ["--set", "n_layers=1", "--set", "d_model=32", "--set", "n_heads=2", "-
 
 
 def readme_training_commands() -> list[str]:
-    """Every `sunfish train ...` the README shows that starts a run (not --resume, not --fast-dev-run)."""
-    text = (ROOT / "README.md").read_text()
+    """Every `sunfish train ...` the README and its docs/ pages show that starts a run (not --resume, not
+    --fast-dev-run)."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     found = [m.group(1).strip() for m in re.finditer(r"sunfish train ([^`#\n]*)", text)]
     return sorted({f"sunfish train {c}" for c in found if "--resume" not in c and "--fast-dev-run" not in c})
 

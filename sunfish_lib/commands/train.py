@@ -63,6 +63,8 @@ def config_from_args(args, saved=None):
     cfg = short_run_rules(cfg.override(overrides), overrides)
     if saved is not None and "max_steps" not in named:
         cfg = with_max_steps(cfg, saved.train.max_steps)  # the run's length holds unless --max-steps changes it
+    if saved is not None and "warmup_steps" not in named:  # a derived warmup follows the run being resumed
+        cfg = with_max_steps(cfg.override({"train.warmup_steps": saved.train.warmup_steps}), cfg.train.max_steps)
     return cfg.validate()
 
 

@@ -1,11 +1,11 @@
-"""Continuous (embedding-space) diffusion on the shared backbone: CDCD's recipe (the default) or plain Diffusion-LM.
+"""Continuous (embedding-space) diffusion on the shared backbone: plain Diffusion-LM (the default) or CDCD's recipe.
 
 Two training losses (`DiffusionConfig.continuous_loss`):
 
-- ce (the default since #26; CDCD, Dieleman et al. 2022): the backbone reads x_t and outputs token
+- ce (CDCD, Dieleman et al. 2022; `continuous_loss=ce`, see bench/continuous_recipe.py): the backbone reads x_t and outputs token
   logits, trained with cross-entropy; x0_hat = softmax(logits) @ table ("score interpolation", Sec. 3.1),
-  with L2-normalised embeddings, self-conditioning and time warping (Sec. 6.1, `time_warp.py`) on by default,
-  and `own_evidence` (default on): each position's exact Gaussian evidence log q(x_t,i | w) added to its logits,
+  with L2-normalised embeddings, self-conditioning and time warping (Sec. 6.1, `time_warp.py`) as options,
+  and `own_evidence`: each position's exact Gaussian evidence log q(x_t,i | w) added to its logits,
   so p(w_i | x_t) = p(w_i | x_t,-i) q(x_t,i | w_i) / Z and the network models only the context's part. Without
   it, a CE-trained softmax keeps a few % of mass off the right token even at SNR 40, and the bound's
   0.5 dSNR ||x_0 - x0_hat||^2 terms charge that at every high-SNR step (9.3 nats/token at 400 steps, against
@@ -117,7 +117,7 @@ def gaussian_kl_to_standard(mean: torch.Tensor, var: torch.Tensor) -> torch.Tens
 
 PLAIN_RECIPE = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False,
                 "own_evidence": False}
-"""Diffusion-LM as the seed had it (x0 MSE + rounding CE, raw embeddings): the overrides that undo the CDCD default;
+"""Diffusion-LM as the seed had it (x0 MSE + rounding CE, raw embeddings): the default, spelled out (the CDCD options off);
 the recipe study's first row and what the exported remote DDIM copies."""
 
 
