@@ -20,7 +20,7 @@ from sunfish_lib.config import PRESETS
 from sunfish_lib.data.tokenizer import get_tokenizer
 from sunfish_lib.model import Backbone
 from sunfish_lib.notebook.params import notebook_parameters
-from sunfish_lib import runs
+from sunfish_lib.notebook import runner as runs
 from sunfish_lib.notebook.runner import workbook_notebooks
 from sunfish_lib.train import trainer
 from tests import fuzz_oracle as oracle
