@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from sunfish_lib.config import DEFAULT_SAMPLERS
+from sunfish_lib.config import DEFAULT_SAMPLERS, SAMPLERS
 from sunfish_lib.cli import main
 from sunfish_lib.notebook.display import visible
 from sunfish_lib.sampling.trajectory import Trajectory
@@ -123,7 +123,7 @@ def test_cli_error_has_no_traceback_in_a_real_process(runs):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == ["error: sample.sampler='ddpm' does not fit objective 'masked'; "
-                                             "choose one of ancestral, low_confidence, random, threshold"]
+                                             f"choose one of {', '.join(SAMPLERS['masked'])}"]
 
 
 @pytest.mark.parametrize("change,message", [
