@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/where_diffusion_wins.py [--scale full|workbook|smoke] [--out DIR] [--parallel 2]
 
-Each model trains in stages (`task_lab.run_job`: 250, 500, 1000, ... steps, at most ~10 minutes of wall clock,
+Each model trains in stages (`task_lab.run_job`: 500, 1000, 2000, ... 16000 steps, at most ~10 minutes of wall clock,
 one torch thread, two models at once) and answers its task's test rows after every stage, so a missed
 target comes with its learning curve. The table compares objectives at the largest stage all of a task's
 models reached (equal tokens). Masked models report every decoding order (random, top probability,
