@@ -1,0 +1,75 @@
+"""Sample i of a call is a function of (model, settings, seed, i, its prompt), never of the batch around it.
+
+For every sampler the config allows per objective, at temperature > 0 on tiny untrained models: a prompt's
+sample 0 drawn alone equals row 0 of a batch of 4 and that prompt's row 0 inside a mixed `prompts=[...]` call
+(other prompts, other lengths, before and after it); its row 1 is the same in the batch of 4 and the mixed call.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sunfish_lib.config import SAMPLERS
+from sunfish_lib.data import get_tokenizer
+from sunfish_lib.model import Backbone
+from sunfish_lib.sampling.session import Loaded, sample
+from tests.train_helpers import small_config
+
+PROMPT = "ROMEO:"
+OTHERS = ("", "JULIET: O Romeo, Romeo!")  # one shorter and one longer than PROMPT, on either side of it
+CASES = [(objective, name) for objective, names in SAMPLERS.items() for name in names]
+EXTRA = {  # settings that change how a sampler couples rows: ReMDM remasking, semi-AR blocks, the approximate cache
+    "remask": ("masked", "low_confidence", {"remask": 0.3}),
+    "semi_ar": ("masked", "threshold", {"block_length": 4, "threshold": 0.05}),
+    "prefix_cache": ("masked", "low_confidence", {"cache": "prefix", "block_length": 4}),
+    "top_k_top_p": ("masked", "margin", {"top_k": 40, "top_p": 0.9}),
+    "ddpm_eta": ("continuous", "ddim", {"eta": 1.0}),
+}
+_MODELS: dict[str, Loaded] = {}
+
+
+def _loaded(objective: str) -> Loaded:
+    """A tiny untrained model of the objective (seeded), built once per test session."""
+    if objective not in _MODELS:
+        cfg = small_config(objective)
+        torch.manual_seed(0)
+        model = Backbone.from_config(cfg).eval()
+        _MODELS[objective] = Loaded(model, cfg, get_tokenizer("bpe", cfg.data.bpe_vocab_size))
+    return _MODELS[objective]
+
+
+def _settings(objective: str, sampler: str, **extra) -> dict:
+    steps = 8 if objective != "continuous" else 6
+    return {"sampler": sampler, "steps": steps, "length": 12, "temperature": 0.9, **extra}
+
+
+def _check(objective: str, mode: str, prompt: str, others: tuple[str, ...], seed: int, **settings) -> None:
+    loaded = _loaded(objective)
+    alone = sample(loaded, mode=mode, prompt=prompt, seed=seed, num_samples=1, **settings).texts
+    four = sample(loaded, mode=mode, prompt=prompt, seed=seed, num_samples=4, **settings).texts
+    mixed = sample(loaded, mode=mode, prompts=[others[0], prompt, others[1]], seed=seed, num_samples=2,
+                   **settings).texts
+    assert len(set(four)) > 1, "the rows of a batch must be different draws"
+    assert four[0] == alone[0], "row 0 of a batch of 4 differs from the sample drawn alone"
+    assert mixed[2:4] == four[:2], "the prompt's rows inside a mixed prompts call differ from its own batch"
+
+
+@pytest.mark.parametrize("objective,sampler", CASES, ids=[f"{o}-{s}" for o, s in CASES])
+def test_a_sample_does_not_depend_on_the_batch(objective, sampler):
+    _check(objective, "uncond", PROMPT, OTHERS, 3, **_settings(objective, sampler))
+
+
+@pytest.mark.parametrize("case", sorted(EXTRA))
+def test_a_sample_does_not_depend_on_the_batch_with_coupling_settings(case):
+    objective, sampler, extra = EXTRA[case]
+    _check(objective, "uncond", PROMPT, OTHERS, 5, **_settings(objective, sampler, **extra))
+
+
+INFILL = ("ROMEO: [MASK] love", "[MASK] Romeo", "O [MASK] thou art [MASK], JULIET")  # spans at other columns
+
+
+@pytest.mark.parametrize("objective,sampler", [c for c in CASES if c[0] != "ar"],
+                         ids=[f"{o}-{s}" for o, s in CASES if o != "ar"])
+def test_an_infill_does_not_depend_on_the_batch(objective, sampler):
+    _check(objective, "infill", INFILL[0], INFILL[1:], 7, **_settings(objective, sampler, mask_length=4))
