@@ -122,7 +122,8 @@ class BlockSampler(MaskedSampler):
             else:
                 done = self._fill_block(xw, pw, torch.ones_like(pw), steps, noise, placed, cb, done)
             ended = self._ended(x, prompt, c1)  # (B,) rows done: their remaining [MASK] become EOS, as alone
-            x[:, c1:] = torch.where(ended[:, None] & (x[:, c1:] == self.mask_id), self.eos_id, x[:, c1:])
+            if bool(ended.any()):
+                x[:, c1:] = torch.where(ended[:, None] & (x[:, c1:] == self.mask_id), self.eos_id, x[:, c1:])
             if bool(ended.all()):
                 break
         self._prefix = self._x = None
