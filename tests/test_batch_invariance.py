@@ -7,13 +7,17 @@ sample 0 drawn alone equals row 0 of a batch of 4 and that prompt's row 0 inside
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from sunfish_lib.cli import main
 from sunfish_lib.config import SAMPLERS
 from sunfish_lib.data import get_tokenizer
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling.session import Loaded, sample
+from tests.sampling_helpers import make_run
 from tests.train_helpers import small_config
 
 PROMPT = "ROMEO:"
@@ -73,3 +77,26 @@ INFILL = ("ROMEO: [MASK] love", "[MASK] Romeo", "O [MASK] thou art [MASK], JULIE
                          ids=[f"{o}-{s}" for o, s in CASES if o != "ar"])
 def test_an_infill_does_not_depend_on_the_batch(objective, sampler):
     _check(objective, "infill", INFILL[0], INFILL[1:], 7, **_settings(objective, sampler, mask_length=4))
+
+
+@pytest.mark.parametrize("extra", [{"block_length": 4}, {"block_length": 4, "remask": 0.3}], ids=["semi_ar", "remask"])
+def test_rows_with_other_block_counts_keep_their_own_schedule(extra):
+    """The other prompts have more semi-AR blocks than this one's single span: its steps are still its own."""
+    _check("masked", "infill", INFILL[0], INFILL[1:], 9, **_settings("masked", "low_confidence", mask_length=4, **extra))
+
+
+@pytest.mark.parametrize("objective,sampler", [("masked", "threshold"), ("block", "random")])
+def test_sunfish_sample_with_prompts_gives_each_prompt_its_own_samples(tmp_path, capsys, objective, sampler):
+    """The CLI path: `--num-samples 1`, `--num-samples 4` and a `--prompts` file agree on the prompt's samples."""
+    run = make_run(tmp_path / "run", objective)
+    (tmp_path / "prompts.txt").write_text("\n".join([OTHERS[1], PROMPT, "JULIET:"]) + "\n")
+    flags = ["--sampler", sampler, "--steps", "6", "--length", "10", "--temperature", "0.8", "--seed", "11",
+             "--no-save", "--json"]
+
+    def texts(*argv):
+        assert main(["sample", str(run), *argv, *flags]) == 0
+        return json.loads(capsys.readouterr().out)["texts"]
+
+    alone, four = texts("--prompt", PROMPT, "--num-samples", "1"), texts("--prompt", PROMPT, "--num-samples", "4")
+    mixed = texts("--prompts", str(tmp_path / "prompts.txt"), "--num-samples", "2")
+    assert len(set(four)) == 4 and four[0] == alone[0] and mixed[2:4] == four[:2]
