@@ -16,6 +16,7 @@ from sunfish_lib.cli import main
 from sunfish_lib.config import SAMPLERS
 from sunfish_lib.data import get_tokenizer
 from sunfish_lib.model import Backbone
+from sunfish_lib.sampling.block import BlockSampler
 from sunfish_lib.sampling.session import Loaded, sample
 from tests.sampling_helpers import make_run
 from tests.train_helpers import small_config
@@ -100,3 +101,24 @@ def test_sunfish_sample_with_prompts_gives_each_prompt_its_own_samples(tmp_path,
     alone, four = texts("--prompt", PROMPT, "--num-samples", "1"), texts("--prompt", PROMPT, "--num-samples", "4")
     mixed = texts("--prompts", str(tmp_path / "prompts.txt"), "--num-samples", "2")
     assert len(set(four)) == 4 and four[0] == alone[0] and mixed[2:4] == four[:2]
+
+
+def test_a_block_row_that_emitted_eos_ends_as_it_would_alone():
+    """Variable length (EOS allowed): a row that has ended gets EOS in its remaining blocks at once, even while other
+    rows of its batch go on, so it reads as it does alone."""
+    from tests.test_block_sampling import EOS, K, L, MASK, V, model_of, start
+
+    model = model_of()
+    head, bias = model.logits, torch.zeros(V)
+    bias[EOS] = 3.0  # an untrained model seldom emits EOS: make it likely enough to end rows early
+    model.logits = lambda h: head(h) + bias
+    s = BlockSampler(model, MASK, kind="low_confidence", steps=L, temperature=1.0, block_size=K, eos_id=EOS)
+    coupled = 0
+    for seed in range(8):
+        alone, four = s(start(1), seed=seed).ids[0], s(start(4), seed=seed).ids
+        assert torch.equal(four[0], alone), seed
+        first_eos = [int((r[2:] == EOS).nonzero()[0]) + 2 if (r[2:] == EOS).any() else L for r in four]
+        coupled += first_eos[0] < L - K and max(first_eos) == L  # row 0 ended early while another row went on
+        if first_eos[0] < L:
+            assert (alone[(first_eos[0] // K + 1) * K:] == EOS).all()  # the blocks after its EOS's are all EOS
+    assert coupled >= 1  # the case this test is about happened
