@@ -30,6 +30,7 @@ EXTRA = {  # settings that change how a sampler couples rows: ReMDM remasking, s
     "prefix_cache": ("masked", "low_confidence", {"cache": "prefix", "block_length": 4}),
     "top_k_top_p": ("masked", "margin", {"top_k": 40, "top_p": 0.9}),
     "ddpm_eta": ("continuous", "ddim", {"eta": 1.0}),
+    "cfg": ("masked", "low_confidence", {"cfg_scale": 1.5}),
 }
 _MODELS: dict[str, Loaded] = {}
 
@@ -69,6 +70,11 @@ def test_a_sample_does_not_depend_on_the_batch(objective, sampler):
 def test_a_sample_does_not_depend_on_the_batch_with_coupling_settings(case):
     objective, sampler, extra = EXTRA[case]
     _check(objective, "uncond", PROMPT, OTHERS, 5, **_settings(objective, sampler, **extra))
+
+
+def test_an_unprompted_row_beside_prompted_ones_is_as_alone_under_guidance():
+    """Classifier-free guidance runs for the batch once any row has a prompt; a row without one gets un = cond."""
+    _check("masked", "uncond", "", (PROMPT, OTHERS[1]), 4, **_settings("masked", "low_confidence", cfg_scale=1.5))
 
 
 INFILL = ("ROMEO: [MASK] love", "[MASK] Romeo", "O [MASK] thou art [MASK], JULIET")  # spans at other columns
