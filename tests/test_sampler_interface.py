@@ -42,7 +42,7 @@ def test_registry_names_every_sampler():
 @pytest.mark.parametrize("name", sorted(OBJECTIVE))
 def test_every_sampler_has_the_same_call(tok, name):
     """Built from SampleConfig by the registry; sampler(ids, mask, seed, callback, record) -> SamplerOutput,
-    the same ids as the loop it wraps given the same generator."""
+    the same ids as the loop it wraps given the same row streams (seed 3)."""
     cfg = small_config(OBJECTIVE[name], sampler=name, steps=4)
     model = _model(cfg)
     sampler = build_sampler(model, cfg, tok)
