@@ -33,11 +33,12 @@ sys.path.insert(0, str(ROOT))
 def _time(sampler, args, device) -> tuple[float, int]:
     import torch
 
-    g = torch.Generator(device=device).manual_seed(args.seed)
+    from sunfish_lib.sampling.noise import RowNoise
+
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    sampler.sample(args.batch, args.length, generator=g)
+    sampler.sample(args.batch, args.length, noise=RowNoise(args.seed))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0, sampler.forward_passes

@@ -41,6 +41,7 @@ import sunfish_lib.sampling.continuous as continuous_sampling
 from sunfish_lib.config import SAMPLERS, get_config
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling.filters import gumbel_noise
+from sunfish_lib.sampling.noise import RowNoise
 from sunfish_lib.sampling.samplers import build_sampler
 
 ORDER = ("ddpm", "ddim", "ancestral", "low_confidence", "random", "threshold", "ar")
@@ -109,11 +110,10 @@ def time_sampler(sampler: str, shape: dict, vocab: int, device: str) -> dict:
     rounding = Timed(continuous_sampling.nearest_tokens, device)
     s = build_sampler(model, cfg, tok)
     x = torch.full((shape["batch"], shape["length"]), tok.mask_token_id, device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
     continuous_sampling.nearest_tokens = rounding
     try:
         t0 = time.perf_counter()
-        out = s.generate(x, generator=gen)
+        out = s.generate(x, noise=RowNoise(0))
         if device == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0

@@ -43,10 +43,12 @@ def test_cached_block_pass_equals_the_training_forward():
 @pytest.mark.parametrize("kind", ["ancestral", "low_confidence", "threshold", "random"])
 def test_cached_sampling_equals_uncached_token_for_token_at_temperature_zero(kind):
     model = model_of()
-    outs = {}
+    outs, widths, encode = {}, [], model.encode
     for cached in (True, False):
         s = BlockSampler(model, MASK, kind=kind, steps=L, temperature=0.0, block_size=K, exact_cache=cached,
                          exclude_ids=[EOS])
+        if not cached:  # the positions each uncached pass runs
+            model.encode = lambda x, **kw: widths.append(x.shape[1]) or encode(x, **kw)
         outs[cached] = (s(start(), seed=3), s.positions)
     (a, pos_a), (b, pos_b) = outs[True], outs[False]
     assert torch.equal(a.ids, b.ids)
@@ -54,7 +56,9 @@ def test_cached_sampling_equals_uncached_token_for_token_at_temperature_zero(kin
     noisy = b.forward_passes  # uncached: one pass per denoising step over prefix + block
     assert a.forward_passes == noisy + (L // K - 1)  # cached: the same steps + one pass per finished block
     assert pos_a == 2 * (K * noisy + (L - K))  # each step runs the block only; clean blocks run once
-    assert pos_b > 2 * pos_a  # the uncached path reruns the prefix at every step
+    assert set(widths) == {K, 2 * K, 3 * K, 4 * K}  # the uncached path reruns the prefix at every step
+    if kind != "ancestral":  # a step costs a pass whatever the draws (ancestral's unmasking coins skip some)
+        assert pos_b > 2 * pos_a
 
 
 def test_blocks_fill_left_to_right_and_each_block_is_finished_before_the_next():

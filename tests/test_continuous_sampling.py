@@ -16,6 +16,7 @@ from sunfish_lib.eval.evaluate import evaluate_likelihood
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling import ContinuousSampler, Trajectory, expand_masks, mask_spans, template_ids
 from sunfish_lib.sampling import continuous as continuous_sampling
+from sunfish_lib.sampling.noise import RowNoise
 
 V, MASK, PAD = 40, 1, 2
 
@@ -198,7 +199,7 @@ def test_infilling_keeps_every_prompt_token(kind, steps, clamp):
     x = mask_spans(prompt, [2, 11], 4, MASK)
     x[2, 17:] = MASK
     sampler = ContinuousSampler(model, obj, kind=kind, steps=steps, clamp=clamp, mask_id=MASK, exclude_ids=[PAD])
-    out = sampler.generate(x, generator=g)
+    out = sampler.generate(x, noise=RowNoise(4))
     known = x != MASK
     assert torch.equal(out[known], prompt[known])
     assert not ((out == MASK) | (out == PAD)).any()  # never emits excluded ids
@@ -209,9 +210,9 @@ def test_held_positions_follow_the_forward_marginal():
     """Known positions are reset to a fresh draw of q(x_s | x_0) after every step (and to x_0 at the end)."""
     model, obj = _model(), _objective()
     sampler = ContinuousSampler(model, obj, steps=5, mask_id=MASK)
-    x0 = torch.full((20000, 1, 8), 2.0)
-    known = torch.ones(20000, 1, dtype=torch.bool)
-    held = sampler._hold(torch.zeros_like(x0), x0, known, 40, torch.Generator().manual_seed(5))
+    x0 = torch.full((1, 20000, 8), 2.0)
+    known = torch.ones(1, 20000, dtype=torch.bool)
+    held = sampler._hold(torch.zeros_like(x0), x0, known, 40, RowNoise(5))
     ab = obj.schedule.alpha_bar[40].item()
     assert held.mean().item() == pytest.approx(2 * math.sqrt(ab), abs=0.01)
     assert held.var().item() == pytest.approx(1 - ab, rel=0.02)
@@ -224,12 +225,12 @@ def test_unconditional_deterministic_and_trajectory(monkeypatch):
     calls = []
     real = continuous_sampling.nearest_tokens
     monkeypatch.setattr(continuous_sampling, "nearest_tokens", lambda *a, **k: calls.append(1) or real(*a, **k))
-    a = sampler.sample(2, 9, generator=torch.Generator().manual_seed(6))
+    a = sampler.sample(2, 9, noise=RowNoise(6))
     assert len(calls) == 1  # trajectory off: only the final rounding, nothing per step
-    b = sampler.sample(2, 9, generator=torch.Generator().manual_seed(6))
+    b = sampler.sample(2, 9, noise=RowNoise(6))
     assert a.shape == (2, 9) and torch.equal(a, b)
     traj = Trajectory(sampler="ddim")
-    c = sampler.sample(2, 9, generator=torch.Generator().manual_seed(6), trajectory=traj)
+    c = sampler.sample(2, 9, noise=RowNoise(6), trajectory=traj)
     assert torch.equal(a, c) and len(traj) == 6 and traj.fields() == ["distance", "entropy", "tokens"]
     assert traj.stack("tokens").shape == (6, 2, 9) and traj.stack("distance").shape == (6, 2, 9)
     assert traj.times == sorted(traj.times, reverse=True) and traj.times[0] == 1.0
@@ -241,10 +242,10 @@ def test_clamping_snaps_every_prediction_to_an_embedding():
     model, obj = _model(), _objective()
     traj = Trajectory()
     ContinuousSampler(model, obj, steps=5, clamp=True, rounding="euclidean").sample(
-        2, 6, generator=torch.Generator().manual_seed(7), trajectory=traj)
+        2, 6, noise=RowNoise(7), trajectory=traj)
     assert traj.stack("distance").abs().max().item() < 1e-5
     traj2 = Trajectory()
-    ContinuousSampler(model, obj, steps=5, clamp=False).sample(2, 6, generator=torch.Generator().manual_seed(7),
+    ContinuousSampler(model, obj, steps=5, clamp=False).sample(2, 6, noise=RowNoise(7),
                                                                trajectory=traj2)
     assert traj2.stack("distance").min().item() > 1e-3
 
@@ -254,7 +255,7 @@ def test_self_conditioned_sampling_feeds_previous_estimate():
     seen = []
     real = model.encode
     model.encode = lambda *a, **k: seen.append(k.get("self_cond")) or real(*a, **k)
-    ContinuousSampler(model, obj, steps=3).sample(1, 4, generator=torch.Generator().manual_seed(8))
+    ContinuousSampler(model, obj, steps=3).sample(1, 4, noise=RowNoise(8))
     assert seen[0] is None and all(s is not None and s.shape == (1, 4, 8) for s in seen[1:]) and len(seen) == 3
 
 

@@ -13,6 +13,7 @@ from sunfish_lib.sampling.analysis import ar_ness, commit_order
 from sunfish_lib.sampling.masked import MaskedSampler
 from sunfish_lib.sampling.settings import SETTINGS, applies, check_settings
 from sunfish_lib.sampling.trajectory import Trajectory
+from sunfish_lib.sampling.noise import RowNoise
 
 V, MASK = 5, 4
 
@@ -42,7 +43,7 @@ def _run(kind, remask=0.0, steps=3, x=None, seed=0):
     s = MaskedSampler(model, MASK, kind=kind, steps=steps, temperature=0.0, remask=remask)
     traj = Trajectory(sampler=kind)
     x = torch.full((1, 3), MASK) if x is None else x
-    out = s.generate(x, trajectory=traj, generator=torch.Generator().manual_seed(seed))
+    out = s.generate(x, trajectory=traj, noise=RowNoise(seed))
     return out, traj
 
 
@@ -77,7 +78,7 @@ def test_remasking_commits_again_and_still_ends_unmasked_after_its_steps():
     model = FixedBeliefs(PROBS * 4)  # 12 positions
     s = MaskedSampler(model, MASK, kind="low_confidence", steps=6, temperature=0.0, remask=0.5)
     traj = Trajectory()
-    out = s.generate(torch.full((1, 12), MASK), trajectory=traj, generator=torch.Generator().manual_seed(0))
+    out = s.generate(torch.full((1, 12), MASK), trajectory=traj, noise=RowNoise(0))
     assert (out != MASK).all() and len(traj) == 6
     remasked = traj.stack("remasked")
     assert remasked.sum() > 0 and not remasked[-1].any()  # never after the last step

@@ -47,8 +47,18 @@ def test_the_steps_actually_run_are_reported(runs):
     panel.sampler.value = "low_confidence"  # commits at least one position a step: 3 steps fill 3 masks
     panel.generate()
     assert panel.error is None and panel.steps_run == 3  # one masked position per step at most: 3, not 50
-    assert "3 steps run of 50 requested" in panel.output.value
+    assert "3 steps run of 50 requested (3 positions to fill, at least one per step)" in panel.output.value
     assert panel.progress.value == panel.progress.max == 3
+
+
+@pytest.mark.parametrize("threshold", [0.9, 0.7, 0.5])
+def test_a_threshold_that_commits_one_token_per_pass_says_why_steps_ran_past_the_request(runs, threshold):
+    panel = SamplingPanel(checkpoint=runs["masked"])  # untrained: no confidence comes near 0.5
+    panel.sampler.value, panel.steps.value, panel.threshold.value = "threshold", 4, threshold
+    panel.generate()
+    assert panel.error is None and panel.steps_run == 6  # length 6, one token per pass
+    assert (f"6 steps run of 4 requested (threshold {threshold} commits fewer tokens per pass than the 4-step "
+            "schedule asks; the fallback commits at least one per pass)") in panel.output.value
 
 
 def test_picker_finds_nested_models_and_follows_the_checkpoint_box(runs):

@@ -13,6 +13,7 @@ from torch import nn
 from sunfish_lib.model import KVCache
 from sunfish_lib.sampling import MaskedSampler, filter_logits, sample_ar, sample_categorical
 from sunfish_lib.sampling.filters import compiled_step, inverse_cdf, sample_tokens
+from sunfish_lib.sampling.noise import RowNoise
 
 V, MASK = 40, 39
 LOGITS = torch.linspace(2.5, -4.0, V - 1).double()  # the model's logits over the real tokens (MASK excluded)
@@ -83,7 +84,7 @@ class FixedAR(nn.Module):
 @pytest.mark.parametrize("s", SETTINGS, ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()) or "plain")
 def test_sample_tokens_matches_the_filtered_softmax(s):
     rows = LOGITS.float().expand(60_000, -1)
-    tok, conf = sample_tokens(rows, generator=torch.Generator().manual_seed(1), **s)
+    tok, conf = sample_tokens(rows, noise=RowNoise(1), **s)
     probs = expected(**s)[:-1]
     check(tok, torch.cat([probs, torch.zeros(1, dtype=torch.float64)]), torch.cat([_wrong(s)[:-1], torch.zeros(1)]))
     # confidence is p(token) under the untempered, unfiltered softmax (LLaDA / Fast-dLLM)
@@ -101,14 +102,14 @@ def test_every_masked_sampler_position_follows_the_model(kind, extra, s):
     every draw (their later-step selections are by design biased toward confident tokens).
     """
     x = torch.full((1500, 16), MASK)
-    out = MaskedSampler(FixedDist(), MASK, kind=kind, **extra, **s).generate(x, generator=torch.Generator().manual_seed(2))
+    out = MaskedSampler(FixedDist(), MASK, kind=kind, **extra, **s).generate(x, noise=RowNoise(2))
     check(out, expected(**s), _wrong(s))
 
 
 @pytest.mark.parametrize("s", [dict(), dict(temperature=1.5, top_k=7), dict(temperature=0.8, top_p=0.9)],
                          ids=["plain", "tempered-topk", "tempered-topp"])
 def test_ar_sampler_follows_the_model(s):
-    out = sample_ar(FixedAR(), torch.zeros(1500, 1, dtype=torch.long), 12, generator=torch.Generator().manual_seed(3),
+    out = sample_ar(FixedAR(), torch.zeros(1500, 1, dtype=torch.long), 12, noise=RowNoise(3),
                     exclude_ids=[MASK], **s)
     check(out[:, 1:], expected(**s), _wrong(s))
 
@@ -135,10 +136,9 @@ def test_sample_categorical_never_draws_a_removed_token():
 
 
 def test_greedy_draws_no_random_numbers():
-    gen = torch.Generator().manual_seed(5)
-    state = gen.get_state()
-    tok, conf = sample_tokens(torch.randn(10, 50), temperature=0, top_k=3, generator=gen)
-    assert torch.equal(gen.get_state(), state)
+    noise, one = RowNoise(5), torch.ones(2, 3, dtype=torch.bool)
+    tok, conf = sample_tokens(torch.randn(10, 50), temperature=0, top_k=3, noise=noise)
+    assert torch.equal(noise.uniform(one), RowNoise(5).uniform(one))  # the streams are untouched
     assert conf.dtype == torch.float64 and (conf > 0).all() and (conf <= 1).all()
 
 
@@ -149,11 +149,11 @@ def test_compiled_step_gives_identical_tokens():
     torch.manual_seed(0)
     rows = torch.randn(64, 300)
     for s in (dict(), dict(temperature=0.7, top_k=9)):
-        a = sample_tokens(rows, generator=torch.Generator().manual_seed(6), **s)
-        b = sample_tokens(rows, generator=torch.Generator().manual_seed(6), step=step, **s)
+        a = sample_tokens(rows, noise=RowNoise(6), **s)
+        b = sample_tokens(rows, noise=RowNoise(6), step=step, **s)
         assert torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1])
     model = FixedDist()
     x = torch.full((4, 16), MASK)
-    outs = [MaskedSampler(model, MASK, steps=4, compile=c).generate(x, generator=torch.Generator().manual_seed(7))
+    outs = [MaskedSampler(model, MASK, steps=4, compile=c).generate(x, noise=RowNoise(7))
             for c in (False, True)]
     assert torch.equal(outs[0], outs[1])

@@ -11,6 +11,7 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
 from sunfish_lib.sampling import MaskedSampler, Trajectory, filter_logits, gumbel_noise, sample_ar, sample_categorical
 from sunfish_lib.sampling.masked import _threshold_commit, _topk_commit, _transfer_schedule
+from sunfish_lib.sampling.noise import RowNoise
 
 VOCAB, MASK = 50, 49
 
@@ -81,7 +82,7 @@ def test_every_sampler_fills_all_masks_keeps_prompt(kind, extra):
     x = _prompted()
     sampler = MaskedSampler(model, MASK, kind=kind, steps=10, **extra)
     traj = Trajectory(sampler=kind)
-    out = sampler.generate(x, generator=torch.Generator().manual_seed(0), trajectory=traj)
+    out = sampler.generate(x, noise=RowNoise(0), trajectory=traj)
     assert (out != MASK).all()
     given = x != MASK
     assert torch.equal(out[given], x[given])
@@ -108,7 +109,7 @@ def test_ancestral_marginal_matches_model_distribution():
     model = FixedDist(p.clamp_min(1e-30))
     x = torch.full((4000, 8), MASK)
     sampler = MaskedSampler(model, MASK, kind="ancestral", steps=16)
-    out = sampler.generate(x, generator=torch.Generator().manual_seed(0))
+    out = sampler.generate(x, noise=RowNoise(0))
     freq = torch.bincount(out.flatten(), minlength=VOCAB)[:4].double() / out.numel()
     assert torch.allclose(freq, p[:4], atol=0.01)
     assert sampler.forward_passes <= 16  # ddpm_cache: steps that unmask nothing reuse the prediction
@@ -118,9 +119,9 @@ def test_ancestral_cache_saves_forward_passes_when_nothing_changes():
     p = torch.full((VOCAB,), 1.0 / (VOCAB - 1)).double()
     x = torch.full((1, 2), MASK)  # 2 tokens over 100 steps: most steps unmask nothing
     cached = MaskedSampler(FixedDist(p), MASK, kind="ancestral", steps=100)
-    cached.generate(x, generator=torch.Generator().manual_seed(0))
+    cached.generate(x, noise=RowNoise(0))
     uncached = MaskedSampler(FixedDist(p), MASK, kind="ancestral", steps=100, use_cache=False)
-    uncached.generate(x, generator=torch.Generator().manual_seed(0))
+    uncached.generate(x, noise=RowNoise(0))
     assert cached.forward_passes <= 3 < uncached.forward_passes
 
 
@@ -155,7 +156,7 @@ def test_ar_sampling_kv_cache_equals_full_recompute():
             ref = torch.cat([ref, m(ref)[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(out, ref)
     traj = Trajectory()
-    out2 = sample_ar(m, prompt, 5, generator=torch.Generator().manual_seed(0), trajectory=traj)
+    out2 = sample_ar(m, prompt, 5, noise=RowNoise(0), trajectory=traj)
     assert out2.shape == (2, 8) and len(traj) == 5 and torch.equal(out2[:, :3], prompt)
 
 

@@ -28,6 +28,7 @@ from sunfish_lib.io.export import load_for_inference
 from sunfish_lib.sampling.analysis import ar_ness
 from sunfish_lib.sampling.autoregressive import sample_ar
 from sunfish_lib.sampling.masked import MaskedSampler
+from sunfish_lib.sampling.noise import RowNoise
 from sunfish_lib.sampling.trajectory import Trajectory
 from sunfish_lib.tasks import accuracy, load_task
 
@@ -96,7 +97,7 @@ def answer_masked(model, cfg, tok, rows, *, sampler: str, remask: float = 0.0, i
                           schedule=MaskSchedule(cfg.diffusion.mask_schedule), shift_logits=cfg.diffusion.shift_logits,
                           exclude_ids=[tok.pad_token_id])
         traj = Trajectory(sampler=sampler) if record and first_traj is None else None
-        out = s.generate(x.to(dev), generator=torch.Generator(device=dev).manual_seed(seed + b), trajectory=traj)
+        out = s.generate(x.to(dev), noise=RowNoise(seed, range(b, b + len(part))), trajectory=traj)  # row i: (seed, i)
         first_traj = first_traj or traj
         answers += [_answer(tok, out[i, sp].cpu()) for i, sp in enumerate(spans)]
     return answers, first_traj

@@ -285,9 +285,11 @@ class SamplingPanel:
 
     def summary(self) -> str:
         """One line: objective, sampler, steps requested and run, forward passes, time."""
-        s = self.last.sample
-        ran = f"{self.steps_run} steps run" + (f" of {s.steps} requested" if self.loaded.iterative
-                                               and self.steps_run != s.steps else "")
+        s, gen = self.last.sample, self.last
+        ran = f"{self.steps_run} steps run"
+        if self.loaded.iterative and self.steps_run != s.steps:
+            filled = int((gen.start == self.loaded.tokenizer.mask_token_id).sum(1).max())
+            ran += f" of {s.steps} requested ({steps_note(s, self.steps_run, filled)})"
         return (f"{self.loaded.objective} / {s.sampler}, {ran}, seed {self.seed.value}: "
                 f"{self.last.forward_passes} forward passes in {self.timings['total_s']:.2f} s")
 
@@ -300,6 +302,20 @@ class SamplingPanel:
         """One line in the output area; the panel stays usable."""
         self.error = " ".join(str(message).split())
         self.output.value = f'<div class="sunfish-error" style="color:#b00020">error: {html.escape(self.error)}</div>'
+
+
+def steps_note(s, run: int, filled: int) -> str:
+    """Why a sampler with settings s ran `run` steps, not the `s.steps` requested, for `filled` [MASK] per row."""
+    if run > s.steps and s.sampler == "threshold":
+        return (f"threshold {s.threshold} commits fewer tokens per pass than the {s.steps}-step schedule asks; "
+                "the fallback commits at least one per pass")
+    if run > s.steps:
+        return "the passes past the schedule commit the masks still left"
+    if s.sampler == "threshold":
+        return f"threshold {s.threshold} committed several tokens on some passes"
+    if filled < s.steps and s.sampler != "ancestral":
+        return f"{filled} positions to fill, at least one per step"
+    return "every [MASK] was filled before the schedule ended"
 
 
 class TrajectoryViewer:

@@ -11,7 +11,7 @@ _WHERE = {
     "ContinuousSampler": "continuous", "GaussianScheduler": "continuous",
     "filter_logits": "filters", "gumbel_noise": "filters", "sample_categorical": "filters",
     "expand_masks": "infill", "mask_spans": "infill", "template_ids": "infill",
-    "MaskedSampler": "masked",
+    "MaskedSampler": "masked", "RowNoise": "noise",
     # rounding (Diffusion-LM's clamp to the nearest embedding) is defined with the objective it inverts
     "nearest_tokens": "sunfish_lib.diffusion.rounding", "snap_to_embeddings": "sunfish_lib.diffusion.rounding",
     "Trajectory": "trajectory",

@@ -10,6 +10,7 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import KVCache
 from sunfish_lib.sampling.base import Sampler
 from sunfish_lib.sampling.filters import sample_tokens
+from sunfish_lib.sampling.noise import RowNoise
 from sunfish_lib.sampling.trajectory import Trajectory
 
 
@@ -22,7 +23,7 @@ def sample_ar(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    noise: RowNoise | None = None,
     trajectory: Trajectory | None = None,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
     exclude_ids: Sequence[int] = (),
@@ -31,7 +32,8 @@ def sample_ar(
 
     The prompt is prefilled in one pass; each new token costs one single-position pass.
     temperature 0 is greedy (argmax); top_k/top_p filter whatever the temperature; `exclude_ids`
-    (e.g. [MASK], [PAD], EOS) are never emitted.
+    (e.g. [MASK], [PAD], EOS) are never emitted. `noise`: the rows' streams (`noise.RowNoise`; None: torch's
+    global generator), one uniform per row and token.
     """
     if prompt.shape[1] < 1:
         raise ValueError("AR sampling needs a prompt of at least one token (e.g. EOS as BOS)")
@@ -45,8 +47,9 @@ def sample_ar(
         return out
 
     logits = last_logits(prompt)
+    every = torch.ones(prompt.shape[0], 1, dtype=torch.bool, device=prompt.device)  # (B, 1): one draw per row
     for i in range(length):
-        nxt, conf = sample_tokens(logits, temperature, top_k, top_p, generator, overwrite=True)  # (B,), (B,) float64
+        nxt, conf = sample_tokens(logits, temperature, top_k, top_p, noise, every, overwrite=True)  # (B,), (B,) f64
         x = torch.cat([x, nxt[:, None]], 1)
         if trajectory is not None:
             trajectory.record(1 - (i + 1) / length, tokens=x, confidence=conf[:, None].float())
@@ -68,7 +71,7 @@ class ARSampler(Sampler):
         self.exclude_ids = sorted({mask_id, *exclude_ids})
         self.forward_passes = 0
 
-    def generate(self, x: torch.Tensor, *, generator=None, trajectory=None, callback=None) -> torch.Tensor:
+    def generate(self, x: torch.Tensor, *, noise=None, trajectory=None, callback=None) -> torch.Tensor:
         masked = x == self.mask_id
         p = int(masked[0].nonzero()[0]) if masked[0].any() else x.shape[1]
         if not (masked[:, p:].all() and not masked[:, :p].any()):
@@ -77,7 +80,7 @@ class ARSampler(Sampler):
         prompt = x[:, :p] if p else torch.full((x.shape[0], 1), self.bos_id, device=x.device)
         wide = None if trajectory is None else _FullWidth(trajectory, x, 0 if p else 1, self.mask_id)
         out = sample_ar(self.model, prompt, x.shape[1] - p, temperature=self.temperature, top_k=self.top_k,
-                        top_p=self.top_p, generator=generator, trajectory=wide, callback=callback,
+                        top_p=self.top_p, noise=noise, trajectory=wide, callback=callback,
                         exclude_ids=self.exclude_ids)
         self.forward_passes = x.shape[1] - p
         return out if p else out[:, 1:]

@@ -8,7 +8,9 @@ the tokenizer's special ids) and called the same way:
 
 `ids` (B, T) are the prompt ids; `mask` (B, T) marks the positions to generate (None: the
 positions already holding [MASK]); `attention_mask` (B, T), 0 on right padding, lets rows of
-different lengths share a batch. Each sampler class owns its loop (`generate`: the
+different lengths share a batch. Randomness: row b draws from its own stream seeded from (seed, its sample
+index) (`noise.RowNoise`; `rows=` gives the indices, default 0..B-1), so a row's sample does not depend on the
+rows beside it. Each sampler class owns its loop (`generate`: the
 bookkeeping — blocks, step counts, trajectory, callback) and a `step` that is one reverse
 update, testable alone (`MaskedSampler.step`, `GaussianScheduler.step`; the AR step is one
 `filters.sample_tokens` draw from the last position's logits).
@@ -21,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from sunfish_lib.sampling.noise import RowNoise
 from sunfish_lib.sampling.trajectory import Trajectory
 
 
@@ -33,25 +36,26 @@ class SamplerOutput:
 
 
 class Sampler:
-    """Mixin: the uniform call over a class with `generate(x, generator=, trajectory=, callback=)`,
+    """Mixin: the uniform call over a class with `generate(x, noise=, trajectory=, callback=)`,
     `mask_id` and `forward_passes`."""
 
     name = "sampler"
     key_padding = False
     """`generate` takes `attention_mask` (right padding never attended to), so rows of several lengths run
-    as one batch; otherwise the caller runs each length as its own batch."""
+    as one batch; otherwise the caller runs each group of rows with the same length and [MASK] columns as its
+    own batch (blocks, an approximate cache's window and the AR prefix are columns the batch shares)."""
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None = None, *, seed: int = 0,
-                 generator: torch.Generator | None = None, record: bool | Trajectory = False,
+                 rows: list[int] | None = None, noise: RowNoise | None = None, record: bool | Trajectory = False,
                  callback: Callable[[int, int, torch.Tensor], None] | None = None,
                  attention_mask: torch.Tensor | None = None) -> SamplerOutput:
         x = ids.clone()
         if mask is not None:
             x[mask.bool()] = self.mask_id
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(seed)
+        if noise is None:
+            noise = RowNoise(seed, rows)
         trajectory = record if isinstance(record, Trajectory) else (
             Trajectory(sampler=self.name, meta={"seed": seed}, start=x.cpu()) if record else None)
         kw = {} if attention_mask is None else {"attention_mask": attention_mask}
-        out = self.generate(x, generator=generator, trajectory=trajectory, callback=callback, **kw)
+        out = self.generate(x, noise=noise, trajectory=trajectory, callback=callback, **kw)
         return SamplerOutput(out, int(self.forward_passes), trajectory, getattr(self, "positions", None))

@@ -13,7 +13,8 @@ from j - 1, the block's first from the clean pass of the block before, exactly a
 
 `steps` is the total, spread over the blocks (`masked._split_steps`). Variable length: with EOS allowed
 (`sample.allow_eos`), generation stops after the block in which every row has emitted an EOS; the
-positions left are filled with EOS.
+positions left are filled with EOS; a row that has ended gets EOS in its remaining positions at once, so it
+draws nothing more and reads as it would alone.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from sunfish_lib.diffusion.block import block_causal_mask
 from sunfish_lib.model.layers import PrefixCache
 from sunfish_lib.sampling.masked import MaskedSampler, _split_steps
+from sunfish_lib.sampling.noise import RowNoise
 from sunfish_lib.sampling.trajectory import Trajectory
 
 
@@ -88,7 +90,7 @@ class BlockSampler(MaskedSampler):
 
     # -- public ----------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, x: torch.Tensor, *, generator: torch.Generator | None = None,
+    def generate(self, x: torch.Tensor, *, noise: RowNoise | None = None,
                  trajectory: Trajectory | None = None,
                  callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Fill every [MASK] of x (B, T) block by block; tokens that are not [MASK] are kept exactly."""
@@ -96,6 +98,7 @@ class BlockSampler(MaskedSampler):
         self.forward_passes = self.positions = self.key_positions = 0
         self._keys, self._cache = None, None
         prompt = x != self.mask_id
+        noise = RowNoise(None) if noise is None else noise
         (B, T), K = x.shape, self.block_size
         has_mask = (x == self.mask_id).any(0)  # (T,)
         blocks = [b for b in range(-(-T // K)) if bool(has_mask[b * K:(b + 1) * K].any())]
@@ -114,22 +117,23 @@ class BlockSampler(MaskedSampler):
             placed = None if trajectory is None else _Placed(trajectory, x, c0, c1, self.mask_id)
             cb = None if callback is None else (lambda i, n, _w: callback(i, n, x))
             if self.kind == "ancestral":
-                self._ancestral(xw, pw, generator, placed, cb, steps=steps, done=done)
+                self._ancestral(xw, pw, noise, placed, cb, steps=steps, done=done)
                 done += steps
             else:
-                done = self._fill_block(xw, pw, torch.ones_like(pw), steps, generator, placed, cb, done)
-            if self._all_ended(x, prompt, c1):
-                x[:, c1:] = torch.where(x[:, c1:] == self.mask_id, self.eos_id, x[:, c1:])
+                done = self._fill_block(xw, pw, torch.ones_like(pw), steps, noise, placed, cb, done)
+            ended = self._ended(x, prompt, c1)  # (B,) rows done: their remaining [MASK] become EOS, as alone
+            if bool(ended.any()):
+                x[:, c1:] = torch.where(ended[:, None] & (x[:, c1:] == self.mask_id), self.eos_id, x[:, c1:])
+            if bool(ended.all()):
                 break
         self._prefix = self._x = None
         return x
 
-    def _all_ended(self, x: torch.Tensor, prompt: torch.Tensor, stop: int) -> bool:
-        """Every row has generated an EOS before column `stop` (only when EOS may be emitted)."""
+    def _ended(self, x: torch.Tensor, prompt: torch.Tensor, stop: int) -> torch.Tensor:
+        """(B,) rows that have generated an EOS before column `stop` (none unless EOS may be emitted)."""
         if self.eos_id is None or int(self.eos_id) in self._never:
-            return False
-        emitted = (x[:, :stop] == self.eos_id) & ~prompt[:, :stop]
-        return bool(emitted.any(1).all())
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        return ((x[:, :stop] == self.eos_id) & ~prompt[:, :stop]).any(1)
 
 
 class _Placed:

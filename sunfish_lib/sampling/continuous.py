@@ -37,6 +37,7 @@ from sunfish_lib.config import SAMPLERS
 from sunfish_lib.diffusion.schedules import NoiseSchedule
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling.base import Sampler
+from sunfish_lib.sampling.noise import RowNoise
 from sunfish_lib.diffusion.rounding import nearest_tokens, resolve_metric, snap_to_embeddings
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
 from sunfish_lib.config.validation import check_sample_ranges
@@ -92,10 +93,11 @@ class GaussianScheduler:
         t: int,
         sample: torch.Tensor,
         *,
-        generator: torch.Generator | None = None,
+        noise: RowNoise | None = None,
         clamp_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One reverse step x_t -> x_prev(t): returns (prev_sample, pred_x0)."""
+        """One reverse step x_t -> x_prev(t): returns (prev_sample, pred_x0). z comes from each row's stream
+        (`noise.RowNoise`; None: torch's global generator)."""
         t = int(t)
         ab_t = torch.tensor(self.alpha_bar(t), dtype=sample.dtype, device=sample.device)
         x0, eps = to_x0_eps(model_output, sample, ab_t, self.prediction)
@@ -105,7 +107,7 @@ class GaussianScheduler:
         c1, c2, var = self.coefficients(t)
         mean = c1 * x0 + c2 * (sample if self.kind == "ddpm" else eps)
         if var > 0:
-            z = torch.randn(sample.shape, device=sample.device, dtype=sample.dtype, generator=generator)
+            z = (noise or RowNoise(None)).normal(sample.shape, device=sample.device, dtype=sample.dtype)
             mean = mean + math.sqrt(var) * z
         return mean, x0
 
@@ -151,7 +153,8 @@ class ContinuousSampler(Sampler):
     def generate(self, x: torch.Tensor, **kw) -> torch.Tensor:
         """Infill: x (B, T) ids with [MASK] where to generate; every other token is returned exactly.
 
-        Keywords: generator, trajectory (a `Trajectory` to fill; None records nothing),
+        Keywords: noise (`noise.RowNoise`, the rows' streams; None: torch's global generator), trajectory (a
+        `Trajectory` to fill; None records nothing),
         callback(step, steps, ids): ids (B, T) the rounded predicted x0, known positions held.
         """
         if self.mask_id is None:
@@ -164,24 +167,26 @@ class ContinuousSampler(Sampler):
 
     # -- the loop --------------------------------------------------------------------
     @torch.no_grad()
-    def _run(self, x_ids, known, *, generator=None, trajectory: Trajectory | None = None, callback=None):
+    def _run(self, x_ids, known, *, noise: RowNoise | None = None, trajectory: Trajectory | None = None,
+             callback=None):
         obj, sched, model = self.objective, self.scheduler, self.model
+        noise = RowNoise(None) if noise is None else noise
         was_training = model.training
         model.eval()
         table = obj.embedding_table(model).detach()  # (V, e)
         exclude = list(self.exclude_ids) + ([self.mask_id] if self.mask_id is not None else [])
         x0_known = obj.x0_of(model, x_ids.clamp(0, table.shape[0] - 1), table) if known.any() else None
         shape = (*x_ids.shape, table.shape[1])
-        x = torch.randn(shape, device=table.device, generator=generator)  # x_T ~ N(0, I)
-        x = self._hold(x, x0_known, known, int(sched.timesteps[0]), generator)
+        x = noise.normal(shape, device=table.device)  # x_T ~ N(0, I)
+        x = self._hold(x, x0_known, known, int(sched.timesteps[0]), noise)
         clamp_fn = (lambda v: snap_to_embeddings(v, table, self.rounding, exclude)) if self.clamp else None
         self_cond, self.forward_passes = None, 0
         for i, t in enumerate(sched.timesteps.tolist()):
             k = torch.full((shape[0],), t, dtype=torch.long, device=x.device)
             out, raw_x0 = obj.predict(model, x, k, table, self_cond=self_cond)
             self.forward_passes += 1
-            x, pred_x0 = sched.step(out, t, x, generator=generator, clamp_fn=clamp_fn)
-            x = self._hold(x, x0_known, known, sched.prev_timestep(t), generator)
+            x, pred_x0 = sched.step(out, t, x, noise=noise, clamp_fn=clamp_fn)
+            x = self._hold(x, x0_known, known, sched.prev_timestep(t), noise)
             if obj.cfg.self_conditioning:
                 self_cond = raw_x0  # the unclamped estimate, as training feeds it (`ContinuousDiffusion._self_cond`)
             if trajectory is not None or callback is not None:
@@ -198,13 +203,14 @@ class ContinuousSampler(Sampler):
         ids, _ = nearest_tokens(x, table, self.rounding, exclude_ids=exclude)
         return torch.where(known, x_ids, ids)
 
-    def _hold(self, x, x0_known, known, s: int, generator) -> torch.Tensor:
-        """Reset known positions to a fresh draw of q(x_s | x_0) (x_0 itself when s = -1)."""
+    def _hold(self, x, x0_known, known, s: int, noise: RowNoise) -> torch.Tensor:
+        """Reset known positions to a fresh draw of q(x_s | x_0) (x_0 itself when s = -1); only rows with a known
+        position draw, so a row without one draws as it would alone."""
         if x0_known is None:
             return x
         if s < 0:
             held = x0_known
         else:
-            noise = torch.randn(x.shape, device=x.device, generator=generator)
-            held = self.objective.schedule.q_sample(x0_known, torch.full((x.shape[0],), s, device=x.device), noise)
+            z = noise.normal(x.shape, device=x.device, rows=known.any(1))
+            held = self.objective.schedule.q_sample(x0_known, torch.full((x.shape[0],), s, device=x.device), z)
         return torch.where(known[..., None], held, x)

@@ -27,6 +27,8 @@ import warnings
 
 import torch
 
+from sunfish_lib.sampling.noise import RowNoise
+
 CHUNK = 256  # vocabulary chunk of the two-level inverse-CDF search
 
 
@@ -163,11 +165,13 @@ def decide(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  generator: torch.Generator | None = None, step=decide,
+                  noise: RowNoise | None = None, where: torch.Tensor | None = None, step=decide,
                   overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row of logits (N, V) and its untempered confidence (N,) float64 (see module docstring).
 
-    temperature 0: argmax (top-k/top-p cannot change an argmax). `step` is `decide` or a
+    temperature 0: argmax (top-k/top-p cannot change an argmax). The uniforms come from `noise` (`noise.RowNoise`;
+    None: torch's global generator): `where` (B, ...) bool, whose N True entries (row-major) are the logits'
+    rows, says which batch row's stream draws each (None: all N from stream 0). `step` is `decide` or a
     compiled copy of it; the random numbers are drawn here, eagerly, so both give the same tokens.
     `overwrite`: the caller's logits may be destroyed.
     """
@@ -175,7 +179,8 @@ def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
         return logits.new_zeros(0, dtype=torch.long), logits.new_zeros(0, dtype=torch.float64)
     u = None
     if temperature > 0:
-        u = torch.rand(logits.shape[0], dtype=torch.float64, device=logits.device, generator=generator)
+        where = torch.ones(1, logits.shape[0], dtype=torch.bool, device=logits.device) if where is None else where
+        u = (noise or RowNoise(None)).uniform(where)
     return step(logits, u, temperature, top_k, top_p, overwrite)
 
 

@@ -57,6 +57,7 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.model.layers import BlockCache
 from sunfish_lib.sampling.base import Sampler
 from sunfish_lib.sampling.filters import compiled_step, filter_logits, sample_tokens
+from sunfish_lib.sampling.noise import RowNoise
 from sunfish_lib.sampling.trajectory import Trajectory, entropy
 from sunfish_lib.config.validation import check_sample_ranges
 
@@ -109,6 +110,8 @@ class MaskedSampler(Sampler):
         if self.kind == "ancestral" and self.block_length:
             raise SunfishError("block_length applies to low_confidence/random/threshold; use 0 with ancestral")
         self.schedule = self.schedule or MaskSchedule("linear")
+        if self.cache != "none":  # the cache's window spans every row's block columns: rows batch only with their own
+            self.key_padding = False
         self.forward_passes = 0
         self._never = sorted({int(self.mask_id), *(int(i) for i in self.exclude_ids)})
         self._split = hasattr(self.model, "encode") and hasattr(self.model, "logits")
@@ -154,11 +157,12 @@ class MaskedSampler(Sampler):
             out = un + (self.cfg_scale + 1) * (out - un)
         return subs_logits(out, self._never)  # never [MASK]; nor [PAD]/EOS when excluded
 
-    def _draw(self, logits: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens (N,) from the tempered, filtered rows and their untempered confidence (N,) float64; uses up logits."""
+    def _draw(self, logits: torch.Tensor, noise: RowNoise | None, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (N,) from the tempered, filtered rows at the N positions of where (B, T), each drawn from its
+        row's stream, and their untempered confidence (N,) float64; uses up logits."""
         if self._step is None:
             self._step = compiled_step(self.compile, logits.device)
-        return sample_tokens(logits, self.temperature, self.top_k, self.top_p, generator, step=self._step,
+        return sample_tokens(logits, self.temperature, self.top_k, self.top_p, noise, where, step=self._step,
                              overwrite=True)
 
     def _time(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -178,23 +182,35 @@ class MaskedSampler(Sampler):
         self,
         x: torch.Tensor,
         *,
-        generator: torch.Generator | None = None,
+        noise: RowNoise | None = None,
         trajectory: Trajectory | None = None,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Fill every [MASK] of x (B, T); tokens that are not [MASK] are kept exactly."""
+        """Fill every [MASK] of x (B, T); tokens that are not [MASK] are kept exactly. `noise`: the rows' random
+        streams (`noise.RowNoise`; None: torch's global generator)."""
         x = x.clone()
         self.forward_passes = self.positions = self.key_positions = 0
         self._keys, self._cache = attention_mask, None
         prompt = x != self.mask_id  # (B, T) positions given by the caller
+        noise = RowNoise(None) if noise is None else noise
         if self.kind == "ancestral":
-            return self._ancestral(x, prompt, generator, trajectory, callback)
+            return self._ancestral(x, prompt, noise, trajectory, callback)
         blocks = self._blocks(x)
         done = 0
-        for in_block, steps in zip(blocks, _split_steps(self.steps, len(blocks), self.block_length)):
-            done = self._fill_block(x, prompt, in_block, steps, generator, trajectory, callback, done)
+        for in_block, steps in zip(blocks, self._row_steps(x, blocks).unbind(1)):
+            done = self._fill_block(x, prompt, in_block, steps, noise, trajectory, callback, done)
         return x
+
+    def _row_steps(self, x: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """(B, blocks) steps per row and block: `steps` spread over the row's own blocks, up to its last one holding
+        a [MASK] (`_split_steps`), so a row's schedule never depends on the other rows' prompts."""
+        masked = x == self.mask_id
+        has = torch.stack([(masked & b).any(1) for b in blocks], 1)  # (B, blocks)
+        n = torch.where(has.any(1), has.shape[1] - has.flip(1).int().argmax(1), 0).tolist()  # (B,) the row's blocks
+        split = {k: _split_steps(self.steps, k, self.block_length) for k in set(n) if k}
+        return torch.tensor([split.get(k, []) + [0] * (len(blocks) - k) for k in n], dtype=torch.long,
+                            device=x.device).view(len(n), len(blocks))
 
     def _blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-row block masks (B, T): block b of a row covers [first + b L, first + (b + 1) L), first its first [MASK]."""
@@ -209,20 +225,27 @@ class MaskedSampler(Sampler):
         return [block == b for b in range(n_blocks)]
 
     # -- confidence-based samplers ----------------------------------------------------
-    def _fill_block(self, x, prompt, in_block, steps, generator, trajectory, callback, done) -> int:
-        """The loop over one block: k per step from the transfer schedule, then every remaining mask."""
-        k_per_step = _transfer_schedule(((x == self.mask_id) & in_block).sum(1), steps)  # (B, steps)
-        left_after = ((x == self.mask_id) & in_block).sum(1)[:, None] - k_per_step.cumsum(1)  # (B, steps) on schedule
+    def _fill_block(self, x, prompt, in_block, steps, noise, trajectory, callback, done) -> int:
+        """The loop over one block: row b commits k per step from its transfer schedule over steps[b] steps (an int:
+        every row's), then every remaining mask. A row that has finished the block draws nothing more, so each
+        row runs exactly as it would alone."""
+        steps = torch.as_tensor(steps, device=x.device).expand(x.shape[0])  # (B,)
+        n0 = ((x == self.mask_id) & in_block).sum(1)  # (B,)
+        k_per_step = _transfer_schedule(n0, steps)  # (B, max steps)
+        left_after = n0[:, None] - k_per_step.cumsum(1)  # (B, max steps) masks left on schedule
+        last = max(k_per_step.shape[1] - 1, 0)
         self._cache = self._block_cache(x, in_block)
         i = 0
         while ((x == self.mask_id) & in_block).any():
             masked = (x == self.mask_id) & in_block
-            k = k_per_step[:, i] if i < steps else masked.sum(1)  # (B,)
-            if self.remask and i < steps:  # remasked tokens are committed again: back on the schedule
-                k = (masked.sum(1) - left_after[:, i]).clamp(min=0)
+            scheduled = i < steps  # (B,) rows still on their schedule
+            k = torch.where(scheduled, k_per_step[:, min(i, last)], masked.sum(1))  # (B,)
+            if self.remask:  # remasked tokens are committed again: back on the schedule
+                k = torch.where(scheduled, (masked.sum(1) - left_after[:, min(i, last)]).clamp(min=0), k)
             refresh = self._cache is not None and self._cache.recording  # this pass refills the cache
-            out = self.step(x, prompt, masked, k, generator, record=trajectory is not None)
-            again = self._remask(x, prompt, in_block, out, generator) if self.remask and i < steps - 1 else None
+            out = self.step(x, prompt, masked, k, noise, record=trajectory is not None)
+            rows = masked.any(1) & (i < steps - 1)  # (B,) rows that remask after this step: not their last
+            again = self._remask(x, prompt, in_block, out, noise, rows) if self.remask and rows.any() else None
             if out is not None and trajectory is not None:
                 commit, c, e = out
                 extra = {} if self._cache is None else {"refreshed": torch.full_like(commit, refresh)}
@@ -237,13 +260,13 @@ class MaskedSampler(Sampler):
         self._cache = None
         return done
 
-    def _remask(self, x, prompt, in_block, out, generator) -> torch.Tensor:
-        """ReMDM (constant sigma): mask again, with probability `remask` each, the generated tokens of the block
-        committed before this step; in place on x. Returns the (B, T) remasked positions."""
+    def _remask(self, x, prompt, in_block, out, noise, rows) -> torch.Tensor:
+        """ReMDM (constant sigma): in the rows (B,) given, mask again, with probability `remask` each, the generated
+        tokens of the block committed before this step; in place on x. Returns the (B, T) remasked positions."""
         just = out[0] if out is not None else torch.zeros_like(prompt)
-        earlier = in_block & ~prompt & (x != self.mask_id) & ~just
-        u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
-        again = earlier & (u < self.remask)
+        earlier = in_block & ~prompt & (x != self.mask_id) & ~just & rows[:, None]
+        again = torch.zeros_like(earlier)
+        again[earlier] = (noise.uniform(earlier) < self.remask)  # one uniform per candidate
         x[again] = self.mask_id
         return again
 
@@ -260,14 +283,17 @@ class MaskedSampler(Sampler):
         return BlockCache(len(self.model.blocks), int(cols[0]), stop)
 
     @torch.no_grad()
-    def step(self, x, prompt, masked, k, generator=None, record: bool = False):
+    def step(self, x, prompt, masked, k, noise: RowNoise | None = None, record: bool = False):
         """One reverse step of a confidence sampler, in place on x (B, T): among `masked`, commit k (B,) per row
         (low_confidence: the most confident, LLaDA Sec. 2.4; random: uniform; threshold: every position above
         it, at least one, Fast-dLLM Sec. 3.3). Returns (committed, confidence, entropy) (B, T) maps (the last
-        two None unless `record`), or None when nothing was to decide (no forward pass)."""
+        two None unless `record`), or None when nothing was to decide (no forward pass). Every draw is the row's
+        own (`noise`, a `RowNoise`; None: torch's global generator), at the positions it decides."""
+        noise = RowNoise(None) if noise is None else noise
         if self.kind == "random":  # positions first (uniform among the masked), tokens only there
-            score = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
-            sel = commit = _topk_commit(score.masked_fill(~masked, -1.0), k) & masked
+            score = torch.full(x.shape, -1.0, dtype=torch.float64, device=x.device)
+            score[masked] = noise.uniform(masked)
+            sel = commit = _topk_commit(score, k) & masked
         else:
             sel = masked & (k > 0)[:, None] if self.kind in ("low_confidence", "margin") else masked
         if not sel.any():
@@ -276,7 +302,7 @@ class MaskedSampler(Sampler):
         logits = self._rows(hidden, sel)  # (N, V)
         ent = self._entropy(logits) if record else None  # before the draw uses logits up
         top2 = logits.softmax(-1).topk(2, -1).values.double() if self.kind == "margin" else None  # (N, 2)
-        tok, conf = self._draw(logits, generator)  # (N,), (N,)
+        tok, conf = self._draw(logits, noise, sel)  # (N,), (N,)
         if self.kind != "random":
             score = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
             score[sel] = conf if top2 is None else top2[:, 0] - top2[:, 1]  # margin: Kim et al. 2025, Sec. 4
@@ -292,7 +318,7 @@ class MaskedSampler(Sampler):
         return commit, c, e
 
     # -- ancestral ---------------------------------------------------------------------
-    def _ancestral(self, x, prompt, generator, trajectory, callback, region=None, steps=None,
+    def _ancestral(self, x, prompt, noise, trajectory, callback, region=None, steps=None,
                    done: int = 0) -> torch.Tensor:
         """The reverse chain over `steps` (default: self.steps) on the [MASK]s inside region (B, T) (default: all);
         `done` steps ran before (block diffusion runs one chain per block)."""
@@ -307,14 +333,14 @@ class MaskedSampler(Sampler):
                 break
             a_t, a_s = self.schedule.alpha(t), self.schedule.alpha(s)
             p_unmask = 1.0 if k == steps - 1 else float((a_s - a_t) / (1 - a_t))  # MDLM Eq. 7
-            u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
-            commit = masked & (u < p_unmask)  # (B, T) the positions that leave [MASK] at this step
+            commit = torch.zeros_like(masked)  # (B, T) the positions that leave [MASK] at this step
+            commit[masked] = noise.uniform(masked) < p_unmask  # one coin per masked position, from its row's stream
             t_b = torch.full((x.shape[0],), float(t), device=x.device)
             needed = bool(commit.any()) or trajectory is not None
             if not self.use_cache or (needed and (hidden is None or time_conditioned)):
                 hidden = self._hidden(x, prompt, t_b)
             if commit.any():
-                tok, _ = self._draw(self._rows(hidden, commit), generator)
+                tok, _ = self._draw(self._rows(hidden, commit), noise, commit)
                 x[commit] = tok
             if trajectory is not None:  # confidence: p_theta of the most likely token at this step
                 logits = self._rows(hidden, masked)
@@ -338,16 +364,19 @@ def _split_steps(steps: int, n_blocks: int, block_length: int) -> list[int]:
     return [steps // n_blocks + (b < steps % n_blocks) for b in range(n_blocks)]
 
 
-def _transfer_schedule(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
-    """Split each row's masked count over `steps` as evenly as possible, remainder first (LLaDA)."""
-    base = n_masked[:, None] // steps  # (B, 1)
-    rem = n_masked[:, None] % steps
-    return base + (torch.arange(steps, device=n_masked.device)[None] < rem).long()  # (B, steps)
+def _transfer_schedule(n_masked: torch.Tensor, steps) -> torch.Tensor:
+    """Split each row's masked count over its steps (an int, or (B,) per row) as evenly as possible, remainder
+    first (LLaDA): (B, max steps), 0 past a row's own steps."""
+    steps = torch.as_tensor(steps, device=n_masked.device).expand_as(n_masked)[:, None]  # (B, 1)
+    base = n_masked[:, None] // steps.clamp(min=1)  # (B, 1)
+    rem = n_masked[:, None] % steps.clamp(min=1)
+    i = torch.arange(int(steps.max()) if steps.numel() else 0, device=n_masked.device)[None]  # (1, max steps)
+    return torch.where(i < steps, base + (i < rem).long(), 0)  # (B, max steps)
 
 
 def _topk_commit(score: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Boolean (B, T): the k[b] highest-scoring positions of each row."""
-    order = score.argsort(-1, descending=True)
+    order = score.argsort(dim=-1, descending=True, stable=True)  # ties to the lower position, whatever the padding
     ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
     return ranks < k[:, None]
 

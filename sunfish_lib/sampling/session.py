@@ -11,7 +11,10 @@ benches and the periodic-samples callback call it; a bare model goes in as
 `Loaded(model, cfg, tokenizer)`). Settings are every `SampleConfig` field (`sampling.settings`);
 they are checked with the config's own rules (the only range checks), so a bad value gets the
 same one-line error everywhere. `prompts=[...]` draws `num_samples` rows per prompt in one
-padded batch. `render_ids` shows an intermediate sequence as text.
+padded batch. Sample i of a prompt is a function of (model, settings, seed, i, the prompt) only: each row draws
+from its own stream seeded from (seed, i) (`noise.RowNoise`), so it is the same text drawn alone, as row i of
+a larger batch, or beside other prompts (the speed-quality view and the benches compare at equal seeds on this).
+`render_ids` shows an intermediate sequence as text.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sunfish_lib.model.devices import resolve_device, resolve_dtype
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.export import load_for_inference
 from sunfish_lib.sampling.generate import Generation, initial_ids, pad_rows
+from sunfish_lib.sampling.noise import RowNoise
 from sunfish_lib.sampling.samplers import build_sampler
 from sunfish_lib.sampling.settings import SETTINGS, check_names
 from sunfish_lib.sampling.trajectory import Trajectory
@@ -120,14 +124,14 @@ def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", prompts: l
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     x, keys, lengths = pad_rows(blocks, pad)
     x = x.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    noise = RowNoise(seed, [i for _ in texts for i in range(s.num_samples)])  # a prompt's samples are 0..n-1
     meta = {"mode": mode, "prompt": prompt if prompts is None else list(texts), "seed": seed,
             "objective": cfg.diffusion.objective, "mask_id": tok.mask_token_id}
     trajectory = Trajectory(sampler=s.sampler, meta=meta, start=x.cpu()) if record else None
     was_training = model.training
     model.eval()
     try:
-        out, passes, positions = _run(sampler, x, keys, lengths, generator, trajectory, callback)
+        out, passes, positions = _run(sampler, x, keys, lengths, noise, trajectory, callback)
     finally:
         model.train(was_training)
     out = out.cpu()
@@ -146,21 +150,27 @@ def training_samples(model, cfg: Config, tokenizer, *, seed: int, num_samples: i
     return gen.texts
 
 
-def _run(sampler, x, keys, lengths, generator, trajectory, callback):
-    """Run the sampler over x; padded rows: samplers that take key padding (`Sampler.key_padding`: the masked
-    ones) attend past it in one batch, the others run each length as its own batch, in row order.
+def _run(sampler, x, keys, lengths, noise, trajectory, callback):
+    """Run the sampler over x; samplers that take key padding (`Sampler.key_padding`: the masked ones without an
+    approximate cache) run every row in one batch, attending past the padding; the others run each group of rows
+    with the same length and [MASK] columns as its own batch, in row order (each row keeps its stream).
     Returns (ids, forward passes, positions run or None)."""
-    if keys is None or sampler.key_padding:
-        res = sampler(x, generator=generator, record=False if trajectory is None else trajectory, callback=callback,
+    if sampler.key_padding:
+        res = sampler(x, noise=noise, record=False if trajectory is None else trajectory, callback=callback,
                       attention_mask=None if keys is None else keys.to(x.device))
         return res.ids, res.forward_passes, res.positions
+    groups: dict[tuple, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault((n, tuple(x[i, :n].eq(sampler.mask_id).nonzero().flatten().tolist())), []).append(i)
+    if len(groups) == 1:
+        res = sampler(x, noise=noise, record=False if trajectory is None else trajectory, callback=callback)
+        return res.ids, res.forward_passes, res.positions
     if trajectory is not None:
-        raise SunfishError("a trajectory of prompts with different lengths needs a masked model; "
-                           "record one prompt length at a time")
+        raise SunfishError("a trajectory of prompts with different lengths or [MASK] places needs a masked model "
+                           "without sample.cache; record one prompt at a time")
     out, passes = x.clone(), 0
-    for n in sorted(set(lengths), key=lengths.index):
-        rows = torch.tensor([i for i, k in enumerate(lengths) if k == n], device=x.device)
-        res = sampler(x[rows, :n], generator=generator, callback=callback)
+    for (n, _), rows in groups.items():
+        res = sampler(x[rows, :n], noise=RowNoise(noise.seed, [noise.rows[i] for i in rows]), callback=callback)
         out[rows, :n] = res.ids
         passes += res.forward_passes
     return out, passes, None

@@ -27,7 +27,8 @@ from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_sunfish import SunfishConfig
-from .sampling_sunfish import MASK_RATE, ContinuousSettings, MaskedSettings, ddim_generate, masked_generate
+from .continuous_sunfish import ContinuousSettings, ddim_generate
+from .sampling_sunfish import MASK_RATE, MaskedSettings, RowNoise, masked_generate
 
 KNOWN_FIELDS = frozenset({
     "vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_seq_len", "embed_dim", "time_conditioning",
@@ -369,8 +370,10 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
         rows of max_new_tokens [MASK] only), drawn as one batch as `sunfish sample --num-samples` draws them.
         The settings are Sunfish's (`sunfish sample --help`; masked: sampler, steps, temperature, top_k, top_p,
         block_length, threshold, cfg_scale; continuous: ddim with steps, eta, clamp, rounding); None keeps the
-        run's own (config.json's `sample`). `generator` (or `seed`, as `sunfish sample --seed`) makes it
-        reproducible: the same seed gives Sunfish's tokens.
+        run's own (config.json's `sample`). `seed` (as `sunfish sample --seed`) makes it reproducible: the same
+        seed gives Sunfish's tokens, and a prompt's sample j is the same whatever else is in the batch (row j of
+        each prompt draws from its own stream, seeded from (seed, j)). A `generator` (transformers' convention)
+        instead seeds the streams from one draw of it.
         """
         cfg = {**self.config.sample, **{k: v for k, v in dict(
             steps=steps, sampler=sampler, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -383,6 +386,7 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
         device = self.tok_emb.weight.device
         if input_ids is None:
             input_ids = torch.empty(1, 0, dtype=torch.long, device=device)
+        rows = [j for _ in range(input_ids.shape[0]) for j in range(num_samples)]  # each row's sample index
         input_ids = input_ids.to(device).repeat_interleave(num_samples, dim=0)  # rows of a prompt are adjacent
         if attention_mask is not None:
             attention_mask = attention_mask.repeat_interleave(num_samples, dim=0)
@@ -393,8 +397,7 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
                                         .to(device)], dim=1)
         if not (x == mask_id).any():
             raise ValueError("nothing to generate: give max_new_tokens > 0 or put mask_token_id in input_ids")
-        if generator is None:
-            generator = torch.Generator(device=device).manual_seed(seed)
+        noise = RowNoise(seed, rows) if generator is None else RowNoise.from_generator(generator, rows)
         never = self.never_emitted(bool(cfg.get("allow_eos", False)))
         was_training = self.training
         self.eval()
@@ -407,27 +410,27 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
                         "diffusion_generate runs the plain Diffusion-LM recipe (continuous_loss=mse); this export "
                         "was trained with continuous_loss=" + str(self.config.diffusion.get("continuous_loss"))
                         + ": sample it with `sunfish sample EXPORT`")
-                return self._ddim(x, cfg, never, generator)
-            return self._masked(x, cfg, never, mask_id, attention_mask, generator)
+                return self._ddim(x, cfg, never, noise)
+            return self._masked(x, cfg, never, mask_id, attention_mask, noise)
         finally:
             self.train(was_training)
 
-    def _ddim(self, x, cfg: dict, never, generator):
+    def _ddim(self, x, cfg: dict, never, noise):
         if cfg["sampler"] != "ddim":
             raise ValueError(f"sampler={cfg['sampler']!r}: a continuous export samples with ddim here "
                              "(eta=1 is DDPM's law; `sunfish sample` has ddpm itself)")
         settings = ContinuousSettings(self, self.config.diffusion, never, steps=cfg["steps"], eta=cfg.get("eta", 0.0),
                                       clamp=bool(cfg.get("clamp", False)), rounding=cfg.get("rounding", "auto"))
-        return ddim_generate(settings, x, x != self.config.mask_token_id, generator)
+        return ddim_generate(settings, x, x != self.config.mask_token_id, noise)
 
-    def _masked(self, x, cfg: dict, never, mask_id: int, attention_mask, generator):
+    def _masked(self, x, cfg: dict, never, mask_id: int, attention_mask, noise):
         settings = MaskedSettings(self, mask_id, never, sampler=cfg["sampler"], steps=cfg["steps"],
                                   temperature=cfg["temperature"], top_k=cfg["top_k"], top_p=cfg["top_p"],
                                   block_length=cfg["block_length"], threshold=cfg["threshold"],
                                   cfg_scale=cfg["cfg_scale"], rate=MASK_RATE[self.config.diffusion.get(
                                       "mask_schedule", "linear")], shift_logits=bool(self.config.diffusion.get(
                                           "shift_logits", False)), attention_mask=attention_mask)
-        return masked_generate(settings, x, generator)
+        return masked_generate(settings, x, noise)
 
 
 class SunfishForCausalLM(SunfishPreTrainedModel, GenerationMixin):

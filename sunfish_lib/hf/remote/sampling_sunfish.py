@@ -9,28 +9,22 @@ caches, trajectories and callbacks, and tests/test_hf_generate.py checks they gi
   and Fast-dLLM's threshold decoding (Wu et al. 2025, Sec. 3.3), with semi-autoregressive blocks
   (`block_length`) and classifier-free guidance (LLaDA App. B.5).
 - ancestral: the absorbing-state reverse process (MDLM, Sahoo et al. 2024, Eq. 7).
-- ddim (continuous exports): DDIM in the embedding space (Song et al. 2021, Eq. 12/16), on the x0 output the
-  model exposes (`forward(...).x0`), rounded to the nearest embedding; infill holds the known positions.
+- ddim (continuous exports) is in continuous_sunfish.py and draws through the same `RowNoise`.
 
 Draws: one float64 uniform per decided position, inverted through the CDF of the tempered,
-top-k/top-p filtered softmax (`inverse_cdf`), so a seed gives the same tokens as in Sunfish.
+top-k/top-p filtered softmax (`inverse_cdf`), so a seed gives the same tokens as in Sunfish. Every row draws from
+its own stream seeded from (seed, its sample index) (`RowNoise`), so a row's sample does not depend on the batch.
 """
 
-import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 CHUNK = 256  # vocabulary chunk of the two-level inverse-CDF search
 MASK_RATE = {"linear": 1.0, "loglinear": 1.0 - 1e-3}
 """alpha_t = 1 - rate t: Sunfish's `MaskSchedule` (MDLM App. C's loglinear keeps 1e-3 of tokens at t = 1)."""
 MASKED_SAMPLERS = ("ancestral", "low_confidence", "random", "threshold")
-SCHEDULES = ("linear", "cosine", "sqrt")  # Sunfish's noise schedules (diffusion/schedules.py)
-MAX_BETA = 0.999
-METRICS = ("cosine", "euclidean")  # rounding to the nearest embedding (diffusion/rounding.py)
-ROW_BLOCK = 4096
-MAX_ELEMENTS = 1 << 24
+GOLDEN = 0x9E3779B97F4A7C15  # the per-row seed increment (Sunfish's sampling/noise.py)
 
 
 # Copied from sunfish_lib.sampling.filters.inverse_cdf
@@ -131,13 +125,66 @@ def decide(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top
     return tok, (logits.gather(-1, tok[:, None]).squeeze(-1) - lse).double().exp()
 
 
+# Copied from sunfish_lib.sampling.noise.row_seed
+def row_seed(seed: int, i: int) -> int:
+    """The seed of sample i's stream: seed + i * GOLDEN mod 2**64 (row 0: the seed itself)."""
+    return (int(seed) + int(i) * GOLDEN) % 2**64
+
+
+# Copied from sunfish_lib.sampling.noise.RowNoise
+class RowNoise:
+    """One random stream per batch row (see module docstring).
+
+    `seed` None draws from torch's global generator instead (ad-hoc use; not batch-invariant). `rows`: the sample
+    index i of each batch row (default 0..B-1); two rows with the same index draw the same numbers.
+    """
+
+    def __init__(self, seed: int | None = 0, rows: Sequence[int] | None = None):
+        self.seed = None if seed is None else int(seed)
+        self.rows = None if rows is None else [int(i) for i in rows]
+        self._gens: dict[int, torch.Generator] = {}
+
+    @classmethod
+    def from_generator(cls, generator: torch.Generator, rows: Sequence[int] | None = None) -> "RowNoise":
+        """Streams whose seed is one draw of `generator`: for an API that takes a generator (transformers')."""
+        return cls(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)), rows)
+
+    def _gen(self, b: int, device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        if b not in self._gens:
+            i = b if self.rows is None else self.rows[b]
+            self._gens[b] = torch.Generator(device=device).manual_seed(row_seed(self.seed, i))
+        return self._gens[b]
+
+    def uniform(self, where: torch.Tensor) -> torch.Tensor:
+        """float64 uniforms in [0, 1), one per True entry of where (B, ...), in row-major order (as `t[where]`);
+        row b's come from its own stream."""
+        counts = where.reshape(where.shape[0], -1).sum(1).tolist()
+        parts = [torch.rand(n, dtype=torch.float64, device=where.device, generator=self._gen(b, where.device))
+                 for b, n in enumerate(counts) if n]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=where.device)
+
+    def normal(self, shape: Sequence[int], *, device=None, dtype=torch.float32,
+               rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Standard normal noise of `shape` (B, ...), row b from its own stream; rows (B,) bool: only those draw
+        (the others are 0 and leave their stream untouched)."""
+        out = torch.zeros(tuple(shape), device=device, dtype=dtype)
+        take = range(shape[0]) if rows is None else rows.nonzero().flatten().tolist()
+        for b in take:
+            out[b] = torch.randn(tuple(shape[1:]), device=device, dtype=dtype, generator=self._gen(b, device))
+        return out
+
+
 # Copied from sunfish_lib.sampling.filters.sample_tokens
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  generator: torch.Generator | None = None, step=decide,
+                  noise: RowNoise | None = None, where: torch.Tensor | None = None, step=decide,
                   overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row of logits (N, V) and its untempered confidence (N,) float64 (see module docstring).
 
-    temperature 0: argmax (top-k/top-p cannot change an argmax). `step` is `decide` or a
+    temperature 0: argmax (top-k/top-p cannot change an argmax). The uniforms come from `noise` (`noise.RowNoise`;
+    None: torch's global generator): `where` (B, ...) bool, whose N True entries (row-major) are the logits'
+    rows, says which batch row's stream draws each (None: all N from stream 0). `step` is `decide` or a
     compiled copy of it; the random numbers are drawn here, eagerly, so both give the same tokens.
     `overwrite`: the caller's logits may be destroyed.
     """
@@ -145,7 +192,8 @@ def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
         return logits.new_zeros(0, dtype=torch.long), logits.new_zeros(0, dtype=torch.float64)
     u = None
     if temperature > 0:
-        u = torch.rand(logits.shape[0], dtype=torch.float64, device=logits.device, generator=generator)
+        where = torch.ones(1, logits.shape[0], dtype=torch.bool, device=logits.device) if where is None else where
+        u = (noise or RowNoise(None)).uniform(where)
     return step(logits, u, temperature, top_k, top_p, overwrite)
 
 
@@ -159,17 +207,20 @@ def _split_steps(steps: int, n_blocks: int, block_length: int) -> list[int]:
 
 
 # Copied from sunfish_lib.sampling.masked._transfer_schedule
-def _transfer_schedule(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
-    """Split each row's masked count over `steps` as evenly as possible, remainder first (LLaDA)."""
-    base = n_masked[:, None] // steps  # (B, 1)
-    rem = n_masked[:, None] % steps
-    return base + (torch.arange(steps, device=n_masked.device)[None] < rem).long()  # (B, steps)
+def _transfer_schedule(n_masked: torch.Tensor, steps) -> torch.Tensor:
+    """Split each row's masked count over its steps (an int, or (B,) per row) as evenly as possible, remainder
+    first (LLaDA): (B, max steps), 0 past a row's own steps."""
+    steps = torch.as_tensor(steps, device=n_masked.device).expand_as(n_masked)[:, None]  # (B, 1)
+    base = n_masked[:, None] // steps.clamp(min=1)  # (B, 1)
+    rem = n_masked[:, None] % steps.clamp(min=1)
+    i = torch.arange(int(steps.max()) if steps.numel() else 0, device=n_masked.device)[None]  # (1, max steps)
+    return torch.where(i < steps, base + (i < rem).long(), 0)  # (B, max steps)
 
 
 # Copied from sunfish_lib.sampling.masked._topk_commit
 def _topk_commit(score: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Boolean (B, T): the k[b] highest-scoring positions of each row."""
-    order = score.argsort(-1, descending=True)
+    order = score.argsort(dim=-1, descending=True, stable=True)  # ties to the lower position, whatever the padding
     ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
     return ranks < k[:, None]
 
@@ -196,6 +247,18 @@ def _blocks(x: torch.Tensor, mask_id: int, block_length: int) -> list[torch.Tens
     block = torch.where(rel >= 0, rel // block_length, torch.full_like(rel, -1))
     n_blocks = int(block[masked].max()) + 1 if masked.any() else 0  # blocks that hold a [MASK]
     return [block == b for b in range(n_blocks)]
+
+
+# Copied from sunfish_lib.sampling.masked.MaskedSampler._row_steps with self.mask_id->mask_id, self.steps->steps, self.block_length->block_length
+def _row_steps(x: torch.Tensor, blocks: list[torch.Tensor], mask_id: int, steps: int, block_length: int) -> torch.Tensor:
+    """(B, blocks) steps per row and block: `steps` spread over the row's own blocks, up to its last one holding
+    a [MASK] (`_split_steps`), so a row's schedule never depends on the other rows' prompts."""
+    masked = x == mask_id
+    has = torch.stack([(masked & b).any(1) for b in blocks], 1)  # (B, blocks)
+    n = torch.where(has.any(1), has.shape[1] - has.flip(1).int().argmax(1), 0).tolist()  # (B,) the row's blocks
+    split = {k: _split_steps(steps, k, block_length) for k in set(n) if k}
+    return torch.tensor([split.get(k, []) + [0] * (len(blocks) - k) for k in n], dtype=torch.long,
+                        device=x.device).view(len(n), len(blocks))
 
 
 class MaskedSettings:
@@ -244,36 +307,40 @@ class MaskedSettings:
 
 
 @torch.no_grad()
-def masked_generate(s: MaskedSettings, x: torch.Tensor, generator=None) -> torch.Tensor:
-    """Fill every [MASK] of x (B, T) as `MaskedSampler.generate` does; other tokens are kept exactly."""
+def masked_generate(s: MaskedSettings, x: torch.Tensor, noise: RowNoise | None = None) -> torch.Tensor:
+    """Fill every [MASK] of x (B, T) as `MaskedSampler.generate` does; other tokens are kept exactly. `noise`:
+    the rows' random streams (None: torch's global generator)."""
     x = x.clone()
     prompt = x != s.mask_id  # (B, T) positions given by the caller
+    noise = RowNoise(None) if noise is None else noise
     if s.kind == "ancestral":
-        return _ancestral(s, x, prompt, generator)
+        return _ancestral(s, x, prompt, noise)
     blocks = _blocks(x, s.mask_id, s.block_length)
-    for in_block, steps in zip(blocks, _split_steps(s.steps, len(blocks), s.block_length)):
-        k_per_step = _transfer_schedule(((x == s.mask_id) & in_block).sum(1), steps)  # (B, steps)
+    for in_block, steps in zip(blocks, _row_steps(x, blocks, s.mask_id, s.steps, s.block_length).unbind(1)):
+        k_per_step = _transfer_schedule(((x == s.mask_id) & in_block).sum(1), steps)  # (B, max steps)
+        last = max(k_per_step.shape[1] - 1, 0)
         i = 0
         while ((x == s.mask_id) & in_block).any():
             masked = (x == s.mask_id) & in_block
-            k = k_per_step[:, i] if i < steps else masked.sum(1)  # (B,) then every remaining mask
-            _confidence_step(s, x, prompt, masked, k, generator)
+            k = torch.where(i < steps, k_per_step[:, min(i, last)], masked.sum(1))  # (B,) then every remaining mask
+            _confidence_step(s, x, prompt, masked, k, noise)
             i += 1
     return x
 
 
-def _confidence_step(s: MaskedSettings, x, prompt, masked, k, generator) -> None:
+def _confidence_step(s: MaskedSettings, x, prompt, masked, k, noise: RowNoise) -> None:
     """Commit k (B,) of the `masked` positions of x in place: the most confident (low_confidence), uniform
-    ones (random) or every one above the threshold, at least one (threshold)."""
+    ones (random) or every one above the threshold, at least one (threshold). Each row draws from its stream."""
     if s.kind == "random":  # positions first, tokens only there
-        score = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
-        sel = commit = _topk_commit(score.masked_fill(~masked, -1.0), k) & masked
+        score = torch.full(x.shape, -1.0, dtype=torch.float64, device=x.device)
+        score[masked] = noise.uniform(masked)
+        sel = commit = _topk_commit(score, k) & masked
     else:
         sel = masked & (k > 0)[:, None] if s.kind == "low_confidence" else masked
     if not sel.any():
         return
     hidden = s.hidden(x, prompt, s.time(x, ~prompt))
-    tok, conf = sample_tokens(s.rows(hidden, sel), s.temperature, s.top_k, s.top_p, generator, overwrite=True)
+    tok, conf = sample_tokens(s.rows(hidden, sel), s.temperature, s.top_k, s.top_p, noise, sel, overwrite=True)
     if s.kind != "random":
         score = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
         score[sel] = conf
@@ -283,7 +350,7 @@ def _confidence_step(s: MaskedSettings, x, prompt, masked, k, generator) -> None
     x[commit] = proposal[commit]
 
 
-def _ancestral(s: MaskedSettings, x, prompt, generator) -> torch.Tensor:
+def _ancestral(s: MaskedSettings, x, prompt, noise: RowNoise) -> torch.Tensor:
     """MDLM Eq. 7: from t to s a [MASK] unmasks with probability (alpha_s - alpha_t) / (1 - alpha_t), to a token
     drawn from p_theta (one Bernoulli per masked position, then a token only where it fired)."""
     for k in range(s.steps):
@@ -294,193 +361,11 @@ def _ancestral(s: MaskedSettings, x, prompt, generator) -> torch.Tensor:
             break
         a_t, a_s = 1.0 - s.rate * t, 1.0 - s.rate * t_next
         p_unmask = 1.0 if k == s.steps - 1 else float((a_s - a_t) / (1 - a_t))
-        u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
-        commit = masked & (u < p_unmask)  # (B, T) the positions that leave [MASK] at this step
+        commit = torch.zeros_like(masked)  # (B, T) the positions that leave [MASK] at this step
+        commit[masked] = noise.uniform(masked) < p_unmask  # one coin per masked position, from its row's stream
         if commit.any():
             hidden = s.hidden(x, prompt, torch.full((x.shape[0],), float(t), device=x.device))
-            tok, _ = sample_tokens(s.rows(hidden, commit), s.temperature, s.top_k, s.top_p, generator,
+            tok, _ = sample_tokens(s.rows(hidden, commit), s.temperature, s.top_k, s.top_p, noise, commit,
                                    overwrite=True)
             x[commit] = tok
     return x
-
-
-# Copied from sunfish_lib.diffusion.schedules._betas_from_alpha_bar
-def _betas_from_alpha_bar(fn: Callable[[float], float], T: int) -> torch.Tensor:
-    """beta_k = min(1 - alpha_bar((k+1)/T) / alpha_bar(k/T), MAX_BETA), k = 0..T-1."""
-    return torch.tensor([min(1.0 - fn((k + 1) / T) / fn(k / T), MAX_BETA) for k in range(T)], dtype=torch.float64)
-
-
-# Copied from sunfish_lib.diffusion.schedules.make_betas with ConfigError->ValueError, NOISE_SCHEDULES->SCHEDULES
-def make_betas(kind: str, num_timesteps: int) -> torch.Tensor:
-    """beta_1..beta_T of the named schedule, float64 (T,)."""
-    if kind not in SCHEDULES:
-        raise ValueError(f"diffusion.schedule={kind!r} is not allowed; choose one of {', '.join(SCHEDULES)}")
-    if not isinstance(num_timesteps, int) or num_timesteps < 1:
-        raise ValueError(f"diffusion.num_timesteps={num_timesteps!r} must be an integer >= 1")
-    T = num_timesteps
-    if kind == "linear":
-        scale = 1000.0 / T
-        return torch.linspace(scale * 1e-4, min(scale * 0.02, MAX_BETA), T, dtype=torch.float64)
-    if kind == "cosine":
-        s = 0.008
-        return _betas_from_alpha_bar(lambda t: math.cos((t + s) / (1 + s) * math.pi / 2) ** 2, T)
-    s = 1e-4
-    return _betas_from_alpha_bar(lambda t: 1.0 - math.sqrt(t + s), T)
-
-
-# Copied from sunfish_lib.diffusion.continuous.to_x0_eps
-def to_x0_eps(out: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction: str):
-    """Model output in `prediction` -> (x0_hat, eps_hat); alpha_bar broadcasts against x_t."""
-    a, s = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
-    if prediction == "x0":
-        return out, (x_t - a * out) / s
-    if prediction == "eps":
-        return (x_t - s * out) / a, out  # inverts Ho et al. 2020, Eq. 4
-    if prediction == "v":
-        return a * x_t - s * out, s * x_t + a * out  # x0 = a z - s v, eps = s z + a v
-    raise ValueError(f"prediction {prediction!r}: choose eps, v or x0")
-
-
-# Copied from sunfish_lib.diffusion.continuous.eps_from_x0
-def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """eps implied by x_t and an x0 estimate (Ho et al. 2020, Eq. 4 solved for eps)."""
-    return (x_t - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
-
-
-# Copied from sunfish_lib.diffusion.rounding._check_metric with SunfishError->ValueError
-def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ValueError(f"rounding={metric!r} is not allowed; choose one of {', '.join(METRICS)}")
-
-
-# Copied from sunfish_lib.diffusion.rounding.nearest_tokens
-@torch.no_grad()
-def nearest_tokens(
-    x: torch.Tensor,
-    table: torch.Tensor,
-    metric: str = "euclidean",
-    *,
-    exclude_ids: Sequence[int] = (),
-    max_elements: int = MAX_ELEMENTS,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest token to each vector: x (..., e), table (V, e) -> ids (...) and euclidean distance (...).
-
-    cosine: argmax of x.e_v / (|x| |e_v|); euclidean: argmin |x - e_v|, computed as the
-    argmax of 2 x.e_v - |e_v|^2 (|x|^2 is the same for every v). Ties go to the lower id.
-    `exclude_ids` (e.g. [MASK], [PAD]) are never chosen. The distance is to the chosen
-    embedding whatever the metric (what trajectories record).
-    """
-    _check_metric(metric)
-    e = table.shape[1]
-    flat = x.reshape(-1, e).float()  # (N, e)
-    keys = table.float()
-    if metric == "cosine":
-        q, keys, bias = F.normalize(flat, dim=-1), F.normalize(keys, dim=-1), None
-    else:
-        q, bias = 2.0 * flat, -keys.pow(2).sum(-1)  # (V,)
-    ex = torch.as_tensor(list(exclude_ids), dtype=torch.long, device=keys.device)
-    N, V = flat.shape[0], keys.shape[0]
-    rows = min(max(N, 1), ROW_BLOCK)
-    chunk = max(1, min(V, max_elements // rows))
-    ids = torch.empty(N, dtype=torch.long, device=flat.device)
-    for r0 in range(0, N, rows):
-        best = torch.full((min(rows, N - r0),), float("-inf"), device=flat.device)
-        arg = torch.zeros_like(best, dtype=torch.long)
-        for v0 in range(0, V, chunk):
-            s = q[r0:r0 + rows] @ keys[v0:v0 + chunk].t()  # (rows, chunk)
-            if bias is not None:
-                s = s + bias[v0:v0 + chunk]
-            if ex.numel():
-                local = ex[(ex >= v0) & (ex < v0 + chunk)] - v0
-                s[:, local] = float("-inf")
-            m, a = s.max(-1)
-            better = m > best  # strict: an earlier chunk (lower id) wins ties
-            best = torch.where(better, m, best)
-            arg = torch.where(better, a + v0, arg)
-        ids[r0:r0 + rows] = arg
-    dist = (flat - table.float()[ids]).norm(dim=-1)  # (N,)
-    return ids.view(x.shape[:-1]), dist.view(x.shape[:-1])
-
-
-# Copied from sunfish_lib.diffusion.rounding.snap_to_embeddings
-def snap_to_embeddings(x: torch.Tensor, table: torch.Tensor, metric: str = "euclidean",
-                       exclude_ids: Sequence[int] = ()) -> torch.Tensor:
-    """The clamping trick (Diffusion-LM Sec. 4.2): replace each vector by its nearest embedding, (..., e)."""
-    ids, _ = nearest_tokens(x, table, metric, exclude_ids=exclude_ids)
-    return table[ids].to(x.dtype)
-
-
-class ContinuousSettings:
-    """What the DDIM loop needs (Sunfish's `ContinuousSampler` with sampler ddim): the model, its diffusion
-    section (schedule, num_timesteps, prediction, embed_norm, self_conditioning) and the sampling settings."""
-
-    def __init__(self, model, diffusion: dict, never, *, steps: int, eta: float, clamp: bool, rounding: str):
-        self.model, self.never, self.steps, self.eta, self.clamp = model, list(never), steps, float(eta), clamp
-        self.prediction = diffusion.get("prediction", "x0")
-        self.embed_norm, self.self_conditioning = diffusion.get("embed_norm", False), diffusion.get("self_conditioning", False)
-        self.metric = ("cosine" if self.embed_norm else "euclidean") if rounding == "auto" else rounding
-        self.T = diffusion.get("num_timesteps", 1000)
-        self.alpha_bar = torch.cumprod(1.0 - make_betas(diffusion.get("schedule", "sqrt"), self.T), 0)  # float64 (T,)
-        n = steps  # trailing spacing (Lin et al. 2024, Sec. 3.3): the first step is always T - 1
-        self.timesteps = [int(round(self.T - i * self.T / n)) - 1 for i in range(n)]
-
-    def ab(self, k: int) -> float:
-        return 1.0 if k < 0 else float(self.alpha_bar[k])  # alpha_bar before the chain is 1
-
-    def table(self) -> torch.Tensor:
-        """x_0 of every token (V, e): EMB / init_std, or rows of norm sqrt(e) with embed_norm (`embedding_table`)."""
-        w = self.model.tok_emb.weight.float()
-        if self.embed_norm:
-            return F.normalize(w, dim=-1) * math.sqrt(w.shape[1])
-        return w / self.model.fields.init_std
-
-    def predict(self, x, k: int, table, self_cond):
-        """(raw output, x0_hat) (B, T, e) at step k: the input scaled to unit variance (CDCD Sec. 3), t = (k + 1) / T."""
-        kk = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
-        sigma2 = torch.linalg.vector_norm(table).square() / table.numel()
-        ab = self.alpha_bar.to(x.device)[kk].to(x.dtype).view(-1, 1, 1)  # (B, 1, 1)
-        x_in = (x * (ab * sigma2 + 1.0 - ab).rsqrt()).to(self.model.tok_emb.weight.dtype)
-        h = self.model.encode(inputs_embeds=x_in, timesteps=(kk.float() + 1.0) / self.T, self_cond=self_cond)
-        out = self.model.logits_of(h)[0].float()  # the model's x0 output (B, T, e), what `forward(...).x0` returns
-        return out, to_x0_eps(out, x, ab, self.prediction)[0]
-
-
-@torch.no_grad()
-def ddim_generate(s: ContinuousSettings, x_ids: torch.Tensor, known: torch.Tensor, generator=None) -> torch.Tensor:
-    """DDIM (Song et al. 2021, Eq. 12, sigma of Eq. 16 with eta) from x_T ~ N(0, I) in the embedding space, rounded
-    to the nearest embedding; `known` positions are reset to q(x_s | x_0) of their tokens after every step."""
-    table = s.table().detach()  # (V, e)
-    x0_known = F.embedding(x_ids.clamp(0, table.shape[0] - 1), table).float() if known.any() else None
-    x = torch.randn((*x_ids.shape, table.shape[1]), device=table.device, generator=generator)  # x_T
-    x = _hold(s, x, x0_known, known, s.timesteps[0], generator)
-    self_cond = None
-    for i, k in enumerate(s.timesteps):
-        prev = s.timesteps[i + 1] if i + 1 < len(s.timesteps) else -1
-        out, raw_x0 = s.predict(x, k, table, self_cond)
-        ab_t, ab_s = torch.tensor(s.ab(k), dtype=x.dtype, device=x.device), s.ab(prev)
-        x0, eps = to_x0_eps(out, x, ab_t, s.prediction)
-        if s.clamp:  # Diffusion-LM Sec. 4.2: snap x0_hat to the nearest embedding, eps from it
-            x0 = snap_to_embeddings(x0, table, s.metric, s.never)
-            eps = eps_from_x0(x, x0, ab_t)
-        var = s.eta ** 2 * (1.0 - ab_s) / (1.0 - s.ab(k)) * (1.0 - s.ab(k) / ab_s)  # Eq. 16
-        x = math.sqrt(ab_s) * x0 + math.sqrt(max(1.0 - ab_s - var, 0.0)) * eps  # Eq. 12
-        if var > 0:
-            x = x + math.sqrt(var) * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        x = _hold(s, x, x0_known, known, prev, generator)
-        if s.self_conditioning:
-            self_cond = raw_x0  # the unclamped estimate, as training feeds it
-    ids, _ = nearest_tokens(x, table, s.metric, exclude_ids=s.never)
-    return torch.where(known, x_ids, ids)
-
-
-def _hold(s: ContinuousSettings, x, x0_known, known, k: int, generator):
-    """Known positions <- a fresh draw of q(x_k | x_0) (x_0 itself at k = -1)."""
-    if x0_known is None:
-        return x
-    if k < 0:
-        held = x0_known
-    else:
-        noise = torch.randn(x.shape, device=x.device, generator=generator)
-        ab = torch.tensor(s.ab(k), dtype=x0_known.dtype, device=x.device)
-        held = ab.sqrt() * x0_known + (1.0 - ab).sqrt() * noise  # Ho et al. 2020, Eq. 4
-    return torch.where(known[..., None], held, x)
