@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from sunfish_lib.io.files import read_json
 
@@ -73,15 +73,18 @@ def _subdirs(d: Path) -> list[Path]:
         return []
 
 
-def find_model(roots: Sequence[str | Path | None], objective: str, exclude: str | Path | None = None) -> Path | None:
+def find_model(roots: Sequence[str | Path | None], objective: str, exclude: str | Path | None = None,
+               skip: Callable[[Path], bool] | None = None) -> Path | None:
     """A run folder with a model of `objective` under the first of `roots` that has one (nearest the top).
 
-    Overfit checks (notebook 03) are never found: they memorised a few batches.
+    Not `exclude`, nor a folder for which `skip(folder)` is true (the judge search skips the sampled
+    model's relatives, `runs.lineage`). Overfit checks (notebook 03) are never found: they memorised a few batches.
     """
-    skip = Path(exclude).resolve() if exclude else None
+    left_out = Path(exclude).resolve() if exclude else None
     for root in (Path(r) for r in roots if r):
         found = [d for d in find_checkpoints(root, depth=3)
-                 if run_objective(d) == objective and d.resolve() != skip and not _overfit(d)]
+                 if run_objective(d) == objective and d.resolve() != left_out and not _overfit(d)
+                 and not (skip and skip(d))]
         if found:
             return min(found, key=lambda d: len(d.relative_to(root).parts))  # stable: find_checkpoints sorts
     return None
