@@ -157,11 +157,11 @@ def _hf_judge(path: Path) -> Judge:
                  lambda x: model(input_ids=x).logits, int(bos), max_len)
 
 
-def find_judge(roots: Sequence[str | Path | None], sampled: str | Path | None = None) -> Path | None:
-    """The AR model under `roots` (nested run folders included) nearest the top, newest first, that is not
-    related to `sampled`: not the model itself, its ancestor, its descendant or grown from its parent
+def find_judge(roots: Sequence[str | Path | None], *sampled: str | Path) -> Path | None:
+    """The AR model under `roots` (nested run folders included) nearest the top, newest first, related to none
+    of the `sampled` models: not one of them, their ancestor, descendant or grown from their parent
     (`runs.lineage.relation`)."""
-    return find_model(roots, "ar", skip=(lambda d: relation(d, sampled) is not None) if sampled else None)
+    return find_model(roots, "ar", skip=lambda d: any(relation(d, s) is not None for s in sampled))
 
 
 # ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import nbformat
 
 from sunfish_lib.io.files import read_json
 from sunfish_lib.runs.progress import duration
+from sunfish_lib.notebook.tables import COMPARE_COLUMNS, COMPARE_HEADERS, compare_rows, markdown_table
 from sunfish_lib.notebook.workbook import likelihood_markdown
 from sunfish_lib.runs.discovery import MAIN_RUN
 
@@ -66,23 +67,8 @@ def _notebook_rows(run_dir: Path, info: dict) -> list[dict[str, Any]]:
 
 
 def _compare_markdown(compare: dict) -> str:
-    """09's runs: likelihood beside sample quality (the columns a reader compares), held-out text as the scale."""
-    out = ["| run | objective | kind | nats/token ± SE | bits/byte | sample entropy | judge ppl |",
-           "|---|---|---|---|---|---|---|"]
-    ref = None
-    for m in compare.get("metrics", []):
-        nats = f"{m['nats_per_token']:.3f} ± {m['stderr']:.3f}" if m.get("nats_per_token") is not None else "-"
-        bpb = f"{m['bits_per_byte']:.3f}" if m.get("bits_per_byte") is not None else "-"
-        ent = f"{m['sample_entropy']:.2f}" if m.get("sample_entropy") is not None else "-"
-        ppl = f"{m['judge_ppl']:.1f}" if m.get("judge_ppl") is not None else "-"
-        out.append(f"| {m['run']} | {m.get('objective', '-')} | {m.get('eval_kind', '-')} | {nats} | {bpb} | {ent} "
-                   f"| {ppl} |")
-        if m.get("reference_entropy") is not None:
-            ref = m
-    if ref is not None:
-        ppl = f"{ref['reference_judge_ppl']:.1f}" if ref.get("reference_judge_ppl") is not None else "-"
-        out.append(f"| held-out text | - | - | - | - | {ref['reference_entropy']:.2f} | {ppl} |")
-    return "\n".join(out)
+    """09's runs: likelihood beside sample quality (the columns a reader compares), held-out text's in brackets."""
+    return markdown_table(compare_rows(compare.get("metrics", [])), COMPARE_COLUMNS, COMPARE_HEADERS)
 
 
 def summary_markdown(run_dir: str | Path) -> str:
