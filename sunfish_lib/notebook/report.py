@@ -108,8 +108,10 @@ def summary_markdown(run_dir: str | Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def _static_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The notebook without widget views: a page has no kernel to draw them, and each widget has a static twin."""
+def static_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook without widget views: a saved copy keeps no widget state, so a view there shows as its
+    text repr (`VBox(children=(Dropdown(...`) or "Error displaying widget: model not found"; each widget has a
+    static twin beside it, which stays. The runner writes every executed copy so, and the report pages."""
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if WIDGET_VIEW not in o.get("data", {})]
@@ -134,7 +136,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
         src = run_dir / row["notebook"]
         if not src.is_file():
             continue
-        body, _ = exporter.from_notebook_node(_static_copy(nbformat.read(src, as_version=4)))
+        body, _ = exporter.from_notebook_node(static_copy(nbformat.read(src, as_version=4)))
         page = pages / f"{src.stem}.html"
         page.write_text(body)
         links.append(f'<li><a href="{PAGES}/{page.name}">{html.escape(src.stem)}</a> — {html.escape(row["status"])}</li>')
