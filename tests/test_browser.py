@@ -343,6 +343,8 @@ def test_executed_workbook_renders_in_jupyterlab(tmp_path_factory):
             text = driver.execute_script("return window.jupyterapp.shell.currentWidget.node.innerText;")
             if "Error displaying widget" in text:
                 problems[nb_path.name] = problems.get(nb_path.name, "") + " Error displaying widget"
+            if "VBox(children" in text or "Tab(children" in text:  # an executed copy shows the static twin only
+                problems[nb_path.name] = problems.get(nb_path.name, "") + " a raw widget repr"
             _screenshot(driver, shots / f"{nb_path.stem}.png")
             driver.execute_script("const w = window.jupyterapp.shell.currentWidget;"  # closed unsaved: a copy is read
                                   "w.context.model.dirty = false; w.close();")
@@ -358,7 +360,7 @@ def test_executed_workbook_renders_in_jupyterlab(tmp_path_factory):
 
 def test_workbook_report_opens_from_disk_with_every_figure_an_image(tmp_path_factory):
     """report.html of the smoke workbook, opened as a file (no server): each notebook page linked from the index
-    shows every figure cell's image decoded, HTML tables as tables, and no raw widget repr."""
+    shows every figure cell's image decoded, HTML tables as tables no wider than the page, and no raw widget repr."""
     reason = _missing_browser()
     if reason:
         pytest.skip(reason)
@@ -378,6 +380,8 @@ def test_workbook_report_opens_from_disk_with_every_figure_an_image(tmp_path_fac
                 const imgs = Array.from(document.querySelectorAll('.jp-OutputArea-output img'));
                 return {images: imgs.length, decoded: imgs.filter(im => im.complete && im.naturalWidth > 0).length,
                         tables: document.querySelectorAll('.jp-OutputArea-output table').length,
+                        wide: Array.from(document.querySelectorAll('.jp-OutputArea-output table'))
+                                  .filter(t => t.getBoundingClientRect().width > window.innerWidth).length,
                         text: Array.from(document.querySelectorAll('.jp-OutputArea-output'))
                                   .map(o => o.innerText).join(' ')};""")
             tables = sum("<table" in "".join(o.get("data", {}).get("text/html", "")) for c in nb.cells
@@ -389,6 +393,8 @@ def test_workbook_report_opens_from_disk_with_every_figure_an_image(tmp_path_fac
                 problems[nb_path.name] = f"{found['tables']} tables shown of {tables}"
             if "VBox(children" in found["text"] or "Tab(children" in found["text"]:
                 problems[nb_path.name] = "a raw widget repr"
+            if found["wide"]:
+                problems[nb_path.name] = f"{found['wide']} table(s) wider than the page"
     finally:
         driver.quit()
     assert problems == {}
