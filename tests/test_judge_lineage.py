@@ -80,3 +80,14 @@ def test_a_related_judge_named_explicitly_is_a_one_line_error(family, capsys):
     assert main(["sample", str(continued), "--no-save", "--judge", str(parent / "export")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is an ancestor of the sampled model" in err
+
+
+def test_the_workbooks_ar_baseline_judges_what_it_is_unrelated_to(tmp_path):
+    """04's AR baseline (the longest-trained) stays the judge of the models it did not father, even when a
+    newer AR run (08's judge) sits as near the top."""
+    wb = tmp_path / "wb"
+    masked = make_run(wb / "04_train", "masked")
+    baseline = make_run(wb / "04_baselines" / "ar", "ar")
+    newer = make_run(wb / "08_ar_to_diffusion" / "ar-judge", "ar")
+    assert find_judge([wb], masked) == baseline
+    assert find_judge([wb], baseline) == newer  # the baseline's own samples: judged by the other one

@@ -34,7 +34,7 @@ import torch
 from sunfish_lib.data import get_tokenizer, make_loader
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.export import load_for_inference
-from sunfish_lib.runs.discovery import find_model, model_stamp, workbook_folder
+from sunfish_lib.runs.discovery import find_model, model_stamp, workbook_folder, workbook_model
 from sunfish_lib.runs.lineage import model_identity, relation
 from sunfish_lib.sampling.analysis import token_entropy
 
@@ -158,10 +158,17 @@ def _hf_judge(path: Path) -> Judge:
 
 
 def find_judge(roots: Sequence[str | Path | None], *sampled: str | Path) -> Path | None:
-    """The AR model under `roots` (nested run folders included) nearest the top, newest first, related to none
-    of the `sampled` models: not one of them, their ancestor, descendant or grown from their parent
-    (`runs.lineage.relation`)."""
-    return find_model(roots, "ar", skip=lambda d: any(relation(d, s) is not None for s in sampled))
+    """An AR model under `roots` related to none of the `sampled` models: not one of them, their ancestor,
+    descendant or grown from their parent (`runs.lineage.relation`). A workbook's own AR baseline (04, the
+    longest-trained) first, else the nearest to the top, newest first (nested run folders included)."""
+    def related(d: Path) -> bool:
+        return any(relation(d, s) is not None for s in sampled)
+
+    for root in (r for r in roots if r):
+        baseline = workbook_model(root, "ar")
+        if baseline is not None and not related(baseline):
+            return baseline
+    return find_model(roots, "ar", skip=related)
 
 
 # ----------------------------------------------------------------------------
