@@ -43,3 +43,16 @@ def test_long_paths_shorten_relative_to_the_run_folder(tmp_path):
     assert short_path(long, tmp_path / "20261207-204934-workbook") == "08_ar_to_diffusion/converted"
     assert short_path(long) == "…/08_ar_to_diffusion/converted"
     assert short_path("short/path") == "short/path" and short_path(None) is None and short_path(2e-3) == 2e-3
+
+
+def test_a_loose_bounds_perplexity_keeps_its_size_not_its_digits():
+    from sunfish_lib.notebook.workbook import likelihood_markdown
+
+    assert number(3.1658e66, "perplexity") == "3.17e+66" and number(2.5e6) == "2.50e+06"
+    rows = [{"model": "continuous", "kind": "ELBO upper bound", "nats_per_token": 153.123, "stderr": 4.838,
+             "perplexity": 3.1658e66, "bits_per_byte": 120.84},
+            {"model": "unigram", "kind": "unigram NLL (no context)", "nats_per_token": 6.394, "stderr": 0.0,
+             "perplexity": 597.9, "bits_per_byte": None}]
+    assert likelihood_markdown(rows).splitlines()[2:] == [
+        "| continuous | ELBO upper bound | 153.123 | 4.838 | 3.17e+66 | 120.840 |",
+        "| unigram | unigram NLL (no context) | 6.394 | 0.000 | 597.9 | – |"]

@@ -26,7 +26,7 @@ def number(v: Any, field: str | None = None) -> str:
 
     None or NaN '–', booleans yes/no, integers with thousands separators, floats at their field's
     decimals (DECIMALS); other floats: 1 decimal from 100 up, none from 1,000 up, 3 below 100
-    (3 significant digits below 1).
+    (3 significant digits below 1); from a million up, 3 significant digits with an exponent.
     """
     if v is None or (isinstance(v, float) and v != v):
         return "–"
@@ -36,9 +36,11 @@ def number(v: Any, field: str | None = None) -> str:
         return f"{v:,}"
     if not isinstance(v, float):
         return str(v)
+    a = abs(v)
+    if a >= 1e6:  # a loose bound's perplexity (exp of 150 nats): its size, not 67 digits
+        return f"{v:.2e}"
     if field in DECIMALS:
         return f"{v:,.{DECIMALS[field]}f}"
-    a = abs(v)
     return f"{v:,.0f}" if a >= 1000 else f"{v:.1f}" if a >= 100 else f"{v:.3f}" if a >= 1 or a == 0 else f"{v:.3g}"
 
 
