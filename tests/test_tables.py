@@ -56,3 +56,10 @@ def test_a_loose_bounds_perplexity_keeps_its_size_not_its_digits():
     assert likelihood_markdown(rows).splitlines()[2:] == [
         "| continuous | ELBO upper bound | 153.123 | 4.838 | 3.17e+66 | 120.840 |",
         "| unigram | unigram NLL (no context) | 6.394 | 0.000 | 597.9 | – |"]
+
+
+def test_long_text_wraps_so_no_table_is_wider_than_the_page():
+    long = "Kitouni et al. 2024 (arXiv 2406.05183): retrieval of held-out key-value facts queried backwards"
+    out = table_html([{"task": "reversal", "conditions": long}])
+    assert "<td style='white-space:nowrap'>reversal</td>" in out
+    assert f"<td style='min-width:16em;max-width:36em'>{long}</td>" in out

@@ -44,14 +44,24 @@ def number(v: Any, field: str | None = None) -> str:
     return f"{v:,.0f}" if a >= 1000 else f"{v:.1f}" if a >= 100 else f"{v:.3f}" if a >= 1 or a == 0 else f"{v:.3g}"
 
 
+NOWRAP_CHARS = 40
+"""Cells up to this long never wrap (a figure, a name, a path kept whole); longer text wraps, so no table is
+wider than the page (notebook 10's sources, a long config value)."""
+
+
 def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
                headers: Mapping[str, str] | None = None) -> str:
-    """An HTML table of dict rows (figures by `number`, None as –); no wrapping cells."""
+    """An HTML table of dict rows (figures by `number`, None as –); short cells never wrap, long text does."""
     columns = list(columns or (rows[0].keys() if rows else []))
     headers = headers or {}
+
+    def cell(v, c):
+        text = number(v, c)
+        style = "white-space:nowrap" if len(text) <= NOWRAP_CHARS else "min-width:16em;max-width:36em"
+        return f"<td style='{style}'>{html.escape(text)}</td>"
+
     head = "".join(f"<th>{html.escape(headers.get(c, c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td style='white-space:nowrap'>{html.escape(number(r.get(c), c))}</td>"
-                                    for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(cell(r.get(c), c) for c in columns) + "</tr>" for r in rows)
     return f"<table class='sunfish-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
