@@ -44,9 +44,12 @@ def _seconds(fn) -> tuple[float, object]:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="08's smoke parameters (smoke preset, 4 judge steps)")
+    ap.add_argument("--measure-steps", type=int, default=None,
+                    help="judge steps to time (default: all of 08's); the judge's cost is scaled to 08's steps")
     args = ap.parse_args(argv)
     preset = "smoke" if args.smoke else "tiny"
     judge_steps, val_batches, t_samples = (4, 2, 2) if args.smoke else (200, 10, 8)
+    measured = min(args.measure_steps or judge_steps, judge_steps)
     reading = float(re.search(r"fwd\+bwd (\d+) ms", _check_tiny_model().detail).group(1))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -61,20 +64,23 @@ def main(argv: list[str] | None = None) -> dict:
         state = {"state_dict": model.state_dict(), "optimizer_states": [
             {k: v.clone() for k, v in model.state_dict().items()}, {k: v.clone() for k, v in model.state_dict().items()}]}
         ckpt_s, _ = _seconds(lambda: atomic_torch_save(state, tmp / "c.ckpt"))  # weights + Adam's two moments
-        judge_cfg = get_config(preset, {"objective": "ar", "sampler": "ar", "max_steps": judge_steps,
-                                        "val_every": judge_steps, "ckpt_every": judge_steps, "tensorboard": False,
+        judge_cfg = get_config(preset, {"objective": "ar", "sampler": "ar", "max_steps": measured,
+                                        "val_every": measured, "ckpt_every": measured, "tensorboard": False,
                                         "keep_best": 0, "seed": 1, "val_batches": PRESETS["tiny"].train.val_batches,
-                                        "log_every": max(1, judge_steps // 30)})
-        judge_s, summary = _seconds(lambda: train(judge_cfg, tmp / "ar-judge", progress=False))
+                                        "log_every": max(1, measured // 30)})
+        measured_s, summary = _seconds(lambda: train(judge_cfg, tmp / "ar-judge", progress=False))
+    judge_s = measured_s * judge_steps / measured  # start-up and the one validation scale too: an upper side
     added = judge_s + EXTRA_EVALS * eval_s + uni_s + EXTRA_CKPTS * ckpt_s
     out = {"preset": preset, "fwd_bwd_ms": reading, "torch_threads": torch.get_num_threads(),
-           "judge_steps": judge_steps, "judge_s": round(judge_s, 1),
+           "judge_steps": judge_steps, "measured_steps": measured, "measured_s": round(measured_s, 1),
+           "judge_s": round(judge_s, 1),
            "judge_tokens_per_s": round(summary["metrics"].get("perf/tokens_per_s", float("nan")), 0),
            "evaluate_s": round(eval_s, 2), "extra_evals": EXTRA_EVALS, "unigram_s": round(uni_s, 2),
            "checkpoint_s": round(ckpt_s, 3), "extra_checkpoints": EXTRA_CKPTS, "added_s": round(added, 1),
            "added_s_at_64ms": round(added * 64 / reading, 1)}
     print(f"sunfish check: tiny fwd+bwd {reading:.0f} ms, torch threads {out['torch_threads']}")
-    print(f"judge: {judge_steps} {preset} AR steps in {judge_s:.1f} s ({out['judge_tokens_per_s']:.0f} tokens/s)")
+    print(f"judge: {measured} {preset} AR steps in {measured_s:.1f} s ({out['judge_tokens_per_s']:.0f} tokens/s); "
+          f"{judge_steps} steps about {judge_s:.0f} s")
     print(f"evaluate_run: {eval_s:.2f} s each x {EXTRA_EVALS}; unigram model {uni_s:.2f} s; "
           f"checkpoint {ckpt_s:.3f} s x {EXTRA_CKPTS}")
     print(f"08 adds about {added:.0f} s here; at a 64 ms reading about {out['added_s_at_64ms']:.0f} s")
