@@ -341,8 +341,13 @@ def test_executed_workbook_renders_in_jupyterlab(tmp_path_factory):
             if missing:
                 problems[nb_path.name] = f"figure cells without a rendered image: {missing}"
             text = driver.execute_script("return window.jupyterapp.shell.currentWidget.node.innerText;")
+            outputs = driver.execute_script(  # what the cells showed, not their source
+                "return Array.from(window.jupyterapp.shell.currentWidget.node"
+                ".querySelectorAll('.jp-OutputArea-output')).map(o => o.innerText).join(' ');")
             if "Error displaying widget" in text:
                 problems[nb_path.name] = problems.get(nb_path.name, "") + " Error displaying widget"
+            if "VBox(children" in outputs or "Tab(children" in outputs:  # an executed copy shows static twins only
+                problems[nb_path.name] = problems.get(nb_path.name, "") + " a raw widget repr"
             _screenshot(driver, shots / f"{nb_path.stem}.png")
             driver.execute_script("const w = window.jupyterapp.shell.currentWidget;"  # closed unsaved: a copy is read
                                   "w.context.model.dirty = false; w.close();")
@@ -358,7 +363,7 @@ def test_executed_workbook_renders_in_jupyterlab(tmp_path_factory):
 
 def test_workbook_report_opens_from_disk_with_every_figure_an_image(tmp_path_factory):
     """report.html of the smoke workbook, opened as a file (no server): each notebook page linked from the index
-    shows every figure cell's image decoded, HTML tables as tables, and no raw widget repr."""
+    shows every figure cell's image decoded, HTML tables as tables no wider than the page, and no raw widget repr."""
     reason = _missing_browser()
     if reason:
         pytest.skip(reason)
@@ -378,6 +383,8 @@ def test_workbook_report_opens_from_disk_with_every_figure_an_image(tmp_path_fac
                 const imgs = Array.from(document.querySelectorAll('.jp-OutputArea-output img'));
                 return {images: imgs.length, decoded: imgs.filter(im => im.complete && im.naturalWidth > 0).length,
                         tables: document.querySelectorAll('.jp-OutputArea-output table').length,
+                        wide: Array.from(document.querySelectorAll('.jp-OutputArea-output table'))
+                                  .filter(t => t.getBoundingClientRect().width > window.innerWidth).length,
                         text: Array.from(document.querySelectorAll('.jp-OutputArea-output'))
                                   .map(o => o.innerText).join(' ')};""")
             tables = sum("<table" in "".join(o.get("data", {}).get("text/html", "")) for c in nb.cells
@@ -389,6 +396,8 @@ def test_workbook_report_opens_from_disk_with_every_figure_an_image(tmp_path_fac
                 problems[nb_path.name] = f"{found['tables']} tables shown of {tables}"
             if "VBox(children" in found["text"] or "Tab(children" in found["text"]:
                 problems[nb_path.name] = "a raw widget repr"
+            if found["wide"]:
+                problems[nb_path.name] = f"{found['wide']} table(s) wider than the page"
     finally:
         driver.quit()
     assert problems == {}

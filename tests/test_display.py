@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sunfish_lib.data import get_tokenizer
-from sunfish_lib.notebook.display import SamplesView, decode_pieces, sample_segments, short_labels, table_html
+from sunfish_lib.notebook.display import SamplesView, decode_pieces, sample_segments
+from sunfish_lib.notebook.tables import short_labels, table_html
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_text_marks_the_infilled_span(tok):
 
 def test_table_html_and_short_labels():
     out = table_html([{"run": "a", "ppl": 12.3456789, "steps": 1200, "bpb": None, "fits": False}])
-    assert "<th>ppl</th>" in out and ">12.35<" in out and ">1,200<" in out and ">–<" in out and ">no<" in out
+    assert "<th>ppl</th>" in out and ">12.346<" in out and ">1,200<" in out and ">–<" in out and ">no<" in out
     assert short_labels(["wb/04_train", "wb/08/scratch", "wb/07/scratch"]) == {
         "wb/04_train": "04_train", "wb/08/scratch": "08/scratch", "wb/07/scratch": "07/scratch"}
 

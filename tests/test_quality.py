@@ -76,10 +76,10 @@ def test_a_diffusion_model_is_no_judge(tmp_path):
 def test_find_judge_takes_the_workbooks_ar_model_nested_and_never_the_sampled_one(tmp_path):
     wb = tmp_path / "wb"
     masked = make_run(wb / "04_train", "masked")
-    assert find_judge([wb], exclude=masked) is None
+    assert find_judge([wb], masked) is None
     ar = make_run(wb / "04_train" / "baselines" / "ar", "ar")
-    assert find_judge([wb], exclude=masked) == ar
-    assert find_judge([wb], exclude=ar) is None
+    assert find_judge([wb], masked) == ar
+    assert find_judge([wb], ar) is None
 
 
 def test_sample_quality_fields_and_the_held_out_scale(tmp_path):
@@ -110,7 +110,7 @@ def test_sample_json_carries_the_quality_fields(tmp_path, capsys):
     # no judge named, none in a workbook folder: said, not invented
     assert main(["sample", str(masked), "--json", "--no-save"]) == 0
     q = json.loads(capsys.readouterr().out)["quality"]
-    assert q["judge_ppl"] is None and "no judge" in q["judge_note"] and q["entropy"] is not None
+    assert q["judge_ppl"] is None and q["judge_note"].startswith("no independent judge: the checkpoint is not inside") and q["entropy"] is not None
     # inside a workbook run folder (run.json), its ar model is the default judge
     (tmp_path / "wb" / "run.json").write_text("{}")
     wb_ar = make_run(tmp_path / "wb" / "04_train_ar", "ar")
@@ -120,8 +120,10 @@ def test_sample_json_carries_the_quality_fields(tmp_path, capsys):
     assert main(["sample", str(masked), "--no-save", "--prompt", "A\nB"]) == 0
     out = capsys.readouterr().out
     assert "--- sample 1 ---" in out and "A↵B" in out and "unigram entropy (nats)" in out and "judge: " in out
-    assert main(["sample", str(masked), "--no-save", "--judge", str(masked)]) == 2
+    assert main(["sample", str(masked), "--no-save", "--judge", str(make_run(tmp_path / "other", "masked"))]) == 2
     assert "a judge must be causal" in capsys.readouterr().err
+    assert main(["sample", str(masked), "--no-save", "--judge", str(masked / "export")]) == 2
+    assert "is the same model as the sampled model" in capsys.readouterr().err
 
 
 def test_an_overfit_check_is_no_judge(tmp_path):

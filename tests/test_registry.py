@@ -27,7 +27,7 @@ import pytest
 import pytorch_lightning as pl
 
 from sunfish_lib.cli import main
-from sunfish_lib.eval.compare import config_diff, pick_runs
+from sunfish_lib.eval.compare import METRIC_COLUMNS, config_diff, pick_runs
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.eval.evaluate import evaluate_run
 from sunfish_lib.io.files import read_json, write_json
@@ -262,7 +262,13 @@ def test_compare_notebook_headless(root, tmp_path):
     assert (out / "curves.png").stat().st_size > 10_000
     executed = NotebookOutputs.read(run_dir / nb.name)
     text, tables = executed.streams, executed.html
-    assert "comparing 2 runs" in text and "<th>nats/token</th>" in tables and "exact NLL" in tables
+    assert "comparing 2 runs" in text and "exact NLL" in tables
+    # the few columns a reader compares (issue 30: not 18); every figure is in compare.csv
+    metrics_table = next(t for t in executed.data("text/html") if "held-out nats/token ± SE" in t)
+    assert metrics_table.count("<th>") == 7 and metrics_table.count("<tr>") == 3
+    assert f"<td style='white-space:nowrap'>{ar['nats_per_token']:.3f} ± {ar['stderr']:.3f}</td>" in metrics_table
+    assert f"{ar['sample_entropy']:.3f} ({ar['reference_entropy']:.3f})" in metrics_table
+    assert csv_lines[0].split(",") == list(METRIC_COLUMNS) and f"every figure of every run: {out / 'compare.csv'}" in text
     assert "<td style='white-space:nowrap'>diffusion.objective</td>" in tables and "<th>ar-run</th>" in tables
     assert executed.count("image/png") == 2  # the curves and the speed–quality plane
     assert (out / "speed_quality.png").stat().st_size > 5_000

@@ -166,3 +166,12 @@ def test_resume_refuses_a_run_alive_on_another_host_until_its_files_go_stale(tmp
     old = time.time() - 3600
     os.utime(run / "run.json", (old, old))
     assert _resumable_info(run)["hostname"] == "another-host"  # not updated for an hour: killed, resumable
+
+
+def test_paths_printed_for_a_command_are_valid_at_the_checkout_root(tmp_path, monkeypatch):
+    """A notebook runs in notebooks/: its `../runs/x` is `runs/x` at the root (06 prints the command)."""
+    from sunfish_lib.runs.paths import from_repo_root
+
+    monkeypatch.chdir(NOTEBOOKS)
+    assert from_repo_root("../runs/20261207-wb/04_train") == "runs/20261207-wb/04_train"
+    assert from_repo_root(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")  # outside the checkout: absolute

@@ -35,7 +35,8 @@ def test_sampling_notebook_uses_the_workbook_model_and_matches_the_cli(tmp_path)
     run_dir = run_notebooks([nb], {nb.name: {"smoke": True, "run_dir": str(workbook)}}, runs_parent=tmp_path)
     text, kinds = _outputs(run_dir / nb.name)
     assert f"checkpoint: {workbook / '04_train'}" in text
-    assert "application/vnd.jupyter.widget-view+json" in kinds  # the panel
+    # an executed copy keeps no widget state: the panel's view and its text repr are gone, its static twin stays
+    assert not any("widget" in k for k in kinds) and "VBox(children" not in NotebookOutputs.read(run_dir / nb.name).text
     expected = sample(load_checkpoint(workbook / "04_train"), prompt="ROMEO:", seed=0).texts
     shown = _html_text(run_dir / nb.name)  # the panel's last generation as HTML: the widget's static twin
     for i, t in enumerate(expected):
@@ -65,5 +66,6 @@ def test_trajectories_notebook_records_plots_and_animates(tmp_path):
     assert "masked     changed per step [1, 1, 1, 1, 1, 1, 1, 1]" in text  # 8 masks, one committed per step
     # 2 samples views (with quality) + 2 strips of selected steps (the slider's static twin)
     assert kinds.count("image/png") == 3 and kinds.count("image/gif") == 2 and kinds.count("text/html") == 4
+    assert not any("widget" in k for k in kinds) and "Tab(children" not in NotebookOutputs.read(run_dir / nb.name).text
     shown = _html_text(run_dir / nb.name)
     assert shown.count("unigram entropy (nats)") == 2 and shown.count("step 1/8") == 2 and shown.count("step 8/8") == 2

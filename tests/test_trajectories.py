@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.notebook.plots import entropy_curves, layout_tokens, save_denoising_gif, trajectory_heatmap, \
+from sunfish_lib.notebook.plots import entropy_curves, entropy_label, layout_tokens, save_denoising_gif, trajectory_heatmap, \
     trajectory_heatmaps
 from sunfish_lib.sampling import analysis as A
 from sunfish_lib.sampling.session import load_checkpoint, sample
@@ -99,11 +99,14 @@ def test_heatmaps_are_positions_by_steps(make, fields):
 
 def test_entropy_curves_and_side_by_side_figure():
     m, c = _masked_traj(), _continuous_traj()
-    fig = entropy_curves({"masked": A.step_entropy(m), "continuous": A.step_entropy(c)})
-    lines = fig.axes[0].lines
-    assert [ln.get_label() for ln in lines] == ["masked", "continuous"]
-    assert list(lines[1].get_ydata()) == pytest.approx([3.0, 1.5, 1.0, 0.75])
-    assert list(lines[0].get_xdata()) == pytest.approx([1 / 3, 2 / 3, 1.0])
+    labels = {"masked": entropy_label(m), "continuous": entropy_label(c)}
+    fig = entropy_curves({"masked": A.step_entropy(m), "continuous": A.step_entropy(c)}, ylabels=labels)
+    # two definitions (over still-masked positions, over all positions): two axes, each labelled with its own
+    assert [ax.get_ylabel() for ax in fig.axes] == ["mean entropy over still-masked positions (nats)",
+                                                    "mean entropy over all generated positions (nats)"]
+    (masked_line,), (continuous_line,) = fig.axes[0].lines, fig.axes[1].lines
+    assert list(continuous_line.get_ydata()) == pytest.approx([3.0, 1.5, 1.0, 0.75])
+    assert list(masked_line.get_xdata()) == pytest.approx([1 / 3, 2 / 3, 1.0])
     fig = trajectory_heatmaps({"masked: confidence": (A.heatmap(m, "confidence"), "confidence", ""),
                                "continuous: distance": (A.heatmap(c, "distance"), "distance", "")})
     shapes = [ax.images[0].get_array().shape for ax in fig.axes if ax.images]

@@ -7,6 +7,7 @@ keeps the parent's knowledge (`train.lr_mult_attn` / `lr_mult_mlp`). This module
 (1) and writes a folder that training starts from (`train.init_from`):
 
     DIR/model.safetensors, DIR/config.json, the tokenizer and remote code   (as `export_model` writes them)
+    DIR/conversion.json    what was found; `source`, the parent's resolved folder (`runs.lineage` follows it)
 
 Parents: a Hugging Face causal LM folder (`save_pretrained`) of the GPT-2 family or the
 Llama family (RoPE, RMSNorm, SwiGLU, grouped-query attention, tied or untied embeddings:
@@ -43,6 +44,7 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.hf.hub import hub_offline, hub_reachable, quiet_transformers
 from sunfish_lib.io.export import export_model, load_for_inference
 from sunfish_lib.io.verify import load_error
+from sunfish_lib.runs.lineage import CONVERSION, model_identity
 
 OBJECTIVES = ("masked", "ar", "block")
 SAMPLER = {"masked": "low_confidence", "ar": "ar", "block": "low_confidence"}
@@ -59,9 +61,10 @@ class Conversion:
     added_tokens: dict[str, int]  # special tokens added to the tokenizer -> their ids
     parent_vocab: int  # rows of the parent's embedding
     check: dict | None = None  # `check_logits` result
+    source: str | None = None  # the parent's resolved folder: `runs.lineage` follows it back
 
     def summary(self) -> dict:
-        return {"out_dir": str(self.out_dir), "parent": self.parent, "params": self.params,
+        return {"out_dir": str(self.out_dir), "parent": self.parent, "source": self.source, "params": self.params,
                 "vocab_size": self.config.model.vocab_size, "parent_vocab": self.parent_vocab,
                 "added_tokens": self.added_tokens, "objective": self.config.diffusion.objective,
                 "shift_logits": self.config.diffusion.shift_logits, "check": self.check,
@@ -270,8 +273,9 @@ def convert(source: str | Path, out_dir: str | Path, *, objective: str = "masked
                               seq_len=check_seq_len) if check else None
         model = backbone_from(m, sd)
     export_model(model, cfg, out_dir, parent.tokenizer)
-    conv = Conversion(out_dir, cfg, parent.kind, model.num_params(), parent.added or {}, parent.vocab, result)
-    (out_dir / "conversion.json").write_text(json.dumps(conv.summary(), indent=2) + "\n")
+    conv = Conversion(out_dir, cfg, parent.kind, model.num_params(), parent.added or {}, parent.vocab, result,
+                      str(model_identity(source if parent.kind == "sunfish-ar" else resolve_source(str(source)))))
+    (out_dir / CONVERSION).write_text(json.dumps(conv.summary(), indent=2) + "\n")
     return conv
 
 

@@ -10,6 +10,11 @@
   and `denoise_entropy`, the mean entropy of the distributions the sampler drew from
   (`sampling.analysis.step_entropy`; diffusion samplers only).
 - config diff: the dotted config fields whose values differ between runs.
+- noise: two likelihood estimates whose difference is under 2 combined standard errors are a tie
+  (`within_noise`, DESIGN: "a comparison names what is within noise"); a model whose bound is not
+  2 SE under the unigram model's NLL has not left the unigram plateau (`left_plateau`: it has learned
+  no context yet, so beating it shows little). `budget_comparison` applies both at several budgets
+  (notebook 08: converted vs from scratch at a quarter, half and all of the steps).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sunfish_lib.eval.evaluate import evaluate_run
 from sunfish_lib.io.files import read_json, write_json
 from sunfish_lib.runs.paths import runs_dir
 from sunfish_lib.eval.quality import quality_of
+from sunfish_lib.runs.discovery import step_checkpoints
 from sunfish_lib.runs.registry import is_training_run, list_runs
 from sunfish_lib.io.metrics import read_metrics
 from sunfish_lib.sampling.analysis import step_entropy
@@ -36,14 +42,8 @@ from sunfish_lib.sampling.session import load_checkpoint, sample
 
 METRIC_COLUMNS = ("run", "objective", "steps", "tokens", "wall_s", "train_loss", "val_loss", "eval_kind",
                   "nats_per_token", "stderr", "perplexity", "bits_per_byte", "sample_entropy", "reference_entropy",
-                  "distinct_2", "judge_ppl", "reference_judge_ppl", "denoise_entropy", "passes_per_token")
-
-METRIC_HEADERS = {"wall_s": "wall (s)", "train_loss": "train loss", "val_loss": "val loss", "eval_kind": "held-out kind",
-                  "nats_per_token": "nats/token", "stderr": "± SE", "perplexity": "ppl", "bits_per_byte": "bits/byte",
-                  "sample_entropy": "sample entropy (nats)", "reference_entropy": "held-out entropy (nats)",
-                  "distinct_2": "distinct-2", "judge_ppl": "judge ppl", "reference_judge_ppl": "judge ppl of held-out",
-                  "denoise_entropy": "denoise entropy (nats)", "passes_per_token": "passes / token"}
-"""Column headers with units for the metrics table (notebook 09)."""
+                  "distinct_2", "judge_ppl", "reference_judge_ppl", "judge", "denoise_entropy", "passes_per_token")
+"""Every figure of a run's row (compare.csv); `notebook.display.compare_rows` picks the few a reader compares."""
 
 
 def pick_runs(runs: Iterable[str | Path] = (), run_dir: str | Path | None = None, newest: int = 4) -> list[Path]:
@@ -160,7 +160,7 @@ def sample_statistics(path: str | Path, *, num_samples: int = 4, length: int = 6
         denoise = float(np.mean([np.mean(step_entropy(gen.trajectory, b)) for b in range(num_samples)]))
     return {"sample_entropy": q["entropy"], "reference_entropy": q["reference_entropy"],
             "distinct_2": q["distinct_2"], "judge_ppl": q["judge_ppl"],
-            "reference_judge_ppl": q["reference_judge_ppl"], "denoise_entropy": denoise,
+            "reference_judge_ppl": q["reference_judge_ppl"], "judge": q["judge"], "denoise_entropy": denoise,
             "passes_per_token": gen.forward_passes / length}  # a pass runs the batch: per sample (tradeoff.Point)
 
 
@@ -209,3 +209,80 @@ def write_comparison(result: Mapping[str, Any], out_dir: Path) -> None:
 
 def _cell(v: Any) -> Any:
     return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+
+# ----------------------------------------------------------------------------
+# What is within noise
+# ----------------------------------------------------------------------------
+
+TIE_SE = 2.0
+"""Differences under this many combined standard errors are ties."""
+
+
+def within_noise(a: Mapping[str, float], b: Mapping[str, float], z: float = TIE_SE) -> bool:
+    """True when two estimates ({nats_per_token, stderr}) differ by less than z * sqrt(se_a^2 + se_b^2)."""
+    return abs(a["nats_per_token"] - b["nats_per_token"]) < z * math.hypot(a["stderr"], b["stderr"])
+
+
+def best_and_ties(rows: Mapping[str, Mapping[str, float]]) -> tuple[str | None, list[str]]:
+    """(label with the lowest nats_per_token, the other labels within noise of it)."""
+    if not rows:
+        return None, []
+    best = min(rows, key=lambda k: rows[k]["nats_per_token"])
+    return best, [k for k in rows if k != best and within_noise(rows[k], rows[best])]
+
+
+def left_plateau(result: Mapping[str, float], unigram_nats: float, z: float = TIE_SE) -> bool:
+    """True when the estimate is more than z SE below the unigram model's NLL (nats/token): it has learned context."""
+    return result["nats_per_token"] + z * result["stderr"] < unigram_nats
+
+
+def evaluate_budgets(runs: Mapping[str, str | Path], budgets: Iterable[int], **eval_kw) -> dict[str, dict[int, dict]]:
+    """{label: {steps: evaluate_run(...).to_dict()}} of each run at each budget: its kept checkpoint at that step
+    (`runs.discovery.step_checkpoints`), its final model at its last step. eval_kw: evaluate_run's."""
+    out: dict[str, dict[int, dict]] = {}
+    for label, path in runs.items():
+        kept, final = step_checkpoints(path), int(read_json(Path(path) / "status.json").get("step", -1))
+        out[label] = {}
+        for b in sorted(set(budgets)):
+            if b != final and b not in kept:
+                raise SunfishError(f"{path} kept no checkpoint at step {b} (it has {sorted(kept) or 'none'}); train "
+                                   "it with val_every dividing the budget and keep_best >= its validations")
+            out[label][b] = evaluate_run(path if b == final else kept[b], **eval_kw).to_dict()
+    return out
+
+
+def budget_comparison(evals: Mapping[str, Mapping[int, Mapping[str, float]]], unigram_nats: float,
+                      baseline: str) -> list[dict[str, Any]]:
+    """Per budget: the runs' estimates, the best and its ties, `baseline`'s gap to the best in SE, and whether
+    `baseline` has left the unigram plateau. evals: `evaluate_budgets`' result."""
+    rows = []
+    for b in sorted({b for per in evals.values() for b in per}):
+        here = {label: per[b] for label, per in evals.items() if b in per}
+        best, ties = best_and_ties(here)
+        base = here[baseline]
+        gap = base["nats_per_token"] - here[best]["nats_per_token"]
+        rows.append({"steps": b, "runs": here, "best": best, "ties": ties, "baseline": baseline,
+                     "gap": gap, "gap_se": gap / math.hypot(base["stderr"], here[best]["stderr"]) if gap else 0.0,
+                     "baseline_left_plateau": left_plateau(base, unigram_nats), "unigram": unigram_nats})
+    return rows
+
+
+def budget_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One sentence per budget of `budget_comparison` rows: who leads, by how many SE, what ties, the plateau."""
+    lines = []
+    for r in rows:
+        base, n = r["runs"][r["baseline"]], r["steps"]
+        line = f"{n} step{'s' if n != 1 else ''}: {r['best']} lowest at {_pm(r['runs'][r['best']])} nats/token"
+        if r["best"] != r["baseline"]:
+            line += (f"; {r['baseline']} {_pm(base)} is " + ("within 2 SE of it (a tie)" if r["baseline"] in r["ties"]
+                     else f"{r['gap']:.3f} nats ({r['gap_se']:.1f} SE) above it"))
+        others = [t for t in r["ties"] if t != r["baseline"]]
+        line += f". Ties (within 2 SE of the lowest): {', '.join(others)}." if others else "."
+        state = "has left" if r["baseline_left_plateau"] else "is still on"
+        lines.append(f"{line} {r['baseline'].capitalize()} {state} the unigram plateau ({r['unigram']:.3f} nats/token).")
+    return lines
+
+
+def _pm(r: Mapping[str, float]) -> str:
+    return f"{r['nats_per_token']:.3f} ± {r['stderr']:.3f}"

@@ -14,8 +14,10 @@ held-out text of the same token length (the scale that makes a number readable):
   low-entropy text (repeating one frequent word scores well), so it is never reported without
   the entropy: `sample_quality` returns both, and `display.samples_html` shows both.
 
-No judge is invented: without one (none named, none in the workbook's run folder) the
-judge fields are None and `judge_note` says why.
+A judge is independent: never the sampled model, its ancestor (a converted model's AR parent), its
+descendant or a model grown from the same parent (`runs.lineage`). No judge is invented: without one
+(none named, none unrelated in the workbook's run folder) the judge fields are None and `judge_note` says
+why and what to do.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import torch
 from sunfish_lib.data import get_tokenizer, make_loader
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.export import load_for_inference
-from sunfish_lib.runs.discovery import find_model, model_stamp, workbook_folder
+from sunfish_lib.runs.discovery import find_model, model_stamp, workbook_folder, workbook_model
+from sunfish_lib.runs.lineage import model_identity, relation
 from sunfish_lib.sampling.analysis import token_entropy
 
 DISTINCT_N = (2, 3)
@@ -154,9 +157,18 @@ def _hf_judge(path: Path) -> Judge:
                  lambda x: model(input_ids=x).logits, int(bos), max_len)
 
 
-def find_judge(roots: Sequence[str | Path | None], exclude: str | Path | None = None) -> Path | None:
-    """The AR model under `roots` (nested run folders included) nearest the top, newest first; not `exclude`."""
-    return find_model(roots, "ar", exclude)
+def find_judge(roots: Sequence[str | Path | None], *sampled: str | Path) -> Path | None:
+    """An AR model under `roots` related to none of the `sampled` models: not one of them, their ancestor,
+    descendant or grown from their parent (`runs.lineage.relation`). A workbook's own AR baseline (04, the
+    longest-trained) first, else the nearest to the top, newest first (nested run folders included)."""
+    def related(d: Path) -> bool:
+        return any(relation(d, s) is not None for s in sampled)
+
+    for root in (r for r in roots if r):
+        baseline = workbook_model(root, "ar")
+        if baseline is not None and not related(baseline):
+            return baseline
+    return find_model(roots, "ar", skip=related)
 
 
 # ----------------------------------------------------------------------------
@@ -206,17 +218,32 @@ def sample_quality(ids: torch.Tensor, start: torch.Tensor, tokenizer, cfg, *, ju
 
 
 def judge_for(judge: str | Path | None, sampled: str | Path, run_dir: str | Path | None = None) -> tuple[Judge | None, str | None]:
-    """(Judge, note): the named one, else the workbook's AR baseline, else (None, why there is none)."""
+    """(Judge, note): the named one, else the nearest AR model unrelated to `sampled` under run_dir or the
+    sampled model's workbook, else (None, why there is none and what to do).
+
+    A named judge related to the sampled model (`runs.lineage.relation`) is a one-line SunfishError: it shares
+    the weights it is meant to check (a converted model judged by its AR parent scores its own parent's text).
+    """
     if judge:
+        related = relation(judge, sampled)
+        if related:
+            raise SunfishError(f"judge {judge} is {related} the sampled model {model_identity(sampled)}: it shares "
+                               "the weights it would check; pass an ar model trained apart from it (another run or a "
+                               "Hugging Face causal-LM folder), or leave the judge out to find one")
         return load_judge(judge), None
-    sampled_run = Path(sampled)
-    roots = [run_dir, workbook_folder(sampled_run)]
-    found = find_judge(roots, exclude=sampled_run)
-    if found is None:
-        where = (f"no ar model under {', '.join(str(r) for r in roots if r)}" if any(roots)
-                 else "the checkpoint is not inside a workbook run folder")
-        return None, f"no judge: {where}; pass --judge PATH (an ar run or a HF causal-LM folder)"
-    return load_judge(found), None
+    roots = [run_dir, workbook_folder(model_identity(sampled))]
+    found = find_judge(roots, sampled)
+    if found is not None:
+        return load_judge(found), None
+    nearest = find_model(roots, "ar")
+    if nearest is not None:
+        where = f"the ar model {nearest} is {relation(nearest, sampled)} the sampled model"
+    elif any(roots):
+        where = f"no ar model under {', '.join(str(r) for r in roots if r)}"
+    else:
+        where = "the checkpoint is not inside a workbook run folder"
+    return None, (f"no independent judge: {where}; train an ar model apart from it (another seed) next to it, or "
+                  "pass --judge PATH (an ar run or a HF causal-LM folder)")
 
 
 def quality_of(gen, loaded, *, judge: str | Path | None = None, run_dir: str | Path | None = None,

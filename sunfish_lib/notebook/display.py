@@ -169,42 +169,6 @@ class SamplesView:
         return self.text()
 
 
-# ----------------------------------------------------------------------------
-# Tables
-# ----------------------------------------------------------------------------
-
-def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
-               headers: Mapping[str, str] | None = None, digits: int = 4) -> str:
-    """An HTML table of dict rows (floats to `digits` significant digits, None as –); no wrapping cells."""
-    columns = list(columns or (rows[0].keys() if rows else []))
-    headers = headers or {}
-
-    def cell(v):
-        if isinstance(v, bool) or v is None:
-            return "–" if v is None else ("yes" if v else "no")
-        if isinstance(v, int):
-            return f"{v:,}"
-        if isinstance(v, float):
-            return f"{v:.{digits}g}"
-        return html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(headers.get(c, c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td style='white-space:nowrap'>{cell(r.get(c))}</td>" for c in columns)
-                   + "</tr>" for r in rows)
-    return f"<table class='sunfish-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def short_labels(labels: Sequence[str], width: int = 24) -> dict[str, str]:
-    """label -> a short unique name: the last path part, with the parent part when names repeat; ellipsis past width."""
-    parts = [str(label).rstrip("/").split("/") for label in labels]
-    names = [p[-1] for p in parts]
-    out = {}
-    for label, p, name in zip(labels, parts, names):
-        short = "/".join(p[-2:]) if names.count(name) > 1 else name
-        out[label] = short if len(short) <= width else short[: width - 1] + "…"
-    return out
-
-
 def readable(tokenizer, ids: Sequence[int]) -> str:
     """Text of ids for display: characters whole (`decode_pieces`), a byte that forms no character as ⍰."""
     return "".join(decode_pieces(tokenizer, ids)).replace("\ufffd", NOCHAR)

@@ -230,17 +230,28 @@ def trajectory_heatmaps(panels: Mapping[str, tuple[np.ndarray, str, str]], *, ti
     return fig
 
 
-def entropy_curves(curves: Mapping[str, Sequence[float]], *, title: str | None = None) -> Figure:
-    """Mean entropy (nats) per step, one line per trajectory; x is the step's fraction of the run (0..1]."""
-    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    for name, ys in curves.items():
+def entropy_label(traj) -> str:
+    """What `sampling.analysis.step_entropy` averages over for this trajectory, as an axis label."""
+    if "masked" in traj.fields():
+        return "mean entropy over still-masked positions (nats)"
+    return "mean entropy over all generated positions (nats)"
+
+
+def entropy_curves(curves: Mapping[str, Sequence[float]], *, ylabels: Mapping[str, str] | None = None,
+                   title: str | None = None) -> Figure:
+    """Mean entropy (nats) per step, one panel per trajectory with its own y axis and label (`entropy_label`):
+    a masked sampler averages over the positions still masked, a continuous one over all positions, so the
+    two are different quantities and never share an axis. x is the step's fraction of the run (0..1]."""
+    ylabels = ylabels or {}
+    fig = Figure(figsize=(4.2 * max(1, len(curves)), 3.4), layout="constrained")
+    axes = fig.subplots(1, max(1, len(curves)), sharex=True, squeeze=False)[0]
+    for ax, (name, ys) in zip(axes, curves.items()):
         n = len(ys)
         ax.plot([(i + 1) / n for i in range(n)], list(ys), marker="o" if n <= 30 else None, ms=3, label=name)
-    ax.set_xlabel("fraction of the reverse steps done")
-    ax.set_ylabel("mean entropy (nats)")
-    ax.set_title(title or "Entropy of the token distribution per step")
-    ax.legend(fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("fraction of the reverse steps done")
+        ax.set_ylabel(ylabels.get(name, "mean entropy (nats)"), fontsize=8)
+    fig.suptitle(title or "Entropy of the token distribution per step")
     return fig
 
 

@@ -17,6 +17,7 @@ import nbformat
 
 from sunfish_lib.io.files import read_json
 from sunfish_lib.runs.progress import duration
+from sunfish_lib.notebook.tables import COMPARE_COLUMNS, COMPARE_HEADERS, compare_rows, markdown_table
 from sunfish_lib.notebook.workbook import likelihood_markdown
 from sunfish_lib.runs.discovery import MAIN_RUN
 
@@ -66,23 +67,8 @@ def _notebook_rows(run_dir: Path, info: dict) -> list[dict[str, Any]]:
 
 
 def _compare_markdown(compare: dict) -> str:
-    """09's runs: likelihood beside sample quality (the columns a reader compares), held-out text as the scale."""
-    out = ["| run | objective | kind | nats/token ± SE | bits/byte | sample entropy | judge ppl |",
-           "|---|---|---|---|---|---|---|"]
-    ref = None
-    for m in compare.get("metrics", []):
-        nats = f"{m['nats_per_token']:.3f} ± {m['stderr']:.3f}" if m.get("nats_per_token") is not None else "-"
-        bpb = f"{m['bits_per_byte']:.3f}" if m.get("bits_per_byte") is not None else "-"
-        ent = f"{m['sample_entropy']:.2f}" if m.get("sample_entropy") is not None else "-"
-        ppl = f"{m['judge_ppl']:.1f}" if m.get("judge_ppl") is not None else "-"
-        out.append(f"| {m['run']} | {m.get('objective', '-')} | {m.get('eval_kind', '-')} | {nats} | {bpb} | {ent} "
-                   f"| {ppl} |")
-        if m.get("reference_entropy") is not None:
-            ref = m
-    if ref is not None:
-        ppl = f"{ref['reference_judge_ppl']:.1f}" if ref.get("reference_judge_ppl") is not None else "-"
-        out.append(f"| held-out text | - | - | - | - | {ref['reference_entropy']:.2f} | {ppl} |")
-    return "\n".join(out)
+    """09's runs: likelihood beside sample quality (the columns a reader compares), held-out text's in brackets."""
+    return markdown_table(compare_rows(compare.get("metrics", [])), COMPARE_COLUMNS, COMPARE_HEADERS)
 
 
 def summary_markdown(run_dir: str | Path) -> str:
@@ -122,8 +108,10 @@ def summary_markdown(run_dir: str | Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def _static_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The notebook without widget views: a page has no kernel to draw them, and each widget has a static twin."""
+def static_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook without widget views: a saved copy keeps no widget state, so a view there shows as its
+    text repr (`VBox(children=(Dropdown(...`) or "Error displaying widget: model not found"; each widget has a
+    static twin beside it, which stays. The runner writes every executed copy so, and the report pages."""
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if WIDGET_VIEW not in o.get("data", {})]
@@ -148,7 +136,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
         src = run_dir / row["notebook"]
         if not src.is_file():
             continue
-        body, _ = exporter.from_notebook_node(_static_copy(nbformat.read(src, as_version=4)))
+        body, _ = exporter.from_notebook_node(static_copy(nbformat.read(src, as_version=4)))
         page = pages / f"{src.stem}.html"
         page.write_text(body)
         links.append(f'<li><a href="{PAGES}/{page.name}">{html.escape(src.stem)}</a> — {html.escape(row["status"])}</li>')

@@ -131,7 +131,23 @@ def execute_notebook(
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(nb_path, out, f"cell {e.exec_count}: {e.ename}: {e.evalue}",
                              user_error=is_user_error_name(e.ename), evalue=e.evalue) from None
+    finally:
+        _static_outputs(out)
     return out
+
+
+def _static_outputs(path: Path) -> None:
+    """Rewrite an executed copy without widget views (`report.static_copy`): their static twins stay."""
+    import nbformat  # lazy: it comes with papermill, which is optional (the GPU image lacks both)
+
+    from sunfish_lib.notebook.report import WIDGET_VIEW, static_copy  # imports nbformat at its top
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except (OSError, ValueError):  # not written (papermill failed before the first cell) or cut: left as it is
+        return
+    if any(WIDGET_VIEW in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])):
+        nbformat.write(static_copy(nb), str(path))
 
 
 def _resolved_params(nb_path: Path, run_dir: Path, params: Mapping[str, Any] | None) -> dict[str, Any]:

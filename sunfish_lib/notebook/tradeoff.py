@@ -27,7 +27,8 @@ from typing import Any, Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from sunfish_lib.notebook.display import table_html, visible
+from sunfish_lib.notebook.display import visible
+from sunfish_lib.notebook.tables import table_html
 from sunfish_lib.eval.quality import quality_of
 from sunfish_lib.sampling.session import sample
 from sunfish_lib.sampling.settings import SETTINGS

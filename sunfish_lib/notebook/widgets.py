@@ -33,6 +33,8 @@ from sunfish_lib.errors import SunfishError
 from sunfish_lib.eval.quality import quality_of
 from sunfish_lib.sampling.analysis import step_html, tokens
 from sunfish_lib.runs.discovery import find_checkpoints, model_stamp, run_objective
+from sunfish_lib.runs.paths import from_repo_root
+from sunfish_lib.notebook.report import WIDGET_VIEW
 from sunfish_lib.sampling.session import load_checkpoint, render_ids, sample
 from sunfish_lib.config import DEVICE_HELP, DTYPE_NAMES
 from sunfish_lib.sampling.settings import CHOICES, SETTINGS, applies, check_settings, defaults, field_docs
@@ -42,6 +44,21 @@ SETTING_WIDGETS = SETTINGS
 """SampleConfig fields the panel shows, in order: all of them (`sampling.settings`); each widget is
 built from the field's type, its tooltip from the field's docstring."""
 PICKER_DEPTH = 4  # runs root / workbook / notebook folder / model folder
+
+
+class Live:
+    """A widget shown only where a live kernel draws it: its view, with an empty text stand-in.
+
+    ipywidgets gives a widget a text/plain repr (`VBox(children=(Dropdown(...`) that a saved copy shows
+    in its place, above the static twin; here that stand-in is empty. The runner also drops the view from
+    executed copies (`report.static_copy`), where JupyterLab would say "model not found".
+    """
+
+    def __init__(self, widget):
+        self.widget = widget
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {WIDGET_VIEW: self.widget._repr_mimebundle_()[WIDGET_VIEW], "text/plain": ""}
 
 
 def _pre(text: str) -> str:
@@ -229,14 +246,15 @@ class SamplingPanel:
                 if applies(name, objective, self.mode.value)}
 
     def command(self) -> str:
-        """The `sunfish sample` command that draws the same samples (every setting spelled out)."""
+        """The `sunfish sample` command that draws the same samples (every setting spelled out), its paths as
+        typed at the checkout's root."""
         flags = " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in self.settings().items())
-        judge = f" --judge {shlex.quote(str(self.judge))}" if self.judge else ""
+        judge = f" --judge {shlex.quote(from_repo_root(self.judge))}" if self.judge else ""
         if self.device.value.strip():
             judge += f" --device {shlex.quote(self.device.value.strip())}"
         if self.dtype.value != "float32":
             judge += f" --dtype {self.dtype.value}"
-        return (f"sunfish sample {shlex.quote(str(self.path.value))} --mode {self.mode.value} "
+        return (f"sunfish sample {shlex.quote(from_repo_root(self.path.value))} --mode {self.mode.value} "
                 f"--prompt {shlex.quote(self.prompt.value)} --seed {self.seed.value} {flags}{judge}")
 
     def generate(self):

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from sunfish_lib.config import DEFAULT_SAMPLERS, PRESETS, Config, get_config, with_max_steps
 from sunfish_lib.data import load_tokenizer
 from sunfish_lib.errors import SunfishError
+from sunfish_lib.notebook.tables import markdown_table
 from sunfish_lib.runs.discovery import baseline_folder, has_export
 from sunfish_lib.train.launch import check_ended, config_for_run, launch
 
@@ -135,13 +136,10 @@ def likelihood_table(models: Mapping[str, str | Path], *, val_batches: int = 10,
 
 
 def likelihood_markdown(rows: list[dict]) -> str:
-    """`likelihood_table` rows as a Markdown table (per-token figures; bits per byte compare tokenizers)."""
-    out = ["| model | what | nats/token | ± SE | perplexity | bits/byte |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        ppl = f"{r['perplexity']:.1f}" if r.get("perplexity") is not None else "-"
-        bpb = f"{r['bits_per_byte']:.3f}" if r.get("bits_per_byte") is not None else "-"
-        out.append(f"| {r['model']} | {r['kind']} | {r['nats_per_token']:.3f} | {r['stderr']:.3f} | {ppl} | {bpb} |")
-    return "\n".join(out)
+    """`likelihood_table` rows as a Markdown table (per-token figures; bits per byte compare tokenizers), figures
+    written by `tables.number`."""
+    return markdown_table(rows, ("model", "kind", "nats_per_token", "stderr", "perplexity", "bits_per_byte"),
+                          {"kind": "what", "nats_per_token": "nats/token", "stderr": "± SE", "bits_per_byte": "bits/byte"})
 
 
 def training_estimate(objective: str, preset: str, max_steps: int, others, *, cpus: int | None = None) -> str:

@@ -9,8 +9,9 @@ The sampling panel, the judge search, the workbook's train-or-reuse and notebook
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from sunfish_lib.io.files import read_json
 
@@ -18,6 +19,8 @@ EXPORT_WEIGHTS = Path("export") / "model.safetensors"
 """An exported run's weights, relative to its folder (written by `io.export.export_model`)."""
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 """The Lightning checkpoint a run resumes from, relative to its folder."""
+BEST_CHECKPOINT = "best-step{step:06d}"
+"""A checkpoint kept at a validation (`train.keep_best`), named by the optimizer steps trained, under checkpoints/."""
 MAIN_RUN = "04_train"
 """The workbook's main training run (notebook 04), relative to the workbook's run folder."""
 BASELINES = "04_baselines"
@@ -42,6 +45,17 @@ def model_stamp(path: str | Path) -> tuple[str, int | None]:
     p = Path(str(path).strip()).expanduser()
     files = [p, p / "model.safetensors", p / EXPORT_WEIGHTS, p / LAST_CHECKPOINT]
     return str(p), max((f.stat().st_mtime_ns for f in files if f.exists()), default=None)
+
+
+def step_checkpoints(folder: str | Path) -> dict[int, Path]:
+    """{optimizer steps trained: checkpoint} of the validation checkpoints a run kept (BEST_CHECKPOINT), by step."""
+    pattern = re.compile(rf"^{re.escape(BEST_CHECKPOINT.split('{')[0])}(\d+)\.ckpt$")
+    found = {}
+    for f in (Path(folder) / "checkpoints").glob("*.ckpt"):
+        m = pattern.match(f.name)
+        if m:
+            found[int(m.group(1))] = f
+    return dict(sorted(found.items()))
 
 
 def run_objective(folder: str | Path) -> str | None:
@@ -73,15 +87,18 @@ def _subdirs(d: Path) -> list[Path]:
         return []
 
 
-def find_model(roots: Sequence[str | Path | None], objective: str, exclude: str | Path | None = None) -> Path | None:
+def find_model(roots: Sequence[str | Path | None], objective: str, exclude: str | Path | None = None,
+               skip: Callable[[Path], bool] | None = None) -> Path | None:
     """A run folder with a model of `objective` under the first of `roots` that has one (nearest the top).
 
-    Overfit checks (notebook 03) are never found: they memorised a few batches.
+    Not `exclude`, nor a folder for which `skip(folder)` is true (the judge search skips the sampled
+    model's relatives, `runs.lineage`). Overfit checks (notebook 03) are never found: they memorised a few batches.
     """
-    skip = Path(exclude).resolve() if exclude else None
+    left_out = Path(exclude).resolve() if exclude else None
     for root in (Path(r) for r in roots if r):
         found = [d for d in find_checkpoints(root, depth=3)
-                 if run_objective(d) == objective and d.resolve() != skip and not _overfit(d)]
+                 if run_objective(d) == objective and d.resolve() != left_out and not _overfit(d)
+                 and not (skip and skip(d))]
         if found:
             return min(found, key=lambda d: len(d.relative_to(root).parts))  # stable: find_checkpoints sorts
     return None

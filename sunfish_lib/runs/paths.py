@@ -14,6 +14,18 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def from_repo_root(path: str | Path) -> str:
+    """`path` as a command typed at the checkout's root takes it: relative to the root when inside it, else absolute.
+
+    A notebook runs in notebooks/, so its own relative paths (`../runs/...`) are wrong at the root.
+    """
+    p = Path(path).expanduser().resolve()
+    try:
+        return str(p.relative_to(repo_root()))
+    except ValueError:
+        return str(p)
+
+
 def runs_dir() -> Path:
     """Default parent of run folders: `$SUNFISH_RUNS` or `<repo>/runs`."""
     env = os.environ.get("SUNFISH_RUNS")

@@ -31,6 +31,7 @@ from sunfish_lib.data import SunfishDataModule, get_tokenizer, save_tokenizer
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.io.export import load_weights
 from sunfish_lib.runs.lock import RunLock
+from sunfish_lib.runs.discovery import BEST_CHECKPOINT
 from sunfish_lib.train.batches import fixed_batches
 from sunfish_lib.train.callbacks import FinalCheckpoint, MemoryMonitor, NormMonitor, TextLog, ThroughputMonitor
 from sunfish_lib.train.checkpoint import AtomicCheckpointIO
@@ -140,7 +141,7 @@ def _callbacks(cfg: Config, run_dir: Path, progress: bool | None, fast_dev_run: 
         TextLog(run_dir / "train.log", t.log_every),
     ]
     if t.keep_best and not fast_dev_run:
-        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:06d}", monitor="val/loss", mode="min",
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename=BEST_CHECKPOINT, monitor="val/loss", mode="min",
                                    save_top_k=t.keep_best, auto_insert_metric_name=False,
                                    enable_version_counter=False))
     if t.sample_every:
