@@ -29,28 +29,33 @@ def document_length_figure(doc_chars, doc_tokens, bins: int = 30, title: str | N
     return fig
 
 
-def packed_batch_figure(batch: dict, eos_id: int, pad_id: int | None = None):
-    """A packed batch as an image: rows x positions, colored by document, EOS marked, padding white."""
+def packed_batch_figure(batch: dict, eos_id: int, pad_id: int | None = None, title: str | None = None):
+    """A packed batch as an image: rows x positions, each document its own shade (documents run on from row to
+    row), every EOS a red bar where one document ends and the next begins, padding white."""
     # lazy: the data package imports with torch alone (tests/test_data_imports.py)
     from matplotlib.colors import ListedColormap
 
     ids = np.asarray(batch["input_ids"])
     real = np.asarray(batch["attention_mask"]).astype(bool) if "attention_mask" in batch else np.ones_like(ids, bool)
     is_eos = (ids == eos_id) & real
-    seg = np.cumsum(is_eos, axis=1) - is_eos
-    image = np.where(real, seg % 2 + 1, 0).astype(float)  # alternate shades per document
-    fig, (ax,) = _figure(1, width=9.0, height=max(2.0, 0.25 * len(ids) + 1))
-    ax.imshow(image, aspect="auto", interpolation="nearest", vmin=0, vmax=2,
-              cmap=ListedColormap(["white", "#9ecae1", "#3182bd"]))
+    flat = is_eos.reshape(-1)
+    doc = (np.cumsum(flat) - flat).reshape(ids.shape)  # document index along the stream: rows continue documents
+    shades = ["#c6dbef", "#6baed6", "#fdd0a2", "#fd8d3c", "#c7e9c0", "#74c476"]
+    image = np.where(real, doc % len(shades) + 1, 0)
+    fig, (ax,) = _figure(1, width=9.0, height=max(2.0, 0.3 * len(ids) + 1))
+    ax.imshow(image, aspect="auto", interpolation="nearest", vmin=0, vmax=len(shades),
+              cmap=ListedColormap(["white", *shades]))
     rows, cols = np.nonzero(is_eos)
-    ax.scatter(cols, rows, marker="|", color="red", s=60, label="EOS")
+    for k, (r, c) in enumerate(zip(rows, cols)):
+        ax.plot([c, c], [r - 0.5, r + 0.5], color="red", lw=2.5, label="EOS: a document ends" if k == 0 else None)
     ax.set_xlabel("position")
-    ax.set_ylabel("sequence")
-    n_pad = int((~real).sum())
-    ax.set_title(f"packed batch {ids.shape[0]}x{ids.shape[1]}: {real.mean():.1%} real tokens, "
-                 f"{int(is_eos.sum())} EOS, {n_pad} padding")
+    ax.set_ylabel("sequence (row)")
+    n_docs, n_pad = int(doc.max()) + 1, int((~real).sum())
+    ax.set_title(title or "", loc="left", fontsize=9)
+    fig.suptitle(f"packed batch {ids.shape[0]}x{ids.shape[1]}: {n_docs} document(s) in {real.mean():.1%} real tokens, "
+                 f"{int(is_eos.sum())} EOS, {n_pad} padding", fontsize=10)
     if len(rows):
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper right", bbox_to_anchor=(1.0, 1.0 + 0.6 / max(len(ids), 1)), fontsize=8, frameon=False)
     return fig
 
 

@@ -94,3 +94,62 @@ def summarize_source(source: str = "shakespeare", tokenizer: str = "bpe", *, seq
     data = DataConfig(source=source, tokenizer=tokenizer, seq_len=seq_len, micro_batch_size=batch_size,
                       text_field=text_field, bpe_vocab_size=bpe_vocab_size, val_fraction=val_fraction)
     return collect_stats(data, max_docs=max_docs, split=split).summary()
+
+
+# ----------------------------------------------------------------------------
+# Compact views for the data notebook (02): one line per document, statistic or packed row
+# ----------------------------------------------------------------------------
+
+STAT_KEYS = ("documents", "tokens", "chars_per_token", "sequences", "packing_efficiency",
+             "documents_per_sequence", "documents_split_per_sequence", "skipped_documents")
+"""The `SourceStats.summary` figures notebook 02's packing table shows, in order."""
+
+
+def stats_table(summary: dict) -> list[dict]:
+    """Rows (statistic, value) of `SourceStats.summary` for STAT_KEYS: floats to 3 significant digits,
+    skipped documents as 'reason: count' (or 'none')."""
+    def value(k):
+        v = summary[k]
+        if k == "skipped_documents":
+            return ", ".join(f"{r}: {n}" for r, n in v.items()) or "none"
+        return f"{v:,.3g}" if isinstance(v, float) else v
+    return [{"statistic": k.replace("_", " "), "value": value(k)} for k in STAT_KEYS]
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())  # newlines and runs of spaces as one space: one line per item
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def document_lines(docs: list[str], width: int = 60) -> list[str]:
+    """One line per document: its first line (a play's title), characters and lines, not its text."""
+    firsts = [d.strip().splitlines()[0] if d.strip() else "(empty)" for d in docs]
+    return [f"{_clip(first, width)}: {len(d):,} characters, {d.count(chr(10)) + 1:,} lines"
+            for first, d in zip(firsts, docs)]
+
+
+def packed_row_lines(batch: dict, tokenizer: SunfishTokenizer, width: int = 40) -> list[str]:
+    """One line per packed row: its EOS positions (where a document ends and the next starts) and the text at
+    both ends, clipped to `width` characters each."""
+    lines = []
+    for i, row in enumerate(batch["input_ids"].tolist()):
+        eos = [p for p, t in enumerate(row) if t == tokenizer.eos_token_id]
+        where = f"EOS at {', '.join(map(str, eos))}" if eos else "no EOS (inside one document)"
+        lines.append(f"row {i}: {where}; starts {_clip(tokenizer.decode(row[:24]), width)!r}, "
+                     f"ends {_clip(tokenizer.decode(row[-24:]), width)!r}")
+    return lines
+
+
+def batch_with_boundary(loader, eos_id: int, max_batches: int = 400) -> tuple[dict, int]:
+    """(the first batch of `loader` holding an EOS, its index): one where a document ends, so a figure of it
+    shows the packing; the first batch (index 0) when none of the first `max_batches` holds one."""
+    first = None
+    for i, batch in enumerate(loader):
+        first = batch if first is None else first
+        if (batch["input_ids"] == eos_id).any():
+            return batch, i
+        if i + 1 >= max_batches:
+            break
+    if first is None:
+        raise SunfishError("the loader yielded no batch: check the source and seq_len")
+    return first, 0

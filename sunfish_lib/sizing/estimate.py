@@ -263,6 +263,35 @@ def param_table(cfg: Config | ModelConfig) -> list[dict]:
     return rows + [{"component": "total", "params": total, "share": "100.0%"}]
 
 
+def flops_table(flops: Mapping[str, float]) -> list[dict]:
+    """Rows (term, GFLOPs per token) of `counts.flops_breakdown`, 3 decimals."""
+    return [{"term": k, "GFLOPs per token": f"{v / 1e9:.3f}"} for k, v in flops.items()]
+
+
+def fit_line(rep: Mapping[str, Any]) -> str:
+    """The report's verdict as one Markdown line: peak and needed GiB per GPU, fits or not."""
+    s, peak = rep["settings"], rep["memory"]["total"] / GiB
+    held = rep["verdicts"][0]["needed_gb"] if rep["verdicts"] else None
+    return (f"**{s['strategy']} over {s['n_gpus']} GPU(s)**: peak {peak:.2f} GiB per GPU (at the {rep['peak_phase']} "
+            f"phase), needs {held} GiB per GPU with allocator slack and CUDA context; "
+            f"**{'fits' if rep['fits'] else 'does not fit'}**")
+
+
+def verdict_table(rep: Mapping[str, Any]) -> list[dict]:
+    """One row per card of `report`'s verdicts: size, need, headroom, holds it, bounds the run."""
+    return [{"card (GiB)": f"{v['gpu_gb']:g}", "needed per GPU (GiB)": f"{v['needed_gb']:.2f}",
+             "headroom (GiB)": f"{v['headroom_gb']:+.2f}", "this card holds it": "yes" if v["fits"] else "no",
+             "bounds the run": "yes" if v["bounds_run"] else ""} for v in rep["verdicts"]]
+
+
+def advice_table(advice: Mapping[str, Any]) -> list[dict]:
+    """One row per strategy of `advise`: the bounding card, the need as configured, the change that fits."""
+    return [{"strategy": r["strategy"], "GPUs": r["n_gpus"], "bounding card (GiB)": f"{r['bound_gb']:g}",
+             "needs as configured (GiB)": r["needed_gb_as_configured"], "change that fits": r["change"] or "none found",
+             "needs after the change (GiB)": r["needed_gb"] if r["needed_gb"] is not None else "–"}
+            for r in advice["strategies"]]
+
+
 def memory_sweep(cfg: Config, strategies: Sequence[str] = STRATEGIES, seq_lens: Sequence[int] | None = None,
                  gpu_mem_gb=None, **kw) -> list[dict]:
     """One row per (strategy, seq_len): the per-GPU breakdown at the peak, total, and fits."""

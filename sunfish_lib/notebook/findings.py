@@ -1,0 +1,98 @@
+"""What each notebook showed: the closing cell's lines, read from the run's own results.
+
+Every workbook notebook ends with a "what this showed" cell that prints these lines (and the run's
+summary.md quotes them, `report.closing_text`). Figures are written by `tables.number`; verdicts that
+depend on noise (a tie, a plateau) come from `eval.compare`'s helpers, never from a cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from sunfish_lib.eval.compare import TIE_SE, best_and_ties, left_plateau, within_noise
+from sunfish_lib.notebook.tables import number
+
+
+def _lines(lines: Sequence[str]) -> str:
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def check_findings(results: Sequence[Any]) -> str:
+    """00: how many installation checks passed, which failed, and the backbone's timing line."""
+    failed = [r.name for r in results if not r.ok]
+    lines = [f"{len(results) - len(failed)} of {len(results)} installation checks pass"
+             + (f"; failing: {', '.join(failed)} (see the table's fixes)" if failed else "")]
+    lines += [f"{r.name}: {r.detail}" for r in results if r.name == "tiny model fwd+bwd"]
+    return _lines(lines)
+
+
+def estimate_findings(rep: Mapping[str, Any], advice: Mapping[str, Any], flops_per_token: float) -> str:
+    """01: the chosen setup's peak and per-GPU need, whether it fits, the cheapest change for its strategy
+    (`sizing.estimate.advise`'s line), and the training FLOPs per token."""
+    s, gib = rep["settings"], rep["memory"]["total"] / 2**30
+    need = max((v["needed_gb"] for v in rep["verdicts"]), default=None)
+    lines = [f"{s['strategy']} over {s['n_gpus']} GPU(s), {s['precision']}: peak {number(gib)} GiB per GPU, needs "
+             f"{number(need)} GiB with slack and context: {'fits' if rep['fits'] else 'does not fit'}"]
+    lines += [r["line"] for r in advice["strategies"] if r["strategy"] == s["strategy"]]
+    lines.append(f"training costs {number(flops_per_token / 1e9)} GFLOPs per token")
+    return _lines(lines)
+
+
+def data_findings(summary: Mapping[str, Any], pipeline_tps: float, train_tps: float) -> str:
+    """02: documents and tokens read, packing, and whether the pipeline outruns a training step."""
+    ratio = pipeline_tps / train_tps
+    return _lines([
+        f"{number(summary['documents'])} documents, {number(summary['tokens'])} tokens, "
+        f"{number(summary['chars_per_token'])} characters per token",
+        f"packing efficiency {number(summary['packing_efficiency'])}, {number(summary['documents_per_sequence'])} "
+        f"documents end per sequence, {number(summary['documents_split_per_sequence'])} of sequences continue a document",
+        f"pipeline {number(float(pipeline_tps))} tokens/s vs a tiny training step's {number(float(train_tps))}: "
+        f"{number(ratio)}x, " + ("data loading is not the bottleneck" if ratio >= 1 else "data loading IS the bottleneck"),
+    ])
+
+
+def overfit_findings(result: Mapping[str, Any], objective: str) -> str:
+    """03: PASS/FAIL, the loss it reached against the threshold, and how far it fell."""
+    return (f"{'PASS' if result['passed'] else 'FAIL'}: {objective} loss {number(result['initial_loss'])} -> "
+            f"{number(result['final_loss'])} after {number(result['steps'])} steps "
+            f"(threshold {number(float(result['threshold']))})")
+
+
+def likelihood_findings(table: Sequence[Mapping[str, Any]]) -> str:
+    """04: the lowest held-out bound and its ties (within `TIE_SE` SE), masked against AR, each model
+    against the unigram plateau. table: `workbook.likelihood_table` rows (the unigram row last)."""
+    rows = {r["model"]: r for r in table if r["model"] != "unigram" and r.get("stderr") is not None}
+    unigram = next(r["nats_per_token"] for r in table if r["model"] == "unigram")
+    best, ties = best_and_ties(rows)
+    lines = []
+    if best is not None:
+        lines.append(f"lowest held-out nats/token: {best} {number(rows[best]['nats_per_token'], 'nats_per_token')} ± "
+                     f"{number(rows[best]['stderr'], 'stderr')}" + (f"; within {number(TIE_SE)} SE of it: "
+                     f"{', '.join(ties)}" if ties else f"; no other model within {number(TIE_SE)} SE"))
+    if {"masked", "ar"} <= set(rows):
+        m, a = rows["masked"], rows["ar"]
+        gap = m["nats_per_token"] - a["nats_per_token"]
+        lines.append(f"masked ELBO minus AR NLL: {number(gap, 'nats_per_token')} nats/token, "
+                     + ("within noise (a tie)" if within_noise(m, a) else "more than 2 SE apart"))
+    learned = [k for k in rows if left_plateau(rows[k], unigram)]
+    stuck = [k for k in rows if k not in learned]
+    lines.append(f"below the unigram plateau ({number(unigram, 'nats_per_token')} nats/token) by more than "
+                 f"{number(TIE_SE)} SE: {', '.join(learned) or 'none'}" + (f"; still on it: {', '.join(stuck)}" if stuck else ""))
+    return _lines(lines)
+
+
+def schedule_findings(alpha_at: Mapping[str, Mapping[float, float]], recovery: Mapping[str, Mapping[str, list]]) -> str:
+    """05: which schedule keeps the most signal at mid-chain, and where rounding recovery drops below half.
+    alpha_at: {schedule: {t: alpha_bar}}; recovery: `diffusion.analysis.recovery_accuracy`'s result."""
+    lines = []
+    for kind, at in alpha_at.items():
+        r = recovery.get(kind)
+        half = next((t for t, a in zip(r["t"], r["accuracy"]) if a < 0.5), None) if r else None
+        lines.append(f"{kind}: alpha_bar " + " / ".join(f"{number(v)} at t={number(t)}" for t, v in at.items())
+                     + (f"; rounding recovers under half the tokens from t = {number(half)}" if half is not None
+                        else "; rounding recovers over half the tokens at every t measured" if r else ""))
+    t_mid = sorted(next(iter(alpha_at.values())))[len(next(iter(alpha_at.values()))) // 2]
+    mid = {k: at[t_mid] for k, at in alpha_at.items()}
+    lines.append(f"at t={number(t_mid)} the most signal is left by {max(mid, key=mid.get)}, the least by "
+                 f"{min(mid, key=mid.get)}")
+    return _lines(lines)
