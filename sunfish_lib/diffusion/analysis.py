@@ -76,3 +76,19 @@ def loss_by_t(objective, model, batches: Iterable[dict], t_values: Sequence[floa
             out[name].append(v)
     model.train(was_training)
     return out
+
+
+def alpha_bar_at(kinds: Sequence[str], num_timesteps: int, t_values: Sequence[float]) -> dict:
+    """{kind: {t: alpha_bar}} at the steps `NoiseSchedule.step_of` maps each model time t to."""
+    t = torch.tensor(list(t_values), dtype=torch.float64)
+    out = {}
+    for kind in kinds:
+        s = NoiseSchedule(kind, num_timesteps)
+        out[kind] = dict(zip(t_values, s.alpha_bar[s.step_of(t)].tolist()))
+    return out
+
+
+def recovery_drop(curve: dict, level: float = 0.5) -> float | None:
+    """The first t of a `recovery_accuracy` curve where rounding recovers fewer than `level` of the tokens
+    (None: it never does at the t measured)."""
+    return next((t for t, a in zip(curve["t"], curve["accuracy"]) if a < level), None)

@@ -161,3 +161,18 @@ def unigram_baseline(cfg, tok, *, val_batches: int = 20, train_batches: int = 20
         n_bytes += sum(nbytes[t] for t in ids.flatten().tolist())  # the scored tokens' own bytes, as evaluate_run
     return {"kind": "unigram NLL (no context)", "nats_per_token": nats / n_tok,
             "bits_per_byte": nats / math.log(2) / n_bytes, "tokens": n_tok}
+
+
+def batches_unigram_nats(cfg, tok, n_batches: int) -> float:
+    """The loss a model with no context reaches on the first `n_batches` training batches (the overfit check's
+    fixed batches): the entropy, in nats/token, of their own token frequencies. A model that fits them below
+    this uses context, whatever its objective (a masked ELBO and an AR NLL both sit at it without context)."""
+    counts: Counter = Counter()
+    for i, b in enumerate(make_loader(cfg.data, tok, "train", seed=cfg.seed, num_workers=0)):
+        if i == n_batches:
+            break
+        counts.update(b["input_ids"].flatten().tolist())
+    total = sum(counts.values())
+    if not total:
+        raise SunfishError(f"the first {n_batches} training batches hold no tokens: check data.source")
+    return -sum(c / total * math.log(c / total) for c in counts.values())

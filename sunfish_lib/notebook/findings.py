@@ -7,8 +7,10 @@ depend on noise (a tie, a plateau) come from `eval.compare`'s helpers, never fro
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
+from sunfish_lib.diffusion.analysis import recovery_drop
 from sunfish_lib.eval.compare import TIE_SE, best_and_ties, left_plateau, within_noise
 from sunfish_lib.notebook.tables import number
 
@@ -51,11 +53,30 @@ def data_findings(summary: Mapping[str, Any], pipeline_tps: float, train_tps: fl
     ])
 
 
-def overfit_findings(result: Mapping[str, Any], objective: str) -> str:
-    """03: PASS/FAIL, the loss it reached against the threshold, and how far it fell."""
-    return (f"{'PASS' if result['passed'] else 'FAIL'}: {objective} loss {number(result['initial_loss'])} -> "
-            f"{number(result['final_loss'])} after {number(result['steps'])} steps "
-            f"(threshold {number(float(result['threshold']))})")
+OVERFIT_TAIL = 0.25
+"""The share of the logged training losses, at the end of the curve, the overfit verdict averages."""
+
+
+def overfit_verdict(losses: Sequence[float], no_context_nats: float) -> dict:
+    """03's verdict: the mean of the last OVERFIT_TAIL of the logged losses, with its standard error, and PASS
+    when it sits more than `eval.compare.TIE_SE` SE below `no_context_nats` (the fixed batches' own unigram
+    entropy, `eval.evaluate.batches_unigram_nats`): the model fits the batches using context. A masked loss
+    is noisy (a fresh mask and t every step), hence a mean with its SE rather than one step's loss."""
+    tail = list(losses[-max(2, round(len(losses) * OVERFIT_TAIL)):])
+    mean = sum(tail) / len(tail)
+    se = math.sqrt(sum((x - mean) ** 2 for x in tail) / (len(tail) - 1) / len(tail))
+    est = {"nats_per_token": mean, "stderr": se}
+    return {"passed": left_plateau(est, no_context_nats), "final_loss": mean, "stderr": se, "losses": len(tail),
+            "initial_loss": losses[0], "no_context": no_context_nats}
+
+
+def overfit_findings(verdict: Mapping[str, Any], objective: str, steps: int) -> str:
+    """03: PASS/FAIL, the loss it reached (± SE) against the batches' no-context loss, and how far it fell."""
+    return (f"{'PASS' if verdict['passed'] else 'FAIL'}: {objective} loss {number(verdict['initial_loss'], 'nats_per_token')}"
+            f" -> {number(verdict['final_loss'], 'nats_per_token')} ± {number(verdict['stderr'], 'stderr')} (mean of the "
+            f"last {verdict['losses']} logged) after {number(steps)} steps; without context these batches cost "
+            f"{number(verdict['no_context'], 'nats_per_token')} nats/token, so the model "
+            + ("fits them using context" if verdict["passed"] else f"is not {number(TIE_SE)} SE below that"))
 
 
 def likelihood_findings(table: Sequence[Mapping[str, Any]]) -> str:
@@ -83,11 +104,11 @@ def likelihood_findings(table: Sequence[Mapping[str, Any]]) -> str:
 
 def schedule_findings(alpha_at: Mapping[str, Mapping[float, float]], recovery: Mapping[str, Mapping[str, list]]) -> str:
     """05: which schedule keeps the most signal at mid-chain, and where rounding recovery drops below half.
-    alpha_at: {schedule: {t: alpha_bar}}; recovery: `diffusion.analysis.recovery_accuracy`'s result."""
+    alpha_at: `diffusion.analysis.alpha_bar_at`; recovery: `diffusion.analysis.recovery_accuracy`'s result."""
     lines = []
     for kind, at in alpha_at.items():
         r = recovery.get(kind)
-        half = next((t for t, a in zip(r["t"], r["accuracy"]) if a < 0.5), None) if r else None
+        half = recovery_drop(r) if r else None
         lines.append(f"{kind}: alpha_bar " + " / ".join(f"{number(v)} at t={number(t)}" for t, v in at.items())
                      + (f"; rounding recovers under half the tokens from t = {number(half)}" if half is not None
                         else "; rounding recovers over half the tokens at every t measured" if r else ""))

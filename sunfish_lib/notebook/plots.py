@@ -130,8 +130,10 @@ def _lr_key(rows: Sequence[dict]) -> str | None:
 
 
 def training_curves(rows: Sequence[dict], *, title: str | None = None,
-                    panels: Sequence[tuple[str, Sequence[str]]] = TRAINING_PANELS) -> Figure:
-    """One panel per quantity against optimizer step; lines only for metrics present in `rows`."""
+                    panels: Sequence[tuple[str, Sequence[str]]] = TRAINING_PANELS,
+                    references: Mapping[str, float] | None = None) -> Figure:
+    """One panel per quantity against optimizer step; lines only for metrics present in `rows`.
+    references: {label: y} dashed horizontal lines on the first panel (e.g. a loss to get below)."""
     fig = Figure(figsize=(4 * len(panels), 3.2), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     lr_key = _lr_key(rows)
@@ -141,6 +143,8 @@ def training_curves(rows: Sequence[dict], *, title: str | None = None,
             pts = [(r["step"], r[key]) for r in rows if key and key in r and "step" in r]
             if pts:
                 ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=key)
+        for label, y in (references or {}).items() if ax is axes[0] else ():
+            ax.axhline(y, color="k", ls="--", lw=1, label=label)
         ax.set_title(name)
         ax.set_xlabel("step")
         if ax.lines:

@@ -142,6 +142,23 @@ def likelihood_markdown(rows: list[dict]) -> str:
                           {"kind": "what", "nats_per_token": "nats/token", "stderr": "± SE", "bits_per_byte": "bits/byte"})
 
 
+def likelihood_notes(rows: list[dict]) -> list[str]:
+    """Ratios under 04's likelihood table: masked/AR perplexity, the share of the masked-AR gap block
+    diffusion closes (1: as good as AR, 0: as masked), and each bound over the unigram plateau."""
+    by = {r["model"]: r for r in rows}
+    nats = {k: r["nats_per_token"] for k, r in by.items()}
+    notes = []
+    if "masked" in by and "ar" in by:
+        notes.append(f"masked/AR perplexity ratio {by['masked']['perplexity'] / by['ar']['perplexity']:.2f}")
+    if {"ar", "block", "masked"} <= set(by):  # where block 4 sits on the line from AR to masked
+        gap = (nats["masked"] - nats["block"]) / (nats["masked"] - nats["ar"])
+        notes.append(f"block 4 closes {gap:.2f} of the masked-AR gap in nats/token")
+    for name, what in (("masked", "masked ELBO"), ("continuous", "continuous bound")):
+        if name in by:
+            notes.append(f"{what} / unigram NLL {nats[name] / nats['unigram']:.2f}")
+    return notes
+
+
 def training_estimate(objective: str, preset: str, max_steps: int, others, *, cpus: int | None = None) -> str:
     """What 04 is about to train and how long that takes here, measured: one line, printed before it starts.
 
