@@ -49,7 +49,7 @@ def data_findings(summary: Mapping[str, Any], pipeline_tps: float, train_tps: fl
         f"packing efficiency {number(summary['packing_efficiency'])}, {number(summary['documents_per_sequence'])} "
         f"documents end per sequence, {number(summary['documents_split_per_sequence'])} of sequences continue a document",
         f"pipeline {number(float(pipeline_tps))} tokens/s vs a tiny training step's {number(float(train_tps))}: "
-        f"{number(ratio)}x, " + ("data loading is not the bottleneck" if ratio >= 1 else "data loading IS the bottleneck"),
+        f"{ratio:,.1f}x, " + ("data loading is not the bottleneck" if ratio >= 1 else "data loading IS the bottleneck"),
     ])
 
 
@@ -76,7 +76,7 @@ def overfit_findings(verdict: Mapping[str, Any], objective: str, steps: int) -> 
             f" -> {number(verdict['final_loss'], 'nats_per_token')} ± {number(verdict['stderr'], 'stderr')} (mean of the "
             f"last {verdict['losses']} logged) after {number(steps)} steps; without context these batches cost "
             f"{number(verdict['no_context'], 'nats_per_token')} nats/token, so the model "
-            + ("fits them using context" if verdict["passed"] else f"is not {number(TIE_SE)} SE below that"))
+            + ("fits them using context" if verdict["passed"] else f"is not {TIE_SE:g} SE below that"))
 
 
 def likelihood_findings(table: Sequence[Mapping[str, Any]]) -> str:
@@ -88,17 +88,17 @@ def likelihood_findings(table: Sequence[Mapping[str, Any]]) -> str:
     lines = []
     if best is not None:
         lines.append(f"lowest held-out nats/token: {best} {number(rows[best]['nats_per_token'], 'nats_per_token')} ± "
-                     f"{number(rows[best]['stderr'], 'stderr')}" + (f"; within {number(TIE_SE)} SE of it: "
-                     f"{', '.join(ties)}" if ties else f"; no other model within {number(TIE_SE)} SE"))
+                     f"{number(rows[best]['stderr'], 'stderr')}" + (f"; within {TIE_SE:g} SE of it: "
+                     f"{', '.join(ties)}" if ties else f"; no other model within {TIE_SE:g} SE"))
     if {"masked", "ar"} <= set(rows):
         m, a = rows["masked"], rows["ar"]
         gap = m["nats_per_token"] - a["nats_per_token"]
         lines.append(f"masked ELBO minus AR NLL: {number(gap, 'nats_per_token')} nats/token, "
-                     + ("within noise (a tie)" if within_noise(m, a) else "more than 2 SE apart"))
+                     + ("within noise (a tie)" if within_noise(m, a) else f"more than {TIE_SE:g} SE apart"))
     learned = [k for k in rows if left_plateau(rows[k], unigram)]
     stuck = [k for k in rows if k not in learned]
     lines.append(f"below the unigram plateau ({number(unigram, 'nats_per_token')} nats/token) by more than "
-                 f"{number(TIE_SE)} SE: {', '.join(learned) or 'none'}" + (f"; still on it: {', '.join(stuck)}" if stuck else ""))
+                 f"{TIE_SE:g} SE: {', '.join(learned) or 'none'}" + (f"; still on it: {', '.join(stuck)}" if stuck else ""))
     return _lines(lines)
 
 
