@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from sunfish_lib.notebook.report import closing_text
 from tests.helpers import NOTEBOOKS
 
 pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
@@ -16,7 +17,7 @@ def _run(run_notebook, **params):
     return out.text, out.count("image/png")
 
 
-def test_noise_schedule_notebook_smoke(run_notebook):
+def test_noise_schedule_notebook_smoke(run_notebook, tmp_path):
     text, pngs = _run(run_notebook)
     assert "toy table: 4,096 tokens x 16 dims, T = 200" in text
     # alpha_bar at t=0.5: sqrt is far noisier than cosine (closed forms: 0.293/0.99 vs cos^2 ~ 0.5)
@@ -33,6 +34,13 @@ def test_noise_schedule_notebook_smoke(run_notebook):
     assert float(falls["sqrt"]) < float(falls["cosine"])  # sqrt destroys tokens earlier in the chain
     assert "no checkpoint: set `checkpoint`" in text
     assert pngs == 2  # schedule curves, recovery curves
+    closing = closing_text(tmp_path / NB.name).splitlines()  # the closing cell: the same figures as the cells above
+    for line, kind in zip(closing, ("linear", "cosine", "sqrt")):
+        shown = [float(v) for v in re.findall(r"alpha_bar (\S+) at t=\S+ / (\S+) at t=\S+ / (\S+) at", line)[0]]
+        assert line.startswith(f"- {kind}:") and shown == pytest.approx(ab[kind], abs=1e-3)
+        assert line.endswith(f"from t = {float(falls[kind]):g}")
+    mid = {k: v[1] for k, v in ab.items()}
+    assert closing[3] == f"- at t=0.5 the most signal is left by {max(mid, key=mid.get)}, the least by {min(mid, key=mid.get)}"
 
 
 def test_noise_schedule_notebook_uses_the_workbooks_continuous_model(run_notebook, tmp_path):

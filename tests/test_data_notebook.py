@@ -2,6 +2,7 @@
 
 import pytest
 
+from sunfish_lib.notebook.report import closing_text
 from tests.helpers import NOTEBOOKS
 
 pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the fast lane (-m 'not slow')
@@ -9,7 +10,7 @@ pytestmark = pytest.mark.slow  # runs notebooks through papermill: outside the f
 NB = NOTEBOOKS / "02_data_pipeline.ipynb"
 
 
-def test_data_notebook_smoke(run_notebook):
+def test_data_notebook_smoke(run_notebook, tmp_path):
     out = run_notebook(NB, seq_len=48)
     text, pngs = out.text, out.count("image/png")
     assert "round trip: True" in text
@@ -23,3 +24,11 @@ def test_data_notebook_smoke(run_notebook):
     assert "ratio" in text and "tokens/s" in text
     assert "{'input_ids': (4, 48)" in text  # smoke overrides batch size, keeps the seq_len parameter
     assert pngs == 3  # length histograms, throughput bars, packed batch
+    # the packed batch is one where a document ends: its rows list the EOS positions, one line each
+    rows = [line for line in out.streams.splitlines() if line.startswith("row ")]
+    assert len(rows) == 4 and any("EOS at" in line for line in rows)
+    assert "PERSONS REPRESENTED" not in text  # documents summarised in one line each, not printed
+    # the closing cell reads the run's figures: the table's packing efficiency, the throughput cell's ratio
+    closing = closing_text(tmp_path / NB.name)
+    ratio = text.split("ratio ")[1].split("x")[0]
+    assert f"packing efficiency {efficiency:.3g}" in closing and f": {ratio}x, data loading" in closing, closing

@@ -5,6 +5,8 @@ import json
 import pytest
 
 from sunfish_lib.notebook import plots
+from sunfish_lib.notebook.report import closing_text
+from sunfish_lib.notebook.tables import number
 from sunfish_lib.sizing.counts import num_params
 from sunfish_lib.sizing.estimate import config_for, memory_sweep, report
 from sunfish_lib.sizing.memory import GiB
@@ -32,6 +34,10 @@ def test_config_and_memory_notebook_smoke(run_notebook, tmp_path):
     assert saved["memory"] == expected["memory"] and saved["verdicts"] == expected["verdicts"]
     assert [r["strategy"] for r in saved["advice"]["strategies"]] == ["single", "ddp", "fsdp"]
     assert (tmp_path / "memory.png").stat().st_size > 10_000
+    closing = closing_text(tmp_path / NB.name).splitlines()  # the "what this showed" cell, against estimate.json
+    assert closing[0] == (f"- fsdp over 2 GPU(s), bf16-mixed: peak {number(saved['memory']['total'] / GiB)} GiB per GPU, "
+                          f"needs {number(need)} GiB with slack and context: {'fits' if saved['fits'] else 'does not fit'}")
+    assert closing[1] == "- " + saved["advice"]["strategies"][2]["line"]
 
 
 def test_memory_bars_heights_are_the_estimates():

@@ -2,10 +2,12 @@
 
 import ast
 import json
+import re
 
 import pytest
 
 from sunfish_lib.notebook.params import notebook_rules
+from sunfish_lib.notebook.report import closing_text
 from sunfish_lib.notebook.runner import run_notebooks, workbook_notebooks
 from tests.notebook_display import NotebookOutputs
 from tests.helpers import NOTEBOOKS
@@ -53,3 +55,7 @@ def test_setup_check_notebook_smoke(tmp_path):
     text = NotebookOutputs.read(run_dir / nb_path.name).text
     assert "all checks passed" in text and "ready" in text
     assert "1,035,392 params" in text
+    closing = closing_text(run_dir / nb_path.name).splitlines()  # the closing cell counts the table's checks
+    rows = re.findall(r"^(ok  |FAIL)  ", NotebookOutputs.read(run_dir / nb_path.name).streams, re.M)
+    assert closing[0] == f"- {rows.count('ok  ')} of {len(rows)} installation checks pass" and len(rows) > 10
+    assert closing[1].startswith("- tiny model fwd+bwd: ") and closing[1][2:].split(": ", 1)[1] in text

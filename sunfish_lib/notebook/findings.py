@@ -117,3 +117,33 @@ def schedule_findings(alpha_at: Mapping[str, Mapping[float, float]], recovery: M
     lines.append(f"at t={number(t_mid)} the most signal is left by {max(mid, key=mid.get)}, the least by "
                  f"{min(mid, key=mid.get)}")
     return _lines(lines)
+
+
+def tradeoff_findings(rows: Sequence[Mapping[str, Any]]) -> str:
+    """06: each drawn setting's forward passes per token against its entropy and judge perplexity
+    (`tradeoff.TradeoffLog.rows`), then the cheapest setting."""
+    if not rows:
+        return "- no generation ran: see the panel's error above"
+    lines = [f"{r['settings']}: {number(r['passes_per_token'], 'passes_per_token')} passes/token, entropy "
+             f"{number(r['entropy'], 'entropy')} nats, judge perplexity {number(r['judge_ppl'], 'judge_ppl')}" for r in rows]
+    cheap, dear = min(rows, key=lambda r: r["passes_per_token"]), max(rows, key=lambda r: r["passes_per_token"])
+    if cheap is not dear:
+        lines.append(f"fewest passes per token: {cheap['settings']}, "
+                     f"{number(dear['passes_per_token'] / cheap['passes_per_token'], 'passes_per_token')}x fewer than "
+                     f"{dear['settings']}")
+    return _lines(lines)
+
+
+def trajectory_findings(trajectories: Mapping[str, Any], row: int = 0) -> str:
+    """07: per model, the steps recorded, how often tokens changed against how many were committed, and the
+    entropy of the sampler's distributions at the first and last step (`sampling.analysis`)."""
+    from sunfish_lib.sampling import analysis  # lazy: torch
+
+    lines = []
+    for name, t in trajectories.items():
+        changes, commits = int(analysis.changed(t, row).sum()), int(analysis.committed(t, row).sum())
+        ent = analysis.step_entropy(t, row)
+        lines.append(f"{name}: {len(t)} steps, {changes} token changes for {commits} committed positions "
+                     f"({number(changes / max(commits, 1), 'passes_per_token')} changes per position); entropy "
+                     f"{number(ent[0], 'entropy')} -> {number(ent[-1], 'entropy')} nats")
+    return _lines(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sunfish_lib.notebook.workbook import recipe_config, train_or_reuse
+from sunfish_lib.runs.discovery import workbook_model
 
 
 def tiny_checkpoint(folder: str | Path, objective: str = "masked", max_steps: int = 200, *, smoke: bool = False,
@@ -22,3 +23,23 @@ def tiny_checkpoint(folder: str | Path, objective: str = "masked", max_steps: in
     cfg = recipe_config(objective, "tiny", max_steps, smoke=smoke,
                         overrides={"val_batches": 1, "tensorboard": False, "keep_best": 0, **(sample or {})})
     return train_or_reuse(cfg, folder, quiet=True)
+
+
+def models_by_objective(checkpoints, run_dir: str | Path | None, folder: str | Path,
+                        objectives=("masked", "continuous"), *, max_steps: int = 200, smoke: bool = False) -> dict:
+    """{objective: loaded model} (`sampling.session.load_checkpoint`): the given checkpoints (None skipped) by their
+    objective, then for each of `objectives` still missing the workbook's model of it
+    (`runs.discovery.workbook_model`), else a tiny one trained into folder/tiny-<objective>."""
+    from sunfish_lib.sampling.session import load_checkpoint  # lazy: torch
+
+    models = {}
+    for path in checkpoints:
+        if path is not None:
+            loaded = load_checkpoint(path)
+            models[loaded.objective] = loaded
+    for objective in objectives:
+        if objective not in models:
+            path = workbook_model(run_dir, objective) or tiny_checkpoint(
+                Path(folder) / f"tiny-{objective}", objective, max_steps, smoke=smoke)
+            models[objective] = load_checkpoint(path)
+    return models
