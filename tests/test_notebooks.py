@@ -45,6 +45,29 @@ def test_structure(path):
             assert c["outputs"] == [] and c["execution_count"] is None, "committed without outputs"
 
 
+def _code(source: str) -> ast.Module:
+    return ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.name for p in ALL])
+def test_reads_as_a_story(path):
+    """Imports and smoke handling in the code cell after the parameters (smoke otherwise only handed to a library
+    helper as `smoke=smoke`), no heading without text, and a last cell saying what the run showed (#29 item 8)."""
+    cells = NotebookOutputs.read(path).nb.cells
+    params = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    top = next(i for i in range(params + 1, len(cells)) if cells[i].cell_type == "code")
+    for i, c in enumerate(cells[1:], 1):
+        if c.cell_type == "markdown":
+            assert not all(line.startswith("#") for line in c.source.splitlines() if line.strip()), f"cell {i}: heading only"
+        elif i > top:
+            tree = _code(c.source)
+            assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))], f"cell {i} imports"
+            passed = {id(k.value) for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords if k.arg == "smoke"}
+            uses = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "smoke" and id(n) not in passed]
+            assert not uses, f"cell {i} branches on smoke: move it to cell {top}"
+    assert cells[-1].cell_type == "code" and cells[-1].source.startswith("# What this showed")
+
+
 def _text_outputs(nb) -> str:
     return NotebookOutputs(nb).text
 
