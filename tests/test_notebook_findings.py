@@ -8,7 +8,9 @@ import torch
 
 from sunfish_lib.data.summary import batch_with_boundary, document_lines, packed_row_lines, stats_table
 from sunfish_lib.diffusion.analysis import alpha_bar_at, recovery_drop
-from sunfish_lib.notebook.findings import (check_findings, data_findings, likelihood_findings, overfit_findings,
+from sunfish_lib.eval.compare import budget_comparison
+from sunfish_lib.notebook.findings import (check_findings, compare_findings, conversion_findings, data_findings,
+                                           likelihood_findings, overfit_findings,
                                            overfit_verdict, schedule_findings)
 from sunfish_lib.notebook.workbook import likelihood_notes
 
@@ -94,3 +96,29 @@ def test_data_views_are_one_line_per_item():
     plain, with_eos = {"input_ids": torch.tensor([[1, 2]])}, {"input_ids": torch.tensor([[1, 0]])}
     assert batch_with_boundary([plain, plain, with_eos], 0) == (with_eos, 2)
     assert batch_with_boundary([plain, plain, with_eos], 0, max_batches=2) == (plain, 0)
+
+
+def test_compare_findings_name_the_lowest_its_ties_and_blocks_place():
+    rows = {name: {"objective": name, "eval_kind": "ELBO upper bound", "bits_per_byte": 1.5, "passes_per_token": 1.0,
+                   **r} for name, r in {k["model"]: k for k in TABLE[:3]}.items()}
+    text = compare_findings(rows)
+    assert "- masked (masked, ELBO upper bound): 5.050 ± 0.020 nats/token, 1.500 bits/byte, 1.00 passes/token" in text
+    assert "Lowest held-out nats/token: ar (ar); within 2 SE of it (a tie): masked, block." in text
+    assert text.endswith("Block diffusion closes 0.40 of the masked-AR gap in nats/token (1: as good as AR, 0: as masked).")
+
+
+def test_conversion_findings_warn_when_the_baseline_is_on_the_plateau():
+    evals = {"converted": {4: {"nats_per_token": 5.0, "stderr": 0.02}},
+             "from scratch": {4: {"nats_per_token": 5.84, "stderr": 0.02}}}
+    comparison = budget_comparison(evals, unigram_nats=5.85, baseline="from scratch")
+    q = {"judge": "/runs/x/ar-judge", "judge_ppl": 40.0, "reference_judge_ppl": 100.0, "entropy": 4.0,
+         "reference_entropy": 5.0}
+    lines = conversion_findings(max_abs_diff=1e-6, families=["llama"], ar_steps=100,
+                                ar_nll={"nats_per_token": 4.9, "stderr": 0.01}, unigram_nats=5.85,
+                                comparison=comparison, best="converted",
+                                quality={"converted": q, "from scratch": {**q, "judge_ppl": 90.0}}).splitlines()
+    assert lines[0] == "- Conversion is exact: converted logits match the Hugging Face parents to 1.0e-06 (llama)."
+    assert lines[1] == "- AR parent (100 steps): exact NLL 4.900 ± 0.010 nats/token; unigram model 5.850."
+    assert lines[2].startswith("- 4 steps: converted lowest at 5.000 ± 0.020 nats/token; from scratch 5.840 ± 0.020 is")
+    assert lines[3].startswith("- At 4 steps the from-scratch model is still on the unigram plateau")
+    assert lines[4].startswith("- Samples under an independent judge (ar-judge): converted 40.0, from scratch 90.0")

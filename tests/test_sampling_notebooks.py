@@ -12,6 +12,8 @@ from sunfish_lib.notebook.runner import run_notebooks
 from sunfish_lib.sampling.session import load_checkpoint, sample
 from sunfish_lib.sampling.trajectory import Trajectory
 from tests.conftest import NotebookOutputs
+from sunfish_lib.notebook.report import closing_text
+from sunfish_lib.sampling import analysis
 from tests.helpers import NOTEBOOKS
 from tests.sampling_helpers import make_run
 
@@ -48,6 +50,11 @@ def test_sampling_notebook_uses_the_workbook_model_and_matches_the_cli(tmp_path)
     assert "sampler threshold, block_length 8, threshold 0.7" in shown
     command = f"sunfish sample {workbook / '04_train'} --mode uncond --prompt ROMEO: --seed 0"
     assert f"{command} --sampler {DEFAULT_SAMPLERS['masked']}" in text
+    closing = closing_text(run_dir / nb.name).splitlines()  # one line per drawn setting, then the cheapest
+    assert len(closing) == 4 and all(" passes/token, entropy " in line for line in closing[:3])
+    assert closing[0].startswith(f"- sampler {DEFAULT_SAMPLERS['masked']}, block_length 0, threshold 0.9: ")
+    assert closing[2].startswith("- sampler threshold, block_length 8, threshold 0.7: ")
+    assert closing[3].startswith("- fewest passes per token: ")
 
 
 def test_trajectories_notebook_records_plots_and_animates(tmp_path):
@@ -69,3 +76,11 @@ def test_trajectories_notebook_records_plots_and_animates(tmp_path):
     assert not any("widget" in k for k in kinds) and "Tab(children" not in NotebookOutputs.read(run_dir / nb.name).text
     shown = _html_text(run_dir / nb.name)
     assert shown.count("unigram entropy (nats)") == 2 and shown.count("step 1/8") == 2 and shown.count("step 8/8") == 2
+    closing = closing_text(run_dir / nb.name).splitlines()  # read against the saved trajectories
+    for line, objective in zip(closing, ("masked", "continuous")):
+        traj = Trajectory.load(out / f"trajectory-{objective}.safetensors")
+        changes, commits = int(analysis.changed(traj).sum()), int(analysis.committed(traj).sum())
+        ent = analysis.step_entropy(traj)
+        assert line == (f"- {objective}: 8 steps, {changes} token changes for {commits} committed positions "
+                        f"({changes / commits:.2f} changes per position); entropy {ent[0]:.3f} -> {ent[-1]:.3f} nats")
+    assert closing[0].startswith("- masked: 8 steps, 8 token changes for 8 committed positions (1.00 changes")

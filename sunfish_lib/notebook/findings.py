@@ -8,6 +8,7 @@ depend on noise (a tie, a plateau) come from `eval.compare`'s helpers, never fro
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sunfish_lib.diffusion.analysis import recovery_drop
@@ -147,3 +148,46 @@ def trajectory_findings(trajectories: Mapping[str, Any], row: int = 0) -> str:
                      f"({number(changes / max(commits, 1), 'passes_per_token')} changes per position); entropy "
                      f"{number(ent[0], 'entropy')} -> {number(ent[-1], 'entropy')} nats")
     return _lines(lines)
+
+
+def conversion_findings(*, max_abs_diff: float, families: Sequence[str], ar_steps: int, ar_nll: Mapping[str, float],
+                        unigram_nats: float, comparison: Sequence[Mapping[str, Any]], best: str,
+                        quality: Mapping[str, Mapping[str, Any]]) -> str:
+    """08: the conversion's logit check, the AR parent against the unigram model, each budget's comparison
+    (`eval.compare.budget_lines`), the plateau warning, and the samples under an independent judge.
+    quality: {best, "from scratch"}: `eval.quality.quality_of` figures."""
+    from sunfish_lib.eval.compare import budget_lines
+
+    final = comparison[-1]
+    lines = [f"Conversion is exact: converted logits match the Hugging Face parents to {max_abs_diff:.1e} "
+             f"({', '.join(families)}).",
+             f"AR parent ({ar_steps} steps): exact NLL {ar_nll['nats_per_token']:.3f} ± {ar_nll['stderr']:.3f} nats/token; "
+             f"unigram model {unigram_nats:.3f}.", *budget_lines(comparison)]
+    if not final["baseline_left_plateau"]:
+        lines.append(f"At {final['steps']} steps the from-scratch model is still on the unigram plateau: any lead of the "
+                     "converted models is over one that has learned no context yet; a fair gap needs a longer scratch run.")
+    q_best, q_scratch = quality[best], quality["from scratch"]
+    if q_best["judge_ppl"] is not None:
+        lines.append(f"Samples under an independent judge ({Path(q_best['judge']).name}): {best} {q_best['judge_ppl']:.1f}, "
+                     f"from scratch {q_scratch['judge_ppl']:.1f}, held-out text {q_best['reference_judge_ppl']:.1f}; "
+                     f"sample entropy {q_best['entropy']:.2f} and {q_scratch['entropy']:.2f} nats "
+                     f"(held-out {q_best['reference_entropy']:.2f}).")
+    return _lines(lines)
+
+
+def compare_findings(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """09: each run's held-out likelihood, bits/byte and passes/token, the lowest and its ties (within
+    `TIE_SE` SE), and where block diffusion sits between masked and AR. rows: {short name: compare metrics row}."""
+    best, ties = best_and_ties(rows)
+    lines = [f"- {name} ({r['objective']}, {r['eval_kind']}): {r['nats_per_token']:.3f} ± {r['stderr']:.3f} nats/token, "
+             f"{r['bits_per_byte']:.3f} bits/byte, {r['passes_per_token']:.2f} passes/token" for name, r in rows.items()]
+    if best is not None:
+        lines.append(f"\nLowest held-out nats/token: {best} ({rows[best]['objective']})"
+                     + (f"; within {TIE_SE:g} SE of it (a tie): {', '.join(ties)}." if ties
+                        else f"; no other run is within {TIE_SE:g} SE."))
+    by = {r["objective"]: r for r in rows.values()}
+    if {"ar", "block", "masked"} <= set(by):
+        gap = (by["masked"]["nats_per_token"] - by["block"]["nats_per_token"]) / (
+            by["masked"]["nats_per_token"] - by["ar"]["nats_per_token"])
+        lines.append(f"Block diffusion closes {gap:.2f} of the masked-AR gap in nats/token (1: as good as AR, 0: as masked).")
+    return "\n".join(lines) if lines else "no run here reports a likelihood"
