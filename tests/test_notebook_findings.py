@@ -122,3 +122,21 @@ def test_conversion_findings_warn_when_the_baseline_is_on_the_plateau():
     assert lines[2].startswith("- 4 steps: converted lowest at 5.000 ± 0.020 nats/token; from scratch 5.840 ± 0.020 is")
     assert lines[3].startswith("- At 4 steps the from-scratch model is still on the unigram plateau")
     assert lines[4].startswith("- Samples under an independent judge (ar-judge): converted 40.0, from scratch 90.0")
+
+
+def test_batches_unigram_nats_is_the_entropy_of_the_fixed_batches_token_counts():
+    from collections import Counter
+    from itertools import islice
+
+    from sunfish_lib.config import get_config
+    from sunfish_lib.data import get_tokenizer, make_loader
+    from sunfish_lib.eval.evaluate import batches_unigram_nats
+
+    cfg = get_config("smoke", {"objective": "masked", "sampler": "ancestral"})
+    tok = get_tokenizer(cfg.data.tokenizer, cfg.data.bpe_vocab_size)
+    ids = [t for b in islice(iter(make_loader(cfg.data, tok, "train", seed=cfg.seed, num_workers=0)), 2)
+           for t in b["input_ids"].flatten().tolist()]
+    counts = Counter(ids)
+    assert len(ids) == 256 and len(counts) < 256  # 2 batches of 4 x 32 tokens, some repeated
+    expected = -sum(c / 256 * math.log(c / 256) for c in counts.values())
+    assert batches_unigram_nats(cfg, tok, 2) == pytest.approx(expected) == pytest.approx(4.416, abs=1e-3)
