@@ -159,6 +159,10 @@ def _quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    # the streaming loader splits its shards per worker itself (data/), so its __len__ holds with workers
+    warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
+    # a fixed set of overfit batches (notebook 03) is shorter than the log interval; our own logger sets the cadence
+    warnings.filterwarnings("ignore", message=r".*number of training batches \(\d+\) is smaller than the logging interval.*")
 
 
 def build_trainer(cfg: Config, run_dir: Path, *, fast_dev_run: bool = False, progress: bool | None = None,
