@@ -21,8 +21,8 @@ ops (CPU ops run synchronously); a part named "x - y" is a range minus the range
 Timings are from the profiled steps (ms, % of the profiled step); `step_ms` is the same step
 unprofiled (median), so the profiler's own cost reads off as profiled / unprofiled.
 
-Lightning overhead: `build_trainer` (the workbook's callbacks, loggers and log cadence, no progress
-bar as when piped) fits the same module on the same pre-drawn batches; its mean step interval
+Lightning overhead: `build_trainer` (the workbook's callbacks, loggers and log cadence, `RunStatus`, no
+progress bar as when piped) fits the same module on the same pre-drawn batches; its mean step interval
 (`on_train_batch_start` to the next one, the log steps included) against the bare loop's over the same
 batches, in `--rounds` alternating rounds (Lightning, bare, Lightning, ...): overhead = Lightning / bare - 1,
 median and spread. Prints the table, then one JSON line. Not a test.
@@ -50,6 +50,7 @@ from sunfish_lib.data.tokenizer import get_tokenizer
 from sunfish_lib.train.batches import FixedBatches
 from sunfish_lib.train.module import SunfishModule
 from sunfish_lib.train.optim import build_optimizer, build_scheduler
+from sunfish_lib.train.status import RunStatus
 from sunfish_lib.train.trainer import build_trainer
 
 SHAPES = {
@@ -223,8 +224,9 @@ def lightning_overhead(shape: str, objective: str, steps: int, rounds: int, skip
         torch.manual_seed(0)
         module = SunfishModule(cfg.to_dict(), mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id)
         with tempfile.TemporaryDirectory() as d:
-            clock = StepClock()
-            trainer = build_trainer(cfg, Path(d), progress=False, extra_callbacks=(clock,), max_steps=steps)
+            clock, status = StepClock(), RunStatus(d)  # what `train()` adds to build_trainer's callbacks
+            status.begin(cfg, resume=False)
+            trainer = build_trainer(cfg, Path(d), progress=False, extra_callbacks=(clock, status), max_steps=steps)
             loader = torch.utils.data.DataLoader(FixedBatches(batches), batch_size=None)
             trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
         gaps = [b - a for a, b in zip(clock.starts[skip:-1], clock.starts[skip + 1:])]

@@ -63,6 +63,18 @@ def device_peak_flops(device: torch.device, precision: str) -> tuple[float, str]
     return measure_cpu_matmul_peak(), "measured fp32 matmul"
 
 
+def logs_this_step(trainer: pl.Trainer | None) -> bool:
+    """Whether the metrics of the training step now running reach the loggers: every `train.log_every`-th
+    optimizer step (Lightning's `log_every_n_steps`), the last one (`max_steps`, so a run's final metrics are its
+    last step's), and a requested stop. On the other steps Lightning writes nothing, so a `self.log` there is only
+    cost (each call is ~0.1 ms of Python; a dozen a step were ~5% of a tiny-preset step: bench/step_profile.py).
+    No trainer (a module driven by hand): True."""
+    if trainer is None or trainer.log_every_n_steps == 0:
+        return trainer is None
+    step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1  # 1-based, during the step and its batch-end hooks
+    return step % trainer.log_every_n_steps == 0 or 0 < trainer.max_steps <= step or trainer.should_stop
+
+
 class ThroughputMonitor(pl.Callback):
     """Tokens/s and MFU = achieved FLOP/s / peak, per optimizer step.
 
@@ -89,6 +101,8 @@ class ThroughputMonitor(pl.Callback):
         dt, self._t0 = now - self._t0, now
         self.tokens_per_s = tokens / dt
         self.mfu = self.tokens_per_s * self.flops_per_token / trainer.world_size / self.peak
+        if not logs_this_step(trainer):
+            return
         pl_module.log("perf/tokens_per_step", float(tokens), batch_size=1)  # as fed: the global batch in tokens
         pl_module.log("perf/tokens_per_s", self.tokens_per_s, batch_size=1)
         pl_module.log("perf/mfu", self.mfu, batch_size=1)

@@ -20,7 +20,7 @@ from sunfish_lib.config import Config
 from sunfish_lib.diffusion import build_objective
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
-from sunfish_lib.train.callbacks import TextLog
+from sunfish_lib.train.callbacks import TextLog, logs_this_step
 from sunfish_lib.train.dcp_strategy import uses_sharded_checkpoints
 from sunfish_lib.train.interrupt import agreed_signal
 from sunfish_lib.train.optim import build_optimizer, build_scheduler
@@ -86,7 +86,7 @@ class SunfishModule(pl.LightningModule):
         self._micro = 0  # micro-batches seen (restored from global_step on resume)
         self._gen: torch.Generator | None = None
         self._pending_ema: list[torch.Tensor] | None = None
-        self.last_grad_norm: float | None = None
+        self.last_grad_norm: float | None = None  # as of the last logged step
         self._bad_loss: float | None = None  # non-finite loss seen in this optimizer step's micro-batches
         self.nan_skips = 0  # optimizer steps skipped for a non-finite loss (train.nan_policy='skip')
         self._skips_in_a_row = 0
@@ -142,6 +142,8 @@ class SunfishModule(pl.LightningModule):
         loss = out["loss"]
         if not torch.isfinite(loss.detach()).all():
             return self._nan_guard(loss)
+        if not logs_this_step(self._trainer):
+            return loss
         bs = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in out.items():  # scalar metrics, incl. per-timestep-bucket losses (mse/t0.00-0.25, ...)
@@ -186,9 +188,9 @@ class SunfishModule(pl.LightningModule):
         """Clip the global norm (works for DTensor shards too) and keep it for the monitors."""
         max_norm = self.cfg.train.grad_clip or math.inf
         norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], max_norm)
-        norm = _full(norm) if hasattr(norm, "full_tensor") else norm
-        self.last_grad_norm = float(norm)
-        self.log("train/grad_norm", self.last_grad_norm, batch_size=1)
+        if logs_this_step(self._trainer):  # float(): a host sync, only where the value is written
+            self.last_grad_norm = float(_full(norm) if hasattr(norm, "full_tensor") else norm)
+            self.log("train/grad_norm", self.last_grad_norm, batch_size=1)
 
     def _ensure_ema(self) -> None:
         """Create the EMA (after sharding) and apply EMA weights restored from a checkpoint.
