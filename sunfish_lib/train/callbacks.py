@@ -177,6 +177,8 @@ class TextLog(pl.Callback):
     def __init__(self, path: Path, every: int):
         self.path, self.every = Path(path), every
         self._f = None
+        self._first_step_t0: float | None = None  # compiled blocks: when the first step began
+        self._compile_reported = False
 
     def write(self, line: str) -> None:
         if self._f is None:
@@ -195,8 +197,18 @@ class TextLog(pl.Callback):
             if trainer.global_step == 0:
                 _, info = param_groups(pl_module.model, cfg.train, cfg.model.n_layers)
                 self.write("parameter groups (layer-wise learning rates):\n" + format_groups(info, cfg.train.lr))
+            if getattr(pl_module, "compile_note", ""):
+                self.write(pl_module.compile_note)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._first_step_t0 is None and getattr(pl_module, "_compiled", False):
+            self._first_step_t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._first_step_t0 is not None and not self._compile_reported and trainer.is_global_zero:
+            self._compile_reported = True  # the first step compiles the blocks' forward and backward graphs
+            self.write(f"compile: the first step took {time.perf_counter() - self._first_step_t0:.1f} s "
+                       "(compiling; later steps run the compiled blocks)")
         step = trainer.global_step
         if not trainer.is_global_zero or step % self.every or pl_module._micro % pl_module.cfg.train.accumulate_grad_batches:
             return

@@ -68,9 +68,30 @@ def fsdp_mixed_precision(precision: str):
     return None if low is None else MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32)
 
 
-def compile_enabled(setting: bool | None, device: torch.device) -> bool:
-    """train.compile: an explicit True/False, or None = on for CUDA devices only."""
-    return bool(setting) if setting is not None else torch.device(device).type == "cuda"
+CPU_COMPILE_BREAK_EVEN_STEPS = 1000
+"""train.compile=auto on CPU compiles runs longer than this many optimizer steps: the larger of the tiny and mid
+shapes' break-evens (compile time / per-step saving) that bench/compile_breakeven.py measured (torch 2.13, 2 cores)."""
+
+
+def compile_enabled(setting: bool | None, device: torch.device, max_steps: int = 0) -> bool:
+    """train.compile: an explicit True/False, or None (auto) = on with CUDA, and on CPU for runs of more than
+    CPU_COMPILE_BREAK_EVEN_STEPS steps."""
+    if setting is not None:
+        return bool(setting)
+    return torch.device(device).type == "cuda" or max_steps > CPU_COMPILE_BREAK_EVEN_STEPS
+
+
+def compile_note(setting: bool | None, device: torch.device, max_steps: int) -> str:
+    """The train.log line that says whether the blocks are compiled, and why."""
+    on = compile_enabled(setting, device, max_steps)
+    if setting is not None:
+        why = f"train.compile={str(bool(setting)).lower()}"
+    elif torch.device(device).type == "cuda":
+        why = "train.compile=auto, CUDA"
+    else:
+        why = (f"train.compile=auto, CPU: max_steps {max_steps} {'>' if on else '<='} the measured break-even "
+               f"{CPU_COMPILE_BREAK_EVEN_STEPS}")
+    return f"compile: {'on' if on else 'off'} ({why})"
 
 
 class SunfishModule(pl.LightningModule):
@@ -93,6 +114,7 @@ class SunfishModule(pl.LightningModule):
         self.interruption = None  # train/interrupt.py Interruption of this process (set by train())
         self.stop_signal = 0  # the signal all ranks agreed to stop for (0: none)
         self._compiled = False  # blocks wrapped by torch.compile (configure_model runs once per fit)
+        self.compile_note = ""  # configure_model's decision, for train.log
         self._sharded = False  # FSDP2 applied (then the optimizer is not fused and samples skip)
 
     # -- parallelism -------------------------------------------------------------------
@@ -100,7 +122,9 @@ class SunfishModule(pl.LightningModule):
         """FSDP2 sharding (when a mesh is given), then torch.compile per block (train.compile)."""
         self._shard()
         device = self._trainer.strategy.root_device if self._trainer is not None else self.device  # not moved yet
-        if compile_enabled(self.cfg.train.compile, device) and not self._compiled:
+        max_steps = self._trainer.max_steps if self._trainer is not None else self.cfg.train.max_steps
+        self.compile_note = compile_note(self.cfg.train.compile, device, max_steps)
+        if compile_enabled(self.cfg.train.compile, device, max_steps) and not self._compiled:
             for block in self.model.blocks:  # in place: parameter names (checkpoints) stay as they are
                 block.compile()
             self._compiled = True
