@@ -7,7 +7,8 @@ same batches, eager vs with the blocks compiled as `SunfishModule.configure_mode
 compiled module's first steps plus one validation-mode forward (eval, no_grad: a second graph) minus the eager
 module's time for the same calls; the per-step saving is the difference of the medians of `--steps` steps timed
 alternately (eager, compiled, eager, ...). break-even = compile time / saving, in steps; `--rounds` fresh compiles
-give the spread (each round compiles anew: `torch._dynamo.reset()`). `train.compile=auto` compiles on CPU when
+give the spread (each round compiles anew: `torch._dynamo.reset()`, inductor's on-disk caches off, as on a
+first run; a warm cache makes later runs of the same shape compile faster, so the constant errs long). `train.compile=auto` compiles on CPU when
 `train.max_steps` exceeds `sunfish_lib.train.module.CPU_COMPILE_BREAK_EVEN_STEPS`, this bench's larger figure.
 Prints the table, then one JSON line. Not a test.
 """
@@ -37,6 +38,7 @@ def _timed(fn) -> float:
 
 def one_round(shape: str, objective: str, steps: int) -> dict:
     torch._dynamo.reset()
+    torch._inductor.config.force_disable_caches = True  # a first compile: no kernels from an earlier run or round
     _, eager, loader, _ = build(shape, objective)
     _, compiled, _, _ = build(shape, objective)
     for block in compiled.model.blocks:
