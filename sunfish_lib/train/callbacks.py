@@ -66,9 +66,9 @@ def device_peak_flops(device: torch.device, precision: str) -> tuple[float, str]
 def logs_this_step(trainer: pl.Trainer | None) -> bool:
     """Whether the metrics of the training step now running reach the loggers: every `train.log_every`-th
     optimizer step (Lightning's `log_every_n_steps`), the last one (`max_steps`, so a run's final metrics are its
-    last step's), and a requested stop. On the other steps Lightning writes nothing, so a `self.log` there is only
-    cost (each call is ~0.1 ms of Python; a dozen a step were ~5% of a tiny-preset step: bench/step_profile.py).
-    No trainer (a module driven by hand): True."""
+    last step's), and a requested stop. On the other steps Lightning writes nothing, so a `self.log` there (Python
+    bookkeeping in Lightning's result collection, about a dozen calls a step) is only cost; Lightning's share of a
+    step is bench/step_profile.py's `lightning` figure. No trainer (a module driven by hand): True."""
     if trainer is None or trainer.log_every_n_steps == 0:
         return trainer is None
     step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1  # 1-based, during the step and its batch-end hooks
