@@ -4,8 +4,9 @@
 
 Forward + backward of a masked-diffusion-shaped backbone (bidirectional, no time conditioning) on this
 machine (CPU unless a GPU is present). The compile time (first steps) is reported apart from the
-steady-state median, because on CPUs it decides whether short runs gain: `train.compile` defaults to
-on with CUDA only. Prints a table, then one JSON line. Not a test.
+steady-state median, because on CPUs it decides whether short runs gain (`train.compile=auto` compiles on CPU
+past the full training step's break-even, which `bench/compile_breakeven.py` measures). Prints a table, then one
+JSON line. Not a test.
 """
 
 from __future__ import annotations

@@ -1,16 +1,22 @@
 """Training-step throughput and MFU: Sunfish vs a transformers reference encoder of identical shape.
 
-    .venv/bin/python bench/train_throughput.py [--steps 8] [--configs tiny,mid] [--device cpu]
+    .venv/bin/python bench/train_throughput.py [--steps 8] [--configs tiny,mid] [--device cpu] [--compile]
+                                               [--reference-adamw fused|foreach] [--repeats 1]
 
 For each config, one training step (forward, backward, AdamW step) of
 - Sunfish: `Backbone` + the masked-diffusion objective (logits only at masked positions), and
 - reference: `transformers.BertForMaskedLM` with the same layers, width, heads, sequence,
-  batch, vocabulary, SDPA attention, no dropout, and the same AdamW (foreach), given the same
+  batch, vocabulary, SDPA attention, no dropout, and AdamW (torch's fused kernel, which Sunfish's
+  `build_optimizer` uses; `--reference-adamw foreach` for the older foreach one), given the same
   head treatment: its MLM head (transform + decoder) runs only on the gathered masked
   positions (half the tokens, as the masked objective's expected fraction), and
 - reference_full (the old comparison, kept for the side-by-side): BERT's MLM head on every token,
 timed alternately (A, B, C, A, B, C, ...) after warm-up so machine noise hits all alike; the
-median step time gives tokens/s.
+median step time gives tokens/s. Sunfish's optimizer is `build_optimizer`'s (layer-wise groups, as `sunfish
+train` steps). `--compile`: every layer of both sides under torch.compile (Sunfish's blocks as train.compile
+does, BERT's encoder layers likewise), so compiled is compared with compiled, never with an eager reference.
+`--repeats`: whole alternations per config, the medians reported with their spread (the measured peak moves
+with the machine's load, so MFU's spread is part of the figure).
 
 FLOPs are the executed ones (`estimate.executed_flops_per_token`, the convention `perf/mfu`
 uses): the head only at masked positions. The reference's executed FLOPs add its head's
@@ -39,6 +45,7 @@ from sunfish_lib.diffusion import build_objective
 from sunfish_lib.sizing.counts import executed_flops_per_token, flops_per_token
 from sunfish_lib.model import Backbone
 from sunfish_lib.train.callbacks import device_peak_flops, measure_cpu_matmul_peak
+from sunfish_lib.train.optim import build_optimizer
 
 GEMM = 2048
 """Side of the fp32 GEMM whose FLOP/s is the CPU peak."""
@@ -51,11 +58,24 @@ CONFIGS = {
 }
 
 
-def sunfish_step(cfg, device):
+def adamw(params, kind: str) -> torch.optim.AdamW:
+    """The reference's AdamW: torch's fused kernel (what `build_optimizer` gives Sunfish) or foreach."""
+    return torch.optim.AdamW(params, lr=1e-4, **{kind: True})
+
+
+def compile_layers(layers) -> None:
+    """torch.compile each layer in place, as `SunfishModule.configure_model` does with train.compile."""
+    for layer in layers:
+        layer.compile()
+
+
+def sunfish_step(cfg, device, compiled: bool = False):
     torch.manual_seed(0)
     model = Backbone.from_config(cfg).to(device)
     obj = build_objective(cfg, mask_token_id=cfg.model.vocab_size - 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    opt = build_optimizer(model, cfg.train, cfg.model.n_layers)  # what `sunfish train` steps with
+    if compiled:
+        compile_layers(model.blocks)
     B, T = cfg.data.micro_batch_size, cfg.data.seq_len
     batch = {"input_ids": torch.randint(0, cfg.model.vocab_size - 1, (B, T), device=device)}
     gen = torch.Generator(device=device).manual_seed(0)
@@ -68,7 +88,7 @@ def sunfish_step(cfg, device):
     return step, sum(p.numel() for p in model.parameters())
 
 
-def reference_step(cfg, device, gather: bool = True):
+def reference_step(cfg, device, gather: bool = True, optimizer: str = "fused", compiled: bool = False):
     """BertForMaskedLM step; gather=True runs its MLM head on the masked positions only (equal head work)."""
     from transformers import BertConfig, BertForMaskedLM
 
@@ -79,7 +99,9 @@ def reference_step(cfg, device, gather: bool = True):
                           hidden_act="gelu_pytorch_tanh", attn_implementation="sdpa")
     torch.manual_seed(0)
     model = BertForMaskedLM(bert_cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    opt = adamw(model.parameters(), optimizer)
+    if compiled:
+        compile_layers(model.bert.encoder.layer)
     B, T = cfg.data.micro_batch_size, cfg.data.seq_len
     ids = torch.randint(0, m.vocab_size - 1, (B, T), device=device)
     masked = torch.rand(B, T, device=device) < REFERENCE_MASK_FRACTION
@@ -122,12 +144,13 @@ def time_alternating(steps: dict, n: int, device, warmup: int = 2) -> dict[str, 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_config(name: str, overrides: dict, n: int, device, peak: float) -> dict:
+def bench_config(name: str, overrides: dict, n: int, device, peak: float, optimizer: str = "fused",
+                 compiled: bool = False) -> dict:
     cfg = get_config("tiny", {"objective": "masked", "sampler": "low_confidence", **overrides})
     tokens = cfg.data.micro_batch_size * cfg.data.seq_len
-    ours, n_ours = sunfish_step(cfg, device)
-    ref, n_ref = reference_step(cfg, device, gather=True)
-    ref_full, _ = reference_step(cfg, device, gather=False)
+    ours, n_ours = sunfish_step(cfg, device, compiled)
+    ref, n_ref = reference_step(cfg, device, gather=True, optimizer=optimizer, compiled=compiled)
+    ref_full, _ = reference_step(cfg, device, gather=False, optimizer=optimizer, compiled=compiled)
     steps = {"sunfish": ours, "reference": ref, "reference_full": ref_full}
     if device.type == "cpu":
         a, b = torch.randn(GEMM, GEMM), torch.randn(GEMM, GEMM)
@@ -166,6 +189,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="timed steps per model per config")
     ap.add_argument("--configs", default="tiny,mid")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compile", action="store_true", help="compiled vs compiled: every layer of both sides under "
+                    "torch.compile (the warm-up steps compile)")
+    ap.add_argument("--reference-adamw", choices=("fused", "foreach"), default="fused",
+                    help="the reference's AdamW kernel (Sunfish uses build_optimizer's: fused)")
+    ap.add_argument("--repeats", type=int, default=1, help="whole alternations per config: MFU and ratio spread")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -174,9 +202,19 @@ def main() -> None:
         peak, source = device_peak_flops(device, "32-true")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
           f"peak {peak / 1e9:,.1f} GFLOP/s ({source})")
-    results = {name: bench_config(name, CONFIGS[name], args.steps, device, peak) for name in args.configs.split(",")}
+    results = {}
+    for name in args.configs.split(","):
+        reps = [bench_config(name, CONFIGS[name], args.steps, device, peak, args.reference_adamw, args.compile)
+                for _ in range(args.repeats)]
+        results[name] = {k: statistics.median(r[k] for r in reps) for k in reps[0]}
+        results[name]["spread"] = {k: [min(r[k] for r in reps), max(r[k] for r in reps)] for k in ("ratio", "mfu")}
+        if args.repeats > 1:
+            sp = results[name]["spread"]
+            print(f"{name:>5}: median of {args.repeats}: ratio {results[name]['ratio']:.2f} ({sp['ratio'][0]:.2f}.."
+                  f"{sp['ratio'][1]:.2f}), MFU {results[name]['mfu']:.2f} ({sp['mfu'][0]:.2f}..{sp['mfu'][1]:.2f})")
     headline = results.get("mid") or next(iter(results.values()))
-    print(json.dumps({"peak_flops": peak, "peak_source": source, "configs": results,
+    print(json.dumps({"peak_flops": peak, "peak_source": source, "compiled": args.compile,
+                      "reference_adamw": args.reference_adamw, "repeats": args.repeats, "configs": results,
                       "sunfish_tokens_per_s": headline["sunfish_tokens_per_s"],
                       "reference_tokens_per_s": headline["reference_tokens_per_s"],
                       "ratio": headline["ratio"], "work_ratio": headline["work_ratio"], "mfu": headline["mfu"],

@@ -123,6 +123,7 @@ CASES = [
     (["train", "--stop-at-step", "0"], "--stop-at-step=0 must be >= 1"),
     (["train", "--overfit-batches", "-1"], "--overfit-batches=-1 must be >= 0"),
     (["train", "--set", "train.lr=-1"], "train.lr=-1.0 must be > 0"),
+    (["train", "--set", "train.compile=maybe"], "train.compile='maybe' is not a valid true, false or auto"),
     (["train", "--set", "warmup_steps=500", "--max-steps", "100"], "is longer than train.max_steps=100"),
     (["train", "--strategy", "tpu"], "train.strategy='tpu' is not allowed"),
     (["train", "--devices", "0"], "train.devices=0 must be > 0"),

@@ -251,7 +251,8 @@ class TrainConfig:
     cpu_offload: bool = False
     """FSDP: keep parameters and optimizer state on CPU."""
     compile: bool | None = None
-    """torch.compile each transformer block (None: on with CUDA, off on CPU, where compiling takes longer than short runs gain)."""
+    """torch.compile each transformer block: true, false, or auto (null in config.json): on with CUDA; on CPU when
+    max_steps exceeds the measured compile break-even (`train.module.CPU_COMPILE_BREAK_EVEN_STEPS`)."""
     requeue: bool = False
     """In a SLURM job: after SIGUSR1's checkpoint, `scontrol requeue` the job (sbatch --signal=USR1@90 --requeue)."""
     ema_decay: float = 0.0

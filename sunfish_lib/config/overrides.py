@@ -117,8 +117,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
-    if isinstance(value, str) and optional and value.strip().lower() in ("none", "null"):
-        return None
+    if isinstance(value, str) and optional and value.strip().lower() in ("none", "null") + (("auto",) if base is bool else ()):
+        return None  # an optional switch's None is "auto": the library decides (e.g. train.compile, model.causal)
     if value is None:
         if optional:
             return None
@@ -155,8 +155,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     else:
         return value
     example = {bool: "true", int: "8", float: "0.5", str: "text"}.get(base, "...")
-    raise ConfigError(f"{key}={value!r} is not a valid {base.__name__}{' or null' if optional else ''}; "
-                      f"give one, e.g. {key}={example}")
+    what = "true, false or auto" if optional and base is bool else base.__name__ + (" or null" if optional else "")
+    raise ConfigError(f"{key}={value!r} is not a valid {what}; give one, e.g. {key}={example}")
 
 
 def _as_int(value: Any) -> int:

@@ -42,7 +42,7 @@ from torch.nn.attention.flex_attention import create_block_mask
 
 from sunfish_lib.model.attention import use_flex
 from sunfish_lib.config import BACKBONE_NEEDS, SAMPLERS, DiffusionConfig
-from sunfish_lib.diffusion.masked import MaskedDiffusion
+from sunfish_lib.diffusion.masked import MaskedDiffusion, masked_rows
 from sunfish_lib.diffusion.timesteps import sample_t
 from sunfish_lib.errors import ConfigError
 
@@ -160,7 +160,7 @@ class BlockDiffusion(MaskedDiffusion):
     def masked_nll(self, model, z, x0, masked, attention_mask=None) -> torch.Tensor:
         """-log p_theta(x0_i | z^b, x0^{<b}) at the masked positions: (N,) for N = masked.sum()."""
         h = self.noisy_hidden(model, z, x0, attention_mask)
-        logits = model.logits(h[masked]).float()  # (N, V)
+        logits = model.logits(masked_rows(h, masked)).float()  # (N, V)
         logits[:, self.mask_id] = float("-inf")  # SUBS: never predict [MASK]
         target = x0[masked]
         return torch.logsumexp(logits, -1) - logits.gather(-1, target[:, None]).squeeze(-1)

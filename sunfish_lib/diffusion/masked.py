@@ -87,6 +87,15 @@ def shift_right(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[:, :1], x[:, :-1]], dim=1)
 
 
+def masked_rows(x: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """x[masked]: (N, ...) rows of x (B, T, ...) where masked (B, T) is True, in the same (row-major) order.
+
+    One index_select, whose backward is an index_add_; boolean indexing's backward is an accumulating index_put_,
+    several times slower on CPU (the masked objectives' gather, part `loss` of bench/step_profile.py).
+    """
+    return x.reshape(-1, *x.shape[2:]).index_select(0, masked.flatten().nonzero().squeeze(1))
+
+
 def subs_logits(logits: torch.Tensor, never) -> torch.Tensor:
     """SUBS zero-masking (MDLM Sec. 3.2.3) on logits (..., V), in place: the ids `never` get -inf.
 
@@ -169,7 +178,7 @@ class MaskedDiffusion:
         h = model.encode(z, t=t, segment_ids=seg, attention_mask=am)
         if self.cfg.shift_logits:
             h = shift_right(h)  # (B, T, d): row i now holds position i-1's output, which scores token i
-        return subs_logits(model.logits(h[masked]).float(), self.mask_id)  # (N, V)
+        return subs_logits(model.logits(masked_rows(h, masked)).float(), self.mask_id)  # (N, V)
 
     def masked_nll(self, model, z, t, batch, masked) -> torch.Tensor:
         """-log p_theta(x0_i | z_t) at the masked positions only: (N,) for N = masked.sum()."""

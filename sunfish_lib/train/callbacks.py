@@ -63,6 +63,18 @@ def device_peak_flops(device: torch.device, precision: str) -> tuple[float, str]
     return measure_cpu_matmul_peak(), "measured fp32 matmul"
 
 
+def logs_this_step(trainer: pl.Trainer | None) -> bool:
+    """Whether the metrics of the training step now running reach the loggers: every `train.log_every`-th
+    optimizer step (Lightning's `log_every_n_steps`), the last one (`max_steps`, so a run's final metrics are its
+    last step's), and a requested stop. On the other steps Lightning writes nothing, so a `self.log` there (Python
+    bookkeeping in Lightning's result collection, about a dozen calls a step) is only cost; Lightning's share of a
+    step is bench/step_profile.py's `lightning` figure. No trainer (a module driven by hand): True."""
+    if trainer is None or trainer.log_every_n_steps == 0:
+        return trainer is None
+    step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1  # 1-based, during the step and its batch-end hooks
+    return step % trainer.log_every_n_steps == 0 or 0 < trainer.max_steps <= step or trainer.should_stop
+
+
 class ThroughputMonitor(pl.Callback):
     """Tokens/s and MFU = achieved FLOP/s / peak, per optimizer step.
 
@@ -89,6 +101,8 @@ class ThroughputMonitor(pl.Callback):
         dt, self._t0 = now - self._t0, now
         self.tokens_per_s = tokens / dt
         self.mfu = self.tokens_per_s * self.flops_per_token / trainer.world_size / self.peak
+        if not logs_this_step(trainer):
+            return
         pl_module.log("perf/tokens_per_step", float(tokens), batch_size=1)  # as fed: the global batch in tokens
         pl_module.log("perf/tokens_per_s", self.tokens_per_s, batch_size=1)
         pl_module.log("perf/mfu", self.mfu, batch_size=1)
@@ -163,6 +177,8 @@ class TextLog(pl.Callback):
     def __init__(self, path: Path, every: int):
         self.path, self.every = Path(path), every
         self._f = None
+        self._first_step_t0: float | None = None  # compiled blocks: when the first step began
+        self._compile_reported = False
 
     def write(self, line: str) -> None:
         if self._f is None:
@@ -181,8 +197,18 @@ class TextLog(pl.Callback):
             if trainer.global_step == 0:
                 _, info = param_groups(pl_module.model, cfg.train, cfg.model.n_layers)
                 self.write("parameter groups (layer-wise learning rates):\n" + format_groups(info, cfg.train.lr))
+            if getattr(pl_module, "compile_note", ""):
+                self.write(pl_module.compile_note)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._first_step_t0 is None and getattr(pl_module, "_compiled", False):
+            self._first_step_t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._first_step_t0 is not None and not self._compile_reported and trainer.is_global_zero:
+            self._compile_reported = True  # the first step compiles the blocks' forward and backward graphs
+            self.write(f"compile: the first step took {time.perf_counter() - self._first_step_t0:.1f} s "
+                       "(compiling; later steps run the compiled blocks)")
         step = trainer.global_step
         if not trainer.is_global_zero or step % self.every or pl_module._micro % pl_module.cfg.train.accumulate_grad_batches:
             return

@@ -20,7 +20,7 @@ from sunfish_lib.config import Config
 from sunfish_lib.diffusion import build_objective
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.model import Backbone
-from sunfish_lib.train.callbacks import TextLog
+from sunfish_lib.train.callbacks import TextLog, logs_this_step
 from sunfish_lib.train.dcp_strategy import uses_sharded_checkpoints
 from sunfish_lib.train.interrupt import agreed_signal
 from sunfish_lib.train.optim import build_optimizer, build_scheduler
@@ -68,9 +68,32 @@ def fsdp_mixed_precision(precision: str):
     return None if low is None else MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32)
 
 
-def compile_enabled(setting: bool | None, device: torch.device) -> bool:
-    """train.compile: an explicit True/False, or None = on for CUDA devices only."""
-    return bool(setting) if setting is not None else torch.device(device).type == "cuda"
+CPU_COMPILE_BREAK_EVEN_STEPS = 14_000
+"""train.compile=auto on CPU compiles runs longer than this many optimizer steps: the largest break-even (compile
+time / per-step saving, masked objective, 1 thread, torch 2.13) that bench/compile_breakeven.py measured on the
+2-core machine: toy shape 14,340 steps; tiny 1,248 and mid 111, but those two ran under a load that slowed steps
+~30x and compiling ~3x, which shrinks the figure, so the constant keeps the toy's until a quiet rerun."""
+
+
+def compile_enabled(setting: bool | None, device: torch.device, max_steps: int = 0) -> bool:
+    """train.compile: an explicit True/False, or None (auto) = on with CUDA, and on CPU for runs of more than
+    CPU_COMPILE_BREAK_EVEN_STEPS steps."""
+    if setting is not None:
+        return bool(setting)
+    return torch.device(device).type == "cuda" or max_steps > CPU_COMPILE_BREAK_EVEN_STEPS
+
+
+def compile_note(setting: bool | None, device: torch.device, max_steps: int) -> str:
+    """The train.log line that says whether the blocks are compiled, and why."""
+    on = compile_enabled(setting, device, max_steps)
+    if setting is not None:
+        why = f"train.compile={str(bool(setting)).lower()}"
+    elif torch.device(device).type == "cuda":
+        why = "train.compile=auto, CUDA"
+    else:
+        why = (f"train.compile=auto, CPU: max_steps {max_steps} {'>' if on else '<='} the measured break-even "
+               f"{CPU_COMPILE_BREAK_EVEN_STEPS}")
+    return f"compile: {'on' if on else 'off'} ({why})"
 
 
 class SunfishModule(pl.LightningModule):
@@ -86,13 +109,14 @@ class SunfishModule(pl.LightningModule):
         self._micro = 0  # micro-batches seen (restored from global_step on resume)
         self._gen: torch.Generator | None = None
         self._pending_ema: list[torch.Tensor] | None = None
-        self.last_grad_norm: float | None = None
+        self.last_grad_norm: float | None = None  # as of the last logged step
         self._bad_loss: float | None = None  # non-finite loss seen in this optimizer step's micro-batches
         self.nan_skips = 0  # optimizer steps skipped for a non-finite loss (train.nan_policy='skip')
         self._skips_in_a_row = 0
         self.interruption = None  # train/interrupt.py Interruption of this process (set by train())
         self.stop_signal = 0  # the signal all ranks agreed to stop for (0: none)
         self._compiled = False  # blocks wrapped by torch.compile (configure_model runs once per fit)
+        self.compile_note = ""  # configure_model's decision, for train.log
         self._sharded = False  # FSDP2 applied (then the optimizer is not fused and samples skip)
 
     # -- parallelism -------------------------------------------------------------------
@@ -100,7 +124,9 @@ class SunfishModule(pl.LightningModule):
         """FSDP2 sharding (when a mesh is given), then torch.compile per block (train.compile)."""
         self._shard()
         device = self._trainer.strategy.root_device if self._trainer is not None else self.device  # not moved yet
-        if compile_enabled(self.cfg.train.compile, device) and not self._compiled:
+        max_steps = self._trainer.max_steps if self._trainer is not None else self.cfg.train.max_steps
+        self.compile_note = compile_note(self.cfg.train.compile, device, max_steps)
+        if compile_enabled(self.cfg.train.compile, device, max_steps) and not self._compiled:
             for block in self.model.blocks:  # in place: parameter names (checkpoints) stay as they are
                 block.compile()
             self._compiled = True
@@ -142,6 +168,8 @@ class SunfishModule(pl.LightningModule):
         loss = out["loss"]
         if not torch.isfinite(loss.detach()).all():
             return self._nan_guard(loss)
+        if not logs_this_step(self._trainer):
+            return loss
         bs = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in out.items():  # scalar metrics, incl. per-timestep-bucket losses (mse/t0.00-0.25, ...)
@@ -186,9 +214,9 @@ class SunfishModule(pl.LightningModule):
         """Clip the global norm (works for DTensor shards too) and keep it for the monitors."""
         max_norm = self.cfg.train.grad_clip or math.inf
         norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], max_norm)
-        norm = _full(norm) if hasattr(norm, "full_tensor") else norm
-        self.last_grad_norm = float(norm)
-        self.log("train/grad_norm", self.last_grad_norm, batch_size=1)
+        if logs_this_step(self._trainer):  # float(): a host sync, only where the value is written
+            self.last_grad_norm = float(_full(norm) if hasattr(norm, "full_tensor") else norm)
+            self.log("train/grad_norm", self.last_grad_norm, batch_size=1)
 
     def _ensure_ema(self) -> None:
         """Create the EMA (after sharding) and apply EMA weights restored from a checkpoint.

@@ -92,11 +92,17 @@ def format_groups(info: list[GroupInfo], base_lr: float) -> str:
     return "\n".join(rows)
 
 
+FUSED_DEVICES = ("cuda", "cpu")
+"""Where torch's fused AdamW kernel runs: one pass per parameter instead of a dozen foreach passes over all of them
+(the same update up to fp32 rounding; its time is bench/step_profile.py's `optimizer` part)."""
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig, n_layers: int, fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW over layer-wise groups; fused kernels on CUDA, foreach elsewhere."""
+    """AdamW over layer-wise groups; the fused kernel on CUDA and CPU (None: when every parameter is on one of
+    those), foreach elsewhere and where the caller says fused=False (FSDP2's DTensor shards)."""
     groups, _ = param_groups(model, cfg, n_layers)
     if fused is None:
-        fused = all(p.is_cuda for g in groups for p in g["params"]) and torch.cuda.is_available()
+        fused = all(p.device.type in FUSED_DEVICES for g in groups for p in g["params"])
     kw = {"fused": True} if fused else {"foreach": True}
     for g in groups:
         g.pop("names", None)

@@ -35,6 +35,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from sunfish_lib.errors import Interrupted
 from sunfish_lib.io.files import read_json, write_json
 from sunfish_lib.runs.registry import STATUS_FILE, process_identity
+from sunfish_lib.train.callbacks import logs_this_step
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,8 @@ class RunStatus(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if pl_module._micro % pl_module.cfg.train.accumulate_grad_batches:
             return
-        pl_module.log("time/elapsed_s", self.elapsed(), batch_size=1)
+        if logs_this_step(trainer):
+            pl_module.log("time/elapsed_s", self.elapsed(), batch_size=1)
         if trainer.is_global_zero and self.info and (
                 trainer.global_step % self.every == 0 or time.monotonic() - self._written >= REFRESH_S):
             self._observe(trainer)
