@@ -118,7 +118,12 @@ def gaussian_kl_to_standard(mean: torch.Tensor, var: torch.Tensor) -> torch.Tens
 PLAIN_RECIPE = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False,
                 "own_evidence": False}
 """Diffusion-LM as the seed had it (x0 MSE + rounding CE, raw embeddings): the default, spelled out (the CDCD options off);
-the recipe study's first row and what the exported remote DDIM copies."""
+the recipe study's first row."""
+CDCD_RECIPE = {"continuous_loss": "ce", "embed_norm": True, "self_conditioning": True, "time_warping": True,
+               "own_evidence": True}
+"""CDCD (Dieleman et al. 2022) with own evidence: score interpolation trained by cross-entropy, normalised embeddings,
+self-conditioning, time warping, each position's Gaussian evidence in its logits (bench/continuous_recipe.py's
+ce-norm-sc-warp-ev)."""
 
 
 class ContinuousDiffusion:
