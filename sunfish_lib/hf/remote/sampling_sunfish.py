@@ -9,8 +9,10 @@ caches, trajectories and callbacks, and tests/test_hf_generate.py checks they gi
   and Fast-dLLM's threshold decoding (Wu et al. 2025, Sec. 3.3), with semi-autoregressive blocks
   (`block_length`) and classifier-free guidance (LLaDA App. B.5).
 - ancestral: the absorbing-state reverse process (MDLM, Sahoo et al. 2024, Eq. 7).
-- ddim (continuous exports): DDIM in the embedding space (Song et al. 2021, Eq. 12/16), on the x0 output the
-  model exposes (`forward(...).x0`), rounded to the nearest embedding; infill holds the known positions.
+- ddim (continuous exports): DDIM in the embedding space (Song et al. 2021, Eq. 12/16), rounded to the nearest
+  embedding; infill holds the known positions. x0_hat is the model's x0 output (`forward(...).x0`; Diffusion-LM,
+  continuous_loss=mse) or, for CDCD exports (continuous_loss=ce), the score interpolation softmax(logits) @ table
+  over the (normalised) embeddings, with each position's Gaussian evidence added to the logits under own_evidence.
 
 Draws: one float64 uniform per decided position, inverted through the CDF of the tempered,
 top-k/top-p filtered softmax (`inverse_cdf`), so a seed gives the same tokens as in Sunfish.
@@ -347,6 +349,19 @@ def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) ->
     return (x_t - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
 
 
+# Copied from sunfish_lib.diffusion.continuous.evidence_logits
+def evidence_logits(x_t: torch.Tensor, alpha_bar: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """log q(x_t,i | w = v) up to a constant in v, (B, T, V): (sqrt(ab) x.e_v - ab |e_v|^2 / 2) / (1 - ab)."""
+    table = table.float()
+    return (alpha_bar.sqrt() * (x_t.float() @ table.t()) - 0.5 * alpha_bar * table.pow(2).sum(-1)) / (1.0 - alpha_bar)
+
+
+# Copied from sunfish_lib.diffusion.continuous.score_interpolation
+def score_interpolation(logits: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """x0_hat = softmax(logits) @ table (CDCD, Dieleman et al. 2022, Sec. 3.1)."""
+    return logits.softmax(-1) @ table.float()
+
+
 # Copied from sunfish_lib.diffusion.rounding._check_metric with SunfishError->ValueError
 def _check_metric(metric: str) -> None:
     if metric not in METRICS:
@@ -412,11 +427,16 @@ def snap_to_embeddings(x: torch.Tensor, table: torch.Tensor, metric: str = "eucl
 
 class ContinuousSettings:
     """What the DDIM loop needs (Sunfish's `ContinuousSampler` with sampler ddim): the model, its diffusion
-    section (schedule, num_timesteps, prediction, embed_norm, self_conditioning) and the sampling settings."""
+    section (schedule, num_timesteps, prediction, continuous_loss, own_evidence, embed_norm, self_conditioning)
+    and the sampling settings."""
 
     def __init__(self, model, diffusion: dict, never, *, steps: int, eta: float, clamp: bool, rounding: str):
         self.model, self.never, self.steps, self.eta, self.clamp = model, list(never), steps, float(eta), clamp
         self.prediction = diffusion.get("prediction", "x0")
+        # an export without these keys predates CDCD: Diffusion-LM's x0 output
+        self.continuous_loss, self.own_evidence = diffusion.get("continuous_loss", "mse"), diffusion.get("own_evidence", False)
+        if self.continuous_loss not in ("mse", "ce"):
+            raise ValueError(f"diffusion.continuous_loss={self.continuous_loss!r} is not allowed; choose one of mse, ce")
         self.embed_norm, self.self_conditioning = diffusion.get("embed_norm", False), diffusion.get("self_conditioning", False)
         self.metric = ("cosine" if self.embed_norm else "euclidean") if rounding == "auto" else rounding
         self.T = diffusion.get("num_timesteps", 1000)
@@ -441,7 +461,14 @@ class ContinuousSettings:
         ab = self.alpha_bar.to(x.device)[kk].to(x.dtype).view(-1, 1, 1)  # (B, 1, 1)
         x_in = (x * (ab * sigma2 + 1.0 - ab).rsqrt()).to(self.model.tok_emb.weight.dtype)
         h = self.model.encode(inputs_embeds=x_in, timesteps=(kk.float() + 1.0) / self.T, self_cond=self_cond)
-        out = self.model.logits_of(h)[0].float()  # the model's x0 output (B, T, e), what `forward(...).x0` returns
+        x0_out, logits = self.model.logits_of(h)
+        if self.continuous_loss == "mse":
+            out = x0_out.float()  # the model's x0 output (B, T, e), what `forward(...).x0` returns
+        else:  # CDCD (`ContinuousDiffusion.forward`): the expected embedding under the token logits (+ own evidence)
+            logits = logits.float()
+            if self.own_evidence:
+                logits = logits + evidence_logits(x, ab, table)
+            out = score_interpolation(logits, table)
         return out, to_x0_eps(out, x, ab, self.prediction)[0]
 
 
