@@ -39,7 +39,7 @@ import torch
 
 from sunfish_lib.eval.compare import curves
 from sunfish_lib.data import make_loader
-from sunfish_lib.diffusion.continuous import PLAIN_RECIPE
+from sunfish_lib.diffusion.continuous import CDCD_RECIPE, PLAIN_RECIPE
 from sunfish_lib.eval.evaluate import evaluate_run, unigram_baseline
 from sunfish_lib.eval.quality import load_judge, sample_quality, token_measures
 from sunfish_lib.sampling.session import load_checkpoint, sample
@@ -63,7 +63,7 @@ CONFIGS: dict[str, dict] = {
     "ce-norm-warp": {**CDCD, "time_warping": True},
     # the default. At step 251 (of 400): bound 5.09 +- 0.52 nats/token (3.14 bits/byte; at step 160, 2 batches: 4.36 +-
     # 0.93), H 3.86, judge 1736; + clamping H 1.52, judge 648 (newline soup)
-    "ce-norm-sc-warp-ev": {**CDCD, "self_conditioning": True, "time_warping": True, "own_evidence": True},
+    "ce-norm-sc-warp-ev": CDCD_RECIPE,
     "ce-norm-ev": {**CDCD, "own_evidence": True},
     "ce-norm-cosine": {**CDCD, "schedule": "cosine"},
 }
