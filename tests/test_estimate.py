@@ -103,7 +103,8 @@ def test_flops_formula_equals_flop_counter(objective, variant):
     # Every matmul FLOP is accounted for: the tolerance is only floating-point rounding.
     assert measured == pytest.approx(predicted, rel=1e-9)
     fb = flops_breakdown(cfg, T)
-    no_input_grad = 2 * 64 * 64 if variant == "self_conditioning" else 0  # self_cond_proj's input needs no gradient
+    m = cfg.resolved_model
+    no_input_grad = 2 * m.embed_dim * 64 if m.self_cond_input else 0  # self_cond_proj's input needs no gradient
     assert fb["dense"] == 6 * matmul_params(cfg) - no_input_grad and fb["attention"] == 12 * 2 * T * 64
     assert (fb["time"] > 0) == (objective == "continuous")
 
