@@ -176,7 +176,9 @@ class ContinuousDiffusion:
         """x_0 of every token (V, e), float32: EMB / init_std, or rows of norm sqrt(e) if embed_norm."""
         w = model.embedding_weight().float()
         if self.cfg.embed_norm:
-            return F.normalize(w, dim=-1) * math.sqrt(w.shape[1])
+            # normalize saves its input for backward: a copy, not FSDP2's gathered weight, which the root frees once
+            # the gradient reaches encode's input (before it reaches the table: a segfault, tests/test_train.py)
+            return F.normalize(w.clone(), dim=-1) * math.sqrt(w.shape[1])
         return w / model.cfg.init_std
 
     def x0_of(self, model, ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
