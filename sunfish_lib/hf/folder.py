@@ -6,7 +6,8 @@ Layout written by `export_model` (format 2):
     config.json                  Sunfish's run config + model_type "sunfish", auto_map, resolved_model
     configuration_sunfish.py     remote code (torch + transformers only), copied from sunfish_lib/hf/remote
     modeling_sunfish.py
-    sampling_sunfish.py          the diffusion samplers behind `diffusion_generate`
+    sampling_sunfish.py          the masked-diffusion samplers behind `diffusion_generate`
+    continuous_sunfish.py        its continuous (DDIM) sampler
     tokenizer.json, tokenizer_config.json, ...   at the root, for AutoTokenizer
 
 Older exports (format 1: Sunfish's config.json only, the tokenizer in tokenizer/) still load.
@@ -22,7 +23,7 @@ from pathlib import Path
 from sunfish_lib.config import Config
 
 REMOTE_CODE = Path(__file__).parent / "remote"
-REMOTE_FILES = ("configuration_sunfish.py", "modeling_sunfish.py", "sampling_sunfish.py")
+REMOTE_FILES = ("configuration_sunfish.py", "modeling_sunfish.py", "sampling_sunfish.py", "continuous_sunfish.py")
 AUTO_CLASS = {"masked": "AutoModelForMaskedLM", "continuous": "AutoModelForMaskedLM", "ar": "AutoModelForCausalLM",
               "block": "AutoModelForMaskedLM"}  # block: the weights and config; the remote forward is bidirectional
 ARCHITECTURE = {"AutoModelForMaskedLM": "SunfishForMaskedLM", "AutoModelForCausalLM": "SunfishForCausalLM"}

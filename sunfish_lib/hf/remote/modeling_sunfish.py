@@ -27,7 +27,8 @@ from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_sunfish import SunfishConfig
-from .sampling_sunfish import MASK_RATE, ContinuousSettings, MaskedSettings, ddim_generate, masked_generate
+from .continuous_sunfish import ContinuousSettings, ddim_generate
+from .sampling_sunfish import MASK_RATE, MaskedSettings, masked_generate
 
 KNOWN_FIELDS = frozenset({
     "vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_seq_len", "embed_dim", "time_conditioning",
