@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sunfish_lib.diffusion.continuous import CDCD_RECIPE, PLAIN_RECIPE
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.sampling import MaskedSampler
 from sunfish_lib.io.export import load_for_inference
@@ -128,11 +129,15 @@ def test_sigkill_resumes_from_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_continuous_objective_fsdp2_matches_ddp(tmp_path):
-    """Continuous diffusion reads the embedding table outside `forward`: FSDP2 must still gather it."""
+@pytest.mark.parametrize("recipe", [PLAIN_RECIPE, CDCD_RECIPE], ids=["plain", "cdcd"])
+def test_continuous_objective_fsdp2_matches_ddp(tmp_path, recipe):
+    """Continuous diffusion reads the embedding table outside `forward`: FSDP2 must still gather it (and CDCD's
+    normalised table must not keep the gathered weight for backward: it segfaulted)."""
+    sets = [a for k, v in recipe.items() for a in ("--set", f"{k}={str(v).lower()}")]
     for strategy in ("ddp", "fsdp"):
         r = run_cli("train", "--preset", "smoke", "--objective", "continuous", "--devices", "2", "--strategy", strategy,
-                    *SMALL_ARGS, "--max-steps", "4", "--run-dir", str(tmp_path / strategy), "--no-progress", timeout=300)
+                    *SMALL_ARGS, *sets, "--max-steps", "4", "--run-dir", str(tmp_path / strategy), "--no-progress",
+                    timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
     assert _max_diff(tmp_path / "ddp", tmp_path / "fsdp") < 1e-4
 
