@@ -28,7 +28,8 @@ sample entropy, judge ppl; ddim 50 steps). `--partial` scored the two runs stopp
 CPU at load 7-10, one thread each; judge AR at 500 steps): unigram model 5.848 nats/token, 3.612 bits/byte; unigram
 noise judge ppl 2004, entropy 3.83; held-out text judge ppl 159, entropy 3.67. ce-norm-sc-warp-ev: bound 5.079 +- 0.519
 nats/token (3.137 bits/byte), H 3.89, judge 2069; plain: 573.2 +- 2.0 (354.1 bits/byte), H 3.57, judge 2213. The bound
-separates them by > 250 SE; judge perplexity by 7%, both above unigram noise's: the default stays plain (#26).
+separates them by > 250 SE (plain's bound means nothing to a reader); judge perplexity by 7%, both above unigram
+noise's: CDCD_RECIPE is the default (#26).
 """
 # ruff: noqa: E402
 

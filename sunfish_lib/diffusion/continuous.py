@@ -1,8 +1,8 @@
-"""Continuous (embedding-space) diffusion on the shared backbone: plain Diffusion-LM (the default) or CDCD's recipe.
+"""Continuous (embedding-space) diffusion on the shared backbone: CDCD's recipe (the default) or plain Diffusion-LM.
 
 Two training losses (`DiffusionConfig.continuous_loss`):
 
-- ce (CDCD, Dieleman et al. 2022; `continuous_loss=ce`, see bench/continuous_recipe.py): the backbone reads x_t and outputs token
+- ce (the default, `CDCD_RECIPE`; CDCD, Dieleman et al. 2022; bench/continuous_recipe.py): the backbone reads x_t and outputs token
   logits, trained with cross-entropy; x0_hat = softmax(logits) @ table ("score interpolation", Sec. 3.1),
   with L2-normalised embeddings, self-conditioning and time warping (Sec. 6.1, `time_warp.py`) as options,
   and `own_evidence`: each position's exact Gaussian evidence log q(x_t,i | w) added to its logits,
@@ -10,7 +10,7 @@ Two training losses (`DiffusionConfig.continuous_loss`):
   it, a CE-trained softmax keeps a few % of mass off the right token even at SNR 40, and the bound's
   0.5 dSNR ||x_0 - x0_hat||^2 terms charge that at every high-SNR step (9.3 nats/token at 400 steps, against
   4.4 with it at 160; bench/continuous_recipe.py).
-- mse (Diffusion-LM, Li et al. 2022): the backbone outputs a vector, loss below.
+- mse (Diffusion-LM, Li et al. 2022; `PLAIN_RECIPE` names its overrides): the backbone outputs a vector, loss below.
 
 Either way the model's likelihood figure is the chain's variational bound (`continuous_bound.py`).
 The rest of this docstring describes the mse loss and the shared forward process.
@@ -132,13 +132,13 @@ def gaussian_kl_to_standard(mean: torch.Tensor, var: torch.Tensor) -> torch.Tens
 
 PLAIN_RECIPE = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False,
                 "own_evidence": False}
-"""Diffusion-LM as the seed had it (x0 MSE + rounding CE, raw embeddings): the default, spelled out (the CDCD options off);
+"""Diffusion-LM as the seed had it (x0 MSE + rounding CE, raw embeddings): the overrides that undo the CDCD default;
 the recipe study's first row."""
 CDCD_RECIPE = {"continuous_loss": "ce", "embed_norm": True, "self_conditioning": True, "time_warping": True,
                "own_evidence": True}
 """CDCD (Dieleman et al. 2022) with own evidence: score interpolation trained by cross-entropy, normalised embeddings,
 self-conditioning, time warping, each position's Gaussian evidence in its logits (bench/continuous_recipe.py's
-ce-norm-sc-warp-ev)."""
+ce-norm-sc-warp-ev): `DiffusionConfig`'s defaults, spelled out (tests/test_config*.py checks they agree)."""
 
 
 class ContinuousDiffusion:
