@@ -23,6 +23,13 @@ Measured (2-core CPU shared with other jobs, load 4-20, so 400 steps = 0.8M toke
 tokens): unigram model 5.848 nats/token, 3.612 bits/byte; unigram noise judge ppl 1572, entropy 3.83; held-out
 text judge ppl 177, entropy 3.67. Rows' figures are in CONFIGS' comments (bound nats/token +- SE, bits/byte,
 sample entropy, judge ppl; ddim 50 steps). `--partial` scored the two runs stopped before 400 steps.
+
+500-step run (`--configs ce-norm-sc-warp-ev,plain --steps 500 --samplers ""`, 1M tokens, 33% of the budget; same
+CPU at load 7-10, one thread each; judge AR at 500 steps): unigram model 5.848 nats/token, 3.612 bits/byte; unigram
+noise judge ppl 2004, entropy 3.83; held-out text judge ppl 159, entropy 3.67. ce-norm-sc-warp-ev: bound 5.079 +- 0.519
+nats/token (3.137 bits/byte), H 3.89, judge 2069; plain: 573.2 +- 2.0 (354.1 bits/byte), H 3.57, judge 2213. The bound
+separates them by > 250 SE (plain's bound means nothing to a reader); judge perplexity by 7%, both above unigram
+noise's: CDCD_RECIPE is the default (#26).
 """
 # ruff: noqa: E402
 
@@ -39,7 +46,7 @@ import torch
 
 from sunfish_lib.eval.compare import curves
 from sunfish_lib.data import make_loader
-from sunfish_lib.diffusion.continuous import PLAIN_RECIPE
+from sunfish_lib.diffusion.continuous import CDCD_RECIPE, PLAIN_RECIPE
 from sunfish_lib.eval.evaluate import evaluate_run, unigram_baseline
 from sunfish_lib.eval.quality import load_judge, sample_quality, token_measures
 from sunfish_lib.sampling.session import load_checkpoint, sample
@@ -61,9 +68,9 @@ CONFIGS: dict[str, dict] = {
     # SNR 40 (||x0 - x0_hat||^2 0.54 at k = 0), which every high-SNR KL term charges: hence own_evidence.
     "ce-norm-sc-warp": {**CDCD, "self_conditioning": True, "time_warping": True},
     "ce-norm-warp": {**CDCD, "time_warping": True},
-    # the default. At step 251 (of 400): bound 5.09 +- 0.52 nats/token (3.14 bits/byte; at step 160, 2 batches: 4.36 +-
+    # CDCD_RECIPE. At step 251 (of 400): bound 5.09 +- 0.52 nats/token (3.14 bits/byte; at step 160, 2 batches: 4.36 +-
     # 0.93), H 3.86, judge 1736; + clamping H 1.52, judge 648 (newline soup)
-    "ce-norm-sc-warp-ev": {**CDCD, "self_conditioning": True, "time_warping": True, "own_evidence": True},
+    "ce-norm-sc-warp-ev": CDCD_RECIPE,
     "ce-norm-ev": {**CDCD, "own_evidence": True},
     "ce-norm-cosine": {**CDCD, "schedule": "cosine"},
 }

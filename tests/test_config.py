@@ -3,6 +3,7 @@ import json
 import pytest
 
 from sunfish_lib.config import PRESETS, Config, ConfigError, get_config, parse_set_args
+from sunfish_lib.diffusion.continuous import CDCD_RECIPE, PLAIN_RECIPE
 
 
 def test_presets_validate_and_1p4b_shape():
@@ -119,3 +120,14 @@ def test_cfg_scale_is_refused_where_no_sampler_reads_it():
     with pytest.raises(ConfigError, match="sample.cfg_scale=2.0 applies to the masked samplers"):
         get_config("tiny", cfg_scale=2.0)  # continuous
     assert get_config("tiny", objective="masked", sampler="random", cfg_scale=2.0).sample.cfg_scale == 2.0
+
+
+def test_continuous_default_is_the_cdcd_recipe_and_plain_undoes_it():
+    """Every preset's continuous run trains CDCD_RECIPE (bench/continuous_recipe.py's choice); PLAIN_RECIPE's overrides
+    give the seed's Diffusion-LM (x0 MSE, raw embeddings, no self-conditioning input)."""
+    for name in PRESETS:
+        d = get_config(name, objective="continuous").diffusion
+        assert {k: getattr(d, k) for k in CDCD_RECIPE} == CDCD_RECIPE, name
+    plain = get_config("tiny", PLAIN_RECIPE)
+    assert (plain.diffusion.continuous_loss, plain.diffusion.embed_norm, plain.resolved_model.self_cond_input) == (
+        "mse", False, False)

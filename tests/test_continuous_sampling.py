@@ -40,7 +40,7 @@ def _objective(**kw):
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 def test_build_objective_and_loss_terms(loss):
-    """mse (Diffusion-LM, the default): MSE + rounding CE + prior; ce (CDCD, with its normalised embeddings): the token
+    """mse (Diffusion-LM): MSE + rounding CE + prior; ce (CDCD, the default, with its normalised embeddings): the token
     cross-entropy + prior."""
     cfg = get_config("tiny", {"num_timesteps": 100, "n_layers": 1, "d_model": 32, "n_heads": 2,
                               "continuous_loss": loss, "embed_norm": loss == "ce", "time_warping": False})
@@ -166,7 +166,7 @@ def test_input_is_unit_variance_at_every_t():
 def test_self_conditioning_option():
     cfg = get_config("tiny", {"self_conditioning": True})
     assert cfg.resolved_model.self_cond_input is True
-    assert get_config("tiny").resolved_model.self_cond_input is False  # the default recipe (plain Diffusion-LM) does not
+    assert get_config("tiny").resolved_model.self_cond_input is True  # the default recipe (CDCD) self-conditions
     assert get_config("tiny", self_conditioning=False).resolved_model.self_cond_input is False
     assert get_config("tiny", objective="masked", sampler="random", self_conditioning=True).resolved_model.self_cond_input is False
     with pytest.raises(ConfigError, match="model.self_cond_input=False"):

@@ -89,8 +89,11 @@ def _measured_flops(cfg, B, device="cpu"):
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES)
-@pytest.mark.parametrize("variant", ["default", "embed64_bias_untied"])
+FLOP_CASES = [(o, v) for o in OBJECTIVES for v in ("default", "embed64_bias_untied", "self_conditioning")
+              if v != "self_conditioning" or o == "continuous"]
+
+
+@pytest.mark.parametrize("objective, variant", FLOP_CASES, ids=["-".join(c) for c in FLOP_CASES])
 def test_flops_formula_equals_flop_counter(objective, variant):
     over = {"n_layers": 2, "d_model": 64, "n_heads": 4, "seq_len": 32, "micro_batch_size": 2, **VARIANTS[variant]}
     cfg = config_for("tiny", objective, over)
@@ -100,7 +103,9 @@ def test_flops_formula_equals_flop_counter(objective, variant):
     # Every matmul FLOP is accounted for: the tolerance is only floating-point rounding.
     assert measured == pytest.approx(predicted, rel=1e-9)
     fb = flops_breakdown(cfg, T)
-    assert fb["dense"] == 6 * matmul_params(cfg) and fb["attention"] == 12 * 2 * T * 64
+    m = cfg.resolved_model
+    no_input_grad = 2 * m.embed_dim * 64 if m.self_cond_input else 0  # self_cond_proj's input needs no gradient
+    assert fb["dense"] == 6 * matmul_params(cfg) - no_input_grad and fb["attention"] == 12 * 2 * T * 64
     assert (fb["time"] > 0) == (objective == "continuous")
 
 

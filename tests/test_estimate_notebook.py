@@ -30,7 +30,8 @@ def test_config_and_memory_notebook_smoke(run_notebook, tmp_path):
     assert "peak" in text and "needs" in text and "with allocator slack and CUDA context" in text
     saved = json.loads((tmp_path / "estimate.json").read_text())
     expected = report(cfg, strategy="fsdp", gpu_mem_gb=[48, 20], precision="bf16-mixed")
-    assert saved["params"] == 1_332_774_912 == expected["params"]  # RoPE: no learned position table (2048 x 2048)
+    # RoPE: no learned position table; CDCD's self-conditioning input projection: + 2048 x 2048
+    assert saved["params"] == 1_336_969_216 == expected["params"]
     assert saved["memory"] == expected["memory"] and saved["verdicts"] == expected["verdicts"]
     assert [r["strategy"] for r in saved["advice"]["strategies"]] == ["single", "ddp", "fsdp"]
     assert (tmp_path / "memory.png").stat().st_size > 10_000

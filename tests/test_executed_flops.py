@@ -6,6 +6,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from sunfish_lib.diffusion import build_objective
+from sunfish_lib.diffusion.continuous import CDCD_RECIPE, PLAIN_RECIPE
 from sunfish_lib.sizing.counts import executed_flops_per_token, expected_mask_fraction, flops_per_token
 from sunfish_lib.sizing.estimate import config_for
 from sunfish_lib.model import Backbone
@@ -37,19 +38,42 @@ def test_mfu_counts_the_masked_head_only_at_masked_positions():
     assert flops_per_token(cfg, T) / monitor > 1.05  # the nominal count (head everywhere) overstated the work
 
 
-def test_mfu_counts_self_conditionings_extra_forward():
+RECIPES = {"plain": PLAIN_RECIPE, "cdcd": CDCD_RECIPE,
+           "cdcd-untied": {**CDCD_RECIPE, "tie_embeddings": False},  # lm_head makes the logits; out_proj idles
+           "ce-no-sc": {**CDCD_RECIPE, "self_conditioning": False, "own_evidence": False}}
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_mfu_counts_each_continuous_recipes_executed_work(recipe):
+    """The estimate equals torch's FLOP count of one training loss + backward, with and without self-conditioning:
+    CDCD's logits, its forward-only x0_hat = softmax @ table, own evidence and the gradient-free first pass."""
     B, T = 4, 32
+    per_token = {}
     for self_cond in (False, True):
-        cfg = config_for("tiny", "continuous", {**SHAPE, "seq_len": T, "micro_batch_size": B,
-                                                "self_conditioning": self_cond, "embed_dim": 16})
+        cfg = config_for("tiny", "continuous", {**SHAPE, "seq_len": T, "micro_batch_size": B, "embed_dim": 16,
+                                                **RECIPES[recipe], "self_conditioning": self_cond})
         torch.manual_seed(0)
         model = Backbone.from_config(cfg).train()
         obj = build_objective(cfg)
         batch = {"input_ids": torch.randint(0, 500, (B, T))}
         measured = _count(lambda: obj.loss(model, batch, torch.Generator().manual_seed(0))["loss"])
-        assert ThroughputMonitor(cfg).flops_per_token * B * T == pytest.approx(measured, rel=1e-9)
-        if self_cond:
-            assert executed_flops_per_token(cfg, T) / flops_per_token(cfg, T) > 1.2
+        per_token[self_cond] = ThroughputMonitor(cfg).flops_per_token
+        assert per_token[self_cond] * B * T == pytest.approx(measured, rel=1e-9)
+    assert per_token[True] / per_token[False] > 1.2  # the extra forward is a third of a step's work, or more
+
+
+def test_cdcd_counts_its_readouts_beyond_plain():
+    """At embed_dim 16, V 512 (tied), CDCD with own evidence runs 2 V e (x0_hat) + 6 V e (evidence) more per token
+    than plain on the main pass, and its first pass adds the logits, x0_hat and evidence forwards (3 x 2 V e)."""
+    over = {**SHAPE, "seq_len": 32, "micro_batch_size": 4, "embed_dim": 16, "self_conditioning": False}
+    Ve = 512 * 16
+    plain = executed_flops_per_token(config_for("tiny", "continuous", {**over, **PLAIN_RECIPE, "self_conditioning": False}))
+    cdcd = executed_flops_per_token(config_for("tiny", "continuous", {**over, **CDCD_RECIPE, "self_conditioning": False}))
+    assert cdcd - plain == 8 * Ve
+    sc = {**over, "self_conditioning": True}
+    gap = (executed_flops_per_token(config_for("tiny", "continuous", {**sc, **CDCD_RECIPE}))
+           - executed_flops_per_token(config_for("tiny", "continuous", {**PLAIN_RECIPE, **sc})))
+    assert gap == 8 * Ve + 6 * Ve
 
 
 def test_fp32_runs_are_measured_against_the_fp32_peak_unless_tf32_is_on():

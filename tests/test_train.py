@@ -12,8 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sunfish_lib.diffusion.continuous import CDCD_RECIPE, PLAIN_RECIPE
 from sunfish_lib.errors import SunfishError
-from sunfish_lib.sampling import MaskedSampler
+from sunfish_lib.sampling import MaskedSampler, RowNoise
 from sunfish_lib.io.export import load_for_inference
 from sunfish_lib.io.metrics import read_metrics, series
 from sunfish_lib.train.trainer import train
@@ -95,7 +96,7 @@ def test_fsdp2_and_ddp_two_cpu_processes_agree_and_resume(tmp_path):
     model, cfg, tok = load_for_inference(tmp_path / "fsdp" / "checkpoints" / "last.ckpt")
     assert model.cfg.time_conditioning is False
     x = torch.full((2, 16), tok.mask_token_id)
-    out = MaskedSampler(model, tok.mask_token_id, steps=4).generate(x, generator=torch.Generator().manual_seed(0))
+    out = MaskedSampler(model, tok.mask_token_id, steps=4).generate(x, noise=RowNoise(0))
     assert (out != tok.mask_token_id).all()
     assert "world size 2" in (tmp_path / "fsdp" / "train.log").read_text()
 
@@ -128,11 +129,15 @@ def test_sigkill_resumes_from_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_continuous_objective_fsdp2_matches_ddp(tmp_path):
-    """Continuous diffusion reads the embedding table outside `forward`: FSDP2 must still gather it."""
+@pytest.mark.parametrize("recipe", [PLAIN_RECIPE, CDCD_RECIPE], ids=["plain", "cdcd"])
+def test_continuous_objective_fsdp2_matches_ddp(tmp_path, recipe):
+    """Continuous diffusion reads the embedding table outside `forward`: FSDP2 must still gather it (and CDCD's
+    normalised table must not keep the gathered weight for backward: it segfaulted)."""
+    sets = [a for k, v in recipe.items() for a in ("--set", f"{k}={str(v).lower()}")]
     for strategy in ("ddp", "fsdp"):
         r = run_cli("train", "--preset", "smoke", "--objective", "continuous", "--devices", "2", "--strategy", strategy,
-                    *SMALL_ARGS, "--max-steps", "4", "--run-dir", str(tmp_path / strategy), "--no-progress", timeout=300)
+                    *SMALL_ARGS, *sets, "--max-steps", "4", "--run-dir", str(tmp_path / strategy), "--no-progress",
+                    timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
     assert _max_diff(tmp_path / "ddp", tmp_path / "fsdp") < 1e-4
 

@@ -132,19 +132,19 @@ class DiffusionConfig:
     """T, steps of the discrete forward chain used in training (continuous)."""
     prediction: str = "x0"
     """What the continuous model outputs: eps, v or x0."""
-    embed_norm: bool = False
+    embed_norm: bool = True
     """L2-normalise token embeddings and scale them by sqrt(embed_dim) (Plaid/CDCD; bench/continuous_recipe.py)."""
-    self_conditioning: bool = False
+    self_conditioning: bool = True
     """Feed the previous x0 estimate back as input (continuous, Chen et al. 2022)."""
     rounding_weight: float = 1.0
     """Weight of the rounding cross-entropy in the continuous loss (continuous_loss=mse)."""
-    continuous_loss: str = "mse"
+    continuous_loss: str = "ce"
     """Continuous: mse (Diffusion-LM: MSE + rounding CE + prior KL) or ce (CDCD: token logits trained with cross-entropy,
     x0_hat = softmax @ embeddings, score interpolation; needs prediction=x0). See diffusion/continuous.py."""
-    own_evidence: bool = False
+    own_evidence: bool = True
     """ce: add each position's exact evidence log q(x_t,i | w) to its logits: p(w_i | x_t) = p(w_i | x_t,-i) q(x_t,i | w_i)/Z
     (x_t,i depends on the rest only through w_i), so the network models the context's part only."""
-    time_warping: bool = False
+    time_warping: bool = True
     """Continuous: CDCD's time warping (Sec. 6.1): training t drawn where the loss rises fastest (diffusion/time_warp.py)."""
     mask_schedule: str = "linear"
     """Masked diffusion: linear (alpha_t = 1 - t) or loglinear."""

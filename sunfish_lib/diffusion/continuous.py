@@ -1,8 +1,8 @@
-"""Continuous (embedding-space) diffusion on the shared backbone: plain Diffusion-LM (the default) or CDCD's recipe.
+"""Continuous (embedding-space) diffusion on the shared backbone: CDCD's recipe (the default) or plain Diffusion-LM.
 
 Two training losses (`DiffusionConfig.continuous_loss`):
 
-- ce (CDCD, Dieleman et al. 2022; `continuous_loss=ce`, see bench/continuous_recipe.py): the backbone reads x_t and outputs token
+- ce (the default, `CDCD_RECIPE`; CDCD, Dieleman et al. 2022; bench/continuous_recipe.py): the backbone reads x_t and outputs token
   logits, trained with cross-entropy; x0_hat = softmax(logits) @ table ("score interpolation", Sec. 3.1),
   with L2-normalised embeddings, self-conditioning and time warping (Sec. 6.1, `time_warp.py`) as options,
   and `own_evidence`: each position's exact Gaussian evidence log q(x_t,i | w) added to its logits,
@@ -10,7 +10,7 @@ Two training losses (`DiffusionConfig.continuous_loss`):
   it, a CE-trained softmax keeps a few % of mass off the right token even at SNR 40, and the bound's
   0.5 dSNR ||x_0 - x0_hat||^2 terms charge that at every high-SNR step (9.3 nats/token at 400 steps, against
   4.4 with it at 160; bench/continuous_recipe.py).
-- mse (Diffusion-LM, Li et al. 2022): the backbone outputs a vector, loss below.
+- mse (Diffusion-LM, Li et al. 2022; `PLAIN_RECIPE` names its overrides): the backbone outputs a vector, loss below.
 
 Either way the model's likelihood figure is the chain's variational bound (`continuous_bound.py`).
 The rest of this docstring describes the mse loss and the shared forward process.
@@ -106,6 +106,21 @@ def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) ->
     return (x_t - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
 
 
+def evidence_logits(x_t: torch.Tensor, alpha_bar: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """log q(x_t,i | w = v) up to a constant in v, (B, T, V): (sqrt(ab) x.e_v - ab |e_v|^2 / 2) / (1 - ab).
+
+    The Gaussian evidence each position's own noisy vector carries about its token (Ho et al. 2020, Eq. 4);
+    `own_evidence` adds it to the CDCD logits. alpha_bar broadcasts against x_t, e.g. (B, 1, 1)."""
+    table = table.float()
+    return (alpha_bar.sqrt() * (x_t.float() @ table.t()) - 0.5 * alpha_bar * table.pow(2).sum(-1)) / (1.0 - alpha_bar)
+
+
+def score_interpolation(logits: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """x0_hat = E_{p(w | x_t)}[e_w] = softmax(logits) @ table, (B, T, V) @ (V, e) -> (B, T, e) (CDCD, Dieleman et al.
+    2022, Sec. 3.1: score interpolation)."""
+    return logits.softmax(-1) @ table.float()
+
+
 def gaussian_kl_to_standard(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, var I) || N(0, I)) per coordinate: 0.5 (var + mean^2 - 1 - log var)."""
     return 0.5 * (var + mean.pow(2) - 1.0 - var.log())
@@ -117,8 +132,13 @@ def gaussian_kl_to_standard(mean: torch.Tensor, var: torch.Tensor) -> torch.Tens
 
 PLAIN_RECIPE = {"continuous_loss": "mse", "embed_norm": False, "self_conditioning": False, "time_warping": False,
                 "own_evidence": False}
-"""Diffusion-LM as the seed had it (x0 MSE + rounding CE, raw embeddings): the default, spelled out (the CDCD options off);
-the recipe study's first row and what the exported remote DDIM copies."""
+"""Diffusion-LM as the seed had it (x0 MSE + rounding CE, raw embeddings): the overrides that undo the CDCD default;
+the recipe study's first row."""
+CDCD_RECIPE = {"continuous_loss": "ce", "embed_norm": True, "self_conditioning": True, "time_warping": True,
+               "own_evidence": True}
+"""CDCD (Dieleman et al. 2022) with own evidence: score interpolation trained by cross-entropy, normalised embeddings,
+self-conditioning, time warping, each position's Gaussian evidence in its logits (bench/continuous_recipe.py's
+ce-norm-sc-warp-ev): `DiffusionConfig`'s defaults, spelled out (tests/test_config*.py checks they agree)."""
 
 
 class ContinuousDiffusion:
@@ -156,7 +176,9 @@ class ContinuousDiffusion:
         """x_0 of every token (V, e), float32: EMB / init_std, or rows of norm sqrt(e) if embed_norm."""
         w = model.embedding_weight().float()
         if self.cfg.embed_norm:
-            return F.normalize(w, dim=-1) * math.sqrt(w.shape[1])
+            # normalize saves its input for backward: a copy, not FSDP2's gathered weight, which the root frees once
+            # the gradient reaches encode's input (before it reaches the table: a segfault, tests/test_train.py)
+            return F.normalize(w.clone(), dim=-1) * math.sqrt(w.shape[1])
         return w / model.cfg.init_std
 
     def x0_of(self, model, ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
@@ -191,18 +213,12 @@ class ContinuousDiffusion:
         if self.cfg.continuous_loss == "ce":
             logits = model.logits(self.hidden_states(model, x_t, k, table, self_cond=self_cond, **kw)).float()
             if self.cfg.own_evidence:
-                logits = logits + self.evidence_logits(x_t, k, table)
-            x0_hat = logits.softmax(-1) @ table.float()  # (B, T, V) @ (V, e) -> (B, T, e)
+                logits = logits + evidence_logits(x_t, self.schedule.coef("alpha_bar", k, x_t), table)
+            x0_hat = score_interpolation(logits, table)
             return x0_hat, x0_hat, logits
         out = self.model_output(model, x_t, k, table, self_cond=self_cond, **kw)
         x0_hat, _ = to_x0_eps(out, x_t, self.schedule.coef("alpha_bar", k, x_t), self.prediction)
         return out, x0_hat, None
-
-    def evidence_logits(self, x_t: torch.Tensor, k: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """log q(x_t,i | w = v) up to a constant in v, (B, T, V): (sqrt(ab) x.e_v - ab |e_v|^2 / 2) / (1 - ab)."""
-        ab = self.schedule.coef("alpha_bar", k, x_t)  # (B, 1, 1)
-        table = table.float()
-        return (ab.sqrt() * (x_t.float() @ table.t()) - 0.5 * ab * table.pow(2).sum(-1)) / (1.0 - ab)
 
     def predict(self, model, x_t, k, table, *, self_cond=None, **kw) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw model output, x0_hat), both (B, T, e)."""

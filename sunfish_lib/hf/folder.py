@@ -6,8 +6,8 @@ Layout written by `export_model` (format 2):
     config.json                  Sunfish's run config + model_type "sunfish", auto_map, resolved_model
     configuration_sunfish.py     remote code (torch + transformers only), copied from sunfish_lib/hf/remote
     modeling_sunfish.py
-    sampling_sunfish.py          the masked samplers behind `diffusion_generate`
-    continuous_sunfish.py        its DDIM for continuous exports
+    sampling_sunfish.py          the masked-diffusion samplers behind `diffusion_generate`
+    continuous_sunfish.py        its continuous (DDIM) sampler
     tokenizer.json, tokenizer_config.json, ...   at the root, for AutoTokenizer
 
 Older exports (format 1: Sunfish's config.json only, the tokenizer in tokenizer/) still load.

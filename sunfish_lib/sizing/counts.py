@@ -103,11 +103,11 @@ def flops_breakdown(cfg: Config | ModelConfig, seq_len: int) -> dict[str, float]
     projections (in N): every query head still scores T keys. RoPE and SwiGLU's product
     are elementwise (not counted). The time MLP runs once per sequence: its
     forward is 2 FLOPs per weight, its backward 4 except fc1, whose input (the sinusoid)
-    needs no gradient (2).
+    needs no gradient (2). So does self_cond_proj's (a detached x0 estimate, or zeros): 4 per weight, not 6.
     """
     m = model_of(cfg)
     d = m.d_model
-    dense = 6 * matmul_params(m)
+    dense = 6 * matmul_params(m) - (2 * m.embed_dim * d if m.self_cond_input else 0)
     attention = 6 * 2 * m.n_layers * seq_len * d
     time = 0.0
     if m.time_conditioning:
@@ -138,12 +138,18 @@ def executed_flops_per_token(cfg: Config, seq_len: int | None = None, *, masked_
     Forward + backward matmul FLOPs (`flops_breakdown`: PaLM's 6N + attention + time MLP), except:
     - the vocabulary projection runs only where the objective computes logits: masked, at the
       masked positions (`masked_fraction`, default `expected_mask_fraction`); AR, at every
-      position; continuous, the rounding logits x0_hat @ table^T (V x embed_dim) at every position;
-    - continuous: self_cond_proj's input carries no gradient (backward 2, not 4, FLOPs per
-      weight); self-conditioning adds its gradient-free first forward on every row: 2 FLOPs
-      per backbone weight (without the head) + the forward third of attention + the time MLP's
-      forward (2 x (time_freq_dim d + 5 d^2) per sequence).
-    Not counted: elementwise work, the optimizer step, recomputation under activation checkpointing.
+      position; continuous, at every position: with continuous_loss=mse the rounding logits
+      x0_hat @ table^T (V x embed_dim), with ce (CDCD) the backbone's own logits (the tied table
+      after out_proj, or lm_head V x d_model, which leaves out_proj idle);
+    - continuous, ce: score interpolation's x0_hat = softmax(logits) @ table is forward only (2 V e:
+      the loss reads the logits, not x0_hat); own_evidence's x_t @ table^T is 6 V e (x_t and the
+      table both carry gradients: x_t is made from the table);
+    - continuous: self-conditioning adds its gradient-free first forward on every row: 2 FLOPs
+      per backbone weight it runs + the forward third of attention + the time MLP's forward
+      (2 x (time_freq_dim d + 5 d^2) per sequence), and with ce the logits, x0_hat and evidence forwards.
+    Time warping adds nothing: its density is a per-bin running loss in the objective (no parameters,
+    no matmuls). Not counted: elementwise work, the optimizer step, recomputation under activation
+    checkpointing.
     """
     m = model_of(cfg)
     T = seq_len or cfg.data.seq_len
@@ -158,12 +164,16 @@ def executed_flops_per_token(cfg: Config, seq_len: int | None = None, *, masked_
         frac = expected_mask_fraction(cfg) if masked_fraction is None else masked_fraction
         return 2 * (body - fb["attention"]) + 4 * fb["attention"] + 6 * head * frac
     if objective == "continuous":
-        total = body + 6 * m.vocab_size * m.embed_dim
-        if m.self_cond_input:  # its input (a detached x0_hat, or zeros) needs no gradient: backward 2 per weight, not 4
-            total -= 2 * m.embed_dim * m.d_model
-        if cfg.diffusion.self_conditioning:
+        dc, Ve = cfg.diffusion, m.vocab_size * m.embed_dim
+        ce = dc.continuous_loss == "ce"
+        idle = m.embed_dim * m.d_model if ce and not m.tie_embeddings and m.embed_dim != m.d_model else 0  # out_proj
+        decoder = head if ce else Ve  # the backbone's logits (ce), or the rounding logits against the table (mse)
+        readout = (Ve + (Ve if dc.own_evidence else 0)) if ce else 0  # forward-only x0_hat (+ the evidence forward)
+        total = body - 6 * idle + 6 * decoder + 2 * readout + (4 * Ve if ce and dc.own_evidence else 0)
+        if dc.self_conditioning:  # the gradient-free first pass: forwards only
             time_fwd = 2 * (m.time_freq_dim * m.d_model + 5 * m.d_model**2) / T if m.time_conditioning else 0.0
-            total += 2 * (matmul_params(m) - head) + fb["attention"] / 3 + time_fwd
+            total += 2 * (matmul_params(m) - head - idle) + fb["attention"] / 3 + time_fwd
+            total += 2 * (decoder + readout) if ce else 0
         return total
     return fb["total"]
 

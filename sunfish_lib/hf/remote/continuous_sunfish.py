@@ -1,10 +1,15 @@
-"""DDIM for exported continuous Sunfish models, from plain `transformers` (torch only; remote code).
+"""Continuous (embedding-space) diffusion sampling for exported Sunfish models (torch only; remote code).
 
-`SunfishForMaskedLM.diffusion_generate` runs `ddim_generate` on a continuous export: DDIM in the embedding space
-(Song et al. 2021, Eq. 12/16), on the x0 output the model exposes (`forward(...).x0`), rounded to the nearest
-embedding; infill holds the known positions. The blocks marked "# Copied from" are copies of Sunfish's own code
-(tests/test_hf_copies.py); tests/test_hf_generate.py checks the loop gives Sunfish's tokens. Every row draws
-its noise from its own stream (`sampling_sunfish.RowNoise`), so a row's sample does not depend on the batch.
+`SunfishForMaskedLM.diffusion_generate` runs `ddim_generate` for a continuous export. The blocks marked "# Copied
+from" are copies of Sunfish's own code (tests/test_hf_copies.py fails when one drifts from its source); the loop
+restates `sunfish_lib.sampling.continuous.ContinuousSampler` (sampler ddim) without its trajectories and callbacks,
+and tests/test_hf_generate.py checks it gives Sunfish's tokens.
+
+DDIM in the embedding space (Song et al. 2021, Eq. 12/16), rounded to the nearest embedding; infill holds the known
+positions. x0_hat is the model's x0 output (`forward(...).x0`; Diffusion-LM, continuous_loss=mse) or, for CDCD
+exports (continuous_loss=ce), the score interpolation softmax(logits) @ table over the (normalised) embeddings,
+with each position's Gaussian evidence added to the logits under own_evidence. Every row draws its noise from its
+own stream (`sampling_sunfish.RowNoise`), so a row's sample does not depend on the batch.
 """
 
 import math
@@ -63,6 +68,19 @@ def to_x0_eps(out: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, pre
 def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """eps implied by x_t and an x0 estimate (Ho et al. 2020, Eq. 4 solved for eps)."""
     return (x_t - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
+
+
+# Copied from sunfish_lib.diffusion.continuous.evidence_logits
+def evidence_logits(x_t: torch.Tensor, alpha_bar: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """log q(x_t,i | w = v) up to a constant in v, (B, T, V): (sqrt(ab) x.e_v - ab |e_v|^2 / 2) / (1 - ab)."""
+    table = table.float()
+    return (alpha_bar.sqrt() * (x_t.float() @ table.t()) - 0.5 * alpha_bar * table.pow(2).sum(-1)) / (1.0 - alpha_bar)
+
+
+# Copied from sunfish_lib.diffusion.continuous.score_interpolation
+def score_interpolation(logits: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """x0_hat = softmax(logits) @ table (CDCD, Dieleman et al. 2022, Sec. 3.1)."""
+    return logits.softmax(-1) @ table.float()
 
 
 # Copied from sunfish_lib.diffusion.rounding._check_metric with SunfishError->ValueError
@@ -130,11 +148,16 @@ def snap_to_embeddings(x: torch.Tensor, table: torch.Tensor, metric: str = "eucl
 
 class ContinuousSettings:
     """What the DDIM loop needs (Sunfish's `ContinuousSampler` with sampler ddim): the model, its diffusion
-    section (schedule, num_timesteps, prediction, embed_norm, self_conditioning) and the sampling settings."""
+    section (schedule, num_timesteps, prediction, continuous_loss, own_evidence, embed_norm, self_conditioning)
+    and the sampling settings."""
 
     def __init__(self, model, diffusion: dict, never, *, steps: int, eta: float, clamp: bool, rounding: str):
         self.model, self.never, self.steps, self.eta, self.clamp = model, list(never), steps, float(eta), clamp
         self.prediction = diffusion.get("prediction", "x0")
+        # an export without these keys predates CDCD: Diffusion-LM's x0 output
+        self.continuous_loss, self.own_evidence = diffusion.get("continuous_loss", "mse"), diffusion.get("own_evidence", False)
+        if self.continuous_loss not in ("mse", "ce"):
+            raise ValueError(f"diffusion.continuous_loss={self.continuous_loss!r} is not allowed; choose one of mse, ce")
         self.embed_norm, self.self_conditioning = diffusion.get("embed_norm", False), diffusion.get("self_conditioning", False)
         self.metric = ("cosine" if self.embed_norm else "euclidean") if rounding == "auto" else rounding
         self.T = diffusion.get("num_timesteps", 1000)
@@ -159,7 +182,14 @@ class ContinuousSettings:
         ab = self.alpha_bar.to(x.device)[kk].to(x.dtype).view(-1, 1, 1)  # (B, 1, 1)
         x_in = (x * (ab * sigma2 + 1.0 - ab).rsqrt()).to(self.model.tok_emb.weight.dtype)
         h = self.model.encode(inputs_embeds=x_in, timesteps=(kk.float() + 1.0) / self.T, self_cond=self_cond)
-        out = self.model.logits_of(h)[0].float()  # the model's x0 output (B, T, e), what `forward(...).x0` returns
+        x0_out, logits = self.model.logits_of(h)
+        if self.continuous_loss == "mse":
+            out = x0_out.float()  # the model's x0 output (B, T, e), what `forward(...).x0` returns
+        else:  # CDCD (`ContinuousDiffusion.forward`): the expected embedding under the token logits (+ own evidence)
+            logits = logits.float()
+            if self.own_evidence:
+                logits = logits + evidence_logits(x, ab, table)
+            out = score_interpolation(logits, table)
         return out, to_x0_eps(out, x, ab, self.prediction)[0]
 
 

@@ -403,13 +403,6 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
         self.eval()
         try:
             if self.config.objective == "continuous":
-                if self.config.diffusion.get("continuous_loss", "mse") != "mse":
-                    # CDCD's score interpolation and own-evidence logits are not in this copy yet: refuse rather
-                    # than sample a different chain than Sunfish's
-                    raise NotImplementedError(
-                        "diffusion_generate runs the plain Diffusion-LM recipe (continuous_loss=mse); this export "
-                        "was trained with continuous_loss=" + str(self.config.diffusion.get("continuous_loss"))
-                        + ": sample it with `sunfish sample EXPORT`")
                 return self._ddim(x, cfg, never, noise)
             return self._masked(x, cfg, never, mask_id, attention_mask, noise)
         finally:
