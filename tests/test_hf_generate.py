@@ -231,3 +231,41 @@ def test_continuous_export_ddim_like_sunfish(tmp_path, overrides, spread):
         assert res[name] == ref.ids.tolist(), name
         assert res[name][0][:len(prompt_ids)] == prompt_ids and loaded.tokenizer.mask_token_id not in res[name][0]
         assert len(set(res[name][0][len(prompt_ids):])) >= spread, name
+
+
+BLOCK_CASES = {
+    "low_confidence": dict(sampler="low_confidence", steps=NEW, temperature=0.0),
+    "few_steps": dict(sampler="low_confidence", steps=5, temperature=0.0),
+    "hot": dict(sampler="low_confidence", steps=8, temperature=1.0, top_k=20, top_p=0.9, seed=3),
+    "random": dict(sampler="random", steps=6, temperature=0.8, seed=1),
+    "threshold": dict(sampler="threshold", steps=NEW, threshold=0.05, temperature=0.0),
+    "ancestral": dict(sampler="ancestral", steps=8, temperature=1.0, seed=2),
+    "two_rows": dict(sampler="low_confidence", steps=6, temperature=0.7, num_samples=2, seed=4),
+    "eos_allowed": dict(sampler="low_confidence", steps=NEW, temperature=1.0, allow_eos=True, seed=5),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [{}, {"shift_logits": True, "pos_encoding": "rope"}], ids=["plain", "shift"])
+def test_block_export_diffusion_generate_like_sunfish(tmp_path, overrides):
+    """A block export (BD3-LM, block_size 4) samples block by block under the block-causal mask: the tokens of
+    `sunfish sample` (its exact-cache block sampler) at temperature 0 and, for the same seed, above it, every sampler;
+    infill fills only the [MASK] blocks."""
+    folder = _export(tmp_path, "block", 11, block_size=4, **overrides)
+    loaded = load_checkpoint(folder)
+    assert loaded.cfg.diffusion.objective == "block" and loaded.cfg.diffusion.block_size == 4
+    infill = sample(loaded, mode="infill", prompt=PROMPT + "[MASK] the[MASK].", seed=0, mask_length=4, num_samples=1,
+                    sampler="low_confidence", steps=7, temperature=0.0)
+    res = _child(MASKED_CHILD, tmp_path, str(folder), str(NEW), json.dumps(BLOCK_CASES),
+                 json.dumps(infill.start.tolist()))
+    prompt_ids = loaded.tokenizer.encode(PROMPT)
+    for name, kw in BLOCK_CASES.items():
+        kw = dict(kw)
+        seed, rows = kw.pop("seed", 0), kw.pop("num_samples", 1)
+        ref = sample(loaded, mode="uncond", prompt=PROMPT, seed=seed, length=NEW, num_samples=rows, **kw)
+        assert res[name] == ref.ids.tolist(), name
+        for row in res[name]:
+            assert row[:len(prompt_ids)] == prompt_ids and loaded.tokenizer.mask_token_id not in row
+    assert res["hot"] != res["low_confidence"] and res["two_rows"][0] != res["two_rows"][1]
+    mask_id = loaded.tokenizer.mask_token_id
+    assert int((infill.start == mask_id).sum()) == 8 and res["infill"] == infill.ids.tolist()

@@ -14,10 +14,11 @@ from huggingface_hub import ModelCard
 from sunfish_lib.commands import export as export_cmd
 from sunfish_lib.eval.compare import tokens_after
 from sunfish_lib.eval.evaluate import evaluate_run
-from sunfish_lib.io.model_card import NOT_MEASURED, read_card_snippet
+from sunfish_lib.io.model_card import NOT_MEASURED, model_card, read_card_snippet
 from tests.helpers import run_cli
 from tests.sampling_helpers import make_run
 from tests.test_hf_generate import BLOCKER
+from tests.train_helpers import small_config
 
 
 def _front_matter(text: str) -> dict:
@@ -107,3 +108,9 @@ def test_push_to_hub_uploads_the_card(tmp_path, monkeypatch):
     assert export_cmd.run(args) == 0
     assert "README.md" in uploaded and "model_id = 'alice/sunfish-tiny'" in uploaded["README.md"]
     assert _front_matter(uploaded["README.md"])["library_name"] == "transformers"
+
+
+def test_block_card_says_diffusion_generate_samples_block_by_block():
+    card = model_card(small_config("block", block_size=4), {}, model_id="runs/x/export")
+    assert "block by block (4 tokens each, attending to the prompt and the blocks before it" in card
+    assert "bidirectional" not in card and "diffusion_generate" in read_card_snippet(card)

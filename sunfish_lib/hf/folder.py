@@ -25,7 +25,7 @@ from sunfish_lib.config import Config
 REMOTE_CODE = Path(__file__).parent / "remote"
 REMOTE_FILES = ("configuration_sunfish.py", "modeling_sunfish.py", "sampling_sunfish.py", "continuous_sunfish.py")
 AUTO_CLASS = {"masked": "AutoModelForMaskedLM", "continuous": "AutoModelForMaskedLM", "ar": "AutoModelForCausalLM",
-              "block": "AutoModelForMaskedLM"}  # block: the weights and config; the remote forward is bidirectional
+              "block": "AutoModelForMaskedLM"}  # block: diffusion_generate samples block by block
 ARCHITECTURE = {"AutoModelForMaskedLM": "SunfishForMaskedLM", "AutoModelForCausalLM": "SunfishForCausalLM"}
 
 

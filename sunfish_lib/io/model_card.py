@@ -112,8 +112,8 @@ def model_card(cfg: Config, facts: Mapping[str, Any], *, model_id: str, license:
     how = "`generate()` and `pipeline(\"text-generation\")`" if obj == "ar" else (
         "`diffusion_generate(input_ids, max_new_tokens, steps, sampler, temperature, top_k, top_p, block_length, ...)`"
         " (Sunfish's sampling settings; put the tokenizer's mask token in the prompt to infill)") + (
-        "; the remote code runs a block model as a plain bidirectional one, so sample block by block with "
-        "`sunfish sample`" if obj == "block" else "")
+        f", block by block ({cfg.diffusion.block_size} tokens each, attending to the prompt and the blocks before it; "
+        "`block_length` and `cfg_scale` do not apply), as `sunfish sample` does" if obj == "block" else "")
     return "\n".join([
         _yaml(cfg, license), "", f"# {model_id.rstrip('/').split('/')[-1]}", "",
         f"A {obj} language model trained with Sunfish. It loads in plain `transformers` "

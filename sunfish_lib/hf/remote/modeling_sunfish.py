@@ -28,7 +28,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_sunfish import SunfishConfig
 from .continuous_sunfish import ContinuousSettings, ddim_generate
-from .sampling_sunfish import MASK_RATE, MaskedSettings, RowNoise, masked_generate
+from .sampling_sunfish import MASK_RATE, BlockSettings, MaskedSettings, RowNoise, block_generate, masked_generate
 
 KNOWN_FIELDS = frozenset({
     "vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_seq_len", "embed_dim", "time_conditioning",
@@ -287,7 +287,8 @@ class SunfishPreTrainedModel(PreTrainedModel):
         """Final hidden states (B, T, d_model) after the final norm (as `Backbone.encode`).
 
         cache: a transformers Cache holding the keys/values of the P positions before these T (causal models);
-        attention_mask: (B, T) or, with a cache, (B, P + T), 1 = real token; position_ids: (B, T), default P..P+T-1.
+        attention_mask: (B, T) or, with a cache, (B, P + T), 1 = real token, or a dense bool (B or 1, 1, T, P + T),
+        True = may attend (a block model's block-causal mask); position_ids: (B, T), default P..P+T-1.
         """
         c = self.fields
         if (input_ids is None) == (inputs_embeds is None):
@@ -324,7 +325,8 @@ class SunfishPreTrainedModel(PreTrainedModel):
             mod = self.time_mod(F.silu(self.time_emb(t))).view(B, 4, -1).to(x.dtype)  # (B, 4, d)
         if attention_mask is not None and bool(attention_mask.all()):  # restricts nothing: SDPA's fast path, as Sunfish
             attention_mask = None
-        mask = _attention_mask(attention_mask, bool(c.causal), past, T, x.device)
+        mask = (attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 4  # dense (b, 1, T, S)
+                else _attention_mask(attention_mask, bool(c.causal), past, T, x.device))
         for i, blk in enumerate(self.blocks):
             x = blk(x, mod, mask, bool(c.causal) and past == 0, rope, cache, i)  # one new query sees every cached key
         return self.ln_f(x)
@@ -356,7 +358,8 @@ class SunfishPreTrainedModel(PreTrainedModel):
 
 
 class SunfishForMaskedLM(SunfishPreTrainedModel):
-    """A masked or continuous diffusion Sunfish model (bidirectional); `diffusion_generate` samples from it."""
+    """A masked, block or continuous diffusion Sunfish model; `diffusion_generate` samples from it (a block model
+    block by block under its block-causal mask; its plain forward is bidirectional)."""
 
     @torch.no_grad()
     def diffusion_generate(self, input_ids=None, max_new_tokens: int = 0, steps=None, sampler=None, temperature=None,
@@ -404,6 +407,14 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
         try:
             if self.config.objective == "continuous":
                 return self._ddim(x, cfg, never, noise)
+            if self.config.objective == "block":
+                if block_length or cfg_scale:
+                    raise ValueError("a block export samples block by block (diffusion.block_size) without guidance; "
+                                     "leave block_length and cfg_scale unset")
+                if attention_mask is not None and not bool(attention_mask.all()):
+                    raise ValueError("a block export takes one prompt length per batch (blocks are shared columns); "
+                                     "pass prompts of equal length or one at a time")
+                return self._masked(x, cfg, never, mask_id, None, noise, block=True)
             return self._masked(x, cfg, never, mask_id, attention_mask, noise)
         finally:
             self.train(was_training)
@@ -416,13 +427,17 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
                                       clamp=bool(cfg.get("clamp", False)), rounding=cfg.get("rounding", "auto"))
         return ddim_generate(settings, x, x != self.config.mask_token_id, noise)
 
-    def _masked(self, x, cfg: dict, never, mask_id: int, attention_mask, noise):
-        settings = MaskedSettings(self, mask_id, never, sampler=cfg["sampler"], steps=cfg["steps"],
-                                  temperature=cfg["temperature"], top_k=cfg["top_k"], top_p=cfg["top_p"],
-                                  block_length=cfg["block_length"], threshold=cfg["threshold"],
-                                  cfg_scale=cfg["cfg_scale"], rate=MASK_RATE[self.config.diffusion.get(
-                                      "mask_schedule", "linear")], shift_logits=bool(self.config.diffusion.get(
-                                          "shift_logits", False)), attention_mask=attention_mask)
+    def _masked(self, x, cfg: dict, never, mask_id: int, attention_mask, noise, block: bool = False):
+        d = self.config.diffusion
+        kw = dict(sampler=cfg["sampler"], steps=cfg["steps"], temperature=cfg["temperature"], top_k=cfg["top_k"],
+                  top_p=cfg["top_p"], threshold=cfg["threshold"], rate=MASK_RATE[d.get("mask_schedule", "linear")],
+                  shift_logits=bool(d.get("shift_logits", False)), attention_mask=attention_mask)
+        if block:
+            settings = BlockSettings(self, mask_id, never, block_size=int(d["block_size"]),
+                                     eos_id=self.config.eos_token_id, **kw)
+            return block_generate(settings, x, noise)
+        settings = MaskedSettings(self, mask_id, never, block_length=cfg["block_length"], cfg_scale=cfg["cfg_scale"],
+                                  **kw)
         return masked_generate(settings, x, noise)
 
 

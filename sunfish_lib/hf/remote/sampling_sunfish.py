@@ -9,6 +9,8 @@ caches, trajectories and callbacks, and tests/test_hf_generate.py checks they gi
   and Fast-dLLM's threshold decoding (Wu et al. 2025, Sec. 3.3), with semi-autoregressive blocks
   (`block_length`) and classifier-free guidance (LLaDA App. B.5).
 - ancestral: the absorbing-state reverse process (MDLM, Sahoo et al. 2024, Eq. 7).
+- block exports (BD3-LM, Arriola et al. 2025, Alg. 2): the samplers above run block by block, each block attending
+  to the prompt and the finished blocks only (block-causal), as `sunfish_lib.sampling.block.BlockSampler`.
 - ddim (continuous exports) is in continuous_sunfish.py and draws through the same `RowNoise`.
 
 Draws: one float64 uniform per decided position, inverted through the CDF of the tempered,
@@ -317,15 +319,22 @@ def masked_generate(s: MaskedSettings, x: torch.Tensor, noise: RowNoise | None =
         return _ancestral(s, x, prompt, noise)
     blocks = _blocks(x, s.mask_id, s.block_length)
     for in_block, steps in zip(blocks, _row_steps(x, blocks, s.mask_id, s.steps, s.block_length).unbind(1)):
-        k_per_step = _transfer_schedule(((x == s.mask_id) & in_block).sum(1), steps)  # (B, max steps)
-        last = max(k_per_step.shape[1] - 1, 0)
-        i = 0
-        while ((x == s.mask_id) & in_block).any():
-            masked = (x == s.mask_id) & in_block
-            k = torch.where(i < steps, k_per_step[:, min(i, last)], masked.sum(1))  # (B,) then every remaining mask
-            _confidence_step(s, x, prompt, masked, k, noise)
-            i += 1
+        _fill(s, x, prompt, in_block, steps, noise)
     return x
+
+
+def _fill(s: MaskedSettings, x, prompt, in_block, steps, noise: RowNoise) -> None:
+    """One block's loop (`MaskedSampler._fill_block`): row b commits k per step from its transfer schedule over
+    steps[b] steps (an int: every row's), then every remaining mask; in place on x."""
+    steps = torch.as_tensor(steps, device=x.device).expand(x.shape[0])  # (B,)
+    k_per_step = _transfer_schedule(((x == s.mask_id) & in_block).sum(1), steps)  # (B, max steps)
+    last = max(k_per_step.shape[1] - 1, 0)
+    i = 0
+    while ((x == s.mask_id) & in_block).any():
+        masked = (x == s.mask_id) & in_block
+        k = torch.where(i < steps, k_per_step[:, min(i, last)], masked.sum(1))  # (B,) then every remaining mask
+        _confidence_step(s, x, prompt, masked, k, noise)
+        i += 1
 
 
 def _confidence_step(s: MaskedSettings, x, prompt, masked, k, noise: RowNoise) -> None:
@@ -350,17 +359,19 @@ def _confidence_step(s: MaskedSettings, x, prompt, masked, k, noise: RowNoise) -
     x[commit] = proposal[commit]
 
 
-def _ancestral(s: MaskedSettings, x, prompt, noise: RowNoise) -> torch.Tensor:
+def _ancestral(s: MaskedSettings, x, prompt, noise: RowNoise, steps: int = 0) -> torch.Tensor:
     """MDLM Eq. 7: from t to s a [MASK] unmasks with probability (alpha_s - alpha_t) / (1 - alpha_t), to a token
-    drawn from p_theta (one Bernoulli per masked position, then a token only where it fired)."""
-    for k in range(s.steps):
-        t = torch.tensor(1 - k / s.steps, dtype=torch.float64)
-        t_next = torch.tensor(1 - (k + 1) / s.steps, dtype=torch.float64)
+    drawn from p_theta (one Bernoulli per masked position, then a token only where it fired). `steps` (default
+    s.steps): a block's share of them (block diffusion runs one chain per block)."""
+    steps = steps or s.steps
+    for k in range(steps):
+        t = torch.tensor(1 - k / steps, dtype=torch.float64)
+        t_next = torch.tensor(1 - (k + 1) / steps, dtype=torch.float64)
         masked = x == s.mask_id
         if not masked.any():
             break
         a_t, a_s = 1.0 - s.rate * t, 1.0 - s.rate * t_next
-        p_unmask = 1.0 if k == s.steps - 1 else float((a_s - a_t) / (1 - a_t))
+        p_unmask = 1.0 if k == steps - 1 else float((a_s - a_t) / (1 - a_t))
         commit = torch.zeros_like(masked)  # (B, T) the positions that leave [MASK] at this step
         commit[masked] = noise.uniform(masked) < p_unmask  # one coin per masked position, from its row's stream
         if commit.any():
@@ -368,4 +379,70 @@ def _ancestral(s: MaskedSettings, x, prompt, noise: RowNoise) -> torch.Tensor:
             tok, _ = sample_tokens(s.rows(hidden, commit), s.temperature, s.top_k, s.top_p, noise, commit,
                                    overwrite=True)
             x[commit] = tok
+    return x
+
+
+# Copied from sunfish_lib.diffusion.block.block_causal_mask
+def block_causal_mask(T: int, K: int, device) -> torch.Tensor:
+    """Dense bool (1, 1, T, T): position q sees the positions of blocks <= its block (M_BC on one stream)."""
+    blk = torch.arange(T, device=device) // K
+    return (blk[None, :] <= blk[:, None])[None, None]
+
+
+# Copied from sunfish_lib.sampling.block.BlockSampler._ended with self.eos_id->eos_id, self._never->never
+def _ended(x: torch.Tensor, prompt: torch.Tensor, stop: int, eos_id, never) -> torch.Tensor:
+    """(B,) rows that have generated an EOS before column `stop` (none unless EOS may be emitted)."""
+    if eos_id is None or int(eos_id) in never:
+        return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    return ((x[:, :stop] == eos_id) & ~prompt[:, :stop]).any(1)
+
+
+class BlockSettings(MaskedSettings):
+    """A block-diffusion export (BD3-LM): the masked loops run on one block's columns at a time, and a step's
+    states come from one pass of the prompt + finished blocks + this block under the block-causal mask (Sunfish's
+    `BlockSampler` with cache=False, whose tokens its exact cache reproduces)."""
+
+    def __init__(self, *args, block_size: int, eos_id, **kwargs):
+        super().__init__(*args, block_length=0, cfg_scale=0.0, **kwargs)
+        self.block_size, self.eos_id = block_size, eos_id
+        self.window, self.x = (0, 0), None  # the current block's columns, the whole rows being filled
+
+    def hidden(self, x: torch.Tensor, prompt: torch.Tensor, t: torch.Tensor):
+        """States (B, K, d) of the current block (x (B, K) is a view of it): rows [0, c1) under the block-causal
+        mask, the block's columns kept; with shift_logits the block's first token is read from the clean state
+        before it (`BlockSampler._hidden`)."""
+        c0, c1 = self.window
+        full = self.model.encode(self.x[:, :c1], attention_mask=block_causal_mask(c1, self.block_size, x.device),
+                                 timesteps=t)
+        h, clean_last = full[:, c0:c1], full[:, c0 - 1:c0] if c0 else None
+        if self.shift_logits:
+            h = torch.cat([h[:, :1] if clean_last is None else clean_last, h[:, :-1]], 1)
+        return h, False
+
+
+@torch.no_grad()
+def block_generate(s: BlockSettings, x: torch.Tensor, noise: RowNoise | None = None) -> torch.Tensor:
+    """Fill every [MASK] of x (B, T) block by block as `BlockSampler.generate` does: blocks [bK, (b+1)K) left
+    to right, `steps` spread over those holding a [MASK]; with EOS allowed a row that has emitted one gets EOS
+    in its remaining positions after its block, and generation stops once every row has."""
+    x = x.clone()
+    prompt = x != s.mask_id
+    noise = RowNoise(None) if noise is None else noise
+    (B, T), K = x.shape, s.block_size
+    has_mask = (x == s.mask_id).any(0)  # (T,)
+    blocks = [b for b in range(-(-T // K)) if bool(has_mask[b * K:(b + 1) * K].any())]
+    for b, steps in zip(blocks, _split_steps(s.steps, len(blocks), K) if blocks else []):
+        c0, c1 = b * K, min((b + 1) * K, T)
+        s.window, s.x = (c0, c1), x
+        xw, pw = x[:, c0:c1], prompt[:, c0:c1]  # views: the loops' commits land in x
+        if s.kind == "ancestral":
+            _ancestral(s, xw, pw, noise, steps)
+        else:
+            _fill(s, xw, pw, torch.ones_like(pw), steps, noise)
+        ended = _ended(x, prompt, c1, s.eos_id, s.never)  # (B,) rows done: their remaining [MASK] become EOS
+        if bool(ended.any()):
+            x[:, c1:] = torch.where(ended[:, None] & (x[:, c1:] == s.mask_id), s.eos_id, x[:, c1:])
+        if bool(ended.all()):
+            break
+    s.x = None
     return x
