@@ -269,3 +269,37 @@ def test_block_export_diffusion_generate_like_sunfish(tmp_path, overrides):
     assert res["hot"] != res["low_confidence"] and res["two_rows"][0] != res["two_rows"][1]
     mask_id = loaded.tokenizer.mask_token_id
     assert int((infill.start == mask_id).sum()) == 8 and res["infill"] == infill.ids.tolist()
+
+
+@pytest.mark.slow
+def test_block_export_ends_rows_at_eos_like_sunfish(tmp_path):
+    """With EOS allowed, a row that emits EOS gets EOS in every later position after its block, and sampling stops
+    once every row has: the same rows as `sunfish sample`. The random model's EOS embedding (tied head) is scaled
+    3x so p(EOS) is about 0.2 per position and rows end at different blocks."""
+    tok = get_tokenizer("bpe", 4096)
+    cfg = small_config("block", block_size=4, vocab_size=len(tok) + 3)
+    model = _random_model(cfg, 11)
+    with torch.no_grad():
+        model.tok_emb.weight[tok.eos_token_id] *= 3.0
+    export_model(model, cfg, tmp_path / "block", tok)
+    cases = {"eos": dict(sampler="low_confidence", steps=NEW, temperature=1.0, allow_eos=True, num_samples=6, seed=0),
+             "eos_ancestral": dict(sampler="ancestral", steps=NEW, temperature=1.0, allow_eos=True, num_samples=6,
+                                   seed=1)}
+    res = _child(MASKED_CHILD, tmp_path, str(tmp_path / "block"), str(NEW), json.dumps(cases),
+                 json.dumps([[0, tok.mask_token_id]]))  # the child infills one [MASK] too
+    loaded = load_checkpoint(tmp_path / "block")
+    P, eos = len(tok.encode(PROMPT)), tok.eos_token_id
+    for name, kw in cases.items():
+        kw = dict(kw)
+        ref = sample(loaded, mode="uncond", prompt=PROMPT, seed=kw.pop("seed"), length=NEW,
+                     num_samples=kw.pop("num_samples"), **kw)
+        assert res[name] == ref.ids.tolist(), name
+        ends = []
+        for row in res[name]:
+            new = row[P:]
+            first = new.index(eos) if eos in new else None
+            if first is not None:  # every position after the EOS's block is EOS
+                stop = ((P + first) // 4 + 1) * 4 - P
+                assert all(t == eos for t in new[stop:]), (name, row)
+            ends.append(first)
+        assert any(e is not None and e < NEW - 4 for e in ends), (name, ends)  # some row ended before the last block
