@@ -3,6 +3,7 @@
 AR: `generate()` (greedy, sampling, top-k/top-p, the KV cache) and `pipeline("text-generation")`; greedy equals
 `sunfish sample --sampler ar --temperature 0`. Masked: `diffusion_generate` gives Sunfish's tokens at temperature 0
 (low_confidence, semi-AR blocks), the same tokens for the same seed at temperature > 0, and infills [MASK] spans.
+Block (BD3-LM): the same, block by block under the block-causal mask, with the EOS stop rule.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import textwrap
 
 import pytest
 import torch
+from transformers import AutoModelForMaskedLM
 
 from sunfish_lib.diffusion.continuous import CDCD_RECIPE, PLAIN_RECIPE
 from sunfish_lib.data import get_tokenizer
@@ -269,6 +271,15 @@ def test_block_export_diffusion_generate_like_sunfish(tmp_path, overrides):
     assert res["hot"] != res["low_confidence"] and res["two_rows"][0] != res["two_rows"][1]
     mask_id = loaded.tokenizer.mask_token_id
     assert int((infill.start == mask_id).sum()) == 8 and res["infill"] == infill.ids.tolist()
+    if overrides:
+        return
+    model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    ids = torch.tensor([prompt_ids])
+    with pytest.raises(ValueError, match="leave block_length and cfg_scale unset"):
+        model.diffusion_generate(ids, max_new_tokens=4, steps=4, block_length=4)
+    with pytest.raises(ValueError, match="one prompt length per batch"):
+        model.diffusion_generate(ids, max_new_tokens=4, steps=4,
+                                 attention_mask=torch.tensor([[0] + [1] * (ids.shape[1] - 1)]))
 
 
 @pytest.mark.slow
