@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sunfish_lib.diffusion.analysis import recovery_drop
-from sunfish_lib.eval.compare import TIE_SE, best_and_ties, left_plateau, within_noise
+from sunfish_lib.eval.compare import TIE_SE, best_and_ties, budget_lines, left_plateau, within_noise
 from sunfish_lib.notebook.tables import number
 
 
@@ -138,7 +138,7 @@ def tradeoff_findings(rows: Sequence[Mapping[str, Any]]) -> str:
 def trajectory_findings(trajectories: Mapping[str, Any], row: int = 0) -> str:
     """07: per model, the steps recorded, how often tokens changed against how many were committed, and the
     entropy of the sampler's distributions at the first and last step (`sampling.analysis`)."""
-    from sunfish_lib.sampling import analysis  # lazy: torch
+    from sunfish_lib.sampling import analysis  # lazy: torch (1.6 s); the other findings and the summary need none
 
     lines = []
     for name, t in trajectories.items():
@@ -156,8 +156,6 @@ def conversion_findings(*, max_abs_diff: float, families: Sequence[str], ar_step
     """08: the conversion's logit check, the AR parent against the unigram model, each budget's comparison
     (`eval.compare.budget_lines`), the plateau warning, and the samples under an independent judge.
     quality: {best, "from scratch"}: `eval.quality.quality_of` figures."""
-    from sunfish_lib.eval.compare import budget_lines
-
     final = comparison[-1]
     lines = [f"Conversion is exact: converted logits match the Hugging Face parents to {max_abs_diff:.1e} "
              f"({', '.join(families)}).",

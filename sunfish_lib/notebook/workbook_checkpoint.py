@@ -30,7 +30,7 @@ def models_by_objective(checkpoints, run_dir: str | Path | None, folder: str | P
     """{objective: loaded model} (`sampling.session.load_checkpoint`): the given checkpoints (None skipped) by their
     objective, then for each of `objectives` still missing the workbook's model of it
     (`runs.discovery.workbook_model`), else a tiny one trained into folder/tiny-<objective>."""
-    from sunfish_lib.sampling.session import load_checkpoint  # lazy: torch
+    from sunfish_lib.sampling.session import load_checkpoint  # lazy: torch (1.6 s), only when a notebook loads models
 
     models = {}
     for path in checkpoints:
