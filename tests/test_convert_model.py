@@ -8,6 +8,7 @@ import torch
 from sunfish_lib.config import DiffusionConfig, ModelConfig, get_config
 from sunfish_lib.diffusion.masked import MaskedDiffusion, shift_right
 from sunfish_lib.errors import ConfigError
+from sunfish_lib.sampling.noise import RowNoise
 from sunfish_lib.sizing.counts import built_params, matmul_params, num_params, param_counts
 from sunfish_lib.sizing.estimate import config_for, make_setup
 from sunfish_lib.model.layers import apply_rope, rope_cos_sin, rope_inv_freq
@@ -191,11 +192,11 @@ def test_masked_sampler_with_shift_reads_the_same_positions():
     x = torch.full((2, 10), 31)
     x[:, 0] = 5
     out_a = MaskedSampler(model, 31, kind="low_confidence", steps=5, shift_logits=True).generate(
-        x, generator=torch.Generator().manual_seed(0))
+        x, noise=RowNoise(0))
     out_b = MaskedSampler(_Shifted(model), 31, kind="low_confidence", steps=5).generate(
-        x, generator=torch.Generator().manual_seed(0))
+        x, noise=RowNoise(0))
     out_c = MaskedSampler(model, 31, kind="low_confidence", steps=5).generate(
-        x, generator=torch.Generator().manual_seed(0))
+        x, noise=RowNoise(0))
     assert torch.equal(out_a, out_b) and not torch.equal(out_a, out_c)
     assert (out_a[:, 0] == 5).all() and not (out_a == 31).any()
 
