@@ -24,14 +24,15 @@ def test_overfit_notebook_fits_the_masked_model_below_its_batches_no_context_los
     nb = NOTEBOOKS / "03_overfit.ipynb"
     run_dir = run_notebooks([nb], {nb.name: {"smoke": True}}, runs_parent=tmp_path)
     folder = run_dir / "03_overfit"
-    assert Config.load(folder / "config.json").diffusion.objective == "masked"  # the workbook's main model
+    cfg = Config.load(folder / "config.json")
+    assert cfg.diffusion.objective == "masked"  # the workbook's main model
     losses = [r["train/loss"] for r in read_metrics(folder) if "train/loss" in r]
     tail = losses[-round(len(losses) / 4):]  # the verdict's mean: the last quarter of the logged losses
     mean = sum(tail) / len(tail)
     se = math.sqrt(sum((x - mean) ** 2 for x in tail) / (len(tail) - 1) / len(tail))
     closing = closing_text(run_dir / nb.name)  # the "what this showed" cell, read back from the run's metrics
     assert closing.startswith(f"PASS: masked loss {losses[0]:.3f} -> {mean:.3f} ± {se:.3f} (mean of the last "
-                              f"{len(tail)} logged) after 200 steps"), closing
+                              f"{len(tail)} logged) after {cfg.train.max_steps} steps"), closing
     assert losses[0] > 5 and mean + 2 * se < 4.7  # well under log(V) and under the batches' unigram entropy
 
 
