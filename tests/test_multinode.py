@@ -46,7 +46,16 @@ def _node(rank: int, port: int, run, extra=()) -> subprocess.Popen:
     i = argv.index("{train}")
     argv[i:i + 1] = [*TRAIN, *extra]
     argv[0:1] = [sys.executable, "-m", "torch.distributed.run"]  # = .venv/bin/torchrun
-    return subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # output to files, not pipes: a pipe nobody reads while the node runs can fill and stall it
+    logs = run.parent / f"node{rank}-{time.monotonic_ns()}"
+    with open(f"{logs}.out", "w") as out, open(f"{logs}.err", "w") as err:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=out, stderr=err, text=True)
+    proc.logs = logs
+    return proc
+
+
+def _output(proc: subprocess.Popen, stream: str = "err") -> str:
+    return open(f"{proc.logs}.{stream}").read()
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -63,11 +72,29 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def _ended_report(ended: subprocess.Popen, nodes) -> str:
+    """The stderr of the node that ended early, read without waiting on its peers (they would sit in the
+    process group's rendezvous for its 30-minute timeout): the peers are killed first."""
+    for n in nodes:
+        if n is not ended:
+            _kill_tree(n)
+    return f"node {nodes.index(ended)} ended with {ended.returncode}: {_output(ended)[-3000:]}"
+
+
 def _both(nodes, timeout=900):
-    outs = [n.communicate(timeout=timeout) for n in nodes]
-    for n, (out, err) in zip(nodes, outs):
-        assert n.returncode == 0, err[-3000:]
-    return "".join(o for o, _ in outs)
+    """Wait for every node; the first to fail is reported at once (its peers killed, not left in the rendezvous)."""
+    deadline = time.time() + timeout
+    while any(n.poll() is None for n in nodes):
+        failed = [n for n in nodes if n.returncode not in (None, 0)]
+        assert not failed, _ended_report(failed[0], nodes)
+        if time.time() > deadline:
+            for n in nodes:
+                _kill_tree(n)
+            raise AssertionError(f"the nodes ran past {timeout} s")
+        time.sleep(0.2)
+    for i, n in enumerate(nodes):
+        assert n.returncode == 0, f"node {i} ended with {n.returncode}: {_output(n)[-3000:]}"
+    return "".join(_output(n, "out") for n in nodes)
 
 
 def _weights(run_dir) -> dict[str, torch.Tensor]:
@@ -83,7 +110,8 @@ def test_two_torchrun_nodes_killed_and_resumed_finish_equal_to_one_node(tmp_path
     try:
         deadline = time.time() + 600
         while time.time() < deadline and (dcp.saved_step(last) or 0) < 2:
-            assert all(n.poll() is None for n in nodes), nodes[0].communicate()[1][-3000:]
+            ended = [n for n in nodes if n.poll() is not None]
+            assert not ended, _ended_report(ended[0], nodes)
             time.sleep(0.2)
     finally:
         for n in nodes:
@@ -176,3 +204,23 @@ def test_readme_gives_the_commands_these_tests_run():
         assert f".venv/bin/{command}" in readme or command in readme, command
     template = (ROOT / "scripts" / "sunfish.sbatch").read_text()
     assert "--ntasks-per-node=8" in template and "--gpus-per-node=8" in template and "--resume" in template
+
+
+def test_every_rank_probes_the_shared_run_folder_at_once(tmp_path):
+    """Each node's ranks check the one shared run folder together (the CI failure of stop 34: a fixed probe name let
+    one node unlink the other's probe, call the folder unwritable and leave its peer in the rendezvous)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from sunfish_lib.train.trainer import check_run_dir_writable
+
+    gate = Barrier(8)
+
+    def probe(_):
+        gate.wait()
+        for _ in range(40):
+            check_run_dir_writable(tmp_path)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(probe, range(8)))
+    assert list(tmp_path.iterdir()) == []  # every probe removed

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -202,12 +203,16 @@ def check_run_dir_writable(run_dir: Path) -> None:
     """Fail before training, not after the first hour: the run folder must take a write."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-probe"
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 65536)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
+        # a probe of this process's own: every rank of every node probes the same (shared) folder at once, and
+        # one fixed name let a node unlink the other's probe, fail "not writable" and leave its peers waiting
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-probe-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            os.unlink(probe)
     except OSError as e:
         raise SunfishError(f"run folder {run_dir} is not writable ({e.strerror}); pick another --run-dir or free space") from None
 
