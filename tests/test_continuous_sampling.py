@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sunfish_lib.diffusion.continuous import PLAIN_RECIPE
+from sunfish_lib.diffusion.continuous import PLAIN_RECIPE, score_interpolation
 from sunfish_lib.config import ConfigError, DiffusionConfig, ModelConfig, get_config
 from sunfish_lib.diffusion import ContinuousDiffusion, build_objective
 from sunfish_lib.diffusion.analysis import loss_by_t
@@ -257,6 +257,34 @@ def test_self_conditioned_sampling_feeds_previous_estimate():
     model.encode = lambda *a, **k: seen.append(k.get("self_cond")) or real(*a, **k)
     ContinuousSampler(model, obj, steps=3).sample(1, 4, noise=RowNoise(8))
     assert seen[0] is None and all(s is not None and s.shape == (1, 4, 8) for s in seen[1:]) and len(seen) == 3
+
+
+def test_temperature_tempers_the_score_interpolation():
+    """x0_hat = softmax(logits / temperature) @ table: 1 is CDCD's expectation, 0 the argmax token's embedding, and
+    the expectation moves toward it as the temperature falls."""
+    g = torch.Generator().manual_seed(0)
+    logits, table = torch.randn(3, 5, V, generator=g) * 2, torch.randn(V, 8, generator=g)
+    assert torch.allclose(score_interpolation(logits, table), logits.softmax(-1) @ table, atol=1e-6)
+    top = table[logits.argmax(-1)]
+    assert torch.equal(score_interpolation(logits, table, 0.0), top)
+    gaps = [(score_interpolation(logits, table, t) - top).pow(2).sum(-1) for t in (2.0, 1.0, 0.5, 0.2, 1e-3)]
+    means = [float(d.mean()) for d in gaps]
+    assert means == sorted(means, reverse=True) and means[0] > 1.0 and gaps[-1].max() < 1e-3
+
+
+def test_sampling_temperature_reaches_the_chain_of_a_ce_model_only():
+    model, obj = _model(), _objective(continuous_loss="ce")
+    table = obj.embedding_table(model).detach()
+    x, k = torch.randn(2, 8, table.shape[1]), torch.tensor([50, 90])
+    _, x0 = obj.predict(model, x, k, table, temperature=0.0)
+    assert torch.cdist(x0.view(-1, table.shape[1]), table).min(1).values.max() < 1e-5  # every x0_hat a table row
+    default, argmax = (ContinuousSampler(model, obj, steps=6, **kw).sample(2, 8, noise=RowNoise(3))
+                       for kw in ({}, {"temperature": 0.0}))
+    assert torch.equal(default, ContinuousSampler(model, obj, steps=6, temperature=1.0).sample(2, 8, noise=RowNoise(3)))
+    assert not torch.equal(default, argmax)
+    with pytest.raises(SunfishError, match=r"sample.temperature=0.7 tempers .* leave it at 1") as e:
+        ContinuousSampler(model, _objective(), temperature=0.7)  # mse: x0 predicted, no p(w | x_t)
+    assert "\n" not in str(e.value)
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -204,6 +204,10 @@ CONTINUOUS_CASES = {
     "eta1": dict(sampler="ddim", steps=10, eta=1.0, seed=3),
     "clamp": dict(sampler="ddim", steps=6, eta=0.0, clamp=True, seed=1),
 }
+TEMPERED_CASES = {  # a CDCD model's p(w | x_t) tempered (score_interpolation's temperature)
+    "cold": dict(sampler="ddim", steps=10, eta=0.0, temperature=0.5, seed=2),
+    "argmax": dict(sampler="ddim", steps=6, eta=1.0, temperature=0.0, seed=4),
+}
 
 
 PLAIN = PLAIN_RECIPE
@@ -224,10 +228,11 @@ def test_continuous_export_ddim_like_sunfish(tmp_path, overrides, spread):
     samples reach at least (an untrained x0-predicting model rounds every position to one token, so that case
     checks the code path, self-conditioning included; the others check varied tokens)."""
     folder = _export(tmp_path, "continuous", 9, **overrides)
-    res = _child(CONTINUOUS_CHILD, tmp_path, str(folder), str(NEW), json.dumps(CONTINUOUS_CASES))
+    cases = {**CONTINUOUS_CASES, **(TEMPERED_CASES if overrides["continuous_loss"] == "ce" else {})}
+    res = _child(CONTINUOUS_CHILD, tmp_path, str(folder), str(NEW), json.dumps(cases))
     loaded = load_checkpoint(folder)
     prompt_ids = loaded.tokenizer.encode(PROMPT)
-    for name, kw in CONTINUOUS_CASES.items():
+    for name, kw in cases.items():
         kw = dict(kw)
         ref = sample(loaded, mode="uncond", prompt=PROMPT, seed=kw.pop("seed"), length=NEW, num_samples=1, **kw)
         assert res[name] == ref.ids.tolist(), name

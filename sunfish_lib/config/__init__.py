@@ -305,7 +305,7 @@ class SampleConfig:
     eta: float = 0.0
     """DDIM stochasticity (0: deterministic, 1: DDPM marginals)."""
     temperature: float = 1.0
-    """Softmax temperature for discrete sampling (0: greedy argmax)."""
+    """Softmax temperature (0: greedy argmax); continuous CE (CDCD) models: of p(w | x_t) in score interpolation."""
     top_k: int = 0
     """Discrete sampling (masked, ar): keep the k most likely tokens (0: off)."""
     top_p: float = 1.0

@@ -115,10 +115,17 @@ def evidence_logits(x_t: torch.Tensor, alpha_bar: torch.Tensor, table: torch.Ten
     return (alpha_bar.sqrt() * (x_t.float() @ table.t()) - 0.5 * alpha_bar * table.pow(2).sum(-1)) / (1.0 - alpha_bar)
 
 
-def score_interpolation(logits: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def score_interpolation(logits: torch.Tensor, table: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """x0_hat = E_{p(w | x_t)}[e_w] = softmax(logits) @ table, (B, T, V) @ (V, e) -> (B, T, e) (CDCD, Dieleman et al.
-    2022, Sec. 3.1: score interpolation)."""
-    return logits.softmax(-1) @ table.float()
+    2022, Sec. 3.1: score interpolation).
+
+    temperature: sampling only, p(w | x_t) ∝ exp(logits / temperature): below 1 it moves x0_hat toward the likelier
+    embeddings (Plaid's lower sampling temperature, Gulrajani & Hashimoto 2023); 0 is the argmax token's embedding.
+    Training and the bound use 1."""
+    table = table.float()
+    if temperature == 0:
+        return table[logits.argmax(-1)]
+    return (logits / temperature).softmax(-1) @ table
 
 
 def gaussian_kl_to_standard(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -202,27 +209,29 @@ class ContinuousDiffusion:
         """The backbone's raw output in the embedding space (B, T, e) (continuous_loss=mse)."""
         return model.to_embedding_space(self.hidden_states(model, x_t, k, table, **kw)).float()
 
-    def forward(self, model, x_t, k, table, *, self_cond=None, **kw):
+    def forward(self, model, x_t, k, table, *, self_cond=None, temperature: float = 1.0, **kw):
         """(raw output in the prediction's space, x0_hat, token logits or None), (B, T, e) / (B, T, V).
 
         continuous_loss=mse: the backbone outputs a vector in the embedding space (eps, v or x0).
         continuous_loss=ce: it outputs token logits and x0_hat = softmax(logits) @ table, the
         expectation of the embedding under the model's p(w | x_t) (CDCD's score interpolation,
-        Dieleman et al. 2022, Sec. 3.1); the raw output is that x0_hat (prediction=x0).
+        Dieleman et al. 2022, Sec. 3.1); the raw output is that x0_hat (prediction=x0). `temperature` tempers
+        that p(w | x_t) (`score_interpolation`; sampling only); with mse there is no p(w | x_t) to temper.
         """
         if self.cfg.continuous_loss == "ce":
             logits = model.logits(self.hidden_states(model, x_t, k, table, self_cond=self_cond, **kw)).float()
             if self.cfg.own_evidence:
                 logits = logits + evidence_logits(x_t, self.schedule.coef("alpha_bar", k, x_t), table)
-            x0_hat = score_interpolation(logits, table)
+            x0_hat = score_interpolation(logits, table, temperature)
             return x0_hat, x0_hat, logits
         out = self.model_output(model, x_t, k, table, self_cond=self_cond, **kw)
         x0_hat, _ = to_x0_eps(out, x_t, self.schedule.coef("alpha_bar", k, x_t), self.prediction)
         return out, x0_hat, None
 
-    def predict(self, model, x_t, k, table, *, self_cond=None, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, model, x_t, k, table, *, self_cond=None, temperature: float = 1.0,
+                **kw) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw model output, x0_hat), both (B, T, e)."""
-        out, x0_hat, _ = self.forward(model, x_t, k, table, self_cond=self_cond, **kw)
+        out, x0_hat, _ = self.forward(model, x_t, k, table, self_cond=self_cond, temperature=temperature, **kw)
         return out, x0_hat
 
     def decoder_logits(self, x0_hat: torch.Tensor, logits: torch.Tensor | None, table: torch.Tensor) -> torch.Tensor:

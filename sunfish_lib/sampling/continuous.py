@@ -123,12 +123,16 @@ class ContinuousSampler(Sampler):
     eta: float = 0.0
     clamp: bool = False
     rounding: str = "auto"
+    temperature: float = 1.0
     mask_id: int | None = None
     exclude_ids: Sequence[int] = ()
 
     def __post_init__(self):
         # clamping and rounding use the rule training's rounding CE learns (see `rounding.resolve_metric`)
-        check_sample_ranges(rounding=self.rounding)
+        check_sample_ranges(rounding=self.rounding, temperature=self.temperature)
+        if self.temperature != 1.0 and self.objective.cfg.continuous_loss != "ce":
+            raise SunfishError(f"sample.temperature={self.temperature} tempers the token distribution of a "
+                               "continuous_loss=ce (CDCD) model; this one predicts embeddings (mse): leave it at 1")
         self.rounding = resolve_metric(self.rounding, self.objective.cfg.embed_norm)
         self.scheduler = GaussianScheduler(self.objective.schedule, self.objective.prediction, self.kind, self.eta)
         self.scheduler.set_timesteps(self.steps)
@@ -137,9 +141,10 @@ class ContinuousSampler(Sampler):
 
     @classmethod
     def from_config(cls, model, objective, sample_cfg, mask_id: int | None = None, exclude_ids: Sequence[int] = ()):
-        """From a `SampleConfig` (sampler, steps, eta, clamp, rounding)."""
+        """From a `SampleConfig` (sampler, steps, eta, clamp, rounding, temperature)."""
         return cls(model, objective, kind=sample_cfg.sampler, steps=sample_cfg.steps, eta=sample_cfg.eta,
-                   clamp=sample_cfg.clamp, rounding=sample_cfg.rounding, mask_id=mask_id, exclude_ids=exclude_ids)
+                   clamp=sample_cfg.clamp, rounding=sample_cfg.rounding, temperature=sample_cfg.temperature,
+                   mask_id=mask_id, exclude_ids=exclude_ids)
 
     # -- public ----------------------------------------------------------------------
     def sample(self, num_samples: int, length: int, **kw) -> torch.Tensor:
@@ -183,7 +188,7 @@ class ContinuousSampler(Sampler):
         self_cond, self.forward_passes = None, 0
         for i, t in enumerate(sched.timesteps.tolist()):
             k = torch.full((shape[0],), t, dtype=torch.long, device=x.device)
-            out, raw_x0 = obj.predict(model, x, k, table, self_cond=self_cond)
+            out, raw_x0 = obj.predict(model, x, k, table, self_cond=self_cond, temperature=self.temperature)
             self.forward_passes += 1
             x, pred_x0 = sched.step(out, t, x, noise=noise, clamp_fn=clamp_fn)
             x = self._hold(x, x0_known, known, sched.prev_timestep(t), noise)

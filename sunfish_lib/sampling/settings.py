@@ -23,7 +23,7 @@ from sunfish_lib.config.validation import check_sample_ranges
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(SampleConfig))
 """Every sampling setting, in SampleConfig's order."""
-APPLIES = {"eta": ("continuous",), "steps": ("masked", "continuous", "block"), "temperature": ("masked", "ar", "block"),
+APPLIES = {"eta": ("continuous",), "steps": ("masked", "continuous", "block"), "temperature": ("masked", "ar", "block", "continuous"),
            "top_k": ("masked", "ar", "block"), "top_p": ("masked", "ar", "block"), "block_length": ("masked",),
            "threshold": ("masked", "block"), "cfg_scale": ("masked",), "clamp": ("continuous",),
            "rounding": ("continuous",), "cache": ("masked",),

@@ -78,9 +78,13 @@ def evidence_logits(x_t: torch.Tensor, alpha_bar: torch.Tensor, table: torch.Ten
 
 
 # Copied from sunfish_lib.diffusion.continuous.score_interpolation
-def score_interpolation(logits: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """x0_hat = softmax(logits) @ table (CDCD, Dieleman et al. 2022, Sec. 3.1)."""
-    return logits.softmax(-1) @ table.float()
+def score_interpolation(logits: torch.Tensor, table: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """x0_hat = softmax(logits / temperature) @ table (CDCD, Dieleman et al. 2022, Sec. 3.1); temperature 0: the
+    argmax token's embedding."""
+    table = table.float()
+    if temperature == 0:
+        return table[logits.argmax(-1)]
+    return (logits / temperature).softmax(-1) @ table
 
 
 # Copied from sunfish_lib.diffusion.rounding._check_metric with SunfishError->ValueError
@@ -151,13 +155,20 @@ class ContinuousSettings:
     section (schedule, num_timesteps, prediction, continuous_loss, own_evidence, embed_norm, self_conditioning)
     and the sampling settings."""
 
-    def __init__(self, model, diffusion: dict, never, *, steps: int, eta: float, clamp: bool, rounding: str):
+    def __init__(self, model, diffusion: dict, never, *, steps: int, eta: float, clamp: bool, rounding: str,
+                 temperature: float = 1.0):
         self.model, self.never, self.steps, self.eta, self.clamp = model, list(never), steps, float(eta), clamp
+        self.temperature = temperature
         self.prediction = diffusion.get("prediction", "x0")
         # an export without these keys predates CDCD: Diffusion-LM's x0 output
         self.continuous_loss, self.own_evidence = diffusion.get("continuous_loss", "mse"), diffusion.get("own_evidence", False)
         if self.continuous_loss not in ("mse", "ce"):
             raise ValueError(f"diffusion.continuous_loss={self.continuous_loss!r} is not allowed; choose one of mse, ce")
+        if temperature < 0:
+            raise ValueError(f"temperature={temperature} must be >= 0 (0: each step's likeliest token)")
+        if temperature != 1.0 and self.continuous_loss != "ce":
+            raise ValueError(f"temperature={temperature} tempers a continuous_loss=ce (CDCD) model's token "
+                             "distribution; this one predicts embeddings (mse): leave it at 1")
         self.embed_norm, self.self_conditioning = diffusion.get("embed_norm", False), diffusion.get("self_conditioning", False)
         self.metric = ("cosine" if self.embed_norm else "euclidean") if rounding == "auto" else rounding
         self.T = diffusion.get("num_timesteps", 1000)
@@ -189,7 +200,7 @@ class ContinuousSettings:
             logits = logits.float()
             if self.own_evidence:
                 logits = logits + evidence_logits(x, ab, table)
-            out = score_interpolation(logits, table)
+            out = score_interpolation(logits, table, self.temperature)
         return out, to_x0_eps(out, x, ab, self.prediction)[0]
 
 

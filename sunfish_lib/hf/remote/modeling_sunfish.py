@@ -372,7 +372,7 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
         `mask_token_id` where text goes (max_new_tokens may be 0). `num_samples` rows per prompt (no input_ids:
         rows of max_new_tokens [MASK] only), drawn as one batch as `sunfish sample --num-samples` draws them.
         The settings are Sunfish's (`sunfish sample --help`; masked: sampler, steps, temperature, top_k, top_p,
-        block_length, threshold, cfg_scale; continuous: ddim with steps, eta, clamp, rounding); None keeps the
+        block_length, threshold, cfg_scale; continuous: ddim with steps, eta, clamp, rounding, temperature); None keeps the
         run's own (config.json's `sample`). `seed` (as `sunfish sample --seed`) makes it reproducible: the same
         seed gives Sunfish's tokens, and a prompt's sample j is the same whatever else is in the batch (row j of
         each prompt draws from its own stream, seeded from (seed, j)). A `generator` (transformers' convention)
@@ -424,7 +424,8 @@ class SunfishForMaskedLM(SunfishPreTrainedModel):
             raise ValueError(f"sampler={cfg['sampler']!r}: a continuous export samples with ddim here "
                              "(eta=1 is DDPM's law; `sunfish sample` has ddpm itself)")
         settings = ContinuousSettings(self, self.config.diffusion, never, steps=cfg["steps"], eta=cfg.get("eta", 0.0),
-                                      clamp=bool(cfg.get("clamp", False)), rounding=cfg.get("rounding", "auto"))
+                                      clamp=bool(cfg.get("clamp", False)), rounding=cfg.get("rounding", "auto"),
+                                      temperature=float(cfg.get("temperature", 1.0)))
         return ddim_generate(settings, x, x != self.config.mask_token_id, noise)
 
     def _masked(self, x, cfg: dict, never, mask_id: int, attention_mask, noise, block: bool = False):
