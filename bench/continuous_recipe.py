@@ -72,6 +72,8 @@ CONFIGS: dict[str, dict] = {
     # 0.93), H 3.86, judge 1736; + clamping H 1.52, judge 648 (newline soup)
     "ce-norm-sc-warp-ev": CDCD_RECIPE,
     "ce-norm-ev": {**CDCD, "own_evidence": True},
+    "cdcd-e16": {**CDCD_RECIPE, "embed_dim": 16},  # CDCD_RECIPE in Plaid's / Diffusion-LM's 16-dim embedding space
+    "cdcd-e32": {**CDCD_RECIPE, "embed_dim": 32},
     "ce-norm-cosine": {**CDCD, "schedule": "cosine"},
 }
 JUDGE = "judge-ar"

@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import socket
 
 import nbformat
@@ -174,6 +175,11 @@ CASES = [
     (["data", "--source", "{gzip_not_json}"], "does not hold JSON records (it starts with 'not json')"),
     (["estimate", "--preset", "tiny", "--set", f"micro_batch_size={2**64}"], "is out of range; give an integer below 2**63"),
     (["sample", "{ar_run}", "--mode", "infill", "--prompt", "a [MASK] b"], "put every [MASK] at the end"),
+    (["estimate", "--preset", "smoke", "--set", "model.max_seq_len=32"], "lower sample.length or raise model.max_seq_len"),
+    (["sample", "{run}", "--mask-length", "1", "--threshold", "0"], "sample.threshold=0.0 must be in (0, 1]"),  # no note
+    (["sample", "{junk_tokenizer_run}"], "holds damaged files (AttributeError"),
+    (["evaluate", "{list_tokenizer_run}"], "holds damaged files (TypeError"),
+    (["export", "{flipped_tokenizer_run}", "--out", "{tmp}/e"], "cannot be read ("),
 ]
 
 
@@ -210,8 +216,16 @@ def files(tmp_path_factory):
     (tmp / "empty.jsonl.gz").write_bytes(gzip.compress(b""))
     (tmp / "null.jsonl").write_text("null")  # pyarrow's JSON reader segfaulted on it
     (tmp / "not-json.jsonl.gz").write_bytes(gzip.compress(b"not json\n"))
+    run = make_run(tmp / "run", "masked")
+    damaged = {}
+    for name, junk in [("junk_tokenizer_run", "null"), ("list_tokenizer_run", "[]"),
+                       ("flipped_tokenizer_run", b'{"version": "1.0", "truncation": null, \xd9\x00')]:
+        shutil.copytree(run, tmp / name)
+        for f in (tmp / name).rglob("tokenizer.json"):  # the run's tokenizer/ and its export's copy
+            f.write_bytes(junk if isinstance(junk, bytes) else junk.encode())
+        damaged[name] = str(tmp / name)
     return {
-        "tmp": str(tmp), "run": str(make_run(tmp / "run", "masked")), "empty": str(tmp / "empty"),
+        **damaged, "tmp": str(tmp), "run": str(run), "empty": str(tmp / "empty"),
         "corrupt_json": str(tmp / "corrupt.json"), "unknown_key_json": str(tmp / "unknown.json"),
         "list_json": str(tmp / "list.json"), "docs_jsonl": str(tmp / "docs.jsonl"),
         "hf_bad_config": str(tmp / "hf-bad"), "corrupt_nb": str(tmp / "corrupt.ipynb"),

@@ -167,11 +167,6 @@ def run(args) -> int:
     prompts = read_prompts(args.prompts) if args.prompts is not None else None
     loaded = load_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype)
     settings = settings_from_args(args)
-    ignored = inapplicable(settings, loaded.objective, args.mode)
-    if ignored:
-        verb = "does" if len(ignored) == 1 else "do"
-        print(f"note: {', '.join(ignored)} {verb} not act on a {loaded.objective} checkpoint in {args.mode} mode; "
-              "ignored", file=sys.stderr)
     enabled = sys.stderr.isatty() if args.progress is None else args.progress
     bar = ProgressBar(f"sampling ({loaded.objective})", enabled)
     t0 = time.perf_counter()
@@ -180,6 +175,11 @@ def run(args) -> int:
                      record=args.trajectory is not None, callback=bar, **settings)
     finally:
         bar.close()
+    ignored = inapplicable(settings, loaded.objective, args.mode)
+    if ignored:  # said once the settings have passed sampling's checks: a refused call prints its one line only
+        verb = "does" if len(ignored) == 1 else "do"
+        print(f"note: {', '.join(ignored)} {verb} not act on a {loaded.objective} checkpoint in {args.mode} mode; "
+              "ignored", file=sys.stderr)
     record = sample_record(loaded, gen, mode=args.mode, prompt=args.prompt, seed=args.seed,
                            seconds=time.perf_counter() - t0)
     if args.quality and gen.lengths is None:

@@ -296,4 +296,5 @@ def check_sample_ranges(num_timesteps: int | None = None, max_seq_len: int | Non
         _check(fields["steps"] <= num_timesteps, f"sample.steps={fields['steps']} exceeds "
                f"diffusion.num_timesteps={num_timesteps}; use at most that many")
     if "length" in fields and max_seq_len is not None:
-        _check(fields["length"] <= max_seq_len, f"sample.length={fields['length']} exceeds model.max_seq_len={max_seq_len}")
+        _check(fields["length"] <= max_seq_len, f"sample.length={fields['length']} exceeds model.max_seq_len={max_seq_len}; "
+               "lower sample.length or raise model.max_seq_len")

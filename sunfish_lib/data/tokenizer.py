@@ -190,7 +190,18 @@ def _from_hf(name: str) -> SunfishTokenizer:
         if export:
             hf_logging.set_verbosity_error()
         hf = AutoTokenizer.from_pretrained(name, **({"trust_remote_code": False} if export else {}))
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        if not Path(name).expanduser().is_dir():
+            raise
+        # a local folder whose files transformers cannot make sense of (a cut, bit-flipped or hand-edited
+        # tokenizer.json / tokenizer_config.json): transformers fails inside with whatever it met first
+        raise SunfishError(f"tokenizer folder {name} holds damaged files ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:120] if str(e) else 'unreadable'}); copy tokenizer/ from the "
+                           "run it came from, or point at another run or export") from None
     except (OSError, ValueError) as e:
+        if Path(name).expanduser().is_dir():
+            raise SunfishError(f"tokenizer folder {name} cannot be read ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__}); "
+                               "copy tokenizer/ from the run it came from, or point at another run or export") from None
         hint = "the hub is offline or unreachable" if hub_offline() else str(e).splitlines()[0][:200]
         raise SunfishError(
             f"data.tokenizer={name!r} could not be loaded ({hint}); use data.tokenizer=bpe (offline) "
