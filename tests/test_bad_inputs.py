@@ -177,6 +177,9 @@ CASES = [
     (["sample", "{ar_run}", "--mode", "infill", "--prompt", "a [MASK] b"], "put every [MASK] at the end"),
     (["estimate", "--preset", "smoke", "--set", "model.max_seq_len=32"], "lower sample.length or raise model.max_seq_len"),
     (["sample", "{run}", "--mask-length", "1", "--threshold", "0"], "sample.threshold=0.0 must be in (0, 1]"),  # no note
+    (["sample", "{run}", "--prompt=\ud800"], "the prompt holds U+D800 at position 0, which is not valid Unicode"),
+    (["sample", "{run}", "--prompts", "{surrogate_jsonl}"], "prompt 2 holds U+DC00 at position 1"),
+    (["estimate", "--preset", "smoke", "--micro-batch", str(2**70)], f"micro_batch={2**70} is out of range"),
     (["sample", "{junk_tokenizer_run}"], "holds damaged files (AttributeError"),
     (["evaluate", "{list_tokenizer_run}"], "holds damaged files (TypeError"),
     (["export", "{flipped_tokenizer_run}", "--out", "{tmp}/e"], "cannot be read ("),
@@ -214,6 +217,7 @@ def files(tmp_path_factory):
     (tmp / "blank.txt").write_text(" \n\t\n")
     (tmp / "not-gzip.jsonl.gz").write_bytes(b'{"text": "plain, not gzip"}\n')
     (tmp / "empty.jsonl.gz").write_bytes(gzip.compress(b""))
+    (tmp / "surrogate.jsonl").write_text('"fine"\n"a\\udc00b"\n')  # a JSON escape that is no character
     (tmp / "null.jsonl").write_text("null")  # pyarrow's JSON reader segfaulted on it
     (tmp / "not-json.jsonl.gz").write_bytes(gzip.compress(b"not json\n"))
     run = make_run(tmp / "run", "masked")
@@ -231,7 +235,7 @@ def files(tmp_path_factory):
         "hf_bad_config": str(tmp / "hf-bad"), "corrupt_nb": str(tmp / "corrupt.ipynb"),
         "empty_jsonl": str(tmp / "empty.jsonl"), "blank_txt": str(tmp / "blank.txt"),
         "not_gzip": str(tmp / "not-gzip.jsonl.gz"), "empty_gzip": str(tmp / "empty.jsonl.gz"),
-        "null_jsonl": str(tmp / "null.jsonl"),
+        "null_jsonl": str(tmp / "null.jsonl"), "surrogate_jsonl": str(tmp / "surrogate.jsonl"),
         "gzip_not_json": str(tmp / "not-json.jsonl.gz"), "ar_run": str(make_run(tmp / "ar-run", "ar")),
         "two_params_nb": _notebook(tmp / "two.ipynb", "x = 1", "y = 2"),
         "bad_json_run": _run_folder(tmp / "bad-json-run", "{"),

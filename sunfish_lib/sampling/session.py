@@ -106,6 +106,18 @@ def sample_config(cfg: Config, settings: dict[str, Any]) -> Config:
 
 
 @torch.no_grad()
+def _check_unicode(text, label: str) -> None:
+    """A prompt must be text the tokenizer can take: a str of valid Unicode (a lone surrogate, which an argv byte
+    that is not UTF-8 or a JSON escape like \\ud800 gives, is not)."""
+    if not isinstance(text, str):
+        raise SunfishError(f"{label} is a {type(text).__name__}, not text; give a string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SunfishError(f"{label} holds U+{ord(text[e.start]):04X} at position {e.start}, which is not valid "
+                           "Unicode text; give UTF-8 text") from None
+
+
 def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", prompts: list[str] | None = None,
            seed: int = 0, record: bool = False, callback: Callable[[int, int, torch.Tensor], None] | None = None,
            **settings) -> Generation:
@@ -117,6 +129,8 @@ def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", prompts: l
     sampler = build_sampler(model, cfg, tok, s)
     device = next(model.parameters()).device
     texts = [prompt or ""] if prompts is None else [p or "" for p in prompts]
+    for i, text in enumerate(texts):
+        _check_unicode(text, "the prompt" if prompts is None else f"prompt {i + 1}")
     if not texts:
         raise SunfishError("prompts is empty; give at least one prompt (one per line)")
     blocks = [initial_ids(tok, mode=mode, prompt=p, length=s.length, mask_length=s.mask_length,

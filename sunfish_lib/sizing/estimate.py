@@ -35,6 +35,8 @@ ALLOCATOR_SLACK = 0.05
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
+    if value >= 2**63:  # as config values (`overrides`): beyond int64 the float arithmetic below overflows
+        raise ConfigError(f"{name}={value} is out of range; give an integer below 2**63")
     return value
 
 
