@@ -30,6 +30,19 @@ noise judge ppl 2004, entropy 3.83; held-out text judge ppl 159, entropy 3.67. c
 nats/token (3.137 bits/byte), H 3.89, judge 2069; plain: 573.2 +- 2.0 (354.1 bits/byte), H 3.57, judge 2213. The bound
 separates them by > 250 SE (plain's bound means nothing to a reader); judge perplexity by 7%, both above unigram
 noise's: CDCD_RECIPE is the default (#26).
+
+1500-step run (the workbook's budget, 3.1M tokens; `--configs ce-norm-sc-warp-ev,cdcd-e16,cdcd-e32 --samplers ""`,
+one thread each at load 2-4; judge: AR at 1500 steps, val loss 3.857): unigram model 5.848 nats/token, 3.612
+bits/byte; unigram noise judge ppl 3455, entropy 3.83; held-out text judge ppl 79, entropy 3.67.
+ce-norm-sc-warp-ev (CDCD_RECIPE): 4.984 +- 0.513 nats/token (3.079 bits/byte), H 3.91, judge 3145; cdcd-e16: 5.862 +-
+0.051 (3.621), H 3.88, judge 3654; cdcd-e32: 5.878 +- 0.121 (3.631), H 3.82, judge 4211. Sampler rows on
+CDCD_RECIPE (same judge, 16 x 64 tokens): ddim200 H 3.87 / judge 3275; ddim50 at temperature 0.8: 3.72 / 2378, 0.6:
+3.39 / 2898 (at step 750), ddpm200 at 0.7: 3.57 / 2481; steps spaced by the measured CE-vs-t curve (an experiment,
+not kept): 2925 at T 1, 2325 at T 0.8, a tie with uniform spacing. Every sampler row stays above half of unigram noise
+(1728): the #26 sample target is missed at this budget. Its CE-vs-t curve (`diffusion.analysis.loss_by_t`, 2 val
+batches) is 0 up to t = 0.45 and rises from 0.02 at t = 0.6 to 1.2 at 0.825 and 5.9 at 1: the tokens are decided in
+the last 40% of the chain. The bound of CDCD_RECIPE at 1500 steps on 32 held-out batches (`sunfish evaluate --batches 32
+--t-samples 8`, 65,536 tokens): 5.742 +- 0.282 nats/token, 3.514 bits/byte: a tie with the unigram model (0.4 SE).
 """
 # ruff: noqa: E402
 
@@ -85,6 +98,8 @@ SAMPLERS: dict[str, dict] = {
     "ddpm50": {"sampler": "ddpm", "steps": 50},  # eta = 1
     "ddpm200": {"sampler": "ddpm", "steps": 200},
     "ddim50-clamp": {"sampler": "ddim", "steps": 50, "clamp": True},  # Diffusion-LM's clamping trick
+    "ddim50-T0.8": {"sampler": "ddim", "steps": 50, "temperature": 0.8},  # p(w | x_t) tempered in score interpolation
+    "ddpm200-T0.7": {"sampler": "ddpm", "steps": 200, "temperature": 0.7},
 }
 
 
@@ -178,7 +193,7 @@ def parse(argv=None):
     ap.add_argument("--train-only", action="store_true", help="train the configs (and the judge with --judge) only")
     ap.add_argument("--judge", action="store_true", help="with --train-only: train the AR judge")
     ap.add_argument("--partial", action="store_true", help="score a run still training at its last checkpoint")
-    ap.add_argument("--val-batches", type=int, default=8)
+    ap.add_argument("--val-batches", type=int, default=32, help="held-out batches of the bound (32 x 32 x 64 tokens)")
     ap.add_argument("--t-samples", type=int, default=8, help="noise-level draws per sequence for the bound")
     ap.add_argument("--samples", type=int, default=16, help="unconditional samples per row")
     ap.add_argument("--length", type=int, default=64, help="tokens per sample")
@@ -225,7 +240,9 @@ def main(argv=None) -> None:
         r = {**best, "sampler": SAMPLERS[sname], **sample_row(folder, judge, args, SAMPLERS[sname])}
         sampler_rows.append(r)
         print_row(r)
-    ok = {"bound_below_unigram": best["bits_per_byte"] < uni["bits_per_byte"],
+    # below means below by more than 2 SE (the bound's KL terms are heavy-tailed: 8 batches read 4.98 +- 0.51 where
+    # 32 read 5.74 +- 0.28 for the same model); a smaller gap is a tie
+    ok = {"bound_below_unigram": best["nats_per_token"] + 2 * best["stderr"] < uni["nats_per_token"],
           "judge_below_half_noise": best["judge_ppl"] < noise["unigram_noise_judge_ppl"] / 2,
           "entropy_within_15pct": abs(best["entropy"] / best["heldout_entropy"] - 1) <= 0.15}
     print(f"\nchosen: {best['config']} {best['overrides']}: {best['bits_per_byte']:.3f} bits/byte "
@@ -236,7 +253,8 @@ def main(argv=None) -> None:
                       "bits_per_byte": best["bits_per_byte"], "nats_per_token": best["nats_per_token"],
                       "stderr": best["stderr"], "judge_ppl": best["judge_ppl"], "entropy": best["entropy"],
                       "heldout_entropy": best["heldout_entropy"], "heldout_judge_ppl": best["heldout_judge_ppl"],
-                      "unigram_bits_per_byte": uni["bits_per_byte"], **noise, "targets": ok,
+                      "unigram_bits_per_byte": uni["bits_per_byte"], "unigram_nats_per_token": uni["nats_per_token"],
+                      **noise, "targets": ok,
                       "rows": rows, "sampler_rows": sampler_rows}, default=str))
 
 

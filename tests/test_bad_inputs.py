@@ -180,6 +180,8 @@ CASES = [
     (["sample", "{run}", "--prompt=\ud800"], "the prompt holds U+D800 at position 0, which is not valid Unicode"),
     (["sample", "{run}", "--prompts", "{surrogate_jsonl}"], "prompt 2 holds U+DC00 at position 1"),
     (["estimate", "--preset", "smoke", "--micro-batch", str(2**70)], f"micro_batch={2**70} is out of range"),
+    (["train", "--preset", "smoke", "--set", "model.n_layers=2000000000", "--run-dir", "{tmp}/huge"],
+     "GiB of fp32 weights), more than this machine's"),
     (["sample", "{junk_tokenizer_run}"], "holds damaged files (AttributeError"),
     (["evaluate", "{list_tokenizer_run}"], "holds damaged files (TypeError"),
     (["export", "{flipped_tokenizer_run}", "--out", "{tmp}/e"], "cannot be read ("),

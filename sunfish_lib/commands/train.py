@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
+
 from sunfish_lib.errors import SunfishError
 from sunfish_lib.data.sources import parse_source
+from sunfish_lib.sizing.counts import num_params
 from sunfish_lib.config import PRESETS, Config, get_config, parse_set_args, short_run_rules, with_max_steps
 
 
@@ -68,6 +71,17 @@ def config_from_args(args, saved=None):
     return cfg.validate()
 
 
+def check_weights_fit_host(cfg: Config) -> None:
+    """Every process builds the whole model in host memory before training (FSDP shards it afterwards): a config
+    whose fp32 weights alone exceed this machine's memory is a typo (a --set n_layers=2000000000 ground on for
+    minutes building modules, then died), refused in one line before anything is built."""
+    need, have = num_params(cfg) * 4, psutil.virtual_memory().total
+    if need > have:
+        raise SunfishError(f"the model has {num_params(cfg):,} parameters ({need / 2**30:,.0f} GiB of fp32 weights), "
+                           f"more than this machine's {have / 2**30:,.0f} GiB of memory; check model.n_layers, "
+                           "d_model and vocab_size (sunfish estimate sizes a config)")
+
+
 def resumed_folder(args) -> Path | None:
     """The run folder `--resume [RUN_DIR]` continues (None when not resuming)."""
     if not args.resume:
@@ -100,6 +114,7 @@ def run(args) -> int:
         raise SunfishError(f"--stop-at-step={args.stop_at_step} is beyond train.max_steps={cfg.train.max_steps}; "
                            "it stops a run early, so give a step <= max_steps")
     parse_source(cfg.data.source, cfg.data.text_field)  # a missing or empty local source: one line, no run folder yet
+    check_weights_fit_host(cfg)
     run_dir = resume_dir or args.run_dir or shared_run_dir(f"train-{cfg.preset}-{cfg.diffusion.objective}")
     extra = (StopAtStep(args.stop_at_step),) if args.stop_at_step else ()
     summary = train(cfg, run_dir, resume=bool(args.resume), fast_dev_run=args.fast_dev_run, callbacks=extra,
