@@ -36,7 +36,8 @@ def test_controls_that_do_not_apply_are_disabled(runs):
     assert not panel.mask_length.disabled and panel.length.disabled
     panel.mode.value = "uncond"
     panel.path.value = str(runs["continuous"])
-    assert not panel.eta.disabled and panel.temperature.disabled
+    # a CDCD model's temperature tempers p(w | x_t) in score interpolation; top-k/top-p act on discrete draws only
+    assert not panel.eta.disabled and not panel.temperature.disabled and panel.top_k.disabled and panel.top_p.disabled
     panel.path.value = str(runs["ar"])
     assert panel.steps.disabled and panel.eta.disabled and not panel.temperature.disabled
 
