@@ -75,9 +75,10 @@ def check_weights_fit_host(cfg: Config) -> None:
     """Every process builds the whole model in host memory before training (FSDP shards it afterwards): a config
     whose fp32 weights alone exceed this machine's memory is a typo (a --set n_layers=2000000000 ground on for
     minutes building modules, then died), refused in one line before anything is built."""
-    need, have = num_params(cfg) * 4, psutil.virtual_memory().total
+    params, have = num_params(cfg), psutil.virtual_memory().total
+    need = params * 4
     if need > have:
-        raise SunfishError(f"the model has {num_params(cfg):,} parameters ({need / 2**30:,.0f} GiB of fp32 weights), "
+        raise SunfishError(f"the model has {params:,} parameters ({need / 2**30:,.0f} GiB of fp32 weights), "
                            f"more than this machine's {have / 2**30:,.0f} GiB of memory; check model.n_layers, "
                            "d_model and vocab_size (sunfish estimate sizes a config)")
 

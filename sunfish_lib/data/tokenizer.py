@@ -176,6 +176,11 @@ def save_tokenizer(tok: SunfishTokenizer, run_dir: str | Path) -> Path:
     return tok.save(Path(run_dir) / RUN_SUBDIR)
 
 
+def _unreadable_folder(name: str, what: str) -> SunfishError:
+    return SunfishError(f"tokenizer folder {name} {what}; copy tokenizer/ from the run it came from, or point at "
+                        "another run or export")
+
+
 def _from_hf(name: str) -> SunfishTokenizer:
     """Any HF tokenizer with a fast backend; adds EOS/[MASK]/[PAD] where missing."""
     # lazy: the data package imports with torch alone (tests/test_data_imports.py)
@@ -195,13 +200,12 @@ def _from_hf(name: str) -> SunfishTokenizer:
             raise
         # a local folder whose files transformers cannot make sense of (a cut, bit-flipped or hand-edited
         # tokenizer.json / tokenizer_config.json): transformers fails inside with whatever it met first
-        raise SunfishError(f"tokenizer folder {name} holds damaged files ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:120] if str(e) else 'unreadable'}); copy tokenizer/ from the "
-                           "run it came from, or point at another run or export") from None
+        raise _unreadable_folder(name, f"holds damaged files ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0][:120] if str(e) else 'unreadable'})") from None
     except (OSError, ValueError) as e:
         if Path(name).expanduser().is_dir():
-            raise SunfishError(f"tokenizer folder {name} cannot be read ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__}); "
-                               "copy tokenizer/ from the run it came from, or point at another run or export") from None
+            raise _unreadable_folder(name, f"cannot be read ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") \
+                from None
         hint = "the hub is offline or unreachable" if hub_offline() else str(e).splitlines()[0][:200]
         raise SunfishError(
             f"data.tokenizer={name!r} could not be loaded ({hint}); use data.tokenizer=bpe (offline) "

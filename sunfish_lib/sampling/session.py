@@ -105,7 +105,6 @@ def sample_config(cfg: Config, settings: dict[str, Any]) -> Config:
     return cfg.override(given).validate()
 
 
-@torch.no_grad()
 def _check_unicode(text, label: str) -> None:
     """A prompt must be text the tokenizer can take: a str of valid Unicode (a lone surrogate, which an argv byte
     that is not UTF-8 or a JSON escape like \\ud800 gives, is not)."""
@@ -118,6 +117,7 @@ def _check_unicode(text, label: str) -> None:
                            "Unicode text; give UTF-8 text") from None
 
 
+@torch.no_grad()
 def sample(loaded: Loaded, *, mode: str = "uncond", prompt: str = "", prompts: list[str] | None = None,
            seed: int = 0, record: bool = False, callback: Callable[[int, int, torch.Tensor], None] | None = None,
            **settings) -> Generation:
